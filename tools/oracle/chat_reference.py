@@ -1,0 +1,38 @@
+"""Reference chat-template renderings from transformers' apply_chat_template.
+
+    python3 chat_reference.py TOKENIZER_DIR FAMILY OUT.jsonl
+
+TOKENIZER_DIR holds tokenizer.json and tokenizer_config.json. Each output line holds the
+family, the messages, add_generation_prompt, and either the rendered text or the error
+the template raised.
+"""
+import json, sys
+from transformers import AutoTokenizer
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hello!"}],
+    [{"role": "system", "content": "You are a terse assistant."},
+     {"role": "user", "content": "What is 2+2?"}],
+    [{"role": "user", "content": "Name a prime."},
+     {"role": "assistant", "content": "7"},
+     {"role": "user", "content": "Another one, please."}],
+    [{"role": "system", "content": "Answer in French."},
+     {"role": "user", "content": "  leading and trailing spaces  "},
+     {"role": "assistant", "content": "D'accord.\n\nVoilà."},
+     {"role": "user", "content": "Ünïcødé 日本語 🎉\ttab"}],
+    [{"role": "user", "content": ""}],
+]
+
+if len(sys.argv) != 4:
+    print(__doc__)
+    sys.exit(2)
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+with open(sys.argv[3], "w") as f:
+    for msgs in CONVERSATIONS:
+        for gen in (False, True):
+            rec = {"family": sys.argv[2], "messages": msgs, "add_generation_prompt": gen}
+            try:
+                rec["text"] = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+            except Exception as e:  # templates that reject a conversation raise
+                rec["error"] = str(e)
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
