@@ -3,6 +3,7 @@
 package kv
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/kvfoot/kvfoot/tensor"
@@ -82,4 +83,13 @@ func (c *Cache) Attend(layer int, q, k, v, out []float32, n int) {
 			}
 		}
 	}
+}
+
+// New returns a cache for the policy named by spec. Only "full" exists so far; the
+// policies of the KV issue register here.
+func New(s Shape, spec string) (*Cache, error) {
+	if spec != "" && spec != "full" {
+		return nil, fmt.Errorf("kv: unknown policy %q (known: full)", spec)
+	}
+	return NewFull(s), nil
 }
