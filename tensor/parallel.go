@@ -20,8 +20,11 @@ func Threads() int { return threads }
 
 // Parallel splits [0, n) into at most Threads() contiguous ranges and runs fn on
 // each, returning when all are done. Small n runs inline.
-func Parallel(n int, fn func(lo, hi int)) {
-	t := threads
+func Parallel(n int, fn func(lo, hi int)) { parallelFor(threads, n, fn) }
+
+// parallelFor is Parallel with an explicit goroutine count t; the calling goroutine
+// runs the last range itself.
+func parallelFor(t, n int, fn func(lo, hi int)) {
 	if t > n {
 		t = n
 	}
@@ -30,7 +33,7 @@ func Parallel(n int, fn func(lo, hi int)) {
 		return
 	}
 	var wg sync.WaitGroup
-	for i := 0; i < t; i++ {
+	for i := 0; i < t-1; i++ {
 		lo, hi := i*n/t, (i+1)*n/t
 		wg.Add(1)
 		go func() {
@@ -38,5 +41,6 @@ func Parallel(n int, fn func(lo, hi int)) {
 			fn(lo, hi)
 		}()
 	}
+	fn((t-1)*n/t, n)
 	wg.Wait()
 }

@@ -3,7 +3,10 @@
 // attention, RMSNorm, softmax, SiLU, and a worker pool sized to the cores.
 package tensor
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // Mat is a row-major weight matrix of Rows x Cols, stored as float32 or as bf16
 // (exactly one of F32 and BF16 is set). A Hugging Face Linear weight [out, in] is a
@@ -15,58 +18,72 @@ type Mat struct {
 }
 
 // MatMulT computes dst[m, w.Rows] = x[m, w.Cols] · wᵀ: a Linear layer without bias,
-// for m tokens at once (m = 1 is a matrix-vector product).
+// for m tokens at once (m = 1 is a matrix-vector product). It panics if a slice is
+// shorter than the shapes say, as copy-like kernels do on a caller's bug.
 func MatMulT(dst, x []float32, m int, w *Mat) {
 	n, k := w.Rows, w.Cols
 	if len(x) < m*k || len(dst) < m*n {
-		panic("tensor.MatMulT: short buffer")
+		panic(fmt.Sprintf("tensor.MatMulT: m=%d, w %dx%d needs len(x) ≥ %d, len(dst) ≥ %d; have %d, %d",
+			m, n, k, m*k, m*n, len(x), len(dst)))
 	}
-	Parallel(n, func(lo, hi int) {
-		for j := lo; j < hi; j++ {
+	if n*k > 0 && ((w.F32 == nil) == (w.BF16 == nil) || len(w.F32)+len(w.BF16) < n*k) {
+		panic(fmt.Sprintf("tensor.MatMulT: w %dx%d needs exactly one of F32, BF16 with ≥ %d values; have %d, %d",
+			n, k, n*k, len(w.F32), len(w.BF16)))
+	}
+	matMulT(active, threads, dst, x, m, w)
+}
+
+func matMulT(im *impl, t int, dst, x []float32, m int, w *Mat) {
+	n, k := w.Rows, w.Cols
+	if m == 1 {
+		// Decode: memory-bound, so stream each weight row once through the
+		// multi-row kernel; split rows in blocks of 4 to keep the 4-row kernel fed.
+		x := x[:k]
+		parallelFor(t, (n+3)/4, func(lo, hi int) {
+			r0, r1 := lo*4, min(hi*4, n)
 			if w.F32 != nil {
-				row := w.F32[j*k : (j+1)*k]
-				for i := 0; i < m; i++ {
-					dst[i*n+j] = Dot(x[i*k:(i+1)*k], row)
-				}
+				im.matvec(dst[r0:r1], w.F32[r0*k:r1*k], k, x)
 			} else {
-				row := w.BF16[j*k : (j+1)*k]
-				for i := 0; i < m; i++ {
-					xi := x[i*k : (i+1)*k]
-					var s float32
-					for c, b := range row {
-						s += xi[c] * BF16ToFloat(b)
-					}
-					dst[i*n+j] = s
-				}
+				im.matvecBF16(dst[r0:r1], w.BF16[r0*k:r1*k], k, x)
 			}
-		}
-	})
+		})
+		return
+	}
+	gemm(im, t, dst, n, m, n, k,
+		operand{f32: x, rs: k, cs: 1},
+		operand{f32: w.F32, bf16: w.BF16, rs: k, cs: 1})
+}
+
+// MatMul computes dst[m, n] = a[m, k] · b[k, n], all row-major (in training: the
+// gradient of a Linear layer's input, dY · W).
+func MatMul(dst, a, b []float32, m, n, k int) {
+	checkMatMul("MatMul", dst, a, b, m, n, k)
+	gemm(active, threads, dst, n, m, n, k,
+		operand{f32: a, rs: k, cs: 1},
+		operand{f32: b, rs: 1, cs: n})
+}
+
+// MatMulTN computes dst[m, n] = aᵀ · b with a [k, m] and b [k, n] row-major (in
+// training: the gradient of a Linear layer's weight, dYᵀ · X).
+func MatMulTN(dst, a, b []float32, m, n, k int) {
+	checkMatMul("MatMulTN", dst, a, b, m, n, k)
+	gemm(active, threads, dst, n, m, n, k,
+		operand{f32: a, rs: 1, cs: m},
+		operand{f32: b, rs: 1, cs: n})
+}
+
+func checkMatMul(name string, dst, a, b []float32, m, n, k int) {
+	if m < 0 || n < 0 || k < 0 || len(a) < m*k || len(b) < k*n || len(dst) < m*n {
+		panic(fmt.Sprintf("tensor.%s: m=%d n=%d k=%d needs len(a) ≥ %d, len(b) ≥ %d, len(dst) ≥ %d; have %d, %d, %d",
+			name, m, n, k, m*k, k*n, m*n, len(a), len(b), len(dst)))
+	}
 }
 
 // Dot returns Σ a[i]·b[i] over len(a) elements.
-func Dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
-}
+func Dot(a, b []float32) float32 { return active.dot(a, b) }
 
 // Axpy computes y += alpha·x over len(x) elements.
-func Axpy(alpha float32, x, y []float32) {
-	y = y[:len(x)]
-	for i, v := range x {
-		y[i] += alpha * v
-	}
-}
+func Axpy(alpha float32, x, y []float32) { active.axpy(alpha, x, y) }
 
 // RMSNorm writes x / sqrt(mean(x²) + eps) · weight into dst (dst may alias x).
 func RMSNorm(dst, x, weight []float32, eps float32) {

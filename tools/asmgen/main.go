@@ -1,0 +1,329 @@
+// Command asmgen writes tensor/kern_amd64.s, the amd64 kernels of package tensor,
+// once for AVX-512 (zmm, 16 lanes) and once for AVX2+FMA (ymm, 8 lanes) from the
+// same templates, so that the two paths cannot drift apart.
+//
+//	go run ./tools/asmgen > tensor/kern_amd64.s
+//
+// Every kernel handles only whole vectors; the Go wrappers in tensor/kern_amd64.go
+// do the ragged tails, which keeps the assembly short and free of masks.
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// isa describes one vector width.
+type isa struct {
+	suffix string // function name suffix
+	reg    string // "Z" or "Y"
+	lanes  int    // float32 lanes per vector
+	mr, nr int    // GEMM micro-tile: mr rows of A, nr columns of B (nr = 2 vectors)
+	zero   string // instruction that zeroes a vector register
+}
+
+var isas = []isa{
+	// 12x32: 24 accumulators, 2 B vectors, 6 broadcast registers out of 32 zmm.
+	{suffix: "AVX512", reg: "Z", lanes: 16, mr: 12, nr: 32, zero: "VPXORD"},
+	// 6x16: 12 accumulators, 2 B vectors, 2 broadcast registers out of 16 ymm.
+	{suffix: "AVX2", reg: "Y", lanes: 8, mr: 6, nr: 16, zero: "VXORPS"},
+}
+
+var out strings.Builder
+
+func emit(format string, args ...any) { fmt.Fprintf(&out, format+"\n", args...) }
+
+func (s isa) r(i int) string { return fmt.Sprintf("%s%d", s.reg, i) }
+
+func (s isa) vbytes() int { return 4 * s.lanes }
+
+// reduce sums the lanes of vector register v into the low lane of X<v>, using t as scratch.
+func (s isa) reduce(v, t int) {
+	if s.reg == "Z" {
+		emit("\tVEXTRACTF64X4 $1, Z%d, Y%d", v, t)
+		emit("\tVADDPS Y%d, Y%d, Y%d", t, v, v)
+	}
+	emit("\tVEXTRACTF128 $1, Y%d, X%d", v, t)
+	emit("\tVADDPS X%d, X%d, X%d", t, v, v)
+	emit("\tVHADDPS X%d, X%d, X%d", v, v, v)
+	emit("\tVHADDPS X%d, X%d, X%d", v, v, v)
+}
+
+// gemm writes the micro-kernel: C[mr x nr] (row stride ldc) = (add ? C : 0) + Σ_p A[:,p]·B[p,:],
+// where A is packed p-major in groups of mr and B p-major in groups of nr.
+func (s isa) gemm() {
+	mr, vb := s.mr, s.vbytes()
+	nacc := 2 * mr
+	b0, b1, bc := nacc, nacc+1, nacc+2 // B vectors, then broadcast registers
+	nbc := 6
+	if s.reg == "Y" {
+		nbc = 2
+	}
+	emit("// func gemm%s(k int, a, b, c *float32, ldc int, add bool)", s.suffix)
+	emit("TEXT ·gemm%s(SB), NOSPLIT, $0-41", s.suffix)
+	emit("\tMOVQ k+0(FP), CX")
+	emit("\tMOVQ a+8(FP), SI")
+	emit("\tMOVQ b+16(FP), DI")
+	emit("\tMOVQ c+24(FP), DX")
+	emit("\tMOVQ ldc+32(FP), R8")
+	emit("\tSHLQ $2, R8")
+	for i := 0; i < nacc; i++ {
+		emit("\t%s %s, %s, %s", s.zero, s.r(i), s.r(i), s.r(i))
+	}
+	emit("\tTESTQ CX, CX")
+	emit("\tJZ gemm%sstore", s.suffix)
+	emit("gemm%sloop:", s.suffix)
+	emit("\tVMOVUPS (DI), %s", s.r(b0))
+	emit("\tVMOVUPS %d(DI), %s", vb, s.r(b1))
+	for i := 0; i < mr; i++ {
+		br := s.r(bc + i%nbc)
+		emit("\tVBROADCASTSS %d(SI), %s", 4*i, br)
+		emit("\tVFMADD231PS %s, %s, %s", br, s.r(b0), s.r(2*i))
+		emit("\tVFMADD231PS %s, %s, %s", br, s.r(b1), s.r(2*i+1))
+	}
+	emit("\tADDQ $%d, SI", 4*mr)
+	emit("\tADDQ $%d, DI", 2*vb)
+	emit("\tDECQ CX")
+	emit("\tJNZ gemm%sloop", s.suffix)
+	emit("gemm%sstore:", s.suffix)
+	emit("\tMOVBQZX add+40(FP), AX")
+	emit("\tTESTQ AX, AX")
+	emit("\tJZ gemm%sset", s.suffix)
+	for i := 0; i < mr; i++ {
+		emit("\tVADDPS (DX), %s, %s", s.r(2*i), s.r(2*i))
+		emit("\tVADDPS %d(DX), %s, %s", vb, s.r(2*i+1), s.r(2*i+1))
+		emit("\tVMOVUPS %s, (DX)", s.r(2*i))
+		emit("\tVMOVUPS %s, %d(DX)", s.r(2*i+1), vb)
+		emit("\tADDQ R8, DX")
+	}
+	emit("\tVZEROUPPER")
+	emit("\tRET")
+	emit("gemm%sset:", s.suffix)
+	for i := 0; i < mr; i++ {
+		emit("\tVMOVUPS %s, (DX)", s.r(2*i))
+		emit("\tVMOVUPS %s, %d(DX)", s.r(2*i+1), vb)
+		emit("\tADDQ R8, DX")
+	}
+	emit("\tVZEROUPPER")
+	emit("\tRET")
+	emit("")
+}
+
+// dot writes Σ a[i]·b[i] for n a multiple of the lane count.
+func (s isa) dot() {
+	vb, l := s.vbytes(), s.lanes
+	emit("// func dot%s(a, b *float32, n int) float32", s.suffix)
+	emit("TEXT ·dot%s(SB), NOSPLIT, $0-28", s.suffix)
+	emit("\tMOVQ a+0(FP), SI")
+	emit("\tMOVQ b+8(FP), DI")
+	emit("\tMOVQ n+16(FP), CX")
+	for i := 0; i < 4; i++ {
+		emit("\t%s %s, %s, %s", s.zero, s.r(i), s.r(i), s.r(i))
+	}
+	emit("dot%sloop4:", s.suffix)
+	emit("\tCMPQ CX, $%d", 4*l)
+	emit("\tJLT dot%sloop1", s.suffix)
+	for i := 0; i < 4; i++ {
+		emit("\tVMOVUPS %d(SI), %s", i*vb, s.r(4+i))
+		emit("\tVFMADD231PS %d(DI), %s, %s", i*vb, s.r(4+i), s.r(i))
+	}
+	emit("\tADDQ $%d, SI", 4*vb)
+	emit("\tADDQ $%d, DI", 4*vb)
+	emit("\tSUBQ $%d, CX", 4*l)
+	emit("\tJMP dot%sloop4", s.suffix)
+	emit("dot%sloop1:", s.suffix)
+	emit("\tTESTQ CX, CX")
+	emit("\tJZ dot%sdone", s.suffix)
+	emit("\tVMOVUPS (SI), %s", s.r(4))
+	emit("\tVFMADD231PS (DI), %s, %s", s.r(4), s.r(0))
+	emit("\tADDQ $%d, SI", vb)
+	emit("\tADDQ $%d, DI", vb)
+	emit("\tSUBQ $%d, CX", l)
+	emit("\tJMP dot%sloop1", s.suffix)
+	emit("dot%sdone:", s.suffix)
+	emit("\tVADDPS %s, %s, %s", s.r(1), s.r(0), s.r(0))
+	emit("\tVADDPS %s, %s, %s", s.r(3), s.r(2), s.r(2))
+	emit("\tVADDPS %s, %s, %s", s.r(2), s.r(0), s.r(0))
+	s.reduce(0, 1)
+	emit("\tVZEROUPPER")
+	emit("\tMOVSS X0, ret+24(FP)")
+	emit("\tRET")
+	emit("")
+}
+
+// sum writes Σ a[i] for n a multiple of 4 vectors; it only loads and adds, so it
+// measures read bandwidth.
+func (s isa) sum() {
+	vb, l := s.vbytes(), s.lanes
+	emit("// func sum%s(a *float32, n int) float32", s.suffix)
+	emit("TEXT ·sum%s(SB), NOSPLIT, $0-20", s.suffix)
+	emit("\tMOVQ a+0(FP), SI")
+	emit("\tMOVQ n+8(FP), CX")
+	for i := 0; i < 4; i++ {
+		emit("\t%s %s, %s, %s", s.zero, s.r(i), s.r(i), s.r(i))
+	}
+	emit("\tTESTQ CX, CX")
+	emit("\tJZ sum%sdone", s.suffix)
+	emit("sum%sloop:", s.suffix)
+	for i := 0; i < 4; i++ {
+		emit("\tVADDPS %d(SI), %s, %s", i*vb, s.r(i), s.r(i))
+	}
+	emit("\tADDQ $%d, SI", 4*vb)
+	emit("\tSUBQ $%d, CX", 4*l)
+	emit("\tJNZ sum%sloop", s.suffix)
+	emit("sum%sdone:", s.suffix)
+	emit("\tVADDPS %s, %s, %s", s.r(1), s.r(0), s.r(0))
+	emit("\tVADDPS %s, %s, %s", s.r(3), s.r(2), s.r(2))
+	emit("\tVADDPS %s, %s, %s", s.r(2), s.r(0), s.r(0))
+	s.reduce(0, 1)
+	emit("\tVZEROUPPER")
+	emit("\tMOVSS X0, ret+16(FP)")
+	emit("\tRET")
+	emit("")
+}
+
+// axpy writes y += alpha·x for n a multiple of the lane count.
+func (s isa) axpy() {
+	vb, l := s.vbytes(), s.lanes
+	al := s.r(15)
+	emit("// func axpy%s(alpha float32, x, y *float32, n int)", s.suffix)
+	emit("TEXT ·axpy%s(SB), NOSPLIT, $0-32", s.suffix)
+	emit("\tVBROADCASTSS alpha+0(FP), %s", al)
+	emit("\tMOVQ x+8(FP), SI")
+	emit("\tMOVQ y+16(FP), DI")
+	emit("\tMOVQ n+24(FP), CX")
+	emit("axpy%sloop4:", s.suffix)
+	emit("\tCMPQ CX, $%d", 4*l)
+	emit("\tJLT axpy%sloop1", s.suffix)
+	for i := 0; i < 4; i++ {
+		emit("\tVMOVUPS %d(DI), %s", i*vb, s.r(i))
+		emit("\tVFMADD231PS %d(SI), %s, %s", i*vb, al, s.r(i))
+		emit("\tVMOVUPS %s, %d(DI)", s.r(i), i*vb)
+	}
+	emit("\tADDQ $%d, SI", 4*vb)
+	emit("\tADDQ $%d, DI", 4*vb)
+	emit("\tSUBQ $%d, CX", 4*l)
+	emit("\tJMP axpy%sloop4", s.suffix)
+	emit("axpy%sloop1:", s.suffix)
+	emit("\tTESTQ CX, CX")
+	emit("\tJZ axpy%sdone", s.suffix)
+	emit("\tVMOVUPS (DI), %s", s.r(0))
+	emit("\tVFMADD231PS (SI), %s, %s", al, s.r(0))
+	emit("\tVMOVUPS %s, (DI)", s.r(0))
+	emit("\tADDQ $%d, SI", vb)
+	emit("\tADDQ $%d, DI", vb)
+	emit("\tSUBQ $%d, CX", l)
+	emit("\tJMP axpy%sloop1", s.suffix)
+	emit("axpy%sdone:", s.suffix)
+	emit("\tVZEROUPPER")
+	emit("\tRET")
+	emit("")
+}
+
+// matvec writes y[r] = Σ_c w[r·ldw + c]·x[c] for rows a multiple of 4 and k a
+// multiple of the lane count, four rows at a time so that each x vector loaded
+// serves four weight rows. With bf16, w holds uint16 and is widened in registers.
+func (s isa) matvec(bf16 bool) {
+	vb, l := s.vbytes(), s.lanes
+	name, wsz := "matvecF32"+s.suffix, 4
+	if bf16 {
+		name, wsz = "matvecBF16"+s.suffix, 2
+	}
+	wvb := wsz * l // bytes of w per vector
+	// Z0-Z7: accumulators (row r, half h) = 2r+h; Z8, Z9: x; Z10-Z13: widened weights.
+	emit("// func %s(w unsafe.Pointer, ldw int, x, y *float32, rows, k int)", name)
+	emit("TEXT ·%s(SB), NOSPLIT, $0-48", name)
+	emit("\tMOVQ w+0(FP), SI")
+	emit("\tMOVQ ldw+8(FP), R8")
+	emit("\tMOVQ x+16(FP), DI")
+	emit("\tMOVQ y+24(FP), DX")
+	emit("\tMOVQ rows+32(FP), BX")
+	emit("\tMOVQ k+40(FP), R13")
+	emit("\tIMULQ $%d, R8", wsz) // row stride in bytes
+	emit("\tLEAQ (R8)(R8*2), R11")
+	emit("\tIMULQ $%d, R13", wsz) // k in bytes of w
+	emit("\tTESTQ BX, BX")
+	emit("\tJZ %sdone", name)
+	emit("%srows:", name)
+	for i := 0; i < 8; i++ {
+		emit("\t%s %s, %s, %s", s.zero, s.r(i), s.r(i), s.r(i))
+	}
+	emit("\tXORQ AX, AX") // byte offset into a row of w
+	emit("\tMOVQ DI, R9") // x pointer
+	emit("\tMOVQ R13, CX")
+	emit("\tANDQ $-%d, CX", 2*wvb) // bytes covered by the 2-vector loop
+	// R12 walks along row 0; rows 1-3 are R12 + R8, + 2·R8, + R11 (= 3·R8).
+	emit("\tMOVQ SI, R12")
+	body := func(h int) {
+		xr := s.r(8 + h)
+		emit("\tVMOVUPS %d(R9), %s", h*vb, xr)
+		addrs := []string{
+			fmt.Sprintf("%d(R12)", h*wvb),
+			fmt.Sprintf("%d(R12)(R8*1)", h*wvb),
+			fmt.Sprintf("%d(R12)(R8*2)", h*wvb),
+			fmt.Sprintf("%d(R12)(R11*1)", h*wvb),
+		}
+		for r := 0; r < 4; r++ {
+			acc := s.r(2*r + h)
+			if bf16 {
+				t := s.r(10 + r)
+				emit("\tVPMOVZXWD %s, %s", addrs[r], t)
+				emit("\tVPSLLD $16, %s, %s", t, t)
+				emit("\tVFMADD231PS %s, %s, %s", t, xr, acc)
+			} else {
+				emit("\tVFMADD231PS %s, %s, %s", addrs[r], xr, acc)
+			}
+		}
+	}
+	emit("\tTESTQ CX, CX")
+	emit("\tJZ %sone", name)
+	emit("%sloop2:", name)
+	body(0)
+	body(1)
+	emit("\tADDQ $%d, R12", 2*wvb)
+	emit("\tADDQ $%d, R9", 2*vb)
+	emit("\tADDQ $%d, AX", 2*wvb)
+	emit("\tCMPQ AX, CX")
+	emit("\tJLT %sloop2", name)
+	emit("%sone:", name)
+	emit("\tCMPQ AX, R13")
+	emit("\tJGE %sred", name)
+	body(0)
+	emit("\tADDQ $%d, R12", wvb)
+	emit("\tADDQ $%d, R9", vb)
+	emit("\tADDQ $%d, AX", wvb)
+	emit("\tJMP %sone", name)
+	emit("%sred:", name)
+	for r := 0; r < 4; r++ {
+		emit("\tVADDPS %s, %s, %s", s.r(2*r+1), s.r(2*r), s.r(2*r))
+		s.reduce(2*r, 2*r+1)
+		emit("\tVMOVSS X%d, %d(DX)", 2*r, 4*r)
+	}
+	emit("\tADDQ $16, DX")
+	emit("\tLEAQ (SI)(R8*4), SI")
+	emit("\tSUBQ $4, BX")
+	emit("\tJNZ %srows", name)
+	emit("%sdone:", name)
+	emit("\tVZEROUPPER")
+	emit("\tRET")
+	emit("")
+}
+
+func main() {
+	emit("// Code generated by tools/asmgen; DO NOT EDIT.")
+	emit("")
+	emit("//go:build amd64 && !purego")
+	emit("")
+	emit("#include \"textflag.h\"")
+	emit("")
+	for _, s := range isas {
+		s.gemm()
+		s.dot()
+		s.sum()
+		s.axpy()
+		s.matvec(false)
+		s.matvec(true)
+	}
+	os.Stdout.WriteString(out.String())
+}
