@@ -69,16 +69,20 @@ def build(outdir, seed=0):
         model = model.to(dtype)
         d = os.path.join(outdir, name)
         model.save_pretrained(d, safe_serialization=True)
-        # the reference computes in float32 from the stored (possibly bf16) weights
-        model = model.float()
+        # The reference computes in float32 from the stored (possibly bf16) weights. Reload
+        # them rather than calling model.float(): model.to(bf16) also rounded the RoPE
+        # inverse-frequency buffer to bf16, and .float() does not undo that.
+        model = getattr(T, model_cls).from_pretrained(d, dtype=torch.float32).eval()
         ids = torch.randint(0, cfg.vocab_size, (1, seq_len), generator=torch.Generator().manual_seed(seed + 7))
         with torch.no_grad():
             logits = model(ids).logits.float()[0]
-            gen = model.generate(ids[:, :64], max_new_tokens=24, min_new_tokens=24, do_sample=False,
+            # an explicit mask: otherwise generate infers one from pad_token_id and hides
+            # every prompt token equal to it (and shifts the positions after it)
+            gen = model.generate(ids[:, :64], attention_mask=torch.ones_like(ids[:, :64]), max_new_tokens=24, min_new_tokens=24, do_sample=False,
                                  eos_token_id=None, pad_token_id=0)
         save_file({"input_ids": ids[0].clone(), "logits": logits.contiguous(),
                    "greedy_prompt": ids[0, :64].clone(), "greedy_output": gen[0, 64:].clone()},
-                  os.path.join(d, "reference.safetensors"))
+                  os.path.join(d, "reference.safetensors"), metadata={"oracle": "2"})
         print(name, "ok")
 
 

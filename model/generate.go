@@ -1,0 +1,187 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// Sampling chooses the next token from logits. Temperature 0 is greedy (argmax).
+// Otherwise logits are divided by Temperature, cut to the TopK largest (0: all) and
+// then to the smallest set whose probability reaches TopP (0 or 1: all), in the
+// order transformers applies them, and a token is drawn with a PCG seeded by Seed.
+type Sampling struct {
+	Temperature float64
+	TopK        int
+	TopP        float64
+	Seed        uint64
+}
+
+// Sampler draws tokens; it holds its buffers so that sampling allocates nothing.
+type Sampler struct {
+	s     Sampling
+	rng   *rand.Rand
+	idx   []int32
+	probs []float64
+}
+
+// NewSampler returns a sampler for logits of vocab entries.
+func NewSampler(s Sampling, vocab int) (*Sampler, error) {
+	switch {
+	case s.Temperature < 0 || math.IsNaN(s.Temperature):
+		return nil, fmt.Errorf("sampling: temperature %g, want ≥ 0", s.Temperature)
+	case s.TopK < 0:
+		return nil, fmt.Errorf("sampling: top-k %d, want ≥ 0", s.TopK)
+	case s.TopP < 0 || s.TopP > 1 || math.IsNaN(s.TopP):
+		return nil, fmt.Errorf("sampling: top-p %g, want in [0, 1]", s.TopP)
+	}
+	sm := &Sampler{s: s, rng: rand.New(rand.NewPCG(s.Seed, 0x73616d706c65))}
+	if s.Temperature > 0 {
+		sm.idx = make([]int32, vocab)
+		sm.probs = make([]float64, vocab)
+	}
+	return sm, nil
+}
+
+// Sample returns the chosen token id.
+func (sm *Sampler) Sample(logits []float32) int {
+	if sm.s.Temperature == 0 {
+		best := 0
+		for i, v := range logits {
+			if v > logits[best] {
+				best = i
+			}
+		}
+		return best
+	}
+	idx := sm.idx[:len(logits)]
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int {
+		switch {
+		case logits[a] > logits[b]:
+			return -1
+		case logits[a] < logits[b]:
+			return 1
+		}
+		return int(a - b)
+	})
+	if k := sm.s.TopK; k > 0 && k < len(idx) {
+		idx = idx[:k]
+	}
+	probs := sm.probs[:len(idx)]
+	top := float64(logits[idx[0]])
+	var sum float64
+	for i, id := range idx {
+		probs[i] = math.Exp((float64(logits[id]) - top) / sm.s.Temperature)
+		sum += probs[i]
+	}
+	if p := sm.s.TopP; p > 0 && p < 1 {
+		var cum float64
+		for i := range probs {
+			cum += probs[i]
+			if cum >= p*sum {
+				probs, sum = probs[:i+1], cum
+				break
+			}
+		}
+	}
+	u := sm.rng.Float64() * sum
+	for i, p := range probs {
+		u -= p
+		if u < 0 {
+			return int(idx[i])
+		}
+	}
+	return int(idx[len(probs)-1])
+}
+
+// GenerateOptions control Generate.
+type GenerateOptions struct {
+	MaxTokens int      // tokens to generate at most
+	Chunk     int      // pre-fill chunk size; 0 feeds the whole prompt at once
+	Sampling  Sampling // zero value: greedy
+	Stop      []int    // generation ends after any of these ids (which is kept in the result)
+	// OnToken, when set, is called with each generated id as soon as it is chosen;
+	// returning false ends generation.
+	OnToken func(id int) bool
+}
+
+// Result is the outcome of Generate.
+type Result struct {
+	IDs          []int         // the generated ids, without the prompt
+	StopReason   string        // "stop" (a stop id), "length" (MaxTokens) or "callback"
+	PromptTokens int           //
+	Prefill      time.Duration // time to feed the prompt and sample the first token
+	Decode       time.Duration // time for the remaining tokens
+}
+
+// Generate feeds prompt into cache in chunks and then decodes up to MaxTokens
+// tokens, one chunk of one token at a time.
+func Generate(m *Model, cache Cache, prompt []int, opts GenerateOptions) (Result, error) {
+	chunk := opts.Chunk
+	if chunk <= 0 || chunk > len(prompt) {
+		chunk = len(prompt)
+	}
+	return NewRunner(m, chunk).Generate(cache, prompt, opts)
+}
+
+// Generate is the package-level Generate on an existing Runner's buffers.
+func (r *Runner) Generate(cache Cache, prompt []int, opts GenerateOptions) (Result, error) {
+	res := Result{PromptTokens: len(prompt)}
+	if len(prompt) == 0 {
+		return res, fmt.Errorf("generate: empty prompt")
+	}
+	if opts.MaxTokens < 0 {
+		return res, fmt.Errorf("generate: max tokens %d, want ≥ 0", opts.MaxTokens)
+	}
+	if opts.Chunk < 0 {
+		return res, fmt.Errorf("generate: chunk %d, want ≥ 0", opts.Chunk)
+	}
+	sm, err := NewSampler(opts.Sampling, r.m.Config.Vocab)
+	if err != nil {
+		return res, err
+	}
+	chunk := opts.Chunk
+	if chunk == 0 {
+		chunk = len(prompt)
+	}
+	start := time.Now()
+	var logits []float32
+	for lo := 0; lo < len(prompt); lo += chunk {
+		if logits, err = r.Forward(cache, prompt[lo:min(lo+chunk, len(prompt))], false); err != nil {
+			return res, err
+		}
+	}
+	res.IDs = make([]int, 0, opts.MaxTokens)
+	res.StopReason = "length"
+	for len(res.IDs) < opts.MaxTokens {
+		if len(res.IDs) > 0 {
+			r.decodeIDs[0] = res.IDs[len(res.IDs)-1]
+			if logits, err = r.Forward(cache, r.decodeIDs[:], false); err != nil {
+				return res, err
+			}
+		}
+		id := sm.Sample(logits)
+		res.IDs = append(res.IDs, id)
+		if len(res.IDs) == 1 {
+			res.Prefill = time.Since(start)
+			start = time.Now()
+		}
+		if opts.OnToken != nil && !opts.OnToken(id) {
+			res.StopReason = "callback"
+			break
+		}
+		if slices.Contains(opts.Stop, id) {
+			res.StopReason = "stop"
+			break
+		}
+	}
+	if len(res.IDs) > 0 {
+		res.Decode = time.Since(start)
+	}
+	return res, nil
+}

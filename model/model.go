@@ -1,0 +1,267 @@
+// Package model runs Llama-family transformers (Llama 2/3, SmolLM, Mistral, Qwen2)
+// for a chunk of tokens against a KV cache that it reaches only through Cache.
+package model
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+
+	"github.com/kvfoot/kvfoot/format/safetensors"
+	"github.com/kvfoot/kvfoot/tensor"
+)
+
+// Linear is a weight matrix with an optional bias (nil when absent).
+type Linear struct {
+	W    tensor.Mat
+	Bias []float32
+}
+
+// Layer holds one transformer block's weights.
+type Layer struct {
+	AttnNorm, MLPNorm []float32
+	Q, K, V, O        Linear
+	Gate, Up, Down    Linear
+}
+
+// Model is a loaded model: config and weights. It is read-only once loaded, so one
+// Model can serve many sequences at once, each with its own Runner and Cache.
+type Model struct {
+	Config Config
+	Embed  tensor.Mat // [vocab, hidden]; bf16 rows are widened on lookup
+	Layers []Layer
+	Norm   []float32
+	Head   tensor.Mat // [vocab, hidden]; the same storage as Embed when tied
+	// invFreq are the rotary inverse frequencies, head_dim/2 of them.
+	invFreq []float32
+	ckpt    *safetensors.Checkpoint
+}
+
+// Shape returns the attention geometry (kv.Shape(m.Shape()) converts it).
+func (m *Model) Shape() Shape { return m.Config.Shape() }
+
+// Close releases the memory-mapped weight files; m must not be used afterwards.
+func (m *Model) Close() error {
+	if m.ckpt == nil {
+		return nil
+	}
+	return m.ckpt.Close()
+}
+
+// LoadOptions chooses how weights are held in memory.
+type LoadOptions struct {
+	// F32 widens bf16 weight matrices to float32 at load (twice the memory);
+	// by default they stay bf16, memory-mapped, and the kernels widen them.
+	F32 bool
+}
+
+// Load reads config.json and the safetensors weights of a Hugging Face model folder.
+func Load(dir string, opts LoadOptions) (*Model, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	ckpt, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{Config: cfg, ckpt: ckpt, invFreq: cfg.Rope.InvFreq(cfg.HeadDim)}
+	if err := m.loadWeights(opts); err != nil {
+		ckpt.Close()
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// loader fetches tensors by name and checks them against the config's shapes.
+type loader struct {
+	ckpt *safetensors.Checkpoint
+	opts LoadOptions
+}
+
+func (l loader) get(name string, shape ...int) (safetensors.Tensor, error) {
+	t, f, err := l.ckpt.Tensor(name)
+	if err != nil {
+		return t, err
+	}
+	where := filepath.Base(f.Path)
+	if len(t.Shape) != len(shape) {
+		return t, fmt.Errorf("%s: tensor %q: shape %v, want %v", where, name, t.Shape, shape)
+	}
+	for i := range shape {
+		if t.Shape[i] != shape[i] {
+			return t, fmt.Errorf("%s: tensor %q: shape %v, want %v", where, name, t.Shape, shape)
+		}
+	}
+	switch t.Dtype {
+	case safetensors.F32, safetensors.BF16, safetensors.F16:
+	default:
+		return t, fmt.Errorf("%s: tensor %q: dtype %s, want F32, BF16 or F16", where, name, t.Dtype)
+	}
+	return t, nil
+}
+
+// vec loads a 1-D tensor as float32 (norm weights and biases are small: always widened).
+func (l loader) vec(name string, n int) ([]float32, error) {
+	t, err := l.get(name, n)
+	if err != nil {
+		return nil, err
+	}
+	return t.Float32s()
+}
+
+// mat loads a [rows, cols] weight: bf16 stays bf16 (aliasing the mapping) unless
+// F32 was asked for; f16 is widened to float32.
+func (l loader) mat(name string, rows, cols int) (tensor.Mat, error) {
+	t, err := l.get(name, rows, cols)
+	if err != nil {
+		return tensor.Mat{}, err
+	}
+	m := tensor.Mat{Rows: rows, Cols: cols}
+	if t.Dtype == safetensors.BF16 && !l.opts.F32 {
+		m.BF16, err = t.BF16s()
+	} else {
+		m.F32, err = t.Float32s()
+	}
+	return m, err
+}
+
+func (l loader) linear(prefix string, out, in int, bias bool) (Linear, error) {
+	w, err := l.mat(prefix+".weight", out, in)
+	if err != nil {
+		return Linear{}, err
+	}
+	lin := Linear{W: w}
+	if bias {
+		if lin.Bias, err = l.vec(prefix+".bias", out); err != nil {
+			return Linear{}, err
+		}
+	}
+	return lin, nil
+}
+
+func (m *Model) loadWeights(opts LoadOptions) error {
+	c := &m.Config
+	l := loader{m.ckpt, opts}
+	var err error
+	if m.Embed, err = l.mat("model.embed_tokens.weight", c.Vocab, c.Hidden); err != nil {
+		return err
+	}
+	if m.Norm, err = l.vec("model.norm.weight", c.Hidden); err != nil {
+		return err
+	}
+	// Some tied checkpoints still store lm_head; the tie decides, as in transformers.
+	if c.TieEmbeddings {
+		m.Head = m.Embed
+	} else if m.Head, err = l.mat("lm_head.weight", c.Vocab, c.Hidden); err != nil {
+		return err
+	}
+	q, kv := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	m.Layers = make([]Layer, c.Layers)
+	for i := range m.Layers {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		L := &m.Layers[i]
+		steps := []struct {
+			dst     *Linear
+			name    string
+			out, in int
+			bias    bool
+		}{
+			{&L.Q, "self_attn.q_proj", q, c.Hidden, c.QKVBias},
+			{&L.K, "self_attn.k_proj", kv, c.Hidden, c.QKVBias},
+			{&L.V, "self_attn.v_proj", kv, c.Hidden, c.QKVBias},
+			{&L.O, "self_attn.o_proj", c.Hidden, q, c.OBias},
+			{&L.Gate, "mlp.gate_proj", c.Intermediate, c.Hidden, c.MLPBias},
+			{&L.Up, "mlp.up_proj", c.Intermediate, c.Hidden, c.MLPBias},
+			{&L.Down, "mlp.down_proj", c.Hidden, c.Intermediate, c.MLPBias},
+		}
+		for _, s := range steps {
+			if *s.dst, err = l.linear(p+s.name, s.out, s.in, s.bias); err != nil {
+				return err
+			}
+		}
+		if L.AttnNorm, err = l.vec(p+"input_layernorm.weight", c.Hidden); err != nil {
+			return err
+		}
+		if L.MLPNorm, err = l.vec(p+"post_attention_layernorm.weight", c.Hidden); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewRandom builds a model of the given config with random float32 weights (normal,
+// std 0.02; norms 1), for benchmarks and for tests that need no checkpoint.
+func NewRandom(cfg Config, seed uint64) *Model {
+	r := rand.New(rand.NewPCG(seed, 0x6b76666f6f74))
+	fill := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * 0.02)
+		}
+		return v
+	}
+	ones := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = 1
+		}
+		return v
+	}
+	lin := func(out, in int, bias bool) Linear {
+		l := Linear{W: tensor.Mat{Rows: out, Cols: in, F32: fill(out * in)}}
+		if bias {
+			l.Bias = fill(out)
+		}
+		return l
+	}
+	c := cfg
+	m := &Model{Config: c, invFreq: c.Rope.InvFreq(c.HeadDim), Norm: ones(c.Hidden)}
+	m.Embed = tensor.Mat{Rows: c.Vocab, Cols: c.Hidden, F32: fill(c.Vocab * c.Hidden)}
+	m.Head = m.Embed
+	if !c.TieEmbeddings {
+		m.Head = tensor.Mat{Rows: c.Vocab, Cols: c.Hidden, F32: fill(c.Vocab * c.Hidden)}
+	}
+	q, kv := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	m.Layers = make([]Layer, c.Layers)
+	for i := range m.Layers {
+		m.Layers[i] = Layer{
+			AttnNorm: ones(c.Hidden), MLPNorm: ones(c.Hidden),
+			Q: lin(q, c.Hidden, c.QKVBias), K: lin(kv, c.Hidden, c.QKVBias), V: lin(kv, c.Hidden, c.QKVBias),
+			O:    lin(c.Hidden, q, c.OBias),
+			Gate: lin(c.Intermediate, c.Hidden, c.MLPBias), Up: lin(c.Intermediate, c.Hidden, c.MLPBias),
+			Down: lin(c.Hidden, c.Intermediate, c.MLPBias),
+		}
+	}
+	return m
+}
+
+// Presets are configs of published models, for random-weight benchmarks.
+var Presets = map[string]Config{
+	"smollm2-135m": {
+		Arch: "LlamaForCausalLM", Hidden: 576, Intermediate: 1536, Layers: 30, Heads: 9, KVHeads: 3,
+		HeadDim: 64, Vocab: 49152, NormEps: 1e-5, TieEmbeddings: true, MaxPositions: 8192,
+		Rope: Rope{Theta: 100000, Type: "default", Factor: 1}, BOS: 1, EOS: []int{2},
+	},
+}
+
+// Params is the number of parameters (tied embeddings counted once).
+func (c *Config) Params() int64 {
+	q, kv := int64(c.Heads*c.HeadDim), int64(c.KVHeads*c.HeadDim)
+	h, f := int64(c.Hidden), int64(c.Intermediate)
+	layer := 2*h + h*q + 2*h*kv + q*h + 3*h*f
+	if c.QKVBias {
+		layer += q + 2*kv
+	}
+	if c.OBias {
+		layer += h
+	}
+	if c.MLPBias {
+		layer += 2*f + h
+	}
+	n := int64(c.Layers)*layer + int64(c.Vocab)*h + h
+	if !c.TieEmbeddings {
+		n += int64(c.Vocab) * h
+	}
+	return n
+}
