@@ -1,5 +1,10 @@
 // Package kv is the KV cache: per layer and per KV head, variable length, with the
 // policies that decide what each KV head keeps.
+//
+// A forward pass of n tokens is appended to every KV head, attended to (query i sees
+// the entries the head kept before the forward plus chunk tokens 0…i), and only then
+// may the policy evict. Keys are stored after RoPE at their original positions; the
+// next position is the number of tokens fed (Pos), not the cache length.
 package kv
 
 import (
@@ -14,82 +19,301 @@ type Shape struct {
 	Layers, Heads, KVHeads, HeadDim int
 }
 
-// head is the storage of one KV head of one layer: keys and values of the entries it
-// keeps, row by row, and the absolute position of each entry.
+func (s Shape) check() error {
+	if s.Layers < 1 || s.Heads < 1 || s.KVHeads < 1 || s.HeadDim < 1 || s.Heads%s.KVHeads != 0 {
+		return fmt.Errorf("kv: shape %+v: want positive sizes and Heads a multiple of KVHeads", s)
+	}
+	return nil
+}
+
+// Observer is told what every attention call saw and what the cache holds after
+// every forward; footprint.Meter implements it.
+type Observer interface {
+	// Attended: in (layer, KV head) a forward's n queries each saw the past entries
+	// kept before it plus the chunk causally (patch tokens are not counted).
+	Attended(layer, head, past, n int)
+	// Step ends a forward of n tokens: entries and bytes held now (after eviction) and
+	// the most bytes held at any moment during the forward.
+	Step(n int, prefill bool, entries int64, bytes, peakBytes int64)
+}
+
+// head is one KV head of one layer: its storage and the position of each entry.
 type head struct {
-	k, v []float32
-	pos  []int32
+	st  store
+	pos []int32
 }
 
-func (h *head) len() int { return len(h.pos) }
-
-// Cache is a full (never evicting) KV cache with exact causal attention.
+// Cache is a KV cache run by a policy. It implements model.Cache and model's optional
+// pre-fill hook (BeginPrefill).
 type Cache struct {
-	shape  Shape
-	pos    int
-	heads  [][]head // [layer][kv head]
-	scores []float32
+	shape    Shape
+	pol      Policy
+	obs      Observer
+	pos      int
+	heads    [][]head // [layer][KV head]
+	decoding bool     // no plan: a single-token forward after the first one starts decoding
+
+	plan struct {
+		on                   bool
+		start, prompt, chunk int
+		patch                int
+	}
+	fw      forward // the forward in progress
+	bytes   int64   // storage held now
+	peak    int64   // most storage held during the forward in progress
+	entries int64
+
+	// scratch, reused across calls
+	fwd          []Forward // per KV head
+	req          []ScoreRequest
+	kbuf, vbuf   [][]float32 // per KV head: dequantized views
+	kview, vview [][]float32
+	scr, tmp     [][]float32 // per query head: logits and local probabilities
+	acc          [][]float32 // per query head: accumulated probabilities
 }
 
-// NewFull returns an empty cache that keeps every entry.
-func NewFull(s Shape) *Cache {
-	c := &Cache{shape: s, heads: make([][]head, s.Layers)}
+// forward is what the cache decided about the forward in progress at layer 0.
+type forward struct {
+	n, patch       int // chunk tokens and patch tokens
+	prefill, final bool
+}
+
+// Option configures New.
+type Option func(*config)
+
+type config struct {
+	obs Observer
+	dir string
+}
+
+// WithObserver reports every attention call and step to o (a footprint.Meter).
+func WithObserver(o Observer) Option { return func(c *config) { c.obs = o } }
+
+// WithDir resolves relative file names in the spec (headmask masks) against dir.
+func WithDir(dir string) Option { return func(c *config) { c.dir = dir } }
+
+// New returns an empty cache run by the policy named by spec ("" is full); see the
+// spec grammar in spec.go.
+func New(s Shape, spec string, options ...Option) (*Cache, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	var cfg config
+	for _, o := range options {
+		o(&cfg)
+	}
+	pol, st, err := compose(spec, s, cfg.dir)
+	if err != nil {
+		return nil, fmt.Errorf("kv: policy %q: %w", spec, err)
+	}
+	c := &Cache{shape: s, pol: pol, obs: cfg.obs, heads: make([][]head, s.Layers)}
 	for l := range c.heads {
 		c.heads[l] = make([]head, s.KVHeads)
+		for g := range c.heads[l] {
+			c.heads[l][g].st = st.newStore(s.HeadDim)
+		}
+	}
+	c.fwd = make([]Forward, s.KVHeads)
+	c.req = make([]ScoreRequest, s.KVHeads)
+	c.kbuf, c.vbuf = make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
+	c.kview, c.vview = make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
+	c.scr, c.tmp, c.acc = make([][]float32, s.Heads), make([][]float32, s.Heads), make([][]float32, s.Heads)
+	return c, nil
+}
+
+// NewFull returns an empty cache that keeps every entry in float32.
+func NewFull(s Shape) *Cache {
+	c, err := New(s, "full")
+	if err != nil {
+		panic(err)
 	}
 	return c
 }
 
-// Pos is the number of tokens fed so far.
+// Pos is the number of tokens fed so far: the position of the next token.
 func (c *Cache) Pos() int { return c.pos }
 
-// Commit ends a chunk of n tokens.
-func (c *Cache) Commit(n int) { c.pos += n }
+// Len is the number of entries (layer, KV head) holds.
+func (c *Cache) Len(layer, kvHead int) int { return len(c.heads[layer][kvHead].pos) }
 
-// Attend appends the chunk's keys and values of layer and writes the attention of q
-// into out; query i of the chunk sees every kept entry before the chunk and chunk
-// tokens 0…i.
+// Positions are the positions of the entries (layer, KV head) holds.
+func (c *Cache) Positions(layer, kvHead int) []int32 { return c.heads[layer][kvHead].pos }
+
+// Bytes is the storage the cache holds: keys, values and quantization scales.
+func (c *Cache) Bytes() int64 { return c.bytes }
+
+// BeginPrefill tells the cache that a prompt of promptLen tokens follows, pre-filled in
+// chunks of chunk tokens (chunk ≤ 0: one forward). It returns patch: if positive, the
+// caller appends the prompt's last patch tokens to every non-final chunk (at positions
+// right after the chunk); the cache scores the chunk with them, drops them, and its
+// Pos advances by the chunk alone (method-spec 4.4).
+func (c *Cache) BeginPrefill(promptLen, chunk int) (patch int) {
+	if chunk <= 0 || chunk > promptLen {
+		chunk = promptLen
+	}
+	if p, ok := c.pol.(patcher); ok {
+		patch = p.patchLen()
+	}
+	c.plan.on, c.plan.start, c.plan.prompt, c.plan.chunk, c.plan.patch = true, c.pos, promptLen, chunk, patch
+	return patch
+}
+
+// begin classifies the forward of n tokens that starts now.
+func (c *Cache) begin(n int) {
+	f := forward{n: n}
+	p := &c.plan
+	switch {
+	case p.on && c.pos-p.start < p.prompt:
+		a := c.pos - p.start
+		b := min(a+p.chunk, p.prompt)
+		if p.patch > 0 && b < p.prompt && n == b-a+p.patch {
+			f.n, f.patch = b-a, p.patch
+		}
+		f.prefill = true
+		f.final = a+f.n >= p.prompt
+	case p.on:
+	case c.pos > 0 && n == 1 || c.decoding:
+		c.decoding = true
+	default:
+		// Without a plan, every forward before the first single-token one is pre-fill,
+		// and a post-fill policy treats the first forward as the whole prompt.
+		f.prefill, f.final = true, c.pos == 0
+	}
+	c.fw = f
+	c.peak = c.bytes
+}
+
+// Attend appends the forward's keys and values of layer, writes the attention of q into
+// out, and lets the policy evict. q and out are [n, Heads·HeadDim], k and v
+// [n, KVHeads·HeadDim].
 func (c *Cache) Attend(layer int, q, k, v, out []float32, n int) {
+	if layer == 0 {
+		c.begin(n)
+	}
 	s := c.shape
-	d := s.HeadDim
-	group := s.Heads / s.KVHeads
-	scale := float32(1 / math.Sqrt(float64(d)))
+	d, stride := s.HeadDim, s.KVHeads*s.HeadDim
 	for g := range c.heads[layer] {
 		h := &c.heads[layer][g]
-		past := h.len()
+		past := len(h.pos)
+		b0 := h.st.bytes()
+		h.st.appendRows(k[g*d:], v[g*d:], n, stride)
 		for i := 0; i < n; i++ {
-			off := (i*s.KVHeads + g) * d
-			h.k = append(h.k, k[off:off+d]...)
-			h.v = append(h.v, v[off:off+d]...)
 			h.pos = append(h.pos, int32(c.pos+i))
 		}
-		for qh := g * group; qh < (g+1)*group; qh++ {
-			for i := 0; i < n; i++ {
-				visible := past + i + 1
-				if cap(c.scores) < visible {
-					c.scores = make([]float32, visible)
-				}
-				sc := c.scores[:visible]
-				qi := q[(i*s.Heads+qh)*d : (i*s.Heads+qh+1)*d]
-				for j := range sc {
-					sc[j] = tensor.Dot(qi, h.k[j*d:(j+1)*d]) * scale
-				}
-				tensor.Softmax(sc)
-				o := out[(i*s.Heads+qh)*d : (i*s.Heads+qh+1)*d]
-				clear(o)
-				for j, p := range sc {
-					tensor.Axpy(p, h.v[j*d:(j+1)*d], o)
+		c.bytes += h.st.bytes() - b0
+		f := &c.fwd[g]
+		*f = Forward{Layer: layer, Head: g, Layers: s.Layers, Past: past, N: c.fw.n, Patch: c.fw.patch,
+			Prefill: c.fw.prefill, Final: c.fw.final, buf: f.buf, order: f.order, pool: f.pool, Scores: f.Scores}
+		c.req[g] = c.pol.Scores(f)
+		c.req[g].From, c.req[g].To = max(c.req[g].From, 0), min(c.req[g].To, n)
+		c.kview[g], c.vview[g] = h.st.view(&c.kbuf[g], &c.vbuf[g])
+	}
+	c.peak = max(c.peak, c.bytes)
+	c.attend(layer, q, out, n)
+	group := s.Heads / s.KVHeads
+	for g := range c.heads[layer] {
+		h := &c.heads[layer][g]
+		f := &c.fwd[g]
+		b0 := h.st.bytes()
+		if f.Patch > 0 {
+			h.st.truncate(f.Len())
+			h.pos = h.pos[:f.Len()]
+		}
+		f.Pos = h.pos
+		f.Scores = f.Scores[:0]
+		if !c.req[g].none() {
+			f.Scores = grow(&f.Scores, f.Len())
+			clear(f.Scores)
+			inv := 1 / float32(group)
+			for qh := g * group; qh < (g+1)*group; qh++ {
+				for j, p := range c.acc[qh][:f.Len()] {
+					f.Scores[j] += p * inv
 				}
 			}
+		}
+		if c.obs != nil {
+			c.obs.Attended(layer, g, f.Past, f.N)
+		}
+		if keep := c.pol.Keep(f); keep != nil {
+			h.st.keep(keep)
+			for i, j := range keep {
+				h.pos[i] = h.pos[j]
+			}
+			h.pos = h.pos[:len(keep)]
+		}
+		c.bytes += h.st.bytes() - b0
+	}
+}
+
+// attend computes every query head's attention, query heads in parallel.
+func (c *Cache) attend(layer int, q, out []float32, n int) {
+	s := c.shape
+	group := s.Heads / s.KVHeads
+	tensor.Parallel(s.Heads, func(lo, hi int) {
+		for qh := lo; qh < hi; qh++ {
+			g := qh / group
+			c.attendHead(qh, q, out, n, c.kview[g], c.vview[g], c.fwd[g].Past, c.req[g])
+		}
+	})
+}
+
+// attendHead is exact softmax attention of query head qh for the n queries of the
+// forward: query i sees entries 0 … past+i of its KV head.
+func (c *Cache) attendHead(qh int, q, out []float32, n int, K, V []float32, past int, req ScoreRequest) {
+	s := c.shape
+	d := s.HeadDim
+	scale := float32(1 / math.Sqrt(float64(d)))
+	sc := grow(&c.scr[qh], past+n)
+	var acc []float32
+	if !req.none() {
+		acc = grow(&c.acc[qh], past+n)
+		clear(acc)
+	}
+	for i := 0; i < n; i++ {
+		visible := sc[:past+i+1]
+		qi := q[(i*s.Heads+qh)*d : (i*s.Heads+qh+1)*d]
+		for j := range visible {
+			visible[j] = tensor.Dot(qi, K[j*d:(j+1)*d]) * scale
+		}
+		asked := i >= req.From && i < req.To
+		if asked && req.Local {
+			t := grow(&c.tmp[qh], i+1)
+			copy(t, visible[past:])
+			tensor.Softmax(t)
+			for j, p := range t {
+				acc[past+j] += p
+			}
+		}
+		tensor.Softmax(visible)
+		if asked && !req.Local {
+			for j, p := range visible {
+				acc[j] += p
+			}
+		}
+		o := out[(i*s.Heads+qh)*d : (i*s.Heads+qh+1)*d]
+		clear(o)
+		for j, p := range visible {
+			tensor.Axpy(p, V[j*d:(j+1)*d], o)
 		}
 	}
 }
 
-// New returns a cache for the policy named by spec. Only "full" exists so far; the
-// policies of the KV issue register here.
-func New(s Shape, spec string) (*Cache, error) {
-	if spec != "" && spec != "full" {
-		return nil, fmt.Errorf("kv: unknown policy %q (known: full)", spec)
+// Commit ends the forward of n tokens: Pos advances by n, or by the chunk alone when
+// the forward carried patch tokens.
+func (c *Cache) Commit(n int) {
+	real := n
+	if c.fw.patch > 0 && n == c.fw.n+c.fw.patch {
+		real = c.fw.n
 	}
-	return NewFull(s), nil
+	c.pos += real
+	if c.obs != nil {
+		var entries int64
+		for l := range c.heads {
+			for g := range c.heads[l] {
+				entries += int64(len(c.heads[l][g].pos))
+			}
+		}
+		c.obs.Step(real, c.fw.prefill, entries, c.bytes, c.peak)
+	}
+	c.fw = forward{}
 }

@@ -1,0 +1,169 @@
+package kv
+
+import (
+	"bufio"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// headmask is DuoAttention / PruLong: a masks file gives every KV head a value
+// (1 = full/retrieval head, 0 = streaming head; soft values allowed); streaming heads
+// keep sink + window entries (as the streaming policy), the other heads use the spec's
+// token selector (full by default). As in the paper's harness, the first pre-fill
+// chunk is full attention for every head, since nothing has been evicted yet.
+//
+// Spec: headmask:masks=FILE,sparsity=H,sink=S,window=W (sink 128, window 1024).
+// The masks file is a TSV with one row per layer and one column per KV head.
+// With sparsity=H, the ceil(H·(N−1)) heads with the lowest values become streaming
+// (N = layers × KV heads), which is the number DuoAttention's sparsify_attention_heads
+// makes streaming through numpy's linear quantile (method-spec 3.2); ties are broken
+// deterministically instead of by noise: among equal values the head earlier in
+// layer-major order becomes streaming first. Without sparsity, a head is streaming
+// iff its value ≤ 0.5 (DuoAttention's inference rule: full iff > 0.5).
+type headmask struct {
+	stream    [][]bool // [layer][KV head]
+	streaming streaming
+	inner     Policy
+}
+
+func init() {
+	register("headmask", kindRole, []string{"masks", "sparsity", "sink", "window"}, func(o opts) (any, error) {
+		st, err := parseStreaming(o)
+		if err != nil {
+			return nil, err
+		}
+		file, ok := o.raw("masks")
+		if !ok {
+			return nil, fmt.Errorf("headmask: masks=FILE is required (TSV: one row per layer, one column per KV head)")
+		}
+		if o.dir != "" && !filepath.IsAbs(file) {
+			file = filepath.Join(o.dir, file)
+		}
+		vals, err := readMasks(file, o.shape.Layers, o.shape.KVHeads)
+		if err != nil {
+			return nil, err
+		}
+		h := &headmask{streaming: st}
+		if _, ok := o.raw("sparsity"); ok {
+			sp, err := o.float("sparsity", 0, 0, 1)
+			if err != nil {
+				return nil, err
+			}
+			h.stream = streamingHeads(vals, sp)
+		} else {
+			h.stream = make([][]bool, len(vals))
+			for l, row := range vals {
+				h.stream[l] = make([]bool, len(row))
+				for g, x := range row {
+					h.stream[l][g] = x <= 0.5
+				}
+			}
+		}
+		return h, nil
+	})
+}
+
+// streamingHeads picks the ceil(sp·(N−1)) lowest-valued heads (see headmask).
+func streamingHeads(vals [][]float64, sp float64) [][]bool {
+	type hv struct {
+		l, g int
+		v    float64
+	}
+	var all []hv
+	for l, row := range vals {
+		for g, v := range row {
+			all = append(all, hv{l, g, v})
+		}
+	}
+	n := len(all)
+	k := int(math.Ceil(sp * float64(n-1)))
+	if sp >= 1 {
+		k = n
+	}
+	slices.SortStableFunc(all, func(a, b hv) int {
+		switch {
+		case a.v < b.v:
+			return -1
+		case a.v > b.v:
+			return 1
+		}
+		return 0
+	})
+	out := make([][]bool, len(vals))
+	for l := range out {
+		out[l] = make([]bool, len(vals[l]))
+	}
+	for _, h := range all[:k] {
+		out[h.l][h.g] = true
+	}
+	return out
+}
+
+// readMasks reads a masks TSV of layers rows and kvHeads columns, values clipped to
+// [0, 1] as the paper's loader does.
+func readMasks(file string, layers, kvHeads int) ([][]float64, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("headmask: %w", err)
+	}
+	defer f.Close()
+	var rows [][]float64
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 16<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		if len(fields) != kvHeads {
+			return nil, fmt.Errorf("headmask: %s:%d: %d columns, want one per KV head (%d)", file, line, len(fields), kvHeads)
+		}
+		row := make([]float64, len(fields))
+		for i, s := range fields {
+			x, err := strconv.ParseFloat(s, 64)
+			if err != nil || math.IsNaN(x) {
+				return nil, fmt.Errorf("headmask: %s:%d: column %d: %q is not a number", file, line, i+1, s)
+			}
+			row[i] = min(max(x, 0), 1)
+		}
+		rows = append(rows, row)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("headmask: %s: %w", file, err)
+	}
+	if len(rows) != layers {
+		return nil, fmt.Errorf("headmask: %s: %d rows, want one per layer (%d)", file, len(rows), layers)
+	}
+	return rows, nil
+}
+
+// Streaming reports whether (layer, KV head) is a streaming head.
+func (h *headmask) Streaming(layer, kvHead int) bool { return h.stream[layer][kvHead] }
+
+func (h *headmask) Scores(f *Forward) ScoreRequest {
+	if h.stream[f.Layer][f.Head] {
+		return ScoreRequest{}
+	}
+	return h.inner.Scores(f)
+}
+
+func (h *headmask) Keep(f *Forward) []int {
+	if h.stream[f.Layer][f.Head] {
+		return h.streaming.Keep(f)
+	}
+	return h.inner.Keep(f)
+}
+
+func (h *headmask) patchLen() int {
+	if p, ok := h.inner.(patcher); ok {
+		return p.patchLen()
+	}
+	return 0
+}

@@ -1,0 +1,206 @@
+package kv
+
+import (
+	"fmt"
+	"math"
+)
+
+// quant is KIVI-style quantized storage (method-spec 5.7): asymmetric min-max
+// quantization, keys per channel over groups of `group` consecutive tokens, values per
+// token over groups of `group` channels, and a full-precision residual of recent
+// tokens. Spec: quant:bits=2|4|8,group=G,residual=R (defaults 4, 32, 32).
+//
+// One simplification of KIVI: a token's key and value are quantized at the same time,
+// when `group` tokens older than the `residual` most recent ones have accumulated, so
+// between residual and residual+group−1 recent tokens are held in float32.
+type quant struct{ bits, group, residual int }
+
+func init() {
+	register("quant", kindStorage, []string{"bits", "group", "residual"}, func(o opts) (any, error) {
+		q := quant{bits: 4, group: 32, residual: 32}
+		var err error
+		if q.bits, err = o.int("bits", q.bits, 2, 8); err != nil {
+			return nil, err
+		}
+		if q.bits != 2 && q.bits != 4 && q.bits != 8 {
+			return nil, fmt.Errorf("quant: bits=%d: want 2, 4 or 8", q.bits)
+		}
+		if q.group, err = o.int("group", q.group, 1, 1<<20); err != nil {
+			return nil, err
+		}
+		if q.residual, err = o.int("residual", q.residual, 0, 1<<30); err != nil {
+			return nil, err
+		}
+		return q, nil
+	})
+}
+
+func (q quant) newStore(d int) store {
+	ng := (d + q.group - 1) / q.group
+	return &quantStore{quant: q, d: d, rowBytes: (d*q.bits + 7) / 8, vGroups: ng}
+}
+
+// quantStore holds quantized rows (older tokens) followed by residual float32 rows.
+type quantStore struct {
+	quant
+	d, rowBytes, vGroups int
+
+	kc, vc     []uint8   // packed codes, rowBytes per quantized row
+	kg         []int32   // key group of each quantized row
+	kmin, ksc  []float32 // per key group: d minima and d scales
+	vmin, vsc  []float32 // per quantized row: vGroups minima and scales
+	rk, rv     []float32 // residual rows in float32
+	codes, tmp []float32 // scratch
+}
+
+func (s *quantStore) nq() int { return len(s.kg) }
+func (s *quantStore) nr() int { return len(s.rk) / s.d }
+
+func (s *quantStore) appendRows(k, v []float32, n, stride int) {
+	d := s.d
+	for i := 0; i < n; i++ {
+		s.rk = append(s.rk, k[i*stride:i*stride+d]...)
+		s.rv = append(s.rv, v[i*stride:i*stride+d]...)
+	}
+	for s.nr() >= s.residual+s.group {
+		s.flush()
+	}
+}
+
+// flush quantizes the oldest `group` residual rows.
+func (s *quantStore) flush() {
+	d, g := s.d, s.group
+	levels := float32(int(1)<<s.bits - 1)
+	gid := int32(len(s.kmin) / d)
+	// Keys: one min/scale per channel over the g tokens.
+	for c := 0; c < d; c++ {
+		lo, hi := float32(math.Inf(1)), float32(math.Inf(-1))
+		for t := 0; t < g; t++ {
+			x := s.rk[t*d+c]
+			lo, hi = min(lo, x), max(hi, x)
+		}
+		s.kmin = append(s.kmin, lo)
+		s.ksc = append(s.ksc, (hi-lo)/levels)
+	}
+	kmin, ksc := s.kmin[int(gid)*d:], s.ksc[int(gid)*d:]
+	s.codes = grow(&s.codes, d)
+	for t := 0; t < g; t++ {
+		row := s.rk[t*d : (t+1)*d]
+		for c, x := range row {
+			s.codes[c] = quantize(x, kmin[c], ksc[c], levels)
+		}
+		s.kc = s.pack(s.kc, s.codes)
+		s.kg = append(s.kg, gid)
+		// Values: per token, one min/scale per group of channels.
+		row = s.rv[t*d : (t+1)*d]
+		for c0 := 0; c0 < d; c0 += g {
+			part := row[c0:min(c0+g, d)]
+			lo, hi := part[0], part[0]
+			for _, x := range part {
+				lo, hi = min(lo, x), max(hi, x)
+			}
+			sc := (hi - lo) / levels
+			s.vmin = append(s.vmin, lo)
+			s.vsc = append(s.vsc, sc)
+			for c, x := range part {
+				s.codes[c0+c] = quantize(x, lo, sc, levels)
+			}
+		}
+		s.vc = s.pack(s.vc, s.codes)
+	}
+	s.rk = s.rk[:copy(s.rk, s.rk[g*d:])]
+	s.rv = s.rv[:copy(s.rv, s.rv[g*d:])]
+}
+
+func quantize(x, lo, sc, levels float32) float32 {
+	if sc == 0 {
+		return 0
+	}
+	return min(max(float32(math.RoundToEven(float64((x-lo)/sc))), 0), levels)
+}
+
+// pack appends d codes of s.bits bits each, little-end first within a byte.
+func (s *quantStore) pack(dst []uint8, codes []float32) []uint8 {
+	per := 8 / s.bits
+	for i := 0; i < len(codes); i += per {
+		var b uint8
+		for j := 0; j < per && i+j < len(codes); j++ {
+			b |= uint8(codes[i+j]) << (j * s.bits)
+		}
+		dst = append(dst, b)
+	}
+	return dst
+}
+
+func (s *quantStore) code(row []uint8, c int) float32 {
+	per := 8 / s.bits
+	return float32(row[c/per] >> ((c % per) * s.bits) & uint8(int(1)<<s.bits-1))
+}
+
+func (s *quantStore) view(kbuf, vbuf *[]float32) ([]float32, []float32) {
+	d, nq := s.d, s.nq()
+	n := nq + s.nr()
+	k, v := grow(kbuf, n*d), grow(vbuf, n*d)
+	for t := 0; t < nq; t++ {
+		kr, vr := s.kc[t*s.rowBytes:(t+1)*s.rowBytes], s.vc[t*s.rowBytes:(t+1)*s.rowBytes]
+		g := int(s.kg[t]) * d
+		for c := 0; c < d; c++ {
+			k[t*d+c] = s.code(kr, c)*s.ksc[g+c] + s.kmin[g+c]
+			vg := t*s.vGroups + c/s.group
+			v[t*d+c] = s.code(vr, c)*s.vsc[vg] + s.vmin[vg]
+		}
+	}
+	copy(k[nq*d:], s.rk)
+	copy(v[nq*d:], s.rv)
+	return k, v
+}
+
+func (s *quantStore) keep(idx []int) {
+	nq := s.nq()
+	split := 0
+	for split < len(idx) && idx[split] < nq {
+		split++
+	}
+	qi, ri := idx[:split], idx[split:]
+	s.kc = keepRows(s.kc, qi, s.rowBytes)
+	s.vc = keepRows(s.vc, qi, s.rowBytes)
+	s.kg = keepRows(s.kg, qi, 1)
+	s.vmin = keepRows(s.vmin, qi, s.vGroups)
+	s.vsc = keepRows(s.vsc, qi, s.vGroups)
+	for i, j := range ri {
+		copy(s.rk[i*s.d:(i+1)*s.d], s.rk[(j-nq)*s.d:(j-nq+1)*s.d])
+		copy(s.rv[i*s.d:(i+1)*s.d], s.rv[(j-nq)*s.d:(j-nq+1)*s.d])
+	}
+	s.rk, s.rv = s.rk[:len(ri)*s.d], s.rv[:len(ri)*s.d]
+	s.compactGroups()
+}
+
+// compactGroups drops key groups that lost all their rows; groups stay in row order.
+func (s *quantStore) compactGroups() {
+	d := s.d
+	next, last := int32(0), int32(-1)
+	for t, g := range s.kg {
+		if g != last {
+			last = g
+			if g != next {
+				copy(s.kmin[int(next)*d:int(next+1)*d], s.kmin[int(g)*d:int(g+1)*d])
+				copy(s.ksc[int(next)*d:int(next+1)*d], s.ksc[int(g)*d:int(g+1)*d])
+			}
+			next++
+		}
+		s.kg[t] = next - 1
+	}
+	s.kmin, s.ksc = s.kmin[:int(next)*d], s.ksc[:int(next)*d]
+}
+
+func (s *quantStore) truncate(n int) {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	s.keep(idx)
+}
+
+func (s *quantStore) bytes() int64 {
+	return int64(len(s.kc)+len(s.vc)) + 4*int64(len(s.kmin)+len(s.ksc)+len(s.vmin)+len(s.vsc)+len(s.rk)+len(s.rv))
+}
