@@ -5,6 +5,7 @@ package tensor
 //go:generate sh -c "go run ../tools/asmgen > kern_amd64.s"
 
 import (
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/cpu"
@@ -139,23 +140,29 @@ func (s *asmSet) matvecSlices(dst, w []float32, k int, x []float32) {
 	}
 }
 
+// xPool holds de-interleaved copies of x for the bf16 matvec kernels.
+var xPool = sync.Pool{New: func() any { return new([]float32) }}
+
 func (s *asmSet) matvecBF16Slices(dst []float32, w []uint16, k int, x []float32) {
 	rows := len(dst)
 	w, x = w[:rows*k], x[:k]
-	kv := k &^ (s.lanes - 1)
-	if kv == 0 {
+	ch := 2 * s.lanes // weights per vector load
+	kv, r4 := k&^(ch-1), rows&^3
+	if kv == 0 || r4 == 0 {
 		matvecBF16Go(dst, w, k, x)
 		return
 	}
-	// Leftover rows (rows%4) go through the 4-row kernel on a zero-padded copy
-	// would cost an allocation; instead run them one at a time in Go.
-	r4 := rows &^ 3
-	if r4 > 0 {
-		s.matvecBF16(unsafe.Pointer(&w[0]), k, &x[0], &dst[0], r4, kv)
+	bp := xPool.Get().(*[]float32)
+	defer xPool.Put(bp)
+	xd := grow(*bp, kv)
+	*bp = xd
+	for c := 0; c < kv; c += ch {
+		for j := 0; j < s.lanes; j++ {
+			xd[c+j] = x[c+2*j]
+			xd[c+s.lanes+j] = x[c+2*j+1]
+		}
 	}
-	if r4 < rows {
-		matvecBF16Go(dst[r4:], w[r4*k:], k, x)
-	}
+	s.matvecBF16(unsafe.Pointer(&w[0]), k, &xd[0], &dst[0], r4, kv)
 	if kv < k {
 		for r := range dst[:r4] {
 			row := w[r*k+kv : (r+1)*k]
@@ -166,4 +173,6 @@ func (s *asmSet) matvecBF16Slices(dst []float32, w []uint16, k int, x []float32)
 			dst[r] += t
 		}
 	}
+	// At most three rows are left over; they are not worth a kernel.
+	matvecBF16Go(dst[r4:], w[r4*k:], k, x)
 }

@@ -223,15 +223,11 @@ func (s isa) axpy() {
 
 // matvec writes y[r] = Σ_c w[r·ldw + c]·x[c] for rows a multiple of 4 and k a
 // multiple of the lane count, four rows at a time so that each x vector loaded
-// serves four weight rows. With bf16, w holds uint16 and is widened in registers.
-func (s isa) matvec(bf16 bool) {
-	vb, l := s.vbytes(), s.lanes
-	name, wsz := "matvecF32"+s.suffix, 4
-	if bf16 {
-		name, wsz = "matvecBF16"+s.suffix, 2
-	}
-	wvb := wsz * l // bytes of w per vector
-	// Z0-Z7: accumulators (row r, half h) = 2r+h; Z8, Z9: x; Z10-Z13: widened weights.
+// serves four weight rows.
+func (s isa) matvec() {
+	vb := s.vbytes()
+	name := "matvecF32" + s.suffix
+	// Z0-Z7: accumulators (row r, half h) = 2r+h; Z8, Z9: x.
 	emit("// func %s(w unsafe.Pointer, ldw int, x, y *float32, rows, k int)", name)
 	emit("TEXT ·%s(SB), NOSPLIT, $0-48", name)
 	emit("\tMOVQ w+0(FP), SI")
@@ -240,9 +236,9 @@ func (s isa) matvec(bf16 bool) {
 	emit("\tMOVQ y+24(FP), DX")
 	emit("\tMOVQ rows+32(FP), BX")
 	emit("\tMOVQ k+40(FP), R13")
-	emit("\tIMULQ $%d, R8", wsz) // row stride in bytes
+	emit("\tSHLQ $2, R8") // row stride in bytes
 	emit("\tLEAQ (R8)(R8*2), R11")
-	emit("\tIMULQ $%d, R13", wsz) // k in bytes of w
+	emit("\tSHLQ $2, R13") // k in bytes
 	emit("\tTESTQ BX, BX")
 	emit("\tJZ %sdone", name)
 	emit("%srows:", name)
@@ -252,28 +248,20 @@ func (s isa) matvec(bf16 bool) {
 	emit("\tXORQ AX, AX") // byte offset into a row of w
 	emit("\tMOVQ DI, R9") // x pointer
 	emit("\tMOVQ R13, CX")
-	emit("\tANDQ $-%d, CX", 2*wvb) // bytes covered by the 2-vector loop
+	emit("\tANDQ $-%d, CX", 2*vb) // bytes covered by the 2-vector loop
 	// R12 walks along row 0; rows 1-3 are R12 + R8, + 2·R8, + R11 (= 3·R8).
 	emit("\tMOVQ SI, R12")
 	body := func(h int) {
 		xr := s.r(8 + h)
 		emit("\tVMOVUPS %d(R9), %s", h*vb, xr)
 		addrs := []string{
-			fmt.Sprintf("%d(R12)", h*wvb),
-			fmt.Sprintf("%d(R12)(R8*1)", h*wvb),
-			fmt.Sprintf("%d(R12)(R8*2)", h*wvb),
-			fmt.Sprintf("%d(R12)(R11*1)", h*wvb),
+			fmt.Sprintf("%d(R12)", h*vb),
+			fmt.Sprintf("%d(R12)(R8*1)", h*vb),
+			fmt.Sprintf("%d(R12)(R8*2)", h*vb),
+			fmt.Sprintf("%d(R12)(R11*1)", h*vb),
 		}
 		for r := 0; r < 4; r++ {
-			acc := s.r(2*r + h)
-			if bf16 {
-				t := s.r(10 + r)
-				emit("\tVPMOVZXWD %s, %s", addrs[r], t)
-				emit("\tVPSLLD $16, %s, %s", t, t)
-				emit("\tVFMADD231PS %s, %s, %s", t, xr, acc)
-			} else {
-				emit("\tVFMADD231PS %s, %s, %s", addrs[r], xr, acc)
-			}
+			emit("\tVFMADD231PS %s, %s, %s", addrs[r], xr, s.r(2*r+h))
 		}
 	}
 	emit("\tTESTQ CX, CX")
@@ -281,19 +269,90 @@ func (s isa) matvec(bf16 bool) {
 	emit("%sloop2:", name)
 	body(0)
 	body(1)
-	emit("\tADDQ $%d, R12", 2*wvb)
+	emit("\tADDQ $%d, R12", 2*vb)
 	emit("\tADDQ $%d, R9", 2*vb)
-	emit("\tADDQ $%d, AX", 2*wvb)
+	emit("\tADDQ $%d, AX", 2*vb)
 	emit("\tCMPQ AX, CX")
 	emit("\tJLT %sloop2", name)
 	emit("%sone:", name)
 	emit("\tCMPQ AX, R13")
 	emit("\tJGE %sred", name)
 	body(0)
-	emit("\tADDQ $%d, R12", wvb)
+	emit("\tADDQ $%d, R12", vb)
 	emit("\tADDQ $%d, R9", vb)
-	emit("\tADDQ $%d, AX", wvb)
+	emit("\tADDQ $%d, AX", vb)
 	emit("\tJMP %sone", name)
+	emit("%sred:", name)
+	for r := 0; r < 4; r++ {
+		emit("\tVADDPS %s, %s, %s", s.r(2*r+1), s.r(2*r), s.r(2*r))
+		s.reduce(2*r, 2*r+1)
+		emit("\tVMOVSS X%d, %d(DX)", 2*r, 4*r)
+	}
+	emit("\tADDQ $16, DX")
+	emit("\tLEAQ (SI)(R8*4), SI")
+	emit("\tSUBQ $4, BX")
+	emit("\tJNZ %srows", name)
+	emit("%sdone:", name)
+	emit("\tVZEROUPPER")
+	emit("\tRET")
+	emit("")
+}
+
+// matvecBF16 is matvec for bf16 weights, rows a multiple of 4 and k a multiple of
+// 2·lanes. One vector load brings 2·lanes bf16 weights; a bf16 is the high half of
+// a float32, so shifting each 32-bit lane left by 16 widens the even-indexed weights
+// and masking off the low half widens the odd ones: two cheap ops per 2·lanes
+// weights and no shuffle. The caller passes x de-interleaved to match: per chunk of
+// 2·lanes, the even-indexed values, then the odd-indexed ones.
+func (s isa) matvecBF16() {
+	vb, name := s.vbytes(), "matvecBF16"+s.suffix
+	and := "VPAND"
+	if s.reg == "Z" {
+		and = "VPANDD"
+	}
+	// 0-7: accumulators (row r, even/odd h) = 2r+h; 8, 9: x even/odd; 10-13: weights; 15: mask.
+	emit("// func %s(w unsafe.Pointer, ldw int, x, y *float32, rows, k int)", name)
+	emit("TEXT ·%s(SB), NOSPLIT, $0-48", name)
+	emit("\tMOVQ w+0(FP), SI")
+	emit("\tMOVQ ldw+8(FP), R8")
+	emit("\tMOVQ x+16(FP), DI")
+	emit("\tMOVQ y+24(FP), DX")
+	emit("\tMOVQ rows+32(FP), BX")
+	emit("\tMOVQ k+40(FP), R13")
+	emit("\tSHLQ $1, R8") // row stride in bytes
+	emit("\tLEAQ (R8)(R8*2), R11")
+	emit("\tSHLQ $1, R13") // k in bytes of w
+	emit("\tMOVL $0xffff0000, AX")
+	emit("\tMOVQ AX, X15")
+	emit("\tVPBROADCASTD X15, %s", s.r(15))
+	emit("\tTESTQ BX, BX")
+	emit("\tJZ %sdone", name)
+	emit("%srows:", name)
+	for i := 0; i < 8; i++ {
+		emit("\t%s %s, %s, %s", s.zero, s.r(i), s.r(i), s.r(i))
+	}
+	emit("\tXORQ AX, AX")
+	emit("\tMOVQ DI, R9")
+	emit("\tMOVQ SI, R12")
+	emit("\tTESTQ R13, R13")
+	emit("\tJZ %sred", name)
+	emit("%sloop:", name)
+	emit("\tVMOVUPS (R9), %s", s.r(8))
+	emit("\tVMOVUPS %d(R9), %s", vb, s.r(9))
+	addrs := []string{"(R12)", "(R12)(R8*1)", "(R12)(R8*2)", "(R12)(R11*1)"}
+	for r := 0; r < 4; r++ {
+		e, o := s.r(10+2*(r%2)), s.r(11+2*(r%2))
+		emit("\tVMOVUPS %s, %s", addrs[r], e)
+		emit("\t%s %s, %s, %s", and, e, s.r(15), o)
+		emit("\tVPSLLD $16, %s, %s", e, e)
+		emit("\tVFMADD231PS %s, %s, %s", e, s.r(8), s.r(2*r))
+		emit("\tVFMADD231PS %s, %s, %s", o, s.r(9), s.r(2*r+1))
+	}
+	emit("\tADDQ $%d, R12", vb)
+	emit("\tADDQ $%d, R9", 2*vb)
+	emit("\tADDQ $%d, AX", vb)
+	emit("\tCMPQ AX, R13")
+	emit("\tJLT %sloop", name)
 	emit("%sred:", name)
 	for r := 0; r < 4; r++ {
 		emit("\tVADDPS %s, %s, %s", s.r(2*r+1), s.r(2*r), s.r(2*r))
@@ -322,8 +381,8 @@ func main() {
 		s.dot()
 		s.sum()
 		s.axpy()
-		s.matvec(false)
-		s.matvec(true)
+		s.matvec()
+		s.matvecBF16()
 	}
 	os.Stdout.WriteString(out.String())
 }

@@ -1,0 +1,164 @@
+package tensor
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// Benchmarks report GFLOP/s and GB/s through b.ReportMetric. Run, for example:
+//
+//	go test ./tensor -run '^$' -bench . -count 5
+//
+// Each has t=1 and t=2 variants (goroutines). "cold" cycles through a set of
+// matrices three times the 300 MiB L3, as decoding a large model does; "hot"
+// reuses one 4096x4096 matrix, which stays in L3.
+
+const (
+	mvN      = 4096
+	coldSet  = 768 << 20 // bytes of weights cycled through by the cold benchmarks
+	threadsT = 2
+)
+
+func benchThreads(b *testing.B, fn func(b *testing.B)) {
+	saved := threads
+	defer func() { threads = saved }()
+	for t := 1; t <= threadsT; t++ {
+		threads = t
+		b.Run(fmt.Sprintf("t=%d", t), fn)
+	}
+}
+
+func BenchmarkMatMulT1024(b *testing.B) {
+	const n = 1024
+	r := rand.New(rand.NewPCG(1, 1))
+	x := randSlice(r, n*n)
+	w := &Mat{Rows: n, Cols: n, F32: randSlice(r, n*n)}
+	dst := make([]float32, n*n)
+	benchThreads(b, func(b *testing.B) {
+		for b.Loop() {
+			MatMulT(dst, x, n, w)
+		}
+		b.ReportMetric(2*n*n*n*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	})
+}
+
+func BenchmarkMatMul1024(b *testing.B) {
+	const n = 1024
+	r := rand.New(rand.NewPCG(1, 2))
+	a, bb := randSlice(r, n*n), randSlice(r, n*n)
+	dst := make([]float32, n*n)
+	benchThreads(b, func(b *testing.B) {
+		for b.Loop() {
+			MatMul(dst, a, bb, n, n, n)
+		}
+		b.ReportMetric(2*n*n*n*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	})
+}
+
+// coldMats lazily builds the matrices of the cold set (and the first one serves
+// as the hot matrix), shared by all benchmarks of one process.
+var coldF32, coldBF16 []*Mat
+
+func mats(bf16 bool) []*Mat {
+	r := rand.New(rand.NewPCG(2, 3))
+	if !bf16 && coldF32 == nil {
+		for range coldSet / (4 * mvN * mvN) {
+			coldF32 = append(coldF32, &Mat{Rows: mvN, Cols: mvN, F32: randSlice(r, mvN*mvN)})
+		}
+	}
+	if bf16 && coldBF16 == nil {
+		for range coldSet / (2 * mvN * mvN) {
+			w := make([]uint16, mvN*mvN)
+			for i := range w {
+				w[i] = FloatToBF16(float32(r.NormFloat64()))
+			}
+			coldBF16 = append(coldBF16, &Mat{Rows: mvN, Cols: mvN, BF16: w})
+		}
+	}
+	if bf16 {
+		return coldBF16
+	}
+	return coldF32
+}
+
+func BenchmarkMatVec(b *testing.B) {
+	x := randSlice(rand.New(rand.NewPCG(4, 5)), mvN)
+	dst := make([]float32, mvN)
+	for _, c := range []struct {
+		name       string
+		bf16, cold bool
+	}{{"f32/hot", false, false}, {"f32/cold", false, true}, {"bf16/hot", true, false}, {"bf16/cold", true, true}} {
+		ms := mats(c.bf16)
+		if !c.cold {
+			ms = ms[:1]
+		}
+		bytes := 4.0 * mvN * mvN
+		if c.bf16 {
+			bytes /= 2
+		}
+		b.Run(c.name, func(b *testing.B) {
+			benchThreads(b, func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					MatMulT(dst, x, 1, ms[i%len(ms)])
+					i++
+				}
+				s := b.Elapsed().Seconds()
+				b.ReportMetric(bytes*float64(b.N)/s/1e9, "GB/s")
+				b.ReportMetric(2*mvN*mvN*float64(b.N)/s/1e9, "GFLOP/s")
+			})
+		})
+	}
+}
+
+// BenchmarkReadBW is the memory read bandwidth against which matvec is judged: the
+// same cold set of 4096x4096 f32 matrices, summed with the widest vector loads and
+// split over the goroutines as matvec splits rows.
+func BenchmarkReadBW(b *testing.B) {
+	ms := mats(false)
+	var sink float32
+	benchThreads(b, func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			w := ms[i%len(ms)].F32
+			parts := make([]float32, threads)
+			parallelFor(threads, threads, func(lo, hi int) {
+				n := len(w) / threads
+				parts[lo] = active.sum(w[lo*n : hi*n])
+			})
+			sink += parts[0]
+			i++
+		}
+		b.ReportMetric(4*mvN*mvN*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	})
+	_ = sink
+}
+
+func BenchmarkDot(b *testing.B) {
+	r := rand.New(rand.NewPCG(6, 7))
+	for _, n := range []int{64, 128} {
+		x, y := randSlice(r, n), randSlice(r, n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var s float32
+			for b.Loop() {
+				s += Dot(x, y)
+			}
+			b.ReportMetric(2*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			_ = s
+		})
+	}
+}
+
+func BenchmarkAxpy(b *testing.B) {
+	r := rand.New(rand.NewPCG(8, 9))
+	for _, n := range []int{64, 128} {
+		x, y := randSlice(r, n), randSlice(r, n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				Axpy(1e-9, x, y)
+			}
+			b.ReportMetric(2*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
