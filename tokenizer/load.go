@@ -169,6 +169,10 @@ func Parse(data, config []byte) (*Tokenizer, error) {
 			}
 			t.byteTokens[b] = int32(id)
 		}
+		t.rawVocab = make(map[string]int, len(t.vocab))
+		for tok, id := range f.Model.Vocab {
+			t.rawVocab[string(byteLevelDecode(nil, tok))] = id
+		}
 	} else if t.split != nil {
 		return nil, errors.New("pre_tokenizer: a Split pattern without ByteLevel is not supported")
 	}
@@ -177,6 +181,14 @@ func Parse(data, config []byte) (*Tokenizer, error) {
 	}
 	if err := t.loadDecoder(f.Decoder, "decoder"); err != nil {
 		return nil, err
+	}
+	if t.split == nil {
+		t.wordBreaks = true
+		for tok := range t.vocab {
+			if strings.Contains(strings.TrimLeft(tok, metaSpace), metaSpace) {
+				t.wordBreaks = false
+			}
+		}
 	}
 	if len(t.prefix) > 0 {
 		t.bos = t.prefix[0]

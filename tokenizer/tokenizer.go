@@ -14,6 +14,8 @@ import (
 // Tokenizer encodes text to token ids and back. It is safe for concurrent use.
 type Tokenizer struct {
 	vocab  map[string]int // token text -> id, added tokens included
+	// rawVocab maps the raw bytes of a byte-level model's tokens to ids.
+	rawVocab map[string]int
 	tokens []string       // id -> token text ("" for holes)
 	merges map[uint64]merge
 	added  addedSet
@@ -29,6 +31,10 @@ type Tokenizer struct {
 
 	normalizers []normalizer
 	split       splitter // nil: the whole segment is one word
+	// wordBreaks: no token holds "▁" after another character, so a segment may
+	// be cut before each such "▁" without changing the BPE result. It turns a
+	// SentencePiece segment (a whole text) into cacheable words.
+	wordBreaks bool
 	byteLevel   bool
 	decoders    []decoder
 
@@ -143,7 +149,23 @@ func (t *Tokenizer) encodeSegment(dst []int, s string) []int {
 		return dst
 	}
 	if t.split == nil {
-		return t.encodeWord(dst, s)
+		if !t.wordBreaks {
+			return t.encodeWord(dst, s)
+		}
+		start := 0
+		for i := 1; i < len(s); {
+			k := strings.Index(s[i:], metaSpace)
+			if k < 0 {
+				break
+			}
+			i += k
+			if i < len(metaSpace) || s[i-len(metaSpace):i] != metaSpace {
+				dst = t.encodeWord(dst, s[start:i])
+				start = i
+			}
+			i += len(metaSpace)
+		}
+		return t.encodeWord(dst, s[start:])
 	}
 	t.split.split(s, func(a, b int) {
 		dst = t.encodeWord(dst, s[a:b])
@@ -153,43 +175,35 @@ func (t *Tokenizer) encodeSegment(dst []int, s string) []int {
 
 // encodeWord appends the BPE encoding of one pre-token, through the cache.
 func (t *Tokenizer) encodeWord(dst []int, w string) []int {
-	if t.ignoreMerges {
-		if id, ok := t.wordID(w); ok {
-			return append(dst, id)
-		}
-	}
 	if len(w) > maxCachedWord {
-		return t.bpe(dst, w)
+		return t.word(dst, w)
 	}
 	if ids, ok := t.cache.get(w); ok {
 		return append(dst, ids...)
 	}
 	n := len(dst)
-	dst = t.bpe(dst, w)
+	dst = t.word(dst, w)
 	t.cache.put(w, dst[n:])
 	return dst
 }
 
-// wordID looks up a whole pre-token in the vocabulary.
-func (t *Tokenizer) wordID(w string) (int, bool) {
-	if t.byteLevel {
-		if len(w) == 1 {
-			return int(t.byteTokens[w[0]]), true
+// word appends the encoding of one pre-token: the token itself when the model
+// ignores merges for in-vocabulary words, else its BPE.
+func (t *Tokenizer) word(dst []int, w string) []int {
+	if t.ignoreMerges {
+		v := t.vocab
+		if t.byteLevel {
+			v = t.rawVocab
 		}
-		var buf [64]rune
-		if len(w) > len(buf) {
-			return 0, false
+		if id, ok := v[w]; ok {
+			return append(dst, id)
 		}
-		rs := buf[:len(w)]
-		for i := 0; i < len(w); i++ {
-			rs[i] = byteToRune[w[i]]
-		}
-		id, ok := t.vocab[string(rs)]
-		return id, ok
 	}
-	id, ok := t.vocab[w]
-	return id, ok
+	return t.bpe(dst, w)
 }
+
+// metaSpace is SentencePiece's visible space.
+const metaSpace = "\u2581"
 
 const maxCachedWord = 256
 
@@ -222,11 +236,14 @@ func (c *wordCache) put(w string, ids []int) {
 }
 
 // addedSet finds added tokens in text: leftmost match, longest at that position,
-// as the tokenizers library's Aho-Corasick (leftmost-longest) does.
+// as the tokenizers library's Aho-Corasick (leftmost-longest) does. Candidates
+// are indexed by their first two bytes, since texts such as HTML are full of
+// '<' while added tokens mostly start with "<|".
 type addedSet struct {
 	first [256]bool
-	// byFirst lists, per first byte, the tokens longest first.
-	byFirst map[byte][]addedTok
+	// byPrefix lists, per leading byte pair (or single byte for one-byte
+	// tokens, keyed with 0x100 set), the tokens longest first.
+	byPrefix map[uint32][]addedTok
 }
 
 type addedTok struct {
@@ -234,32 +251,44 @@ type addedTok struct {
 	id   int32
 }
 
-func (a *addedSet) add(text string, id int32) {
-	if a.byFirst == nil {
-		a.byFirst = map[byte][]addedTok{}
+func prefixKey(s string) uint32 {
+	if len(s) == 1 {
+		return 0x10000 | uint32(s[0])
 	}
-	c := text[0]
-	a.first[c] = true
-	list := append(a.byFirst[c], addedTok{text, id})
+	return uint32(s[0])<<8 | uint32(s[1])
+}
+
+func (a *addedSet) add(text string, id int32) {
+	if a.byPrefix == nil {
+		a.byPrefix = map[uint32][]addedTok{}
+	}
+	a.first[text[0]] = true
+	k := prefixKey(text)
+	list := append(a.byPrefix[k], addedTok{text, id})
 	for i := len(list) - 1; i > 0 && len(list[i].text) > len(list[i-1].text); i-- {
 		list[i], list[i-1] = list[i-1], list[i]
 	}
-	a.byFirst[c] = list
+	a.byPrefix[k] = list
 }
 
-// find returns the byte range and id of the first added token in s, or a = -1.
+// find returns the byte range and id of the first added token in s, or start = -1.
 func (a *addedSet) find(s string) (start, end int, id int32) {
-	if a.byFirst == nil {
+	if a.byPrefix == nil {
 		return -1, -1, 0
 	}
 	for i := 0; i < len(s); i++ {
 		if !a.first[s[i]] {
 			continue
 		}
-		for _, tok := range a.byFirst[s[i]] {
-			if strings.HasPrefix(s[i:], tok.text) {
-				return i, i + len(tok.text), tok.id
+		if i+1 < len(s) {
+			for _, tok := range a.byPrefix[prefixKey(s[i:i+2])] {
+				if strings.HasPrefix(s[i:], tok.text) {
+					return i, i + len(tok.text), tok.id
+				}
 			}
+		}
+		if list := a.byPrefix[prefixKey(s[i:i+1])]; len(list) > 0 {
+			return i, i + 1, list[0].id
 		}
 	}
 	return -1, -1, 0
