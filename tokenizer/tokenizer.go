@@ -13,12 +13,12 @@ import (
 
 // Tokenizer encodes text to token ids and back. It is safe for concurrent use.
 type Tokenizer struct {
-	vocab  map[string]int // token text -> id, added tokens included
+	vocab map[string]int // token text -> id, added tokens included
 	// rawVocab maps the raw bytes of a byte-level model's tokens to ids.
 	rawVocab map[string]int
-	tokens []string       // id -> token text ("" for holes)
-	merges map[uint64]merge
-	added  addedSet
+	tokens   []string // id -> token text ("" for holes)
+	merges   map[uint64]merge
+	added    addedSet
 	// special marks added tokens flagged special (skipped by DecodeSkipSpecial).
 	special map[int]bool
 
@@ -35,8 +35,8 @@ type Tokenizer struct {
 	// be cut before each such "▁" without changing the BPE result. It turns a
 	// SentencePiece segment (a whole text) into cacheable words.
 	wordBreaks bool
-	byteLevel   bool
-	decoders    []decoder
+	byteLevel  bool
+	decoders   []decoder
 
 	prefix, suffix   []int // post-processor template around the sequence
 	bos, eos         int
