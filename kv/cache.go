@@ -209,7 +209,7 @@ func (c *Cache) Attend(layer int, q, k, v, out []float32, n int) {
 		c.kview[g], c.vview[g] = h.st.view(&c.kbuf[g], &c.vbuf[g])
 	}
 	c.peak = max(c.peak, c.bytes)
-	c.attend(layer, q, out, n)
+	c.attend(q, out, n)
 	group := s.Heads / s.KVHeads
 	for g := range c.heads[layer] {
 		h := &c.heads[layer][g]
@@ -246,15 +246,20 @@ func (c *Cache) Attend(layer int, q, k, v, out []float32, n int) {
 }
 
 // attend computes every query head's attention, query heads in parallel.
-func (c *Cache) attend(layer int, q, out []float32, n int) {
-	s := c.shape
-	group := s.Heads / s.KVHeads
-	tensor.Parallel(s.Heads, func(lo, hi int) {
-		for qh := lo; qh < hi; qh++ {
-			g := qh / group
-			c.attendHead(qh, q, out, n, c.kview[g], c.vview[g], c.fwd[g].Past, c.req[g])
-		}
-	})
+func (c *Cache) attend(q, out []float32, n int) {
+	if tensor.Threads() == 1 {
+		c.attendHeads(q, out, n, 0, c.shape.Heads) // no closure: decoding allocates nothing
+		return
+	}
+	tensor.Parallel(c.shape.Heads, func(lo, hi int) { c.attendHeads(q, out, n, lo, hi) })
+}
+
+func (c *Cache) attendHeads(q, out []float32, n, lo, hi int) {
+	group := c.shape.Heads / c.shape.KVHeads
+	for qh := lo; qh < hi; qh++ {
+		g := qh / group
+		c.attendHead(qh, q, out, n, c.kview[g], c.vview[g], c.fwd[g].Past, c.req[g])
+	}
 }
 
 // attendHead is exact softmax attention of query head qh for the n queries of the
