@@ -162,3 +162,19 @@ func BenchmarkAxpy(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSoftmax is the softmax over one head's attention scores at decode.
+func BenchmarkSoftmax(b *testing.B) {
+	r := rand.New(rand.NewPCG(10, 11))
+	for _, n := range []int{1024, 8192} {
+		x := randSlice(r, n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			y := make([]float32, n)
+			for b.Loop() {
+				copy(y, x)
+				Softmax(y)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/elem")
+		})
+	}
+}

@@ -1,6 +1,9 @@
 package tensor
 
-import "unsafe"
+import (
+	"math"
+	"unsafe"
+)
 
 // impl is one complete set of inner kernels. Every build has the portable one; amd64
 // builds add AVX-512 and AVX2+FMA sets when the CPU has them (kern_amd64.go). The
@@ -17,6 +20,8 @@ type impl struct {
 	// matvec and matvecBF16 set dst[r] = Σ_c w[r*k+c]·x[c] for r < len(dst).
 	matvec     func(dst, w []float32, k int, x []float32)
 	matvecBF16 func(dst []float32, w []uint16, k int, x []float32)
+	// expSum sets x[i] = exp(x[i] - mx), given x[i] ≤ mx, and returns Σ x[i].
+	expSum func(x []float32, mx float32) float32
 	// sum returns Σ a[i]; only the read-bandwidth benchmark uses it.
 	sum func(a []float32) float32
 }
@@ -29,7 +34,7 @@ var (
 
 var goImpl = &impl{
 	name: "go", mr: 4, nr: 8, kernel: kernelGo,
-	dot: dotGo, axpy: axpyGo, matvec: matvecGo, matvecBF16: matvecBF16Go, sum: sumGo,
+	dot: dotGo, axpy: axpyGo, matvec: matvecGo, matvecBF16: matvecBF16Go, expSum: expSumGo, sum: sumGo,
 }
 
 func dotGo(a, b []float32) float32 {
@@ -119,4 +124,14 @@ func kernelGo(k int, a, b, c *float32, ldc int, add bool) {
 			}
 		}
 	}
+}
+
+func expSumGo(x []float32, mx float32) float32 {
+	var sum float32
+	for i, v := range x {
+		e := float32(math.Exp(float64(v - mx)))
+		x[i] = e
+		sum += e
+	}
+	return sum
 }

@@ -51,6 +51,9 @@ func matvecF32AVX2(w unsafe.Pointer, ldw int, x, y *float32, rows, k int)
 //go:noescape
 func matvecBF16AVX2(w unsafe.Pointer, ldw int, x, y *float32, rows, k int)
 
+//go:noescape
+func expSumAVX2(x *float32, n int, mx float32) float32
+
 // asmSet holds one width's assembly entry points.
 type asmSet struct {
 	lanes      int
@@ -79,8 +82,18 @@ func newAsmImpl(name string, mr, nr int, kernel func(int, *float32, *float32, *f
 	return &impl{
 		name: name, mr: mr, nr: nr, kernel: kernel,
 		dot: s.dotSlices, axpy: s.axpySlices, matvec: s.matvecSlices,
-		matvecBF16: s.matvecBF16Slices, sum: s.sumSlices,
+		matvecBF16: s.matvecBF16Slices, expSum: expSumSlices, sum: s.sumSlices,
 	}
+}
+
+// expSumSlices serves both sets: exp is short of neither registers nor lanes at ymm width.
+func expSumSlices(x []float32, mx float32) float32 {
+	v := len(x) &^ 7
+	var s float32
+	if v > 0 {
+		s = expSumAVX2(&x[0], v, mx)
+	}
+	return s + expSumGo(x[v:], mx)
 }
 
 func (s *asmSet) dotSlices(a, b []float32) float32 {

@@ -902,3 +902,147 @@ matvecBF16AVX2done:
 	VZEROUPPER
 	RET
 
+DATA expConsts<>+0(SB)/4, $0xc2aeac4f
+DATA expConsts<>+4(SB)/4, $0xc2aeac4f
+DATA expConsts<>+8(SB)/4, $0xc2aeac4f
+DATA expConsts<>+12(SB)/4, $0xc2aeac4f
+DATA expConsts<>+16(SB)/4, $0xc2aeac4f
+DATA expConsts<>+20(SB)/4, $0xc2aeac4f
+DATA expConsts<>+24(SB)/4, $0xc2aeac4f
+DATA expConsts<>+28(SB)/4, $0xc2aeac4f
+DATA expConsts<>+32(SB)/4, $0x3fb8aa3b
+DATA expConsts<>+36(SB)/4, $0x3fb8aa3b
+DATA expConsts<>+40(SB)/4, $0x3fb8aa3b
+DATA expConsts<>+44(SB)/4, $0x3fb8aa3b
+DATA expConsts<>+48(SB)/4, $0x3fb8aa3b
+DATA expConsts<>+52(SB)/4, $0x3fb8aa3b
+DATA expConsts<>+56(SB)/4, $0x3fb8aa3b
+DATA expConsts<>+60(SB)/4, $0x3fb8aa3b
+DATA expConsts<>+64(SB)/4, $0x3f318000
+DATA expConsts<>+68(SB)/4, $0x3f318000
+DATA expConsts<>+72(SB)/4, $0x3f318000
+DATA expConsts<>+76(SB)/4, $0x3f318000
+DATA expConsts<>+80(SB)/4, $0x3f318000
+DATA expConsts<>+84(SB)/4, $0x3f318000
+DATA expConsts<>+88(SB)/4, $0x3f318000
+DATA expConsts<>+92(SB)/4, $0x3f318000
+DATA expConsts<>+96(SB)/4, $0xb95e8083
+DATA expConsts<>+100(SB)/4, $0xb95e8083
+DATA expConsts<>+104(SB)/4, $0xb95e8083
+DATA expConsts<>+108(SB)/4, $0xb95e8083
+DATA expConsts<>+112(SB)/4, $0xb95e8083
+DATA expConsts<>+116(SB)/4, $0xb95e8083
+DATA expConsts<>+120(SB)/4, $0xb95e8083
+DATA expConsts<>+124(SB)/4, $0xb95e8083
+DATA expConsts<>+128(SB)/4, $0x39506967
+DATA expConsts<>+132(SB)/4, $0x39506967
+DATA expConsts<>+136(SB)/4, $0x39506967
+DATA expConsts<>+140(SB)/4, $0x39506967
+DATA expConsts<>+144(SB)/4, $0x39506967
+DATA expConsts<>+148(SB)/4, $0x39506967
+DATA expConsts<>+152(SB)/4, $0x39506967
+DATA expConsts<>+156(SB)/4, $0x39506967
+DATA expConsts<>+160(SB)/4, $0x3ab743ce
+DATA expConsts<>+164(SB)/4, $0x3ab743ce
+DATA expConsts<>+168(SB)/4, $0x3ab743ce
+DATA expConsts<>+172(SB)/4, $0x3ab743ce
+DATA expConsts<>+176(SB)/4, $0x3ab743ce
+DATA expConsts<>+180(SB)/4, $0x3ab743ce
+DATA expConsts<>+184(SB)/4, $0x3ab743ce
+DATA expConsts<>+188(SB)/4, $0x3ab743ce
+DATA expConsts<>+192(SB)/4, $0x3c088908
+DATA expConsts<>+196(SB)/4, $0x3c088908
+DATA expConsts<>+200(SB)/4, $0x3c088908
+DATA expConsts<>+204(SB)/4, $0x3c088908
+DATA expConsts<>+208(SB)/4, $0x3c088908
+DATA expConsts<>+212(SB)/4, $0x3c088908
+DATA expConsts<>+216(SB)/4, $0x3c088908
+DATA expConsts<>+220(SB)/4, $0x3c088908
+DATA expConsts<>+224(SB)/4, $0x3d2aa9c1
+DATA expConsts<>+228(SB)/4, $0x3d2aa9c1
+DATA expConsts<>+232(SB)/4, $0x3d2aa9c1
+DATA expConsts<>+236(SB)/4, $0x3d2aa9c1
+DATA expConsts<>+240(SB)/4, $0x3d2aa9c1
+DATA expConsts<>+244(SB)/4, $0x3d2aa9c1
+DATA expConsts<>+248(SB)/4, $0x3d2aa9c1
+DATA expConsts<>+252(SB)/4, $0x3d2aa9c1
+DATA expConsts<>+256(SB)/4, $0x3e2aaaaa
+DATA expConsts<>+260(SB)/4, $0x3e2aaaaa
+DATA expConsts<>+264(SB)/4, $0x3e2aaaaa
+DATA expConsts<>+268(SB)/4, $0x3e2aaaaa
+DATA expConsts<>+272(SB)/4, $0x3e2aaaaa
+DATA expConsts<>+276(SB)/4, $0x3e2aaaaa
+DATA expConsts<>+280(SB)/4, $0x3e2aaaaa
+DATA expConsts<>+284(SB)/4, $0x3e2aaaaa
+DATA expConsts<>+288(SB)/4, $0x3f000000
+DATA expConsts<>+292(SB)/4, $0x3f000000
+DATA expConsts<>+296(SB)/4, $0x3f000000
+DATA expConsts<>+300(SB)/4, $0x3f000000
+DATA expConsts<>+304(SB)/4, $0x3f000000
+DATA expConsts<>+308(SB)/4, $0x3f000000
+DATA expConsts<>+312(SB)/4, $0x3f000000
+DATA expConsts<>+316(SB)/4, $0x3f000000
+DATA expConsts<>+320(SB)/4, $0x3f800000
+DATA expConsts<>+324(SB)/4, $0x3f800000
+DATA expConsts<>+328(SB)/4, $0x3f800000
+DATA expConsts<>+332(SB)/4, $0x3f800000
+DATA expConsts<>+336(SB)/4, $0x3f800000
+DATA expConsts<>+340(SB)/4, $0x3f800000
+DATA expConsts<>+344(SB)/4, $0x3f800000
+DATA expConsts<>+348(SB)/4, $0x3f800000
+DATA expConsts<>+352(SB)/4, $0x0000007f
+DATA expConsts<>+356(SB)/4, $0x0000007f
+DATA expConsts<>+360(SB)/4, $0x0000007f
+DATA expConsts<>+364(SB)/4, $0x0000007f
+DATA expConsts<>+368(SB)/4, $0x0000007f
+DATA expConsts<>+372(SB)/4, $0x0000007f
+DATA expConsts<>+376(SB)/4, $0x0000007f
+DATA expConsts<>+380(SB)/4, $0x0000007f
+GLOBL expConsts<>(SB), RODATA|NOPTR, $384
+
+// func expSumAVX2(x *float32, n int, mx float32) float32
+TEXT ·expSumAVX2(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS mx+16(FP), Y15
+	VMOVUPS expConsts<>+0(SB), Y14
+	VXORPS Y0, Y0, Y0
+	TESTQ CX, CX
+	JZ expdone
+exploop:
+	VMOVUPS (SI), Y1
+	VSUBPS Y15, Y1, Y1
+	VMAXPS Y1, Y14, Y2
+	VMULPS expConsts<>+32(SB), Y2, Y3
+	VROUNDPS $0, Y3, Y3
+	VFNMADD231PS expConsts<>+64(SB), Y3, Y2
+	VFNMADD231PS expConsts<>+96(SB), Y3, Y2
+	VMOVUPS expConsts<>+128(SB), Y4
+	VFMADD213PS expConsts<>+160(SB), Y2, Y4
+	VFMADD213PS expConsts<>+192(SB), Y2, Y4
+	VFMADD213PS expConsts<>+224(SB), Y2, Y4
+	VFMADD213PS expConsts<>+256(SB), Y2, Y4
+	VFMADD213PS expConsts<>+288(SB), Y2, Y4
+	VMULPS Y2, Y2, Y5
+	VFMADD213PS Y2, Y5, Y4
+	VADDPS expConsts<>+320(SB), Y4, Y4
+	VCVTPS2DQ Y3, Y3
+	VPADDD expConsts<>+352(SB), Y3, Y3
+	VPSLLD $23, Y3, Y3
+	VMULPS Y3, Y4, Y4
+	VCMPPS $5, Y14, Y1, Y5
+	VANDPS Y5, Y4, Y4
+	VMOVUPS Y4, (SI)
+	VADDPS Y4, Y0, Y0
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JNZ exploop
+expdone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+

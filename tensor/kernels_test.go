@@ -255,3 +255,51 @@ func TestFloatToBF16Nearest(t *testing.T) {
 		}
 	}
 }
+
+func TestSoftmax(t *testing.T) {
+	withImpls(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(11, 12))
+		inf := float32(math.Inf(1))
+		cases := [][]float32{{0}, {1, 2}, {-inf, 0, -inf, 3}, {100, -100, 50, 0, 1e-3, -87.3, -inf, -90, 88, 89, 7, 8, 12.6, 12.7, 12.8, 13}}
+		for _, n := range []int{7, 8, 9, 64, 1000} {
+			x := randSlice(r, n)
+			for i := range x {
+				x[i] *= 30 // spread over most of exp's range, below and above the clamp
+			}
+			cases = append(cases, x)
+		}
+		for _, x := range cases {
+			mx := math.Inf(-1)
+			for _, v := range x {
+				mx = math.Max(mx, float64(v))
+			}
+			want := make([]float64, len(x))
+			var s float64
+			for i, v := range x {
+				want[i] = math.Exp(float64(v) - mx)
+				s += want[i]
+			}
+			got := append([]float32(nil), x...)
+			Softmax(got)
+			n := float64(len(x))
+			for i := range x {
+				w := want[i] / s
+				// A few ulps for exp and the division, n·u for the sum, |t|·u for
+				// rounding t = x - max before exp; values that underflow float32
+				// (exp(t) < 2^-126 ≈ 1.2e-38) may flush to 0.
+				tol := 0.0 // exp(-Inf) is exactly 0
+				if w != 0 {
+					tol = (8+2*n+math.Abs(float64(x[i])-mx))*u*w + 0x1p-126
+				}
+				if d := math.Abs(float64(got[i]) - w); !(d <= tol) {
+					t.Fatalf("Softmax(n=%d)[%d] (x=%v) = %v, want %v (tol %.3g)", len(x), i, x[i], got[i], w, tol)
+				}
+			}
+		}
+		nan := []float32{1, float32(math.NaN()), 2, 3, 4, 5, 6, 7, 8}
+		Softmax(nan)
+		if !math.IsNaN(float64(nan[1])) {
+			t.Fatalf("Softmax with a NaN input gave %v at the NaN, want NaN", nan[1])
+		}
+	})
+}

@@ -108,13 +108,7 @@ func Softmax(x []float32) {
 			mx = v
 		}
 	}
-	var sum float32
-	for i, v := range x {
-		e := float32(math.Exp(float64(v - mx)))
-		x[i] = e
-		sum += e
-	}
-	inv := 1 / sum
+	inv := 1 / active.expSum(x, mx)
 	for i := range x {
 		x[i] *= inv
 	}
