@@ -1,0 +1,69 @@
+// Package modeldir finds the built-in model, models/kvfoot-small (config.json,
+// model.safetensors, tokenizer.json), when a command is given no --model.
+//
+// The search order is: $KVFOOT_MODEL (a folder; an explicit setting wins), then
+// models/kvfoot-small under the working directory and each of its parents (so that
+// commands work from anywhere inside a kvfoot checkout), then models/kvfoot-small
+// next to the executable and in the executable's parent folder (an installed binary
+// shipped with its models folder, or one built into bin/).
+package modeldir
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Builtin is the built-in model's folder, relative to a kvfoot checkout or install.
+const Builtin = "models/kvfoot-small"
+
+// Find returns the model folder: explicit if given, else the built-in model.
+func Find(explicit string) (string, error) {
+	if explicit != "" {
+		if !isModel(explicit) {
+			return "", fmt.Errorf("model folder %s: no config.json", explicit)
+		}
+		return explicit, nil
+	}
+	var tried []string
+	try := func(dir string) bool {
+		tried = append(tried, dir)
+		return isModel(dir)
+	}
+	if env := os.Getenv("KVFOOT_MODEL"); env != "" {
+		if try(env) {
+			return env, nil
+		}
+		return "", fmt.Errorf("$KVFOOT_MODEL=%s: no config.json there", env)
+	}
+	if wd, err := os.Getwd(); err == nil {
+		for d := wd; ; d = filepath.Dir(d) {
+			if p := filepath.Join(d, Builtin); try(p) {
+				return p, nil
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	if exe, err := os.Executable(); err == nil {
+		if r, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = r
+		}
+		dir := filepath.Dir(exe)
+		for _, p := range []string{filepath.Join(dir, Builtin), filepath.Join(filepath.Dir(dir), Builtin)} {
+			if try(p) {
+				return p, nil
+			}
+		}
+	}
+	return "", errors.New("no --model given and the built-in model was not found (looked in " +
+		strings.Join(tried, ", ") + "); set $KVFOOT_MODEL or pass --model DIR")
+}
+
+func isModel(dir string) bool {
+	st, err := os.Stat(filepath.Join(dir, "config.json"))
+	return err == nil && st.Mode().IsRegular()
+}
