@@ -16,3 +16,14 @@ type Cache interface {
 	// independent of how many entries eviction has left in the cache.
 	Pos() int
 }
+
+// Prefiller is optionally implemented by a Cache whose policy needs the prompt as a
+// whole (post-fill eviction, SnapKV's patch, the footprint meter's prompt/response
+// split). Generate calls BeginPrefill once before the first pre-fill chunk with the
+// prompt length and the chunk size. If it returns patch > 0, every non-final chunk is
+// fed with the prompt's last patch tokens appended (so they sit at the positions right
+// after the chunk); the cache scores the chunk with them, drops them, and its Pos
+// advances by the chunk alone (method-spec 4.4).
+type Prefiller interface {
+	BeginPrefill(promptLen, chunk int) (patch int)
+}

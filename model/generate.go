@@ -151,8 +151,16 @@ func (r *Runner) Generate(cache Cache, prompt []int, opts GenerateOptions) (Resu
 	}
 	start := time.Now()
 	var logits []float32
+	patch := 0
+	if p, ok := cache.(Prefiller); ok {
+		patch = p.BeginPrefill(len(prompt), chunk)
+	}
 	for lo := 0; lo < len(prompt); lo += chunk {
-		if logits, err = r.Forward(cache, prompt[lo:min(lo+chunk, len(prompt))], false); err != nil {
+		ids := prompt[lo:min(lo+chunk, len(prompt))]
+		if patch > 0 && lo+chunk < len(prompt) {
+			ids = append(ids[:len(ids):len(ids)], prompt[len(prompt)-patch:]...)
+		}
+		if logits, err = r.Forward(cache, ids, false); err != nil {
 			return res, err
 		}
 	}
