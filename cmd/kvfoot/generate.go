@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/kvfoot/kvfoot/kv"
+	"github.com/kvfoot/kvfoot/model"
+)
+
+func init() {
+	register("generate", "generate tokens from a prompt with a KV cache policy", runGenerate)
+}
+
+// generateOutput is the --format json answer: one object per run.
+type generateOutput struct {
+	Model                  string  `json:"model"`
+	Policy                 string  `json:"policy"`
+	PromptTokens           int     `json:"prompt_tokens"`
+	IDs                    []int   `json:"ids"`
+	StopReason             string  `json:"stop_reason"`
+	PrefillSeconds         float64 `json:"prefill_seconds"`
+	DecodeSeconds          float64 `json:"decode_seconds"`
+	PrefillTokensPerSecond float64 `json:"prefill_tokens_per_second"`
+	DecodeTokensPerSecond  float64 `json:"decode_tokens_per_second,omitempty"`
+	// Footprint is where the KV issue reports the cache's measured footprint.
+	Footprint any `json:"footprint,omitempty"`
+}
+
+func runGenerate(args []string) error {
+	fs := newFlags("generate")
+	dir := fs.String("model", "", "model folder (config.json and safetensors weights)")
+	promptIDs := fs.String("prompt-ids", "", "prompt as comma-separated token ids")
+	maxTokens := fs.Int("max-tokens", 64, "tokens to generate at most")
+	chunk := fs.Int("chunk", 0, "pre-fill chunk size in tokens (0: the whole prompt at once)")
+	policy := fs.String("policy", "full", "KV cache policy spec, e.g. full or streaming:sink=4,window=64")
+	greedy := fs.Bool("greedy", false, "pick the most likely token (the default when --temperature is 0)")
+	temperature := fs.Float64("temperature", 0, "sampling temperature (0: greedy)")
+	topK := fs.Int("top-k", 0, "sample among the k most likely tokens (0: all)")
+	topP := fs.Float64("top-p", 1, "sample among the most likely tokens whose probability reaches p")
+	seed := fs.Uint64("seed", 0, "sampling seed")
+	stop := fs.String("stop-ids", "", "comma-separated ids that end generation (default: the config's eos_token_id)")
+	ignoreEOS := fs.Bool("ignore-eos", false, "do not stop at the config's eos_token_id")
+	format := fs.String("format", "text", "output: text (ids as they come) or json (one object)")
+	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *format != "text" && *format != "json" {
+		return fmt.Errorf("--format %q: want text or json", *format)
+	}
+	if *greedy && *temperature != 0 {
+		return fmt.Errorf("--greedy and --temperature %g contradict each other", *temperature)
+	}
+	if *chunk < 0 {
+		return fmt.Errorf("--chunk %d: want ≥ 0", *chunk)
+	}
+	// The prompt comes as ids for now; --prompt TEXT (through the tokenizer) belongs here.
+	prompt, err := parseIDs("--prompt-ids", *promptIDs)
+	if err != nil {
+		return err
+	}
+	setThreads(*threads)
+	m, err := loadModel(*dir)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	cache, err := kv.New(kv.Shape(m.Shape()), *policy)
+	if err != nil {
+		return fmt.Errorf("--policy: %w", err)
+	}
+	opts := model.GenerateOptions{
+		MaxTokens: *maxTokens,
+		Chunk:     *chunk,
+		Sampling:  model.Sampling{Temperature: *temperature, TopK: *topK, TopP: *topP, Seed: *seed},
+	}
+	switch {
+	case *stop != "":
+		if opts.Stop, err = parseIDs("--stop-ids", *stop); err != nil {
+			return err
+		}
+	case !*ignoreEOS:
+		opts.Stop = m.Config.EOS
+	}
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+	if *format == "text" {
+		opts.OnToken = func(id int) bool {
+			out.WriteString(strconv.Itoa(id))
+			out.WriteByte(' ')
+			out.Flush()
+			return true
+		}
+	}
+	res, err := model.Generate(m, cache, prompt, opts)
+	if err != nil {
+		return err
+	}
+	if *format == "text" {
+		out.WriteByte('\n')
+		return nil
+	}
+	o := generateOutput{
+		Model: *dir, Policy: *policy, PromptTokens: res.PromptTokens, IDs: res.IDs, StopReason: res.StopReason,
+		PrefillSeconds: res.Prefill.Seconds(), DecodeSeconds: res.Decode.Seconds(),
+	}
+	if o.PrefillSeconds > 0 {
+		o.PrefillTokensPerSecond = float64(res.PromptTokens) / o.PrefillSeconds
+	}
+	if len(res.IDs) > 1 && o.DecodeSeconds > 0 {
+		o.DecodeTokensPerSecond = float64(len(res.IDs)-1) / o.DecodeSeconds
+	}
+	enc := json.NewEncoder(out)
+	return enc.Encode(o)
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"text/tabwriter"
+
+	"github.com/kvfoot/kvfoot/format/safetensors"
+	"github.com/kvfoot/kvfoot/model"
+)
+
+func init() {
+	register("inspect", "show a model's architecture, parameters, dtypes and KV bytes per token", runInspect)
+}
+
+type inspectOutput struct {
+	Architecture     string         `json:"architecture"`
+	Params           int64          `json:"params"`
+	Layers           int            `json:"layers"`
+	Hidden           int            `json:"hidden"`
+	Intermediate     int            `json:"intermediate"`
+	Heads            int            `json:"heads"`
+	KVHeads          int            `json:"kv_heads"`
+	HeadDim          int            `json:"head_dim"`
+	Vocab            int            `json:"vocab"`
+	TiedEmbeddings   bool           `json:"tied_embeddings"`
+	QKVBias          bool           `json:"qkv_bias"`
+	OBias            bool           `json:"o_bias"`
+	Rope             model.Rope     `json:"rope"`
+	MaxPositions     int            `json:"max_positions"`
+	SlidingWindow    int            `json:"sliding_window,omitempty"`
+	WeightBytes      map[string]int `json:"weight_bytes_by_dtype"`
+	Files            int            `json:"files"`
+	KVBytesPerToken  int            `json:"kv_bytes_per_token"`
+	KVBytesPerTokenB int            `json:"kv_bytes_per_token_bf16"`
+}
+
+func runInspect(args []string) error {
+	fs := newFlags("inspect")
+	dir := fs.String("model", "", "model folder (config.json and safetensors weights)")
+	format := fs.String("format", "text", "output: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *format != "text" && *format != "json" {
+		return fmt.Errorf("--format %q: want text or json", *format)
+	}
+	m, err := loadModel(*dir)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	c := m.Config
+	o := inspectOutput{
+		Architecture: c.Arch, Params: c.Params(), Layers: c.Layers, Hidden: c.Hidden, Intermediate: c.Intermediate,
+		Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Vocab: c.Vocab, TiedEmbeddings: c.TieEmbeddings,
+		QKVBias: c.QKVBias, OBias: c.OBias, Rope: c.Rope, MaxPositions: c.MaxPositions, SlidingWindow: c.SlidingWindow,
+		KVBytesPerToken: c.KVBytesPerToken(), KVBytesPerTokenB: c.KVBytesPerToken() / 2,
+		WeightBytes: map[string]int{},
+	}
+	ckpt, err := safetensors.OpenCheckpoint(*dir)
+	if err != nil {
+		return err
+	}
+	defer ckpt.Close()
+	o.Files = len(ckpt.Files)
+	for _, f := range ckpt.Files {
+		for _, n := range f.Names() {
+			t, _ := f.Tensor(n)
+			o.WeightBytes[string(t.Dtype)] += len(t.Data)
+		}
+	}
+	if *format == "json" {
+		return json.NewEncoder(os.Stdout).Encode(o)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(w, "%s\t%v\n", k, v) }
+	row("architecture", o.Architecture)
+	row("parameters", fmt.Sprintf("%d (%.1fM)", o.Params, float64(o.Params)/1e6))
+	row("layers", o.Layers)
+	row("hidden / intermediate", fmt.Sprintf("%d / %d", o.Hidden, o.Intermediate))
+	row("heads / kv heads / head dim", fmt.Sprintf("%d / %d / %d", o.Heads, o.KVHeads, o.HeadDim))
+	row("vocab", o.Vocab)
+	row("tied embeddings", o.TiedEmbeddings)
+	row("biases (qkv, o)", fmt.Sprintf("%v, %v", o.QKVBias, o.OBias))
+	rope := fmt.Sprintf("%s, theta %g", c.Rope.Type, c.Rope.Theta)
+	switch c.Rope.Type {
+	case "linear":
+		rope += fmt.Sprintf(", factor %g", c.Rope.Factor)
+	case "llama3":
+		rope += fmt.Sprintf(", factor %g, low/high freq factor %g/%g, original max positions %g",
+			c.Rope.Factor, c.Rope.LowFreqFactor, c.Rope.HighFreqFactor, c.Rope.OriginalMaxPositions)
+	}
+	row("rope", rope)
+	row("max positions", o.MaxPositions)
+	if o.SlidingWindow > 0 {
+		row("sliding window", fmt.Sprintf("%d (not applied: the cache policy decides what is kept)", o.SlidingWindow))
+	}
+	dtypes := make([]string, 0, len(o.WeightBytes))
+	for d := range o.WeightBytes {
+		dtypes = append(dtypes, d)
+	}
+	sort.Strings(dtypes)
+	for _, d := range dtypes {
+		row("weights "+d, fmt.Sprintf("%d bytes", o.WeightBytes[d]))
+	}
+	row("weight files", o.Files)
+	row("KV bytes per token", fmt.Sprintf("%d (float32), %d (bf16)", o.KVBytesPerToken, o.KVBytesPerTokenB))
+	return w.Flush()
+}
