@@ -42,6 +42,7 @@ type Tokenizer struct {
 	bos, eos         int
 	bosName, eosName string
 	chatTemplate     string
+	chat             chatCompiled
 
 	cache *wordCache
 }
