@@ -87,3 +87,18 @@ func TestAnalyticErrors(t *testing.T) {
 		}
 	}
 }
+
+// method-spec 6.16: Llama-3.1-8B in bf16 takes 128 KiB per token; 128K tokens ≈ 16 GiB.
+func TestBytesLlama8B(t *testing.T) {
+	per, err := BytesPerToken(32, 8, 128, "bfloat16")
+	if err != nil || per != 128<<10 {
+		t.Fatalf("bytes per token %d (%v), want %d", per, err, 128<<10)
+	}
+	b := KVBytes(Result{Footprint: 1, Peak: 1}, 131072, per)
+	if b.PeakGiB != 16 || b.Mean != float64(131073)/2*float64(per) {
+		t.Errorf("%+v", b)
+	}
+	if _, err := BytesPerToken(1, 1, 1, "int3"); err == nil {
+		t.Error("no error for dtype int3")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 )
@@ -69,7 +70,8 @@ func runGenerate(args []string) error {
 		return err
 	}
 	defer m.Close()
-	cache, err := kv.New(kv.Shape(m.Shape()), *policy)
+	meter := footprint.NewMeter(m.Config.Layers, m.Config.KVHeads)
+	cache, err := kv.New(kv.Shape(m.Shape()), *policy, kv.WithObserver(meter))
 	if err != nil {
 		return fmt.Errorf("--policy: %w", err)
 	}
@@ -107,6 +109,7 @@ func runGenerate(args []string) error {
 	o := generateOutput{
 		Model: *dir, Policy: *policy, PromptTokens: res.PromptTokens, IDs: res.IDs, StopReason: res.StopReason,
 		PrefillSeconds: res.Prefill.Seconds(), DecodeSeconds: res.Decode.Seconds(),
+		Footprint: meter.Report(false),
 	}
 	if o.PrefillSeconds > 0 {
 		o.PrefillTokensPerSecond = float64(res.PromptTokens) / o.PrefillSeconds

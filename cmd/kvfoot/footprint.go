@@ -1,0 +1,91 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/kvfoot/kvfoot/footprint"
+	"github.com/kvfoot/kvfoot/model"
+)
+
+func init() {
+	register("footprint", "the paper's analytic KV footprint and peak for a prompt and response length", runFootprint)
+}
+
+type footprintOutput struct {
+	footprint.Result
+	PromptLen   int              `json:"prompt_len"`
+	ResponseLen int              `json:"response_len"`
+	Variant     string           `json:"variant"`
+	Model       string           `json:"model,omitempty"`
+	Bytes       *footprint.Bytes `json:"bytes,omitempty"`
+}
+
+func runFootprint(args []string) error {
+	fs := newFlags("footprint")
+	var p footprint.Params
+	fs.IntVar(&p.Prompt, "prompt-len", 0, "prompt tokens P (required)")
+	fs.IntVar(&p.Response, "response-len", 0, "generated tokens R")
+	fs.IntVar(&p.Chunk, "chunk", 0, "pre-fill chunk size C (0: the whole prompt in one chunk)")
+	fs.IntVar(&p.Sink, "sink", 0, "sink tokens S of streaming heads")
+	fs.IntVar(&p.Window, "window", 0, "local window W of streaming heads")
+	fs.Float64Var(&p.HeadSparsity, "head-sparsity", 0, "fraction h of streaming heads (DuoAttention, PruLong)")
+	fs.Float64Var(&p.KVSparsity, "kv-sparsity", 0, "token sparsity s of the other heads (SnapKV, PyramidKV, Locret)")
+	fs.IntVar(&p.KVWindow, "kv-window", 64, "tokens kept per chunk on top of round((1−s)·chunk) (the paper always uses 64)")
+	locret := fs.Bool("locret", false, "Locret's variant: chunks over P−local-len, then one chunk of local-len; stabilizers replace kv-window")
+	localLen := fs.Int("local-len", 100, "Locret: length of the last pre-fill chunk")
+	stabilizers := fs.Int("stabilizers", 2500, "Locret: tokens kept per chunk on top of round((1−s)·chunk)")
+	dir := fs.String("model", "", "model folder: add bytes (peak and mean) for its config")
+	dtype := fs.String("dtype", "bfloat16", "with --model: KV element type (float32, bfloat16, float16)")
+	format := fs.String("format", "text", "output: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *format != "text" && *format != "json" {
+		return fmt.Errorf("--format %q: want text or json", *format)
+	}
+	if p.Prompt < 1 {
+		return fmt.Errorf("--prompt-len %d: want ≥ 1", p.Prompt)
+	}
+	if p.Chunk < 0 {
+		return fmt.Errorf("--chunk %d: want ≥ 0 (0: one chunk)", p.Chunk)
+	}
+	out := footprintOutput{PromptLen: p.Prompt, ResponseLen: p.Response, Variant: "get_kv_footprint", Model: *dir}
+	var err error
+	if *locret {
+		out.Variant = "get_kv_footprint_locret"
+		out.Result, err = footprint.Locret(p.Prompt, p.Response, p.Chunk, p.KVSparsity, *localLen, *stabilizers)
+	} else {
+		out.Result, err = footprint.Analytic(p)
+	}
+	if err != nil {
+		return err
+	}
+	if *dir != "" {
+		cfg, err := model.LoadConfig(*dir)
+		if err != nil {
+			return fmt.Errorf("--model: %w", err)
+		}
+		per, err := footprint.BytesPerToken(cfg.Layers, cfg.KVHeads, cfg.HeadDim, *dtype)
+		if err != nil {
+			return fmt.Errorf("--dtype: %w", err)
+		}
+		b := footprint.KVBytes(out.Result, p.Prompt+p.Response, per)
+		out.Bytes = &b
+	}
+	if *format == "json" {
+		return json.NewEncoder(os.Stdout).Encode(out)
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "footprint %.6f\npeak      %.6f\n", out.Footprint, out.Peak)
+	if b := out.Bytes; b != nil {
+		fmt.Fprintf(&sb, "bytes/token %d (%s)\npeak      %.3f GiB\nmean      %.3f GiB\n", b.PerToken, *dtype, b.PeakGiB, b.MeanGiB)
+	}
+	_, err = os.Stdout.WriteString(sb.String())
+	return err
+}
