@@ -184,7 +184,7 @@ Flags:`
 func runTasksDump(args []string) error {
 	fs := newFlags("tasks dump")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: kvfoot tasks dump --tasks T1,T2 --lengths L1,L2 --count N --seed S [--queries Q] --out FILE [--format jsonl|bin]\n")
+		fmt.Fprint(fs.Output(), "usage: kvfoot tasks dump --tasks T1,T2 --lengths L1,L2 --count N --seed S [--queries Q] --out FILE [--format jsonl|bin]\n\n")
 		fmt.Fprintln(fs.Output(), dumpHelp)
 		fs.PrintDefaults()
 	}

@@ -29,6 +29,11 @@ func Find(explicit string) (string, error) {
 	}
 	var tried []string
 	try := func(dir string) bool {
+		for _, t := range tried {
+			if t == dir {
+				return false
+			}
+		}
 		tried = append(tried, dir)
 		return isModel(dir)
 	}

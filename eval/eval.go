@@ -1,0 +1,181 @@
+// Package eval runs methods × tasks × lengths × samples on a model, appends one
+// result per sample to a JSONL file (so that an interrupted run resumes where it
+// stopped), and aggregates the scores into a report.
+package eval
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/kvfoot/kvfoot/tasks"
+)
+
+// Backend runs one prompt under one method (a KV cache policy spec) with greedy
+// decoding, generating at most maxNew tokens and stopping when stop says so.
+type Backend interface {
+	// Context is the model's context length in tokens.
+	Context() int
+	Run(method string, prompt []int, maxNew int, stop func(out []int) bool) (Output, error)
+}
+
+// Output is what one run produced.
+type Output struct {
+	IDs     []int
+	Prefill time.Duration
+	Decode  time.Duration
+}
+
+// Config is one evaluation.
+type Config struct {
+	Model   string // recorded in results and the report
+	Methods []string
+	Tasks   []string
+	Lengths []int
+	Samples int
+	Seed    uint64
+	Gen     tasks.Options // corpus and tokenizer; Queries is ignored
+	// BOS, if ≥ 0, is prepended to every prompt (on top of its Length tokens).
+	BOS int
+	// Results is the JSONL file of per-sample results ("" for none); samples already
+	// in it are not run again.
+	Results  string
+	Progress io.Writer
+}
+
+// Sample is one line of the results file. Later issues add fields (footprint, peak)
+// with omitempty, so that old files stay readable.
+type Sample struct {
+	Model     string   `json:"model"`
+	Method    string   `json:"method"`
+	Task      string   `json:"task"`
+	Category  string   `json:"category"`
+	Length    int      `json:"length"`
+	Index     int      `json:"index"`
+	Seed      uint64   `json:"seed"`
+	Metric    string   `json:"metric"`
+	Score     float64  `json:"score"` // 0–100
+	InputLen  int      `json:"input_len"`
+	OutputLen int      `json:"output_len"`
+	Output    string   `json:"output"`
+	Answers   []string `json:"answers"`
+	Prefill   float64  `json:"prefill_seconds"`
+	Decode    float64  `json:"decode_seconds"`
+}
+
+func (s *Sample) key() string {
+	return fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", s.Model, s.Method, s.Task, s.Length, s.Seed)
+}
+
+// Report is the aggregate: per method, the mean score of every task and length.
+type Report struct {
+	Model   string         `json:"model"`
+	Methods []MethodReport `json:"methods"`
+}
+
+// MethodReport holds one method's results.
+type MethodReport struct {
+	Name    string   `json:"name"`
+	Results []Result `json:"results"`
+}
+
+// Result is the mean over samples for one task and length.
+type Result struct {
+	Task     string  `json:"task"`
+	Category string  `json:"category"`
+	Length   int     `json:"length"`
+	Score    float64 `json:"score"` // 0–100
+	Samples  int     `json:"samples"`
+}
+
+// Check validates a configuration against the model before anything runs.
+func Check(cfg *Config, contextLen int) error {
+	if len(cfg.Methods) == 0 || len(cfg.Tasks) == 0 || len(cfg.Lengths) == 0 || cfg.Samples < 1 {
+		return fmt.Errorf("eval needs at least one method, task, length and sample")
+	}
+	for _, t := range cfg.Tasks {
+		if err := tasks.Check(t, false); err != nil {
+			return err
+		}
+	}
+	for _, l := range cfg.Lengths {
+		if contextLen > 0 && l > contextLen {
+			return fmt.Errorf("length %d is beyond the model's context of %d tokens", l, contextLen)
+		}
+	}
+	// A length too short for a task fails now rather than hours into a run.
+	for _, t := range cfg.Tasks {
+		for _, l := range cfg.Lengths {
+			if _, err := tasks.Generate(t, l, 0, cfg.Seed, cfg.Gen); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Run evaluates every (method, task, length, sample), skipping samples already in
+// the results file, and returns the report over all of them.
+func Run(cfg Config, b Backend) (*Report, error) {
+	if err := Check(&cfg, b.Context()); err != nil {
+		return nil, err
+	}
+	store, err := openStore(cfg.Results)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	tok := cfg.Gen.Tokenizer
+	total := len(cfg.Methods) * len(cfg.Tasks) * len(cfg.Lengths) * cfg.Samples
+	done := 0
+	rep := &Report{Model: cfg.Model}
+	for _, method := range cfg.Methods {
+		mr := MethodReport{Name: method, Results: []Result{}}
+		for _, task := range cfg.Tasks {
+			for _, length := range cfg.Lengths {
+				res := Result{Task: task, Category: tasks.Category(task), Length: length}
+				sum := 0.0
+				for i := range cfg.Samples {
+					done++
+					in, err := tasks.Generate(task, length, i, cfg.Seed, cfg.Gen)
+					if err != nil {
+						return nil, err
+					}
+					s := &Sample{Model: cfg.Model, Method: method, Task: task, Category: in.Category,
+						Length: length, Index: i, Seed: in.Seed, Metric: in.Metric}
+					if old, ok := store.done[s.key()]; ok {
+						sum += old.Score
+						res.Samples++
+						continue
+					}
+					prompt := tok.Encode(in.Prompt)
+					if cfg.BOS >= 0 {
+						prompt = append([]int{cfg.BOS}, prompt...)
+					}
+					stop := func(out []int) bool { return containsStop(tok.Decode(out), in.Stop) }
+					out, err := b.Run(method, prompt, in.MaxNew, stop)
+					if err != nil {
+						return nil, fmt.Errorf("%s, %s, length %d, sample %d: %w", method, task, length, i, err)
+					}
+					text := cutStop(tok.Decode(out.IDs), in.Stop)
+					s.Score = 100 * in.Score(text)
+					s.InputLen, s.OutputLen, s.Output, s.Answers = len(prompt), len(out.IDs), text, in.Answers
+					s.Prefill, s.Decode = out.Prefill.Seconds(), out.Decode.Seconds()
+					if err := store.add(s); err != nil {
+						return nil, err
+					}
+					sum += s.Score
+					res.Samples++
+					if cfg.Progress != nil {
+						fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: score %.0f, %d+%d tokens, prefill %.1fs, decode %.1fs\n",
+							done, total, method, task, length, i, s.Score, s.InputLen, s.OutputLen, s.Prefill, s.Decode)
+					}
+				}
+				res.Score = sum / float64(res.Samples)
+				mr.Results = append(mr.Results, res)
+			}
+		}
+		rep.Methods = append(rep.Methods, mr)
+	}
+	return rep, nil
+}

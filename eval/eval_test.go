@@ -1,0 +1,166 @@
+package eval
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kvfoot/kvfoot/tasks"
+)
+
+// byteTok is one token per byte.
+type byteTok struct{}
+
+func (byteTok) Encode(s string) []int {
+	ids := make([]int, len(s))
+	for i := range len(s) {
+		ids[i] = int(s[i])
+	}
+	return ids
+}
+
+func (byteTok) Decode(ids []int) string {
+	b := make([]byte, len(ids))
+	for i, id := range ids {
+		b[i] = byte(id)
+	}
+	return string(b)
+}
+
+// fake answers every prompt it knows with a canned text, token by token, and counts
+// its runs.
+type fake struct {
+	answers map[string]string
+	runs    int
+	ctx     int
+}
+
+func (f *fake) Context() int { return f.ctx }
+
+func (f *fake) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (Output, error) {
+	f.runs++
+	var out []int
+	for _, id := range (byteTok{}).Encode(f.answers[(byteTok{}).Decode(prompt)]) {
+		if len(out) == maxNew {
+			break
+		}
+		out = append(out, id)
+		if stop(out) {
+			break
+		}
+	}
+	return Output{IDs: out}, nil
+}
+
+func setup(t *testing.T, perfect bool) (Config, *fake) {
+	t.Helper()
+	c, err := tasks.DefaultCorpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Model: "fake", Methods: []string{"full"}, Tasks: []string{"ruler_mv", "records_tsv"},
+		Lengths: []int{1024, 2048}, Samples: 3, Seed: 4, BOS: -1,
+		Gen: tasks.Options{Corpus: c, Tokenizer: byteTok{}}}
+	f := &fake{answers: map[string]string{}, ctx: 4096}
+	for _, task := range cfg.Tasks {
+		for _, l := range cfg.Lengths {
+			for i := range 5 {
+				in, err := tasks.Generate(task, l, i, cfg.Seed, cfg.Gen)
+				if err != nil {
+					t.Fatal(err)
+				}
+				a := " wrong\n"
+				if perfect || i == 0 {
+					switch task {
+					case "ruler_mv":
+						a = " " + strings.Join(in.Answers, ", ") + "\nmore text after the stop"
+					case "records_tsv":
+						a = strings.TrimPrefix(in.Answers[0], in.Prefix) + "\n"
+					}
+				}
+				f.answers[in.Prompt] = a
+			}
+		}
+	}
+	return cfg, f
+}
+
+func TestScoresAndReport(t *testing.T) {
+	cfg, f := setup(t, false)
+	rep, err := Run(cfg, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(rep)
+	// Sample 0 of each cell is right, samples 1 and 2 wrong: 100/3.
+	want := `{"model":"fake","methods":[{"name":"full","results":[` +
+		`{"task":"ruler_mv","category":"recall","length":1024,"score":33.333333333333336,"samples":3},` +
+		`{"task":"ruler_mv","category":"recall","length":2048,"score":33.333333333333336,"samples":3},` +
+		`{"task":"records_tsv","category":"html_to_tsv","length":1024,"score":33.333333333333336,"samples":3},` +
+		`{"task":"records_tsv","category":"html_to_tsv","length":2048,"score":33.333333333333336,"samples":3}]}]}`
+	if string(b) != want {
+		t.Errorf("report\n%s\nwant\n%s", b, want)
+	}
+}
+
+func TestResume(t *testing.T) {
+	cfg, f := setup(t, true)
+	cfg.Results = filepath.Join(t.TempDir(), "r.jsonl")
+	cfg.Samples = 2
+	if _, err := Run(cfg, f); err != nil {
+		t.Fatal(err)
+	}
+	if f.runs != 8 {
+		t.Fatalf("%d runs, want 8", f.runs)
+	}
+	// An interrupted write leaves a partial line; the next run drops it.
+	fh, _ := os.OpenFile(cfg.Results, os.O_APPEND|os.O_WRONLY, 0)
+	fh.WriteString(`{"model":"fake","meth`)
+	fh.Close()
+	cfg.Samples = 3
+	rep, err := Run(cfg, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.runs != 12 {
+		t.Errorf("%d runs after resuming, want 12 (4 new samples)", f.runs)
+	}
+	for _, r := range rep.Methods[0].Results {
+		if r.Samples != 3 || r.Score != 100 {
+			t.Errorf("%+v: want 3 samples scoring 100", r)
+		}
+	}
+	data, _ := os.ReadFile(cfg.Results)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 12 {
+		t.Fatalf("results file has %d lines, want 12", len(lines))
+	}
+	var s Sample
+	if err := json.Unmarshal([]byte(lines[0]), &s); err != nil || s.Output == "" || strings.Contains(s.Output, "\n") {
+		t.Errorf("first result %+v (%v): want an output cut at the newline", s, err)
+	}
+	// A damaged line in the middle is an error, not silently dropped.
+	os.WriteFile(cfg.Results, []byte(lines[0]+"\n{oops\n"+lines[1]+"\n"), 0o644)
+	if _, err := Run(cfg, f); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("damaged results file: %v", err)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	cfg, f := setup(t, true)
+	f.ctx = 1500
+	if _, err := Run(cfg, f); err == nil || !strings.Contains(err.Error(), "beyond the model's context") {
+		t.Errorf("length beyond context: %v", err)
+	}
+	cfg.Tasks = []string{"json_kv", "nope"}
+	if err := Check(&cfg, 4096); err == nil || !strings.Contains(err.Error(), "unknown task") {
+		t.Errorf("unknown task: %v", err)
+	}
+	cfg, f = setup(t, true)
+	cfg.Results = filepath.Join(t.TempDir(), "no", "such", "dir.jsonl")
+	if _, err := Run(cfg, f); err == nil {
+		t.Error("unwritable results file accepted")
+	}
+}

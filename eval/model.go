@@ -1,0 +1,39 @@
+package eval
+
+import (
+	"github.com/kvfoot/kvfoot/kv"
+	"github.com/kvfoot/kvfoot/model"
+)
+
+// ModelBackend runs prompts on a loaded model, with a fresh cache of the method's
+// policy for every prompt.
+type ModelBackend struct {
+	M     *model.Model
+	Chunk int // pre-fill chunk size; 0: the whole prompt at once
+}
+
+// Context is the model's max_position_embeddings.
+func (mb *ModelBackend) Context() int { return mb.M.Config.MaxPositions }
+
+// Run pre-fills the prompt and decodes greedily until maxNew tokens, an EOS id of
+// the config, or stop.
+func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (Output, error) {
+	cache, err := kv.New(kv.Shape(mb.M.Shape()), method)
+	if err != nil {
+		return Output{}, err
+	}
+	var out []int
+	res, err := model.Generate(mb.M, cache, prompt, model.GenerateOptions{
+		MaxTokens: maxNew,
+		Chunk:     mb.Chunk,
+		Stop:      mb.M.Config.EOS,
+		OnToken: func(id int) bool {
+			out = append(out, id)
+			return !stop(out)
+		},
+	})
+	if err != nil {
+		return Output{}, err
+	}
+	return Output{IDs: res.IDs, Prefill: res.Prefill, Decode: res.Decode}, nil
+}
