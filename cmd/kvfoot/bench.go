@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kvfoot/kvfoot/kv"
@@ -117,13 +116,12 @@ func runBench(args []string) error {
 		return json.NewEncoder(w).Encode(out)
 	}
 	fmt.Fprintf(w, "model: %s, %.1fM params, %s; cpu: %s; pre-fill chunk %d\n\n", out.Model, float64(out.Params)/1e6, out.Dtype, out.CPU, out.Chunk)
-	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(tw, "| threads\t test\t tokens/s\t ± sd\t reps\t")
-	fmt.Fprintln(tw, "|--:\t --\t --:\t --:\t --:\t")
+	fmt.Fprintln(w, "| threads | test | tokens/s | ± sd | reps |")
+	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|")
 	for _, row := range out.Rows {
-		fmt.Fprintf(tw, "| %d\t %s\t %.1f\t %.1f\t %d\t\n", row.Threads, row.Test, row.Mean, row.SD, row.Reps)
+		fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %d |\n", row.Threads, row.Test, row.Mean, row.SD, row.Reps)
 	}
-	return tw.Flush()
+	return nil
 }
 
 // benchOnce pre-fills n random tokens into a fresh full cache and then decodes
