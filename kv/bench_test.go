@@ -1,0 +1,108 @@
+package kv
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"github.com/kvfoot/kvfoot/model"
+)
+
+// fill stands in for pre-filling ctx tokens in one chunk: it appends random keys and
+// values to every head, then lets the policy evict as after that chunk. (A real
+// pre-fill of 32K tokens would take hours on the benchmark machine; decode cost
+// depends only on what the cache holds.)
+func fill(c *Cache, ctx int, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	d := c.shape.HeadDim
+	rows := make([]float32, ctx*d)
+	rows2 := make([]float32, ctx*d)
+	for l := range c.heads {
+		for g := range c.heads[l] {
+			for i := range rows {
+				rows[i] = float32(rng.NormFloat64())
+				rows2[i] = float32(rng.NormFloat64())
+			}
+			h := &c.heads[l][g]
+			h.st.appendRows(rows, rows2, ctx, d)
+			for i := 0; i < ctx; i++ {
+				h.pos = append(h.pos, int32(i))
+			}
+			f := Forward{Layer: l, Head: g, Layers: c.shape.Layers, N: ctx, Prefill: true, Final: true, Pos: h.pos}
+			if c.pol.Scores(&f).none() {
+				if keep := c.pol.Keep(&f); keep != nil {
+					h.st.keep(keep)
+					for i, j := range keep {
+						h.pos[i] = h.pos[j]
+					}
+					h.pos = h.pos[:len(keep)]
+				}
+			}
+		}
+	}
+	c.bytes = 0
+	for l := range c.heads {
+		for g := range c.heads[l] {
+			c.bytes += c.heads[l][g].st.bytes()
+		}
+	}
+	c.pos = ctx
+}
+
+// smolMasks writes a masks file for the SmolLM2-135M shape with random values.
+func smolMasks(b *testing.B, s Shape) string {
+	rng := rand.New(rand.NewPCG(5, 5))
+	rows := make([][]float64, s.Layers)
+	for l := range rows {
+		rows[l] = make([]float64, s.KVHeads)
+		for g := range rows[l] {
+			rows[l][g] = rng.Float64()
+		}
+	}
+	return writeMasks(&testing.T{}, rows)
+}
+
+// BenchmarkDecode: tokens/s of one decode step of the SmolLM2-135M-shaped random model
+// after ctx tokens of context, per policy; kvB/tok is the KV storage per context token.
+//
+//	go test ./kv -run '^$' -bench Decode -benchtime 3x
+func BenchmarkDecode(b *testing.B) {
+	cfg := model.Presets["smollm2-135m"]
+	m := model.NewRandom(cfg, 1)
+	s := Shape(m.Shape())
+	masks := smolMasks(b, s)
+	for _, p := range []struct{ name, spec string }{
+		{"full", "full"},
+		{"streaming", "streaming:sink=128,window=1024"},
+		{"headmask0.7", "headmask:masks=" + masks + ",sparsity=0.7,sink=128,window=1024"},
+		{"full+bf16", "full+bf16"},
+		{"full+quant4", "full+quant:bits=4,group=32,residual=32"},
+	} {
+		for _, ctx := range []int{1024, 2048, 4096, 8192, 16384, 32768} {
+			b.Run(fmt.Sprintf("%s/ctx=%d", p.name, ctx), func(b *testing.B) {
+				c, err := New(s, p.spec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				fill(c, ctx, 1)
+				kvPerTok := float64(c.Bytes()) / float64(ctx)
+				r := model.NewRunner(m, 1)
+				ids := []int{42}
+				if _, err := r.Forward(c, ids, false); err != nil { // warm the buffers
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				for b.Loop() {
+					if _, err := r.Forward(c, ids, false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+				b.ReportMetric(kvPerTok, "kvB/tok")
+				c = nil
+				runtime.GC()
+			})
+		}
+	}
+}

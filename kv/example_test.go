@@ -1,0 +1,40 @@
+package kv_test
+
+import (
+	"fmt"
+
+	"github.com/kvfoot/kvfoot/footprint"
+	"github.com/kvfoot/kvfoot/kv"
+)
+
+// A cache run by a policy spec, measured by a footprint meter. The model drives it the
+// same way: BeginPrefill, then per forward one Attend per layer and a Commit.
+func ExampleNew() {
+	shape := kv.Shape{Layers: 1, Heads: 2, KVHeads: 1, HeadDim: 4}
+	meter := footprint.NewMeter(shape.Layers, shape.KVHeads)
+	cache, err := kv.New(shape, "streaming:sink=2,window=3", kv.WithObserver(meter))
+	if err != nil {
+		panic(err)
+	}
+	forward := func(n int) {
+		q := make([]float32, n*shape.Heads*shape.HeadDim)
+		k := make([]float32, n*shape.KVHeads*shape.HeadDim)
+		cache.Attend(0, q, k, k, make([]float32, len(q)), n)
+		cache.Commit(n)
+	}
+	cache.BeginPrefill(8, 4)
+	forward(4) // first chunk: full attention
+	forward(4) // sees sink 2 + window 2 + the chunk, then trimmed
+	forward(1) // decode
+	fmt.Println("positions kept:", cache.Positions(0, 0))
+	r := meter.Report(false)
+	fmt.Printf("footprint %.4f, peak %.4f, prompt_len %d, response_len %d\n", r.Footprint, r.Peak, r.PromptLen, r.ResponseLen)
+	a, _ := footprint.Analytic(footprint.Params{Prompt: 8, Response: 1, Chunk: 4, Sink: 2, Window: 3, HeadSparsity: 1})
+	fmt.Printf("analytic  %.4f, peak %.4f\n", a.Footprint, a.Peak)
+	fmt.Println(kv.Names())
+	// Output:
+	// positions kept: [0 1 6 7 8]
+	// footprint 0.9333, peak 0.8889, prompt_len 8, response_len 1
+	// analytic  0.9333, peak 0.8889
+	// [bf16 full h2o headmask pyramidkv quant snapkv streaming tova]
+}
