@@ -1,0 +1,71 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kvfoot/kvfoot/tokenizer"
+)
+
+func init() {
+	register("tokenizer", "tokenizer tools: train (learn a byte-level BPE vocabulary)", runTokenizer)
+}
+
+func runTokenizer(args []string) error {
+	if len(args) == 0 || args[0] != "train" {
+		return errors.New("usage: kvfoot tokenizer train --vocab-size N --out tokenizer.json FILES...")
+	}
+	return runTokenizerTrain(args[1:])
+}
+
+func runTokenizerTrain(args []string) error {
+	fs := newFlags("tokenizer train")
+	vocab := fs.Int("vocab-size", 4096, "vocabulary size, special tokens included")
+	out := fs.String("out", "", "tokenizer.json to write (tokenizer_config.json goes beside it)")
+	special := fs.String("special", strings.Join(tokenizer.DefaultSpecialTokens, ","), "comma-separated special tokens; the first is BOS, the second EOS")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return errors.New("--out is required")
+	}
+	if fs.NArg() == 0 {
+		return errors.New("no training files given")
+	}
+	var specials []string
+	for _, s := range strings.Split(*special, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			specials = append(specials, s)
+		}
+	}
+	start := time.Now()
+	tr := tokenizer.NewTrainer()
+	var total int64
+	for _, f := range fs.Args() {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		total += int64(len(data))
+		tr.AddParallel(data)
+	}
+	counted := time.Since(start)
+	js, cfg, err := tr.Train(*vocab, specials)
+	if err != nil {
+		return fmt.Errorf("--vocab-size: %w", err)
+	}
+	if err := os.WriteFile(*out, js, 0o644); err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(filepath.Dir(*out), "tokenizer_config.json")
+	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "trained on %d files, %.1f MB, %d distinct pre-tokens: counting %.1fs, merging %.1fs; wrote %s and %s\n",
+		fs.NArg(), float64(total)/1e6, tr.Words(), counted.Seconds(), (time.Since(start) - counted).Seconds(), *out, cfgPath)
+	return nil
+}
