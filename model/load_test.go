@@ -2,6 +2,8 @@ package model_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -199,4 +201,41 @@ func TestTokenOutsideVocab(t *testing.T) {
 	if c.Pos() != 0 {
 		t.Error("a rejected chunk must leave the cache untouched")
 	}
+}
+
+// TestShardedCheckpoint splits a checkpoint into two shards with an index, as
+// save_pretrained does for large models, and expects the reference logits.
+func TestShardedCheckpoint(t *testing.T) {
+	src := filepath.Join("..", "testdata", "models", "llama-gqa")
+	dir := copyModel(t, "llama-gqa")
+	path := filepath.Join(dir, "model.safetensors")
+	b, _ := os.ReadFile(path)
+	f, err := safetensors.Parse(b, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := [2][]safetensors.Tensor{}
+	index := map[string]string{}
+	for i, n := range f.Names() {
+		tn, _ := f.Tensor(n)
+		shards[i%2] = append(shards[i%2], tn)
+		index[n] = fmt.Sprintf("model-%05d-of-00002.safetensors", i%2+1)
+	}
+	for i, s := range shards {
+		var buf bytes.Buffer
+		if err := safetensors.Write(&buf, s, nil); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("model-%05d-of-00002.safetensors", i+1)), buf.Bytes(), 0o644)
+	}
+	idx, _ := json.Marshal(map[string]any{"metadata": map[string]any{"total_size": len(b)}, "weight_map": index})
+	os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), idx, 0o644)
+	os.Remove(path)
+	m, err := model.Load(dir, model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ref := loadReference(t, src)
+	checkLogits(t, allLogits(t, m, ref.ids[:64], 0), ref.logits[:64*m.Config.Vocab])
 }
