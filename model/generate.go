@@ -164,7 +164,10 @@ func (r *Runner) Generate(cache Cache, prompt []int, opts GenerateOptions) (Resu
 			return res, err
 		}
 	}
-	res.IDs = make([]int, 0, opts.MaxTokens)
+	res.Prefill = time.Since(start)
+	// capacity for the usual lengths up front, so that decoding does not allocate;
+	// a huge MaxTokens grows the slice instead of reserving it
+	res.IDs = make([]int, 0, min(opts.MaxTokens, 1<<16))
 	res.StopReason = "length"
 	for len(res.IDs) < opts.MaxTokens {
 		if len(res.IDs) > 0 {
