@@ -76,6 +76,11 @@ func TestConformance(t *testing.T) {
 		t.Run(fam, func(t *testing.T) {
 			tok := family(t, fam)
 			refs := readReferences(t, filepath.Join(testdataT, fam, "encodings.jsonl"))
+			// extra.jsonl: testdata/tokenizers/extra_strings.json through
+			// tools/oracle/tokenizer_reference.py, where it has been made.
+			if extra := filepath.Join(testdataT, fam, "extra.jsonl"); fileExists(extra) {
+				refs = append(refs, readReferences(t, extra)...)
+			}
 			bad := 0
 			for i, r := range refs {
 				if got := tok.Encode(r.Text); !slices.Equal(got, r.IDs) {
@@ -95,5 +100,42 @@ func TestConformance(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// TestTrainedFixture: testdata/tokenizers/trained4096 was written by
+// `kvfoot tokenizer train`; check_ids*.jsonl are kvfoot's encodings of
+// check.jsonl, which tools/oracle/bpe_check.py compares with the tokenizers
+// library. This test keeps kvfoot's side of that comparison from drifting.
+func TestTrainedFixture(t *testing.T) {
+	dir := filepath.Join(testdataT, "trained4096")
+	tok, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := readReferences(t, filepath.Join(dir, "check.jsonl"))
+	for _, c := range []struct {
+		file    string
+		special bool
+	}{{"check_ids.jsonl", false}, {"check_ids_special.jsonl", true}} {
+		want := readReferences(t, filepath.Join(dir, c.file))
+		if len(want) != len(texts) {
+			t.Fatalf("%s: %d lines for %d texts", c.file, len(want), len(texts))
+		}
+		for i, r := range texts {
+			if got := tok.AppendEncode(nil, r.Text, c.special); !slices.Equal(got, want[i].IDs) {
+				t.Fatalf("%s line %d: %q\n got %v\nwant %v", c.file, i+1, r.Text, got, want[i].IDs)
+			}
+			if !c.special {
+				if got := tok.Decode(want[i].IDs); got != r.Text {
+					t.Fatalf("line %d: Decode = %q, want %q", i+1, got, r.Text)
+				}
+			}
+		}
 	}
 }
