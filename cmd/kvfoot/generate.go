@@ -10,6 +10,7 @@ import (
 	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tokenizer"
 )
 
 func init() {
@@ -35,6 +36,8 @@ func runGenerate(args []string) error {
 	fs := newFlags("generate")
 	dir := fs.String("model", "", "model folder (config.json and safetensors weights)")
 	promptIDs := fs.String("prompt-ids", "", "prompt as comma-separated token ids")
+	promptText := fs.String("prompt", "", "prompt text, encoded with the model folder's tokenizer.json (output is then text)")
+	chat := fs.Bool("chat", false, "with --prompt: wrap it as a user turn in the folder's chat template")
 	maxTokens := fs.Int("max-tokens", 64, "tokens to generate at most")
 	chunk := fs.Int("chunk", 0, "pre-fill chunk size in tokens (0: the whole prompt at once)")
 	policy := fs.String("policy", "full", "KV cache policy spec, e.g. full or streaming:sink=4,window=64")
@@ -59,10 +62,23 @@ func runGenerate(args []string) error {
 	if *chunk < 0 {
 		return fmt.Errorf("--chunk %d: want ≥ 0", *chunk)
 	}
-	// The prompt comes as ids for now; --prompt TEXT (through the tokenizer) belongs here.
-	prompt, err := parseIDs("--prompt-ids", *promptIDs)
-	if err != nil {
-		return err
+	var prompt []int
+	var tok *tokenizer.Tokenizer
+	var err error
+	switch {
+	case *promptText != "" && *promptIDs != "":
+		return fmt.Errorf("give one of --prompt and --prompt-ids")
+	case *promptText != "":
+		if prompt, tok, err = encodePrompt(*dir, *promptText, *chat); err != nil {
+			return err
+		}
+	default:
+		if *chat {
+			return fmt.Errorf("--chat needs --prompt")
+		}
+		if prompt, err = parseIDs("--prompt-ids", *promptIDs); err != nil {
+			return err
+		}
 	}
 	setThreads(*threads)
 	m, err := loadModel(*dir)
@@ -90,6 +106,7 @@ func runGenerate(args []string) error {
 	}
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
+	var stream *tokenizer.Stream // text output for a --prompt
 	if *format == "text" {
 		opts.OnToken = func(id int) bool {
 			out.WriteString(strconv.Itoa(id))
@@ -97,12 +114,23 @@ func runGenerate(args []string) error {
 			out.Flush()
 			return true
 		}
+		if tok != nil {
+			stream = tok.NewStream(true)
+			opts.OnToken = func(id int) bool {
+				out.WriteString(stream.Next(id))
+				out.Flush()
+				return true
+			}
+		}
 	}
 	res, err := model.Generate(m, cache, prompt, opts)
 	if err != nil {
 		return err
 	}
 	if *format == "text" {
+		if stream != nil {
+			out.WriteString(stream.Flush())
+		}
 		out.WriteByte('\n')
 		return nil
 	}
@@ -119,4 +147,24 @@ func runGenerate(args []string) error {
 	}
 	enc := json.NewEncoder(out)
 	return enc.Encode(o)
+}
+
+// encodePrompt encodes --prompt with the model folder's tokenizer; with chat,
+// as a user turn of the folder's chat template (which writes BOS itself).
+func encodePrompt(dir, text string, chat bool) ([]int, *tokenizer.Tokenizer, error) {
+	if dir == "" {
+		return nil, nil, fmt.Errorf("--model is required")
+	}
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--prompt: %w", err)
+	}
+	if !chat {
+		return tok.EncodeWithSpecial(text), tok, nil
+	}
+	s, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: text}}, true)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--chat: %w", err)
+	}
+	return tok.Encode(s), tok, nil
 }
