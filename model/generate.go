@@ -56,47 +56,84 @@ func (sm *Sampler) Sample(logits []float32) int {
 		}
 		return best
 	}
-	idx := sm.idx[:len(logits)]
-	for i := range idx {
-		idx[i] = int32(i)
+	top := logits[0]
+	for _, v := range logits {
+		top = max(top, v)
+	}
+	probs := sm.probs[:len(logits)]
+	var sum float64
+	for i, v := range logits {
+		probs[i] = math.Exp(float64(v-top) / sm.s.Temperature)
+		sum += probs[i]
+	}
+	k, p := sm.s.TopK, sm.s.TopP
+	if (k == 0 || k >= len(logits)) && (p == 0 || p == 1) {
+		return sm.draw(probs, nil, sum)
+	}
+	// Only candidates need sorting. Without top-k, a token below (1−p)/vocab of the
+	// mass is never in the nucleus: all such tokens together hold less than 1−p.
+	floor := 0.0
+	if k == 0 || k >= len(logits) {
+		floor = (1 - p) / float64(len(logits)) * sum
+	}
+	idx := sm.idx[:0]
+	for i, q := range probs {
+		if q >= floor {
+			idx = append(idx, int32(i))
+		}
 	}
 	slices.SortFunc(idx, func(a, b int32) int {
 		switch {
-		case logits[a] > logits[b]:
+		case probs[a] > probs[b]:
 			return -1
-		case logits[a] < logits[b]:
+		case probs[a] < probs[b]:
 			return 1
 		}
 		return int(a - b)
 	})
-	if k := sm.s.TopK; k > 0 && k < len(idx) {
+	if k > 0 && k < len(idx) {
 		idx = idx[:k]
 	}
-	probs := sm.probs[:len(idx)]
-	top := float64(logits[idx[0]])
-	var sum float64
-	for i, id := range idx {
-		probs[i] = math.Exp((float64(logits[id]) - top) / sm.s.Temperature)
-		sum += probs[i]
+	sum = 0
+	for _, id := range idx {
+		sum += probs[id]
 	}
-	if p := sm.s.TopP; p > 0 && p < 1 {
+	if p > 0 && p < 1 {
 		var cum float64
-		for i := range probs {
-			cum += probs[i]
+		for i, id := range idx {
+			cum += probs[id]
 			if cum >= p*sum {
-				probs, sum = probs[:i+1], cum
+				idx, sum = idx[:i+1], cum
 				break
 			}
 		}
 	}
+	return sm.draw(probs, idx, sum)
+}
+
+// draw picks a token with probability proportional to probs among idx (nil: all),
+// whose probs add up to sum.
+func (sm *Sampler) draw(probs []float64, idx []int32, sum float64) int {
 	u := sm.rng.Float64() * sum
-	for i, p := range probs {
-		u -= p
-		if u < 0 {
-			return int(idx[i])
+	if idx == nil {
+		for i, q := range probs {
+			if u -= q; u < 0 {
+				return i
+			}
+		}
+		// rounding left u ≥ 0: the last token that can be drawn
+		i := len(probs) - 1
+		for i > 0 && probs[i] == 0 {
+			i--
+		}
+		return i
+	}
+	for _, id := range idx {
+		if u -= probs[id]; u < 0 {
+			return int(id)
 		}
 	}
-	return int(idx[len(probs)-1])
+	return int(idx[len(idx)-1])
 }
 
 // GenerateOptions control Generate.
