@@ -43,3 +43,26 @@ func BenchmarkEncode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEncodeCold clears the word cache before every encode, so each run
+// pays the BPE of every distinct word once, as a first encode does.
+func BenchmarkEncodeCold(b *testing.B) {
+	text, err := benchtext.Mixed()
+	if err != nil {
+		b.Skip(err)
+	}
+	s := string(text)
+	for _, fam := range families {
+		b.Run(fam, func(b *testing.B) {
+			tok := family(b, fam)
+			var ids []int
+			b.SetBytes(int64(len(s)))
+			for b.Loop() {
+				tok.cache.mu.Lock()
+				clear(tok.cache.m)
+				tok.cache.mu.Unlock()
+				ids = tok.AppendEncode(ids[:0], s, false)
+			}
+		})
+	}
+}
