@@ -175,6 +175,12 @@ func (c *Corpus) passage(rng *rand.Rand, n int) (string, error) {
 				b = nil
 			}
 		}
+		if rest := n - out.Len(); len(b) > rest {
+			// Stop at the end of a line past n bytes: whole lines read better.
+			if j := bytes.IndexByte(b[rest:], '\n'); j >= 0 {
+				b = b[:rest+j+1]
+			}
+		}
 		out.Write(b)
 		if len(b) > 0 && b[len(b)-1] != '\n' {
 			out.WriteByte('\n')

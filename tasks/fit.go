@@ -3,6 +3,7 @@ package tasks
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // How exact lengths are guaranteed.
@@ -226,15 +227,10 @@ func answerSpans(tok Tokenizer, text string, ids []int, ranges [][2]int) ([][2]i
 	if len(ranges) == 0 {
 		return nil, nil
 	}
-	ends := make([]int, len(ids)) // byte offset where token i ends
-	off := 0
-	for i, id := range ids {
-		off += len(tok.Decode([]int{id}))
-		ends[i] = off
-	}
-	if off != len(text) {
-		// Decode of a lone token is not byte-exact (for example it repairs partial
-		// UTF-8); measure prefixes instead.
+	ends, ok := tokenEnds(tok, text, ids)
+	if !ok {
+		// Decoding alone does not give the text's bytes (a SentencePiece decoder strips
+		// a leading space, for one); measure every prefix instead.
 		for i := range ids {
 			ends[i] = len(tok.Decode(ids[:i+1]))
 		}
@@ -249,6 +245,32 @@ func answerSpans(tok Tokenizer, text string, ids []int, ranges [][2]int) ([][2]i
 		spans = append(spans, [2]int{s, e})
 	}
 	return spans, nil
+}
+
+// tokenEnds returns the byte offset where each token ends, from the tokens decoded
+// one by one. A token holding part of a multi-byte character does not decode alone;
+// it is decoded together with the following tokens until the group is valid text,
+// and every token of the group is given the group's end.
+func tokenEnds(tok Tokenizer, text string, ids []int) ([]int, bool) {
+	ends := make([]int, len(ids))
+	off := 0
+	for i := 0; i < len(ids); {
+		j := i + 1
+		for ; j <= min(len(ids), i+8); j++ {
+			p := tok.Decode(ids[i:j])
+			if utf8.ValidString(p) && strings.HasPrefix(text[off:], p) {
+				off += len(p)
+				break
+			}
+		}
+		if j > min(len(ids), i+8) {
+			return ends, false
+		}
+		for ; i < j; i++ {
+			ends[i] = off
+		}
+	}
+	return ends, off == len(text)
 }
 
 // firstEndAfter returns the index of the token containing byte b.

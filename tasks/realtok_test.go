@@ -28,11 +28,16 @@ func TestRealTokenizers(t *testing.T) {
 					t.Errorf("%s/%s: %d tokens, want %d", name, task, n, L)
 				}
 			}
-			d, err := Document(task, 4096, 1, 2, Options{Corpus: c, Tokenizer: tok, Queries: 6})
+			// SentencePiece decoding takes the slow (quadratic) span path: keep it short.
+			dl := 4096
+			if name == "llama2" {
+				dl = 1024
+			}
+			d, err := Document(task, dl, 1, 2, Options{Corpus: c, Tokenizer: tok, Queries: 6})
 			if err != nil {
 				t.Fatalf("%s/%s: %v", name, task, err)
 			}
-			if len(d.IDs) != 4096 {
+			if len(d.IDs) != dl {
 				t.Errorf("%s/%s: document has %d tokens", name, task, len(d.IDs))
 			}
 			for _, s := range d.Spans {
