@@ -28,7 +28,7 @@ func TestTrainHandWorked(t *testing.T) {
 	//    and is smaller.
 	// 4. "lo w" 7.
 	want := []string{"e s", "es t", "l o", "lo w"}
-	if got := mergeList(tok);  !slices.Equal(got, want) {
+	if got := mergeList(tok); !slices.Equal(got, want) {
 		t.Fatalf("merges %q, want %q", got, want)
 	}
 	if id, _ := tok.TokenID("<s>"); id != 260 || tok.BOS() != 260 {
