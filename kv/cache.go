@@ -121,15 +121,6 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 	return c, nil
 }
 
-// NewFull returns an empty cache that keeps every entry in float32.
-func NewFull(s Shape) *Cache {
-	c, err := New(s, "full")
-	if err != nil {
-		panic(err)
-	}
-	return c
-}
-
 // Pos is the number of tokens fed so far: the position of the next token.
 func (c *Cache) Pos() int { return c.pos }
 

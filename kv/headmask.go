@@ -144,9 +144,6 @@ func readMasks(file string, layers, kvHeads int) ([][]float64, error) {
 	return rows, nil
 }
 
-// Streaming reports whether (layer, KV head) is a streaming head.
-func (h *headmask) Streaming(layer, kvHead int) bool { return h.stream[layer][kvHead] }
-
 func (h *headmask) Scores(f *Forward) ScoreRequest {
 	if h.stream[f.Layer][f.Head] {
 		return ScoreRequest{}

@@ -132,22 +132,37 @@ func (s *quantStore) pack(dst []uint8, codes []float32) []uint8 {
 	return dst
 }
 
-func (s *quantStore) code(row []uint8, c int) float32 {
-	per := 8 / s.bits
-	return float32(row[c/per] >> ((c % per) * s.bits) & uint8(int(1)<<s.bits-1))
+// unpack writes the d codes of one packed row into codes.
+func (s *quantStore) unpack(codes []float32, row []uint8) {
+	per, mask := 8/s.bits, uint8(int(1)<<s.bits-1)
+	c := 0
+	for _, b := range row {
+		for j := 0; j < per && c < len(codes); j++ {
+			codes[c] = float32(b & mask)
+			b >>= s.bits
+			c++
+		}
+	}
 }
 
 func (s *quantStore) view(kbuf, vbuf *[]float32) ([]float32, []float32) {
 	d, nq := s.d, s.nq()
 	n := nq + s.nr()
 	k, v := grow(kbuf, n*d), grow(vbuf, n*d)
+	codes := grow(&s.codes, d)
 	for t := 0; t < nq; t++ {
-		kr, vr := s.kc[t*s.rowBytes:(t+1)*s.rowBytes], s.vc[t*s.rowBytes:(t+1)*s.rowBytes]
+		s.unpack(codes, s.kc[t*s.rowBytes:(t+1)*s.rowBytes])
 		g := int(s.kg[t]) * d
-		for c := 0; c < d; c++ {
-			k[t*d+c] = s.code(kr, c)*s.ksc[g+c] + s.kmin[g+c]
-			vg := t*s.vGroups + c/s.group
-			v[t*d+c] = s.code(vr, c)*s.vsc[vg] + s.vmin[vg]
+		kmin, ksc := s.kmin[g:g+d], s.ksc[g:g+d]
+		for c, x := range codes {
+			k[t*d+c] = x*ksc[c] + kmin[c]
+		}
+		s.unpack(codes, s.vc[t*s.rowBytes:(t+1)*s.rowBytes])
+		vmin, vsc := s.vmin[t*s.vGroups:], s.vsc[t*s.vGroups:]
+		for c0, vg := 0, 0; c0 < d; c0, vg = c0+s.group, vg+1 {
+			for c := c0; c < min(c0+s.group, d); c++ {
+				v[t*d+c] = codes[c]*vsc[vg] + vmin[vg]
+			}
 		}
 	}
 	copy(k[nq*d:], s.rk)
