@@ -9,12 +9,17 @@ transformers both load.
     python3 pretrain.py --tokenizer tokenizer.json --data DIR --out OUTDIR --ckpt CKPTDIR \
         --max-seconds 540 [--total-tokens 150e6]
 
-DIR holds train_L.{bin,mask,docs} for each curriculum length L (512, 1024, 2048, 4096).
-Training resumes from CKPTDIR when a checkpoint is there, so one run may span several
-commands of bounded length; --max-seconds stops cleanly (checkpoint written atomically) before
-the limit. The run is deterministic given the seed, the data and the resume points.
+DIR holds train_L_*.{bin,mask,docs} for each curriculum length L (512, 1024, 2048, 4096);
+tools/pretrain/data.sh makes them. Training resumes from CKPTDIR when a checkpoint is there,
+so one run may span several commands of bounded length; --max-seconds stops cleanly
+(checkpoint written atomically) before a command's limit.
+
+The run is budgeted in GPU seconds of training (--train-seconds, summed over resumes), not in
+steps: the curriculum phase and the learning-rate schedule follow the fraction of that budget
+spent, so a run fits the reference machine's time limits whatever its throughput. The step
+count reached is in training_log.jsonl.
 """
-import argparse, json, math, os, shutil, sys, time
+import argparse, glob, json, math, os, shutil, sys, time
 
 import numpy as np
 import torch
@@ -32,7 +37,9 @@ def parse():
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--ckpt", required=True)
-    p.add_argument("--total-tokens", type=float, default=150e6)
+    p.add_argument("--train-seconds", type=float, default=1000)
+    p.add_argument("--extra", type=int, default=128,
+                   help="tokens past L in every row, so positions just beyond a full-length prompt are trained")
     p.add_argument("--tokens-per-step", type=int, default=131072)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.05)
@@ -53,14 +60,25 @@ def parse():
 
 
 class Stream:
-    """Documents of one curriculum length, cropped or packed to exactly L tokens per row."""
+    """Documents of one curriculum length; each row starts at a document and runs on into
+    the next ones for `length` tokens."""
 
-    def __init__(self, prefix, length):
-        self.ids = np.fromfile(prefix + ".bin", dtype=np.uint16)
-        self.mask = np.fromfile(prefix + ".mask", dtype=np.uint8)
-        self.docs = np.fromfile(prefix + ".docs", dtype=np.int64)
-        if len(self.ids) != len(self.mask) or len(self.docs) == 0:
-            sys.exit(f"{prefix}: .bin has {len(self.ids)} tokens, .mask {len(self.mask)}, .docs {len(self.docs)} documents")
+    def __init__(self, data, L, length):
+        ids, mask, docs, off = [], [], [], 0
+        files = sorted(glob.glob(os.path.join(data, f"train_{L}_*.bin")))
+        if not files:
+            sys.exit(f"{data}: no train_{L}_*.bin")
+        for f in files:
+            prefix = f[:-4]
+            i = np.fromfile(prefix + ".bin", dtype=np.uint16)
+            m = np.fromfile(prefix + ".mask", dtype=np.uint8)
+            d = np.fromfile(prefix + ".docs", dtype=np.int64)
+            if len(i) != len(m) or len(d) == 0:
+                sys.exit(f"{prefix}: .bin has {len(i)} tokens, .mask {len(m)}, .docs {len(d)} documents")
+            ids.append(i), mask.append(m), docs.append(d + off)
+            off += len(i)
+        self.ids, self.mask, self.docs = np.concatenate(ids), np.concatenate(mask), np.concatenate(docs)
+        print(f"length {L}: {len(files)} files, {len(self.docs)} documents, {len(self.ids)/1e6:.1f}M tokens", flush=True)
         self.length = length
         # rows start at document starts that leave room for a full row
         self.starts = self.docs[self.docs + length + 1 <= len(self.ids)]
@@ -80,11 +98,10 @@ def phase(frac):
     return CURRICULUM[-1][1]
 
 
-def lr_at(step, total, a):
-    warm = max(1, int(a.warmup * total))
-    if step < warm:
-        return a.lr * (step + 1) / warm
-    t = min(1.0, (step - warm) / max(1, total - warm))
+def lr_at(frac, a):
+    if frac < a.warmup:
+        return a.lr * max(frac, 1e-3) / a.warmup
+    t = min(1.0, (frac - a.warmup) / (1 - a.warmup))
     return a.lr * (a.min_lr_ratio + (1 - a.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -98,7 +115,7 @@ def main():
     a = parse()
     t0 = time.time()
     tok = json.load(open(a.tokenizer))
-    vocab = len(tok["model"]["vocab"]) + sum(1 for t in tok.get("added_tokens", []) if t["id"] >= len(tok["model"]["vocab"]))
+    vocab = 1 + max(max(tok["model"]["vocab"].values()), max((t["id"] for t in tok.get("added_tokens", [])), default=0))
     specials = {t["content"]: t["id"] for t in tok.get("added_tokens", [])}
     bos = specials.get("<|begin_of_text|>")
     eos = specials.get("<|end_of_text|>")
@@ -115,32 +132,38 @@ def main():
     nodecay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
-    total_steps = int(a.total_tokens // a.tokens_per_step)
-    streams = {L: Stream(os.path.join(a.data, f"train_{L}"), L) for _, L in CURRICULUM}
+    streams = {L: Stream(a.data, L, L + a.extra) for _, L in CURRICULUM}
     os.makedirs(a.ckpt, exist_ok=True)
     ck = os.path.join(a.ckpt, "state.pt")
-    step, log = 0, []
+    step, log, trained = 0, [], 0.0
     rng = np.random.default_rng(a.seed)
     if os.path.exists(ck):
         st = torch.load(ck, map_location=dev, weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        step, log = st["step"], st["log"]
+        step, log, trained = st["step"], st["log"], st["trained"]
         rng.bit_generator.state = st["rng"]
-        print(f"resumed at step {step}/{total_steps}", flush=True)
-    print(f"params {nparams/1e6:.2f}M vocab {vocab} steps {total_steps} tokens/step {a.tokens_per_step}", flush=True)
+        print(f"resumed at step {step}, {trained:.0f}s of {a.train_seconds:.0f}s trained", flush=True)
+    print(f"params {nparams/1e6:.2f}M vocab {vocab} tokens/step {a.tokens_per_step}", flush=True)
+
+    def state():
+        return {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "log": log,
+                "rng": rng.bit_generator.state, "trained": trained}
     fwd = torch.compile(model) if a.compile else model
     model.train()
     last = time.time()
     stopped = False
-    while step < total_steps:
-        L = phase(step / total_steps)
-        rows = max(1, a.tokens_per_step // L)
+    torch.cuda.synchronize()
+    tick = time.time()
+    while trained < a.train_seconds:
+        frac = trained / a.train_seconds
+        L = phase(frac)
+        rows = max(1, a.tokens_per_step // (L + a.extra))
         x, m = streams[L].batch(rng, rows)
         x, m = x.to(dev, non_blocking=True), m.to(dev, non_blocking=True)
         inp, tgt, w = x[:, :-1], x[:, 1:], 1 + (a.answer_weight - 1) * m[:, 1:]
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total_steps, a)
+            g["lr"] = lr_at(frac, a)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = fwd(input_ids=inp).logits
         ce = F.cross_entropy(logits.float().reshape(-1, vocab), tgt.reshape(-1), reduction="none").view_as(tgt)
@@ -150,28 +173,31 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % a.log_every == 0 or step == total_steps:
+        if step % a.log_every == 0:
+            torch.cuda.synchronize()
+            now = time.time()
+            trained += now - tick
+            tick = now
             with torch.no_grad():
                 am = m[:, 1:] > 0
                 acc = ((logits.argmax(-1) == tgt) & am).sum().item() / max(1, am.sum().item())
                 ans_loss = (ce * am).sum().item() / max(1, am.sum().item())
-            now = time.time()
             rec = {"step": step, "len": L, "loss": round(loss.item(), 4), "answer_loss": round(ans_loss, 4),
                    "answer_acc": round(acc, 4), "lr": round(opt.param_groups[0]["lr"], 6),
-                   "tok_s": round(a.log_every * rows * L / (now - last)), "elapsed": round(now - t0, 1)}
+                   "tok_s": round(a.log_every * rows * (L + a.extra) / (now - last)), "trained_s": round(trained, 1),
+                   "elapsed": round(now - t0, 1)}
             last = now
             log.append(rec)
             print(json.dumps(rec), flush=True)
         if step % a.ckpt_every == 0 or time.time() - t0 > a.max_seconds:
-            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "log": log,
-                         "rng": rng.bit_generator.state}, ck)
-            if time.time() - t0 > a.max_seconds and step < total_steps:
-                print(f"stopping at step {step}/{total_steps} after {time.time()-t0:.0f}s; resume with the same command", flush=True)
+            save_atomic(state(), ck)
+            tick = time.time()
+            if time.time() - t0 > a.max_seconds and trained < a.train_seconds:
+                print(f"stopping at step {step} after {time.time()-t0:.0f}s; resume with the same command", flush=True)
                 stopped = True
                 break
     if not stopped:
-        save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "log": log,
-                     "rng": rng.bit_generator.state}, ck)
+        save_atomic(state(), ck)
     # the Hugging Face checkpoint of the current weights, in bf16
     tmp = a.out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -182,7 +208,7 @@ def main():
             f.write(json.dumps(r) + "\n")
     shutil.rmtree(a.out, ignore_errors=True)
     os.replace(tmp, a.out)
-    print(f"wrote {a.out} at step {step}/{total_steps}", flush=True)
+    print(f"wrote {a.out} at step {step} ({trained:.0f}s of {a.train_seconds:.0f}s trained)", flush=True)
 
 
 if __name__ == "__main__":
