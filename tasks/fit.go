@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -218,8 +219,12 @@ func (g *gen) fit(lay *layout, q int, train bool) (string, [][2]int, error) {
 		}
 		k = next
 	}
-	return "", nil, fmt.Errorf("could not render exactly %d tokens in 64 attempts (tokenizer merges too much across seams)", L)
+	return "", nil, fmt.Errorf("%w: %d tokens in 64 attempts", errNoExactFit, L)
 }
+
+// errNoExactFit reports a layout that no filler size renders to exactly the length;
+// the instance is then drawn again with a derived seed.
+var errNoExactFit = errors.New("could not render exactly (the tokenizer merges too much across seams)")
 
 // answerSpans maps byte ranges of text to [start, end) ranges of the token ids that
 // overlap them.

@@ -9,6 +9,7 @@
 package tasks
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
@@ -163,6 +164,29 @@ func Generate(name string, length, index int, seed uint64, opts Options) (*Insta
 		return nil, err
 	}
 	s := InstanceSeed(Eval, name, length, index, seed)
+	for retry := 0; ; retry++ {
+		in, err := generate(t, name, length, s, opts)
+		if !errors.Is(err, errNoExactFit) || retry == maxRedraws {
+			return in, err
+		}
+		s = redraw(s, retry)
+	}
+}
+
+// maxRedraws bounds how often an instance whose text cannot be fitted to exactly its
+// length is drawn again with a derived seed.
+const maxRedraws = 8
+
+// redraw derives the seed of the next draw of an instance, keeping its split bit.
+func redraw(s uint64, retry int) uint64 {
+	z := s + uint64(retry+1)*0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return z&^(1<<63) | s&(1<<63)
+}
+
+func generate(t *task, name string, length int, s uint64, opts Options) (*Instance, error) {
 	g := newGen(s, length, &opts)
 	lay, err := t.build(g, 1)
 	if err != nil {
@@ -186,6 +210,16 @@ func Document(name string, length, index int, seed uint64, opts Options) (*Doc, 
 		opts.Queries = 1
 	}
 	s := InstanceSeed(Train, name, length, index, seed)
+	for retry := 0; ; retry++ {
+		d, err := document(name, length, s, opts)
+		if !errors.Is(err, errNoExactFit) || retry == maxRedraws {
+			return d, err
+		}
+		s = redraw(s, retry)
+	}
+}
+
+func document(name string, length int, s uint64, opts Options) (*Doc, error) {
 	g := newGen(s, length, &opts)
 	if name == CorpusTask {
 		text, ids, err := g.corpusChunk()
