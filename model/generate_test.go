@@ -138,3 +138,27 @@ func TestSampler(t *testing.T) {
 		}
 	}
 }
+
+// TestToBF16: a model held in bf16 gives the logits of its float32 original up to
+// the rounding of the weights, and ties stay tied.
+func TestToBF16(t *testing.T) {
+	cfg := tiny()
+	cfg.TieEmbeddings = true
+	m := model.NewRandom(cfg, 4)
+	ids := []int{3, 1, 4, 1, 5, 9, 2, 6}
+	want := allLogits(t, m, ids, 0)
+	m.ToBF16()
+	if m.Head.BF16 == nil || &m.Head.BF16[0] != &m.Embed.BF16[0] || m.Layers[1].Down.W.F32 != nil {
+		t.Fatal("weights not converted, or the tie was lost")
+	}
+	got := allLogits(t, m, ids, 0)
+	var worst, big float64
+	for i := range got {
+		worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
+		big = math.Max(big, math.Abs(float64(want[i])))
+	}
+	// bf16 keeps 8 significant bits: a relative error of about 2⁻⁹ per weight
+	if worst == 0 || worst > 0.02*big {
+		t.Errorf("bf16 logits differ by %g (largest logit %g)", worst, big)
+	}
+}

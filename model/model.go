@@ -265,3 +265,32 @@ func (c *Config) Params() int64 {
 	}
 	return n
 }
+
+// ToBF16 stores every float32 weight matrix as bf16 (rounded to nearest even), as
+// a bf16 checkpoint would be held; norms and biases stay float32. For benchmarks of
+// random-weight models.
+func (m *Model) ToBF16() {
+	conv := func(w *tensor.Mat) {
+		if w.F32 == nil {
+			return
+		}
+		b := make([]uint16, len(w.F32))
+		for i, f := range w.F32 {
+			b[i] = tensor.FloatToBF16(f)
+		}
+		w.F32, w.BF16 = nil, b
+	}
+	tied := m.Head.F32 != nil && &m.Head.F32[0] == &m.Embed.F32[0]
+	conv(&m.Embed)
+	if tied {
+		m.Head = m.Embed
+	} else {
+		conv(&m.Head)
+	}
+	for i := range m.Layers {
+		L := &m.Layers[i]
+		for _, l := range []*Linear{&L.Q, &L.K, &L.V, &L.O, &L.Gate, &L.Up, &L.Down} {
+			conv(&l.W)
+		}
+	}
+}

@@ -53,6 +53,7 @@ func runBench(args []string) error {
 	reps := fs.Int("reps", 3, "repetitions per configuration")
 	decode := fs.Int("decode", 16, "decode tokens timed after each pre-fill (0: pre-fill only)")
 	chunk := fs.Int("chunk", 512, "pre-fill chunk size in tokens (0: the whole context at once)")
+	bf16 := fs.Bool("bf16", false, "with --random: hold the weight matrices in bf16, as a bf16 checkpoint is held")
 	format := fs.String("format", "table", "output: table (markdown) or json")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -83,6 +84,10 @@ func runBench(args []string) error {
 		}
 		m = model.NewRandom(cfg, 1)
 		out.Model, out.Dtype = *random+" (random weights)", "F32"
+		if *bf16 {
+			m.ToBF16()
+			out.Dtype = "BF16"
+		}
 	default:
 		if m, err = loadModel(*dir); err != nil {
 			return err
