@@ -41,7 +41,7 @@ func runTokenize(args []string) error {
 	defer out.Flush()
 	enc := json.NewEncoder(out)
 	if textSet {
-		return enc.Encode(tok.AppendEncode(nil, *text, *addSpecial))
+		return enc.Encode(tok.AppendEncode([]int{}, *text, *addSpecial)) // [] rather than null for empty text
 	}
 	var in io.Reader = os.Stdin
 	if *input != "-" {
@@ -54,7 +54,7 @@ func runTokenize(args []string) error {
 	}
 	sc := bufio.NewScanner(in)
 	sc.Buffer(nil, 1<<30)
-	var ids []int
+	ids := []int{} // never nil: an empty text prints "ids":[]
 	for line := 1; sc.Scan(); line++ {
 		var rec struct {
 			Text *string `json:"text"`
