@@ -131,6 +131,9 @@ func (c *Corpus) Files() int { return len(c.files) }
 // Size is the corpus size in bytes.
 func (c *Corpus) Size() int64 { return c.ends[len(c.ends)-1] }
 
+// File returns the text of file i (0 ≤ i < Files()), in the corpus's sorted order.
+func (c *Corpus) File(i int) ([]byte, error) { return c.file(i) }
+
 func (c *Corpus) file(i int) ([]byte, error) {
 	c.mu.Lock()
 	b, ok := c.text[i]

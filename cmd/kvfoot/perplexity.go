@@ -1,0 +1,74 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/kvfoot/kvfoot/eval"
+	"github.com/kvfoot/kvfoot/internal/modeldir"
+	"github.com/kvfoot/kvfoot/tasks"
+	"github.com/kvfoot/kvfoot/tokenizer"
+)
+
+func init() {
+	register("perplexity", "language-modelling perplexity of a model on windows of text files", runPerplexity)
+}
+
+func runPerplexity(args []string) error {
+	fs := newFlags("perplexity")
+	dir := fs.String("model", "", "model folder (default: the built-in model)")
+	corpus := fs.String("corpus", "", "folder of text files, read in sorted order (default: $(go env GOROOT)/src/go, held out from the built-in model's training)")
+	length := fs.Int("length", 1024, "tokens per window")
+	windows := fs.Int("windows", 8, "number of consecutive windows")
+	chunk := fs.Int("chunk", 0, "pre-fill chunk size (0: whole window)")
+	format := fs.String("format", "text", "text or json")
+	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *format != "text" && *format != "json" {
+		return fmt.Errorf("--format %q: want text or json", *format)
+	}
+	modelDir, err := modeldir.Find(*dir)
+	if err != nil {
+		return err
+	}
+	tok, err := tokenizer.Load(filepath.Join(modelDir, "tokenizer.json"))
+	if err != nil {
+		return err
+	}
+	if *corpus == "" {
+		*corpus = filepath.Join(tasks.GoRoot(), "src", "go")
+	}
+	c, err := tasks.LoadCorpus(*corpus)
+	if err != nil {
+		return fmt.Errorf("--corpus: %w", err)
+	}
+	setThreads(*threads)
+	m, err := loadModel(modelDir)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if *length > m.Config.MaxPositions {
+		return fmt.Errorf("--length %d exceeds the model's context of %d tokens", *length, m.Config.MaxPositions)
+	}
+	ws, err := eval.Windows(c, tok, *length, *windows)
+	if err != nil {
+		return err
+	}
+	rep, err := eval.Perplexity(m, ws, *chunk, func(done int) {
+		fmt.Fprintf(os.Stderr, "perplexity: %d/%d windows\n", done, len(ws))
+	})
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		return json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	fmt.Printf("%s on %s: perplexity %.3f (%.4f nats/token) over %d windows of %d tokens\n",
+		modelDir, *corpus, rep.Perplexity, rep.NLL, rep.Windows, rep.Length)
+	return nil
+}
