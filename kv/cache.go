@@ -70,6 +70,7 @@ type Cache struct {
 	kview, vview [][]float32
 	scr, tmp     [][]float32 // per query head: logits and local probabilities
 	acc          [][]float32 // per query head: accumulated probabilities
+	ws           []attnWork  // per goroutine of the chunk kernel
 }
 
 // forward is what the cache decided about the forward in progress at layer 0.
@@ -236,8 +237,13 @@ func (c *Cache) Attend(layer int, q, k, v, out []float32, n int) {
 	}
 }
 
-// attend computes every query head's attention, query heads in parallel.
+// attend computes every query head's attention: a chunk by the tiled kernel
+// (attention.go), a decode step (memory bound) query head by query head in parallel.
 func (c *Cache) attend(q, out []float32, n int) {
+	if n > 1 {
+		c.attendChunk(q, out, n)
+		return
+	}
 	if tensor.Threads() == 1 {
 		c.attendHeads(q, out, n, 0, c.shape.Heads) // no closure: decoding allocates nothing
 		return
@@ -254,7 +260,7 @@ func (c *Cache) attendHeads(q, out []float32, n, lo, hi int) {
 }
 
 // attendHead is exact softmax attention of query head qh for the n queries of the
-// forward: query i sees entries 0 … past+i of its KV head.
+// forward (a decode step: n = 1): query i sees entries 0 … past+i of its KV head.
 func (c *Cache) attendHead(qh int, q, out []float32, n int, K, V []float32, past int, req ScoreRequest) {
 	s := c.shape
 	d := s.HeadDim

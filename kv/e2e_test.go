@@ -36,9 +36,9 @@ func loadGQA(t *testing.T) *model.Model {
 	return m
 }
 
-// Through the engine, the full policy gives the same logits, bit for bit, as the plain
-// full cache kvfoot started with.
-func TestFullPolicyLogitsBitIdentical(t *testing.T) {
+// Through the engine, the full policy gives the same logits as the plain full cache
+// kvfoot started with, up to the float rounding of the tiled chunk kernel.
+func TestFullPolicyLogitsMatchPlainCache(t *testing.T) {
 	m := loadGQA(t)
 	c, err := New(Shape(m.Shape()), "full")
 	if err != nil {
@@ -57,7 +57,7 @@ func TestFullPolicyLogitsBitIdentical(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range want {
-			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			if !close32(got[i], want[i], 1e-4) {
 				t.Fatalf("chunk %v: logit %d = %v, plain cache %v", chunk, i, got[i], want[i])
 			}
 		}
