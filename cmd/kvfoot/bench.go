@@ -108,11 +108,15 @@ func runBench(args []string) error {
 				}
 				pre, dec = append(pre, p), append(dec, d)
 			}
-			out.Rows = append(out.Rows, stats(t, fmt.Sprintf("pp%d", n), n, n, pre))
+			rows := []benchRow{stats(t, fmt.Sprintf("pp%d", n), n, n, pre)}
 			if *decode > 0 {
-				out.Rows = append(out.Rows, stats(t, fmt.Sprintf("tg%d@d%d", *decode, n), n, *decode, dec))
+				rows = append(rows, stats(t, fmt.Sprintf("tg%d@d%d", *decode, n), n, *decode, dec))
 			}
-			fmt.Fprintf(os.Stderr, "threads %d, context %d: done\n", t, n)
+			// progress on stderr, so that a long run that is stopped still leaves its figures
+			for _, row := range rows {
+				fmt.Fprintf(os.Stderr, "threads %d  %-12s %8.1f ± %.1f tokens/s\n", row.Threads, row.Test, row.Mean, row.SD)
+			}
+			out.Rows = append(out.Rows, rows...)
 		}
 	}
 	w := bufio.NewWriter(os.Stdout)
