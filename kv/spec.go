@@ -214,3 +214,23 @@ func (bf16Maker) newStore(d int) store { return &bf16Store{d: d} }
 func init() {
 	register("bf16", kindStorage, nil, func(opts) (any, error) { return bf16Maker{}, nil })
 }
+
+// SplitSpecs splits a comma-separated list of policy specs, whose own key=value options
+// are comma-separated too: a segment whose first "=" comes before any ":" continues the
+// previous spec, so "full,streaming:sink=4,window=64" is two specs.
+func SplitSpecs(list string) []string {
+	var specs []string
+	for _, seg := range strings.Split(list, ",") {
+		seg = strings.TrimSpace(seg)
+		if seg == "" {
+			continue
+		}
+		eq, colon := strings.Index(seg, "="), strings.Index(seg, ":")
+		if len(specs) > 0 && eq >= 0 && (colon < 0 || eq < colon) {
+			specs[len(specs)-1] += "," + seg
+			continue
+		}
+		specs = append(specs, seg)
+	}
+	return specs
+}

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/kvfoot/kvfoot/eval"
 	"github.com/kvfoot/kvfoot/internal/modeldir"
+	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/tasks"
 	"github.com/kvfoot/kvfoot/tokenizer"
 )
@@ -22,7 +22,7 @@ func runEval(args []string) error {
 	fs := newFlags("eval")
 	dir := fs.String("model", "", "model folder (default: the built-in model, see below)")
 	tokPath := fs.String("tokenizer", "", "tokenizer.json (default: the model folder's)")
-	methods := fs.String("methods", "full", "comma-separated KV cache policy specs")
+	methods := fs.String("methods", "full", "comma-separated KV cache policy specs (a spec's own key=value options may follow their own commas: full,streaming:sink=4,window=64)")
 	taskList := fs.String("tasks", "", "comma-separated tasks (all = every task); see kvfoot tasks list")
 	lengthList := fs.String("lengths", "", "comma-separated prompt lengths in tokens (2k = 2048)")
 	samples := fs.Int("samples", 10, "samples per task and length")
@@ -57,12 +57,7 @@ func runEval(args []string) error {
 	case *format != "text" && *format != "json":
 		return fmt.Errorf("--format %q: want text or json", *format)
 	}
-	var ms []string
-	for _, m := range strings.Split(*methods, ",") {
-		if m = strings.TrimSpace(m); m != "" {
-			ms = append(ms, m)
-		}
-	}
+	ms := kv.SplitSpecs(*methods)
 	if len(ms) == 0 {
 		return fmt.Errorf("--methods is empty")
 	}
