@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/kvfoot/kvfoot/footprint"
+	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tokenizer"
@@ -34,7 +35,7 @@ type generateOutput struct {
 
 func runGenerate(args []string) error {
 	fs := newFlags("generate")
-	dir := fs.String("model", "", "model folder (config.json and safetensors weights)")
+	dir := fs.String("model", "", "model folder (config.json and safetensors weights; default: the built-in model)")
 	promptIDs := fs.String("prompt-ids", "", "prompt as comma-separated token ids")
 	promptText := fs.String("prompt", "", "prompt text, encoded with the model folder's tokenizer.json (output is then text)")
 	chat := fs.Bool("chat", false, "with --prompt: wrap it as a user turn in the folder's chat template")
@@ -62,9 +63,12 @@ func runGenerate(args []string) error {
 	if *chunk < 0 {
 		return fmt.Errorf("--chunk %d: want ≥ 0", *chunk)
 	}
+	var err error
+	if *dir, err = modeldir.Find(*dir); err != nil {
+		return err
+	}
 	var prompt []int
 	var tok *tokenizer.Tokenizer
-	var err error
 	switch {
 	case *promptText != "" && *promptIDs != "":
 		return fmt.Errorf("give one of --prompt and --prompt-ids")

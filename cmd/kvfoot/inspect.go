@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"os"
 	"sort"
 	"text/tabwriter"
@@ -39,7 +40,7 @@ type inspectOutput struct {
 
 func runInspect(args []string) error {
 	fs := newFlags("inspect")
-	dir := fs.String("model", "", "model folder (config.json and safetensors weights)")
+	dir := fs.String("model", "", "model folder (config.json and safetensors weights; default: the built-in model)")
 	format := fs.String("format", "text", "output: text or json")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -47,6 +48,11 @@ func runInspect(args []string) error {
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("--format %q: want text or json", *format)
 	}
+	d, err := modeldir.Find(*dir)
+	if err != nil {
+		return err
+	}
+	*dir = d
 	m, err := loadModel(*dir)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kvfoot/kvfoot/format/safetensors"
+	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tensor"
@@ -19,7 +20,7 @@ func init() {
 
 func runLogits(args []string) error {
 	fs := newFlags("logits")
-	dir := fs.String("model", "", "model folder (config.json and safetensors weights)")
+	dir := fs.String("model", "", "model folder (config.json and safetensors weights; default: the built-in model)")
 	idsFlag := fs.String("ids", "", "comma-separated token ids")
 	chunk := fs.Int("chunk", 0, "pre-fill chunk size in tokens (0: all at once)")
 	out := fs.String("out", "", "output safetensors file (tensors logits [T, vocab] float32 and input_ids)")
@@ -99,9 +100,11 @@ func parseIDs(flag, s string) ([]int, error) {
 }
 
 // loadModel loads the model folder given to --model.
+// loadModel loads --model, or the built-in model when it is empty.
 func loadModel(dir string) (*model.Model, error) {
-	if dir == "" {
-		return nil, errors.New("--model is required (a Hugging Face model folder)")
+	dir, err := modeldir.Find(dir)
+	if err != nil {
+		return nil, err
 	}
 	return model.Load(dir, model.LoadOptions{})
 }

@@ -104,7 +104,7 @@ func TestBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no model", runLogits, []string{"--ids", "1", "--out", out}, "--model is required"},
+		{"built-in model not found", runLogits, []string{"--ids", "1", "--out", out}, "$KVFOOT_MODEL"},
 		{"missing folder", runLogits, []string{"--model", filepath.Join(dir, "none"), "--ids", "1", "--out", out}, "config.json"},
 		{"truncated weights", runLogits, []string{"--model", cut, "--ids", "1", "--out", out}, "model.safetensors"},
 		{"bad ids", runLogits, []string{"--model", gqa, "--ids", "1,x", "--out", out}, `--ids: "x"`},
@@ -118,6 +118,7 @@ func TestBadInput(t *testing.T) {
 		{"bench unknown preset", runBench, []string{"--random", "gpt5"}, "unknown preset"},
 		{"inspect missing", runInspect, []string{"--model", filepath.Join(dir, "none")}, "config.json"},
 	}
+	t.Setenv("KVFOOT_MODEL", filepath.Join(dir, "none"))
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := capture(t, func() error { return c.run(c.args) })
