@@ -17,14 +17,9 @@ type reference struct {
 	ids                  []int
 	logits               []float32 // [len(ids), vocab]
 	greedyPrompt, greedy []int
-	// v1 marks files from the first oracle, which had two defects (fixed in
-	// tools/oracle/hf_reference.py, whose files say oracle=2): bf16 checkpoints'
-	// logits used bf16-rounded RoPE frequencies, and generate treated prompt
-	// tokens equal to pad id 0 as padding (masked, positions shifted past them).
-	v1 bool
 }
 
-// load opens the checkpoint of dir the way its reference was computed.
+// load opens the checkpoint of dir.
 func (ref reference) load(t *testing.T, dir string) *model.Model {
 	t.Helper()
 	m, err := model.Load(dir, model.LoadOptions{})
@@ -32,25 +27,7 @@ func (ref reference) load(t *testing.T, dir string) *model.Model {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	if ref.v1 && m.Config.WeightsDtypeHint == "bfloat16" {
-		model.RoundRopeToBF16(m)
-	}
 	return m
-}
-
-// prompt is the greedy prompt as the reference model saw it: a v1 reference masked
-// every token 0, which is the same as leaving it out.
-func (ref reference) prompt() []int {
-	if !ref.v1 {
-		return ref.greedyPrompt
-	}
-	var p []int
-	for _, id := range ref.greedyPrompt {
-		if id != 0 {
-			p = append(p, id)
-		}
-	}
-	return p
 }
 
 func loadReference(t *testing.T, dir string) reference {
@@ -60,6 +37,9 @@ func loadReference(t *testing.T, dir string) reference {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
+	if f.Metadata["oracle"] != "2" {
+		t.Fatalf("%s: reference made by an old oracle (metadata oracle=%q, want 2): rebuild with tools/oracle/hf_reference.py build", dir, f.Metadata["oracle"])
+	}
 	ints := func(name string) []int {
 		tn, ok := f.Tensor(name)
 		if !ok {
@@ -81,7 +61,7 @@ func loadReference(t *testing.T, dir string) reference {
 		t.Fatal(err)
 	}
 	return reference{ids: ints("input_ids"), logits: append([]float32(nil), l...),
-		greedyPrompt: ints("greedy_prompt"), greedy: ints("greedy_output"), v1: f.Metadata["oracle"] == ""}
+		greedyPrompt: ints("greedy_prompt"), greedy: ints("greedy_output")}
 }
 
 // oracles are the checkpoints of testdata/models, each made by transformers.
@@ -159,7 +139,7 @@ func TestGreedyMatchesReference(t *testing.T) {
 			dir := filepath.Join("..", "testdata", "models", name)
 			ref := loadReference(t, dir)
 			m := ref.load(t, dir)
-			res, err := model.Generate(m, newCache(t, m), ref.prompt(), model.GenerateOptions{MaxTokens: len(ref.greedy), Chunk: 7})
+			res, err := model.Generate(m, newCache(t, m), ref.greedyPrompt, model.GenerateOptions{MaxTokens: len(ref.greedy), Chunk: 7})
 			if err != nil {
 				t.Fatal(err)
 			}
