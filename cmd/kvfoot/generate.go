@@ -39,6 +39,7 @@ func runGenerate(args []string) error {
 	promptIDs := fs.String("prompt-ids", "", "prompt as comma-separated token ids")
 	promptText := fs.String("prompt", "", "prompt text, encoded with the model folder's tokenizer.json (output is then text)")
 	chat := fs.Bool("chat", false, "with --prompt: wrap it as a user turn in the folder's chat template")
+	addSpecial := fs.Bool("add-special", true, "with --prompt: add the tokenizer's special tokens (BOS), as its post-processor says; the built-in model was trained without BOS, so --add-special=false suits it")
 	maxTokens := fs.Int("max-tokens", 64, "tokens to generate at most")
 	chunk := fs.Int("chunk", 0, "pre-fill chunk size in tokens (0: the whole prompt at once)")
 	policy := fs.String("policy", "full", "KV cache policy spec, e.g. full or streaming:sink=4,window=64")
@@ -73,7 +74,7 @@ func runGenerate(args []string) error {
 	case *promptText != "" && *promptIDs != "":
 		return fmt.Errorf("give one of --prompt and --prompt-ids")
 	case *promptText != "":
-		if prompt, tok, err = encodePrompt(*dir, *promptText, *chat); err != nil {
+		if prompt, tok, err = encodePrompt(*dir, *promptText, *chat, *addSpecial); err != nil {
 			return err
 		}
 	default:
@@ -155,7 +156,7 @@ func runGenerate(args []string) error {
 
 // encodePrompt encodes --prompt with the model folder's tokenizer; with chat,
 // as a user turn of the folder's chat template (which writes BOS itself).
-func encodePrompt(dir, text string, chat bool) ([]int, *tokenizer.Tokenizer, error) {
+func encodePrompt(dir, text string, chat, addSpecial bool) ([]int, *tokenizer.Tokenizer, error) {
 	if dir == "" {
 		return nil, nil, fmt.Errorf("--model is required")
 	}
@@ -164,6 +165,9 @@ func encodePrompt(dir, text string, chat bool) ([]int, *tokenizer.Tokenizer, err
 		return nil, nil, fmt.Errorf("--prompt: %w", err)
 	}
 	if !chat {
+		if !addSpecial {
+			return tok.Encode(text), tok, nil
+		}
 		return tok.EncodeWithSpecial(text), tok, nil
 	}
 	s, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: text}}, true)
