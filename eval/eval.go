@@ -24,6 +24,10 @@ type Output struct {
 	IDs     []int
 	Prefill time.Duration
 	Decode  time.Duration
+	// The KV footprint the cache's meter measured (method-spec 1.1) and its peak, as
+	// fractions of full causal attention, and the peak in bytes; zero if not measured.
+	Footprint, Peak float64
+	PeakBytes       int64
 }
 
 // Config is one evaluation.
@@ -61,6 +65,9 @@ type Sample struct {
 	Answers   []string `json:"answers"`
 	Prefill   float64  `json:"prefill_seconds"`
 	Decode    float64  `json:"decode_seconds"`
+	Footprint float64  `json:"kv_footprint,omitempty"`
+	Peak      float64  `json:"kv_peak,omitempty"`
+	PeakBytes int64    `json:"peak_bytes,omitempty"`
 }
 
 func (s *Sample) key() string {
@@ -79,13 +86,17 @@ type MethodReport struct {
 	Results []Result `json:"results"`
 }
 
-// Result is the mean over samples for one task and length.
+// Result is the mean over samples for one task and length. The footprint and peak are
+// means of the per-sample ratios, as the paper aggregates them (method-spec 1.7), over
+// the samples that carry one.
 type Result struct {
-	Task     string  `json:"task"`
-	Category string  `json:"category"`
-	Length   int     `json:"length"`
-	Score    float64 `json:"score"` // 0–100
-	Samples  int     `json:"samples"`
+	Task      string  `json:"task"`
+	Category  string  `json:"category"`
+	Length    int     `json:"length"`
+	Score     float64 `json:"score"` // 0–100
+	Samples   int     `json:"samples"`
+	Footprint float64 `json:"kv_footprint,omitempty"`
+	Peak      float64 `json:"kv_peak,omitempty"`
 }
 
 // Check validates a configuration against the model before anything runs.
@@ -135,6 +146,8 @@ func Run(cfg Config, b Backend) (*Report, error) {
 			for _, length := range cfg.Lengths {
 				res := Result{Task: task, Category: tasks.Category(task), Length: length}
 				sum := 0.0
+				var fp meanOf
+				var peak meanOf
 				for i := range cfg.Samples {
 					done++
 					in, err := tasks.Generate(task, length, i, cfg.Seed, cfg.Gen)
@@ -146,6 +159,8 @@ func Run(cfg Config, b Backend) (*Report, error) {
 					if old, ok := store.done[s.key()]; ok {
 						sum += old.Score
 						res.Samples++
+						fp.add(old.Footprint)
+						peak.add(old.Peak)
 						continue
 					}
 					prompt := tok.Encode(in.Prompt)
@@ -161,21 +176,45 @@ func Run(cfg Config, b Backend) (*Report, error) {
 					s.Score = 100 * in.Score(text)
 					s.InputLen, s.OutputLen, s.Output, s.Answers = len(prompt), len(out.IDs), text, in.Answers
 					s.Prefill, s.Decode = out.Prefill.Seconds(), out.Decode.Seconds()
+					s.Footprint, s.Peak, s.PeakBytes = out.Footprint, out.Peak, out.PeakBytes
 					if err := store.add(s); err != nil {
 						return nil, err
 					}
 					sum += s.Score
 					res.Samples++
+					fp.add(s.Footprint)
+					peak.add(s.Peak)
 					if cfg.Progress != nil {
-						fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: score %.0f, %d+%d tokens, prefill %.1fs, decode %.1fs\n",
-							done, total, method, task, length, i, s.Score, s.InputLen, s.OutputLen, s.Prefill, s.Decode)
+						fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: score %.0f, %d+%d tokens, KV footprint %.3f, prefill %.1fs, decode %.1fs\n",
+							done, total, method, task, length, i, s.Score, s.InputLen, s.OutputLen, s.Footprint, s.Prefill, s.Decode)
 					}
 				}
 				res.Score = sum / float64(res.Samples)
+				res.Footprint, res.Peak = fp.mean(), peak.mean()
 				mr.Results = append(mr.Results, res)
 			}
 		}
 		rep.Methods = append(rep.Methods, mr)
 	}
 	return rep, nil
+}
+
+// meanOf averages the positive values it is given (zero marks "not measured").
+type meanOf struct {
+	sum float64
+	n   int
+}
+
+func (m *meanOf) add(v float64) {
+	if v > 0 {
+		m.sum += v
+		m.n++
+	}
+}
+
+func (m *meanOf) mean() float64 {
+	if m.n == 0 {
+		return 0
+	}
+	return m.sum / float64(m.n)
 }

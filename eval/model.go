@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 )
@@ -18,7 +19,9 @@ func (mb *ModelBackend) Context() int { return mb.M.Config.MaxPositions }
 // Run pre-fills the prompt and decodes greedily until maxNew tokens, an EOS id of
 // the config, or stop.
 func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (Output, error) {
-	cache, err := kv.New(kv.Shape(mb.M.Shape()), method)
+	c := mb.M.Config
+	meter := footprint.NewMeter(c.Layers, c.KVHeads)
+	cache, err := kv.New(kv.Shape(mb.M.Shape()), method, kv.WithObserver(meter))
 	if err != nil {
 		return Output{}, err
 	}
@@ -35,5 +38,7 @@ func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([
 	if err != nil {
 		return Output{}, err
 	}
-	return Output{IDs: res.IDs, Prefill: res.Prefill, Decode: res.Decode}, nil
+	fr := meter.Report(false)
+	return Output{IDs: res.IDs, Prefill: res.Prefill, Decode: res.Decode,
+		Footprint: fr.Footprint, Peak: fr.Peak, PeakBytes: fr.PeakBytes}, nil
 }

@@ -1,8 +1,10 @@
 package eval
 
 import (
+	"math"
 	"testing"
 
+	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/model"
 )
 
@@ -33,5 +35,42 @@ func TestModelBackend(t *testing.T) {
 	}
 	if _, err := b.Run("bogus-policy", prompt, 2, func([]int) bool { return false }); err == nil {
 		t.Error("unknown method accepted")
+	}
+}
+
+// The footprint a run reports is the meter's, which for a streaming cache equals the
+// paper's formula with the prompt and the R−1 decoded-and-fed tokens.
+func TestModelBackendFootprint(t *testing.T) {
+	m, err := model.Load("../testdata/models/llama-gqa", model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	b := &ModelBackend{M: m, Chunk: 16}
+	prompt := make([]int, 70)
+	for i := range prompt {
+		prompt[i] = (i*37 + 11) % 500
+	}
+	full, err := b.Run("full", prompt, 6, func([]int) bool { return false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Footprint != 1 || full.Peak != 1 {
+		t.Errorf("full cache: footprint %v, peak %v, want 1 and 1", full.Footprint, full.Peak)
+	}
+	out, err := b.Run("streaming:sink=2,window=8", prompt, 6, func([]int) bool { return false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := footprint.Analytic(footprint.Params{Prompt: len(prompt), Response: len(out.IDs) - 1,
+		Chunk: 16, Sink: 2, Window: 8, HeadSparsity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(out.Footprint-want.Footprint) > 1e-12 || math.Abs(out.Peak-want.Peak) > 1e-12 {
+		t.Errorf("streaming: measured footprint %v peak %v, formula %v %v", out.Footprint, out.Peak, want.Footprint, want.Peak)
+	}
+	if out.PeakBytes <= 0 || out.PeakBytes >= full.PeakBytes {
+		t.Errorf("peak bytes: streaming %d, full %d", out.PeakBytes, full.PeakBytes)
 	}
 }

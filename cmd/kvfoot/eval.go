@@ -120,10 +120,10 @@ func runEval(args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "method\ttask\tcategory\tlength\tscore\tsamples\n")
+	fmt.Fprintf(tw, "method\ttask\tcategory\tlength\tscore\tKV footprint\tKV peak\tsamples\n")
 	for _, mr := range rep.Methods {
 		for _, r := range mr.Results {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f\t%d\n", mr.Name, r.Task, r.Category, r.Length, r.Score, r.Samples)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f\t%.3f\t%.3f\t%d\n", mr.Name, r.Task, r.Category, r.Length, r.Score, r.Footprint, r.Peak, r.Samples)
 		}
 	}
 	return tw.Flush()
