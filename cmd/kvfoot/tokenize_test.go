@@ -79,7 +79,9 @@ func TestTokenizeCommands(t *testing.T) {
 			t.Errorf("detokenize %v: %q (%v), want %q", r.IDs, text, err, r.Decoded)
 		}
 	}
-	if _, err := capture(t, func() error { return runTokenize([]string{"--tokenizer", filepath.Join(dir, "none.json"), "--text", "x"}) }); err == nil {
+	if _, err := capture(t, func() error {
+		return runTokenize([]string{"--tokenizer", filepath.Join(dir, "none.json"), "--text", "x"})
+	}); err == nil {
 		t.Error("a missing tokenizer file was accepted")
 	}
 	if _, err := capture(t, func() error { return runDetokenize([]string{"--tokenizer", dir, "--ids", "1,x"}) }); err == nil {
