@@ -15,8 +15,8 @@ import (
 // memory stays O(rows x tile) whatever the context. Units run on Threads() goroutines.
 //
 // The probabilities a policy asks for (ScoreRequest) need each asked query's whole
-// normalised row; they are computed afterwards, per query head, the way attendHead
-// does it, with the scores again by GEMM.
+// normalised row; they are computed afterwards, per query head, with the scores again
+// by GEMM.
 
 const (
 	attnRows = 192 // query rows (group heads x queries) per unit: a multiple of the 12-row micro-tile
@@ -162,7 +162,7 @@ func (c *Cache) attendBlock(w *attnWork, q, out []float32, n, g, i0, i1 int) {
 
 // scoreHead accumulates into c.acc[qh] the probabilities of the queries its KV head's
 // request asks for: each asked query's softmax over all it sees (or, Local, over the
-// chunk's keys it sees), as attendHead computes them.
+// chunk's keys it sees).
 func (c *Cache) scoreHead(w *attnWork, q []float32, n, qh int) {
 	s := c.shape
 	d := s.HeadDim
@@ -198,6 +198,199 @@ func (c *Cache) scoreHead(w *attnWork, q []float32, n, qh int) {
 			for j, p := range visible {
 				acc[j] += p
 			}
+		}
+	}
+}
+
+// The decode kernel (n = 1 query per head): memory bound, so each KV head's keys and
+// values are streamed once for all the query heads of its group. The keys go in tiles
+// of about 32 KiB: the scores of every group head against a tile (tensor.DotRows) while
+// it is in L1, then after the softmax's max and exp the values in the same tiles
+// (tensor.AxpyRows); bf16 heads are widened a tile at a time into a buffer that
+// stays in L1 (rowStore), quantized ones come whole from their view. Nothing is normalised until the end, so the work splits over
+// goroutines by key ranges (the concatenation of all KV heads' keys cut into equal
+// parts, balanced whatever the heads' lengths): each range of a KV head yields its
+// group's partial max, sum and un-normalised output, merged afterwards the way
+// flash-decoding does. Short contexts stay on one goroutine (decodePar).
+
+const decodeTile = 8192 // floats of keys (or values) per tile: 32 KiB
+
+// decodePar is the keys x head dims each goroutine must have to be worth starting
+// (a variable so that tests can split small contexts).
+var decodePar = 65536
+
+// decodeScratch is the decode kernel's scratch, reused across steps.
+type decodeScratch struct {
+	q      []float32   // [Heads, d]: the queries, pre-scaled by 1/√d
+	o      []float32   // [piece, group, d]: un-normalised partial outputs
+	m, l   []float32   // [piece, group]: partial max and sum of exp
+	lo, hi []int       // [piece]: the piece's keys within its KV head (lo = hi: none)
+	off    []int       // [KVHeads+1]: offsets of the KV heads' keys in their concatenation
+	keys   int         // all KV heads' keys
+	t      int         // goroutines; piece g*t+i is goroutine i's part of KV head g
+	buf    [][]float32 // per goroutine: a tile converted to float32 (rowStore heads)
+}
+
+// decodeTileRows is the keys per tile at head dim d: a multiple of 4 (the DotRows block).
+func decodeTileRows(d int) int { return max(4, decodeTile/d&^3) }
+
+// attendDecode writes the attention of the forward's single query of every query head
+// into out, and the asked probabilities into c.acc.
+func (c *Cache) attendDecode(q, out []float32) {
+	s := c.shape
+	d, group := s.HeadDim, s.Heads/s.KVHeads
+	dc := &c.dec
+	scale := float32(1 / math.Sqrt(float64(d)))
+	qs := growN(&dc.q, s.Heads*d)
+	for i, v := range q[:s.Heads*d] {
+		qs[i] = v * scale
+	}
+	off := growN(&dc.off, s.KVHeads+1)
+	keys := 0
+	for g := range s.KVHeads {
+		off[g] = keys
+		n := c.fwd[g].Past + 1
+		keys += n
+		for qh := g * group; qh < (g+1)*group; qh++ {
+			grow(&c.scr[qh], n)
+		}
+	}
+	off[s.KVHeads] = keys
+	t := max(1, min(tensor.Threads(), keys*d/decodePar))
+	dc.keys, dc.t = keys, t
+	pieces := s.KVHeads * t
+	growN(&dc.lo, pieces)
+	growN(&dc.hi, pieces)
+	grow(&dc.m, pieces*group)
+	grow(&dc.l, pieces*group)
+	grow(&dc.o, pieces*group*d)
+	growN(&dc.buf, t)
+	for i := range dc.buf {
+		grow(&dc.buf[i], decodeTileRows(d)*d)
+	}
+	if t == 1 {
+		c.decodeRange(0) // no closure: decoding allocates nothing
+	} else {
+		tensor.Parallel(t, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				c.decodeRange(i)
+			}
+		})
+	}
+	for qh := range s.Heads {
+		c.decodeMerge(qh, out[qh*d:(qh+1)*d])
+	}
+}
+
+// decodeRange is goroutine i's part: keys [i·keys/t, (i+1)·keys/t) of the concatenation.
+func (c *Cache) decodeRange(i int) {
+	dc := &c.dec
+	a0, a1 := i*dc.keys/dc.t, (i+1)*dc.keys/dc.t
+	for g := range c.shape.KVHeads {
+		p := g*dc.t + i
+		lo, hi := max(a0, dc.off[g]), min(a1, dc.off[g+1])
+		if lo >= hi {
+			dc.lo[p], dc.hi[p] = 0, 0
+			continue
+		}
+		dc.lo[p], dc.hi[p] = lo-dc.off[g], hi-dc.off[g]
+		c.decodePiece(g, p)
+	}
+}
+
+// decodePiece computes piece p, keys [lo, hi) of KV head g, for every head of its group:
+// the scores into c.scr, their max, exp(score − max) in place, its sum, and Σ exp·value.
+func (c *Cache) decodePiece(g, p int) {
+	s, dc := c.shape, &c.dec
+	d, group := s.HeadDim, s.Heads/s.KVHeads
+	rs, buf := c.rows[g], dc.buf[p%dc.t]
+	j0, j1 := dc.lo[p], dc.hi[p]
+	tile := decodeTileRows(d)
+	for a := j0; a < j1; a += tile {
+		b := min(a+tile, j1)
+		var K []float32
+		if rs != nil {
+			K = buf[:(b-a)*d]
+			rs.keyRows(K, a, b)
+		} else {
+			K = c.kview[g][a*d : b*d]
+		}
+		for qh := g * group; qh < (g+1)*group; qh++ {
+			tensor.DotRows(c.scr[qh][a:b], K, dc.q[qh*d:(qh+1)*d])
+		}
+	}
+	for h := range group {
+		row := c.scr[g*group+h][j0:j1]
+		r := p*group + h
+		dc.m[r] = tensor.Max(row)
+		dc.l[r] = tensor.ExpSum(row, dc.m[r])
+		clear(dc.o[r*d : (r+1)*d])
+	}
+	for a := j0; a < j1; a += tile {
+		b := min(a+tile, j1)
+		var V []float32
+		if rs != nil {
+			V = buf[:(b-a)*d]
+			rs.valueRows(V, a, b)
+		} else {
+			V = c.vview[g][a*d : b*d]
+		}
+		for h := range group {
+			r := p*group + h
+			tensor.AxpyRows(dc.o[r*d:(r+1)*d], c.scr[g*group+h][a:b], V)
+		}
+	}
+}
+
+// decodeMerge combines query head qh's pieces into its output o and, if its KV head's
+// policy asks, its probabilities into c.acc[qh] (exp(score − M)/L; Local: the softmax
+// over the chunk's keys, here the query's own key alone, so 1).
+func (c *Cache) decodeMerge(qh int, o []float32) {
+	s, dc := c.shape, &c.dec
+	d, group := s.HeadDim, s.Heads/s.KVHeads
+	g, h := qh/group, qh%group
+	M := float32(math.Inf(-1))
+	for i := range dc.t {
+		if p := g*dc.t + i; dc.lo[p] < dc.hi[p] {
+			M = max(M, dc.m[p*group+h])
+		}
+	}
+	var L float32
+	clear(o)
+	for i := range dc.t {
+		p := g*dc.t + i
+		if dc.lo[p] >= dc.hi[p] {
+			continue
+		}
+		r := p*group + h
+		f := float32(math.Exp(float64(dc.m[r] - M)))
+		L += f * dc.l[r]
+		tensor.Axpy(f, dc.o[r*d:(r+1)*d], o)
+	}
+	inv := 1 / L
+	for x := range o {
+		o[x] *= inv
+	}
+	req := c.req[g]
+	if req.none() {
+		return
+	}
+	past := c.fwd[g].Past
+	acc := grow(&c.acc[qh], past+1)
+	clear(acc)
+	if req.Local {
+		acc[past] = 1
+		return
+	}
+	sc := c.scr[qh]
+	for i := range dc.t {
+		p := g*dc.t + i
+		if dc.lo[p] >= dc.hi[p] {
+			continue
+		}
+		f := float32(math.Exp(float64(dc.m[p*group+h]-M))) * inv
+		for j := dc.lo[p]; j < dc.hi[p]; j++ {
+			acc[j] = sc[j] * f
 		}
 	}
 }

@@ -208,3 +208,92 @@ func BenchmarkChunkAttention(b *testing.B) {
 		}
 	}
 }
+
+// The decode kernel equals the straightforward computation up to float rounding, also
+// when split over goroutines into pieces that cut KV heads (decodePar lowered to 1):
+// GQA groups 1 to 8, head dims 5, 64, 128, contexts across the tile sizes, KV heads of
+// different lengths, every storage, every kind of score request.
+func TestDecodeAttentionMatchesReference(t *testing.T) {
+	defer tensor.SetThreads(tensor.Threads())
+	defer func(p int) { decodePar = p }(decodePar)
+	requests := []struct {
+		name string
+		req  func(f *Forward) ScoreRequest
+	}{
+		{"none", func(*Forward) ScoreRequest { return ScoreRequest{} }},
+		{"all", func(f *Forward) ScoreRequest { return ScoreRequest{From: 0, To: f.N} }},
+		{"local", func(f *Forward) ScoreRequest { return ScoreRequest{From: 0, To: f.N, Local: true} }},
+		{"odd", func(f *Forward) ScoreRequest { return ScoreRequest{From: 0, To: f.Head % 2} }},
+	}
+	rng := rand.New(rand.NewPCG(13, 14))
+	trial := 0
+	for _, group := range []int{1, 2, 3, 4, 8} {
+		for _, d := range []int{5, 64, 128} {
+			s := Shape{Layers: 1, Heads: 2 * group, KVHeads: 2, HeadDim: d}
+			if group == 3 {
+				s.Heads, s.KVHeads = 9, 3
+			}
+			for _, storage := range []string{"full", "full+bf16", "full+quant:bits=4,group=8,residual=8"} {
+				for _, past := range []int{0, 1, 3, 4, 63, 64, 65, 127, 128, 129, 700} {
+					for _, par := range []int{65536, 1} {
+						trial++
+						threads := 1 + trial%3
+						r := requests[trial%len(requests)]
+						name := fmt.Sprintf("%+v/%s/past=%d/threads=%d/par=%d/%s", s, storage, past, threads, par, r.name)
+						tensor.SetThreads(threads)
+						decodePar = par
+						c, err := New(s, storage)
+						if err != nil {
+							t.Fatal(err)
+						}
+						p := &probe{req: r.req, scores: make([][]float32, s.KVHeads)}
+						c.pol = p
+						pasts := make([]int, s.KVHeads)
+						for g := range pasts {
+							pasts[g] = past * (g + 1) / s.KVHeads
+							h := &c.heads[0][g]
+							h.st.appendRows(randRows(rng, pasts[g]*d), randRows(rng, pasts[g]*d), pasts[g], d)
+							for i := 0; i < pasts[g]; i++ {
+								h.pos = append(h.pos, int32(i))
+							}
+						}
+						c.pos, c.decoding = past, true
+						q := randRows(rng, s.Heads*d)
+						for i := range q {
+							q[i] *= 3 // peakier softmax than unit-variance queries give
+						}
+						k := randRows(rng, s.KVHeads*d)
+						v := randRows(rng, s.KVHeads*d)
+						got := make([]float32, len(q))
+						c.Attend(0, q, k, v, got, 1)
+						K, V := make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
+						reqs := make([]ScoreRequest, s.KVHeads)
+						for g := range K {
+							var kb, vb []float32
+							k, v := c.heads[0][g].st.view(&kb, &vb)
+							K[g], V[g] = append([]float32(nil), k...), append([]float32(nil), v...)
+							reqs[g] = r.req(&Forward{Head: g, Past: pasts[g], N: 1})
+							reqs[g].From, reqs[g].To = max(reqs[g].From, 0), min(reqs[g].To, 1)
+						}
+						want, wantScores := refAttention(s, q, 1, K, V, pasts, reqs)
+						for i := range want {
+							if !close32(got[i], want[i], 1e-5) {
+								t.Fatalf("%s: out[%d] = %v, reference %v", name, i, got[i], want[i])
+							}
+						}
+						for g := range wantScores {
+							if len(p.scores[g]) != len(wantScores[g]) {
+								t.Fatalf("%s: KV head %d: %d scores, reference %d", name, g, len(p.scores[g]), len(wantScores[g]))
+							}
+							for j := range wantScores[g] {
+								if !close32(p.scores[g][j], wantScores[g][j], 1e-5) {
+									t.Fatalf("%s: KV head %d: score[%d] = %v, reference %v", name, g, j, p.scores[g][j], wantScores[g][j])
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}

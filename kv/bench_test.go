@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tensor"
 )
 
 // fill stands in for pre-filling ctx tokens in one chunk: it appends random keys and
@@ -103,6 +104,52 @@ func BenchmarkDecode(b *testing.B) {
 				c = nil
 				runtime.GC()
 			})
+		}
+	}
+}
+
+// BenchmarkDecodeAttention: the attention of one decode step over all layers (no model),
+// the built-in model's shape (8 layers, 8 heads, 4 KV heads, head_dim 64) and
+// SmolLM2-135M's (30 layers, 9 heads, 3 KV heads), float32 and bf16 storage. GB/s
+// counts the cache's stored bytes, which a bandwidth-bound step reads once.
+//
+//	go test ./kv -run '^$' -bench DecodeAttention -benchtime 20x
+func BenchmarkDecodeAttention(b *testing.B) {
+	defer tensor.SetThreads(tensor.Threads())
+	for _, sh := range []struct {
+		name string
+		s    Shape
+	}{
+		{"builtin", Shape{Layers: 8, Heads: 8, KVHeads: 4, HeadDim: 64}},
+		{"smollm2", Shape{Layers: 30, Heads: 9, KVHeads: 3, HeadDim: 64}},
+	} {
+		for _, spec := range []string{"full", "full+bf16"} {
+			for _, ctx := range []int{512, 4096} {
+				for _, t := range []int{1, 2} {
+					b.Run(fmt.Sprintf("%s/%s/ctx=%d/threads=%d", sh.name, spec, ctx, t), func(b *testing.B) {
+						tensor.SetThreads(t)
+						c, err := New(sh.s, spec)
+						if err != nil {
+							b.Fatal(err)
+						}
+						fill(c, ctx, 1)
+						rng := rand.New(rand.NewPCG(2, 2))
+						d := sh.s.HeadDim
+						q := randRows(rng, sh.s.Heads*d)
+						k, v := randRows(rng, sh.s.KVHeads*d), randRows(rng, sh.s.KVHeads*d)
+						out := make([]float32, len(q))
+						var bytes int64
+						for b.Loop() {
+							for l := 0; l < sh.s.Layers; l++ {
+								c.Attend(l, q, k, v, out, 1)
+							}
+							c.Commit(1)
+							bytes += c.Bytes()
+						}
+						b.ReportMetric(float64(bytes)/b.Elapsed().Seconds()/1e9, "GB/s")
+					})
+				}
+			}
 		}
 	}
 }

@@ -7,12 +7,7 @@
 // next position is the number of tokens fed (Pos), not the cache length.
 package kv
 
-import (
-	"fmt"
-	"math"
-
-	"github.com/kvfoot/kvfoot/tensor"
-)
+import "fmt"
 
 // Shape is the attention geometry of a model.
 type Shape struct {
@@ -68,9 +63,11 @@ type Cache struct {
 	req          []ScoreRequest
 	kbuf, vbuf   [][]float32 // per KV head: dequantized views
 	kview, vview [][]float32
-	scr, tmp     [][]float32 // per query head: logits and local probabilities
-	acc          [][]float32 // per query head: accumulated probabilities
-	ws           []attnWork  // per goroutine of the chunk kernel
+	rows         []rowStore    // per KV head: set (and no views) when decode converts tiles
+	scr          [][]float32   // per query head: decode scores
+	acc          [][]float32   // per query head: accumulated probabilities
+	ws           []attnWork    // per goroutine of the chunk kernel
+	dec          decodeScratch // the decode kernel's
 }
 
 // forward is what the cache decided about the forward in progress at layer 0.
@@ -118,7 +115,8 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 	c.req = make([]ScoreRequest, s.KVHeads)
 	c.kbuf, c.vbuf = make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
 	c.kview, c.vview = make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
-	c.scr, c.tmp, c.acc = make([][]float32, s.Heads), make([][]float32, s.Heads), make([][]float32, s.Heads)
+	c.rows = make([]rowStore, s.KVHeads)
+	c.scr, c.acc = make([][]float32, s.Heads), make([][]float32, s.Heads)
 	return c, nil
 }
 
@@ -198,7 +196,12 @@ func (c *Cache) Attend(layer int, q, k, v, out []float32, n int) {
 			Prefill: c.fw.prefill, Final: c.fw.final, buf: f.buf, order: f.order, pool: f.pool, Scores: f.Scores}
 		c.req[g] = c.pol.Scores(f)
 		c.req[g].From, c.req[g].To = max(c.req[g].From, 0), min(c.req[g].To, n)
-		c.kview[g], c.vview[g] = h.st.view(&c.kbuf[g], &c.vbuf[g])
+		c.rows[g] = nil
+		if rs, ok := h.st.(rowStore); ok && n == 1 {
+			c.rows[g], c.kview[g], c.vview[g] = rs, nil, nil // decode converts tiles itself
+		} else {
+			c.kview[g], c.vview[g] = h.st.view(&c.kbuf[g], &c.vbuf[g])
+		}
 	}
 	c.peak = max(c.peak, c.bytes)
 	c.attend(q, out, n)
@@ -237,67 +240,14 @@ func (c *Cache) Attend(layer int, q, k, v, out []float32, n int) {
 	}
 }
 
-// attend computes every query head's attention: a chunk by the tiled kernel
-// (attention.go), a decode step (memory bound) query head by query head in parallel.
+// attend computes every query head's attention: a chunk by the tiled kernel, a decode
+// step (memory bound) by the streaming one (attention.go).
 func (c *Cache) attend(q, out []float32, n int) {
 	if n > 1 {
 		c.attendChunk(q, out, n)
 		return
 	}
-	if tensor.Threads() == 1 {
-		c.attendHeads(q, out, n, 0, c.shape.Heads) // no closure: decoding allocates nothing
-		return
-	}
-	tensor.Parallel(c.shape.Heads, func(lo, hi int) { c.attendHeads(q, out, n, lo, hi) })
-}
-
-func (c *Cache) attendHeads(q, out []float32, n, lo, hi int) {
-	group := c.shape.Heads / c.shape.KVHeads
-	for qh := lo; qh < hi; qh++ {
-		g := qh / group
-		c.attendHead(qh, q, out, n, c.kview[g], c.vview[g], c.fwd[g].Past, c.req[g])
-	}
-}
-
-// attendHead is exact softmax attention of query head qh for the n queries of the
-// forward (a decode step: n = 1): query i sees entries 0 … past+i of its KV head.
-func (c *Cache) attendHead(qh int, q, out []float32, n int, K, V []float32, past int, req ScoreRequest) {
-	s := c.shape
-	d := s.HeadDim
-	scale := float32(1 / math.Sqrt(float64(d)))
-	sc := grow(&c.scr[qh], past+n)
-	var acc []float32
-	if !req.none() {
-		acc = grow(&c.acc[qh], past+n)
-		clear(acc)
-	}
-	for i := 0; i < n; i++ {
-		visible := sc[:past+i+1]
-		qi := q[(i*s.Heads+qh)*d : (i*s.Heads+qh+1)*d]
-		for j := range visible {
-			visible[j] = tensor.Dot(qi, K[j*d:(j+1)*d]) * scale
-		}
-		asked := i >= req.From && i < req.To
-		if asked && req.Local {
-			t := grow(&c.tmp[qh], i+1)
-			copy(t, visible[past:])
-			tensor.Softmax(t)
-			for j, p := range t {
-				acc[past+j] += p
-			}
-		}
-		tensor.Softmax(visible)
-		if asked && !req.Local {
-			for j, p := range visible {
-				acc[j] += p
-			}
-		}
-		o := out[(i*s.Heads+qh)*d : (i*s.Heads+qh+1)*d]
-		clear(o)
-		for j, p := range visible {
-			tensor.Axpy(p, V[j*d:(j+1)*d], o)
-		}
-	}
+	c.attendDecode(q, out)
 }
 
 // Commit ends the forward of n tokens: Pos advances by n, or by the chunk alone when

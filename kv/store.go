@@ -18,6 +18,14 @@ type store interface {
 	bytes() int64
 }
 
+// rowStore is a store that converts rows [j0, j1) of keys or values to float32 into
+// dst on demand: decode reads it tile by tile, each stored byte once, instead of
+// converting all rows (view) at every step.
+type rowStore interface {
+	keyRows(dst []float32, j0, j1 int)
+	valueRows(dst []float32, j0, j1 int)
+}
+
 // f32Store keeps rows in float32, contiguous, so attention reads them in place.
 type f32Store struct {
 	d    int
@@ -61,13 +69,14 @@ func (s *bf16Store) appendRows(k, v []float32, n, stride int) {
 
 func (s *bf16Store) view(kbuf, vbuf *[]float32) ([]float32, []float32) {
 	k, v := grow(kbuf, len(s.k)), grow(vbuf, len(s.v))
-	for i, b := range s.k {
-		k[i] = tensor.BF16ToFloat(b)
-	}
-	for i, b := range s.v {
-		v[i] = tensor.BF16ToFloat(b)
-	}
+	tensor.BF16ToFloats(k, s.k)
+	tensor.BF16ToFloats(v, s.v)
 	return k, v
+}
+
+func (s *bf16Store) keyRows(dst []float32, j0, j1 int) { tensor.BF16ToFloats(dst, s.k[j0*s.d:j1*s.d]) }
+func (s *bf16Store) valueRows(dst []float32, j0, j1 int) {
+	tensor.BF16ToFloats(dst, s.v[j0*s.d:j1*s.d])
 }
 
 func (s *bf16Store) keep(idx []int) {
@@ -94,6 +103,15 @@ func keepRows[T any](x []T, idx []int, d int) []T {
 func grow(buf *[]float32, n int) []float32 {
 	if cap(*buf) < n {
 		*buf = make([]float32, n, n+n/4)
+	}
+	*buf = (*buf)[:n]
+	return *buf
+}
+
+// growN is grow for any element type.
+func growN[T any](buf *[]T, n int) []T {
+	if cap(*buf) < n {
+		*buf = make([]T, n, n+n/4)
 	}
 	*buf = (*buf)[:n]
 	return *buf

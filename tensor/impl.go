@@ -24,6 +24,10 @@ type impl struct {
 	expSum func(x []float32, mx float32) float32
 	// sum returns Σ a[i]; only the read-bandwidth benchmark uses it.
 	sum func(a []float32) float32
+	// axpyRows sets y[c] += Σ_j alpha[j]·x[j*len(y)+c] for c < len(y), j < len(alpha).
+	axpyRows func(y, alpha, x []float32)
+	// bf16ToF32 sets dst[i] = BF16ToFloat(src[i]) for i < len(src).
+	bf16ToF32 func(dst []float32, src []uint16)
 }
 
 // impls lists the kernel sets this CPU can run, fastest first; active is impls[0].
@@ -35,6 +39,14 @@ var (
 var goImpl = &impl{
 	name: "go", mr: 4, nr: 8, kernel: kernelGo,
 	dot: dotGo, axpy: axpyGo, matvec: matvecGo, matvecBF16: matvecBF16Go, expSum: expSumGo, sum: sumGo,
+	axpyRows: axpyRowsGo, bf16ToF32: bf16ToF32Go,
+}
+
+func bf16ToF32Go(dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	for i, b := range src {
+		dst[i] = BF16ToFloat(b)
+	}
 }
 
 func dotGo(a, b []float32) float32 {
@@ -57,6 +69,14 @@ func axpyGo(alpha float32, x, y []float32) {
 	y = y[:len(x)]
 	for i, v := range x {
 		y[i] += alpha * v
+	}
+}
+
+func axpyRowsGo(y, alpha, x []float32) {
+	k := len(y)
+	x = x[:len(alpha)*k]
+	for j, a := range alpha {
+		axpyGo(a, x[j*k:(j+1)*k], y)
 	}
 }
 

@@ -52,6 +52,18 @@ func matvecF32AVX2(w unsafe.Pointer, ldw int, x, y *float32, rows, k int)
 func matvecBF16AVX2(w unsafe.Pointer, ldw int, x, y *float32, rows, k int)
 
 //go:noescape
+func axpyRowsAVX512(alpha *float32, n int, x *float32, ldx int, y *float32, k int)
+
+//go:noescape
+func axpyRowsAVX2(alpha *float32, n int, x *float32, ldx int, y *float32, k int)
+
+//go:noescape
+func bf16ToF32AVX512(dst *float32, src *uint16, n int)
+
+//go:noescape
+func bf16ToF32AVX2(dst *float32, src *uint16, n int)
+
+//go:noescape
 func expSumAVX2(x *float32, n int, mx float32) float32
 
 // asmSet holds one width's assembly entry points.
@@ -62,6 +74,8 @@ type asmSet struct {
 	axpy       func(alpha float32, x, y *float32, n int)
 	matvec     func(w unsafe.Pointer, ldw int, x, y *float32, rows, k int)
 	matvecBF16 func(w unsafe.Pointer, ldw int, x, y *float32, rows, k int)
+	axpyRows   func(alpha *float32, n int, x *float32, ldx int, y *float32, k int) // rows_amd64.s
+	bf16ToF32  func(dst *float32, src *uint16, n int)                              // rows_amd64.s
 }
 
 func platformImpls() []*impl {
@@ -69,11 +83,11 @@ func platformImpls() []*impl {
 	// VPMOVZXWD on zmm (the bf16 widening) needs AVX512BW.
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW {
 		l = append(l, newAsmImpl("avx512", 12, 32, gemmAVX512, &asmSet{
-			16, dotAVX512, sumAVX512, axpyAVX512, matvecF32AVX512, matvecBF16AVX512}))
+			16, dotAVX512, sumAVX512, axpyAVX512, matvecF32AVX512, matvecBF16AVX512, axpyRowsAVX512, bf16ToF32AVX512}))
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		l = append(l, newAsmImpl("avx2", 6, 16, gemmAVX2, &asmSet{
-			8, dotAVX2, sumAVX2, axpyAVX2, matvecF32AVX2, matvecBF16AVX2}))
+			8, dotAVX2, sumAVX2, axpyAVX2, matvecF32AVX2, matvecBF16AVX2, axpyRowsAVX2, bf16ToF32AVX2}))
 	}
 	return append(l, goImpl)
 }
@@ -83,6 +97,7 @@ func newAsmImpl(name string, mr, nr int, kernel func(int, *float32, *float32, *f
 		name: name, mr: mr, nr: nr, kernel: kernel,
 		dot: s.dotSlices, axpy: s.axpySlices, matvec: s.matvecSlices,
 		matvecBF16: s.matvecBF16Slices, expSum: expSumSlices, sum: s.sumSlices,
+		axpyRows: s.axpyRowsSlices, bf16ToF32: s.bf16ToF32Slices,
 	}
 }
 
@@ -130,6 +145,32 @@ func (s *asmSet) axpySlices(alpha float32, x, y []float32) {
 	for i := v; i < len(x); i++ {
 		y[i] += alpha * x[i]
 	}
+}
+
+func (s *asmSet) axpyRowsSlices(y, alpha, x []float32) {
+	k, n := len(y), len(alpha)
+	if n == 0 {
+		return
+	}
+	x = x[:n*k]
+	kv := k &^ (s.lanes - 1)
+	if kv > 0 {
+		s.axpyRows(&alpha[0], n, &x[0], k, &y[0], kv)
+	}
+	if kv < k {
+		for j, a := range alpha {
+			axpyGo(a, x[j*k+kv:(j+1)*k], y[kv:])
+		}
+	}
+}
+
+func (s *asmSet) bf16ToF32Slices(dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	v := len(src) &^ (s.lanes - 1)
+	if v > 0 {
+		s.bf16ToF32(&dst[0], &src[0], v)
+	}
+	bf16ToF32Go(dst[v:], src[v:])
 }
 
 func (s *asmSet) matvecSlices(dst, w []float32, k int, x []float32) {

@@ -44,3 +44,32 @@ func checkStrided(name string, dst []float32, ldc int, a []float32, lda int, b [
 			name, m, n, k, lda, ldb, ldc, len(a), len(b), len(dst)))
 	}
 }
+
+// DotRows sets dst[j] = Σ_c x[j*len(y)+c]·y[c] for j < len(dst): the dot products of
+// y with len(dst) contiguous rows of x (decode attention: one query's scores against a
+// block of keys).
+func DotRows(dst, x, y []float32) {
+	if len(x) < len(dst)*len(y) {
+		panic(fmt.Sprintf("tensor.DotRows: %d rows of %d: have len(x)=%d", len(dst), len(y), len(x)))
+	}
+	if len(dst) == 0 {
+		return
+	}
+	if len(y) == 0 {
+		clear(dst)
+		return
+	}
+	active.matvec(dst, x, len(y), y)
+}
+
+// AxpyRows sets dst[c] += Σ_j alpha[j]·x[j*len(dst)+c] for c < len(dst): the rows of x
+// weighted by alpha, added to dst (decode attention: probabilities · values).
+func AxpyRows(dst, alpha, x []float32) {
+	if len(x) < len(alpha)*len(dst) {
+		panic(fmt.Sprintf("tensor.AxpyRows: %d rows of %d: have len(x)=%d", len(alpha), len(dst), len(x)))
+	}
+	if len(dst) == 0 {
+		return
+	}
+	active.axpyRows(dst, alpha, x)
+}

@@ -115,15 +115,38 @@ func Softmax(x []float32) {
 }
 
 // SiLUMul computes gate[i] = silu(gate[i]) · up[i], the SwiGLU activation.
+//
+// silu(g) = g·σ(g) with σ from e = exp(-|g|) ≤ 1 (the vectorised exp of the active
+// kernel set, in blocks on the stack): σ(g) = 1/(1+e) for g ≥ 0, e/(1+e) below, so
+// nothing overflows whatever g.
 func SiLUMul(gate, up []float32) {
 	up = up[:len(gate)]
-	for i, g := range gate {
-		gate[i] = g / (1 + float32(math.Exp(float64(-g)))) * up[i]
+	var e [256]float32
+	for b := 0; b < len(gate); b += len(e) {
+		g := gate[b:min(b+len(e), len(gate))]
+		u := up[b : b+len(g)]
+		t := e[:len(g)]
+		for i, v := range g {
+			t[i] = -abs32(v)
+		}
+		active.expSum(t, 0)
+		for i, v := range g {
+			num := t[i]
+			if v >= 0 {
+				num = 1
+			}
+			g[i] = v * num / (1 + t[i]) * u[i]
+		}
 	}
 }
 
+func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
+
 // BF16ToFloat widens one bf16 value.
 func BF16ToFloat(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
+
+// BF16ToFloats widens src into dst[:len(src)].
+func BF16ToFloats(dst []float32, src []uint16) { active.bf16ToF32(dst, src) }
 
 // FloatToBF16 rounds to the nearest bf16, ties to even; NaN stays NaN.
 func FloatToBF16(f float32) uint16 {
