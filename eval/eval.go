@@ -41,10 +41,20 @@ type Config struct {
 	Gen     tasks.Options // corpus and tokenizer; Queries is ignored
 	// BOS, if ≥ 0, is prepended to every prompt (on top of its Length tokens).
 	BOS int
+	// Data, when set, replaces the generated tasks: loaded datasets (HELMET JSONL),
+	// whose prompts are cut at the end of their context to fit the model's context
+	// minus the generation budget, as HELMET does. Tasks and Lengths are then unused.
+	Data []Dataset
 	// Results is the JSONL file of per-sample results ("" for none); samples already
 	// in it are not run again.
 	Results  string
 	Progress io.Writer
+}
+
+// Dataset is a named list of loaded instances.
+type Dataset struct {
+	Name      string
+	Instances []*tasks.Instance
 }
 
 // Sample is one line of the results file. Later issues add fields (footprint, peak)
@@ -101,6 +111,12 @@ type Result struct {
 
 // Check validates a configuration against the model before anything runs.
 func Check(cfg *Config, contextLen int) error {
+	if len(cfg.Data) > 0 {
+		if len(cfg.Methods) == 0 || cfg.Samples < 1 {
+			return fmt.Errorf("eval needs at least one method and sample")
+		}
+		return nil
+	}
 	if len(cfg.Methods) == 0 || len(cfg.Tasks) == 0 || len(cfg.Lengths) == 0 || cfg.Samples < 1 {
 		return fmt.Errorf("eval needs at least one method, task, length and sample")
 	}
@@ -125,8 +141,38 @@ func Check(cfg *Config, contextLen int) error {
 	return nil
 }
 
-// Run evaluates every (method, task, length, sample), skipping samples already in
-// the results file, and returns the report over all of them.
+// cell is one (task, length) of the report, or one loaded dataset.
+type cell struct {
+	task, category string
+	length         int
+	samples        int
+	instance       func(i int) (*tasks.Instance, error)
+	truncate       bool // loaded data: cut the context to fit
+}
+
+func (cfg *Config) cells(context int) []cell {
+	var cs []cell
+	for _, ds := range cfg.Data {
+		ins := ds.Instances
+		cs = append(cs, cell{task: ds.Name, category: ins[0].Category, length: context,
+			samples: min(cfg.Samples, len(ins)), truncate: true,
+			instance: func(i int) (*tasks.Instance, error) { return ins[i], nil }})
+	}
+	if len(cfg.Data) > 0 {
+		return cs
+	}
+	for _, task := range cfg.Tasks {
+		for _, length := range cfg.Lengths {
+			cs = append(cs, cell{task: task, category: tasks.Category(task), length: length, samples: cfg.Samples,
+				instance: func(i int) (*tasks.Instance, error) { return tasks.Generate(task, length, i, cfg.Seed, cfg.Gen) }})
+		}
+	}
+	return cs
+}
+
+// Run evaluates every (method, task, length, sample), or every method on the loaded
+// datasets, skipping samples already in the results file, and returns the report over
+// all of them.
 func Run(cfg Config, b Backend) (*Report, error) {
 	if err := Check(&cfg, b.Context()); err != nil {
 		return nil, err
@@ -137,62 +183,74 @@ func Run(cfg Config, b Backend) (*Report, error) {
 	}
 	defer store.Close()
 	tok := cfg.Gen.Tokenizer
-	total := len(cfg.Methods) * len(cfg.Tasks) * len(cfg.Lengths) * cfg.Samples
+	cells := cfg.cells(b.Context())
+	total := 0
+	for _, c := range cells {
+		total += len(cfg.Methods) * c.samples
+	}
 	done := 0
 	rep := &Report{Model: cfg.Model}
 	for _, method := range cfg.Methods {
 		mr := MethodReport{Name: method, Results: []Result{}}
-		for _, task := range cfg.Tasks {
-			for _, length := range cfg.Lengths {
-				res := Result{Task: task, Category: tasks.Category(task), Length: length}
-				sum := 0.0
-				var fp meanOf
-				var peak meanOf
-				for i := range cfg.Samples {
-					done++
-					in, err := tasks.Generate(task, length, i, cfg.Seed, cfg.Gen)
-					if err != nil {
-						return nil, err
-					}
-					s := &Sample{Model: cfg.Model, Method: method, Task: task, Category: in.Category,
-						Length: length, Index: i, Seed: in.Seed, Metric: in.Metric}
-					if old, ok := store.done[s.key()]; ok {
-						sum += old.Score
-						res.Samples++
-						fp.add(old.Footprint)
-						peak.add(old.Peak)
-						continue
-					}
-					prompt := tok.Encode(in.Prompt)
-					if cfg.BOS >= 0 {
-						prompt = append([]int{cfg.BOS}, prompt...)
-					}
-					stop := func(out []int) bool { return containsStop(tok.Decode(out), in.Stop) }
-					out, err := b.Run(method, prompt, in.MaxNew, stop)
-					if err != nil {
-						return nil, fmt.Errorf("%s, %s, length %d, sample %d: %w", method, task, length, i, err)
-					}
-					text := cutStop(tok.Decode(out.IDs), in.Stop)
-					s.Score = 100 * in.Score(text)
-					s.InputLen, s.OutputLen, s.Output, s.Answers = len(prompt), len(out.IDs), text, in.Answers
-					s.Prefill, s.Decode = out.Prefill.Seconds(), out.Decode.Seconds()
-					s.Footprint, s.Peak, s.PeakBytes = out.Footprint, out.Peak, out.PeakBytes
-					if err := store.add(s); err != nil {
-						return nil, err
-					}
-					sum += s.Score
-					res.Samples++
-					fp.add(s.Footprint)
-					peak.add(s.Peak)
-					if cfg.Progress != nil {
-						fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: score %.0f, %d+%d tokens, KV footprint %.3f, prefill %.1fs, decode %.1fs\n",
-							done, total, method, task, length, i, s.Score, s.InputLen, s.OutputLen, s.Footprint, s.Prefill, s.Decode)
-					}
+		for _, c := range cells {
+			res := Result{Task: c.task, Category: c.category, Length: c.length}
+			sum := 0.0
+			var fp, peak meanOf
+			for i := range c.samples {
+				done++
+				in, err := c.instance(i)
+				if err != nil {
+					return nil, err
 				}
-				res.Score = sum / float64(res.Samples)
-				res.Footprint, res.Peak = fp.mean(), peak.mean()
-				mr.Results = append(mr.Results, res)
+				s := &Sample{Model: cfg.Model, Method: method, Task: c.task, Category: in.Category,
+					Length: c.length, Index: i, Seed: in.Seed, Metric: in.Metric}
+				if old, ok := store.done[s.key()]; ok {
+					sum += old.Score
+					res.Samples++
+					fp.add(old.Footprint)
+					peak.add(old.Peak)
+					continue
+				}
+				var prompt []int
+				if c.truncate {
+					max := c.length - in.MaxNew
+					if cfg.BOS >= 0 {
+						max--
+					}
+					if prompt, err = in.Truncate(tok, max); err != nil {
+						return nil, fmt.Errorf("%s, sample %d: %w", c.task, i, err)
+					}
+				} else {
+					prompt = tok.Encode(in.Prompt)
+				}
+				if cfg.BOS >= 0 {
+					prompt = append([]int{cfg.BOS}, prompt...)
+				}
+				stop := func(out []int) bool { return containsStop(tok.Decode(out), in.Stop) }
+				out, err := b.Run(method, prompt, in.MaxNew, stop)
+				if err != nil {
+					return nil, fmt.Errorf("%s, %s, length %d, sample %d: %w", method, c.task, c.length, i, err)
+				}
+				text := cutStop(tok.Decode(out.IDs), in.Stop)
+				s.Score = 100 * in.Score(text)
+				s.InputLen, s.OutputLen, s.Output, s.Answers = len(prompt), len(out.IDs), text, in.Answers
+				s.Prefill, s.Decode = out.Prefill.Seconds(), out.Decode.Seconds()
+				s.Footprint, s.Peak, s.PeakBytes = out.Footprint, out.Peak, out.PeakBytes
+				if err := store.add(s); err != nil {
+					return nil, err
+				}
+				sum += s.Score
+				res.Samples++
+				fp.add(s.Footprint)
+				peak.add(s.Peak)
+				if cfg.Progress != nil {
+					fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: score %.0f, %d+%d tokens, KV footprint %.3f, prefill %.1fs, decode %.1fs\n",
+						done, total, method, c.task, c.length, i, s.Score, s.InputLen, s.OutputLen, s.Footprint, s.Prefill, s.Decode)
+				}
 			}
+			res.Score = sum / float64(res.Samples)
+			res.Footprint, res.Peak = fp.mean(), peak.mean()
+			mr.Results = append(mr.Results, res)
 		}
 		rep.Methods = append(rep.Methods, mr)
 	}

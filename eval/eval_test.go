@@ -164,3 +164,33 @@ func TestCheck(t *testing.T) {
 		t.Error("unwritable results file accepted")
 	}
 }
+
+// Loaded (HELMET) data is cut to the context minus the generation budget, scored, and
+// reported per dataset.
+func TestLoadedData(t *testing.T) {
+	ins, err := tasks.LoadHELMETFile("../tasks/testdata/helmet_ruler_mv.jsonl", "ruler_niah_mv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := len(ins[0].Prompt)
+	f := &fake{answers: map[string]string{}, ctx: full}
+	cfg := Config{Model: "fake", Methods: []string{"full"}, Samples: 5, BOS: -1,
+		Data: []Dataset{{Name: "ruler_niah_mv", Instances: ins}}, Gen: tasks.Options{Tokenizer: byteTok{}}}
+	// the budget of 50 new tokens forces a cut: the fake knows the cut prompt only
+	cut := *ins[0]
+	if _, err := cut.Truncate(byteTok{}, full-ins[0].MaxNew); err != nil {
+		t.Fatal(err)
+	}
+	f.answers[cut.Prompt] = " " + strings.Join(ins[0].Answers, " and ") + "\n"
+	rep, err := Run(cfg, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Methods[0].Results
+	if len(r) != 1 || r[0].Task != "ruler_niah_mv" || r[0].Samples != len(ins) || r[0].Length != full {
+		t.Fatalf("report %+v", r)
+	}
+	if want := 100 / float64(len(ins)); r[0].Score != want {
+		t.Errorf("score %v, want %v (only the first, cut prompt is answered)", r[0].Score, want)
+	}
+}

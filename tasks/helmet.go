@@ -68,7 +68,8 @@ func LoadHELMET(r io.Reader, dataset string) ([]*Instance, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
-		in := &Instance{Task: dataset, Category: "recall", Answers: golds, Stop: "\n"}
+		in := &Instance{Task: dataset, Category: "recall", Answers: golds, Stop: "\n", Seed: uint64(line)}
+		var head, tail string
 		if jsonKV {
 			if row.Question == "" {
 				return nil, fmt.Errorf("line %d: no \"question\" field", line)
@@ -84,7 +85,7 @@ func LoadHELMET(r io.Reader, dataset string) ([]*Instance, error) {
 				}
 				fmt.Fprintf(&demos, "Key: %s\nCorresponding value: %s\n\n", d[0], d[1])
 			}
-			in.Prompt = *row.Context + "\n\nExtract the value corresponding to the specified key in the JSON object below.\n\n" +
+			tail = "\n\nExtract the value corresponding to the specified key in the JSON object below.\n\n" +
 				demos.String() + "Key: " + row.Question + "\nCorresponding value:"
 		} else {
 			if row.Query == "" || row.TypeNeedleV == "" {
@@ -93,15 +94,19 @@ func LoadHELMET(r io.Reader, dataset string) ([]*Instance, error) {
 			in.Metric, in.MaxNew = RulerRecall, 50
 			v, q := row.TypeNeedleV, row.Query
 			if multi {
-				in.Prompt = fmt.Sprintf("Some special magic %s are hidden within the following text. Make sure to memorize it. "+
-					"I will quiz you about the %s afterwards.\n%s\nWhat are all the special magic %s for %s mentioned in the provided text?\n"+
-					"The special magic %s for %s mentioned in the provided text are", v, v, *row.Context, v, q, v, q)
+				head = fmt.Sprintf("Some special magic %s are hidden within the following text. Make sure to memorize it. "+
+					"I will quiz you about the %s afterwards.\n", v, v)
+				tail = fmt.Sprintf("\nWhat are all the special magic %s for %s mentioned in the provided text?\n"+
+					"The special magic %s for %s mentioned in the provided text are", v, q, v, q)
 			} else {
-				in.Prompt = fmt.Sprintf("A special magic %s is hidden within the following text. Make sure to memorize it. "+
-					"I will quiz you about the %s afterwards.\n%s\nWhat is the special magic %s for %s mentioned in the provided text?\n"+
-					"The special magic %s for %s mentioned in the provided text is", v, v, *row.Context, v, q, v, q)
+				head = fmt.Sprintf("A special magic %s is hidden within the following text. Make sure to memorize it. "+
+					"I will quiz you about the %s afterwards.\n", v, v)
+				tail = fmt.Sprintf("\nWhat is the special magic %s for %s mentioned in the provided text?\n"+
+					"The special magic %s for %s mentioned in the provided text is", v, q, v, q)
 			}
 		}
+		in.parts = &promptParts{head: head, context: *row.Context, tail: tail}
+		in.Prompt = head + *row.Context + tail
 		out = append(out, in)
 	}
 	if err := sc.Err(); err != nil {
@@ -111,6 +116,33 @@ func LoadHELMET(r io.Reader, dataset string) ([]*Instance, error) {
 		return nil, fmt.Errorf("no rows")
 	}
 	return out, nil
+}
+
+// promptParts keep a loaded prompt's context apart, so that it can be truncated.
+type promptParts struct{ head, context, tail string }
+
+// Truncate cuts the context of a loaded (HELMET) instance at its end, as HELMET does,
+// until the whole prompt is at most max tokens, and returns the prompt's ids. A
+// generated instance, or one that already fits, is returned as it is.
+func (in *Instance) Truncate(tok Tokenizer, max int) ([]int, error) {
+	ids := tok.Encode(in.Prompt)
+	if len(ids) <= max {
+		return ids, nil
+	}
+	if in.parts == nil {
+		return nil, fmt.Errorf("%s: prompt of %d tokens exceeds %d", in.Task, len(ids), max)
+	}
+	ctx := tok.Encode(in.parts.context)
+	keep := len(ctx) - (len(ids) - max)
+	// Token boundaries can merge differently at the seams; shrink until it fits.
+	for try := 0; try < 16 && keep > 0; try++ {
+		in.Prompt = in.parts.head + tok.Decode(ctx[:keep]) + in.parts.tail
+		if ids = tok.Encode(in.Prompt); len(ids) <= max {
+			return ids, nil
+		}
+		keep -= len(ids) - max
+	}
+	return nil, fmt.Errorf("%s: the prompt without its context is longer than %d tokens", in.Task, max)
 }
 
 // golds reads "outputs" (a list) or "answer" (a string or a list).

@@ -82,3 +82,41 @@ func FuzzTSVRowF1(f *testing.F) {
 		}
 	})
 }
+
+// Truncate cuts the context at its end, keeping the instruction and the question.
+func TestHELMETTruncate(t *testing.T) {
+	for _, ds := range []struct{ file, name string }{
+		{"testdata/helmet_json_kv.jsonl", "json_kv"},
+		{"testdata/helmet_ruler_mv.jsonl", "ruler_niah_mv"},
+	} {
+		ins, err := LoadHELMETFile(ds.file, ds.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := ins[0]
+		orig, parts := in.Prompt, *in.parts
+		n := len(byteTok{}.Encode(orig))
+		ids, err := in.Truncate(byteTok{}, n)
+		if err != nil || len(ids) != n || in.Prompt != orig {
+			t.Fatalf("%s: a prompt that fits changed: %d ids, %v", ds.name, len(ids), err)
+		}
+		max := n - len(parts.context)/2
+		ids, err = in.Truncate(byteTok{}, max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ids) > max || len(ids) < max-4 {
+			t.Errorf("%s: %d tokens after truncation to %d", ds.name, len(ids), max)
+		}
+		if !strings.HasPrefix(in.Prompt, parts.head) || !strings.HasSuffix(in.Prompt, parts.tail) {
+			t.Errorf("%s: truncation lost the instruction or the question", ds.name)
+		}
+		kept := strings.TrimSuffix(strings.TrimPrefix(in.Prompt, parts.head), parts.tail)
+		if !strings.HasPrefix(parts.context, kept) || len(kept) >= len(parts.context) {
+			t.Errorf("%s: the kept context is not a shorter prefix of the original", ds.name)
+		}
+		if _, err := in.Truncate(byteTok{}, len(parts.tail)/2); err == nil {
+			t.Errorf("%s: a limit below the question's length was accepted", ds.name)
+		}
+	}
+}

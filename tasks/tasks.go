@@ -37,6 +37,8 @@ type Instance struct {
 	Prefix   string   // answer prefix already in the prompt; prepended to the output by scorers that need it (row F1)
 	Stop     string   // generation stops once the output contains Stop
 	MaxNew   int      // generation budget in tokens
+
+	parts *promptParts // loaded instances: the prompt around its context, for Truncate
 }
 
 // Score returns the instance's metric for a model output, in [0, 1].

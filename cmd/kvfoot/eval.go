@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/kvfoot/kvfoot/eval"
@@ -33,6 +34,7 @@ func runEval(args []string) error {
 	corpus := fs.String("corpus", "", "folder of text files for haystacks (default: $(go env GOROOT)/src)")
 	bos := fs.Bool("bos", false, "prepend the tokenizer's BOS token to every prompt (real models trained with one)")
 	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
+	helmet := fs.String("helmet", "", "HELMET recall data instead of generated tasks: comma-separated NAME=FILE.jsonl with NAME json_kv… or ruler_… (e.g. ruler_niah_mk_2=data/ruler/niah_mk_2/validation_131072.jsonl); contexts are cut at their end to fit the model")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: kvfoot eval [--model DIR] --tasks T1,T2 --lengths L1,L2 [--samples N] [--seed S] [--methods full] [--format json] [--out results.jsonl]")
 		fmt.Fprintln(fs.Output(), "\nWithout --model, the built-in model is "+modeldir.Builtin+" found via $KVFOOT_MODEL,\nthen under the working directory or its parents, then next to the executable.\n\nFlags:")
@@ -41,13 +43,32 @@ func runEval(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	names, err := parseTaskList("--tasks", *taskList, false)
-	if err != nil {
-		return err
-	}
-	lengths, err := parseLengths("--lengths", *lengthList)
-	if err != nil {
-		return err
+	var names []string
+	var lengths []int
+	var data []eval.Dataset
+	if *helmet != "" {
+		if *taskList != "" || *lengthList != "" {
+			return fmt.Errorf("--helmet replaces --tasks and --lengths: give one or the other")
+		}
+		for _, pair := range strings.Split(*helmet, ",") {
+			name, file, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if !ok || name == "" || file == "" {
+				return fmt.Errorf("--helmet %q: want NAME=FILE.jsonl", pair)
+			}
+			ins, err := tasks.LoadHELMETFile(file, name)
+			if err != nil {
+				return fmt.Errorf("--helmet: %w", err)
+			}
+			data = append(data, eval.Dataset{Name: name, Instances: ins})
+		}
+	} else {
+		var err error
+		if names, err = parseTaskList("--tasks", *taskList, false); err != nil {
+			return err
+		}
+		if lengths, err = parseLengths("--lengths", *lengthList); err != nil {
+			return err
+		}
 	}
 	switch {
 	case *samples < 1:
@@ -82,7 +103,7 @@ func runEval(args []string) error {
 		return fmt.Errorf("--corpus: %w", err)
 	}
 	cfg := eval.Config{
-		Model: modelDir, Methods: ms, Tasks: names, Lengths: lengths, Samples: *samples, Seed: *seed,
+		Model: modelDir, Methods: ms, Tasks: names, Lengths: lengths, Data: data, Samples: *samples, Seed: *seed,
 		Gen: tasks.Options{Corpus: c, Tokenizer: tok}, BOS: -1, Results: *out, Progress: os.Stderr,
 	}
 	if *bos {

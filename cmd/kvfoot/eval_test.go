@@ -67,6 +67,10 @@ func TestEvalBadInput(t *testing.T) {
 		{[]string{"--tasks", "ruler_mv", "--lengths", "200"}, "too short"},
 		{[]string{"--tasks", "json_kv", "--lengths", "900", "--out", "/nonexistent/dir/r.jsonl"}, "--out"},
 		{[]string{"--tasks", "json_kv", "--lengths", "900", "--corpus", "/nonexistent/dir"}, "--corpus"},
+		{[]string{"--helmet", "json_kv"}, "NAME=FILE"},
+		{[]string{"--helmet", "json_kv=../../tasks/testdata/none.jsonl"}, "none.jsonl"},
+		{[]string{"--helmet", "squad=../../tasks/testdata/helmet_json_kv.jsonl"}, "squad"},
+		{[]string{"--helmet", "json_kv=../../tasks/testdata/helmet_json_kv.jsonl", "--tasks", "json_kv"}, "--helmet replaces"},
 	} {
 		args := append([]string{"--model", "../../testdata/models/llama-gqa", "--tokenizer", "../../eval/testdata/bytes_tokenizer.json"}, tc.args...)
 		if err := runEval(args); err == nil || !strings.Contains(err.Error(), tc.want) {
