@@ -206,8 +206,8 @@ func (c *Cache) scoreHead(w *attnWork, q []float32, n, qh int) {
 // values are streamed once for all the query heads of its group. The keys go in tiles
 // of about 32 KiB: the scores of every group head against a tile (tensor.DotRows) while
 // it is in L1, then after the softmax's max and exp the values in the same tiles
-// (tensor.AxpyRows); bf16 heads are widened a tile at a time into a buffer that
-// stays in L1 (rowStore), quantized ones come whole from their view. Nothing is normalised until the end, so the work splits over
+// (tensor.AxpyRows); bf16 heads are widened, quantized ones dequantized, a tile at a
+// time into a buffer that stays in L1 (rowStore). Nothing is normalised until the end, so the work splits over
 // goroutines by key ranges (the concatenation of all KV heads' keys cut into equal
 // parts, balanced whatever the heads' lengths): each range of a KV head yields its
 // group's partial max, sum and un-normalised output, merged afterwards the way

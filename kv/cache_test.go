@@ -523,7 +523,8 @@ func FuzzSpec(f *testing.F) {
 func TestDecodeAllocatesNothing(t *testing.T) {
 	defer tensor.SetThreads(tensor.Threads())
 	tensor.SetThreads(1)
-	for _, spec := range []string{"streaming:sink=4,window=32", "headmask:masks=" + writeMasks(t, [][]float64{{1, 0}, {0, 1}, {1, 0}}) + ",sink=4,window=32"} {
+	for _, spec := range []string{"streaming:sink=4,window=32", "headmask:masks=" + writeMasks(t, [][]float64{{1, 0}, {0, 1}, {1, 0}}) + ",sink=4,window=32",
+		"streaming:sink=4,window=32+quant:bits=4,group=8,residual=8", "streaming:sink=4,window=40+quant:bits=2,group=3,residual=0"} {
 		c, err := New(small, spec)
 		if err != nil {
 			t.Fatal(err)

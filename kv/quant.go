@@ -41,6 +41,7 @@ func (q quant) newStore(d int) store {
 }
 
 // quantStore holds quantized rows (older tokens) followed by residual float32 rows.
+// Decode dequantizes it a tile at a time (rowStore); view dequantizes every row.
 type quantStore struct {
 	quant
 	d, rowBytes, vGroups int
@@ -52,6 +53,8 @@ type quantStore struct {
 	rk, rv     []float32 // residual rows in float32
 	codes, tmp []float32 // scratch
 }
+
+var _ rowStore = (*quantStore)(nil)
 
 func (s *quantStore) nq() int { return len(s.kg) }
 func (s *quantStore) nr() int { return len(s.rk) / s.d }
@@ -218,4 +221,120 @@ func (s *quantStore) truncate(n int) {
 
 func (s *quantStore) bytes() int64 {
 	return int64(len(s.kc)+len(s.vc)) + 4*int64(len(s.kmin)+len(s.ksc)+len(s.vmin)+len(s.vsc)+len(s.rk)+len(s.rv))
+}
+
+// keyRows dequantizes keys [j0, j1) into dst (the decode kernel's tile), each row with
+// its own key group's scales, so a tile may start and end anywhere (pieces and evictions
+// leave groups cut); rows past the quantized ones come from the residual.
+func (s *quantStore) keyRows(dst []float32, j0, j1 int) {
+	d, nq := s.d, s.nq()
+	for t := j0; t < min(j1, nq); t++ {
+		g := int(s.kg[t]) * d
+		s.dequant(dst[(t-j0)*d:(t-j0+1)*d], s.kc[t*s.rowBytes:(t+1)*s.rowBytes], s.ksc[g:g+d], s.kmin[g:g+d])
+	}
+	if j1 > nq {
+		a := max(j0, nq)
+		copy(dst[(a-j0)*d:(j1-j0)*d], s.rk[(a-nq)*d:(j1-nq)*d])
+	}
+}
+
+// valueRows dequantizes values [j0, j1) into dst: per row, one scale and minimum per
+// group of channels.
+func (s *quantStore) valueRows(dst []float32, j0, j1 int) {
+	d, nq, G := s.d, s.nq(), s.group
+	for t := j0; t < min(j1, nq); t++ {
+		row := dst[(t-j0)*d : (t-j0+1)*d]
+		codes := s.vc[t*s.rowBytes : (t+1)*s.rowBytes]
+		vmin, vsc := s.vmin[t*s.vGroups:(t+1)*s.vGroups], s.vsc[t*s.vGroups:(t+1)*s.vGroups]
+		for vg, c0 := 0, 0; c0 < d; vg, c0 = vg+1, c0+G {
+			c1 := min(c0+G, d)
+			if per := 8 / s.bits; c0%per == 0 && (c1%per == 0 || c1 == d) {
+				s.dequant1(row[c0:c1], codes[c0/per:], vsc[vg], vmin[vg])
+				continue
+			}
+			for c := c0; c < c1; c++ { // a group that splits a byte (G not a multiple of 8/bits)
+				row[c] = s.code(codes, c)*vsc[vg] + vmin[vg]
+			}
+		}
+	}
+	if j1 > nq {
+		a := max(j0, nq)
+		copy(dst[(a-j0)*d:(j1-j0)*d], s.rv[(a-nq)*d:(j1-nq)*d])
+	}
+}
+
+// code is code number c of a packed row.
+func (s *quantStore) code(row []uint8, c int) float32 {
+	per := 8 / s.bits
+	return float32(row[c/per] >> (c % per * s.bits) & uint8(int(1)<<s.bits-1))
+}
+
+// dequant writes dst[c] = code[c]·sc[c] + mn[c] for the len(dst) codes packed in row
+// (per-channel scales: keys).
+func (s *quantStore) dequant(dst []float32, row []uint8, sc, mn []float32) {
+	n := len(dst)
+	sc, mn = sc[:n], mn[:n]
+	switch s.bits {
+	case 8:
+		row = row[:n]
+		for c, b := range row {
+			dst[c] = float32(b)*sc[c] + mn[c]
+		}
+	case 4:
+		c := 0
+		for _, b := range row[:n/2] {
+			dst[c] = float32(b&15)*sc[c] + mn[c]
+			dst[c+1] = float32(b>>4)*sc[c+1] + mn[c+1]
+			c += 2
+		}
+		for ; c < n; c++ {
+			dst[c] = s.code(row, c)*sc[c] + mn[c]
+		}
+	default: // 2
+		c := 0
+		for _, b := range row[:n/4] {
+			dst[c] = float32(b&3)*sc[c] + mn[c]
+			dst[c+1] = float32(b>>2&3)*sc[c+1] + mn[c+1]
+			dst[c+2] = float32(b>>4&3)*sc[c+2] + mn[c+2]
+			dst[c+3] = float32(b>>6)*sc[c+3] + mn[c+3]
+			c += 4
+		}
+		for ; c < n; c++ {
+			dst[c] = s.code(row, c)*sc[c] + mn[c]
+		}
+	}
+}
+
+// dequant1 is dequant with one scale and minimum for all len(dst) codes (a value group),
+// the codes starting at a byte boundary of row.
+func (s *quantStore) dequant1(dst []float32, row []uint8, sc, mn float32) {
+	n := len(dst)
+	switch s.bits {
+	case 8:
+		for c, b := range row[:n] {
+			dst[c] = float32(b)*sc + mn
+		}
+	case 4:
+		c := 0
+		for _, b := range row[:n/2] {
+			dst[c] = float32(b&15)*sc + mn
+			dst[c+1] = float32(b>>4)*sc + mn
+			c += 2
+		}
+		if c < n {
+			dst[c] = float32(row[c/2]&15)*sc + mn
+		}
+	default: // 2
+		c := 0
+		for _, b := range row[:n/4] {
+			dst[c] = float32(b&3)*sc + mn
+			dst[c+1] = float32(b>>2&3)*sc + mn
+			dst[c+2] = float32(b>>4&3)*sc + mn
+			dst[c+3] = float32(b>>6)*sc + mn
+			c += 4
+		}
+		for ; c < n; c++ {
+			dst[c] = s.code(row, c)*sc + mn
+		}
+	}
 }
