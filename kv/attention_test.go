@@ -135,21 +135,7 @@ func TestChunkAttentionMatchesReference(t *testing.T) {
 						reqs[g].From, reqs[g].To = max(reqs[g].From, 0), min(reqs[g].To, n)
 					}
 					want, wantScores := refAttention(s, q, n, K, V, pasts, reqs)
-					for i := range want {
-						if !close32(got[i], want[i], 1e-5) {
-							t.Fatalf("%s: out[%d] = %v, reference %v", name, i, got[i], want[i])
-						}
-					}
-					for g := range wantScores {
-						if len(p.scores[g]) != len(wantScores[g]) {
-							t.Fatalf("%s: KV head %d: %d scores, reference %d", name, g, len(p.scores[g]), len(wantScores[g]))
-						}
-						for j := range wantScores[g] {
-							if !close32(p.scores[g][j], wantScores[g][j], 1e-5) {
-								t.Fatalf("%s: KV head %d: score[%d] = %v, reference %v", name, g, j, p.scores[g][j], wantScores[g][j])
-							}
-						}
-					}
+					checkAttention(t, name, got, want, p.scores, wantScores)
 				}
 			}
 		}
@@ -276,23 +262,30 @@ func TestDecodeAttentionMatchesReference(t *testing.T) {
 							reqs[g].From, reqs[g].To = max(reqs[g].From, 0), min(reqs[g].To, 1)
 						}
 						want, wantScores := refAttention(s, q, 1, K, V, pasts, reqs)
-						for i := range want {
-							if !close32(got[i], want[i], 1e-5) {
-								t.Fatalf("%s: out[%d] = %v, reference %v", name, i, got[i], want[i])
-							}
-						}
-						for g := range wantScores {
-							if len(p.scores[g]) != len(wantScores[g]) {
-								t.Fatalf("%s: KV head %d: %d scores, reference %d", name, g, len(p.scores[g]), len(wantScores[g]))
-							}
-							for j := range wantScores[g] {
-								if !close32(p.scores[g][j], wantScores[g][j], 1e-5) {
-									t.Fatalf("%s: KV head %d: score[%d] = %v, reference %v", name, g, j, p.scores[g][j], wantScores[g][j])
-								}
-							}
-						}
+						checkAttention(t, name, got, want, p.scores, wantScores)
 					}
 				}
+			}
+		}
+	}
+}
+
+// checkAttention compares outputs and asked probabilities with the reference, 1e-5
+// relative.
+func checkAttention(t *testing.T, name string, got, want []float32, scores, wantScores [][]float32) {
+	t.Helper()
+	for i := range want {
+		if !close32(got[i], want[i], 1e-5) {
+			t.Fatalf("%s: out[%d] = %v, reference %v", name, i, got[i], want[i])
+		}
+	}
+	for g := range wantScores {
+		if len(scores[g]) != len(wantScores[g]) {
+			t.Fatalf("%s: KV head %d: %d scores, reference %d", name, g, len(scores[g]), len(wantScores[g]))
+		}
+		for j := range wantScores[g] {
+			if !close32(scores[g][j], wantScores[g][j], 1e-5) {
+				t.Fatalf("%s: KV head %d: score[%d] = %v, reference %v", name, g, j, scores[g][j], wantScores[g][j])
 			}
 		}
 	}

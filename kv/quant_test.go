@@ -217,21 +217,7 @@ func TestQuantDecodeMatchesReference(t *testing.T) {
 					}
 					want, wantScores := refAttention(s, q, 1, K, V, pasts, reqs)
 					name := fmt.Sprintf("%s/group=%d/past=%d/par=%d/evict=%v", spec, group, past, par, evict)
-					for i := range want {
-						if !close32(got[i], want[i], 1e-5) {
-							t.Fatalf("%s: out[%d] = %v, reference %v", name, i, got[i], want[i])
-						}
-					}
-					for g := range wantScores {
-						if len(p.scores[g]) != len(wantScores[g]) {
-							t.Fatalf("%s: KV head %d: %d scores, reference %d", name, g, len(p.scores[g]), len(wantScores[g]))
-						}
-						for j := range wantScores[g] {
-							if !close32(p.scores[g][j], wantScores[g][j], 1e-5) {
-								t.Fatalf("%s: KV head %d: score[%d] = %v, reference %v", name, g, j, p.scores[g][j], wantScores[g][j])
-							}
-						}
-					}
+					checkAttention(t, name, got, want, p.scores, wantScores)
 				}
 			}
 		}
