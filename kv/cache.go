@@ -53,10 +53,9 @@ type Cache struct {
 		start, prompt, chunk int
 		patch                int
 	}
-	fw      forward // the forward in progress
-	bytes   int64   // storage held now
-	peak    int64   // most storage held during the forward in progress
-	entries int64
+	fw    forward // the forward in progress
+	bytes int64   // storage held now
+	peak  int64   // most storage held during the forward in progress
 
 	// scratch, reused across calls
 	fwd          []Forward // per KV head

@@ -46,12 +46,12 @@ type quantStore struct {
 	quant
 	d, rowBytes, vGroups int
 
-	kc, vc     []uint8   // packed codes, rowBytes per quantized row
-	kg         []int32   // key group of each quantized row
-	kmin, ksc  []float32 // per key group: d minima and d scales
-	vmin, vsc  []float32 // per quantized row: vGroups minima and scales
-	rk, rv     []float32 // residual rows in float32
-	codes, tmp []float32 // scratch
+	kc, vc    []uint8   // packed codes, rowBytes per quantized row
+	kg        []int32   // key group of each quantized row
+	kmin, ksc []float32 // per key group: d minima and d scales
+	vmin, vsc []float32 // per quantized row: vGroups minima and scales
+	rk, rv    []float32 // residual rows in float32
+	codes     []float32 // scratch
 }
 
 var _ rowStore = (*quantStore)(nil)
