@@ -7,13 +7,13 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/kvfoot/kvfoot/internal/goroot"
 )
 
 // CorpusTask is the plain-text pseudo-task: haystack text of the given length with no
@@ -30,27 +30,10 @@ type Corpus struct {
 	text  map[int][]byte
 }
 
-// GoRoot returns the Go installation's root: runtime.GOROOT(), else $GOROOT, else
-// what `go env GOROOT` prints.
-func GoRoot() string {
-	//lint:ignore SA1019 the toolchain's sources are the default corpus by design.
-	if r := runtime.GOROOT(); r != "" {
-		return r
-	}
-	if r := os.Getenv("GOROOT"); r != "" {
-		return r
-	}
-	out, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // DefaultCorpus is the Go standard library's sources: *.go under GOROOT/src, without
 // testdata directories.
 func DefaultCorpus() (*Corpus, error) {
-	root := GoRoot()
+	root := goroot.Dir()
 	if root == "" {
 		return nil, errors.New("corpus: cannot locate the Go installation (GOROOT); pass --corpus DIR")
 	}

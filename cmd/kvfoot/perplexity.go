@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/kvfoot/kvfoot/eval"
+	"github.com/kvfoot/kvfoot/internal/goroot"
 	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/tasks"
 	"github.com/kvfoot/kvfoot/tokenizer"
@@ -40,7 +41,7 @@ func runPerplexity(args []string) error {
 		return err
 	}
 	if *corpus == "" {
-		*corpus = filepath.Join(tasks.GoRoot(), "src", "go")
+		*corpus = filepath.Join(goroot.Dir(), "src", "go")
 	}
 	c, err := tasks.LoadCorpus(*corpus)
 	if err != nil {

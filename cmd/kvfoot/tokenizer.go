@@ -17,7 +17,7 @@ func init() {
 
 func runTokenizer(args []string) error {
 	if len(args) == 0 || args[0] != "train" {
-		return errors.New("usage: kvfoot tokenizer train --vocab-size N --out tokenizer.json FILES...")
+		return errors.New("usage: kvfoot tokenizer train --vocab-size N --out tokenizer.json FILES")
 	}
 	return runTokenizerTrain(args[1:])
 }

@@ -7,15 +7,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"unicode/utf8"
+
+	"github.com/kvfoot/kvfoot/internal/goroot"
 )
 
 // Mixed returns 512 KiB of the Go specification (English prose in light HTML)
 // followed by 512 KiB of net/http sources (code).
 func Mixed() ([]byte, error) {
-	root := runtime.GOROOT()
+	root := goroot.Dir()
 	spec, err := os.ReadFile(filepath.Join(root, "doc", "go_spec.html"))
 	if err != nil {
 		return nil, fmt.Errorf("bench text: %w", err)
