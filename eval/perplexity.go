@@ -58,16 +58,15 @@ func Perplexity(m *model.Model, windows [][]int, chunk int, progress func(done i
 		}
 		r := model.NewRunner(m, c)
 		V := m.Config.Vocab
-		for lo := 0; lo < len(ids); lo += c {
-			hi := min(lo+c, len(ids))
-			logits, err := r.Forward(cache, ids[lo:hi], true)
-			if err != nil {
-				return PerplexityReport{}, fmt.Errorf("window %d: %w", w, err)
-			}
-			for i := lo; i < hi && i+1 < len(ids); i++ {
+		_, err = r.Prefill(cache, ids, model.PrefillOptions{Chunk: c, All: true, OnChunk: func(lo int, logits []float32) error {
+			for i := lo; i < lo+len(logits)/V && i+1 < len(ids); i++ {
 				nll -= logSoftmaxAt(logits[(i-lo)*V:(i-lo+1)*V], ids[i+1])
 				tokens++
 			}
+			return nil
+		}})
+		if err != nil {
+			return PerplexityReport{}, fmt.Errorf("window %d: %w", w, err)
 		}
 		if progress != nil {
 			progress(w + 1)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tensor"
 )
 
@@ -118,12 +119,13 @@ func TestChunkAttentionMatchesReference(t *testing.T) {
 							h.pos = append(h.pos, int32(i))
 						}
 					}
-					c.pos, c.decoding = past, false
+					c.pos = past
+					mustBegin(c, model.Step{Pos: past, Rows: n, Prefill: true})
 					q := randRows(rng, n*s.Heads*d)
 					k := randRows(rng, n*s.KVHeads*d)
 					v := randRows(rng, n*s.KVHeads*d)
 					got := make([]float32, len(q))
-					c.Attend(0, q, k, v, got, n)
+					c.Attend(0, q, k, v, got)
 					K, V := make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
 					reqs := make([]ScoreRequest, s.KVHeads)
 					for g := range K {
@@ -160,7 +162,8 @@ func chunkBench(b *testing.B, s Shape, n, threads int) {
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		c.Attend(0, q, k, v, out, n)
+		mustBegin(c, prefillStep(c, n, true))
+		c.Attend(0, q, k, v, out)
 		b.StopTimer()
 		for g := range c.heads[0] { // empty the cache again, keeping its capacity
 			h := &c.heads[0][g]
@@ -243,7 +246,8 @@ func TestDecodeAttentionMatchesReference(t *testing.T) {
 								h.pos = append(h.pos, int32(i))
 							}
 						}
-						c.pos, c.decoding = past, true
+						c.pos = past
+						mustBegin(c, decodeStep(c))
 						q := randRows(rng, s.Heads*d)
 						for i := range q {
 							q[i] *= 3 // peakier softmax than unit-variance queries give
@@ -251,7 +255,7 @@ func TestDecodeAttentionMatchesReference(t *testing.T) {
 						k := randRows(rng, s.KVHeads*d)
 						v := randRows(rng, s.KVHeads*d)
 						got := make([]float32, len(q))
-						c.Attend(0, q, k, v, got, 1)
+						c.Attend(0, q, k, v, got)
 						K, V := make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
 						reqs := make([]ScoreRequest, s.KVHeads)
 						for g := range K {

@@ -90,12 +90,12 @@ func BenchmarkDecode(b *testing.B) {
 				kvPerTok := float64(c.Bytes()) / float64(ctx)
 				r := model.NewRunner(m, 1)
 				ids := []int{42}
-				if _, err := r.Forward(c, ids, false); err != nil { // warm the buffers
+				if _, err := r.Decode(c, ids[0]); err != nil { // warm the buffers
 					b.Fatal(err)
 				}
 				b.ResetTimer()
 				for b.Loop() {
-					if _, err := r.Forward(c, ids, false); err != nil {
+					if _, err := r.Decode(c, ids[0]); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -140,10 +140,11 @@ func BenchmarkDecodeAttention(b *testing.B) {
 						out := make([]float32, len(q))
 						var bytes int64
 						for b.Loop() {
+							mustBegin(c, decodeStep(c))
 							for l := 0; l < sh.s.Layers; l++ {
-								c.Attend(l, q, k, v, out, 1)
+								c.Attend(l, q, k, v, out)
 							}
-							c.Commit(1)
+							c.Commit()
 							bytes += c.Bytes()
 						}
 						b.ReportMetric(float64(bytes)/b.Elapsed().Seconds()/1e9, "GB/s")

@@ -7,7 +7,11 @@
 // next position is the number of tokens fed (Pos), not the cache length.
 package kv
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/kvfoot/kvfoot/model"
+)
 
 // Shape is the attention geometry of a model.
 type Shape struct {
@@ -38,24 +42,16 @@ type head struct {
 	pos []int32
 }
 
-// Cache is a KV cache run by a policy. It implements model.Cache and model's optional
-// pre-fill hook (BeginPrefill).
+// Cache is a KV cache run by a policy; it implements model.Cache.
 type Cache struct {
-	shape    Shape
-	pol      Policy
-	obs      Observer
-	pos      int
-	heads    [][]head // [layer][KV head]
-	decoding bool     // no plan: a single-token forward after the first one starts decoding
-
-	plan struct {
-		on                   bool
-		start, prompt, chunk int
-		patch                int
-	}
-	fw    forward // the forward in progress
-	bytes int64   // storage held now
-	peak  int64   // most storage held during the forward in progress
+	shape Shape
+	pol   Policy
+	obs   Observer
+	pos   int
+	heads [][]head   // [layer][KV head]
+	step  model.Step // the forward in progress
+	bytes int64      // storage held now
+	peak  int64      // most storage held during the forward in progress
 
 	// scratch, reused across calls
 	fwd          []Forward // per KV head
@@ -67,12 +63,6 @@ type Cache struct {
 	acc          [][]float32   // per query head: accumulated probabilities
 	ws           []attnWork    // per goroutine of the chunk kernel
 	dec          decodeScratch // the decode kernel's
-}
-
-// forward is what the cache decided about the forward in progress at layer 0.
-type forward struct {
-	n, patch       int // chunk tokens and patch tokens
-	prefill, final bool
 }
 
 // Option configures New.
@@ -131,53 +121,38 @@ func (c *Cache) Positions(layer, kvHead int) []int32 { return c.heads[layer][kvH
 // Bytes is the storage the cache holds: keys, values and quantization scales.
 func (c *Cache) Bytes() int64 { return c.bytes }
 
-// BeginPrefill tells the cache that a prompt of promptLen tokens follows, pre-filled in
-// chunks of chunk tokens (chunk ≤ 0: one forward). It returns patch: if positive, the
-// caller appends the prompt's last patch tokens to every non-final chunk (at positions
-// right after the chunk); the cache scores the chunk with them, drops them, and its
-// Pos advances by the chunk alone (method-spec 4.4).
-func (c *Cache) BeginPrefill(promptLen, chunk int) (patch int) {
-	if chunk <= 0 || chunk > promptLen {
-		chunk = promptLen
-	}
+// PatchLen is how many of the prompt's last tokens the policy wants appended to every
+// non-final pre-fill chunk (SnapKV's patch, docs/METHODS.md); 0 for most policies.
+func (c *Cache) PatchLen() int {
 	if p, ok := c.pol.(patcher); ok {
-		patch = p.patchLen()
+		return p.patchLen()
 	}
-	c.plan.on, c.plan.start, c.plan.prompt, c.plan.chunk, c.plan.patch = true, c.pos, promptLen, chunk, patch
-	return patch
+	return 0
 }
 
-// begin classifies the forward of n tokens that starts now.
-func (c *Cache) begin(n int) {
-	f := forward{n: n}
-	p := &c.plan
-	switch {
-	case p.on && c.pos-p.start < p.prompt:
-		a := c.pos - p.start
-		b := min(a+p.chunk, p.prompt)
-		if p.patch > 0 && b < p.prompt && n == b-a+p.patch {
-			f.n, f.patch = b-a, p.patch
-		}
-		f.prefill = true
-		f.final = a+f.n >= p.prompt
-	case p.on:
-	case c.pos > 0 && n == 1 || c.decoding:
-		c.decoding = true
-	default:
-		// Without a plan, every forward before the first single-token one is pre-fill,
-		// and a post-fill policy treats the first forward as the whole prompt.
-		f.prefill, f.final = true, c.pos == 0
+// Begin starts the forward described by s; the model calls it once, before layer 0.
+func (c *Cache) Begin(s model.Step) error {
+	if err := s.Check(); err != nil {
+		return fmt.Errorf("kv: %w", err)
 	}
-	c.fw = f
+	if s.Pos != c.pos {
+		return fmt.Errorf("kv: step at position %d, but the cache is at %d", s.Pos, c.pos)
+	}
+	if s.Patch > c.PatchLen() {
+		return fmt.Errorf("kv: a step with %d patch rows, but the policy asks for %d", s.Patch, c.PatchLen())
+	}
+	c.step = s
 	c.peak = c.bytes
+	return nil
 }
 
 // Attend appends the forward's keys and values of layer, writes the attention of q into
 // out, and lets the policy evict. q and out are [n, Heads·HeadDim], k and v
 // [n, KVHeads·HeadDim].
-func (c *Cache) Attend(layer int, q, k, v, out []float32, n int) {
-	if layer == 0 {
-		c.begin(n)
+func (c *Cache) Attend(layer int, q, k, v, out []float32) {
+	n := c.step.Rows
+	if n == 0 {
+		panic("kv: Attend outside a step: the model calls Begin first")
 	}
 	s := c.shape
 	d, stride := s.HeadDim, s.KVHeads*s.HeadDim
@@ -191,8 +166,8 @@ func (c *Cache) Attend(layer int, q, k, v, out []float32, n int) {
 		}
 		c.bytes += h.st.bytes() - b0
 		f := &c.fwd[g]
-		*f = Forward{Layer: layer, Head: g, Layers: s.Layers, Past: past, N: c.fw.n, Patch: c.fw.patch,
-			Prefill: c.fw.prefill, Final: c.fw.final, buf: f.buf, order: f.order, pool: f.pool, Scores: f.Scores}
+		*f = Forward{Layer: layer, Head: g, Layers: s.Layers, Past: past, N: c.step.Tokens(), Patch: c.step.Patch,
+			Prefill: c.step.Prefill, Final: c.step.Final, buf: f.buf, order: f.order, pool: f.pool, Scores: f.Scores}
 		c.req[g] = c.pol.Scores(f)
 		c.req[g].From, c.req[g].To = max(c.req[g].From, 0), min(c.req[g].To, n)
 		c.rows[g] = nil
@@ -249,13 +224,9 @@ func (c *Cache) attend(q, out []float32, n int) {
 	c.attendDecode(q, out)
 }
 
-// Commit ends the forward of n tokens: Pos advances by n, or by the chunk alone when
-// the forward carried patch tokens.
-func (c *Cache) Commit(n int) {
-	real := n
-	if c.fw.patch > 0 && n == c.fw.n+c.fw.patch {
-		real = c.fw.n
-	}
+// Commit ends the forward: Pos advances by the step's tokens (patch rows excluded).
+func (c *Cache) Commit() {
+	real := c.step.Tokens()
 	c.pos += real
 	if c.obs != nil {
 		var entries int64
@@ -264,7 +235,7 @@ func (c *Cache) Commit(n int) {
 				entries += int64(len(c.heads[l][g].pos))
 			}
 		}
-		c.obs.Step(real, c.fw.prefill, entries, c.bytes, c.peak)
+		c.obs.Step(real, c.step.Prefill, entries, c.bytes, c.peak)
 	}
-	c.fw = forward{}
+	c.step = model.Step{}
 }

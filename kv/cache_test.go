@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kvfoot/kvfoot/footprint"
+	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tensor"
 )
 
@@ -24,17 +25,33 @@ func randRows(rng *rand.Rand, n int) []float32 {
 	return x
 }
 
-// forwardFn runs one forward of n tokens through every layer, with fresh random q/k/v.
-func forwardFn(c *Cache, s Shape, rng *rand.Rand) func(n int) []float32 {
-	return func(n int) []float32 {
+// mustBegin starts a step as the model does, failing loudly on a step the cache refuses.
+func mustBegin(c *Cache, st model.Step) {
+	if err := c.Begin(st); err != nil {
+		panic(err)
+	}
+}
+
+// prefillStep and decodeStep are the steps model.Prefill and model.Decode hand a cache.
+func prefillStep(c *Cache, n int, final bool) model.Step {
+	return model.Step{Pos: c.Pos(), Rows: n, Prefill: true, Final: final}
+}
+
+func decodeStep(c *Cache) model.Step { return model.Step{Pos: c.Pos(), Rows: 1} }
+
+// forwardFn runs one step through every layer, with fresh random q/k/v.
+func forwardFn(c *Cache, s Shape, rng *rand.Rand) func(st model.Step) []float32 {
+	return func(st model.Step) []float32 {
+		n := st.Rows
+		mustBegin(c, st)
 		q := randRows(rng, n*s.Heads*s.HeadDim)
 		k := randRows(rng, n*s.KVHeads*s.HeadDim)
 		v := randRows(rng, n*s.KVHeads*s.HeadDim)
 		out := make([]float32, len(q))
 		for l := 0; l < s.Layers; l++ {
-			c.Attend(l, q, k, v, out, n)
+			c.Attend(l, q, k, v, out)
 		}
-		c.Commit(n)
+		c.Commit()
 		return out
 	}
 }
@@ -44,20 +61,20 @@ func forwardFn(c *Cache, s Shape, rng *rand.Rand) func(n int) []float32 {
 func generate(c *Cache, s Shape, p, chunk, r int, seed uint64, after func()) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	step := forwardFn(c, s, rng)
-	patch := c.BeginPrefill(p, chunk)
+	patch := min(c.PatchLen(), p)
 	for a := 0; a < p; a += chunk {
 		b := min(a+chunk, p)
-		n := b - a
+		st := prefillStep(c, b-a, b == p)
 		if patch > 0 && b < p {
-			n += patch
+			st.Rows, st.Patch = st.Rows+patch, patch
 		}
-		step(n)
+		step(st)
 		if after != nil {
 			after()
 		}
 	}
 	for i := 0; i < r; i++ {
-		step(1)
+		step(decodeStep(c))
 		if after != nil {
 			after()
 		}
@@ -147,10 +164,11 @@ func TestMeasuredEqualsAnalytic(t *testing.T) {
 type refFull struct {
 	s    Shape
 	pos  int
+	rows int           // of the step in progress
 	k, v [][][]float32 // [layer][kv head] rows
 }
 
-func (r *refFull) Attend(layer int, q, k, v, out []float32, n int) {
+func (r *refFull) attend(layer int, q, k, v, out []float32, n int) {
 	s, d := r.s, r.s.HeadDim
 	group := s.Heads / s.KVHeads
 	scale := float32(1 / math.Sqrt(float64(d)))
@@ -193,22 +211,27 @@ func TestFullMatchesReference(t *testing.T) {
 			ref.k[l], ref.v[l] = make([][]float32, small.KVHeads), make([][]float32, small.KVHeads)
 		}
 		rng := rand.New(rand.NewPCG(3, 3))
-		for _, n := range []int{37, 64, 1, 1, 5, 1} {
+		for i, n := range []int{37, 64, 1, 1, 5, 1} {
+			st := prefillStep(c, n, i == 1)
+			if n == 1 {
+				st = decodeStep(c)
+			}
+			mustBegin(c, st)
 			d := small.HeadDim
 			q := randRows(rng, n*small.Heads*d)
 			k := randRows(rng, n*small.KVHeads*d)
 			v := randRows(rng, n*small.KVHeads*d)
 			got, want := make([]float32, len(q)), make([]float32, len(q))
 			for l := 0; l < small.Layers; l++ {
-				c.Attend(l, q, k, v, got, n)
-				ref.Attend(l, q, k, v, want, n)
+				c.Attend(l, q, k, v, got)
+				ref.attend(l, q, k, v, want, n)
 				for i := range got {
 					if !close32(got[i], want[i], 1e-5) {
 						t.Fatalf("%q: layer %d, n %d: out[%d] = %v, reference %v", spec, l, n, i, got[i], want[i])
 					}
 				}
 			}
-			c.Commit(n)
+			c.Commit()
 		}
 	}
 }
@@ -252,7 +275,6 @@ func TestSnapKVChunkedSelection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.BeginPrefill(2*chunk, chunk)
 	rng := rand.New(rand.NewPCG(11, 1))
 	var want [2][]int32
 	for ci := 0; ci < 2; ci++ {
@@ -260,8 +282,9 @@ func TestSnapKVChunkedSelection(t *testing.T) {
 		q := randRows(rng, chunk*s.Heads*d)
 		k := randRows(rng, chunk*s.KVHeads*d)
 		v := randRows(rng, chunk*s.KVHeads*d)
-		c.Attend(0, q, k, v, make([]float32, len(q)), chunk)
-		c.Commit(chunk)
+		mustBegin(c, prefillStep(c, chunk, ci == 1))
+		c.Attend(0, q, k, v, make([]float32, len(q)))
+		c.Commit()
 		for g := 0; g < 2; g++ {
 			votes := make([]float64, chunk-window)
 			for qh := 2 * g; qh < 2*g+2; qh++ {
@@ -416,8 +439,9 @@ func TestTOVAKeepsAttendedKey(t *testing.T) {
 	}
 	q := []float32{0, 0, 0, 0, 5, 0}
 	k := []float32{5, 0, -5, 0, 0, 0}
-	c.Attend(0, q, k, k, make([]float32, 6), 3)
-	c.Commit(3)
+	mustBegin(c, prefillStep(c, 3, true))
+	c.Attend(0, q, k, k, make([]float32, 6))
+	c.Commit()
 	if got := c.Positions(0, 0); !slices.Equal(got, []int32{0, 2}) {
 		t.Errorf("kept %v, want [0 2]", got)
 	}
@@ -534,10 +558,11 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 		q, k, v := randRows(rng, small.Heads*d), randRows(rng, small.KVHeads*d), randRows(rng, small.KVHeads*d)
 		out := make([]float32, len(q))
 		step := func() {
+			mustBegin(c, decodeStep(c))
 			for l := 0; l < small.Layers; l++ {
-				c.Attend(l, q, k, v, out, 1)
+				c.Attend(l, q, k, v, out)
 			}
-			c.Commit(1)
+			c.Commit()
 		}
 		for i := 0; i < 200; i++ {
 			step()

@@ -3,6 +3,8 @@ package kv
 import (
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kvfoot/kvfoot/footprint"
@@ -10,13 +12,19 @@ import (
 )
 
 var (
-	_ model.Cache     = (*Cache)(nil)
-	_ model.Prefiller = (*Cache)(nil)
-	_ model.Cache     = (*refFull)(nil)
+	_ model.Cache = (*Cache)(nil)
+	_ model.Cache = (*refFull)(nil)
 )
 
-func (r *refFull) Commit(n int) { r.pos += n }
-func (r *refFull) Pos() int     { return r.pos }
+// refFull as a model.Cache: the model's steps through the plain reference attention.
+func (r *refFull) Begin(s model.Step) error {
+	r.rows = s.Rows
+	return s.Check()
+}
+func (r *refFull) Attend(layer int, q, k, v, out []float32) { r.attend(layer, q, k, v, out, r.rows) }
+func (r *refFull) Commit()                                  { r.pos += r.rows }
+func (r *refFull) Pos() int                                 { return r.pos }
+func (r *refFull) PatchLen() int                            { return 0 }
 
 func newRefFull(s Shape) *refFull {
 	r := &refFull{s: s, k: make([][][]float32, s.Layers), v: make([][][]float32, s.Layers)}
@@ -47,12 +55,13 @@ func TestFullPolicyLogitsMatchPlainCache(t *testing.T) {
 	ref := newRefFull(Shape(m.Shape()))
 	r1, r2 := model.NewRunner(m, 16), model.NewRunner(m, 16)
 	ids := [][]int{{1, 5, 9, 20, 33, 7, 8, 9, 10, 11, 12}, {13, 14, 15, 16, 17}, {99}, {100}, {101}}
-	for _, chunk := range ids {
-		got, err := r1.Forward(c, chunk, true)
+	for i, chunk := range ids {
+		st := model.Step{Pos: c.Pos(), Rows: len(chunk), Prefill: i < 2, Final: i == 1}
+		got, err := r1.Forward(c, chunk, st, true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := r2.Forward(ref, chunk, true)
+		want, err := r2.Forward(ref, chunk, st, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,5 +123,117 @@ func TestGenerateFootprintMatchesAnalytic(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// One batched forward carrying several sequences, each with its own cache and policy,
+// in different phases (a decode step, a pre-fill chunk, a patched pre-fill chunk),
+// gives every sequence the logits, kept entries and footprint it gets when run alone.
+func TestForwardBatchMatchesSeparateRuns(t *testing.T) {
+	m := loadGQA(t)
+	s := Shape(m.Shape())
+	specs := []string{"full", "streaming:sink=2,window=8", "snapkv:sparsity=0.5,window=4,chunked=true,patch=4", "h2o:heavy=4,recent=4+bf16"}
+	prompt := func(i int) []int {
+		p := make([]int, 24+5*i)
+		for j := range p {
+			p[j] = (j*31 + 7*i + 3) % m.Config.Vocab
+		}
+		return p
+	}
+	type run struct {
+		c     *Cache
+		meter *footprint.Meter
+		ids   []int
+		fed   int // prompt tokens fed
+	}
+	newRuns := func() []*run {
+		var rs []*run
+		for i, spec := range specs {
+			meter := footprint.NewMeter(s.Layers, s.KVHeads)
+			c, err := New(s, spec, WithObserver(meter))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs = append(rs, &run{c: c, meter: meter, ids: prompt(i)})
+		}
+		return rs
+	}
+	// the next step of a run: pre-fill chunks of 8 (patched where asked), then decode
+	next := func(r *run) model.Seq {
+		if r.fed < len(r.ids) {
+			hi := min(r.fed+8, len(r.ids))
+			st := model.Step{Pos: r.c.Pos(), Rows: hi - r.fed, Prefill: true, Final: hi == len(r.ids)}
+			ids := append([]int(nil), r.ids[r.fed:hi]...)
+			if p := r.c.PatchLen(); p > 0 && !st.Final {
+				ids = append(ids, r.ids[len(r.ids)-p:]...)
+				st.Rows, st.Patch = len(ids), p
+			}
+			r.fed = hi
+			return model.Seq{Cache: r.c, IDs: ids, Step: st}
+		}
+		return model.Seq{Cache: r.c, IDs: []int{(r.c.Pos()*13 + 5) % m.Config.Vocab}, Step: model.Step{Pos: r.c.Pos(), Rows: 1}}
+	}
+	alone, batched := newRuns(), newRuns()
+	ra, rb := model.NewRunner(m, 1), model.NewRunner(m, 1)
+	for round := 0; round < 9; round++ {
+		// sequence i joins at round i, so phases differ inside a batch
+		var seqs []model.Seq
+		var want [][]float32
+		for i := range specs {
+			if round < i {
+				continue
+			}
+			sq := next(alone[i])
+			l, err := ra.Forward(sq.Cache, sq.IDs, sq.Step, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, append([]float32(nil), l...))
+			seqs = append(seqs, next(batched[i]))
+		}
+		if err := rb.ForwardBatch(seqs); err != nil {
+			t.Fatal(err)
+		}
+		for j, sq := range seqs {
+			for x := range want[j] {
+				if !close32(sq.Logits[x], want[j][x], 1e-4) {
+					t.Fatalf("round %d, sequence %d: logit %d = %v batched, %v alone", round, j, x, sq.Logits[x], want[j][x])
+				}
+			}
+		}
+	}
+	for i := range specs {
+		a, b := alone[i], batched[i]
+		if a.c.Pos() != b.c.Pos() {
+			t.Errorf("%s: Pos %d batched, %d alone", specs[i], b.c.Pos(), a.c.Pos())
+		}
+		for l := 0; l < s.Layers; l++ {
+			for g := 0; g < s.KVHeads; g++ {
+				if !slices.Equal(a.c.Positions(l, g), b.c.Positions(l, g)) {
+					t.Errorf("%s: layer %d head %d keeps %v batched, %v alone", specs[i], l, g, b.c.Positions(l, g), a.c.Positions(l, g))
+				}
+			}
+		}
+		if ra, rb := a.meter.Report(false), b.meter.Report(false); ra.Footprint != rb.Footprint || ra.Peak != rb.Peak {
+			t.Errorf("%s: footprint %v/%v batched, %v/%v alone", specs[i], rb.Footprint, rb.Peak, ra.Footprint, ra.Peak)
+		}
+	}
+}
+
+// A batch with one invalid step feeds nothing to any cache.
+func TestForwardBatchRefusesBadStepUpFront(t *testing.T) {
+	m := loadGQA(t)
+	c1, _ := New(Shape(m.Shape()), "full")
+	c2, _ := New(Shape(m.Shape()), "full")
+	r := model.NewRunner(m, 4)
+	err := r.ForwardBatch([]model.Seq{
+		{Cache: c1, IDs: []int{1, 2}, Step: model.Step{Pos: 0, Rows: 2, Prefill: true, Final: true}},
+		{Cache: c2, IDs: []int{1}, Step: model.Step{Pos: 3, Rows: 1}},
+	})
+	if err == nil || !strings.Contains(err.Error(), "sequence 1") || !strings.Contains(err.Error(), "cache is at 0") {
+		t.Fatalf("error %v, want one naming sequence 1 and its position", err)
+	}
+	if c1.Pos() != 0 || c1.Len(0, 0) != 0 {
+		t.Errorf("the valid sequence's cache was fed: Pos %d, %d entries", c1.Pos(), c1.Len(0, 0))
 	}
 }

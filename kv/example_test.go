@@ -5,10 +5,11 @@ import (
 
 	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/kv"
+	"github.com/kvfoot/kvfoot/model"
 )
 
 // A cache run by a policy spec, measured by a footprint meter. The model drives it the
-// same way: BeginPrefill, then per forward one Attend per layer and a Commit.
+// same way: per forward a Begin with the step, one Attend per layer and a Commit.
 func ExampleNew() {
 	shape := kv.Shape{Layers: 1, Heads: 2, KVHeads: 1, HeadDim: 4}
 	meter := footprint.NewMeter(shape.Layers, shape.KVHeads)
@@ -16,16 +17,18 @@ func ExampleNew() {
 	if err != nil {
 		panic(err)
 	}
-	forward := func(n int) {
-		q := make([]float32, n*shape.Heads*shape.HeadDim)
-		k := make([]float32, n*shape.KVHeads*shape.HeadDim)
-		cache.Attend(0, q, k, k, make([]float32, len(q)), n)
-		cache.Commit(n)
+	forward := func(s model.Step) {
+		if err := cache.Begin(s); err != nil {
+			panic(err)
+		}
+		q := make([]float32, s.Rows*shape.Heads*shape.HeadDim)
+		k := make([]float32, s.Rows*shape.KVHeads*shape.HeadDim)
+		cache.Attend(0, q, k, k, make([]float32, len(q)))
+		cache.Commit()
 	}
-	cache.BeginPrefill(8, 4)
-	forward(4) // first chunk: full attention
-	forward(4) // sees sink 2 + window 2 + the chunk, then trimmed
-	forward(1) // decode
+	forward(model.Step{Pos: 0, Rows: 4, Prefill: true})              // first chunk: full attention
+	forward(model.Step{Pos: 4, Rows: 4, Prefill: true, Final: true}) // sees sink 2 + window 2 + the chunk, then trimmed
+	forward(model.Step{Pos: 8, Rows: 1})                             // decode
 	fmt.Println("positions kept:", cache.Positions(0, 0))
 	r := meter.Report(false)
 	fmt.Printf("footprint %.4f, peak %.4f, prompt_len %d, response_len %d\n", r.Footprint, r.Peak, r.PromptLen, r.ResponseLen)

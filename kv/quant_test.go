@@ -198,14 +198,15 @@ func TestQuantDecodeMatchesReference(t *testing.T) {
 						}
 						pasts[g] = n
 					}
-					c.pos, c.decoding = past, true
+					c.pos = past
+					mustBegin(c, decodeStep(c))
 					q := randRows(rng, s.Heads*64)
 					for i := range q {
 						q[i] *= 3
 					}
 					k, v := randRows(rng, s.KVHeads*64), randRows(rng, s.KVHeads*64)
 					got := make([]float32, len(q))
-					c.Attend(0, q, k, v, got, 1)
+					c.Attend(0, q, k, v, got)
 					K, V := make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
 					reqs := make([]ScoreRequest, s.KVHeads)
 					for g := range K {

@@ -31,7 +31,7 @@ func BenchmarkSmolLM2(b *testing.B) {
 		b.Run(fmt.Sprintf("prefill512/threads=%d", threads), func(b *testing.B) {
 			r := model.NewRunner(m, 512)
 			for b.Loop() {
-				if _, err := r.Forward(newCache(), ids[:512], false); err != nil {
+				if _, err := r.Prefill(newCache(), ids[:512], model.PrefillOptions{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -40,12 +40,12 @@ func BenchmarkSmolLM2(b *testing.B) {
 		b.Run(fmt.Sprintf("decode@512/threads=%d", threads), func(b *testing.B) {
 			r := model.NewRunner(m, 512)
 			c := newCache()
-			if _, err := r.Forward(c, ids[:512], false); err != nil {
+			if _, err := r.Prefill(c, ids[:512], model.PrefillOptions{}); err != nil {
 				b.Fatal(err)
 			}
 			// each step appends one token: with a few hundred steps the context stays near 512
 			for b.Loop() {
-				if _, err := r.Forward(c, ids[512:], false); err != nil {
+				if _, err := r.Decode(c, ids[512]); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,29 +1,68 @@
 package model
 
-// Cache is the model's view of the KV cache. For every chunk of n tokens the model
-// calls Attend once per layer, in layer order, then Commit once. The cache stores the
-// chunk's keys and values, computes the chunk's attention over what it holds (each
-// query sees what the cache kept from earlier chunks plus the chunk itself causally),
-// and may evict only after the chunk has been attended to. Decoding is a chunk of one.
+import "fmt"
+
+// Step is what one forward pass feeds one sequence's cache. The model tells the cache
+// once, before the first layer, so that the cache never has to guess the phase of a
+// forward from its number of rows.
+type Step struct {
+	Pos  int // position of the first row: the cache's Pos()
+	Rows int // rows fed: the chunk's tokens plus Patch
+	// Patch trailing rows are the prompt's last tokens, appended to a non-final
+	// pre-fill chunk at the positions right after it (SnapKV's patch, docs/METHODS.md):
+	// the cache attends them and lets the policy score the chunk with them, then drops
+	// them, and Pos advances by Rows−Patch.
+	Patch   int
+	Prefill bool // a pre-fill chunk; false: a decode step
+	Final   bool // the last pre-fill chunk (post-fill policies evict after it)
+}
+
+// Tokens is the number of tokens the step adds to the sequence: Rows−Patch.
+func (s Step) Tokens() int { return s.Rows - s.Patch }
+
+// Check reports a step that no cache can carry out.
+func (s Step) Check() error {
+	switch {
+	case s.Pos < 0:
+		return fmt.Errorf("step: position %d, want ≥ 0", s.Pos)
+	case s.Rows < 1:
+		return fmt.Errorf("step: %d rows, want ≥ 1", s.Rows)
+	case s.Patch < 0 || s.Patch >= s.Rows:
+		return fmt.Errorf("step: %d patch rows of %d, want 0 ≤ patch < rows", s.Patch, s.Rows)
+	case s.Patch > 0 && (!s.Prefill || s.Final):
+		return fmt.Errorf("step: patch rows on a %s, want them only on non-final pre-fill chunks", s.phase())
+	case !s.Prefill && s.Final:
+		return fmt.Errorf("step: a decode step marked final")
+	}
+	return nil
+}
+
+func (s Step) phase() string {
+	switch {
+	case !s.Prefill:
+		return "decode step"
+	case s.Final:
+		return "final pre-fill chunk"
+	}
+	return "pre-fill chunk"
+}
+
+// Cache is the model's view of one sequence's KV cache. For every forward the model
+// calls Begin once, Attend once per layer in layer order, then Commit. The cache
+// stores the step's keys and values, computes its attention over what it holds (each
+// query sees what the cache kept from earlier steps plus the step's rows causally),
+// and may evict only after the rows have been attended to.
 //
-// q and out are [n, Heads·HeadDim]; k and v are [n, KVHeads·HeadDim]; keys arrive
-// after RoPE, at their absolute positions Pos() … Pos()+n−1.
+// q and out are [Rows, Heads·HeadDim]; k and v are [Rows, KVHeads·HeadDim]; keys
+// arrive after RoPE, at their absolute positions Pos … Pos+Rows−1.
 type Cache interface {
-	Attend(layer int, q, k, v, out []float32, n int)
-	// Commit ends a chunk of n tokens: Pos advances by n.
-	Commit(n int)
+	Begin(s Step) error
+	Attend(layer int, q, k, v, out []float32)
+	Commit()
 	// Pos is the number of tokens fed so far: the position of the next token. It is
 	// independent of how many entries eviction has left in the cache.
 	Pos() int
-}
-
-// Prefiller is optionally implemented by a Cache whose policy needs the prompt as a
-// whole (post-fill eviction, SnapKV's patch, the footprint meter's prompt/response
-// split). Generate calls BeginPrefill once before the first pre-fill chunk with the
-// prompt length and the chunk size. If it returns patch > 0, every non-final chunk is
-// fed with the prompt's last patch tokens appended (so they sit at the positions right
-// after the chunk); the cache scores the chunk with them, drops them, and its Pos
-// advances by the chunk alone (method-spec 4.4).
-type Prefiller interface {
-	BeginPrefill(promptLen, chunk int) (patch int)
+	// PatchLen is how many of the prompt's last tokens the cache wants appended to
+	// every non-final pre-fill chunk (0: none).
+	PatchLen() int
 }

@@ -13,6 +13,7 @@ import (
 type fullCache struct {
 	s    model.Shape
 	pos  int
+	step model.Step
 	k, v [][]float32 // per layer: [pos, kv_heads·head_dim]
 }
 
@@ -20,10 +21,17 @@ func newFullCache(s model.Shape) *fullCache {
 	return &fullCache{s: s, k: make([][]float32, s.Layers), v: make([][]float32, s.Layers)}
 }
 
-func (c *fullCache) Pos() int     { return c.pos }
-func (c *fullCache) Commit(n int) { c.pos += n }
+func (c *fullCache) Pos() int      { return c.pos }
+func (c *fullCache) PatchLen() int { return 0 }
+func (c *fullCache) Commit()       { c.pos += c.step.Tokens() }
 
-func (c *fullCache) Attend(layer int, q, k, v, out []float32, n int) {
+func (c *fullCache) Begin(s model.Step) error {
+	c.step = s
+	return s.Check()
+}
+
+func (c *fullCache) Attend(layer int, q, k, v, out []float32) {
+	n := c.step.Rows
 	d, kvd := c.s.HeadDim, c.s.KVHeads*c.s.HeadDim
 	group := c.s.Heads / c.s.KVHeads
 	c.k[layer] = append(c.k[layer], k[:n*kvd]...)

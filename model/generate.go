@@ -142,6 +142,9 @@ type GenerateOptions struct {
 	Chunk     int      // pre-fill chunk size; 0 feeds the whole prompt at once
 	Sampling  Sampling // zero value: greedy
 	Stop      []int    // generation ends after any of these ids (which is kept in the result)
+	// DecodeLast pre-fills all but the prompt's last token and feeds that one as the
+	// first decode step, as the paper's harness does (docs/METHODS.md).
+	DecodeLast bool
 	// OnToken, when set, is called with each generated id as soon as it is chosen;
 	// returning false ends generation.
 	OnToken func(id int) bool
@@ -157,13 +160,13 @@ type Result struct {
 }
 
 // Generate feeds prompt into cache in chunks and then decodes up to MaxTokens
-// tokens, one chunk of one token at a time.
+// tokens, one step of one token at a time.
 func Generate(m *Model, cache Cache, prompt []int, opts GenerateOptions) (Result, error) {
 	chunk := opts.Chunk
 	if chunk <= 0 || chunk > len(prompt) {
 		chunk = len(prompt)
 	}
-	return NewRunner(m, chunk).Generate(cache, prompt, opts)
+	return NewRunner(m, chunk+cache.PatchLen()).Generate(cache, prompt, opts)
 }
 
 // Generate is the package-level Generate on an existing Runner's buffers.
@@ -178,26 +181,25 @@ func (r *Runner) Generate(cache Cache, prompt []int, opts GenerateOptions) (Resu
 	if opts.Chunk < 0 {
 		return res, fmt.Errorf("generate: chunk %d, want ≥ 0", opts.Chunk)
 	}
+	if ctx := r.m.Config.MaxPositions; ctx > 0 && cache.Pos()+len(prompt)+max(opts.MaxTokens-1, 0) > ctx {
+		return res, fmt.Errorf("generate: a prompt of %d tokens and %d new tokens need %d positions, past the model's context of %d",
+			len(prompt), opts.MaxTokens, cache.Pos()+len(prompt)+max(opts.MaxTokens-1, 0), ctx)
+	}
 	sm, err := NewSampler(opts.Sampling, r.m.Config.Vocab)
 	if err != nil {
 		return res, err
 	}
-	chunk := opts.Chunk
-	if chunk == 0 {
-		chunk = len(prompt)
-	}
 	start := time.Now()
-	var logits []float32
-	patch := 0
-	if p, ok := cache.(Prefiller); ok {
-		patch = p.BeginPrefill(len(prompt), chunk)
+	pre := prompt
+	if opts.DecodeLast && len(prompt) > 1 {
+		pre = prompt[:len(prompt)-1]
 	}
-	for lo := 0; lo < len(prompt); lo += chunk {
-		ids := prompt[lo:min(lo+chunk, len(prompt))]
-		if patch > 0 && lo+chunk < len(prompt) {
-			ids = append(ids[:len(ids):len(ids)], prompt[len(prompt)-patch:]...)
-		}
-		if logits, err = r.Forward(cache, ids, false); err != nil {
+	logits, err := r.Prefill(cache, pre, PrefillOptions{Chunk: opts.Chunk})
+	if err != nil {
+		return res, err
+	}
+	if len(pre) < len(prompt) {
+		if logits, err = r.Decode(cache, prompt[len(prompt)-1]); err != nil {
 			return res, err
 		}
 	}
@@ -208,10 +210,12 @@ func (r *Runner) Generate(cache Cache, prompt []int, opts GenerateOptions) (Resu
 	res.StopReason = "length"
 	for len(res.IDs) < opts.MaxTokens {
 		if len(res.IDs) > 0 {
-			r.decodeIDs[0] = res.IDs[len(res.IDs)-1]
-			if logits, err = r.Forward(cache, r.decodeIDs[:], false); err != nil {
+			if logits, err = r.Decode(cache, res.IDs[len(res.IDs)-1]); err != nil {
 				return res, err
 			}
+		}
+		if err := CheckFinite(logits, cache.Pos()-1); err != nil {
+			return res, fmt.Errorf("generate: %w", err)
 		}
 		id := sm.Sample(logits)
 		res.IDs = append(res.IDs, id)
@@ -232,4 +236,74 @@ func (r *Runner) Generate(cache Cache, prompt []int, opts GenerateOptions) (Resu
 		res.Decode = time.Since(start)
 	}
 	return res, nil
+}
+
+// CheckFinite reports the first NaN or infinite logit of the token at position pos.
+func CheckFinite(logits []float32, pos int) error {
+	for i, v := range logits {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("logit %d of the token at position %d is %v", i, pos, v)
+		}
+	}
+	return nil
+}
+
+// PrefillOptions control Prefill.
+type PrefillOptions struct {
+	Chunk int  // tokens per pre-fill forward; 0 feeds the whole prompt at once
+	All   bool // pass every position's logits to OnChunk, not only the chunk's last
+	// OnChunk, when set, is called after each chunk with the prompt offset of its
+	// first token and its logits ([tokens, vocab] with All, else [vocab]), valid
+	// until the next forward; an error stops the pre-fill.
+	OnChunk func(lo int, logits []float32) error
+}
+
+// Prefill feeds prompt into cache, continuing at cache.Pos(), in chunks, and returns
+// the logits of its last token. When the cache asks for a patch (PatchLen), every
+// non-final chunk is fed with the prompt's last tokens appended at the positions
+// right after it (all of the prompt when it is shorter than the patch). This is the
+// one pre-fill loop of kvfoot: generation, logits, perplexity, the benchmarks and
+// the evaluation all go through it.
+func (r *Runner) Prefill(cache Cache, prompt []int, opts PrefillOptions) ([]float32, error) {
+	if len(prompt) == 0 {
+		return nil, fmt.Errorf("prefill: empty prompt")
+	}
+	if opts.Chunk < 0 {
+		return nil, fmt.Errorf("prefill: chunk %d, want ≥ 0", opts.Chunk)
+	}
+	chunk := opts.Chunk
+	if chunk == 0 || chunk > len(prompt) {
+		chunk = len(prompt)
+	}
+	patch := min(cache.PatchLen(), len(prompt))
+	var logits []float32
+	for lo := 0; lo < len(prompt); lo += chunk {
+		hi := min(lo+chunk, len(prompt))
+		step := Step{Pos: cache.Pos(), Rows: hi - lo, Prefill: true, Final: hi == len(prompt)}
+		ids := prompt[lo:hi]
+		if patch > 0 && !step.Final {
+			r.ids = append(append(r.ids[:0], ids...), prompt[len(prompt)-patch:]...)
+			ids = r.ids
+			step.Rows, step.Patch = len(ids), patch
+		}
+		var err error
+		if logits, err = r.Forward(cache, ids, step, opts.All); err != nil {
+			return nil, err
+		}
+		if opts.OnChunk != nil {
+			if err := opts.OnChunk(lo, logits); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if opts.All {
+		logits = logits[len(logits)-r.m.Config.Vocab:]
+	}
+	return logits, nil
+}
+
+// Decode feeds one token as a decode step and returns its logits ([vocab]).
+func (r *Runner) Decode(cache Cache, id int) ([]float32, error) {
+	r.decodeID[0] = id
+	return r.Forward(cache, r.decodeID[:], Step{Pos: cache.Pos(), Rows: 1}, false)
 }

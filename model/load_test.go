@@ -194,7 +194,7 @@ func TestTokenOutsideVocab(t *testing.T) {
 	r := model.NewRunner(m, 4)
 	c := newFullCache(m.Shape())
 	for _, id := range []int{-1, m.Config.Vocab} {
-		if _, err := r.Forward(c, []int{1, id}, false); err == nil || !strings.Contains(err.Error(), "outside the vocabulary") {
+		if _, err := r.Prefill(c, []int{1, id}, model.PrefillOptions{}); err == nil || !strings.Contains(err.Error(), "outside the vocabulary") {
 			t.Errorf("id %d: error %v", id, err)
 		}
 	}

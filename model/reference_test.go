@@ -82,13 +82,12 @@ func allLogits(t *testing.T, m *model.Model, ids []int, chunk int) []float32 {
 	r := model.NewRunner(m, chunk)
 	c := newCache(t, m)
 	var out []float32
-	for lo := 0; lo < len(ids); lo += chunk {
-		hi := min(lo+chunk, len(ids))
-		l, err := r.Forward(c, ids[lo:hi], true)
-		if err != nil {
-			t.Fatal(err)
-		}
+	_, err := r.Prefill(c, ids, model.PrefillOptions{Chunk: chunk, All: true, OnChunk: func(_ int, l []float32) error {
 		out = append(out, l...)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

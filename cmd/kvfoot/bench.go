@@ -149,15 +149,13 @@ func benchOnce(m *model.Model, r *rand.Rand, n, decode, chunk int) (prefill, dec
 	}
 	run := model.NewRunner(m, chunk)
 	start := time.Now()
-	for lo := 0; lo < n; lo += chunk {
-		if _, err := run.Forward(cache, ids[lo:min(lo+chunk, n)], false); err != nil {
-			return 0, 0, err
-		}
+	if _, err := run.Prefill(cache, ids[:n], model.PrefillOptions{Chunk: chunk}); err != nil {
+		return 0, 0, err
 	}
 	prefill = float64(n) / time.Since(start).Seconds()
 	start = time.Now()
 	for i := n; i < n+decode; i++ {
-		if _, err := run.Forward(cache, ids[i:i+1], false); err != nil {
+		if _, err := run.Decode(cache, ids[i]); err != nil {
 			return 0, 0, err
 		}
 	}

@@ -54,12 +54,12 @@ func runLogits(args []string) error {
 	}
 	r := model.NewRunner(m, n)
 	logits := make([]float32, 0, len(ids)*m.Config.Vocab)
-	for lo := 0; lo < len(ids); lo += n {
-		l, err := r.Forward(cache, ids[lo:min(lo+n, len(ids))], true)
-		if err != nil {
-			return fmt.Errorf("--ids: %w", err)
-		}
+	_, err = r.Prefill(cache, ids, model.PrefillOptions{Chunk: n, All: true, OnChunk: func(_ int, l []float32) error {
 		logits = append(logits, l...)
+		return nil
+	}})
+	if err != nil {
+		return fmt.Errorf("--ids: %w", err)
 	}
 	ids64 := make([]int64, len(ids))
 	for i, id := range ids {
