@@ -529,20 +529,6 @@ func TestSpecErrors(t *testing.T) {
 	}
 }
 
-func FuzzSpec(f *testing.F) {
-	for _, s := range []string{"full", "streaming:sink=4,window=64", "snapkv:sparsity=0.5,chunked=true,patch=8+quant:bits=4",
-		"pyramidkv:sparsity=0.3,beta=10", "h2o:heavy=4,recent=4+bf16", "tova:budget=3", "a:b=c,+d"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, spec string) {
-		c, err := New(Shape{Layers: 1, Heads: 2, KVHeads: 1, HeadDim: 4}, spec)
-		if err != nil {
-			return
-		}
-		generate(c, Shape{Layers: 1, Heads: 2, KVHeads: 1, HeadDim: 4}, 9, 4, 2, 1, nil)
-	})
-}
-
 // Decoding with a bounded cache allocates nothing once its buffers have grown.
 func TestDecodeAllocatesNothing(t *testing.T) {
 	defer tensor.SetThreads(tensor.Threads())

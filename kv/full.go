@@ -4,7 +4,8 @@ package kv
 type full struct{}
 
 func init() {
-	register("full", kindSelector, nil, func(opts) (any, error) { return full{}, nil })
+	mustAdd(Registration{Name: "full", Kind: Selector, Example: "full", Doc: "every entry kept: exact causal attention",
+		NewSelector: func(Args) (Policy, error) { return full{}, nil }})
 }
 
 func (full) Scores(*Forward) ScoreRequest { return ScoreRequest{} }

@@ -1,9 +1,6 @@
 package kv
 
-import (
-	"fmt"
-	"slices"
-)
+import "slices"
 
 // h2o is H2O: each KV head keeps its recent most recent entries plus the heavy
 // entries with the largest attention accumulated over every query since they were
@@ -15,24 +12,23 @@ type h2o struct {
 }
 
 func init() {
-	register("h2o", kindSelector, []string{"heavy", "recent"}, func(o opts) (any, error) {
-		heavy, err := o.int("heavy", 256, 0, 1<<30)
-		if err != nil {
-			return nil, err
-		}
-		recent, err := o.int("recent", 256, 0, 1<<30)
-		if err != nil {
-			return nil, err
-		}
-		if heavy+recent == 0 {
-			return nil, fmt.Errorf("h2o: heavy+recent must be positive")
-		}
-		p := &h2o{heavy: heavy, recent: recent, acc: make([][][]float32, o.shape.Layers)}
-		for l := range p.acc {
-			p.acc[l] = make([][]float32, o.shape.KVHeads)
-		}
-		return p, nil
-	})
+	mustAdd(Registration{Name: "h2o", Kind: Selector, Example: "h2o:heavy=256,recent=256",
+		Doc: "H2O: heavy hitters by accumulated attention plus a recent window, evicting after every forward",
+		Params: []Param{
+			{Key: "heavy", Type: Int, Default: "256", Min: 0, Max: 1 << 30, Doc: "entries kept by accumulated attention"},
+			{Key: "recent", Type: Int, Default: "256", Min: 0, Max: 1 << 30, Doc: "most recent entries kept"},
+		},
+		NewSelector: func(a Args) (Policy, error) {
+			heavy, recent := a.Int("heavy"), a.Int("recent")
+			if heavy+recent == 0 {
+				return nil, a.Errorf("heavy+recent must be positive")
+			}
+			p := &h2o{heavy: heavy, recent: recent, acc: make([][][]float32, a.Shape().Layers)}
+			for l := range p.acc {
+				p.acc[l] = make([][]float32, a.Shape().KVHeads)
+			}
+			return p, nil
+		}})
 }
 
 func (p *h2o) Scores(f *Forward) ScoreRequest { return ScoreRequest{From: 0, To: f.N} }

@@ -32,40 +32,37 @@ type headmask struct {
 }
 
 func init() {
-	register("headmask", kindRole, []string{"masks", "sparsity", "sink", "window"}, func(o opts) (any, error) {
-		st, err := parseStreaming(o)
-		if err != nil {
-			return nil, err
-		}
-		file, ok := o.raw("masks")
-		if !ok {
-			return nil, fmt.Errorf("headmask: masks=FILE is required (TSV: one row per layer, one column per KV head)")
-		}
-		if o.dir != "" && !filepath.IsAbs(file) {
-			file = filepath.Join(o.dir, file)
-		}
-		vals, err := readMasks(file, o.shape.Layers, o.shape.KVHeads)
-		if err != nil {
-			return nil, err
-		}
-		h := &headmask{streaming: st}
-		if _, ok := o.raw("sparsity"); ok {
-			sp, err := o.float("sparsity", 0, 0, 1)
-			if err != nil {
-				return nil, err
-			}
-			h.stream = streamingHeads(vals, sp)
-		} else {
-			h.stream = make([][]bool, len(vals))
-			for l, row := range vals {
-				h.stream[l] = make([]bool, len(row))
-				for g, x := range row {
-					h.stream[l][g] = x <= 0.5
-				}
+	mustAdd(Registration{Name: "headmask", Kind: Role, Example: "headmask:masks=masks.tsv,sparsity=0.7,sink=128,window=1024",
+		Doc: "DuoAttention / PruLong: heads with low mask values become streaming (sink + window)",
+		Params: append([]Param{
+			{Key: "masks", Type: File, Required: true, Doc: "TSV: one row per layer, one column per KV head"},
+			{Key: "sparsity", Type: Float, Min: 0, Max: 1, Doc: "fraction of heads made streaming (default: those ≤ 0.5)"},
+		}, sinkWindowParams...),
+		newRole: newHeadmask})
+}
+
+func newHeadmask(a Args) (*headmask, error) {
+	file := a.Text("masks")
+	if a.dir != "" && !filepath.IsAbs(file) {
+		file = filepath.Join(a.dir, file)
+	}
+	vals, err := readMasks(file, a.Shape().Layers, a.Shape().KVHeads)
+	if err != nil {
+		return nil, err
+	}
+	h := &headmask{streaming: newStreaming(a)}
+	if a.Has("sparsity") {
+		h.stream = streamingHeads(vals, a.Float("sparsity"))
+	} else {
+		h.stream = make([][]bool, len(vals))
+		for l, row := range vals {
+			h.stream[l] = make([]bool, len(row))
+			for g, x := range row {
+				h.stream[l][g] = x <= 0.5
 			}
 		}
-		return h, nil
-	})
+	}
+	return h, nil
 }
 
 // streamingHeads picks the ceil(sp·(N−1)) lowest-valued heads (see headmask).

@@ -1,5 +1,7 @@
 package kv
 
+import "slices"
+
 // pyramidkv is PyramidKV: SnapKV's scoring and modes (see snapkv) with a per-layer
 // budget that falls linearly from the first layer to the last (beta = 20), computed as
 // in the paper's PyramidKV cluster (method-spec 5.3) with the SnapKV capacity
@@ -12,17 +14,17 @@ package kv
 // n < 2(cap−w) keeps cap−w like SnapKV (uniform at low sparsity, as in the paper).
 // Spec: pyramidkv:sparsity=X,window=64,pool=5[,chunked=true][,patch=Q][,beta=20].
 func init() {
-	register("pyramidkv", kindSelector, []string{"sparsity", "window", "pool", "chunked", "patch", "beta"}, func(o opts) (any, error) {
-		p, err := parseSnapKV(o)
-		if err != nil {
-			return nil, err
-		}
-		p.pyramid = true
-		if p.beta, err = o.int("beta", 20, 1, 1<<20); err != nil {
-			return nil, err
-		}
-		return p, nil
-	})
+	mustAdd(Registration{Name: "pyramidkv", Kind: Selector, Example: "pyramidkv:sparsity=0.5,window=64,chunked=true,beta=20",
+		Doc:    "PyramidKV: SnapKV with per-layer budgets falling from the first layer to the last",
+		Params: append(slices.Clip(snapParams), Param{Key: "beta", Type: Int, Default: "20", Min: 1, Max: 1 << 20, Doc: "ratio of the first layer's budget to the last's"}),
+		NewSelector: func(a Args) (Policy, error) {
+			p, err := newSnapKV(a)
+			if err != nil {
+				return nil, err
+			}
+			p.pyramid, p.beta = true, a.Int("beta")
+			return p, nil
+		}})
 }
 
 // pyramidBudget is how many candidates (besides the window) layer keeps.

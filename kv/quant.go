@@ -1,8 +1,8 @@
 package kv
 
 import (
-	"fmt"
 	"math"
+	"strconv"
 )
 
 // quant is KIVI-style quantized storage (method-spec 5.7): asymmetric min-max
@@ -16,23 +16,17 @@ import (
 type quant struct{ bits, group, residual int }
 
 func init() {
-	register("quant", kindStorage, []string{"bits", "group", "residual"}, func(o opts) (any, error) {
-		q := quant{bits: 4, group: 32, residual: 32}
-		var err error
-		if q.bits, err = o.int("bits", q.bits, 2, 8); err != nil {
-			return nil, err
-		}
-		if q.bits != 2 && q.bits != 4 && q.bits != 8 {
-			return nil, fmt.Errorf("quant: bits=%d: want 2, 4 or 8", q.bits)
-		}
-		if q.group, err = o.int("group", q.group, 1, 1<<20); err != nil {
-			return nil, err
-		}
-		if q.residual, err = o.int("residual", q.residual, 0, 1<<30); err != nil {
-			return nil, err
-		}
-		return q, nil
-	})
+	mustAdd(Registration{Name: "quant", Kind: Storage, Example: "quant:bits=4,group=32,residual=32",
+		Doc: "KIVI: keys quantized per channel, values per token, recent tokens in float32",
+		Params: []Param{
+			{Key: "bits", Type: Choice, Default: "4", Choices: []string{"2", "4", "8"}, Doc: "bits per code"},
+			{Key: "group", Type: Int, Default: "32", Min: 1, Max: 1 << 20, Doc: "tokens (keys) or channels (values) per scale"},
+			{Key: "residual", Type: Int, Default: "32", Min: 0, Max: 1 << 30, Doc: "most recent tokens held in float32"},
+		},
+		newStorage: func(a Args) (storeMaker, error) {
+			bits, _ := strconv.Atoi(a.Text("bits"))
+			return quant{bits: bits, group: a.Int("group"), residual: a.Int("residual")}, nil
+		}})
 }
 
 func (q quant) newStore(d int) store {

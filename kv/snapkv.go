@@ -1,9 +1,6 @@
 package kv
 
-import (
-	"fmt"
-	"math"
-)
+import "math"
 
 // snapkv is SnapKV: tokens are scored by the attention the observation window's
 // queries give them (mean over the group's query heads, so eviction is per KV head:
@@ -33,38 +30,28 @@ type snapkv struct {
 	beta         int
 }
 
-func init() {
-	register("snapkv", kindSelector, []string{"sparsity", "window", "pool", "chunked", "patch"}, func(o opts) (any, error) {
-		return parseSnapKV(o)
-	})
+// snapParams are SnapKV's keys, shared with PyramidKV.
+var snapParams = []Param{
+	{Key: "sparsity", Type: Float, Min: 0, Max: 1, Required: true, Doc: "fraction of tokens evicted, 0…1"},
+	{Key: "window", Type: Int, Default: "64", Min: 1, Max: 1 << 30, Doc: "observation window: the last queries that score, always kept"},
+	{Key: "pool", Type: Int, Default: "5", Min: 1, Max: 1 << 10, Doc: "odd average-pooling kernel over the scores"},
+	{Key: "chunked", Type: Bool, Default: "false", Doc: "evict after every pre-fill chunk (SnapKV*) instead of once after the pre-fill"},
+	{Key: "patch", Type: Int, Default: "0", Min: 0, Max: 1 << 20, Doc: "score each chunk with the prompt's last Q tokens appended (chunked only)"},
 }
 
-func parseSnapKV(o opts) (*snapkv, error) {
-	p := &snapkv{}
-	var err error
-	if _, ok := o.raw("sparsity"); !ok {
-		return nil, fmt.Errorf("%s: sparsity=X is required (fraction of tokens evicted, 0…1)", o.name)
-	}
-	if p.sparsity, err = o.float("sparsity", 0, 0, 1); err != nil {
-		return nil, err
-	}
-	if p.window, err = o.int("window", 64, 0, 1<<30); err != nil {
-		return nil, err
-	}
-	if p.pool, err = o.int("pool", 5, 1, 1<<10); err != nil {
-		return nil, err
-	}
+func init() {
+	mustAdd(Registration{Name: "snapkv", Kind: Selector, Example: "snapkv:sparsity=0.5,window=64,pool=5,chunked=true",
+		Doc: "SnapKV: tokens scored by the observation window's pooled attention; post-fill or after every chunk", Params: snapParams,
+		NewSelector: func(a Args) (Policy, error) { return newSnapKV(a) }})
+}
+
+func newSnapKV(a Args) (*snapkv, error) {
+	p := &snapkv{sparsity: a.Float("sparsity"), window: a.Int("window"), pool: a.Int("pool"), chunked: a.Bool("chunked"), patch: a.Int("patch")}
 	if p.pool%2 == 0 {
-		return nil, fmt.Errorf("%s: pool=%d: want an odd kernel size", o.name, p.pool)
-	}
-	if p.chunked, err = o.bool("chunked", false); err != nil {
-		return nil, err
-	}
-	if p.patch, err = o.int("patch", 0, 0, 1<<20); err != nil {
-		return nil, err
+		return nil, a.Errorf("pool=%d: want an odd kernel size", p.pool)
 	}
 	if p.patch > 0 && !p.chunked {
-		return nil, fmt.Errorf("%s: patch=%d needs chunked=true (the patch scores pre-fill chunks)", o.name, p.patch)
+		return nil, a.Errorf("patch=%d needs chunked=true (the patch scores pre-fill chunks)", p.patch)
 	}
 	return p, nil
 }

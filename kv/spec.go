@@ -14,38 +14,113 @@ import (
 // grammar and its errors.
 //
 // Every part has one kind, and a spec holds at most one part of each kind:
-//   - a token selector (full, streaming, snapkv, pyramidkv, h2o, tova) decides which
-//     entries a KV head keeps (default full);
+//   - a token selector (full, streaming, snapkv, pyramidkv, h2o, tova, and any that a
+//     program adds with Register) decides which entries a KV head keeps (default full);
 //   - a head role (headmask) makes some KV heads streaming; the others use the selector;
 //   - a storage (quant, bf16) sets the precision (default float32).
-type kind int
+
+// Kind is what part of a spec a registration fills.
+type Kind int
 
 const (
-	kindSelector kind = iota
-	kindRole
-	kindStorage
+	Selector Kind = iota // which entries a KV head keeps
+	Role                 // which KV heads are streaming
+	Storage              // the precision entries are stored in
 )
 
-func (k kind) String() string {
+func (k Kind) String() string {
 	return [...]string{"token selector", "head role", "storage"}[k]
 }
 
-type builder struct {
-	kind  kind
-	keys  []string
-	build func(opts) (any, error)
+// ParamType is the type of a spec key's value.
+type ParamType int
+
+const (
+	Int ParamType = iota
+	Float
+	Bool
+	File   // a file name, relative to the cache's WithDir
+	Choice // one of Param.Choices
+)
+
+// Param is one key of a spec part.
+type Param struct {
+	Key      string
+	Type     ParamType
+	Default  string  // the value when the key is absent; "" with Required false: absent
+	Min, Max float64 // the accepted range of an Int or Float
+	Choices  []string
+	Required bool
+	Doc      string
 }
 
-var registry = map[string]builder{}
+// Registration describes one spec name: its keys, an example and its constructor.
+type Registration struct {
+	Name    string
+	Kind    Kind
+	Doc     string
+	Example string // a spec using this name, for help texts and tests
+	Params  []Param
+	// NewSelector builds a token selector (Kind Selector) from checked arguments.
+	NewSelector func(Args) (Policy, error)
 
-// register adds a spec name. build returns a Policy (selector), a *headmask (role)
-// or a storeMaker (storage).
-func register(name string, k kind, keys []string, build func(opts) (any, error)) {
-	registry[name] = builder{k, keys, build}
+	newRole    func(Args) (*headmask, error)
+	newStorage func(Args) (storeMaker, error)
 }
 
-// storeMaker makes the storage of one KV head with head dimension d.
-type storeMaker interface{ newStore(d int) store }
+var registry = map[string]*Registration{}
+
+// Register adds a token selector to the spec grammar, so that every command, the
+// evaluation and the server accept it by name. It refuses a name in use, a malformed
+// key list and an example that does not parse.
+func Register(r Registration) error {
+	if r.NewSelector == nil || r.newRole != nil || r.newStorage != nil {
+		return fmt.Errorf("kv: register %q: want a token selector (NewSelector)", r.Name)
+	}
+	r.Kind = Selector
+	return add(r)
+}
+
+func add(r Registration) error {
+	if r.Name == "" || strings.ContainsAny(r.Name, ":+,= \t") {
+		return fmt.Errorf("kv: register %q: want a name without ':', '+', ',', '=' or spaces", r.Name)
+	}
+	if _, dup := registry[r.Name]; dup {
+		return fmt.Errorf("kv: register %q: the name is taken", r.Name)
+	}
+	for i, p := range r.Params {
+		if p.Key == "" || slices.ContainsFunc(r.Params[:i], func(q Param) bool { return q.Key == p.Key }) {
+			return fmt.Errorf("kv: register %q: key %q empty or repeated", r.Name, p.Key)
+		}
+		if p.Default != "" {
+			if _, err := p.parse(r.Name, p.Default); err != nil {
+				return fmt.Errorf("kv: register %q: default: %w", r.Name, err)
+			}
+		}
+	}
+	registry[r.Name] = &r
+	if _, err := parseSpec(r.Example); err != nil {
+		delete(registry, r.Name)
+		return fmt.Errorf("kv: register %q: example %q: %w", r.Name, r.Example, err)
+	}
+	return nil
+}
+
+// mustAdd registers a built-in name.
+func mustAdd(r Registration) {
+	if err := add(r); err != nil {
+		panic(err)
+	}
+}
+
+// Registry lists every registration, sorted by name.
+func Registry() []Registration {
+	out := make([]Registration, 0, len(registry))
+	for _, n := range Names() {
+		out = append(out, *registry[n])
+	}
+	return out
+}
 
 // Names lists the policy names a spec may use.
 func Names() []string {
@@ -57,69 +132,127 @@ func Names() []string {
 	return names
 }
 
-// opts are the key=value settings of one spec part, with the context a builder needs.
-type opts struct {
-	name  string
-	kv    map[string]string
+// value is a parsed key: the field of its type is set.
+type value struct {
+	i int
+	f float64
+	b bool
+	s string
+}
+
+func (p Param) parse(name, s string) (value, error) {
+	switch p.Type {
+	case Int:
+		x, err := strconv.Atoi(s)
+		if err != nil {
+			return value{}, fmt.Errorf("%s: %s=%q: want an integer", name, p.Key, s)
+		}
+		if float64(x) < p.Min || float64(x) > p.Max {
+			return value{}, fmt.Errorf("%s: %s=%d: want %s", name, p.Key, x, p.Range())
+		}
+		return value{i: x}, nil
+	case Float:
+		x, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsNaN(x) {
+			return value{}, fmt.Errorf("%s: %s=%q: want a number", name, p.Key, s)
+		}
+		if x < p.Min || x > p.Max {
+			return value{}, fmt.Errorf("%s: %s=%g: want %s", name, p.Key, x, p.Range())
+		}
+		return value{f: x}, nil
+	case Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return value{}, fmt.Errorf("%s: %s=%q: want true or false", name, p.Key, s)
+		}
+		return value{b: b}, nil
+	case Choice:
+		if !slices.Contains(p.Choices, s) {
+			return value{}, fmt.Errorf("%s: %s=%q: want one of %s", name, p.Key, s, strings.Join(p.Choices, ", "))
+		}
+	}
+	return value{s: s}, nil
+}
+
+// Range is the values p accepts, as help texts and errors write them.
+func (p Param) Range() string {
+	num := func(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
+	switch p.Type {
+	case Int, Float:
+		return num(p.Min) + "…" + num(p.Max)
+	case Choice:
+		return strings.Join(p.Choices, "|")
+	}
+	return p.placeholder()
+}
+
+// placeholder stands for a value of p's type in messages and help texts.
+func (p Param) placeholder() string {
+	switch p.Type {
+	case Int:
+		return "N"
+	case Float:
+		return "X"
+	case Bool:
+		return "true|false"
+	case File:
+		return "FILE"
+	}
+	return strings.Join(p.Choices, "|")
+}
+
+// Args are the checked key=value settings of one spec part, with the model shape and
+// the directory that relative file names are resolved against.
+type Args struct {
+	reg   *Registration
+	vals  map[string]value
 	shape Shape
-	dir   string // where relative file names (masks) are looked up
+	dir   string
 }
 
-func (o opts) raw(key string) (string, bool) {
-	s, ok := o.kv[key]
-	return s, ok
+// Shape is the attention geometry of the model the cache is for.
+func (a Args) Shape() Shape { return a.shape }
+
+// Has reports whether the spec gave key (or it has a default).
+func (a Args) Has(key string) bool {
+	_, ok := a.get(key)
+	return ok
 }
 
-func (o opts) int(key string, def, lo, hi int) (int, error) {
-	s, ok := o.kv[key]
-	if !ok {
-		return def, nil
+func (a Args) get(key string) (value, bool) {
+	if v, ok := a.vals[key]; ok {
+		return v, true
 	}
-	x, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %s=%q: want an integer", o.name, key, s)
+	for _, p := range a.reg.Params {
+		if p.Key == key {
+			if p.Default == "" {
+				return value{}, false
+			}
+			v, _ := p.parse(a.reg.Name, p.Default) // checked by add
+			return v, true
+		}
 	}
-	if x < lo || x > hi {
-		return 0, fmt.Errorf("%s: %s=%d: want %d…%d", o.name, key, x, lo, hi)
-	}
-	return x, nil
+	panic(fmt.Sprintf("kv: %s has no key %q", a.reg.Name, key))
 }
 
-func (o opts) float(key string, def, lo, hi float64) (float64, error) {
-	s, ok := o.kv[key]
-	if !ok {
-		return def, nil
-	}
-	x, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(x) {
-		return 0, fmt.Errorf("%s: %s=%q: want a number", o.name, key, s)
-	}
-	if x < lo || x > hi {
-		return 0, fmt.Errorf("%s: %s=%g: want %g…%g", o.name, key, x, lo, hi)
-	}
-	return x, nil
-}
-
-func (o opts) bool(key string, def bool) (bool, error) {
-	s, ok := o.kv[key]
-	if !ok {
-		return def, nil
-	}
-	b, err := strconv.ParseBool(s)
-	if err != nil {
-		return false, fmt.Errorf("%s: %s=%q: want true or false", o.name, key, s)
-	}
-	return b, nil
+// Int, Float, Bool and Text return a key's value, or its default (the zero value
+// when it has none); asking for a key the registration lacks is a programming error.
+func (a Args) Int(key string) int       { v, _ := a.get(key); return v.i }
+func (a Args) Float(key string) float64 { v, _ := a.get(key); return v.f }
+func (a Args) Bool(key string) bool     { v, _ := a.get(key); return v.b }
+func (a Args) Text(key string) string   { v, _ := a.get(key); return v.s }
+func (a Args) Errorf(format string, x ...any) error {
+	return fmt.Errorf("%s: %s", a.reg.Name, fmt.Sprintf(format, x...))
 }
 
 // part is one parsed `name:key=value,...`.
 type part struct {
-	name string
-	kv   map[string]string
+	reg  *Registration
+	vals map[string]value
 }
 
-// parseSpec splits a spec into parts and checks names and keys against the registry;
-// values are checked by the builders.
+// parseSpec splits a spec into parts and checks names, keys and values against the
+// registry.
 func parseSpec(spec string) ([]part, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
@@ -129,14 +262,15 @@ func parseSpec(spec string) ([]part, error) {
 	for _, s := range strings.Split(spec, "+") {
 		s = strings.TrimSpace(s)
 		name, args, _ := strings.Cut(s, ":")
+		name = strings.TrimSpace(name)
 		if name == "" {
 			return nil, fmt.Errorf("empty policy name in %q", spec)
 		}
-		b, ok := registry[name]
+		r, ok := registry[name]
 		if !ok {
 			return nil, fmt.Errorf("unknown policy %q (known: %s)", name, strings.Join(Names(), ", "))
 		}
-		p := part{name: name, kv: map[string]string{}}
+		p := part{reg: r, vals: map[string]value{}}
 		if strings.TrimSpace(args) != "" {
 			for _, a := range strings.Split(args, ",") {
 				k, v, ok := strings.Cut(a, "=")
@@ -144,21 +278,39 @@ func parseSpec(spec string) ([]part, error) {
 				if !ok || k == "" || v == "" {
 					return nil, fmt.Errorf("%s: %q: want key=value", name, a)
 				}
-				if !slices.Contains(b.keys, k) {
-					if len(b.keys) == 0 {
+				i := slices.IndexFunc(r.Params, func(q Param) bool { return q.Key == k })
+				if i < 0 {
+					if len(r.Params) == 0 {
 						return nil, fmt.Errorf("%s: unknown key %q (%s takes no keys)", name, k, name)
 					}
-					return nil, fmt.Errorf("%s: unknown key %q (known: %s)", name, k, strings.Join(b.keys, ", "))
+					return nil, fmt.Errorf("%s: unknown key %q (known: %s)", name, k, strings.Join(r.keys(), ", "))
 				}
-				if _, dup := p.kv[k]; dup {
+				if _, dup := p.vals[k]; dup {
 					return nil, fmt.Errorf("%s: key %q given twice", name, k)
 				}
-				p.kv[k] = v
+				x, err := r.Params[i].parse(name, v)
+				if err != nil {
+					return nil, err
+				}
+				p.vals[k] = x
+			}
+		}
+		for _, q := range r.Params {
+			if _, ok := p.vals[q.Key]; q.Required && !ok {
+				return nil, fmt.Errorf("%s: %s=%s is required (%s)", name, q.Key, q.placeholder(), q.Doc)
 			}
 		}
 		parts = append(parts, p)
 	}
 	return parts, nil
+}
+
+func (r *Registration) keys() []string {
+	k := make([]string, len(r.Params))
+	for i, p := range r.Params {
+		k[i] = p.Key
+	}
+	return k
 }
 
 // compose builds the policy and the storage of a spec for a model shape.
@@ -167,40 +319,56 @@ func compose(spec string, s Shape, dir string) (Policy, storeMaker, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	byKind := map[kind]part{}
-	built := map[kind]any{}
-	for _, p := range parts {
-		k := registry[p.name].kind
-		if prev, dup := byKind[k]; dup {
-			return nil, nil, fmt.Errorf("%s and %s are both a %s: a spec combines at most one token selector "+
-				"(full, streaming, snapkv, pyramidkv, h2o, tova), one head role (headmask) and one storage (quant, bf16)",
-				prev.name, p.name, k)
+	var byKind [3]*part
+	for i := range parts {
+		p := &parts[i]
+		if prev := byKind[p.reg.Kind]; prev != nil {
+			return nil, nil, fmt.Errorf("%s and %s are both a %s: a spec combines at most one token selector, "+
+				"one head role and one storage (%s)", prev.reg.Name, p.reg.Name, p.reg.Kind, kindsList())
 		}
-		byKind[k] = p
-		x, err := registry[p.name].build(opts{name: p.name, kv: p.kv, shape: s, dir: dir})
-		if err != nil {
+		byKind[p.reg.Kind] = p
+	}
+	args := func(p *part) Args { return Args{reg: p.reg, vals: p.vals, shape: s, dir: dir} }
+	var pol Policy = full{}
+	if p := byKind[Selector]; p != nil {
+		if pol, err = p.reg.NewSelector(args(p)); err != nil {
 			return nil, nil, err
 		}
-		built[k] = x
 	}
-	var pol Policy = full{}
-	if x, ok := built[kindSelector]; ok {
-		pol = x.(Policy)
-	}
-	if x, ok := built[kindRole]; ok {
-		hm := x.(*headmask)
-		if byKind[kindSelector].name == "streaming" {
+	if p := byKind[Role]; p != nil {
+		if sel := byKind[Selector]; sel != nil && sel.reg.Name == "streaming" {
 			return nil, nil, fmt.Errorf("headmask+streaming: headmask already makes its streaming heads keep sink+window; " +
 				"a streaming selector would make every head streaming (use streaming alone)")
+		}
+		hm, err := p.reg.newRole(args(p))
+		if err != nil {
+			return nil, nil, err
 		}
 		hm.inner = pol
 		pol = hm
 	}
 	var st storeMaker = f32Maker{}
-	if x, ok := built[kindStorage]; ok {
-		st = x.(storeMaker)
+	if p := byKind[Storage]; p != nil {
+		if st, err = p.reg.newStorage(args(p)); err != nil {
+			return nil, nil, err
+		}
 	}
 	return pol, st, nil
+}
+
+// kindsList names the registrations of each kind, for error messages.
+func kindsList() string {
+	var out []string
+	for k := Selector; k <= Storage; k++ {
+		var names []string
+		for _, r := range Registry() {
+			if r.Kind == k {
+				names = append(names, r.Name)
+			}
+		}
+		out = append(out, k.String()+": "+strings.Join(names, ", "))
+	}
+	return strings.Join(out, "; ")
 }
 
 type f32Maker struct{}
@@ -211,8 +379,13 @@ type bf16Maker struct{}
 
 func (bf16Maker) newStore(d int) store { return &bf16Store{d: d} }
 
+// storeMaker makes the storage of one KV head with head dimension d.
+type storeMaker interface{ newStore(d int) store }
+
 func init() {
-	register("bf16", kindStorage, nil, func(opts) (any, error) { return bf16Maker{}, nil })
+	mustAdd(Registration{Name: "bf16", Kind: Storage, Example: "bf16",
+		Doc:        "keys and values stored as bfloat16 (half the bytes of float32)",
+		newStorage: func(Args) (storeMaker, error) { return bf16Maker{}, nil }})
 }
 
 // SplitSpecs splits a comma-separated list of policy specs, whose own key=value options

@@ -7,22 +7,20 @@ package kv
 // evaluation settings).
 type streaming struct{ sink, window int }
 
-func init() {
-	register("streaming", kindSelector, []string{"sink", "window"}, func(o opts) (any, error) {
-		return parseStreaming(o)
-	})
+// sinkWindowParams are the keys of a streaming head, shared with headmask.
+var sinkWindowParams = []Param{
+	{Key: "sink", Type: Int, Default: "128", Min: 0, Max: 1 << 30, Doc: "first entries every streaming head keeps"},
+	{Key: "window", Type: Int, Default: "1024", Min: 0, Max: 1 << 30, Doc: "most recent entries every streaming head keeps"},
 }
 
-func parseStreaming(o opts) (streaming, error) {
-	sink, err := o.int("sink", 128, 0, 1<<30)
-	if err != nil {
-		return streaming{}, err
-	}
-	window, err := o.int("window", 1024, 0, 1<<30)
-	if err != nil {
-		return streaming{}, err
-	}
-	return streaming{sink, window}, nil
+func init() {
+	mustAdd(Registration{Name: "streaming", Kind: Selector, Example: "streaming:sink=128,window=1024",
+		Doc: "StreamingLLM: every head keeps an attention sink and a recent window", Params: sinkWindowParams,
+		NewSelector: func(a Args) (Policy, error) { return newStreaming(a), nil }})
+}
+
+func newStreaming(a Args) streaming {
+	return streaming{a.Int("sink"), a.Int("window")}
 }
 
 func (streaming) Scores(*Forward) ScoreRequest { return ScoreRequest{} }

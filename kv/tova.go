@@ -6,10 +6,10 @@ package kv
 type tova struct{ budget int }
 
 func init() {
-	register("tova", kindSelector, []string{"budget"}, func(o opts) (any, error) {
-		b, err := o.int("budget", 512, 1, 1<<30)
-		return tova{b}, err
-	})
+	mustAdd(Registration{Name: "tova", Kind: Selector, Example: "tova:budget=512",
+		Doc:         "TOVA: after every forward each head keeps the entries its last query attends to most",
+		Params:      []Param{{Key: "budget", Type: Int, Default: "512", Min: 1, Max: 1 << 30, Doc: "entries kept per KV head"}},
+		NewSelector: func(a Args) (Policy, error) { return tova{a.Int("budget")}, nil }})
 }
 
 func (p tova) Scores(f *Forward) ScoreRequest {
