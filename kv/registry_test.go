@@ -296,7 +296,7 @@ func TestRegister(t *testing.T) {
 		}
 	}
 	err := Register(Registration{Name: "keepfirst", Example: "keepfirst:n=4", Doc: "keeps the first n entries",
-		Params: []Param{{Key: "n", Type: Int, Default: "8", Min: 1, Max: 100}},
+		Params:      []Param{{Key: "n", Type: Int, Default: "8", Min: 1, Max: 100}},
 		NewSelector: func(a Args) (Policy, error) { return keepFirst{a.Int("n")}, nil }})
 	if err != nil {
 		t.Fatal(err)
