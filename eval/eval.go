@@ -6,6 +6,7 @@ package eval
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/kvfoot/kvfoot/tasks"
@@ -16,6 +17,13 @@ import (
 type Backend interface {
 	// Context is the model's context length in tokens.
 	Context() int
+	// Check reports whether method can run here (for a model: whether it is a policy
+	// spec valid for its shape), so that a bad method fails before the first sample.
+	Check(method string) error
+	// Settings are what of the backend can change a result (for a model: its weights'
+	// hash and the pre-fill chunk size); every results line records them, and a stored
+	// result is reused only if they match. Run asks for them only with a results file.
+	Settings() (map[string]string, error)
 	Run(method string, prompt []int, maxNew int, stop func(out []int) bool) (Output, error)
 }
 
@@ -24,7 +32,7 @@ type Output struct {
 	IDs     []int
 	Prefill time.Duration
 	Decode  time.Duration
-	// The KV footprint the cache's meter measured (method-spec 1.1) and its peak, as
+	// The KV footprint the cache's meter measured (docs/METHODS.md §1.1) and its peak, as
 	// fractions of full causal attention, and the peak in bytes; zero if not measured.
 	Footprint, Peak float64
 	PeakBytes       int64
@@ -39,6 +47,8 @@ type Config struct {
 	Samples int
 	Seed    uint64
 	Gen     tasks.Options // corpus and tokenizer; Queries is ignored
+	// Tokenizer identifies Gen.Tokenizer in the results (the SHA-256 of its file).
+	Tokenizer string
 	// BOS, if ≥ 0, is prepended to every prompt (on top of its Length tokens).
 	BOS int
 	// Data, when set, replaces the generated tasks: loaded datasets (HELMET JSONL),
@@ -55,33 +65,38 @@ type Config struct {
 type Dataset struct {
 	Name      string
 	Instances []*tasks.Instance
+	SHA256    string // of the file they were loaded from, recorded in the results
 }
 
-// Sample is one line of the results file. Later issues add fields (footprint, peak)
-// with omitempty, so that old files stay readable.
+// Sample is one line of the results file: which sample of which method it is, what it
+// was made with, and what came out. A stored result is reused only when everything
+// that can change it matches: the settings (the backend's, the tokenizer, the corpus
+// or data file, BOS, the run's seed), the instance's seed, the generation budget and
+// the prompt's token ids (by hash). Model is the folder as given, for the reader; the
+// weights' hash among the settings is what is compared.
 type Sample struct {
-	Model     string   `json:"model"`
-	Method    string   `json:"method"`
-	Task      string   `json:"task"`
-	Category  string   `json:"category"`
-	Length    int      `json:"length"`
-	Index     int      `json:"index"`
-	Seed      uint64   `json:"seed"`
-	Metric    string   `json:"metric"`
-	Score     float64  `json:"score"` // 0–100
-	InputLen  int      `json:"input_len"`
-	OutputLen int      `json:"output_len"`
-	Output    string   `json:"output"`
-	Answers   []string `json:"answers"`
-	Prefill   float64  `json:"prefill_seconds"`
-	Decode    float64  `json:"decode_seconds"`
-	Footprint float64  `json:"kv_footprint,omitempty"`
-	Peak      float64  `json:"kv_peak,omitempty"`
-	PeakBytes int64    `json:"peak_bytes,omitempty"`
-}
-
-func (s *Sample) key() string {
-	return fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", s.Model, s.Method, s.Task, s.Length, s.Seed)
+	Format    int               `json:"kvfoot_results"` // the results format version: marks a kvfoot results line
+	Model     string            `json:"model"`
+	Method    string            `json:"method"`
+	Task      string            `json:"task"`
+	Category  string            `json:"category"`
+	Length    int               `json:"length"`
+	Index     int               `json:"index"`
+	Seed      uint64            `json:"seed"`    // the instance's seed
+	MaxNew    int               `json:"max_new"` // the generation budget in tokens
+	Prompt    string            `json:"prompt_sha256"`
+	Settings  map[string]string `json:"settings"`
+	Metric    string            `json:"metric"`
+	Score     float64           `json:"score"` // 0–100
+	InputLen  int               `json:"input_len"`
+	OutputLen int               `json:"output_len"`
+	Output    string            `json:"output"`
+	Answers   []string          `json:"answers"`
+	Prefill   float64           `json:"prefill_seconds"`
+	Decode    float64           `json:"decode_seconds"`
+	Footprint float64           `json:"kv_footprint,omitempty"`
+	Peak      float64           `json:"kv_peak,omitempty"`
+	PeakBytes int64             `json:"peak_bytes,omitempty"`
 }
 
 // Report is the aggregate: per method, the mean score of every task and length.
@@ -97,7 +112,7 @@ type MethodReport struct {
 }
 
 // Result is the mean over samples for one task and length. The footprint and peak are
-// means of the per-sample ratios, as the paper aggregates them (method-spec 1.7), over
+// means of the per-sample ratios, as the paper aggregates them (docs/METHODS.md §1.7), over
 // the samples that carry one.
 type Result struct {
 	Task      string  `json:"task"`
@@ -109,16 +124,39 @@ type Result struct {
 	Peak      float64 `json:"kv_peak,omitempty"`
 }
 
-// Check validates a configuration against the model before anything runs.
-func Check(cfg *Config, contextLen int) error {
-	if len(cfg.Data) > 0 {
-		if len(cfg.Methods) == 0 || cfg.Samples < 1 {
-			return fmt.Errorf("eval needs at least one method and sample")
-		}
-		return nil
+// Check validates a configuration against the backend before anything runs: every
+// method, task and length, and that each prompt with its generation budget fits the
+// model's context.
+func Check(cfg *Config, b Backend) error {
+	if len(cfg.Methods) == 0 || cfg.Samples < 1 {
+		return fmt.Errorf("eval needs at least one method and sample")
 	}
-	if len(cfg.Methods) == 0 || len(cfg.Tasks) == 0 || len(cfg.Lengths) == 0 || cfg.Samples < 1 {
-		return fmt.Errorf("eval needs at least one method, task, length and sample")
+	if len(cfg.Data) == 0 && (len(cfg.Tasks) == 0 || len(cfg.Lengths) == 0) {
+		return fmt.Errorf("eval needs at least one task and length, or loaded data")
+	}
+	for _, m := range cfg.Methods {
+		if err := b.Check(m); err != nil {
+			return fmt.Errorf("method %q: %w", m, err)
+		}
+	}
+	ctx, bos := b.Context(), 0
+	if cfg.BOS >= 0 {
+		bos = 1
+	}
+	for _, ds := range cfg.Data {
+		if len(ds.Instances) == 0 {
+			return fmt.Errorf("dataset %s has no instances", ds.Name)
+		}
+		for i, in := range ds.Instances {
+			// the context is cut to fit; the question and the budget must fit without it
+			if ctx > 0 && in.MaxNew+bos >= ctx {
+				return fmt.Errorf("%s, sample %d: the generation budget of %d tokens (plus %d BOS) leaves no room for a prompt in the model's context of %d tokens",
+					ds.Name, i, in.MaxNew, bos, ctx)
+			}
+		}
+	}
+	if len(cfg.Data) > 0 {
+		return nil
 	}
 	for _, t := range cfg.Tasks {
 		if err := tasks.Check(t, false); err != nil {
@@ -126,15 +164,21 @@ func Check(cfg *Config, contextLen int) error {
 		}
 	}
 	for _, l := range cfg.Lengths {
-		if contextLen > 0 && l > contextLen {
-			return fmt.Errorf("length %d is beyond the model's context of %d tokens", l, contextLen)
+		if ctx > 0 && l > ctx {
+			return fmt.Errorf("length %d is beyond the model's context of %d tokens", l, ctx)
 		}
 	}
-	// A length too short for a task fails now rather than hours into a run.
+	// A length too short for a task, or one that leaves no room to answer, fails now
+	// rather than hours into a run.
 	for _, t := range cfg.Tasks {
 		for _, l := range cfg.Lengths {
-			if _, err := tasks.Generate(t, l, 0, cfg.Seed, cfg.Gen); err != nil {
+			in, err := tasks.Generate(t, l, 0, cfg.Seed, cfg.Gen)
+			if err != nil {
 				return err
+			}
+			if ctx > 0 && l+bos+in.MaxNew > ctx {
+				return fmt.Errorf("%s at length %d: the prompt of %d tokens (BOS included) and its generation budget of %d tokens pass the model's context of %d tokens",
+					t, l, l+bos, in.MaxNew, ctx)
 			}
 		}
 	}
@@ -147,46 +191,88 @@ type cell struct {
 	length         int
 	samples        int
 	instance       func(i int) (*tasks.Instance, error)
-	truncate       bool // loaded data: cut the context to fit
+	truncate       bool              // loaded data: cut the context to fit
+	settings       map[string]string // what besides the sample can change its result
 }
 
-func (cfg *Config) cells(context int) []cell {
+// cells lists the report's cells, each with its settings when results are stored.
+func (cfg *Config) cells(b Backend) ([]cell, error) {
+	common := map[string]string{"bos": strconv.Itoa(cfg.BOS)}
+	if cfg.Tokenizer != "" {
+		common["tokenizer_sha256"] = cfg.Tokenizer
+	}
+	if cfg.Results != "" {
+		bs, err := b.Settings()
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range bs {
+			common[k] = v
+		}
+	}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range common {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
 	var cs []cell
 	for _, ds := range cfg.Data {
 		ins := ds.Instances
-		cs = append(cs, cell{task: ds.Name, category: ins[0].Category, length: context,
+		cs = append(cs, cell{task: ds.Name, category: ins[0].Category, length: b.Context(),
 			samples: min(cfg.Samples, len(ins)), truncate: true,
-			instance: func(i int) (*tasks.Instance, error) { return ins[i], nil }})
+			instance: func(i int) (*tasks.Instance, error) { return ins[i], nil },
+			settings: with(map[string]string{"data_sha256": ds.SHA256})})
 	}
 	if len(cfg.Data) > 0 {
-		return cs
+		return cs, nil
+	}
+	gen := map[string]string{"seed": strconv.FormatUint(cfg.Seed, 10)}
+	if cfg.Gen.Corpus != nil {
+		gen["corpus"] = cfg.Gen.Corpus.Fingerprint()
 	}
 	for _, task := range cfg.Tasks {
 		for _, length := range cfg.Lengths {
 			cs = append(cs, cell{task: task, category: tasks.Category(task), length: length, samples: cfg.Samples,
-				instance: func(i int) (*tasks.Instance, error) { return tasks.Generate(task, length, i, cfg.Seed, cfg.Gen) }})
+				instance: func(i int) (*tasks.Instance, error) { return tasks.Generate(task, length, i, cfg.Seed, cfg.Gen) },
+				settings: with(gen)})
 		}
 	}
-	return cs
+	return cs, nil
 }
 
 // Run evaluates every (method, task, length, sample), or every method on the loaded
 // datasets, skipping samples already in the results file, and returns the report over
 // all of them.
 func Run(cfg Config, b Backend) (*Report, error) {
-	if err := Check(&cfg, b.Context()); err != nil {
+	if err := Check(&cfg, b); err != nil {
 		return nil, err
 	}
-	store, err := openStore(cfg.Results)
+	store, err := openStore(cfg.Results, cfg.Progress)
 	if err != nil {
 		return nil, err
 	}
 	defer store.Close()
 	tok := cfg.Gen.Tokenizer
-	cells := cfg.cells(b.Context())
+	cells, err := cfg.cells(b)
+	if err != nil {
+		return nil, err
+	}
 	total := 0
 	for _, c := range cells {
 		total += len(cfg.Methods) * c.samples
+		// results of this run's samples made with other settings fail the run now
+		for _, method := range cfg.Methods {
+			for i := range c.samples {
+				if err := store.check(sampleID{method, c.task, c.length, i}, c.settings); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
 	done := 0
 	rep := &Report{Model: cfg.Model}
@@ -202,15 +288,6 @@ func Run(cfg Config, b Backend) (*Report, error) {
 				if err != nil {
 					return nil, err
 				}
-				s := &Sample{Model: cfg.Model, Method: method, Task: c.task, Category: in.Category,
-					Length: c.length, Index: i, Seed: in.Seed, Metric: in.Metric}
-				if old, ok := store.done[s.key()]; ok {
-					sum += old.Score
-					res.Samples++
-					fp.add(old.Footprint)
-					peak.add(old.Peak)
-					continue
-				}
 				var prompt []int
 				if c.truncate {
 					max := c.length - in.MaxNew
@@ -225,6 +302,20 @@ func Run(cfg Config, b Backend) (*Report, error) {
 				}
 				if cfg.BOS >= 0 {
 					prompt = append([]int{cfg.BOS}, prompt...)
+				}
+				s := &Sample{Model: cfg.Model, Method: method, Task: c.task, Category: in.Category,
+					Length: c.length, Index: i, Seed: in.Seed, MaxNew: in.MaxNew, Prompt: promptHash(prompt),
+					Settings: c.settings, Metric: in.Metric}
+				old, err := store.lookup(s)
+				if err != nil {
+					return nil, err
+				}
+				if old != nil {
+					sum += old.Score
+					res.Samples++
+					fp.add(old.Footprint)
+					peak.add(old.Peak)
+					continue
 				}
 				stop := func(out []int) bool { return containsStop(tok.Decode(out), in.Stop) }
 				out, err := b.Run(method, prompt, in.MaxNew, stop)

@@ -1,7 +1,10 @@
 package eval
 
 import (
+	"strconv"
+
 	"github.com/kvfoot/kvfoot/footprint"
+	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 )
@@ -11,10 +14,32 @@ import (
 type ModelBackend struct {
 	M     *model.Model
 	Chunk int // pre-fill chunk size; 0: the whole prompt at once
+	// Dir is the model's folder: the SHA-256 of its files (modeldir.Hash) identifies
+	// the model in the results; "" leaves it unrecorded.
+	Dir string
 }
 
 // Context is the model's max_position_embeddings.
 func (mb *ModelBackend) Context() int { return mb.M.Config.MaxPositions }
+
+// Check builds a cache of the method's policy for the model's shape.
+func (mb *ModelBackend) Check(method string) error {
+	_, err := kv.New(kv.Shape(mb.M.Shape()), method)
+	return err
+}
+
+// Settings are the hash of the model's files and the pre-fill chunk size.
+func (mb *ModelBackend) Settings() (map[string]string, error) {
+	s := map[string]string{"chunk": strconv.Itoa(mb.Chunk)}
+	if mb.Dir != "" {
+		h, err := modeldir.Hash(mb.Dir)
+		if err != nil {
+			return nil, err
+		}
+		s["weights_sha256"] = h
+	}
+	return s, nil
+}
 
 // Run pre-fills the prompt and decodes greedily until maxNew tokens, an EOS id of
 // the config, or stop.

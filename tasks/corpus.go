@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -235,4 +236,22 @@ func (g *gen) corpusChunk() (string, []int, error) {
 		return "", nil, err
 	}
 	return text, g.opts.Tokenizer.Encode(text), nil
+}
+
+// Fingerprint identifies the corpus by the names (relative to Root) and sizes of its
+// files, without reading them: "N files, B bytes, names and sizes sha256 H". Results
+// record it with the SHA-256 of each prompt, which catches a change of content that
+// keeps every size.
+func (c *Corpus) Fingerprint() string {
+	h := sha256.New()
+	var prev int64
+	for i, f := range c.files {
+		rel, err := filepath.Rel(c.Root, f)
+		if err != nil {
+			rel = f
+		}
+		fmt.Fprintf(h, "%s\x00%d\n", filepath.ToSlash(rel), c.ends[i]-prev)
+		prev = c.ends[i]
+	}
+	return fmt.Sprintf("%d files, %d bytes, names and sizes sha256 %x", len(c.files), c.Size(), h.Sum(nil)[:8])
 }

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/kvfoot/kvfoot/eval"
+	"github.com/kvfoot/kvfoot/internal/filehash"
 	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/tasks"
@@ -43,6 +44,9 @@ func runEval(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (every setting is a flag)", fs.Args())
+	}
 	var names []string
 	var lengths []int
 	var data []eval.Dataset
@@ -59,7 +63,11 @@ func runEval(args []string) error {
 			if err != nil {
 				return fmt.Errorf("--helmet: %w", err)
 			}
-			data = append(data, eval.Dataset{Name: name, Instances: ins})
+			sum, err := filehash.File(file)
+			if err != nil {
+				return fmt.Errorf("--helmet: %w", err)
+			}
+			data = append(data, eval.Dataset{Name: name, Instances: ins, SHA256: sum})
 		}
 	} else {
 		var err error
@@ -82,6 +90,11 @@ func runEval(args []string) error {
 	if len(ms) == 0 {
 		return fmt.Errorf("--methods is empty")
 	}
+	if *out != "" {
+		if err := eval.CheckResults(*out); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+	}
 	modelDir, err := modeldir.Find(*dir)
 	if err != nil {
 		return err
@@ -92,6 +105,13 @@ func runEval(args []string) error {
 	tok, err := tokenizer.Load(*tokPath)
 	if err != nil {
 		return err
+	}
+	if st, err := os.Stat(*tokPath); err == nil && st.IsDir() {
+		*tokPath = filepath.Join(*tokPath, "tokenizer.json")
+	}
+	tokHash, err := filehash.File(*tokPath)
+	if err != nil {
+		return fmt.Errorf("--tokenizer: %w", err)
 	}
 	var c *tasks.Corpus
 	if *corpus != "" {
@@ -104,7 +124,7 @@ func runEval(args []string) error {
 	}
 	cfg := eval.Config{
 		Model: modelDir, Methods: ms, Tasks: names, Lengths: lengths, Data: data, Samples: *samples, Seed: *seed,
-		Gen: tasks.Options{Corpus: c, Tokenizer: tok}, BOS: -1, Results: *out, Progress: os.Stderr,
+		Gen: tasks.Options{Corpus: c, Tokenizer: tok}, Tokenizer: tokHash, BOS: -1, Results: *out, Progress: os.Stderr,
 	}
 	if *bos {
 		if cfg.BOS = tok.BOS(); cfg.BOS < 0 {
@@ -117,18 +137,7 @@ func runEval(args []string) error {
 		return err
 	}
 	defer m.Close()
-	if err := eval.Check(&cfg, m.Config.MaxPositions); err != nil {
-		return err
-	}
-	if *out != "" {
-		// Fail on an unwritable results file before the model runs.
-		f, err := os.OpenFile(*out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return fmt.Errorf("--out: %w", err)
-		}
-		f.Close()
-	}
-	rep, err := eval.Run(cfg, &eval.ModelBackend{M: m, Chunk: *chunk})
+	rep, err := eval.Run(cfg, &eval.ModelBackend{M: m, Chunk: *chunk, Dir: modelDir})
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,10 @@ func TestEvalBadInput(t *testing.T) {
 		{[]string{"--helmet", "json_kv=../../tasks/testdata/none.jsonl"}, "none.jsonl"},
 		{[]string{"--helmet", "squad=../../tasks/testdata/helmet_json_kv.jsonl"}, "squad"},
 		{[]string{"--helmet", "json_kv=../../tasks/testdata/helmet_json_kv.jsonl", "--tasks", "json_kv"}, "--helmet replaces"},
+		{[]string{"--tasks", "json_kv", "--lengths", "900", "extra"}, `unexpected arguments ["extra"]`},
+		{[]string{"--tasks", "json_kv", "--lengths", "900", "--methods", "full,streaming:sink=4,window=-1"}, `"streaming:sink=4,window=-1"`},
+		{[]string{"--tasks", "json_kv", "--lengths", "1000"}, "context of 1024 tokens"},
+		{[]string{"--tasks", "json_kv", "--lengths", "900", "--out", "../../README.md"}, "--out: results ../../README.md is not a kvfoot results file"},
 	} {
 		args := append([]string{"--model", "../../testdata/models/llama-gqa", "--tokenizer", "../../eval/testdata/bytes_tokenizer.json"}, tc.args...)
 		if err := runEval(args); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -14,6 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/kvfoot/kvfoot/format/safetensors"
+	"github.com/kvfoot/kvfoot/internal/filehash"
 )
 
 // Builtin is the built-in model's folder, relative to a kvfoot checkout or install.
@@ -71,4 +74,26 @@ func Find(explicit string) (string, error) {
 func isModel(dir string) bool {
 	st, err := os.Stat(filepath.Join(dir, "config.json"))
 	return err == nil && st.Mode().IsRegular()
+}
+
+// Hash is the SHA-256 that identifies the model in dir: config.json and every
+// safetensors file of its checkpoint (model.safetensors, or the index and its shards).
+func Hash(dir string) (string, error) {
+	ckpt, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		return "", err
+	}
+	files := []string{filepath.Join(dir, "config.json")}
+	if len(ckpt.Files) > 1 || filepath.Base(ckpt.Files[0].Path) != "model.safetensors" {
+		files = append(files, filepath.Join(dir, "model.safetensors.index.json"))
+	}
+	for _, f := range ckpt.Files {
+		files = append(files, f.Path)
+	}
+	ckpt.Close()
+	sum, err := filehash.Files(files...)
+	if err != nil {
+		return "", fmt.Errorf("model %s: %w", dir, err)
+	}
+	return sum, nil
 }
