@@ -132,7 +132,7 @@ func TestGenerateFootprintMatchesAnalytic(t *testing.T) {
 func TestForwardBatchMatchesSeparateRuns(t *testing.T) {
 	m := loadGQA(t)
 	s := Shape(m.Shape())
-	specs := []string{"full", "streaming:sink=2,window=8", "snapkv:sparsity=0.5,window=4,chunked=true,patch=4", "h2o:heavy=4,recent=4+bf16"}
+	specs := []string{"full", "streaming:sink=2,window=8", "snapkv:sparsity=0.5,window=4,chunked=true,patch=4", "streaming:sink=4,window=12+quant:bits=4,group=8,residual=4"}
 	prompt := func(i int) []int {
 		p := make([]int, 24+5*i)
 		for j := range p {
