@@ -459,7 +459,7 @@ func TestHeadmaskSelection(t *testing.T) {
 		{[][]float64{{0.2, 0.9, 0.4}, {0.6, 0.1, 0.3}}, "sparsity=0.2", [][]bool{{false, false, false}, {false, true, false}}},
 		{[][]float64{{0.2, 0.9, 0.4}, {0.6, 0.1, 0.3}}, "sparsity=1", [][]bool{{true, true, true}, {true, true, true}}},
 		{[][]float64{{0.2, 0.9, 0.4}, {0.6, 0.1, 0.3}}, "sparsity=0", [][]bool{{false, false, false}, {false, false, false}}},
-		{[][]float64{{0.2, 0.9, 0.5}, {0.6, 2, -1}}, "sink=1", [][]bool{{true, false, true}, {false, false, true}}},
+		{[][]float64{{0.2, 0.9, 0.5}, {0.6, 1, 0}}, "sink=1", [][]bool{{true, false, true}, {false, false, true}}},
 	} {
 		c, err := New(s, "headmask:masks="+writeMasks(t, tc.vals)+","+tc.spec)
 		if err != nil {
