@@ -55,7 +55,7 @@ func runBench(args []string) error {
 	chunk := fs.Int("chunk", 512, "pre-fill chunk size in tokens (0: the whole context at once)")
 	bf16 := fs.Bool("bf16", false, "with --random: hold the weight matrices in bf16, as a bf16 checkpoint is held")
 	format := fs.String("format", "table", "output: table (markdown) or json")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *format != "table" && *format != "json" {

@@ -41,11 +41,11 @@ func runEval(args []string) error {
 		fmt.Fprintln(fs.Output(), "\nWithout --model, the built-in model is "+modeldir.Builtin+" found via $KVFOOT_MODEL,\nthen under the working directory or its parents, then next to the executable.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (every setting is a flag)", fs.Args())
+	if err := setThreads(*threads); err != nil {
+		return err
 	}
 	var names []string
 	var lengths []int
@@ -131,7 +131,6 @@ func runEval(args []string) error {
 			return fmt.Errorf("--bos: tokenizer %s has no BOS token", *tokPath)
 		}
 	}
-	setThreads(*threads)
 	m, err := loadModel(modelDir)
 	if err != nil {
 		return err

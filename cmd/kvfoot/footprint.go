@@ -40,11 +40,8 @@ func runFootprint(args []string) error {
 	dir := fs.String("model", "", "model folder: add bytes (peak and mean) for its config")
 	dtype := fs.String("dtype", "bfloat16", "with --model: KV element type (float32, bfloat16, float16)")
 	format := fs.String("format", "text", "output: text or json")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("--format %q: want text or json", *format)

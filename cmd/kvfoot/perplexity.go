@@ -26,7 +26,10 @@ func runPerplexity(args []string) error {
 	chunk := fs.Int("chunk", 0, "pre-fill chunk size (0: whole window)")
 	format := fs.String("format", "text", "text or json")
 	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := setThreads(*threads); err != nil {
 		return err
 	}
 	if *format != "text" && *format != "json" {
@@ -47,7 +50,6 @@ func runPerplexity(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--corpus: %w", err)
 	}
-	setThreads(*threads)
 	m, err := loadModel(modelDir)
 	if err != nil {
 		return err
