@@ -69,6 +69,13 @@ func runEval(args []string) error {
 			}
 			data = append(data, eval.Dataset{Name: name, Instances: ins, SHA256: sum})
 		}
+		var dn []string
+		for _, d := range data {
+			dn = append(dn, d.Name)
+		}
+		if d, ok := duplicate(dn); ok {
+			return fmt.Errorf("--helmet: %s is given twice", d)
+		}
 	} else {
 		var err error
 		if names, err = parseTaskList("--tasks", *taskList, false); err != nil {
@@ -89,6 +96,9 @@ func runEval(args []string) error {
 	ms := kv.SplitSpecs(*methods)
 	if len(ms) == 0 {
 		return fmt.Errorf("--methods is empty")
+	}
+	if d, ok := duplicate(ms); ok {
+		return fmt.Errorf("--methods: %s is given twice", d)
 	}
 	if *out != "" {
 		if err := eval.CheckResults(*out); err != nil {

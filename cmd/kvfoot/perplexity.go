@@ -32,8 +32,15 @@ func runPerplexity(args []string) error {
 	if err := setThreads(*threads); err != nil {
 		return err
 	}
-	if *format != "text" && *format != "json" {
+	switch {
+	case *format != "text" && *format != "json":
 		return fmt.Errorf("--format %q: want text or json", *format)
+	case *length < 2:
+		return fmt.Errorf("--length %d: want at least 2 tokens (one predicted)", *length)
+	case *windows < 1:
+		return fmt.Errorf("--windows %d: want at least 1", *windows)
+	case *chunk < 0:
+		return fmt.Errorf("--chunk %d: want ≥ 0 (0: the whole window)", *chunk)
 	}
 	modelDir, err := modeldir.Find(*dir)
 	if err != nil {

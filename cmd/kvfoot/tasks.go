@@ -109,7 +109,23 @@ func parseLengths(flagName, s string) ([]int, error) {
 		}
 		out = append(out, v*mul)
 	}
+	if d, ok := duplicate(out); ok {
+		return nil, fmt.Errorf("%s: %d is given twice", flagName, d)
+	}
 	return out, nil
+}
+
+// duplicate returns a value that occurs more than once in xs.
+func duplicate[T comparable](xs []T) (T, bool) {
+	seen := map[T]bool{}
+	for _, x := range xs {
+		if seen[x] {
+			return x, true
+		}
+		seen[x] = true
+	}
+	var zero T
+	return zero, false
 }
 
 // parseTaskList reads a comma-separated list of task names.
@@ -128,6 +144,9 @@ func parseTaskList(flagName, s string, allowCorpus bool) ([]string, error) {
 			return nil, fmt.Errorf("%s: %w", flagName, err)
 		}
 		out = append(out, p)
+	}
+	if d, ok := duplicate(out); ok {
+		return nil, fmt.Errorf("%s: %s is given twice (all names every task but corpus)", flagName, d)
 	}
 	return out, nil
 }
