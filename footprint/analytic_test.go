@@ -202,7 +202,7 @@ func TestAnalyticErrors(t *testing.T) {
 	}
 }
 
-// docs/METHODS.md §6.2: Llama-3.1-8B in bf16 takes 128 KiB per token; 128K tokens ≈ 16 GiB.
+// docs/METHODS.md §6.16: Llama-3.1-8B in bf16 takes 128 KiB per token; 128K tokens ≈ 16 GiB.
 func TestBytesLlama8B(t *testing.T) {
 	per, err := BytesPerToken(32, 8, 128, "bfloat16")
 	if err != nil || per != 128<<10 {

@@ -374,7 +374,7 @@ func TestSnapKVPatchDropsPatchTokens(t *testing.T) {
 }
 
 func TestPyramidBudgetMethodSpecExample(t *testing.T) {
-	// method-spec 5.3: chunk 32768, s = 0.7 (cap 9830), w = 64, 32 layers.
+	// docs/METHODS.md §5.3: chunk 32768, s = 0.7 (cap 9830), w = 64, 32 layers.
 	for _, tc := range []struct{ layer, want int }{{0, 19044}, {15, 10074}, {31, 506}} {
 		if got := pyramidBudget(tc.layer, 32, 20, 32768, 9830, 64); got != tc.want {
 			t.Errorf("layer %d: budget %d, want %d", tc.layer, got, tc.want)

@@ -22,7 +22,7 @@ import (
 // The masks file is a TSV with one row per layer and one column per KV head.
 // With sparsity=H, the ceil(H·(N−1)) heads with the lowest values become streaming
 // (N = layers × KV heads), which is the number DuoAttention's sparsify_attention_heads
-// makes streaming through numpy's linear quantile (method-spec 3.2); ties are broken
+// makes streaming through numpy's linear quantile (docs/METHODS.md §3.2); ties are broken
 // deterministically instead of by noise: among equal values the head earlier in
 // layer-major order becomes streaming first. Without sparsity, a head is streaming
 // iff its value ≤ 0.5 (DuoAttention's inference rule: full iff > 0.5).

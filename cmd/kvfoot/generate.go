@@ -29,8 +29,8 @@ type generateOutput struct {
 	DecodeSeconds          float64 `json:"decode_seconds"`
 	PrefillTokensPerSecond float64 `json:"prefill_tokens_per_second"`
 	DecodeTokensPerSecond  float64 `json:"decode_tokens_per_second,omitempty"`
-	// Footprint is where the KV issue reports the cache's measured footprint.
-	Footprint any `json:"footprint,omitempty"`
+	// Footprint is what the cache's meter measured (docs/METHODS.md §1.1).
+	Footprint footprint.Report `json:"footprint"`
 }
 
 func runGenerate(args []string) error {
