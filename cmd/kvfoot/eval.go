@@ -146,6 +146,9 @@ func runEval(args []string) error {
 		return err
 	}
 	defer m.Close()
+	if tok.VocabSize() > m.Config.Vocab {
+		return fmt.Errorf("--tokenizer %s has %d tokens, more than the model's vocabulary of %d", *tokPath, tok.VocabSize(), m.Config.Vocab)
+	}
 	rep, err := eval.Run(cfg, &eval.ModelBackend{M: m, Chunk: *chunk, Dir: modelDir})
 	if err != nil {
 		return err

@@ -110,6 +110,9 @@ func runGenerate(args []string) error {
 		return err
 	}
 	defer m.Close()
+	if tok != nil && tok.VocabSize() > m.Config.Vocab {
+		return fmt.Errorf("--prompt: the tokenizer has %d tokens, more than the model's vocabulary of %d", tok.VocabSize(), m.Config.Vocab)
+	}
 	meter := footprint.NewMeter(m.Config.Layers, m.Config.KVHeads)
 	cache, err := kv.New(kv.Shape(m.Shape()), *policy, kv.WithObserver(meter))
 	if err != nil {

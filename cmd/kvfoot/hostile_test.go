@@ -36,6 +36,7 @@ func TestRefusals(t *testing.T) {
 		{"logits past context", runLogits, []string{"--model", gqa, "--ids", strings.Repeat("1,", 1024) + "1", "--out", out}, "1024"},
 		{"eval lengths overflow", runEval, []string{"--model", gqa, "--tokenizer", tok, "--tasks", "json_kv", "--lengths", "9007199254740993k"}, "longer than the 1048576 tokens"},
 		{"eval threads", runEval, []string{"--model", gqa, "--tokenizer", tok, "--tasks", "json_kv", "--lengths", "900", "--threads", "99999"}, "--threads 99999"},
+		{"eval tokenizer beyond vocab", runEval, []string{"--model", gqa, "--tokenizer", "../../models/kvfoot-small/tokenizer.json", "--tasks", "json_kv", "--lengths", "900"}, "4096 tokens, more than the model's vocabulary of 512"},
 		{"eval duplicate method", runEval, []string{"--model", gqa, "--tokenizer", tok, "--tasks", "json_kv", "--lengths", "900", "--methods", "full,streaming:sink=4,window=8,full"}, "--methods: full is given twice"},
 		{"eval duplicate task", runEval, []string{"--model", gqa, "--tokenizer", tok, "--tasks", "all,json_kv", "--lengths", "900"}, "--tasks: json_kv is given twice"},
 		{"eval duplicate length", runEval, []string{"--model", gqa, "--tokenizer", tok, "--tasks", "json_kv", "--lengths", "1k,1024"}, "--lengths: 1024 is given twice"},
@@ -58,6 +59,7 @@ func TestRefusals(t *testing.T) {
 		{"tasks dump workers", runTasks, []string{"dump", "--tokenizer", tok, "--tasks", "json_kv", "--lengths", "900", "--count", "1", "--out", filepath.Join(dir, "d.jsonl"), "--workers", "-1"}, "--workers -1"},
 		{"tokenizer train huge vocab", runTokenizer, []string{"train", "--vocab-size", "99999999999", "--out", filepath.Join(dir, "t.json"), tok}, "--vocab-size 99999999999"},
 		{"tokenizer train missing file", runTokenizer, []string{"train", "--out", filepath.Join(dir, "t.json"), filepath.Join(dir, "none.txt")}, "none.txt"},
+		{"tokenizer train flag after files", runTokenizer, []string{"train", "--out", filepath.Join(dir, "t.json"), tok, "--vocab-size", "300"}, "--vocab-size after the training files"},
 		{"tokenizer train out is config", runTokenizer, []string{"train", "--out", filepath.Join(dir, "tokenizer_config.json"), tok}, "beside --out"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

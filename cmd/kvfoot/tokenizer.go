@@ -55,6 +55,9 @@ func runTokenizerTrain(args []string) error {
 		}
 	}
 	for _, f := range fs.Args() {
+		if strings.HasPrefix(f, "-") {
+			return fmt.Errorf("%s after the training files: flags go before them", f)
+		}
 		if st, err := os.Stat(f); err != nil {
 			return err
 		} else if !st.Mode().IsRegular() {
