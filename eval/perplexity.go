@@ -24,8 +24,12 @@ func Windows(c *tasks.Corpus, tok tasks.Tokenizer, length, n int) ([][]int, erro
 	if length < 2 || n < 1 {
 		return nil, fmt.Errorf("perplexity: want length ≥ 2 and at least one window, got length %d, %d windows", length, n)
 	}
+	need := math.MaxInt // tokens to read; a huge n reads the whole corpus
+	if n <= math.MaxInt/length {
+		need = length * n
+	}
 	var stream []int
-	for i := 0; i < c.Files() && len(stream) < length*n; i++ {
+	for i := 0; i < c.Files() && len(stream) < need; i++ {
 		b, err := c.File(i)
 		if err != nil {
 			return nil, err

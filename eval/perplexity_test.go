@@ -2,11 +2,14 @@ package eval
 
 import (
 	"math"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kvfoot/kvfoot/format/safetensors"
 	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tasks"
 )
 
 func TestLogSoftmaxAt(t *testing.T) {
@@ -75,5 +78,20 @@ func TestPerplexityMatchesReference(t *testing.T) {
 		if math.Abs(one.Perplexity-math.Exp(one.NLL)) > 1e-9*one.Perplexity {
 			t.Errorf("perplexity %v is not exp(NLL %v)", one.Perplexity, one.NLL)
 		}
+	}
+}
+
+// A window count whose token total overflows an int reads the whole corpus and
+// returns every window it holds.
+func TestWindowsHugeCount(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.txt"), []byte(strings.Repeat("abcd", 10)), 0o644) // 40 bytes + "\n"
+	c, err := tasks.LoadCorpus(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := Windows(c, byteTok{}, 8, math.MaxInt)
+	if err != nil || len(ws) != 5 {
+		t.Errorf("%d windows (%v), want 5 of 8 tokens from 41", len(ws), err)
 	}
 }

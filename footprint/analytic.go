@@ -6,10 +6,11 @@ package footprint
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Params are the inputs of the paper's get_kv_footprint (PL:eval/viz/kv_footprint.py,
-// method-spec 1.2–1.5).
+// docs/METHODS.md §1.2–1.5).
 type Params struct {
 	Prompt, Response int     // P and R
 	Chunk            int     // pre-fill chunk C; ≤ 0 or ≥ P: one chunk
@@ -25,23 +26,51 @@ type Result struct {
 	Peak      float64 `json:"peak"`
 }
 
+// MaxTokens bounds P+R and every other length the calculator takes: 2^26 tokens
+// (67M, five hundred times the paper's 128K). Up to it every count of entries, and
+// every product of two lengths, is an integer below 2^53 and so exact in float64: the
+// result is the paper's to the last bit (its Python counts in exact integers). The
+// calculator works in closed form, so any size up to it costs the same few operations.
+const MaxTokens = 1 << 26
+
 func causal(n int) float64 { return float64(n) * float64(n+1) / 2 }
 
-// boundaries are np.arange(0, P, C) + [P].
-func boundaries(p, c int) []int {
-	if c <= 0 {
-		c = p
+// run is k consecutive pre-fill chunks of n tokens each, the first starting at a.
+type run struct{ a, n, k int }
+
+// chunks are the pre-fill chunks of np.arange(0, P, C) + [P] as at most two runs:
+// the whole chunks and the shorter last one.
+func chunks(p, c int) []run {
+	if c <= 0 || c >= p {
+		return []run{{0, p, 1}}
 	}
-	var b []int
-	for a := 0; a < p; a += c {
-		b = append(b, a)
+	rs := []run{{0, c, p / c}}
+	if r := p % c; r > 0 {
+		rs = append(rs, run{p - r, r, 1})
 	}
-	return append(b, p)
+	return rs
+}
+
+// sumMin is Σ_{j<k} min(a + j·step, t), for a, t ≥ 0 and step ≥ 1.
+func sumMin(a, step, k, t int) float64 {
+	m := 0 // terms below t
+	if a < t {
+		m = min(k, (t-a+step-1)/step)
+	}
+	return float64(m)*float64(a) + float64(step)*float64(m)*float64(m-1)/2 + float64(k-m)*float64(t)
 }
 
 func (p Params) check() error {
-	if p.Prompt < 1 || p.Response < 0 || p.Sink < 0 || p.Window < 0 || p.KVWindow < 0 {
-		return fmt.Errorf("footprint: %+v: want prompt ≥ 1 and non-negative lengths", p)
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"prompt", p.Prompt}, {"response", p.Response}, {"chunk", p.Chunk}, {"sink", p.Sink}, {"window", p.Window}, {"kv window", p.KVWindow}} {
+		if v.n > MaxTokens {
+			return fmt.Errorf("footprint: %s %d: want at most %d tokens (2^26)", v.name, v.n, MaxTokens)
+		}
+	}
+	if p.Prompt < 1 || p.Response < 0 || p.Sink < 0 || p.Window < 0 || p.KVWindow < 0 || p.Prompt+p.Response > MaxTokens {
+		return fmt.Errorf("footprint: %+v: want prompt ≥ 1, non-negative lengths and prompt + response ≤ %d (2^26)", p, MaxTokens)
 	}
 	if !(p.HeadSparsity >= 0 && p.HeadSparsity <= 1) || !(p.KVSparsity >= 0 && p.KVSparsity <= 1) {
 		return fmt.Errorf("footprint: head sparsity %g, KV sparsity %g: want 0…1", p.HeadSparsity, p.KVSparsity)
@@ -49,44 +78,50 @@ func (p Params) check() error {
 	return nil
 }
 
-// streamingStats is streaming_mask_stats: entries attended and peak per phase.
+// streamingStats is streaming_mask_stats: the entries attended, and the peak of the
+// last chunk of every run and of decoding (within a run the peaks never fall, so
+// these are the only candidates for the maximum). A chunk starting at a sees
+// local + sink = min(a, W) + min(a − min(a, W), S) = min(a, S+W) older entries.
 func streamingStats(p Params) (float64, []float64) {
+	t := p.Sink + p.Window
 	var entries float64
 	var peaks []float64
-	var local, sink int
-	b := boundaries(p.Prompt, p.Chunk)
-	for i := 0; i+1 < len(b); i++ {
-		a, e := b[i], b[i+1]
-		local = a - max(0, a-p.Window)
-		sink = a - local - max(0, a-local-p.Sink)
-		entries += causal(e-a) + float64((e-a)*(local+sink))
-		peaks = append(peaks, float64(e-a+local+sink))
+	last := 0 // start of the last chunk
+	for _, r := range chunks(p.Prompt, p.Chunk) {
+		last = r.a + (r.k-1)*r.n
+		entries += float64(r.k)*causal(r.n) + float64(r.n)*sumMin(r.a, r.n, r.k, t)
+		peaks = append(peaks, float64(r.n+min(last, t)))
 	}
-	for a := p.Prompt; a < p.Prompt+p.Response; a++ {
-		local = a - max(0, a-p.Window)
-		sink = a - local - max(0, a-local-p.Sink)
-		entries += float64(1 + local + sink)
-	}
+	entries += float64(p.Response) + sumMin(p.Prompt, 1, p.Response, t)
 	// The paper's quirk: the decode peak is the last step's (or, with no decoding, the
 	// last chunk's local+sink plus one).
-	return entries, append(peaks, float64(1+local+sink))
+	if p.Response > 0 {
+		last = p.Prompt + p.Response - 1
+	}
+	return entries, append(peaks, float64(1+min(last, t)))
 }
 
-// globalStats is global_mask_stats: chunk-wise eviction keeping
-// min(round((1−s)·n) + kv_window, n) of every chunk, nothing evicted in decoding.
-func globalStats(p Params) (float64, []float64) {
+// kept is how many of a chunk of n tokens the global heads keep:
+// min(round((1−s)·n) + kv_window, n).
+func kept(n int, s float64, kvWindow int) int {
+	return int(min(math.RoundToEven((1-s)*float64(n))+float64(kvWindow), float64(n)))
+}
+
+// globalStats is global_mask_stats for the chunk runs rs: chunk-wise eviction keeping
+// kept(n) of every chunk, nothing evicted in decoding; entries and the peak of the
+// last chunk of every run and of decoding.
+func globalStats(rs []run, response int, s float64, kvWindow int) (float64, []float64) {
 	var entries float64
 	var peaks []float64
 	past := 0
-	b := boundaries(p.Prompt, p.Chunk)
-	for i := 0; i+1 < len(b); i++ {
-		n := b[i+1] - b[i]
-		entries += causal(n) + float64(past*n)
-		peaks = append(peaks, float64(past+n))
-		past += min(int(math.RoundToEven((1-p.KVSparsity)*float64(n)))+p.KVWindow, n)
+	for _, r := range rs {
+		kn := kept(r.n, s, kvWindow)
+		entries += float64(r.k)*causal(r.n) + float64(r.n)*(float64(r.k)*float64(past)+float64(kn)*float64(r.k)*float64(r.k-1)/2)
+		peaks = append(peaks, float64(past+(r.k-1)*kn+r.n))
+		past += r.k * kn
 	}
-	entries += causal(p.Response) + float64(past*p.Response)
-	return entries, append(peaks, float64(past+p.Response))
+	entries += causal(response) + float64(past)*float64(response)
+	return entries, append(peaks, float64(past+response))
 }
 
 // Analytic is get_kv_footprint: h·streaming + (1−h)·global over full causal attention.
@@ -95,7 +130,7 @@ func Analytic(p Params) (Result, error) {
 		return Result{}, err
 	}
 	se, sp := streamingStats(p)
-	ge, gp := globalStats(p)
+	ge, gp := globalStats(chunks(p.Prompt, p.Chunk), p.Response, p.KVSparsity, p.KVWindow)
 	full := causal(p.Prompt + p.Response)
 	h := p.HeadSparsity
 	r := Result{Footprint: se/full*h + ge/full*(1-h)}
@@ -107,40 +142,27 @@ func Analytic(p Params) (Result, error) {
 	return r, nil
 }
 
-// Locret is get_kv_footprint_locret (method-spec 1.6): chunks of C over P−localLen,
-// then one chunk of localLen; each keeps min(round((1−s)·n) + stabilizers, n).
+// Locret is get_kv_footprint_locret (docs/METHODS.md §1.6): chunks of C over
+// P−localLen, then one chunk of localLen; each keeps min(round((1−s)·n) + stabilizers, n).
 func Locret(prompt, response, chunk int, sparsity float64, localLen, stabilizers int) (Result, error) {
 	p := Params{Prompt: prompt, Response: response, Chunk: chunk, KVSparsity: sparsity, KVWindow: stabilizers}
 	if err := p.check(); err != nil || localLen < 0 {
-		return Result{}, fmt.Errorf("footprint: locret: prompt %d, response %d, local %d, sparsity %g: want prompt ≥ 1, 0 ≤ sparsity ≤ 1, local ≥ 0",
-			prompt, response, localLen, sparsity)
+		return Result{}, fmt.Errorf("footprint: locret: prompt %d, response %d, local %d, sparsity %g, stabilizers %d: want prompt ≥ 1, 0 ≤ sparsity ≤ 1, local ≥ 0, stabilizers ≥ 0, every length at most 2^26",
+			prompt, response, localLen, sparsity, stabilizers)
 	}
-	var b []int
-	if localLen >= prompt {
-		b = []int{0, prompt}
-	} else {
-		b = boundaries(prompt-localLen, chunk)
-		b = append(b, prompt)
+	rs := []run{{0, prompt, 1}}
+	if localLen < prompt {
+		rs = append(chunks(prompt-localLen, chunk), run{prompt - localLen, localLen, 1})
 	}
-	var entries float64
-	peak := math.Inf(-1)
-	past := 0
-	for i := 0; i+1 < len(b); i++ {
-		n := b[i+1] - b[i]
-		entries += causal(n) + float64(past*n)
-		peak = max(peak, float64(past+n))
-		past += min(int(math.RoundToEven((1-sparsity)*float64(n)))+stabilizers, n)
-	}
-	entries += causal(response) + float64(past*response)
-	peak = max(peak, float64(past+response))
+	entries, peaks := globalStats(rs, response, sparsity, stabilizers)
 	return Result{
 		Footprint: entries / causal(prompt+response),
-		Peak:      peak / float64(prompt+response),
+		Peak:      slices.Max(peaks) / float64(prompt+response),
 	}, nil
 }
 
 // Mean is calculate_kv_statistics: the mean over samples of the per-sample footprint
-// and peak (a mean of ratios, method-spec 1.7).
+// and peak (a mean of ratios, docs/METHODS.md §1.7).
 func Mean(rs []Result) Result {
 	var m Result
 	for _, r := range rs {

@@ -3,7 +3,7 @@ package footprint
 // Meter measures the KV footprint of one generation. A kv.Cache built with
 // kv.WithObserver(meter) tells it about every attention call and every forward.
 //
-// Conventions (method-spec 1.1):
+// Conventions (docs/METHODS.md §1.1):
 //   - footprint = Σ over query tokens and KV heads of the entries the query attended to,
 //     divided by the number of KV heads and by causal(prompt_len + response_len);
 //   - peak = the most entries attended to by the last query of one forward, summed over

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -21,7 +22,7 @@ import (
 // The masks file is a TSV with one row per layer and one column per KV head.
 // With sparsity=H, the ceil(H·(N−1)) heads with the lowest values become streaming
 // (N = layers × KV heads), which is the number DuoAttention's sparsify_attention_heads
-// makes streaming through numpy's linear quantile (method-spec 3.2); ties are broken
+// makes streaming through numpy's linear quantile (docs/METHODS.md §3.2); ties are broken
 // deterministically instead of by noise: among equal values the head earlier in
 // layer-major order becomes streaming first. Without sparsity, a head is streaming
 // iff its value ≤ 0.5 (DuoAttention's inference rule: full iff > 0.5).
@@ -101,8 +102,10 @@ func streamingHeads(vals [][]float64, sp float64) [][]bool {
 	return out
 }
 
-// readMasks reads a masks TSV of layers rows and kvHeads columns, values clipped to
-// [0, 1] as the paper's loader does.
+// readMasks reads a masks TSV of layers rows and kvHeads columns (blank lines
+// skipped). Every value must be a finite number in [0, 1]: the paper's loader clips
+// values outside that range (docs/METHODS.md §3.1), which would hide a file of
+// log-α values or of another model; an error names the file, line and column.
 func readMasks(file string, layers, kvHeads int) ([][]float64, error) {
 	f, err := os.Open(file)
 	if err != nil {
@@ -119,21 +122,27 @@ func readMasks(file string, layers, kvHeads int) ([][]float64, error) {
 		if len(fields) == 0 {
 			continue
 		}
+		if len(rows) == layers {
+			return nil, fmt.Errorf("headmask: %s:%d: more than %d rows, want one per layer", file, line, layers)
+		}
 		if len(fields) != kvHeads {
 			return nil, fmt.Errorf("headmask: %s:%d: %d columns, want one per KV head (%d)", file, line, len(fields), kvHeads)
 		}
 		row := make([]float64, len(fields))
 		for i, s := range fields {
 			x, err := strconv.ParseFloat(s, 64)
-			if err != nil || math.IsNaN(x) {
+			if err != nil && !errors.Is(err, strconv.ErrRange) {
 				return nil, fmt.Errorf("headmask: %s:%d: column %d: %q is not a number", file, line, i+1, s)
 			}
-			row[i] = min(max(x, 0), 1)
+			if !(x >= 0 && x <= 1) { // NaN, ±Inf and out-of-range values fail here
+				return nil, fmt.Errorf("headmask: %s:%d: column %d: %s is not in [0, 1] (1: full head, 0: streaming head)", file, line, i+1, s)
+			}
+			row[i] = x
 		}
 		rows = append(rows, row)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("headmask: %s: %w", file, err)
+		return nil, fmt.Errorf("headmask: %s:%d: %w", file, line+1, err)
 	}
 	if len(rows) != layers {
 		return nil, fmt.Errorf("headmask: %s: %d rows, want one per layer (%d)", file, len(rows), layers)

@@ -4,7 +4,7 @@ import "slices"
 
 // pyramidkv is PyramidKV: SnapKV's scoring and modes (see snapkv) with a per-layer
 // budget that falls linearly from the first layer to the last (beta = 20), computed as
-// in the paper's PyramidKV cluster (method-spec 5.3) with the SnapKV capacity
+// in the paper's PyramidKV cluster (docs/METHODS.md §5.3) with the SnapKV capacity
 // cap = min(round((1−X)·n)+window, n) of a compression of n tokens:
 //
 //	min = (cap−w) // β;  max = 2(cap−w) − min

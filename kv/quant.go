@@ -5,7 +5,7 @@ import (
 	"strconv"
 )
 
-// quant is KIVI-style quantized storage (method-spec 5.7): asymmetric min-max
+// quant is KIVI-style quantized storage (docs/METHODS.md §5.7): asymmetric min-max
 // quantization, keys per channel over groups of `group` consecutive tokens, values per
 // token over groups of `group` channels, and a full-precision residual of recent
 // tokens. Spec: quant:bits=2|4|8,group=G,residual=R (defaults 4, 32, 32).

@@ -13,10 +13,10 @@ import "math"
 //     of the other m−window entries, at most m in all.
 //   - chunked=true (the paper's SnapKV*): every pre-fill chunk of n tokens is
 //     compressed when done, scored by its last window queries with a softmax over the
-//     chunk's keys only (method-spec 6.7); it keeps the chunk's last window tokens plus
-//     the top round((1−X)·n) others, at most n: exactly the min(round((1−X)n)+64, n)
-//     that the paper's accounting assumes (method-spec 1.3; the paper's harness keeps
-//     int((1−X)n), 1.10). Decoding never evicts.
+//     chunk's keys only (docs/METHODS.md §6.7); it keeps the chunk's last window
+//     tokens plus the top round((1−X)·n) others, at most n: exactly the
+//     min(round((1−X)n)+64, n) that the paper's accounting assumes (§1.3; the paper's
+//     harness keeps int((1−X)n), §1.10). Decoding never evicts.
 //   - patch=Q (chunked only): the prompt's last Q tokens are appended to every
 //     non-final chunk and their queries score the chunk; then the chunk keeps its top
 //     min(round((1−X)n)+window, n) tokens (no protected window: the patch plays its

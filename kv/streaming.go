@@ -2,7 +2,7 @@ package kv
 
 // streaming is StreamingLLM: every KV head keeps the first sink entries and the
 // window most recent ones, trimmed after each forward, so a chunk's queries see
-// sink + window + the chunk causally (method-spec 6.4; the first chunk is full
+// sink + window + the chunk causally (docs/METHODS.md §6.4; the first chunk is full
 // attention). Spec: streaming:sink=S,window=W (defaults 128 and 1024, the paper's
 // evaluation settings).
 type streaming struct{ sink, window int }

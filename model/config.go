@@ -123,23 +123,26 @@ func ParseConfig(raw []byte) (Config, error) {
 	if h.HiddenAct != "" && h.HiddenAct != "silu" {
 		return Config{}, fmt.Errorf("field hidden_act: %q is not supported (want silu)", h.HiddenAct)
 	}
+	// The bounds are far above any released model; they keep a damaged config from
+	// asking for memory in proportion to a garbage number before a tensor is read.
 	req := []struct {
 		name string
 		v    *int
 		dst  *int
+		max  int
 	}{
-		{"hidden_size", h.HiddenSize, &c.Hidden},
-		{"intermediate_size", h.IntermediateSize, &c.Intermediate},
-		{"num_hidden_layers", h.NumHiddenLayers, &c.Layers},
-		{"num_attention_heads", h.NumAttentionHeads, &c.Heads},
-		{"vocab_size", h.VocabSize, &c.Vocab},
+		{"hidden_size", h.HiddenSize, &c.Hidden, 1 << 20},
+		{"intermediate_size", h.IntermediateSize, &c.Intermediate, 1 << 22},
+		{"num_hidden_layers", h.NumHiddenLayers, &c.Layers, 1 << 12},
+		{"num_attention_heads", h.NumAttentionHeads, &c.Heads, 1 << 12},
+		{"vocab_size", h.VocabSize, &c.Vocab, 1 << 24},
 	}
 	for _, r := range req {
 		if r.v == nil {
 			return Config{}, fmt.Errorf("field %s: missing", r.name)
 		}
-		if *r.v <= 0 {
-			return Config{}, fmt.Errorf("field %s: %d, want a positive integer", r.name, *r.v)
+		if *r.v <= 0 || *r.v > r.max {
+			return Config{}, fmt.Errorf("field %s: %d, want a positive integer up to %d", r.name, *r.v, r.max)
 		}
 		*r.dst = *r.v
 	}
@@ -173,12 +176,18 @@ func ParseConfig(raw []byte) (Config, error) {
 	if h.TieWordEmbeddings != nil {
 		c.TieEmbeddings = *h.TieWordEmbeddings
 	}
+	if h.MaxPositions < 0 || h.MaxPositions > 1<<30 {
+		return Config{}, fmt.Errorf("field max_position_embeddings: %d, want 1…%d (or absent)", h.MaxPositions, 1<<30)
+	}
 	c.MaxPositions = h.MaxPositions
 	if h.SlidingWindow != nil && (h.UseSlidingWindow == nil || *h.UseSlidingWindow) {
 		c.SlidingWindow = *h.SlidingWindow
 	}
 	if h.BOSTokenID != nil {
 		c.BOS = *h.BOSTokenID
+		if c.BOS < 0 || c.BOS >= c.Vocab {
+			return Config{}, fmt.Errorf("field bos_token_id: %d is outside the vocabulary [0, %d)", c.BOS, c.Vocab)
+		}
 	}
 	if len(h.EOSTokenID) > 0 && string(h.EOSTokenID) != "null" {
 		var one int
@@ -186,6 +195,11 @@ func ParseConfig(raw []byte) (Config, error) {
 			c.EOS = []int{one}
 		} else if err := json.Unmarshal(h.EOSTokenID, &c.EOS); err != nil {
 			return Config{}, fmt.Errorf("field eos_token_id: want an integer or a list of integers")
+		}
+		for _, id := range c.EOS {
+			if id < 0 || id >= c.Vocab {
+				return Config{}, fmt.Errorf("field eos_token_id: %d is outside the vocabulary [0, %d)", id, c.Vocab)
+			}
 		}
 	}
 	rope, err := parseRope(h)

@@ -53,6 +53,10 @@ func TestConfigErrors(t *testing.T) {
 		}},
 		{"string number", "field", func(m map[string]any) { m["hidden_size"] = "64" }},
 		{"bad eos", "field eos_token_id", func(m map[string]any) { m["eos_token_id"] = "x" }},
+		{"eos outside vocab", "field eos_token_id: 100 is outside the vocabulary [0, 100)", func(m map[string]any) { m["eos_token_id"] = []any{2, 100} }},
+		{"negative bos", "field bos_token_id: -1 is outside", func(m map[string]any) { m["bos_token_id"] = -1 }},
+		{"absurd layers", "field num_hidden_layers: 2000000000, want a positive integer up to 4096", func(m map[string]any) { m["num_hidden_layers"] = 2000000000 }},
+		{"negative context", "field max_position_embeddings: -5", func(m map[string]any) { m["max_position_embeddings"] = -5 }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,6 +76,7 @@ func TestConfigErrors(t *testing.T) {
 func TestConfigFields(t *testing.T) {
 	m := base()
 	m["eos_token_id"] = []any{128001, 128009}
+	m["vocab_size"] = 128256
 	m["head_dim"] = 32
 	c, err := parse(t, m)
 	if err != nil {

@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kvfoot/kvfoot/internal/outfile"
 )
 
 // DumpOptions selects the training documents that Dump writes: Count documents for
@@ -26,18 +27,21 @@ type DumpOptions struct {
 	Progress io.Writer // progress lines; nil for none
 }
 
-// DocWriter receives documents in order.
+// DocWriter receives documents in order. Close completes the output; Abort, after a
+// failure, discards it.
 type DocWriter interface {
 	Write(d *Doc) error
 	Close() error
+	Abort()
 }
 
 // Dump generates the documents in parallel and hands them to w in a fixed order, so
-// that the output does not depend on the number of workers. It closes w.
+// that the output does not depend on the number of workers. It closes w, or aborts it
+// if anything fails.
 func Dump(o DumpOptions, gen Options, w DocWriter) (err error) {
 	defer func() {
 		if err != nil {
-			w.Close()
+			w.Abort()
 		}
 	}()
 	for _, t := range o.Tasks {
@@ -117,22 +121,23 @@ func Dump(o DumpOptions, gen Options, w DocWriter) (err error) {
 		return fmt.Errorf("dump: wrote %d of %d documents", written, total)
 	}
 	if err := w.Close(); err != nil {
-		w = nopCloser{}
+		w = nopAbort{}
 		return err
 	}
 	return nil
 }
 
 // JSONLWriter writes one JSON object per document: task, category, length, seed,
-// text, ids, answer_spans.
+// text, ids, answer_spans. The file appears at its path when Close completes it.
 type JSONLWriter struct {
-	f   *os.File
+	f   *outfile.File
 	buf *bufio.Writer
 	enc *json.Encoder
 }
 
-func NewJSONLWriter(path string) (*JSONLWriter, error) {
-	f, err := os.Create(path)
+// NewJSONLWriter starts writing path; an existing file is replaced only with force.
+func NewJSONLWriter(path string, force bool) (*JSONLWriter, error) {
+	f, err := outfile.Create(path, force)
 	if err != nil {
 		return nil, fmt.Errorf("output: %w", err)
 	}
@@ -156,25 +161,27 @@ func (w *JSONLWriter) Write(d *Doc) error {
 		spans = [][2]int{}
 	}
 	if err := w.enc.Encode(docJSON{d.Task, d.Category, d.Length, d.Seed, d.Text, d.IDs, spans}); err != nil {
-		return fmt.Errorf("output %s: %w", w.f.Name(), err)
+		return fmt.Errorf("output %s: %w", w.f.Path(), err)
 	}
 	return nil
 }
 
 func (w *JSONLWriter) Close() error {
 	if err := w.buf.Flush(); err != nil {
-		w.f.Close()
-		return fmt.Errorf("output %s: %w", w.f.Name(), err)
+		w.f.Abort()
+		return fmt.Errorf("output %s: %w", w.f.Path(), err)
 	}
-	return w.f.Close()
+	return w.f.Commit()
 }
+
+func (w *JSONLWriter) Abort() { w.f.Abort() }
 
 // BinWriter writes the compact format: BASE.bin holds the token ids of all documents
 // concatenated, as uint16 little-endian; BASE.mask one byte per token, 1 for answer
 // tokens and 0 otherwise; BASE.docs the token offset where each document starts, as
 // int64 little-endian (document i ends where i+1 starts, the last at the end of .bin).
 type BinWriter struct {
-	files [3]*os.File
+	files [3]*outfile.File
 	bufs  [3]*bufio.Writer
 	off   int64
 	mask  []byte
@@ -190,12 +197,14 @@ func BinBase(path string) string {
 	return path
 }
 
-func NewBinWriter(base string) (*BinWriter, error) {
+// NewBinWriter starts writing the three files; existing ones are replaced only with
+// force. They appear at their paths when Close completes them.
+func NewBinWriter(base string, force bool) (*BinWriter, error) {
 	w := &BinWriter{}
 	for i, ext := range []string{".bin", ".mask", ".docs"} {
-		f, err := os.Create(base + ext)
+		f, err := outfile.Create(base+ext, force)
 		if err != nil {
-			w.closeFiles()
+			w.Abort()
 			return nil, fmt.Errorf("output: %w", err)
 		}
 		w.files[i], w.bufs[i] = f, bufio.NewWriterSize(f, 1<<20)
@@ -215,43 +224,45 @@ func (w *BinWriter) Write(d *Doc) error {
 	}
 	for _, id := range d.IDs {
 		if id < 0 || id > 0xffff {
-			return fmt.Errorf("output %s: token id %d does not fit the uint16 format", w.files[0].Name(), id)
+			return fmt.Errorf("output %s: token id %d does not fit the uint16 format", w.files[0].Path(), id)
 		}
 		binary.LittleEndian.PutUint16(b[:2], uint16(id))
 		w.bufs[0].Write(b[:2])
 	}
 	if _, err := w.bufs[1].Write(w.mask); err != nil {
-		return fmt.Errorf("output %s: %w", w.files[1].Name(), err)
+		return fmt.Errorf("output %s: %w", w.files[1].Path(), err)
 	}
 	w.off += int64(len(d.IDs))
 	return nil
 }
 
 func (w *BinWriter) Close() error {
-	var first error
 	for i, b := range w.bufs {
-		if err := b.Flush(); err != nil && first == nil {
-			first = fmt.Errorf("output %s: %w", w.files[i].Name(), err)
+		if err := b.Flush(); err != nil {
+			w.Abort()
+			return fmt.Errorf("output %s: %w", w.files[i].Path(), err)
 		}
 	}
-	if err := w.closeFiles(); err != nil && first == nil {
-		first = err
+	for i, f := range w.files {
+		if err := f.Commit(); err != nil {
+			for _, g := range w.files[i+1:] {
+				g.Abort()
+			}
+			return fmt.Errorf("output: %w", err)
+		}
 	}
-	return first
+	return nil
 }
 
-func (w *BinWriter) closeFiles() error {
-	var first error
+// Abort discards the files not yet completed.
+func (w *BinWriter) Abort() {
 	for _, f := range w.files {
 		if f != nil {
-			if err := f.Close(); err != nil && first == nil {
-				first = fmt.Errorf("output: %w", err)
-			}
+			f.Abort()
 		}
 	}
-	return first
 }
 
-type nopCloser struct{ DocWriter }
+type nopAbort struct{ DocWriter }
 
-func (nopCloser) Close() error { return nil }
+func (nopAbort) Abort() {}

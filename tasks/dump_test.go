@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -16,9 +17,9 @@ func dumpTo(t *testing.T, workers int, format, path string) {
 	var w DocWriter
 	var err error
 	if format == "bin" {
-		w, err = NewBinWriter(BinBase(path))
+		w, err = NewBinWriter(BinBase(path), false)
 	} else {
-		w, err = NewJSONLWriter(path)
+		w, err = NewJSONLWriter(path, false)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -90,10 +91,10 @@ func TestDumpDeterministicAndBinary(t *testing.T) {
 }
 
 func TestDumpErrors(t *testing.T) {
-	if _, err := NewJSONLWriter(filepath.Join(t.TempDir(), "missing", "x.jsonl")); err == nil {
+	if _, err := NewJSONLWriter(filepath.Join(t.TempDir(), "missing", "x.jsonl"), false); err == nil {
 		t.Error("unwritable output accepted")
 	}
-	w, _ := NewBinWriter(filepath.Join(t.TempDir(), "x"))
+	w, _ := NewBinWriter(filepath.Join(t.TempDir(), "x"), false)
 	if err := w.Write(&Doc{IDs: []int{70000}}); err == nil {
 		t.Error("an id beyond uint16 was written")
 	}
@@ -101,5 +102,29 @@ func TestDumpErrors(t *testing.T) {
 	err := Dump(DumpOptions{Tasks: []string{"bogus"}, Lengths: []int{512}, Count: 1}, Options{}, w)
 	if err == nil {
 		t.Error("unknown task dumped")
+	}
+	// A failed dump leaves no output; an existing file is replaced only with force.
+	dir := t.TempDir()
+	j, _ := NewJSONLWriter(filepath.Join(dir, "x.jsonl"), false)
+	if err := Dump(DumpOptions{Tasks: []string{"bogus"}, Lengths: []int{512}, Count: 1}, Options{}, j); err == nil {
+		t.Error("unknown task dumped")
+	}
+	b, _ := NewBinWriter(filepath.Join(dir, "y"), false)
+	b.Write(&Doc{IDs: []int{1, 2}})
+	if err := Dump(DumpOptions{Tasks: []string{"bogus"}, Lengths: []int{512}, Count: 1}, Options{}, b); err == nil {
+		t.Error("unknown task dumped")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("a failed dump left %d files", len(ents))
+	}
+	os.WriteFile(filepath.Join(dir, "y.mask"), []byte("mine"), 0o644)
+	if _, err := NewBinWriter(filepath.Join(dir, "y"), false); err == nil || !strings.Contains(err.Error(), "y.mask exists") {
+		t.Errorf("existing y.mask: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("a refused dump left %d files besides y.mask", len(ents)-1)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "y.mask")); string(got) != "mine" {
+		t.Errorf("y.mask became %q", got)
 	}
 }

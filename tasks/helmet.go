@@ -9,11 +9,11 @@ import (
 	"strings"
 )
 
-// HELMET recall data (method-spec 4.7): RULER files (ruler_niah_mk_2, ruler_niah_mk_3,
-// ruler_niah_mv; fields context, query, type_needle_v, outputs or answer) and JSON KV
-// files (json_kv; fields context, question, answer, demos). The prompts are HELMET's
-// templates without a chat template; the instances carry no exact Length (0): their
-// length is whatever the data holds.
+// HELMET recall data (docs/METHODS.md §4.7): RULER files (ruler_niah_mk_2,
+// ruler_niah_mk_3, ruler_niah_mv; fields context, query, type_needle_v, outputs or
+// answer) and JSON KV files (json_kv; fields context, question, answer, demos). The
+// prompts are HELMET's templates without a chat template; the instances carry no exact
+// Length (0): their length is whatever the data holds.
 
 // helmetShots is the number of JSON KV demonstrations HELMET's recall config uses.
 const helmetShots = 2

@@ -165,6 +165,9 @@ func Generate(name string, length, index int, seed uint64, opts Options) (*Insta
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSize(name, length, index); err != nil {
+		return nil, err
+	}
 	s := InstanceSeed(Eval, name, length, index, seed)
 	for retry := 0; ; retry++ {
 		in, err := generate(t, name, length, s, opts)
@@ -173,6 +176,20 @@ func Generate(name string, length, index int, seed uint64, opts Options) (*Insta
 		}
 		s = redraw(s, retry)
 	}
+}
+
+// MaxLength bounds the length of a prompt or document in tokens: eight times the
+// paper's longest context (128K); beyond it a haystack only exhausts memory.
+const MaxLength = 1 << 20
+
+func checkSize(name string, length, index int) error {
+	switch {
+	case length > MaxLength:
+		return fmt.Errorf("task %s, length %d: longer than %d tokens", name, length, MaxLength)
+	case index < 0:
+		return fmt.Errorf("task %s, index %d: want ≥ 0", name, index)
+	}
+	return nil
 }
 
 // maxRedraws bounds how often an instance whose text cannot be fitted to exactly its
@@ -210,6 +227,9 @@ func generate(t *task, name string, length int, s uint64, opts Options) (*Instan
 func Document(name string, length, index int, seed uint64, opts Options) (*Doc, error) {
 	if opts.Queries < 1 {
 		opts.Queries = 1
+	}
+	if err := checkSize(name, length, index); err != nil {
+		return nil, err
 	}
 	s := InstanceSeed(Train, name, length, index, seed)
 	for retry := 0; ; retry++ {

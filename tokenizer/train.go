@@ -135,7 +135,7 @@ func (tr *Trainer) Train(vocabSize int, special []string) (tokenizerJSON, config
 	}
 	heap.Init(&q)
 
-	tokens := make([][]byte, 256, vocabSize)
+	tokens := make([][]byte, 256, min(vocabSize, 1<<16)) // grows if needed; a huge vocabSize reserves nothing
 	for b := range tokens {
 		tokens[b] = []byte{byte(b)}
 	}

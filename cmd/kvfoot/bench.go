@@ -55,7 +55,7 @@ func runBench(args []string) error {
 	chunk := fs.Int("chunk", 512, "pre-fill chunk size in tokens (0: the whole context at once)")
 	bf16 := fs.Bool("bf16", false, "with --random: hold the weight matrices in bf16, as a bf16 checkpoint is held")
 	format := fs.String("format", "table", "output: table (markdown) or json")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *format != "table" && *format != "json" {
@@ -68,6 +68,11 @@ func runBench(args []string) error {
 	threads, err := parseCounts("--threads", *threadsFlag)
 	if err != nil {
 		return err
+	}
+	for _, t := range threads {
+		if t > maxThreads {
+			return fmt.Errorf("--threads %d: want at most %d", t, maxThreads)
+		}
 	}
 	if *reps < 1 || *decode < 0 || *chunk < 0 {
 		return errors.New("--reps must be ≥ 1, --decode and --chunk ≥ 0")
@@ -94,6 +99,11 @@ func runBench(args []string) error {
 		}
 		defer m.Close()
 		out.Model, out.Dtype = *dir, m.Config.WeightsDtypeHint
+	}
+	for _, n := range ctxs {
+		if n+*decode > m.Config.MaxPositions {
+			return fmt.Errorf("--ctx %d + --decode %d tokens pass the model's context of %d tokens", n, *decode, m.Config.MaxPositions)
+		}
 	}
 	out.Params = m.Config.Params()
 	r := rand.New(rand.NewPCG(1, 2))

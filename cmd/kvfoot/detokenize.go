@@ -14,7 +14,7 @@ func runDetokenize(args []string) error {
 	path := fs.String("tokenizer", "", "tokenizer.json, or a folder holding one")
 	idList := fs.String("ids", "", "comma-separated token ids")
 	skipSpecial := fs.Bool("skip-special", false, "leave out special tokens")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	ids, err := parseIDs("--ids", *idList)

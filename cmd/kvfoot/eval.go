@@ -41,11 +41,11 @@ func runEval(args []string) error {
 		fmt.Fprintln(fs.Output(), "\nWithout --model, the built-in model is "+modeldir.Builtin+" found via $KVFOOT_MODEL,\nthen under the working directory or its parents, then next to the executable.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (every setting is a flag)", fs.Args())
+	if err := setThreads(*threads); err != nil {
+		return err
 	}
 	var names []string
 	var lengths []int
@@ -69,6 +69,13 @@ func runEval(args []string) error {
 			}
 			data = append(data, eval.Dataset{Name: name, Instances: ins, SHA256: sum})
 		}
+		var dn []string
+		for _, d := range data {
+			dn = append(dn, d.Name)
+		}
+		if d, ok := duplicate(dn); ok {
+			return fmt.Errorf("--helmet: %s is given twice", d)
+		}
 	} else {
 		var err error
 		if names, err = parseTaskList("--tasks", *taskList, false); err != nil {
@@ -89,6 +96,9 @@ func runEval(args []string) error {
 	ms := kv.SplitSpecs(*methods)
 	if len(ms) == 0 {
 		return fmt.Errorf("--methods is empty")
+	}
+	if d, ok := duplicate(ms); ok {
+		return fmt.Errorf("--methods: %s is given twice", d)
 	}
 	if *out != "" {
 		if err := eval.CheckResults(*out); err != nil {
@@ -131,12 +141,14 @@ func runEval(args []string) error {
 			return fmt.Errorf("--bos: tokenizer %s has no BOS token", *tokPath)
 		}
 	}
-	setThreads(*threads)
 	m, err := loadModel(modelDir)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	if tok.VocabSize() > m.Config.Vocab {
+		return fmt.Errorf("--tokenizer %s has %d tokens, more than the model's vocabulary of %d", *tokPath, tok.VocabSize(), m.Config.Vocab)
+	}
 	rep, err := eval.Run(cfg, &eval.ModelBackend{M: m, Chunk: *chunk, Dir: modelDir})
 	if err != nil {
 		return err

@@ -40,20 +40,43 @@ func runFootprint(args []string) error {
 	dir := fs.String("model", "", "model folder: add bytes (peak and mean) for its config")
 	dtype := fs.String("dtype", "bfloat16", "with --model: KV element type (float32, bfloat16, float16)")
 	format := fs.String("format", "text", "output: text or json")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("--format %q: want text or json", *format)
 	}
-	if p.Prompt < 1 {
-		return fmt.Errorf("--prompt-len %d: want ≥ 1", p.Prompt)
+	for _, f := range []struct {
+		name  string
+		v, lo int
+	}{{"prompt-len", p.Prompt, 1}, {"response-len", p.Response, 0}, {"chunk", p.Chunk, 0}, {"sink", p.Sink, 0},
+		{"window", p.Window, 0}, {"kv-window", p.KVWindow, 0}, {"local-len", *localLen, 0}, {"stabilizers", *stabilizers, 0}} {
+		if f.v < f.lo || f.v > footprint.MaxTokens {
+			return fmt.Errorf("--%s %d: want %d…%d", f.name, f.v, f.lo, footprint.MaxTokens)
+		}
 	}
-	if p.Chunk < 0 {
-		return fmt.Errorf("--chunk %d: want ≥ 0 (0: one chunk)", p.Chunk)
+	if p.Prompt+p.Response > footprint.MaxTokens {
+		return fmt.Errorf("--prompt-len %d + --response-len %d: want at most %d tokens in all", p.Prompt, p.Response, footprint.MaxTokens)
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"head-sparsity", p.HeadSparsity}, {"kv-sparsity", p.KVSparsity}} {
+		if !(f.v >= 0 && f.v <= 1) {
+			return fmt.Errorf("--%s %g: want 0…1", f.name, f.v)
+		}
+	}
+	unread, with := []string{"local-len", "stabilizers"}, "without" // flags the chosen variant does not read
+	if *locret {
+		unread, with = []string{"sink", "window", "head-sparsity", "kv-window"}, "with"
+	}
+	for _, f := range unread {
+		if isSet(fs, f) {
+			return fmt.Errorf("--%s has no effect %s --locret", f, with)
+		}
+	}
+	if isSet(fs, "dtype") && *dir == "" {
+		return fmt.Errorf("--dtype has no effect without --model")
 	}
 	out := footprintOutput{PromptLen: p.Prompt, ResponseLen: p.Response, Variant: "get_kv_footprint", Model: *dir}
 	var err error

@@ -29,8 +29,8 @@ type generateOutput struct {
 	DecodeSeconds          float64 `json:"decode_seconds"`
 	PrefillTokensPerSecond float64 `json:"prefill_tokens_per_second"`
 	DecodeTokensPerSecond  float64 `json:"decode_tokens_per_second,omitempty"`
-	// Footprint is where the KV issue reports the cache's measured footprint.
-	Footprint any `json:"footprint,omitempty"`
+	// Footprint is what the cache's meter measured (docs/METHODS.md §1.1).
+	Footprint footprint.Report `json:"footprint"`
 }
 
 func runGenerate(args []string) error {
@@ -52,7 +52,10 @@ func runGenerate(args []string) error {
 	ignoreEOS := fs.Bool("ignore-eos", false, "do not stop at the config's eos_token_id")
 	format := fs.String("format", "text", "output: text (ids as they come) or json (one object)")
 	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := setThreads(*threads); err != nil {
 		return err
 	}
 	if *format != "text" && *format != "json" {
@@ -64,6 +67,22 @@ func runGenerate(args []string) error {
 	if *chunk < 0 {
 		return fmt.Errorf("--chunk %d: want ≥ 0", *chunk)
 	}
+	if *temperature == 0 {
+		for _, f := range []string{"top-k", "top-p", "seed"} {
+			if isSet(fs, f) {
+				return fmt.Errorf("--%s has no effect with greedy decoding: give --temperature T > 0 to sample", f)
+			}
+		}
+	}
+	if *stop != "" && *ignoreEOS {
+		return fmt.Errorf("--stop-ids replaces the eos_token_id stop; --ignore-eos has nothing to ignore")
+	}
+	if isSet(fs, "prompt") == isSet(fs, "prompt-ids") {
+		return fmt.Errorf("give exactly one of --prompt TEXT and --prompt-ids 1,2,3")
+	}
+	if isSet(fs, "add-special") && (*chat || !isSet(fs, "prompt")) {
+		return fmt.Errorf("--add-special applies to --prompt without --chat (a chat template writes its own special tokens; --prompt-ids are used as given)")
+	}
 	var err error
 	if *dir, err = modeldir.Find(*dir); err != nil {
 		return err
@@ -71,9 +90,10 @@ func runGenerate(args []string) error {
 	var prompt []int
 	var tok *tokenizer.Tokenizer
 	switch {
-	case *promptText != "" && *promptIDs != "":
-		return fmt.Errorf("give one of --prompt and --prompt-ids")
-	case *promptText != "":
+	case isSet(fs, "prompt"):
+		if *promptText == "" {
+			return fmt.Errorf("--prompt is empty")
+		}
 		if prompt, tok, err = encodePrompt(*dir, *promptText, *chat, *addSpecial); err != nil {
 			return err
 		}
@@ -85,12 +105,14 @@ func runGenerate(args []string) error {
 			return err
 		}
 	}
-	setThreads(*threads)
 	m, err := loadModel(*dir)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	if tok != nil && tok.VocabSize() > m.Config.Vocab {
+		return fmt.Errorf("--prompt: the tokenizer has %d tokens, more than the model's vocabulary of %d", tok.VocabSize(), m.Config.Vocab)
+	}
 	meter := footprint.NewMeter(m.Config.Layers, m.Config.KVHeads)
 	cache, err := kv.New(kv.Shape(m.Shape()), *policy, kv.WithObserver(meter))
 	if err != nil {
@@ -105,6 +127,11 @@ func runGenerate(args []string) error {
 	case *stop != "":
 		if opts.Stop, err = parseIDs("--stop-ids", *stop); err != nil {
 			return err
+		}
+		for _, id := range opts.Stop {
+			if id >= m.Config.Vocab {
+				return fmt.Errorf("--stop-ids: %d is outside the model's vocabulary [0, %d)", id, m.Config.Vocab)
+			}
 		}
 	case !*ignoreEOS:
 		opts.Stop = m.Config.EOS

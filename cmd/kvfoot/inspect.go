@@ -42,7 +42,7 @@ func runInspect(args []string) error {
 	fs := newFlags("inspect")
 	dir := fs.String("model", "", "model folder (config.json and safetensors weights; default: the built-in model)")
 	format := fs.String("format", "text", "output: text or json")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *format != "text" && *format != "json" {

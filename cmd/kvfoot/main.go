@@ -8,7 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"sort"
+	"syscall"
+
+	"github.com/kvfoot/kvfoot/internal/outfile"
 )
 
 type command struct {
@@ -52,6 +56,19 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	// An interrupted command leaves no half-written output file.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		outfile.RemovePending()
+		fmt.Fprintf(os.Stderr, "kvfoot %s: %v\n", os.Args[1], s)
+		code := 130 // 128 + SIGINT, as a shell reports it
+		if s == syscall.SIGTERM {
+			code = 143
+		}
+		os.Exit(code)
+	}()
 	if err := cmd.run(os.Args[2:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -65,4 +82,23 @@ func main() {
 func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("kvfoot "+name, flag.ContinueOnError)
 	return fs
+}
+
+// isSet reports whether the flag name was given on the command line.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// parseFlags parses a command's flags. A positional argument is an error naming it:
+// flag parsing stops at the first one, so every flag after it would be ignored.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: this command takes flags only (a flag after them is not read)", fs.Args())
+	}
+	return nil
 }

@@ -26,11 +26,21 @@ func runPerplexity(args []string) error {
 	chunk := fs.Int("chunk", 0, "pre-fill chunk size (0: whole window)")
 	format := fs.String("format", "text", "text or json")
 	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *format != "text" && *format != "json" {
+	if err := setThreads(*threads); err != nil {
+		return err
+	}
+	switch {
+	case *format != "text" && *format != "json":
 		return fmt.Errorf("--format %q: want text or json", *format)
+	case *length < 2:
+		return fmt.Errorf("--length %d: want at least 2 tokens (one predicted)", *length)
+	case *windows < 1:
+		return fmt.Errorf("--windows %d: want at least 1", *windows)
+	case *chunk < 0:
+		return fmt.Errorf("--chunk %d: want ≥ 0 (0: the whole window)", *chunk)
 	}
 	modelDir, err := modeldir.Find(*dir)
 	if err != nil {
@@ -47,7 +57,6 @@ func runPerplexity(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--corpus: %w", err)
 	}
-	setThreads(*threads)
 	m, err := loadModel(modelDir)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kvfoot/kvfoot/internal/modeldir"
+	"github.com/kvfoot/kvfoot/internal/outfile"
 	"github.com/kvfoot/kvfoot/tasks"
 	"github.com/kvfoot/kvfoot/tokenizer"
 )
@@ -32,6 +33,9 @@ func runTasks(args []string) error {
 	}
 	switch args[0] {
 	case "list":
+		if len(args) > 1 {
+			return fmt.Errorf("unexpected arguments %q: tasks list takes none", args[1:])
+		}
 		for _, n := range tasks.Names() {
 			fmt.Printf("%-16s %s\n", n, tasks.Category(n))
 		}
@@ -92,17 +96,36 @@ func parseLengths(flagName, s string) ([]int, error) {
 	var out []int
 	for _, p := range strings.Split(s, ",") {
 		p = strings.TrimSpace(p)
-		mul := 1
+		orig, mul := p, 1
 		if strings.HasSuffix(p, "k") || strings.HasSuffix(p, "K") {
 			p, mul = p[:len(p)-1], 1024
 		}
 		v, err := strconv.Atoi(p)
 		if err != nil || v < 1 {
-			return nil, fmt.Errorf("%s: %q is not a positive token count", flagName, p)
+			return nil, fmt.Errorf("%s: %q is not a positive token count", flagName, orig)
+		}
+		if v > tasks.MaxLength/mul {
+			return nil, fmt.Errorf("%s: %s is longer than the %d tokens a task can have", flagName, orig, tasks.MaxLength)
 		}
 		out = append(out, v*mul)
 	}
+	if d, ok := duplicate(out); ok {
+		return nil, fmt.Errorf("%s: %d is given twice", flagName, d)
+	}
 	return out, nil
+}
+
+// duplicate returns a value that occurs more than once in xs.
+func duplicate[T comparable](xs []T) (T, bool) {
+	seen := map[T]bool{}
+	for _, x := range xs {
+		if seen[x] {
+			return x, true
+		}
+		seen[x] = true
+	}
+	var zero T
+	return zero, false
 }
 
 // parseTaskList reads a comma-separated list of task names.
@@ -122,6 +145,9 @@ func parseTaskList(flagName, s string, allowCorpus bool) ([]string, error) {
 		}
 		out = append(out, p)
 	}
+	if d, ok := duplicate(out); ok {
+		return nil, fmt.Errorf("%s: %s is given twice (all names every task but corpus)", flagName, d)
+	}
 	return out, nil
 }
 
@@ -134,11 +160,17 @@ func runTasksShow(args []string) error {
 	seed := fs.Uint64("seed", 0, "seed")
 	train := fs.Bool("train", false, "show a training document instead of an evaluation prompt")
 	queries := fs.Int("queries", 1, "question/answer pairs of a training document")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := tasks.Check(*task, *train); err != nil {
 		return fmt.Errorf("--task: %w", err)
+	}
+	if isSet(fs, "queries") && !*train {
+		return fmt.Errorf("--queries applies to --train documents; an evaluation prompt has one question")
+	}
+	if *queries < 1 {
+		return fmt.Errorf("--queries %d: want at least 1", *queries)
 	}
 	tok, c, err := ti.load()
 	if err != nil {
@@ -197,7 +229,8 @@ func runTasksDump(args []string) error {
 	out := fs.String("out", "", "output file")
 	format := fs.String("format", "jsonl", "jsonl or bin")
 	workers := fs.Int("workers", 0, "parallel generators (0: GOMAXPROCS)")
-	if err := fs.Parse(args); err != nil {
+	force := fs.Bool("force", false, "replace output files that exist")
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	names, err := parseTaskList("--tasks", *taskList, true)
@@ -217,10 +250,25 @@ func runTasksDump(args []string) error {
 		return errors.New("--out is required")
 	case *format != "jsonl" && *format != "bin":
 		return fmt.Errorf("--format %q: want jsonl or bin", *format)
+	case *workers < 0 || *workers > maxThreads:
+		return fmt.Errorf("--workers %d: want 0 (GOMAXPROCS) to %d", *workers, maxThreads)
+	}
+	outs := []string{*out}
+	if *format == "bin" {
+		base := tasks.BinBase(*out)
+		outs = []string{base + ".bin", base + ".mask", base + ".docs"}
+	}
+	for _, p := range outs {
+		if err := outfile.Check(p, *force); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
 	}
 	tok, c, err := ti.load()
 	if err != nil {
 		return err
+	}
+	if *format == "bin" && tok.VocabSize() > 1<<16 {
+		return fmt.Errorf("--format bin stores token ids as uint16; the tokenizer has %d tokens: use --format jsonl", tok.VocabSize())
 	}
 	gen := tasks.Options{Corpus: c, Tokenizer: tok, Queries: *queries}
 	// Fail on a bad task/length pair before any output file is created.
@@ -233,9 +281,9 @@ func runTasksDump(args []string) error {
 	}
 	var w tasks.DocWriter
 	if *format == "bin" {
-		w, err = tasks.NewBinWriter(tasks.BinBase(*out))
+		w, err = tasks.NewBinWriter(tasks.BinBase(*out), *force)
 	} else {
-		w, err = tasks.NewJSONLWriter(*out)
+		w, err = tasks.NewJSONLWriter(*out, *force)
 	}
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)

@@ -22,11 +22,8 @@ func runTokenize(args []string) error {
 	text := fs.String("text", "", "text to encode")
 	input := fs.String("input", "", "JSONL file of objects with a \"text\" field (- for stdin); prints one {\"ids\": [...]} per line")
 	addSpecial := fs.Bool("add-special", false, "add the post-processor's special tokens (such as BOS)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	textSet := false
 	fs.Visit(func(f *flag.Flag) { textSet = textSet || f.Name == "text" })
