@@ -122,7 +122,7 @@ func (c *Cache) Positions(layer, kvHead int) []int32 { return c.heads[layer][kvH
 func (c *Cache) Bytes() int64 { return c.bytes }
 
 // PatchLen is how many of the prompt's last tokens the policy wants appended to every
-// non-final pre-fill chunk (SnapKV's patch, docs/METHODS.md); 0 for most policies.
+// non-final pre-fill chunk (SnapKV's patch, docs/METHODS.md §4.4); 0 for most policies.
 func (c *Cache) PatchLen() int {
 	if p, ok := c.pol.(patcher); ok {
 		return p.patchLen()

@@ -11,7 +11,7 @@ import (
 // A policy is written once and sees pre-fill chunks and decode steps alike.
 //
 // GQA: a KV head is the unit of eviction; scores are the mean over the query heads of
-// its group (SnapKV's compress_group_kvs; docs/METHODS.md, GQA).
+// its group (SnapKV's compress_group_kvs; docs/METHODS.md §6.1).
 type Policy interface {
 	Scores(f *Forward) ScoreRequest
 	// Keep returns the entries to keep, ascending, or nil to keep all of them.
@@ -42,7 +42,7 @@ func (f *Forward) Len() int { return f.Past + f.N }
 
 // ScoreRequest asks for the attention probabilities of queries [From, To) of the
 // forward (indices count patch tokens after the chunk's N). Local normalises them over
-// this forward's keys only, as SnapKV's compressor does on one chunk (docs/METHODS.md, SnapKV*);
+// this forward's keys only, as SnapKV's compressor does on one chunk (docs/METHODS.md §5.4, §6.7);
 // otherwise they are the probabilities the attention really used.
 type ScoreRequest struct {
 	From, To int
@@ -52,7 +52,7 @@ type ScoreRequest struct {
 func (r ScoreRequest) none() bool { return r.To <= r.From }
 
 // patcher is implemented by policies that score pre-fill chunks with the prompt's last
-// tokens appended (SnapKV's patch; docs/METHODS.md, SnapKV*).
+// tokens appended (SnapKV's patch; docs/METHODS.md §4.4).
 type patcher interface{ patchLen() int }
 
 // keepSinkWindow keeps the first sink and the last window entries.

@@ -9,7 +9,7 @@ type Step struct {
 	Pos  int // position of the first row: the cache's Pos()
 	Rows int // rows fed: the chunk's tokens plus Patch
 	// Patch trailing rows are the prompt's last tokens, appended to a non-final
-	// pre-fill chunk at the positions right after it (SnapKV's patch, docs/METHODS.md):
+	// pre-fill chunk at the positions right after it (SnapKV's patch, docs/METHODS.md §4.4):
 	// the cache attends them and lets the policy score the chunk with them, then drops
 	// them, and Pos advances by Rows−Patch.
 	Patch   int

@@ -143,7 +143,7 @@ type GenerateOptions struct {
 	Sampling  Sampling // zero value: greedy
 	Stop      []int    // generation ends after any of these ids (which is kept in the result)
 	// DecodeLast pre-fills all but the prompt's last token and feeds that one as the
-	// first decode step, as the paper's harness does (docs/METHODS.md).
+	// first decode step, as the paper's harness does (docs/METHODS.md §4.1, §6.5).
 	DecodeLast bool
 	// OnToken, when set, is called with each generated id as soon as it is chosen;
 	// returning false ends generation.
