@@ -73,3 +73,12 @@ func AxpyRows(dst, alpha, x []float32) {
 	}
 	active.axpyRows(dst, alpha, x)
 }
+
+// MulTN sets dst[i*ldc+j] = Σ_p a[p*lda+i]·b[p*ldb+j] for i < m, j < n, p < k: aᵀ·b
+// (attention backward: the gradients of keys and values).
+func MulTN(dst []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
+	checkStrided("MulTN", dst, ldc, a, lda, b, ldb, m, n, k, k, m, k, n)
+	gemm(active, 1, dst, ldc, m, n, k,
+		operand{f32: a, rs: 1, cs: lda},
+		operand{f32: b, rs: 1, cs: ldb})
+}

@@ -23,7 +23,7 @@ func TestMaxAndSerialProducts(t *testing.T) {
 			t.Errorf("maxGo of %d: %v, want %v", n, got, want)
 		}
 	}
-	// MulNT and MulNN on sub-matrices with leading dimensions, against plain loops.
+	// MulNT, MulNN and MulTN on sub-matrices with leading dimensions, against plain loops.
 	m, n, k, lda, ldb, ldc := 13, 37, 19, 23, 41, 40
 	a := make([]float32, m*lda)
 	b := make([]float32, max(n, k)*ldb)
@@ -55,6 +55,22 @@ func TestMaxAndSerialProducts(t *testing.T) {
 			}
 			if d := dst[i*ldc+j] - s; d > 1e-4 || d < -1e-4 {
 				t.Fatalf("MulNN [%d,%d] = %v, want %v", i, j, dst[i*ldc+j], s)
+			}
+		}
+	}
+	at := make([]float32, k*lda) // aᵀ stored: k rows of lda ≥ m
+	for i := range at {
+		at[i] = float32(rng.NormFloat64())
+	}
+	MulTN(dst, ldc, at, lda, b, ldb, m, n, k)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float32
+			for p := 0; p < k; p++ {
+				s += at[p*lda+i] * b[p*ldb+j]
+			}
+			if d := dst[i*ldc+j] - s; d > 1e-4 || d < -1e-4 {
+				t.Fatalf("MulTN [%d,%d] = %v, want %v", i, j, dst[i*ldc+j], s)
 			}
 		}
 	}

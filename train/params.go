@@ -1,0 +1,123 @@
+package train
+
+import (
+	"strconv"
+
+	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tensor"
+)
+
+// Linear is a float32 weight [Out, In] with an optional bias [Out] (nil when absent).
+type Linear struct {
+	W, B    []float32
+	Out, In int
+}
+
+// mat views the weight as a tensor.Mat for the matmul kernels.
+func (l *Linear) mat() tensor.Mat { return tensor.Mat{Rows: l.Out, Cols: l.In, F32: l.W} }
+
+// LayerParams are one transformer block's parameters (or their gradients).
+type LayerParams struct {
+	AttnNorm, MLPNorm []float32
+	Q, K, V, O        Linear
+	Gate, Up, Down    Linear
+}
+
+// Params are a model's parameters in float32, laid out as Hugging Face stores them, or
+// the gradients of the loss with respect to them (same shapes).
+type Params struct {
+	Embed  []float32 // [vocab, hidden]
+	Layers []LayerParams
+	Norm   []float32
+	Head   []float32 // [vocab, hidden]; the same slice as Embed when tied
+}
+
+// widen returns w's values as float32 (a copy, so the model's storage is never written).
+func widen(w tensor.Mat) []float32 {
+	out := make([]float32, w.Rows*w.Cols)
+	if w.F32 != nil {
+		copy(out, w.F32)
+	} else {
+		tensor.BF16ToFloats(out, w.BF16[:len(out)])
+	}
+	return out
+}
+
+func clone(v []float32) []float32 { return append([]float32(nil), v...) }
+
+// paramsOf copies m's weights into float32 Params.
+func paramsOf(m *model.Model) *Params {
+	lin := func(l model.Linear) Linear { return Linear{widen(l.W), clone(l.Bias), l.W.Rows, l.W.Cols} }
+	p := &Params{Embed: widen(m.Embed), Norm: clone(m.Norm)}
+	p.Head = p.Embed
+	if !m.Config.TieEmbeddings {
+		p.Head = widen(m.Head)
+	}
+	p.Layers = make([]LayerParams, len(m.Layers))
+	for i := range m.Layers {
+		L := &m.Layers[i]
+		p.Layers[i] = LayerParams{
+			AttnNorm: clone(L.AttnNorm), MLPNorm: clone(L.MLPNorm),
+			Q: lin(L.Q), K: lin(L.K), V: lin(L.V), O: lin(L.O),
+			Gate: lin(L.Gate), Up: lin(L.Up), Down: lin(L.Down),
+		}
+	}
+	return p
+}
+
+// zerosLike returns Params of p's shapes filled with zeros (tied heads stay tied).
+func zerosLike(p *Params) *Params {
+	z := func(v []float32) []float32 {
+		if v == nil {
+			return nil
+		}
+		return make([]float32, len(v))
+	}
+	lin := func(l Linear) Linear { return Linear{z(l.W), z(l.B), l.Out, l.In} }
+	g := &Params{Embed: z(p.Embed), Norm: z(p.Norm)}
+	g.Head = g.Embed
+	if &p.Head[0] != &p.Embed[0] {
+		g.Head = z(p.Head)
+	}
+	g.Layers = make([]LayerParams, len(p.Layers))
+	for i, L := range p.Layers {
+		g.Layers[i] = LayerParams{
+			AttnNorm: z(L.AttnNorm), MLPNorm: z(L.MLPNorm),
+			Q: lin(L.Q), K: lin(L.K), V: lin(L.V), O: lin(L.O),
+			Gate: lin(L.Gate), Up: lin(L.Up), Down: lin(L.Down),
+		}
+	}
+	return g
+}
+
+// Each calls fn on every parameter slice with a stable name (Hugging Face's), once
+// per distinct slice (a tied head is visited as the embedding).
+func (p *Params) Each(fn func(name string, v []float32)) {
+	fn("model.embed_tokens.weight", p.Embed)
+	for i := range p.Layers {
+		L := &p.Layers[i]
+		pre := "model.layers." + strconv.Itoa(i) + "."
+		for _, s := range []struct {
+			name string
+			l    *Linear
+		}{
+			{"self_attn.q_proj", &L.Q}, {"self_attn.k_proj", &L.K}, {"self_attn.v_proj", &L.V},
+			{"self_attn.o_proj", &L.O}, {"mlp.gate_proj", &L.Gate}, {"mlp.up_proj", &L.Up},
+			{"mlp.down_proj", &L.Down},
+		} {
+			fn(pre+s.name+".weight", s.l.W)
+			if s.l.B != nil {
+				fn(pre+s.name+".bias", s.l.B)
+			}
+		}
+		fn(pre+"input_layernorm.weight", L.AttnNorm)
+		fn(pre+"post_attention_layernorm.weight", L.MLPNorm)
+	}
+	fn("model.norm.weight", p.Norm)
+	if &p.Head[0] != &p.Embed[0] {
+		fn("lm_head.weight", p.Head)
+	}
+}
+
+// Zero sets every value of p to 0.
+func (p *Params) Zero() { p.Each(func(_ string, v []float32) { clear(v) }) }
