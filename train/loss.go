@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/kvfoot/kvfoot/tensor"
 )
@@ -39,7 +40,9 @@ func (n *Net) CrossEntropy(targets []int, scale float32) (float64, int, error) {
 		m := b1 - b0
 		hid := n.hidden[b0*H : b1*H]
 		logits := n.logits[:m*V]
+		t0 := time.Now()
 		tensor.MatMulT(logits, hid, m, &head)
+		n.Timing.Matmul += time.Since(t0)
 		tensor.Parallel(m, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				row := logits[r*V : (r+1)*V]
@@ -65,12 +68,14 @@ func (n *Net) CrossEntropy(targets []int, scale float32) (float64, int, error) {
 		}
 		// logits now hold dLoss/dlogits
 		dh := n.tmp[:m*H]
+		t0 = time.Now()
 		tensor.MatMul(dh, logits, n.Params.Head, m, H, V)
 		tensor.Axpy(1, dh, n.dhid[b0*H:b1*H])
 		if n.Grad != nil {
 			tensor.MatMulTN(n.headTmp, logits, hid, V, H, m)
 			tensor.Axpy(1, n.headTmp, n.Grad.Head)
 		}
+		n.Timing.Matmul += time.Since(t0)
 	}
 	return total / float64(count), count, nil
 }

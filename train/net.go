@@ -20,6 +20,7 @@ package train
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tensor"
@@ -44,6 +45,9 @@ type Net struct {
 	GateGrad []float64
 	// InputGrad is dLoss/d(embedding output) [n, hidden] of the last Backward.
 	InputGrad []float32
+	// Timing accumulates the time spent in weight matrix products and in attention
+	// (forward, recomputation and backward); the caller resets it.
+	Timing struct{ Matmul, Attention time.Duration }
 
 	opts    Options
 	invFreq []float32
@@ -179,11 +183,14 @@ func (n *Net) layerForward(l int, x, out []float32) {
 	cos, sin := n.cos[:T*c.HeadDim/2], n.sin[:T*c.HeadDim/2]
 	// attention: h = x + O · mix(attend(rope(Q·norm(x)), rope(K·norm(x)), V·norm(x)))
 	rmsNormForward(xb, x, L.AttnNorm, c.NormEps, T)
+	t0 := time.Now()
 	linearForward(q, xb, T, &L.Q)
 	linearForward(k, xb, T, &L.K)
 	linearForward(v, xb, T, &L.V)
+	n.Timing.Matmul += time.Since(t0)
 	ropeForward(q, T, c.Heads, cos, sin)
 	ropeForward(k, T, c.KVHeads, cos, sin)
+	t0 = time.Now()
 	n.attn.forward(n.full, n.afull[:T*qd], n.lseFull, q, k, v, T)
 	att := n.afull[:T*qd]
 	if n.gates != nil {
@@ -191,19 +198,26 @@ func (n *Net) layerForward(l int, x, out []float32) {
 		att = n.att[:T*qd]
 		mixForward(att, n.afull[:T*qd], n.astream[:T*qd], n.layerGates(l), T, c.Heads, c.HeadDim)
 	}
+	t1 := time.Now()
+	n.Timing.Attention += t1.Sub(t0)
 	h := n.h[:T*H]
 	linearForward(h, att, T, &L.O)
+	n.Timing.Matmul += time.Since(t1)
 	tensor.Axpy(1, x, h)
 	// MLP: out = h + Down · (silu(Gate·norm(h)) ⊙ Up·norm(h))
 	xb2, gate, up, act := n.xb2[:T*H], n.gate[:T*F], n.up[:T*F], n.act[:T*F]
 	rmsNormForward(xb2, h, L.MLPNorm, c.NormEps, T)
+	t0 = time.Now()
 	linearForward(gate, xb2, T, &L.Gate)
 	linearForward(up, xb2, T, &L.Up)
+	n.Timing.Matmul += time.Since(t0)
 	swigluForward(act, gate, up)
 	if out == nil {
 		return
 	}
+	t0 = time.Now()
 	linearForward(out, act, T, &L.Down)
+	n.Timing.Matmul += time.Since(t0)
 	tensor.Axpy(1, h, out)
 }
 
@@ -267,11 +281,11 @@ func (n *Net) Backward() {
 		// MLP, in reverse: out = h + Down·act, act = silu(gate) ⊙ up, gate|up = W·norm(h)
 		copy(dh, dres)
 		clear(dact)
-		linearBackward(dact, dres, act, T, &L.Down, gradLin(G, func(p *LayerParams) *Linear { return &p.Down }), n.tmp, n.tmpW)
+		n.linearBackward(dact, dres, act, T, &L.Down, gradLin(G, func(p *LayerParams) *Linear { return &p.Down }), n.tmp, n.tmpW)
 		swigluBackward(dgate, dup, dact, gate, up)
 		clear(dxb)
-		linearBackward(dxb, dgate, xb2, T, &L.Gate, gradLin(G, func(p *LayerParams) *Linear { return &p.Gate }), n.tmp, n.tmpW)
-		linearBackward(dxb, dup, xb2, T, &L.Up, gradLin(G, func(p *LayerParams) *Linear { return &p.Up }), n.tmp, n.tmpW)
+		n.linearBackward(dxb, dgate, xb2, T, &L.Gate, gradLin(G, func(p *LayerParams) *Linear { return &p.Gate }), n.tmp, n.tmpW)
+		n.linearBackward(dxb, dup, xb2, T, &L.Up, gradLin(G, func(p *LayerParams) *Linear { return &p.Up }), n.tmp, n.tmpW)
 		rmsNormBackward(dh, gradVec(G, func(p *LayerParams) []float32 { return p.MLPNorm }), dxb, h, L.MLPNorm, c.NormEps, T)
 
 		// attention, in reverse: h = x + O·att
@@ -280,10 +294,11 @@ func (n *Net) Backward() {
 		if n.gates != nil {
 			att = n.att[:T*qd]
 		}
-		linearBackward(datt, dh, att, T, &L.O, gradLin(G, func(p *LayerParams) *Linear { return &p.O }), n.tmp, n.tmpW)
+		n.linearBackward(datt, dh, att, T, &L.O, gradLin(G, func(p *LayerParams) *Linear { return &p.O }), n.tmp, n.tmpW)
 		clear(dq)
 		clear(dk)
 		clear(dv)
+		t0 := time.Now()
 		if n.gates == nil {
 			n.attn.backward(n.full, dq, dk, dv, datt, n.afull, n.lseFull, n.delta, q, k, v, T)
 		} else {
@@ -292,12 +307,13 @@ func (n *Net) Backward() {
 			n.attn.backward(n.full, dq, dk, dv, dfull, n.afull, n.lseFull, n.delta, q, k, v, T)
 			n.attn.backward(n.stream, dq, dk, dv, dstream, n.astream, n.lseStream, n.delta, q, k, v, T)
 		}
+		n.Timing.Attention += time.Since(t0)
 		ropeBackward(dq, T, c.Heads, cos, sin)
 		ropeBackward(dk, T, c.KVHeads, cos, sin)
 		clear(dxb)
-		linearBackward(dxb, dq, xb, T, &L.Q, gradLin(G, func(p *LayerParams) *Linear { return &p.Q }), n.tmp, n.tmpW)
-		linearBackward(dxb, dk, xb, T, &L.K, gradLin(G, func(p *LayerParams) *Linear { return &p.K }), n.tmp, n.tmpW)
-		linearBackward(dxb, dv, xb, T, &L.V, gradLin(G, func(p *LayerParams) *Linear { return &p.V }), n.tmp, n.tmpW)
+		n.linearBackward(dxb, dq, xb, T, &L.Q, gradLin(G, func(p *LayerParams) *Linear { return &p.Q }), n.tmp, n.tmpW)
+		n.linearBackward(dxb, dk, xb, T, &L.K, gradLin(G, func(p *LayerParams) *Linear { return &p.K }), n.tmp, n.tmpW)
+		n.linearBackward(dxb, dv, xb, T, &L.V, gradLin(G, func(p *LayerParams) *Linear { return &p.V }), n.tmp, n.tmpW)
 		copy(dres, dh)
 		rmsNormBackward(dres, gradVec(G, func(p *LayerParams) []float32 { return p.AttnNorm }), dxb, x, L.AttnNorm, c.NormEps, T)
 	}
@@ -338,6 +354,13 @@ func (n *Net) mixBackward(l int, dfull, dstream, datt []float32) {
 			n.GateGrad[l*kv+g] += rows[i*kv+g]
 		}
 	}
+}
+
+// linearBackward is linearBackward (ops.go) on the Net's buffers, timed.
+func (n *Net) linearBackward(dx, dy, x []float32, T int, l, g *Linear, tmp, tmpW []float32) {
+	t0 := time.Now()
+	linearBackward(dx, dy, x, T, l, g, tmp, tmpW)
+	n.Timing.Matmul += time.Since(t0)
 }
 
 func gradLin(G *LayerParams, f func(*LayerParams) *Linear) *Linear {

@@ -1,8 +1,10 @@
 package train
 
 import (
+	"bufio"
 	"strconv"
 
+	"github.com/kvfoot/kvfoot/format/safetensors"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tensor"
 )
@@ -90,10 +92,16 @@ func zerosLike(p *Params) *Params {
 	return g
 }
 
-// Each calls fn on every parameter slice with a stable name (Hugging Face's), once
+// Each calls fn on every parameter slice with its Hugging Face name and shape, once
 // per distinct slice (a tied head is visited as the embedding).
 func (p *Params) Each(fn func(name string, v []float32)) {
-	fn("model.embed_tokens.weight", p.Embed)
+	p.EachShaped(func(name string, _ []int, v []float32) { fn(name, v) })
+}
+
+// EachShaped is Each with the tensor shapes.
+func (p *Params) EachShaped(fn func(name string, shape []int, v []float32)) {
+	h := len(p.Norm)
+	fn("model.embed_tokens.weight", []int{len(p.Embed) / h, h}, p.Embed)
 	for i := range p.Layers {
 		L := &p.Layers[i]
 		pre := "model.layers." + strconv.Itoa(i) + "."
@@ -105,19 +113,28 @@ func (p *Params) Each(fn func(name string, v []float32)) {
 			{"self_attn.o_proj", &L.O}, {"mlp.gate_proj", &L.Gate}, {"mlp.up_proj", &L.Up},
 			{"mlp.down_proj", &L.Down},
 		} {
-			fn(pre+s.name+".weight", s.l.W)
+			fn(pre+s.name+".weight", []int{s.l.Out, s.l.In}, s.l.W)
 			if s.l.B != nil {
-				fn(pre+s.name+".bias", s.l.B)
+				fn(pre+s.name+".bias", []int{s.l.Out}, s.l.B)
 			}
 		}
-		fn(pre+"input_layernorm.weight", L.AttnNorm)
-		fn(pre+"post_attention_layernorm.weight", L.MLPNorm)
+		fn(pre+"input_layernorm.weight", []int{h}, L.AttnNorm)
+		fn(pre+"post_attention_layernorm.weight", []int{h}, L.MLPNorm)
 	}
-	fn("model.norm.weight", p.Norm)
+	fn("model.norm.weight", []int{h}, p.Norm)
 	if &p.Head[0] != &p.Embed[0] {
-		fn("lm_head.weight", p.Head)
+		fn("lm_head.weight", []int{len(p.Head) / h, h}, p.Head)
 	}
 }
 
 // Zero sets every value of p to 0.
 func (p *Params) Zero() { p.Each(func(_ string, v []float32) { clear(v) }) }
+
+// Save writes p as a float32 safetensors file with Hugging Face's tensor names.
+func (p *Params) Save(path string) error {
+	var ts []safetensors.Tensor
+	p.EachShaped(func(name string, shape []int, v []float32) {
+		ts = append(ts, safetensors.FromFloat32s(name, shape, v))
+	})
+	return writeAtomic(path, func(w *bufio.Writer) error { return safetensors.Write(w, ts, map[string]string{"format": "pt"}) })
+}

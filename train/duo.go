@@ -1,0 +1,145 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// DuoConfig is a DuoAttention run (method-spec 3.4, DUO:duo_attn/train.py): a gate
+// α ∈ [0, 1] per (layer, KV head), initialised to 1 and clamped before every step;
+// the loss is the squared distance between the last hidden states with full
+// attention and with gated attention on the rows that predict answer tokens, averaged
+// over the hidden dimension and over those rows, plus Reg · mean |α|.
+type DuoConfig struct {
+	RunConfig
+	LR  float64 // AdamW learning rate (DuoAttention's 0.02)
+	Reg float64 // the L1 weight (DuoAttention's 0.05)
+}
+
+// DuoAttention's optimiser: AdamW without weight decay, torch's default betas.
+const duoBeta1, duoBeta2 = 0.9, 0.999
+
+type duo struct {
+	cfg     *DuoConfig
+	net     *Net
+	alpha   []float64
+	m, v, g []float64
+	as      []float32
+	teacher []float32
+	rows    []int
+}
+
+// Duo trains DuoAttention's gates on docs (cut to SeqLen; only documents with
+// answer tokens inside are used) and writes into c.Out DuoAttention's own
+// full_attention_heads.tsv and config.json, and the masks rounded at 0.1 … 0.9
+// (masks_sp<x>.tsv). A checkpoint in c.Out is resumed.
+func Duo(n *Net, c *DuoConfig, docs []Doc) (Result, error) {
+	if !(c.LR > 0) || !(c.Reg >= 0) {
+		return Result{}, fmt.Errorf("learning rate %v and L1 weight %v: need lr > 0, reg ≥ 0", c.LR, c.Reg)
+	}
+	if err := c.check(&n.Config); err != nil {
+		return Result{}, err
+	}
+	seqs, err := sequences(docs, c.SeqLen, c.Seed, true)
+	if err != nil {
+		return Result{}, err
+	}
+	N := n.Config.Layers * n.Config.KVHeads
+	d := &duo{cfg: c, net: n, alpha: make([]float64, N), m: make([]float64, N), v: make([]float64, N),
+		g: make([]float64, N), as: make([]float32, N), teacher: make([]float32, c.SeqLen*n.Config.Hidden)}
+	for i := range d.alpha {
+		d.alpha[i] = 1
+	}
+	return run(&c.RunConfig, n, d, seqs)
+}
+
+func (d *duo) kind() string { return "duo" }
+
+func (d *duo) hyper() map[string]string {
+	return map[string]string{"lr": strconv.FormatFloat(d.cfg.LR, 'g', -1, 64), "reg": strconv.FormatFloat(d.cfg.Reg, 'g', -1, 64)}
+}
+
+func (d *duo) state() []vec {
+	return []vec{{name: "alpha", f64: d.alpha}, {name: "adam.m.alpha", f64: d.m}, {name: "adam.v.alpha", f64: d.v}}
+}
+
+// duoLR is DuoAttention's schedule: linear warm-up over the first fifth of the steps,
+// linear decay over the last fifth, never below 0.1.
+func duoLR(step, steps int) float64 {
+	f := float64(steps) / 5
+	return min(1, max(float64(step+1)/f, 0.1), max(float64(steps-step)/f, 0.1))
+}
+
+func (d *duo) step(step int, batch []Doc) (Status, error) {
+	n, N, B := d.net, len(d.alpha), float64(len(batch))
+	for i, a := range d.alpha {
+		d.alpha[i] = min(max(a, 0), 1)
+		d.as[i] = float32(d.alpha[i])
+	}
+	clear(d.g)
+	var st Status
+	H := n.Config.Hidden
+	for _, doc := range batch {
+		// the rows whose hidden states predict the answer tokens
+		d.rows = d.rows[:0]
+		for _, s := range doc.Spans {
+			for i := max(s[0]-1, 0); i < s[1]-1; i++ {
+				d.rows = append(d.rows, i)
+			}
+		}
+		if err := n.Forward(doc.IDs, nil); err != nil {
+			return st, err
+		}
+		copy(d.teacher, n.Hidden())
+		if err := n.Forward(doc.IDs, d.as); err != nil {
+			return st, err
+		}
+		mse, err := n.HiddenMSE(d.teacher[:len(doc.IDs)*H], d.rows, float32(1/B))
+		if err != nil {
+			return st, err
+		}
+		clear(n.GateGrad)
+		n.Backward()
+		for i := range d.g {
+			d.g[i] += n.GateGrad[i]
+		}
+		st.Loss += mse / B
+	}
+	var mean float64
+	for i, a := range d.alpha {
+		mean += a / float64(N)
+		if a > 0 { // d|α|/dα; torch's sign(0) = 0
+			d.g[i] += d.cfg.Reg / float64(N)
+		}
+	}
+	lrf := duoLR(step, d.cfg.Steps)
+	adamW(d.alpha, d.g, d.m, d.v, step+1, d.cfg.LR*lrf, 0, duoBeta1, duoBeta2, false)
+	st.Sparsity, st.LR = 1-mean, lrf
+	if math.IsNaN(mean) {
+		st.Loss = math.NaN()
+	}
+	return st, nil
+}
+
+func (d *duo) finish(dir string, st Status) error {
+	kv := d.net.Config.KVHeads
+	vals := make([][]float64, d.net.Config.Layers)
+	for l := range vals {
+		vals[l] = make([]float64, kv)
+		for g := range vals[l] {
+			vals[l][g] = min(max(d.alpha[l*kv+g], 0), 1)
+		}
+	}
+	if err := WriteMaskFiles(dir, "full_attention_heads.tsv", vals); err != nil {
+		return err
+	}
+	cfg, _ := json.MarshalIndent(map[string]int{"sink_size": d.cfg.Sink, "recent_size": d.cfg.Window}, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), append(cfg, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write config.json: %w", err)
+	}
+	return nil
+}
