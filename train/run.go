@@ -195,7 +195,9 @@ func loadCheckpoint(path string, meta map[string]string, vs []vec) (int, int64, 
 }
 
 // run drives a method: it resumes from the checkpoint in c.Out when there is one,
-// steps until c.Steps (or a stopping point), checkpoints, and writes the outputs.
+// steps until c.Steps (or a stopping point), and writes the checkpoint and the
+// outputs (which so always show the newest checkpoint) every CheckpointEvery steps,
+// at the end and when stopping.
 func run(c *RunConfig, n *Net, m method, seqs []Doc) (Result, error) {
 	meta := c.hyper(n, m)
 	ckpt := filepath.Join(c.Out, checkpointName)
@@ -244,16 +246,19 @@ func run(c *RunConfig, n *Net, m method, seqs []Doc) (Result, error) {
 			if err := save(step); err != nil {
 				return Result{Step: step}, err
 			}
+			// the outputs always show the newest checkpoint
+			if err := m.finish(c.Out, st); err != nil {
+				return Result{Step: step}, err
+			}
 		}
 		if stop && step < c.Steps {
 			return Result{Step: step}, nil
 		}
 	}
 	if start == c.Steps {
-		st.Step, st.Steps, st.Tokens, st.Resumed = step, c.Steps, tokens, start
-	}
-	if err := m.finish(c.Out, st); err != nil {
-		return Result{Step: step}, err
+		if err := m.finish(c.Out, st); err != nil {
+			return Result{Step: step}, err
+		}
 	}
 	return Result{Step: step, Finished: true}, nil
 }

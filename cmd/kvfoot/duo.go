@@ -1,0 +1,29 @@
+package main
+
+import (
+	"github.com/kvfoot/kvfoot/train"
+)
+
+func init() {
+	register("duo", "train DuoAttention's head gates (which KV heads may forget)", runDuo)
+}
+
+func runDuo(args []string) error {
+	fs := newFlags("duo")
+	rf := addRunFlags(fs, 200, 4096)
+	lr := fs.Float64("lr", 0.02, "AdamW learning rate of the gates")
+	reg := fs.Float64("reg", 0.05, "weight of the L1 penalty on the gates")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	m, n, docs, err := rf.setup(train.RecallTasks, false)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if *rf.bench {
+		return rf.runBench(m, true)
+	}
+	res, err := train.Duo(n, &train.DuoConfig{RunConfig: rf.config(), LR: *lr, Reg: *reg}, docs)
+	return report(res, err, *rf.out, "full_attention_heads.tsv")
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kvfoot/kvfoot/internal/modeldir"
+	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tasks"
+	"github.com/kvfoot/kvfoot/tensor"
+	"github.com/kvfoot/kvfoot/tokenizer"
+	"github.com/kvfoot/kvfoot/train"
+)
+
+func init() {
+	register("prulong", "train PruLong's head masks (which KV heads may forget)", runPruLong)
+}
+
+// runFlags are the flags kvfoot prulong and kvfoot duo share.
+type runFlags struct {
+	model, out, data, corpus     *string
+	steps, seqLen, batch, sink   *int
+	window, every, docs, threads *int
+	seed                         *uint64
+	maxMinutes                   *float64
+	bench                        *bool
+	benchThreads                 *string
+	benchReps                    *int
+}
+
+func addRunFlags(fs *flag.FlagSet, steps, seqLen int) runFlags {
+	return runFlags{
+		model:        fs.String("model", "", "model folder (default: the built-in model)"),
+		out:          fs.String("out", "", "output folder: checkpoint, log.jsonl, masks (a checkpoint there is resumed)"),
+		data:         fs.String("data", "", "training documents: a `kvfoot tasks dump` JSONL file (default: generated, training split)"),
+		corpus:       fs.String("corpus", "", "with no --data: folder of text files for haystacks and plain text (default: the Go sources of $(go env GOROOT)/src)"),
+		docs:         fs.Int("docs", 0, "with no --data: documents per task (0: enough for steps × batch, at most 64)"),
+		steps:        fs.Int("steps", steps, "optimizer steps"),
+		seqLen:       fs.Int("seq-len", seqLen, "tokens per sequence"),
+		batch:        fs.Int("batch", 1, "sequences per step"),
+		sink:         fs.Int("sink", 16, "streaming heads' sink tokens"),
+		window:       fs.Int("window", 256, "streaming heads' recent window (tokens, the current one included)"),
+		seed:         fs.Uint64("seed", 0, "seed of the masks' noise, the data order and the generated data"),
+		every:        fs.Int("checkpoint-every", 10, "write the checkpoint every N steps"),
+		maxMinutes:   fs.Float64("max-minutes", 0, "stop (with a checkpoint) after this many minutes; run again to resume"),
+		threads:      fs.Int("threads", 0, "kernel threads (0: all cores)"),
+		bench:        fs.Bool("bench", false, "time training steps instead of training (tokens/s per thread count)"),
+		benchThreads: fs.String("bench-threads", "1,2", "with --bench: comma-separated thread counts"),
+		benchReps:    fs.Int("bench-reps", 3, "with --bench: timed steps per thread count"),
+	}
+}
+
+func (f runFlags) config() train.RunConfig {
+	return train.RunConfig{Out: *f.out, Steps: *f.steps, SeqLen: *f.seqLen, Batch: *f.batch, Seed: *f.seed,
+		Sink: *f.sink, Window: *f.window, CheckpointEvery: *f.every,
+		MaxDuration: time.Duration(*f.maxMinutes * float64(time.Minute)), Progress: newProgress(os.Stderr)}
+}
+
+// setup loads the model and the documents and makes the Net.
+func (f runFlags) setup(tasksMix []string, weightGrads bool) (*model.Model, *train.Net, []train.Doc, error) {
+	if *f.out == "" && !*f.bench {
+		return nil, nil, nil, fmt.Errorf("--out is required")
+	}
+	dir, err := modeldir.Find(*f.model)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	setThreads(*f.threads)
+	m, err := model.Load(dir, model.LoadOptions{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if *f.seqLen > m.Config.MaxPositions && m.Config.MaxPositions > 0 {
+		m.Close()
+		return nil, nil, nil, fmt.Errorf("--seq-len %d is longer than the model's context (%d tokens)", *f.seqLen, m.Config.MaxPositions)
+	}
+	n, err := train.New(m, train.Options{MaxLen: *f.seqLen, Sink: *f.sink, Window: *f.window, WeightGrads: weightGrads})
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, err
+	}
+	if *f.bench {
+		return m, n, nil, nil
+	}
+	var docs []train.Doc
+	if *f.data != "" {
+		docs, err = train.LoadDocs(*f.data)
+	} else {
+		docs, err = f.generate(dir, tasksMix)
+	}
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, err
+	}
+	return m, n, docs, nil
+}
+
+// generate makes training documents of --seq-len tokens, as `kvfoot tasks dump`
+// would, from seeds 1000 + --seed of the training split (the built-in model was
+// pre-trained on seed 1; evaluation uses another split).
+func (f runFlags) generate(modelDir string, names []string) ([]train.Doc, error) {
+	tok, err := tokenizer.Load(filepath.Join(modelDir, "tokenizer.json"))
+	if err != nil {
+		return nil, err
+	}
+	var c *tasks.Corpus
+	if *f.corpus != "" {
+		c, err = tasks.LoadCorpus(*f.corpus)
+	} else {
+		c, err = tasks.DefaultCorpus()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--corpus: %w", err)
+	}
+	count := *f.docs
+	if count <= 0 {
+		count = min(64, max(1, (*f.steps**f.batch+len(names)-1)/len(names)))
+	}
+	fmt.Fprintf(os.Stderr, "generating %d documents of %d tokens (%s)\n", count*len(names), *f.seqLen, strings.Join(names, ", "))
+	return train.MakeDocs(names, *f.seqLen, count, 1000+*f.seed, tasks.Options{Corpus: c, Tokenizer: tok})
+}
+
+// runBench times training steps for every --bench-threads count.
+func (f runFlags) runBench(m *model.Model, gated bool) error {
+	threads, err := parseCounts("--bench-threads", *f.benchThreads)
+	if err != nil {
+		return err
+	}
+	ids := make([]int, *f.seqLen)
+	for i := range ids {
+		ids[i] = (i*7919 + 13) % m.Config.Vocab
+	}
+	fmt.Printf("| threads | seq len | tokens/s | ± sd | matmul | attention | rest |\n| --: | --: | --: | --: | --: | --: | --: |\n")
+	for _, t := range threads {
+		tensor.SetThreads(t)
+		n, err := train.New(m, train.Options{MaxLen: *f.seqLen, Sink: *f.sink, Window: *f.window, Workers: t})
+		if err != nil {
+			return err
+		}
+		r, err := train.Bench(n, ids, *f.benchReps, gated)
+		if err != nil {
+			return err
+		}
+		mean, sd := meanSD(r.TokensPerS)
+		fmt.Printf("| %d | %d | %.0f | %.0f | %.0f%% | %.0f%% | %.0f%% |\n", t, r.SeqLen, mean, sd, 100*r.Matmul, 100*r.Attn, 100*r.Rest)
+	}
+	return nil
+}
+
+func meanSD(v []float64) (float64, float64) {
+	var s, ss float64
+	for _, x := range v {
+		s += x
+	}
+	mean := s / float64(len(v))
+	for _, x := range v {
+		ss += (x - mean) * (x - mean)
+	}
+	if len(v) < 2 {
+		return mean, 0
+	}
+	return mean, math.Sqrt(ss / float64(len(v)-1))
+}
+
+func runPruLong(args []string) error {
+	fs := newFlags("prulong")
+	rf := addRunFlags(fs, 200, 4096)
+	target := fs.Float64("target-sparsity", 0.7, "head sparsity to reach (fraction of streaming KV heads), in [0, 1)")
+	weights := fs.Bool("train-weights", false, "also train the weights (lr 1e-5; written as OUT/model.safetensors)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !(*target >= 0 && *target < 1) {
+		return fmt.Errorf("--target-sparsity %v is outside [0, 1)", *target)
+	}
+	m, n, docs, err := rf.setup(train.MixTasks, *weights)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if *rf.bench {
+		return rf.runBench(m, true)
+	}
+	res, err := train.PruLong(n, &train.PruLongConfig{RunConfig: rf.config(), TargetSparsity: *target, TrainWeights: *weights}, docs)
+	return report(res, err, *rf.out, "masks_soft.tsv")
+}
+
+// report ends a training command.
+func report(res train.Result, err error, out, soft string) error {
+	if err != nil {
+		return err
+	}
+	if !res.Finished {
+		fmt.Fprintf(os.Stderr, "stopped at step %d with a checkpoint in %s; run the same command again to resume\n", res.Step, out)
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "done: %d steps; masks in %s (%s, masks_sp0.1.tsv … masks_sp0.9.tsv)\n", res.Step, out, soft)
+	return nil
+}
+
+// newProgress reports training steps: a progress bar with ETA on a terminal, a log
+// line every 10 steps (and the last) otherwise.
+func newProgress(w *os.File) func(train.Status) {
+	fi, err := w.Stat()
+	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return func(s train.Status) {
+		done := s.Step - s.Resumed
+		eta := time.Duration(0)
+		if done > 0 {
+			eta = time.Duration(float64(s.Elapsed) / float64(done) * float64(s.Steps-s.Step))
+		}
+		stats := fmt.Sprintf("loss %.4f  sparsity %.3f", s.Loss, s.Sparsity)
+		if s.Target > 0 || s.Lambda1 != 0 || s.Lambda2 != 0 {
+			stats += fmt.Sprintf(" (target %.3f)  λ1 %.3g  λ2 %.3g", s.Target, s.Lambda1, s.Lambda2)
+		}
+		if tty {
+			const width = 24
+			fill := width * s.Step / s.Steps
+			fmt.Fprintf(w, "\r[%s%s] %d/%d  %s  %.0f tok/s  ETA %s ", strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
+				s.Step, s.Steps, stats, s.TokensPerS, eta.Round(time.Second))
+			if s.Step == s.Steps {
+				fmt.Fprintln(w)
+			}
+			return
+		}
+		if s.Step%10 == 0 || s.Step == s.Steps || done == 1 {
+			fmt.Fprintf(w, "step %d/%d  %s  lr×%.3f  %d tokens  %.0f tok/s  elapsed %s  ETA %s\n", s.Step, s.Steps, stats, s.LR,
+				s.Tokens, s.TokensPerS, s.Elapsed.Round(time.Second), eta.Round(time.Second))
+		}
+	}
+}
