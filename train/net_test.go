@@ -149,6 +149,9 @@ func checkAgainstAutograd(t *testing.T, dir, refPath string) {
 	rw := 0.0
 	if weights {
 		net.Grad.Each(func(name string, g []float32) {
+			if name == "model.embed_tokens.weight" && !c.TieEmbeddings {
+				return // a leaf in the reference: checked as dCE/dinputs
+			}
 			rw = max(rw, closeTo(t, "dCE/d"+name, g, ref.floats(t, "ce."+name), 1e-3))
 		})
 	}

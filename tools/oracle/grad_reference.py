@@ -12,7 +12,8 @@ positions and the WINDOW most recent ones (itself included). OUT holds:
   input_ids [T] (int64, seeded), gates [layers, kv_heads] (uniform, seeded),
   ce_loss [1]      mean next-token cross-entropy over positions 0..T-2,
   ce_gates [L, KV] dLoss/dgates, ce_inputs [T, hidden] dLoss/d(input embeddings),
-  ce.<param name>  dLoss/dparam for every parameter (with --weights),
+  ce.<param name>  dLoss/dparam for every parameter that gets one (with --weights;
+                   not an untied embedding: the embeddings enter as a leaf),
   mse_rows [R]     the rows of the DuoAttention loss,
   mse_loss [1]     mean over mse_rows of the mean squared difference between the last
                    hidden state (after the final norm) with gates and with full attention,
@@ -102,8 +103,11 @@ def main():
     res["ce_gates"] = z.grad.float().contiguous()
     res["ce_inputs"] = emb.grad[0].float().contiguous()
     if weights:
+        # the input embeddings are a leaf here (ce_inputs), so an untied embedding
+        # matrix gets no gradient of its own
         for n, p in model.named_parameters():
-            res["ce." + n] = p.grad.float().contiguous()
+            if p.grad is not None:
+                res["ce." + n] = p.grad.float().contiguous()
 
     # DuoAttention's distillation loss with gates
     rows = torch.cat([torch.arange(seq_len - 24, seq_len), torch.tensor([0, 5, seq_len // 2])])
