@@ -9,7 +9,7 @@ import (
 	"strconv"
 )
 
-// DuoConfig is a DuoAttention run (method-spec 3.4, DUO:duo_attn/train.py): a gate
+// DuoConfig is a DuoAttention run (docs/METHODS.md §3.4, §2.8 for what differs): a gate
 // α ∈ [0, 1] per (layer, KV head), initialised to 1 and clamped before every step;
 // the loss is the squared distance between the last hidden states with full
 // attention and with gated attention on the rows that predict answer tokens, averaged

@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// PruLongConfig is a PruLong run (method-spec 2, PL:prulong/run_scripts/prulong_masksonly.sh):
+// PruLongConfig is a PruLong run (docs/METHODS.md §2, §2.8 for what differs):
 // hard-concrete masks per (layer, KV head), next-token loss plus the Lagrangian
 // λ1(ŝ − t) + λ2(ŝ − t)² with λ by gradient ascent, the target t warmed up linearly
 // from 0 over the first SparsityWarmup of the steps.
