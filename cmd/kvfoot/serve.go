@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kvfoot/kvfoot/internal/modeldir"
+	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/server"
+	"github.com/kvfoot/kvfoot/tokenizer"
+)
+
+func init() {
+	register("serve", "an OpenAI-compatible HTTP server (completions, chat, streaming) with per-request KV policies and budgets", runServe)
+}
+
+func runServe(args []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return serve(ctx, args, func(addr string) {
+		fmt.Fprintf(os.Stderr, "kvfoot serve: listening on http://%s/v1\n", addr)
+	})
+}
+
+// serve runs the server until ctx is done (SIGTERM), then drains it; ready is told
+// the address once it listens.
+func serve(ctx context.Context, args []string, ready func(addr string)) error {
+	fs := newFlags("serve")
+	dir := fs.String("model", "", "model folder (config.json, safetensors weights, tokenizer.json; default: the built-in model)")
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback unless told otherwise)")
+	policy := fs.String("policy", "full", "KV cache policy of requests without kv_policy (the spec grammar of every command)")
+	budget := fs.String("kv-budget", "2GiB", "KV memory the running requests' predicted peaks may reserve in all (e.g. 512MiB, 2GiB)")
+	apiKey := fs.String("api-key", "", "Bearer token required on /v1 and /metrics (default $KVFOOT_API_KEY; none: no check)")
+	maxConcurrent := fs.Int("max-concurrent", 64, "requests running (batched) at once")
+	maxQueue := fs.Int("max-queue", 256, "requests waiting for admission; past it, 429 with Retry-After")
+	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
+	chunk := fs.Int("chunk", 512, "pre-fill chunk size in tokens: at most this many pre-fill rows join each batched forward")
+	maxTokens := fs.Int("max-tokens", 0, "most tokens one request may generate (0: the model's context)")
+	masks := fs.String("masks", "", "comma-separated headmask masks files (TSV) that a kv_policy may name by base name, e.g. masks=m.tsv")
+	name := fs.String("model-name", "", "the model id clients send (default: the model folder's name)")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long running requests may take to finish")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	kvBudget, err := server.ParseSize(*budget)
+	if err != nil {
+		return fmt.Errorf("--kv-budget: %w", err)
+	}
+	if *apiKey == "" {
+		*apiKey = os.Getenv("KVFOOT_API_KEY")
+	}
+	if *dir, err = modeldir.Find(*dir); err != nil {
+		return err
+	}
+	if *name == "" {
+		abs, _ := filepath.Abs(*dir)
+		*name = filepath.Base(abs)
+	}
+	var masksFiles []string
+	if *masks != "" {
+		masksFiles = strings.Split(*masks, ",")
+	}
+	setThreads(*threads)
+	tok, err := tokenizer.Load(*dir)
+	if err != nil {
+		return fmt.Errorf("--model: %w", err)
+	}
+	m, err := model.Load(*dir, model.LoadOptions{})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	srv, err := server.New(m, tok, server.Config{
+		ModelName: *name, Policy: *policy, KVBudget: kvBudget, APIKey: *apiKey,
+		MaxConcurrent: *maxConcurrent, MaxQueue: *maxQueue, Chunk: *chunk, MaxTokens: *maxTokens, Masks: masksFiles,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("--addr: %w", err)
+	}
+	if host, _, _ := net.SplitHostPort(*addr); *apiKey == "" && !isLoopback(host) {
+		fmt.Fprintf(os.Stderr, "kvfoot serve: warning: listening on %s without --api-key\n", *addr)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	ready(ln.Addr().String())
+	select {
+	case err := <-errc:
+		srv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- srv.Drain(dctx) }()
+	// Shutdown stops listening at once and returns when every handler has: when its
+	// request finished, or when Drain cut it at the deadline.
+	if err := hs.Shutdown(context.Background()); err != nil {
+		return err
+	}
+	if err := <-drained; errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("--drain-timeout %v passed before the running requests finished; they were cut", *drain)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,453 @@
+package server
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvfoot/kvfoot/footprint"
+	"github.com/kvfoot/kvfoot/kv"
+	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tokenizer"
+)
+
+// job is one admitted request as the engine runs it. The fields above the line are
+// set by the handler before the job is handed over; the rest belong to the engine's
+// goroutine.
+type job struct {
+	ctx      context.Context
+	arrived  time.Time
+	prompt   []int
+	max      int // tokens to generate at most
+	stopIDs  []int
+	stops    []string
+	sampler  *model.Sampler
+	logprobs bool
+	top      int // alternatives per token in logprobs
+	policy   string
+	cache    *kv.Cache
+	meter    *footprint.Meter
+	obs      *observer
+	reserve  int64 // predicted peak bytes, reserved in the budget
+	out      outbox
+	// ---
+	patch    int
+	decoding bool
+	next     [1]int // the token the next decode step feeds
+	n        int    // tokens generated
+	stream   *tokenizer.Stream
+	pending  string // decoded text held back because a stop string may start in it
+	lastTok  time.Time
+	evicted  int64 // evicted entries already counted in the metric
+	tick     int64 // the last tick j was part of
+}
+
+// event is what the engine tells a handler: text completed by the tokens generated
+// since the last event (and their logprobs), and at the end the finish reason and
+// usage, or an error.
+type event struct {
+	text     string
+	logprobs []tokenLogprob
+	finish   string // "stop" or "length" on the last event
+	usage    *usage
+	err      *apiError
+}
+
+func (e *event) last() bool { return e.finish != "" || e.err != nil }
+
+// outbox passes events from the engine to a handler without ever blocking the engine.
+type outbox struct {
+	mu     sync.Mutex
+	events []event
+	notify chan struct{} // capacity 1: "there are events"
+}
+
+func (o *outbox) push(e event) {
+	o.mu.Lock()
+	o.events = append(o.events, e)
+	o.mu.Unlock()
+	select {
+	case o.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (o *outbox) take(dst []event) []event {
+	o.mu.Lock()
+	dst = append(dst, o.events...)
+	o.events = o.events[:0]
+	o.mu.Unlock()
+	return dst
+}
+
+// observer passes the cache's reports to the request's footprint.Meter and keeps
+// what the engine accounts: the entries and bytes held after the last forward and
+// the most bytes held during it.
+type observer struct {
+	meter                    *footprint.Meter
+	entries, bytes, stepPeak int64
+}
+
+func (o *observer) Attended(layer, head, past, n int) { o.meter.Attended(layer, head, past, n) }
+
+func (o *observer) Step(n int, prefill bool, entries, bytes, peakBytes int64) {
+	o.meter.Step(n, prefill, entries, bytes, peakBytes)
+	o.entries, o.bytes, o.stepPeak = entries, bytes, peakBytes
+}
+
+// engine runs every admitted request in one goroutine: each tick is one batched
+// forward of the decode steps of all decoding requests plus pre-fill chunks of
+// pre-filling ones (oldest first, up to chunk rows per tick, at least one chunk), so
+// a long prompt is fed a chunk at a time between decode steps instead of stalling
+// the streams.
+type engine struct {
+	m       *model.Model
+	r       *model.Runner
+	tok     *tokenizer.Tokenizer
+	chunk   int
+	heads   int64 // layers × KV heads
+	adm     *admission
+	met     *metrics
+	in      chan *job
+	quit    chan struct{}
+	done    chan struct{}
+	running []*job
+	seqs    []model.Seq
+	batch   []*job
+	ticks   int64
+	// beforeTick, when set (by tests, before the first request), runs before each tick.
+	beforeTick func()
+
+	inUse, peak atomic.Int64 // bytes held after the last tick; most held at once
+}
+
+func newEngine(m *model.Model, tok *tokenizer.Tokenizer, chunk, maxRunning int, adm *admission, met *metrics) *engine {
+	e := &engine{
+		m: m, r: model.NewRunner(m, chunk), tok: tok, chunk: chunk,
+		heads: int64(m.Config.Layers * m.Config.KVHeads),
+		adm:   adm, met: met,
+		in: make(chan *job, maxRunning), quit: make(chan struct{}), done: make(chan struct{}),
+	}
+	go e.loop()
+	return e
+}
+
+func (e *engine) loop() {
+	defer close(e.done)
+	for {
+		if len(e.running) == 0 {
+			select {
+			case j := <-e.in:
+				e.start(j)
+			case <-e.quit:
+				e.failAll()
+				return
+			}
+		}
+		for more := true; more; {
+			select {
+			case j := <-e.in:
+				e.start(j)
+			case <-e.quit:
+				e.failAll()
+				return
+			default:
+				more = false
+			}
+		}
+		if e.beforeTick != nil {
+			e.beforeTick()
+		}
+		e.reap()
+		if len(e.running) > 0 {
+			e.tick()
+		}
+	}
+}
+
+func (e *engine) start(j *job) {
+	j.patch = min(j.cache.PatchLen(), len(j.prompt))
+	j.stream = e.tok.NewStream(true)
+	e.running = append(e.running, j)
+}
+
+// reap drops the requests whose client went away: their caches are freed now.
+func (e *engine) reap() {
+	for i := 0; i < len(e.running); {
+		j := e.running[i]
+		if j.ctx.Err() != nil {
+			e.release(j)
+			continue
+		}
+		i++
+	}
+}
+
+// failAll ends every request with 503 (the server is closing).
+func (e *engine) failAll() {
+	for len(e.running) > 0 {
+		j := e.running[0]
+		j.out.push(event{err: newError(http.StatusServiceUnavailable, "", "server_shutdown", "the server shut down before the request finished")})
+		e.release(j)
+	}
+	for {
+		select {
+		case j := <-e.in:
+			j.out.push(event{err: newError(http.StatusServiceUnavailable, "", "server_shutdown", "the server shut down before the request started")})
+			e.adm.release(j.reserve)
+		default:
+			return
+		}
+	}
+}
+
+func (e *engine) tick() {
+	e.seqs, e.batch = e.seqs[:0], e.batch[:0]
+	for _, j := range e.running {
+		if j.decoding {
+			e.seqs = append(e.seqs, model.Seq{Cache: j.cache, IDs: j.next[:], Step: model.Step{Pos: j.cache.Pos(), Rows: 1}})
+			e.batch = append(e.batch, j)
+		}
+	}
+	rows := 0
+	for _, j := range e.running {
+		if j.decoding {
+			continue
+		}
+		s := e.chunkOf(j)
+		if rows > 0 && rows+s.Step.Rows > e.chunk {
+			break
+		}
+		rows += s.Step.Rows
+		e.seqs = append(e.seqs, s)
+		e.batch = append(e.batch, j)
+	}
+	e.ticks++
+	rows = 0
+	for i, s := range e.seqs {
+		rows += s.Step.Rows
+		e.batch[i].tick = e.ticks
+	}
+	e.met.batchSeqs.Observe(float64(len(e.seqs)))
+	e.met.batchRows.Observe(float64(rows))
+	if err := e.r.ForwardBatch(e.seqs); err != nil {
+		// The model checks every step before it feeds any cache, so the others can
+		// still go, one by one, and only the failing request ends.
+		for i, j := range slices.Clone(e.batch) {
+			s := e.seqs[i]
+			if s.Logits, err = e.r.Forward(s.Cache, s.IDs, s.Step, false); err != nil {
+				j.out.push(event{err: newError(http.StatusInternalServerError, "", "engine_error", "forward: %v", err)})
+				e.release(j)
+				continue
+			}
+			e.account()
+			e.advance(j, &s)
+		}
+		return
+	}
+	e.account()
+	for i := range e.seqs {
+		e.advance(e.batch[i], &e.seqs[i])
+	}
+}
+
+// chunkOf is the next pre-fill chunk of j: prompt[pos : pos+chunk], with the prompt's
+// last patch tokens appended when it is not the last chunk.
+func (e *engine) chunkOf(j *job) model.Seq {
+	pos, p := j.cache.Pos(), len(j.prompt)
+	end := min(pos+e.chunk, p)
+	ids := j.prompt[pos:end]
+	st := model.Step{Pos: pos, Rows: end - pos, Prefill: true, Final: end == p}
+	if j.patch > 0 && !st.Final {
+		ids = append(ids[:len(ids):len(ids)], j.prompt[p-j.patch:]...)
+		st.Rows += j.patch
+		st.Patch = j.patch
+	}
+	return model.Seq{Cache: j.cache, IDs: ids, Step: st}
+}
+
+// account updates the bytes in use and the most bytes held at once: during this
+// forward each batched cache held at most its own peak, and the others what they
+// held before it.
+func (e *engine) account() {
+	var now, peak int64
+	for _, j := range e.running {
+		now += j.obs.bytes
+		if j.tick == e.ticks {
+			peak += j.obs.stepPeak
+		} else {
+			peak += j.obs.bytes
+		}
+		ev := int64(j.cache.Pos())*e.heads - j.obs.entries
+		e.met.evicted.Add(float64(ev - j.evicted))
+		j.evicted = ev
+	}
+	e.inUse.Store(now)
+	e.met.kvInUse.Set(float64(now))
+	if peak > e.peak.Load() {
+		e.peak.Store(peak)
+		e.met.kvPeak.Set(float64(peak))
+	}
+}
+
+// advance handles the logits of j's forward: a finished pre-fill or a decode step
+// yields the next token.
+func (e *engine) advance(j *job, s *model.Seq) {
+	if s.Step.Prefill {
+		if !s.Step.Final {
+			return
+		}
+		j.decoding = true
+	}
+	if err := model.CheckFinite(s.Logits, j.cache.Pos()-1); err != nil {
+		j.out.push(event{err: newError(http.StatusInternalServerError, "", "engine_error", "%v", err)})
+		e.release(j)
+		return
+	}
+	id := j.sampler.Sample(s.Logits)
+	var ev event
+	if j.logprobs {
+		ev.logprobs = []tokenLogprob{e.logprob(s.Logits, id, j.top)}
+	}
+	j.n++
+	now := time.Now()
+	if j.n == 1 {
+		e.met.ttft.Observe(now.Sub(j.arrived).Seconds())
+	} else {
+		e.met.itl.Observe(now.Sub(j.lastTok).Seconds())
+	}
+	j.lastTok = now
+	j.next[0] = id
+	e.met.completionTokens.Inc()
+
+	if slices.Contains(j.stopIDs, id) {
+		ev.text = j.pending + j.stream.Flush()
+		e.finish(j, "stop", ev)
+		return
+	}
+	text, hit := j.cut(j.stream.Next(id))
+	ev.text = text
+	switch {
+	case hit:
+		e.finish(j, "stop", ev)
+	case j.n >= j.max:
+		ev.text += j.pending + j.stream.Flush()
+		e.finish(j, "length", ev)
+	default:
+		j.out.push(ev)
+	}
+}
+
+// cut appends newly decoded text to what is held back and returns what can be sent:
+// everything before the first stop string (hit), or everything except a tail that
+// may be the start of a stop string.
+func (j *job) cut(text string) (out string, hit bool) {
+	if len(j.stops) == 0 {
+		return text, false
+	}
+	p := j.pending + text
+	first := -1
+	for _, s := range j.stops {
+		if i := strings.Index(p, s); i >= 0 && (first < 0 || i < first) {
+			first = i
+		}
+	}
+	if first >= 0 {
+		j.pending = ""
+		return p[:first], true
+	}
+	hold := 0
+	for _, s := range j.stops {
+		for k := min(len(s)-1, len(p)); k > hold; k-- {
+			if strings.HasSuffix(p, s[:k]) {
+				hold = k
+				break
+			}
+		}
+	}
+	j.pending = p[len(p)-hold:]
+	return p[:len(p)-hold], false
+}
+
+// logprob is id's log-probability under logits, with the top most likely tokens.
+func (e *engine) logprob(logits []float32, id, top int) tokenLogprob {
+	mx := logits[0]
+	for _, v := range logits {
+		mx = max(mx, v)
+	}
+	var sum float64
+	for _, v := range logits {
+		sum += math.Exp(float64(v - mx))
+	}
+	lse := float64(mx) + math.Log(sum)
+	lp := tokenLogprob{Logprob: finite(float64(logits[id]) - lse), TopLogprobs: []topLogprob{}}
+	lp.Token, lp.Bytes = e.tokenText(id)
+	best := make([]int, 0, top)
+	for i, v := range logits {
+		if top == 0 {
+			break
+		}
+		if len(best) < top || v > logits[best[len(best)-1]] {
+			at, _ := slices.BinarySearchFunc(best, v, func(b int, v float32) int {
+				if logits[b] >= v {
+					return -1
+				}
+				return 1
+			})
+			best = slices.Insert(best, at, i)
+			if len(best) > top {
+				best = best[:top]
+			}
+		}
+	}
+	for _, b := range best {
+		t, by := e.tokenText(b)
+		lp.TopLogprobs = append(lp.TopLogprobs, topLogprob{Token: t, Logprob: finite(float64(logits[b]) - lse), Bytes: by})
+	}
+	return lp
+}
+
+func (e *engine) tokenText(id int) (string, []int) {
+	s := e.tok.Decode([]int{id})
+	b := make([]int, len(s))
+	for i := 0; i < len(s); i++ {
+		b[i] = int(s[i])
+	}
+	return s, b
+}
+
+// finish sends j's last event with its usage and frees its cache.
+func (e *engine) finish(j *job, reason string, ev event) {
+	rep := j.meter.Report(false)
+	ev.finish = reason
+	ev.usage = &usage{
+		PromptTokens: len(j.prompt), CompletionTokens: j.n, TotalTokens: len(j.prompt) + j.n,
+		KV: &kvUsage{
+			Policy: j.policy, Footprint: rep.Footprint, Peak: rep.Peak, PeakEntries: rep.PeakEntries,
+			PeakBytes: rep.PeakBytes, EvictedEntries: j.evicted, ReservedBytes: j.reserve, PrefillChunk: e.chunk,
+		},
+	}
+	j.out.push(ev)
+	e.release(j)
+}
+
+// release removes j from the running set, drops its cache and returns its
+// reservation to the budget.
+func (e *engine) release(j *job) {
+	if i := slices.Index(e.running, j); i >= 0 {
+		e.running = slices.Delete(e.running, i, i+1)
+	}
+	var now int64
+	for _, r := range e.running {
+		now += r.obs.bytes
+	}
+	e.inUse.Store(now)
+	e.met.kvInUse.Set(float64(now))
+	j.cache, j.meter, j.obs.meter = nil, nil, nil
+	e.adm.release(j.reserve)
+}

@@ -1,0 +1,444 @@
+// Package server is kvfoot's OpenAI-compatible HTTP API: /v1/models,
+// /v1/completions and /v1/chat/completions (streamed as server-sent events or not),
+// /healthz and /metrics. Every request runs with its own KV cache under its own
+// policy (the kv_policy extension field, default Config.Policy); the decode steps of
+// all running requests go through one batched forward per tick, with pre-fill chunks
+// of new requests interleaved; requests are admitted by their predicted KV peak
+// against a memory budget; and every response's usage carries the request's
+// measured KV footprint.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kvfoot/kvfoot/footprint"
+	"github.com/kvfoot/kvfoot/kv"
+	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tokenizer"
+)
+
+// Config sets up a Server. Zero fields take the defaults in their comments.
+type Config struct {
+	ModelName string // the model id clients name; "kvfoot"
+	Policy    string // KV cache policy spec of requests without kv_policy; "full"
+	// KVBudget is the KV memory, in bytes, that the running requests' predicted
+	// peaks may reserve in all; 2 GiB.
+	KVBudget int64
+	// APIKey, when set, is the Bearer token every /v1 and /metrics request must carry.
+	APIKey        string
+	MaxConcurrent int   // requests running at once; 64
+	MaxQueue      int   // requests waiting for admission; 256
+	Chunk         int   // pre-fill chunk, in tokens; 512
+	Context       int   // longest prompt plus completion; the config's max_position_embeddings
+	MaxTokens     int   // most tokens one request may generate; Context
+	MaxBodyBytes  int64 // largest request body; 4 MiB
+	// Masks are headmask masks files (TSV) that a kv_policy may name, by their base
+	// name only (masks=NAME): they are copied at start, and no other file is read.
+	Masks []string
+}
+
+// Server serves one model. Create it with New, serve Handler, and end it with Drain
+// (or Close).
+type Server struct {
+	cfg      Config
+	m        *model.Model
+	tok      *tokenizer.Tokenizer
+	shape    kv.Shape
+	eos      []int // stop ids of every request
+	turnEnd  int   // the chat template's end-of-turn token, or -1
+	masksDir string
+	masks    map[string]maskInfo
+	met      *metrics
+	adm      *admission
+	eng      *engine
+	created  int64
+	keyHash  [32]byte
+}
+
+// New checks cfg, loads the masks files and starts the engine.
+func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) {
+	c := &m.Config
+	def := func(x *int, v int) {
+		if *x == 0 {
+			*x = v
+		}
+	}
+	if cfg.ModelName == "" {
+		cfg.ModelName = "kvfoot"
+	}
+	if cfg.Policy == "" {
+		cfg.Policy = "full"
+	}
+	if cfg.KVBudget == 0 {
+		cfg.KVBudget = 2 << 30
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 4 << 20
+	}
+	def(&cfg.MaxConcurrent, 64)
+	def(&cfg.MaxQueue, 256)
+	def(&cfg.Chunk, 512)
+	def(&cfg.Context, c.MaxPositions)
+	def(&cfg.MaxTokens, cfg.Context)
+	switch {
+	case cfg.KVBudget < 0:
+		return nil, fmt.Errorf("server: KV budget %d bytes, want > 0", cfg.KVBudget)
+	case cfg.MaxConcurrent < 1 || cfg.MaxQueue < 0 || cfg.Chunk < 1:
+		return nil, fmt.Errorf("server: max concurrent %d, max queue %d, chunk %d: want ≥ 1, ≥ 0, ≥ 1", cfg.MaxConcurrent, cfg.MaxQueue, cfg.Chunk)
+	case cfg.Context < 2:
+		return nil, fmt.Errorf("server: context %d tokens (the model config has no max_position_embeddings?): want ≥ 2", cfg.Context)
+	case cfg.MaxTokens < 1 || cfg.MaxBodyBytes < 1:
+		return nil, fmt.Errorf("server: max tokens %d, max body %d: want ≥ 1", cfg.MaxTokens, cfg.MaxBodyBytes)
+	case tok.VocabSize() > c.Vocab:
+		return nil, fmt.Errorf("server: the tokenizer has %d tokens, the model's vocabulary %d", tok.VocabSize(), c.Vocab)
+	}
+	s := &Server{cfg: cfg, m: m, tok: tok, shape: kv.Shape(m.Shape()), met: newMetrics(), created: time.Now().Unix(), turnEnd: -1}
+	s.keyHash = sha256.Sum256([]byte(cfg.APIKey))
+	s.eos = slices.Clone(c.EOS)
+	if id := tok.EOS(); id >= 0 && !slices.Contains(s.eos, id) {
+		s.eos = append(s.eos, id)
+	}
+	s.turnEnd = turnEndToken(tok)
+	if err := s.loadMasks(); err != nil {
+		s.removeMasks()
+		return nil, err
+	}
+	if _, err := s.newCache(cfg.Policy, nil); err != nil {
+		s.removeMasks()
+		return nil, fmt.Errorf("server: default policy: %s", err.Message)
+	}
+	s.met.kvBudget.Set(float64(cfg.KVBudget))
+	s.adm = newAdmission(cfg.KVBudget, cfg.MaxConcurrent, cfg.MaxQueue, func(reserved int64, running, queued int) {
+		s.met.kvReserved.Set(float64(reserved))
+		s.met.running.Set(float64(running))
+		s.met.queued.Set(float64(queued))
+	})
+	s.eng = newEngine(m, tok, cfg.Chunk, cfg.MaxConcurrent, s.adm, s.met)
+	return s, nil
+}
+
+// turnEndToken finds the special token the chat template closes an assistant turn
+// with (<|eot_id|>, <|im_end|>, </s>, ...): the first token after the content.
+func turnEndToken(tok *tokenizer.Tokenizer) int {
+	const mark = "KVFOOT_MARK"
+	out, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: mark}}, false)
+	if err != nil {
+		return -1
+	}
+	_, after, ok := strings.Cut(out, mark)
+	if !ok {
+		return -1
+	}
+	if ids := tok.Encode(after); len(ids) > 0 && tok.IsSpecial(ids[0]) {
+		return ids[0]
+	}
+	return -1
+}
+
+// loadMasks copies every masks file into a private folder under its base name, which
+// is then the only place headmask reads from.
+func (s *Server) loadMasks() error {
+	s.masks = map[string]maskInfo{}
+	if len(s.cfg.Masks) == 0 {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "kvfoot-masks-")
+	if err != nil {
+		return fmt.Errorf("server: masks: %w", err)
+	}
+	s.masksDir = dir
+	for _, f := range s.cfg.Masks {
+		name := filepath.Base(f)
+		if _, dup := s.masks[name]; dup {
+			return fmt.Errorf("server: masks %s: two masks files are named %s", f, name)
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("server: masks: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return fmt.Errorf("server: masks: %w", err)
+		}
+		if _, err := kv.New(s.shape, "headmask:masks="+name, kv.WithDir(dir)); err != nil {
+			return fmt.Errorf("server: masks %s: %w", f, err)
+		}
+		s.masks[name] = maskInfo{streamingAt05: countStreaming(data)}
+	}
+	return nil
+}
+
+// countStreaming counts the heads of a masks TSV (already checked by kv) whose value
+// is at most 0.5: those headmask makes streaming when no sparsity is given.
+func countStreaming(tsv []byte) int {
+	n := 0
+	for _, f := range strings.Fields(string(tsv)) {
+		if x, err := strconv.ParseFloat(f, 64); err == nil && x <= 0.5 {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Server) removeMasks() {
+	if s.masksDir != "" {
+		os.RemoveAll(s.masksDir)
+	}
+}
+
+// newCache builds a cache for spec, after checking that every file it names (a
+// headmask masks file) is one the server loaded.
+func (s *Server) newCache(spec string, obs kv.Observer) (*kv.Cache, *apiError) {
+	for _, p := range splitSpec(spec) {
+		for key, name := range p.kv {
+			if pr := p.param(key); pr == nil || pr.Type != kv.File {
+				continue
+			}
+			if _, loaded := s.masks[name]; loaded {
+				continue
+			}
+			loaded := "none"
+			if len(s.masks) > 0 {
+				names := slices.Sorted(maps.Keys(s.masks))
+				loaded = strings.Join(names, ", ")
+			}
+			return nil, unprocessable("kv_policy", "unknown_masks",
+				"kv_policy %q: %s=%s is not a masks file this server loaded (loaded: %s); a policy names loaded files by name, never by path",
+				spec, key, name, loaded)
+		}
+	}
+	opts := []kv.Option{kv.WithDir(s.masksDir)}
+	if obs != nil {
+		opts = append(opts, kv.WithObserver(obs))
+	}
+	c, err := kv.New(s.shape, spec, opts...)
+	if err != nil {
+		return nil, unprocessable("kv_policy", "invalid_kv_policy", "kv_policy: %v", err)
+	}
+	return c, nil
+}
+
+// Handler returns the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(path, method string, h http.HandlerFunc, auth bool) {
+		var hh http.Handler = s.only(method, h)
+		if auth {
+			hh = s.auth(hh)
+		}
+		mux.Handle(path, s.counted(path, hh))
+	}
+	route("/healthz", http.MethodGet, s.healthz, false)
+	route("/metrics", http.MethodGet, promhttp.HandlerFor(s.met.reg, promhttp.HandlerOpts{}).ServeHTTP, true)
+	route("/v1/models", http.MethodGet, s.listModels, true)
+	route("/v1/models/{id}", http.MethodGet, s.getModel, true)
+	route("/v1/completions", http.MethodPost, s.completions, true)
+	route("/v1/chat/completions", http.MethodPost, s.chat, true)
+	mux.Handle("/", s.counted("other", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, newError(http.StatusNotFound, "", "unknown_url", "no route %s %s", r.Method, r.URL.Path))
+	})))
+	return mux
+}
+
+// recorder remembers the status of a response; a handler whose client went away, or
+// whose stream ended in an error after its 200, sets the final status itself.
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// setStatus overrides the status counted for a response.
+func setStatus(w http.ResponseWriter, code int) {
+	if r, ok := w.(*recorder); ok {
+		r.status = code
+	}
+}
+
+// counted counts requests by endpoint and status (499: the client went away).
+func (s *Server) counted(endpoint string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &recorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = 499
+		}
+		s.met.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
+	})
+}
+
+func (s *Server) only(method string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			writeError(w, newError(http.StatusMethodNotAllowed, "", "method_not_allowed", "%s %s: want %s", r.Method, r.URL.Path, method))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// auth checks the Bearer token in constant time (of hashes, so that the key's
+// length does not leak either).
+func (s *Server) auth(h http.Handler) http.Handler {
+	if s.cfg.APIKey == "" {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+		if !ok || subtle.ConstantTimeCompare(got[:], s.keyHash[:]) != 1 {
+			writeError(w, newError(http.StatusUnauthorized, "", "invalid_api_key", "missing or wrong API key: send the header Authorization: Bearer KEY"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	st := s.Stats()
+	status, code := "ok", http.StatusOK
+	if s.adm.isDraining() {
+		status, code = "draining", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{
+		"status": status, "model": s.cfg.ModelName, "running": st.Running, "queued": st.Queued,
+		"kv_bytes_in_use": st.KVBytesInUse, "kv_bytes_reserved": st.KVBytesReserved, "kv_budget_bytes": s.cfg.KVBudget,
+	})
+}
+
+func (s *Server) modelObject() modelObject {
+	return modelObject{ID: s.cfg.ModelName, Object: "model", Created: s.created, OwnedBy: "kvfoot", Context: s.cfg.Context}
+}
+
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []modelObject{s.modelObject()}})
+}
+
+func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
+	if id := r.PathValue("id"); id != s.cfg.ModelName {
+		writeError(w, s.noModel(id))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.modelObject())
+}
+
+func (s *Server) noModel(id string) *apiError {
+	return newError(http.StatusNotFound, "model", "model_not_found", "the model %q does not exist; this server serves %q", id, s.cfg.ModelName)
+}
+
+// Stats is a snapshot of the server's load.
+type Stats struct {
+	Running, Queued int
+	KVBytesInUse    int64 // held by running requests after the last forward
+	KVBytesPeak     int64 // the most held at once since the start, within forwards included
+	KVBytesReserved int64 // predicted peaks of the running requests
+}
+
+// Stats returns the current load.
+func (s *Server) Stats() Stats {
+	s.adm.mu.Lock()
+	st := Stats{Running: s.adm.running, Queued: len(s.adm.queue), KVBytesReserved: s.adm.reserved}
+	s.adm.mu.Unlock()
+	st.KVBytesInUse, st.KVBytesPeak = s.eng.inUse.Load(), s.eng.peak.Load()
+	return st
+}
+
+// Drain stops admitting requests (503, queued ones included), waits for the running
+// ones to finish until ctx is done, then ends whatever still runs and closes the
+// server. It returns ctx's error if requests had to be cut.
+func (s *Server) Drain(ctx context.Context) error {
+	idle := s.adm.drain()
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.Close()
+	return err
+}
+
+// Close ends every running request (503) and stops the engine.
+func (s *Server) Close() {
+	select {
+	case <-s.eng.quit:
+	default:
+		close(s.eng.quit)
+	}
+	<-s.eng.done
+	s.removeMasks()
+}
+
+// ParseSize reads a byte size: a number with an optional unit B, KB, MB, GB, TB
+// (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. 2GiB or 512MiB.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	x, err := strconv.ParseFloat(t[:i], 64)
+	if err != nil || i == 0 {
+		return 0, fmt.Errorf("size %q: want a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB, ...)", s)
+	}
+	units := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+	u, ok := units[strings.ToUpper(strings.TrimSpace(t[i:]))]
+	if !ok {
+		return 0, fmt.Errorf("size %q: unknown unit %q (want B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)", s, t[i:])
+	}
+	v := x * u
+	if v < 1 || v > 1<<62 {
+		return 0, fmt.Errorf("size %q: want at least 1 byte", s)
+	}
+	return int64(v), nil
+}
+
+// readBody reads a request body up to the limit (413 past it).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	var mb *http.MaxBytesError
+	switch {
+	case errors.As(err, &mb):
+		return nil, newError(http.StatusRequestEntityTooLarge, "", "request_too_large", "request body over %d bytes", s.cfg.MaxBodyBytes)
+	case err != nil:
+		return nil, badRequest("", "reading the request body: %v", err)
+	}
+	return body, nil
+}
+
+// newMeter returns a meter and its observer for one request.
+func (s *Server) newMeter() (*footprint.Meter, *observer) {
+	m := footprint.NewMeter(s.m.Config.Layers, s.m.Config.KVHeads)
+	return m, &observer{meter: m}
+}
