@@ -422,6 +422,7 @@ func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, 
 		}
 		return rc.Flush() == nil
 	}
+	offset := 0 // of the next token, in the completion's text (legacy logprobs)
 	chunk := func(text string, lps []tokenLogprob, finish *string) any {
 		if g.chat {
 			ch := chatChoice{Delta: &chatOut{}, FinishReason: finish}
@@ -435,7 +436,10 @@ func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, 
 		}
 		ch := completionChoice{Text: text, FinishReason: finish}
 		if g.logprobs && len(lps) > 0 {
-			ch.Logprobs = legacyLogprobs(lps, 0)
+			ch.Logprobs = legacyLogprobs(lps, offset)
+			for _, lp := range lps {
+				offset += len(lp.Token)
+			}
 		}
 		return completionResponse{ID: id, Object: "text_completion", Created: created, Model: s.cfg.ModelName, Choices: []completionChoice{ch}}
 	}

@@ -38,14 +38,16 @@ type LoadResult struct {
 	Errors          int     `json:"errors"`
 	Seconds         float64 `json:"seconds"`
 	Tokens          int     `json:"completion_tokens"`
-	TokensPerSecond float64 `json:"tokens_per_second"`
-	TTFTp50         float64 `json:"ttft_p50"`
-	TTFTp99         float64 `json:"ttft_p99"`
-	ITLp50          float64 `json:"itl_p50"`
-	ITLp99          float64 `json:"itl_p99"`
-	KVPeakBytes     int64   `json:"kv_peak_bytes"` // the largest request's
-	Footprint       float64 `json:"footprint"`     // mean over requests
-	FirstError      string  `json:"first_error,omitempty"`
+	TokensPerSecond float64 `json:"tokens_per_second"` // completion tokens
+	// AllPerSecond counts prompt and completion tokens.
+	AllPerSecond float64 `json:"all_tokens_per_second"`
+	TTFTp50      float64 `json:"ttft_p50"`
+	TTFTp99      float64 `json:"ttft_p99"`
+	ITLp50       float64 `json:"itl_p50"`
+	ITLp99       float64 `json:"itl_p99"`
+	KVPeakBytes  int64   `json:"kv_peak_bytes"` // the largest request's
+	Footprint    float64 `json:"footprint"`     // mean over requests
+	FirstError   string  `json:"first_error,omitempty"`
 }
 
 // Load runs a load test.
@@ -101,6 +103,7 @@ func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
 		res.Footprint /= float64(ok)
 	}
 	res.TokensPerSecond = float64(res.Tokens) / res.Seconds
+	res.AllPerSecond = float64(res.Tokens+(o.Requests-res.Errors)*o.PromptTokens) / res.Seconds
 	res.TTFTp50, res.TTFTp99 = quantile(ttft, 0.5), quantile(ttft, 0.99)
 	res.ITLp50, res.ITLp99 = quantile(gaps, 0.5), quantile(gaps, 0.99)
 	return res, nil

@@ -161,6 +161,10 @@ func TestCompletion(t *testing.T) {
 		t.Errorf("usage %+v, want %d + 12 tokens", u, len(prompt))
 	}
 	k := kvOf(t, u.RawJSON())
+	var extra kvUsage
+	if err := json.Unmarshal([]byte(u.JSON.ExtraFields["kv"].Raw()), &extra); err != nil || extra != k {
+		t.Errorf("usage.JSON.ExtraFields[kv] = %+v (%v), want %+v", extra, err, k)
+	}
 	// full attention: the cache ends holding every fed token (the prompt and 11 of
 	// the 12 generated) in every (layer, KV head), 2·16 float32 each
 	fed := int64(len(prompt) + 11)
@@ -569,6 +573,67 @@ func TestDrainDeadline(t *testing.T) {
 	st.drain(t)
 	if st.err == nil || !strings.Contains(st.err.Error(), "shut down") {
 		t.Errorf("cut stream ended with %v, want a shutdown error event", st.err)
+	}
+}
+
+// TestPrefillInterleaved: a long prompt is pre-filled a chunk per tick while a
+// running stream keeps decoding a token every tick.
+func TestPrefillInterleaved(t *testing.T) {
+	h := start(t, Config{Chunk: 32})
+	type tick struct{ aTokens, bPos int }
+	var mu sync.Mutex
+	var ticks []tick // one per tick, written by the engine's goroutine
+	const long = 300
+	gate := h.gate
+	h.s.eng.beforeTick = func() {
+		gate.Lock()
+		gate.Unlock()
+		var tk tick
+		for _, j := range h.s.eng.running {
+			if len(j.prompt) == long {
+				tk.bPos = j.cache.Pos()
+			} else {
+				tk.aTokens = j.n
+			}
+		}
+		mu.Lock()
+		ticks = append(ticks, tk)
+		mu.Unlock()
+	}
+	a := h.stream(context.Background(), openai.CompletionNewParams{
+		Model: "tiny", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(100)})
+	a.next(t)
+	resume := h.pause()
+	ids := make([]int64, long)
+	for i := range ids {
+		ids[i] = int64(i % 250)
+	}
+	b := make(chan error, 1)
+	go func() {
+		_, err := h.client.Completions.New(context.Background(), openai.CompletionNewParams{
+			Model: "tiny", Prompt: openai.CompletionNewParamsPromptUnion{OfArrayOfTokens: ids}, MaxTokens: openai.Int(1)})
+		b <- err
+	}()
+	waitFor(t, func() bool { return h.s.Stats().Running == 2 })
+	resume()
+	if err := <-b; err != nil {
+		t.Fatal(err)
+	}
+	a.drain(t)
+	mu.Lock()
+	defer mu.Unlock()
+	first, last := -1, -1
+	for i, tk := range ticks {
+		if tk.bPos > 0 && tk.bPos < long {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	// 300 tokens in chunks of 32: the ticks before the last chunk see 32, 64, …, 288
+	if first < 0 || last-first != 8 || ticks[last].aTokens-ticks[first].aTokens != last-first {
+		t.Errorf("ticks %v: want 9 ticks of the long pre-fill, each with a decode step of the running stream", ticks[max(first, 0):last+1])
 	}
 }
 
