@@ -44,6 +44,7 @@ type gen struct {
 	policy       string
 	ignoreEOS    bool
 	chat         bool
+	arrived      time.Time
 }
 
 // common validates the fields both endpoints share.
@@ -104,7 +105,7 @@ func (s *Server) common(p *sampleParams, g *gen) *apiError {
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	var req completionRequest
-	var g gen
+	g := gen{arrived: time.Now()}
 	e := s.parse(w, r, &req, func() *apiError {
 		if e := s.common(&req.sampleParams, &g); e != nil {
 			return e
@@ -144,8 +145,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	var req chatRequest
-	var g gen
-	g.chat = true
+	g := gen{arrived: time.Now(), chat: true}
 	e := s.parse(w, r, &req, func() *apiError {
 		if e := s.common(&req.sampleParams, &g); e != nil {
 			return e
@@ -310,7 +310,7 @@ func (s *Server) newJob(r *http.Request, g *gen) (*job, *apiError) {
 		return nil, badRequest("temperature", "%v", err)
 	}
 	j := &job{
-		ctx: r.Context(), arrived: time.Now(), prompt: g.prompt, max: g.maxTokens, stops: g.stops,
+		ctx: r.Context(), arrived: g.arrived, prompt: g.prompt, max: g.maxTokens, stops: g.stops,
 		sampler: sm, logprobs: g.logprobs, top: g.top, policy: g.policy,
 		cache: cache, meter: meter, obs: obs, reserve: reserve,
 	}
