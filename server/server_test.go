@@ -478,10 +478,38 @@ func TestErrors(t *testing.T) {
 		})
 	}
 	// the official client sees the same errors
-	_, err := h.client.Completions.New(context.Background(), openai.CompletionNewParams{
-		Model: "gpt-9", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}})
-	if st, code := statusOf(t, err); st != 404 || code != "model_not_found" {
-		t.Errorf("client: %d %q, want 404 model_not_found", st, code)
+	ctx := context.Background()
+	prompt := openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}
+	wrongKey := openai.NewClient(option.WithBaseURL(h.ts.URL+"/v1/"), option.WithAPIKey("nope"), option.WithMaxRetries(0))
+	for _, c := range []struct {
+		name   string
+		call   func() error
+		status int
+		code   string
+	}{
+		{"n=2", func() error {
+			_, err := h.client.Completions.New(ctx, openai.CompletionNewParams{Model: "tiny", Prompt: prompt, N: openai.Int(2)})
+			return err
+		}, 400, "invalid_value"},
+		{"wrong key", func() error { _, err := wrongKey.Models.List(ctx); return err }, 401, "invalid_api_key"},
+		{"unknown model", func() error {
+			_, err := h.client.Completions.New(ctx, openai.CompletionNewParams{Model: "gpt-9", Prompt: prompt})
+			return err
+		}, 404, "model_not_found"},
+		{"body too large", func() error {
+			_, err := h.client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "tiny",
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(strings.Repeat("a", 5000))}})
+			return err
+		}, 413, "request_too_large"},
+		{"bad policy", func() error {
+			_, err := h.client.Completions.New(ctx, openai.CompletionNewParams{Model: "tiny", Prompt: prompt},
+				option.WithJSONSet("kv_policy", "nonsense"))
+			return err
+		}, 422, "invalid_kv_policy"},
+	} {
+		if st, code := statusOf(t, c.call()); st != c.status || code != c.code {
+			t.Errorf("client, %s: %d %q, want %d %q", c.name, st, code, c.status, c.code)
+		}
 	}
 	// a masks file the server loaded, by name, works; so do all requests after the errors
 	res, err := h.client.Completions.New(context.Background(), openai.CompletionNewParams{
@@ -515,15 +543,11 @@ func TestQueueFullAndDrain(t *testing.T) {
 		second <- err
 	}()
 	waitFor(t, func() bool { return h.s.Stats().Queued == 1 })
-	req, _ := http.NewRequest("POST", h.ts.URL+"/v1/completions", strings.NewReader(`{"model":"tiny","prompt":"a"}`))
-	req.Header.Set("Authorization", "Bearer "+testKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("third request: %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	_, err := h.client.Completions.New(ctx, openai.CompletionNewParams{
+		Model: "tiny", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}})
+	var ae *openai.Error
+	if !errors.As(err, &ae) || ae.StatusCode != 429 || ae.Code != "queue_full" || ae.Response.Header.Get("Retry-After") == "" {
+		t.Errorf("third request: %v; want 429 queue_full with Retry-After", err)
 	}
 
 	drained := make(chan error, 1)
