@@ -27,12 +27,11 @@ type sampleParams struct {
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	PresencePenalty  *float64          `json:"presence_penalty"`
-	FrequencyPenalty *float64          `json:"frequency_penalty"`
-	LogitBias        map[string]any    `json:"logit_bias"`
-	KVPolicy         *string           `json:"kv_policy"`
-	IgnoreEOS        bool              `json:"ignore_eos"`
-	Metadata         map[string]string `json:"metadata"`
+	PresencePenalty  *float64       `json:"presence_penalty"`
+	FrequencyPenalty *float64       `json:"frequency_penalty"`
+	LogitBias        map[string]any `json:"logit_bias"`
+	KVPolicy         *string        `json:"kv_policy"`
+	IgnoreEOS        bool           `json:"ignore_eos"`
 }
 
 type completionRequest struct {

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -68,6 +69,7 @@ type Server struct {
 	eng      *engine
 	created  int64
 	keyHash  [32]byte
+	closing  sync.Once
 }
 
 // New checks cfg, loads the masks files and starts the engine.
@@ -390,13 +392,11 @@ func (s *Server) Drain(ctx context.Context) error {
 
 // Close ends every running request (503) and stops the engine.
 func (s *Server) Close() {
-	select {
-	case <-s.eng.quit:
-	default:
+	s.closing.Do(func() {
 		close(s.eng.quit)
-	}
-	<-s.eng.done
-	s.removeMasks()
+		<-s.eng.done
+		s.removeMasks()
+	})
 }
 
 // ParseSize reads a byte size: a number with an optional unit B, KB, MB, GB, TB
