@@ -18,6 +18,12 @@ type Params struct {
 	HeadSparsity     float64 // h: fraction of streaming heads
 	KVSparsity       float64 // s: token sparsity of the global heads
 	KVWindow         int     // kv_window of the global heads (the paper always uses 64)
+
+	// Read by Exact only (the harness's arithmetic, not the published formula):
+	PostFill bool // the global heads evict once, after the last pre-fill chunk (SnapKV/PyramidKV without chunking)
+	Patch    bool // SnapKV's patch: every non-final chunk keeps exactly int((1−s)·n)
+	Layers   int  // > 1: PyramidKV's per-layer budgets over this many layers (else SnapKV's uniform one)
+	Beta     int  // PyramidKV's β (0: 20)
 }
 
 // Result is a footprint and a peak, both fractions of full attention.

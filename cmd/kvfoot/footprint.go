@@ -34,6 +34,11 @@ func runFootprint(args []string) error {
 	fs.Float64Var(&p.HeadSparsity, "head-sparsity", 0, "fraction h of streaming heads (DuoAttention, PruLong)")
 	fs.Float64Var(&p.KVSparsity, "kv-sparsity", 0, "token sparsity s of the other heads (SnapKV, PyramidKV, Locret)")
 	fs.IntVar(&p.KVWindow, "kv-window", 64, "tokens kept per chunk on top of round((1−s)·chunk) (the paper always uses 64)")
+	exact := fs.Bool("exact", false, "the harness's own arithmetic instead of the published formula: --prompt-len tokens pre-filled and --response-len decoded (a harness sample of L prompt and R output tokens is L−1 and R), chunks keep int((1−s)·n) window included")
+	fs.BoolVar(&p.PostFill, "post-fill", false, "with --exact: evict once after the pre-fill (SnapKV/PyramidKV without chunking)")
+	fs.BoolVar(&p.Patch, "patch", false, "with --exact: SnapKV's patch (non-final chunks keep exactly int((1−s)·n))")
+	fs.IntVar(&p.Layers, "layers", 0, "with --exact: PyramidKV's per-layer budgets over this many layers (0: SnapKV)")
+	fs.IntVar(&p.Beta, "beta", 20, "with --exact --layers: PyramidKV's β")
 	locret := fs.Bool("locret", false, "Locret's variant: chunks over P−local-len, then one chunk of local-len; stabilizers replace kv-window")
 	localLen := fs.Int("local-len", 100, "Locret: length of the last pre-fill chunk")
 	stabilizers := fs.Int("stabilizers", 2500, "Locret: tokens kept per chunk on top of round((1−s)·chunk)")
@@ -80,10 +85,20 @@ func runFootprint(args []string) error {
 	}
 	out := footprintOutput{PromptLen: p.Prompt, ResponseLen: p.Response, Variant: "get_kv_footprint", Model: *dir}
 	var err error
-	if *locret {
+	if !*exact && (p.PostFill || p.Patch || p.Layers != 0) {
+		return fmt.Errorf("--post-fill, --patch and --layers describe the harness's arithmetic: give --exact too")
+	}
+	switch {
+	case *locret && *exact:
+		out.Variant = "harness_locret"
+		out.Result, err = footprint.LocretExact(p.Prompt, p.Response, p.Chunk, p.KVSparsity, *localLen, *stabilizers)
+	case *locret:
 		out.Variant = "get_kv_footprint_locret"
 		out.Result, err = footprint.Locret(p.Prompt, p.Response, p.Chunk, p.KVSparsity, *localLen, *stabilizers)
-	} else {
+	case *exact:
+		out.Variant = "harness"
+		out.Result, err = footprint.Exact(p)
+	default:
 		out.Result, err = footprint.Analytic(p)
 	}
 	if err != nil {
