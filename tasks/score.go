@@ -1,7 +1,10 @@
 package tasks
 
 import (
+	"math"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -11,11 +14,13 @@ const (
 	SubstringExactMatch = "substring_exact_match"
 	RulerRecall         = "ruler_recall"
 	RowF1               = "f1"
+	NDCG10              = "NDCG@10"
 )
 
 // Score computes metric for a prediction against the gold answers, in [0, 1]. Exact
 // match and substring exact match take the best gold answer; RULER recall counts all
-// of them; row F1 reads golds[0] as the gold TSV (header line first).
+// of them; row F1 reads golds[0] as the gold TSV (header line first); NDCG@10 reads
+// the golds as "id:label" relevance judgements.
 func Score(metric, pred string, golds []string) float64 {
 	if len(golds) == 0 {
 		return 0
@@ -38,6 +43,8 @@ func Score(metric, pred string, golds []string) float64 {
 		return Recall(pred, golds)
 	case RowF1:
 		return TSVRowF1(pred, golds[0])
+	case NDCG10:
+		return NDCG(pred, golds, 10)
 	}
 	return best
 }
@@ -151,4 +158,84 @@ func parseTSV(s string) ([]string, [][]string) {
 		rows = append(rows, cells)
 	}
 	return header, rows
+}
+
+// ParseOutput is HELMET's parse_output: the rest of the first line after the first
+// (case-insensitive) prefix, else the first line, trimmed and with a repeated prefix
+// stripped.
+func ParseOutput(out, prefix string) string {
+	line := out
+	if i := strings.Index(strings.ToLower(out), strings.ToLower(prefix)); prefix != "" && i >= 0 {
+		line = out[i+len(prefix):]
+	}
+	if j := strings.IndexByte(line, '\n'); j >= 0 {
+		line = line[:j]
+	}
+	line = strings.TrimSpace(line)
+	if prefix != "" && len(line) >= len(prefix) && strings.EqualFold(line[:len(prefix)], prefix) {
+		line = line[len(prefix):]
+	}
+	return strings.TrimSpace(line)
+}
+
+var (
+	rankNoise = regexp.MustCompile(`[\[\]:]`)
+	rankRun   = regexp.MustCompile(`(\d+)(?:\s*>\s*(\d+))*`)
+)
+
+// ParseRanking is HELMET's parse_rankings: drop brackets, colons and "id", take the
+// longest run of integers separated by ">", and return its ids in order, each once.
+func ParseRanking(out string) []string {
+	out = strings.ReplaceAll(strings.ToLower(rankNoise.ReplaceAllString(out, "")), "id", "")
+	longest := ""
+	for _, m := range rankRun.FindAllString(out, -1) {
+		if len(m) > len(longest) {
+			longest = m
+		}
+	}
+	var ids []string
+	seen := map[string]bool{}
+	for _, f := range strings.Split(longest, ">") {
+		f = strings.TrimSpace(f)
+		if f == "" || strings.Trim(f, "0123456789") != "" || seen[f] {
+			continue
+		}
+		seen[f] = true
+		ids = append(ids, f)
+	}
+	return ids
+}
+
+// NDCG is trec_eval's ndcg_cut at k (as HELMET computes it through pytrec_eval) of the
+// ranking in pred against judgements "id:label": gains are the labels, discounts
+// log2(rank+1), normalised by the best possible ordering of the judged documents.
+func NDCG(pred string, judged []string, k int) float64 {
+	rel := map[string]float64{}
+	var ideal []float64
+	for _, j := range judged {
+		id, l, ok := strings.Cut(j, ":")
+		x, err := strconv.Atoi(l)
+		if !ok || err != nil {
+			continue
+		}
+		rel[id] = float64(max(x, 0))
+		ideal = append(ideal, float64(max(x, 0)))
+	}
+	sort.Sort(sort.Reverse(sort.Float64Slice(ideal)))
+	dcg := func(gains []float64) float64 {
+		s := 0.0
+		for i, g := range gains[:min(k, len(gains))] {
+			s += g / math.Log2(float64(i+2))
+		}
+		return s
+	}
+	best := dcg(ideal)
+	if best == 0 {
+		return 0
+	}
+	var got []float64
+	for _, id := range ParseRanking(pred) {
+		got = append(got, rel[id])
+	}
+	return dcg(got) / best
 }

@@ -35,14 +35,20 @@ type Instance struct {
 	Prompt   string
 	Answers  []string // gold answers; the scorer of Metric interprets them
 	Prefix   string   // answer prefix already in the prompt; prepended to the output by scorers that need it (row F1)
-	Stop     string   // generation stops once the output contains Stop
-	MaxNew   int      // generation budget in tokens
+	// AnswerPrefix is the prompt's last line, which the output continues (HELMET's
+	// system template): exact match reads the answer after it, as HELMET's parse_output.
+	AnswerPrefix string
+	Stop         string // generation stops once the output contains Stop
+	MaxNew       int    // generation budget in tokens
 
 	parts *promptParts // loaded instances: the prompt around its context, for Truncate
 }
 
 // Score returns the instance's metric for a model output, in [0, 1].
 func (in *Instance) Score(output string) float64 {
+	if in.Metric == ExactMatch {
+		return max(Score(in.Metric, output, in.Answers), Score(in.Metric, ParseOutput(in.AnswerPrefix+output, in.AnswerPrefix), in.Answers))
+	}
 	return Score(in.Metric, in.Prefix+output, in.Answers)
 }
 
@@ -218,7 +224,7 @@ func generate(t *task, name string, length int, s uint64, opts Options) (*Instan
 	q := lay.queries[0]
 	return &Instance{
 		Task: name, Category: t.category, Metric: t.metric, Length: length, Seed: s,
-		Prompt: text, Answers: q.golds, Prefix: q.scorePrefix, Stop: lay.stop, MaxNew: q.maxNew,
+		Prompt: text, Answers: q.golds, Prefix: q.scorePrefix, AnswerPrefix: q.prefix, Stop: lay.stop, MaxNew: q.maxNew,
 	}, nil
 }
 

@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,6 +64,16 @@ func goldOutput(in *Instance) string {
 		return strings.TrimPrefix(in.Answers[0], in.Prefix)
 	case RulerRecall:
 		return " " + strings.Join(in.Answers, ", ")
+	case NDCG10:
+		var ids []string
+		for label := 3; label > 0; label-- {
+			for _, j := range in.Answers {
+				if id, l, _ := strings.Cut(j, ":"); l == fmt.Sprint(label) {
+					ids = append(ids, id)
+				}
+			}
+		}
+		return " " + strings.Join(ids, " > ")
 	}
 	return " " + in.Answers[0]
 }
@@ -100,7 +111,7 @@ func TestDocumentSpans(t *testing.T) {
 			}
 			want := 8
 			switch name {
-			case "records_tsv":
+			case "records_tsv", "rerank":
 				want = 1
 			case CorpusTask:
 				want = 0
