@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/tasks"
 )
 
@@ -36,6 +37,8 @@ type Output struct {
 	// fractions of full causal attention, and the peak in bytes; zero if not measured.
 	Footprint, Peak float64
 	PeakBytes       int64
+	// Timeline is the meter's record of every forward (KV entries over time).
+	Timeline []footprint.Step
 }
 
 // Config is one evaluation.
@@ -51,6 +54,11 @@ type Config struct {
 	Tokenizer string
 	// BOS, if ≥ 0, is prepended to every prompt (on top of its Length tokens).
 	BOS int
+	// TaskStop stops generation at the task's stop string ("\n" for most) and scores
+	// the text before it. Off, generation runs to an EOS or the task's budget and the
+	// whole answer is scored, as HELMET does (its configs' stop_new_line key is never
+	// read).
+	TaskStop bool
 	// Data, when set, replaces the generated tasks: loaded datasets (HELMET JSONL),
 	// whose prompts are cut at the end of their context to fit the model's context
 	// minus the generation budget, as HELMET does. Tasks and Lengths are then unused.
@@ -97,6 +105,12 @@ type Sample struct {
 	Footprint float64           `json:"kv_footprint,omitempty"`
 	Peak      float64           `json:"kv_peak,omitempty"`
 	PeakBytes int64             `json:"peak_bytes,omitempty"`
+	// The study's fields: the method's name, its spec with the knob as {s}, the knob.
+	Name     string  `json:"name,omitempty"`
+	Template string  `json:"template,omitempty"`
+	Knob     float64 `json:"knob,omitempty"`
+	// Timeline is the first sample's KV entries after every forward.
+	Timeline []footprint.Step `json:"timeline,omitempty"`
 }
 
 // Report is the aggregate: per method, the mean score of every task and length.
@@ -197,7 +211,10 @@ type cell struct {
 
 // cells lists the report's cells, each with its settings when results are stored.
 func (cfg *Config) cells(b Backend) ([]cell, error) {
-	common := map[string]string{"bos": strconv.Itoa(cfg.BOS)}
+	common := map[string]string{"bos": strconv.Itoa(cfg.BOS), "generation": "helmet"}
+	if cfg.TaskStop {
+		common["generation"] = "task_stop"
+	}
 	if cfg.Tokenizer != "" {
 		common["tokenizer_sha256"] = cfg.Tokenizer
 	}
@@ -252,23 +269,18 @@ func Run(cfg Config, b Backend) (*Report, error) {
 	if err := Check(&cfg, b); err != nil {
 		return nil, err
 	}
-	store, err := openStore(cfg.Results, cfg.Progress)
+	r, err := newRunner(&cfg, b)
 	if err != nil {
 		return nil, err
 	}
-	defer store.Close()
-	tok := cfg.Gen.Tokenizer
-	cells, err := cfg.cells(b)
-	if err != nil {
-		return nil, err
-	}
+	defer r.close()
 	total := 0
-	for _, c := range cells {
+	for _, c := range r.cells {
 		total += len(cfg.Methods) * c.samples
 		// results of this run's samples made with other settings fail the run now
 		for _, method := range cfg.Methods {
 			for i := range c.samples {
-				if err := store.check(sampleID{method, c.task, c.length, i}, c.settings); err != nil {
+				if err := r.store.check(sampleID{method, c.task, c.length, i}, c.settings); err != nil {
 					return nil, err
 				}
 			}
@@ -278,63 +290,21 @@ func Run(cfg Config, b Backend) (*Report, error) {
 	rep := &Report{Model: cfg.Model}
 	for _, method := range cfg.Methods {
 		mr := MethodReport{Name: method, Results: []Result{}}
-		for _, c := range cells {
+		for _, c := range r.cells {
 			res := Result{Task: c.task, Category: c.category, Length: c.length}
 			sum := 0.0
 			var fp, peak meanOf
 			for i := range c.samples {
 				done++
-				in, err := c.instance(i)
+				s, ran, err := r.sample(method, c, i, nil)
 				if err != nil {
-					return nil, err
-				}
-				var prompt []int
-				if c.truncate {
-					max := c.length - in.MaxNew
-					if cfg.BOS >= 0 {
-						max--
-					}
-					if prompt, err = in.Truncate(tok, max); err != nil {
-						return nil, fmt.Errorf("%s, sample %d: %w", c.task, i, err)
-					}
-				} else {
-					prompt = tok.Encode(in.Prompt)
-				}
-				if cfg.BOS >= 0 {
-					prompt = append([]int{cfg.BOS}, prompt...)
-				}
-				s := &Sample{Model: cfg.Model, Method: method, Task: c.task, Category: in.Category,
-					Length: c.length, Index: i, Seed: in.Seed, MaxNew: in.MaxNew, Prompt: promptHash(prompt),
-					Settings: c.settings, Metric: in.Metric}
-				old, err := store.lookup(s)
-				if err != nil {
-					return nil, err
-				}
-				if old != nil {
-					sum += old.Score
-					res.Samples++
-					fp.add(old.Footprint)
-					peak.add(old.Peak)
-					continue
-				}
-				stop := func(out []int) bool { return containsStop(tok.Decode(out), in.Stop) }
-				out, err := b.Run(method, prompt, in.MaxNew, stop)
-				if err != nil {
-					return nil, fmt.Errorf("%s, %s, length %d, sample %d: %w", method, c.task, c.length, i, err)
-				}
-				text := cutStop(tok.Decode(out.IDs), in.Stop)
-				s.Score = 100 * in.Score(text)
-				s.InputLen, s.OutputLen, s.Output, s.Answers = len(prompt), len(out.IDs), text, in.Answers
-				s.Prefill, s.Decode = out.Prefill.Seconds(), out.Decode.Seconds()
-				s.Footprint, s.Peak, s.PeakBytes = out.Footprint, out.Peak, out.PeakBytes
-				if err := store.add(s); err != nil {
 					return nil, err
 				}
 				sum += s.Score
 				res.Samples++
 				fp.add(s.Footprint)
 				peak.add(s.Peak)
-				if cfg.Progress != nil {
+				if ran && cfg.Progress != nil {
 					fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: score %.0f, %d+%d tokens, KV footprint %.3f, prefill %.1fs, decode %.1fs\n",
 						done, total, method, c.task, c.length, i, s.Score, s.InputLen, s.OutputLen, s.Footprint, s.Prefill, s.Decode)
 				}
@@ -346,6 +316,141 @@ func Run(cfg Config, b Backend) (*Report, error) {
 		rep.Methods = append(rep.Methods, mr)
 	}
 	return rep, nil
+}
+
+// runner runs samples for Run and RunStudy: it prepares every instance's prompt once,
+// reuses the results file's samples and appends the new ones.
+type runner struct {
+	cfg      *Config
+	b        Backend
+	store    *store
+	cells    []*cell
+	prepared map[prepKey]*prepared
+	decode   func([]int) string
+}
+
+type prepKey struct {
+	task          string
+	length, index int
+}
+
+// prepared is an instance with its prompt's token ids.
+type prepared struct {
+	in     *tasks.Instance
+	prompt []int
+	hash   string
+}
+
+func newRunner(cfg *Config, b Backend) (*runner, error) {
+	st, err := openStore(cfg.Results, cfg.Progress)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := cfg.cells(b)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	r := &runner{cfg: cfg, b: b, store: st, prepared: map[prepKey]*prepared{}, decode: cfg.Gen.Tokenizer.Decode}
+	for i := range cs {
+		r.cells = append(r.cells, &cs[i])
+	}
+	// HELMET scores the answer decoded without special tokens (EOS, say).
+	if d, ok := cfg.Gen.Tokenizer.(interface{ DecodeSkipSpecial([]int) string }); ok {
+		r.decode = d.DecodeSkipSpecial
+	}
+	return r, nil
+}
+
+func (r *runner) close() error { return r.store.Close() }
+
+// cell returns the cell of task at length (nil if the run has none).
+func (r *runner) cell(task string, length int) *cell {
+	for _, c := range r.cells {
+		if c.task == task && c.length == length {
+			return c
+		}
+	}
+	return nil
+}
+
+// prepare returns sample i of c with its prompt: generated (or loaded and cut to fit),
+// encoded, BOS prepended.
+func (r *runner) prepare(c *cell, i int) (*prepared, error) {
+	k := prepKey{c.task, c.length, i}
+	if p, ok := r.prepared[k]; ok {
+		return p, nil
+	}
+	in, err := c.instance(i)
+	if err != nil {
+		return nil, err
+	}
+	tok := r.cfg.Gen.Tokenizer
+	var prompt []int
+	if c.truncate {
+		max := c.length - in.MaxNew
+		if r.cfg.BOS >= 0 {
+			max--
+		}
+		if prompt, err = in.Truncate(tok, max); err != nil {
+			return nil, fmt.Errorf("%s, sample %d: %w", c.task, i, err)
+		}
+	} else {
+		prompt = tok.Encode(in.Prompt)
+	}
+	if r.cfg.BOS >= 0 {
+		prompt = append([]int{r.cfg.BOS}, prompt...)
+	}
+	p := &prepared{in: in, prompt: prompt, hash: promptHash(prompt)}
+	r.prepared[k] = p
+	return p, nil
+}
+
+// sample returns the result of method on sample i of c: the stored one, or a new run
+// (ran) appended to the results file. tag, when set, adds the study's fields to a new
+// result before it is stored.
+func (r *runner) sample(method string, c *cell, i int, tag func(*Sample)) (s *Sample, ran bool, err error) {
+	p, err := r.prepare(c, i)
+	if err != nil {
+		return nil, false, err
+	}
+	in := p.in
+	s = &Sample{Model: r.cfg.Model, Method: method, Task: c.task, Category: in.Category,
+		Length: c.length, Index: i, Seed: in.Seed, MaxNew: in.MaxNew, Prompt: p.hash,
+		Settings: c.settings, Metric: in.Metric}
+	old, err := r.store.lookup(s)
+	if err != nil {
+		return nil, false, err
+	}
+	if old != nil {
+		return old, false, nil
+	}
+	stop := func([]int) bool { return false }
+	if r.cfg.TaskStop {
+		stop = func(out []int) bool { return containsStop(r.decode(out), in.Stop) }
+	}
+	out, err := r.b.Run(method, p.prompt, in.MaxNew, stop)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s, %s, length %d, sample %d: %w", method, c.task, c.length, i, err)
+	}
+	text := r.decode(out.IDs)
+	if r.cfg.TaskStop {
+		text = cutStop(text, in.Stop)
+	}
+	s.Score = 100 * in.Score(text)
+	s.InputLen, s.OutputLen, s.Output, s.Answers = len(p.prompt), len(out.IDs), text, in.Answers
+	s.Prefill, s.Decode = out.Prefill.Seconds(), out.Decode.Seconds()
+	s.Footprint, s.Peak, s.PeakBytes = out.Footprint, out.Peak, out.PeakBytes
+	if i == 0 {
+		s.Timeline = out.Timeline
+	}
+	if tag != nil {
+		tag(s)
+	}
+	if err := r.store.add(s); err != nil {
+		return nil, false, err
+	}
+	return s, true, nil
 }
 
 // meanOf averages the positive values it is given (zero marks "not measured").

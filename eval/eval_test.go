@@ -148,10 +148,11 @@ func TestResume(t *testing.T) {
 		t.Fatalf("results file has %d lines, want 12", len(lines))
 	}
 	var s Sample
-	if err := json.Unmarshal([]byte(lines[0]), &s); err != nil || s.Output == "" || strings.Contains(s.Output, "\n") {
-		t.Errorf("first result %+v (%v): want an output cut at the newline", s, err)
+	// HELMET's generation: no cut at the newline, the whole answer is kept and scored.
+	if err := json.Unmarshal([]byte(lines[0]), &s); err != nil || !strings.HasSuffix(s.Output, "\nmore text after the stop") {
+		t.Errorf("first result %+v (%v): want the whole output, newline and all", s, err)
 	}
-	if s.Format != 1 || s.Settings["chunk"] != "0" || s.Settings["seed"] != "4" || s.Settings["bos"] != "-1" ||
+	if s.Format != 1 || s.Settings["chunk"] != "0" || s.Settings["generation"] != "helmet" || s.Settings["seed"] != "4" || s.Settings["bos"] != "-1" ||
 		!strings.Contains(s.Settings["corpus"], " files, ") || len(s.Prompt) != 64 || s.MaxNew == 0 {
 		t.Errorf("first result does not record what it was made with: %+v", s)
 	}
@@ -202,5 +203,27 @@ func TestLoadedData(t *testing.T) {
 	}
 	if want := 100 / float64(len(ins)); r[0].Score != want {
 		t.Errorf("score %v, want %v (only the first, cut prompt is answered)", r[0].Score, want)
+	}
+}
+
+// TaskStop stops at the task's stop string and scores the text before it; the results
+// record the mode, and a file made in the other mode is refused.
+func TestTaskStop(t *testing.T) {
+	cfg, f := setup(t, true)
+	cfg.Results = filepath.Join(t.TempDir(), "r.jsonl")
+	cfg.Samples, cfg.Tasks, cfg.Lengths = 1, []string{"ruler_mv"}, []int{1024}
+	cfg.TaskStop = true
+	if _, err := Run(cfg, f); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(cfg.Results)
+	var s Sample
+	if err := json.Unmarshal(data, &s); err != nil || strings.Contains(s.Output, "\n") || s.Output == "" ||
+		s.Settings["generation"] != "task_stop" || s.Score != 100 {
+		t.Errorf("result %+v (%v): want the output cut before the newline, scoring 100", s, err)
+	}
+	cfg.TaskStop = false
+	if _, err := Run(cfg, f); err == nil || !strings.Contains(err.Error(), "generation task_stop, this run helmet") {
+		t.Errorf("a task_stop results file resumed without it: %v", err)
 	}
 }

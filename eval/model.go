@@ -14,6 +14,9 @@ import (
 type ModelBackend struct {
 	M     *model.Model
 	Chunk int // pre-fill chunk size; 0: the whole prompt at once
+	// DecodeLast pre-fills all of a prompt but its last token and feeds that one as the
+	// first decode step, as the paper's harness does.
+	DecodeLast bool
 	// Dir is the model's folder: the SHA-256 of its files (modeldir.Hash) identifies
 	// the model in the results; "" leaves it unrecorded.
 	Dir string
@@ -30,7 +33,7 @@ func (mb *ModelBackend) Check(method string) error {
 
 // Settings are the hash of the model's files and the pre-fill chunk size.
 func (mb *ModelBackend) Settings() (map[string]string, error) {
-	s := map[string]string{"chunk": strconv.Itoa(mb.Chunk)}
+	s := map[string]string{"chunk": strconv.Itoa(mb.Chunk), "decode_last": strconv.FormatBool(mb.DecodeLast)}
 	if mb.Dir != "" {
 		h, err := modeldir.Hash(mb.Dir)
 		if err != nil {
@@ -52,9 +55,10 @@ func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([
 	}
 	var out []int
 	res, err := model.Generate(mb.M, cache, prompt, model.GenerateOptions{
-		MaxTokens: maxNew,
-		Chunk:     mb.Chunk,
-		Stop:      mb.M.Config.EOS,
+		MaxTokens:  maxNew,
+		Chunk:      mb.Chunk,
+		DecodeLast: mb.DecodeLast,
+		Stop:       mb.M.Config.EOS,
 		OnToken: func(id int) bool {
 			out = append(out, id)
 			return !stop(out)
@@ -63,7 +67,7 @@ func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([
 	if err != nil {
 		return Output{}, err
 	}
-	fr := meter.Report(false)
+	fr := meter.Report(true)
 	return Output{IDs: res.IDs, Prefill: res.Prefill, Decode: res.Decode,
-		Footprint: fr.Footprint, Peak: fr.Peak, PeakBytes: fr.PeakBytes}, nil
+		Footprint: fr.Footprint, Peak: fr.Peak, PeakBytes: fr.PeakBytes, Timeline: fr.Timeline}, nil
 }

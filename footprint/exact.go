@@ -53,8 +53,8 @@ func (p Params) checkExact() error {
 	if err := q.check(); err != nil {
 		return err
 	}
-	if p.Prompt < 0 || p.Prompt+p.Response < 1 || p.Layers < 0 || p.Beta < 0 {
-		return fmt.Errorf("footprint: %+v: want prompt ≥ 0, prompt+response ≥ 1, layers and beta ≥ 0", p)
+	if p.Prompt < 0 || p.Prompt+p.Response < 1 || p.Layers < 0 || p.Layers > 1<<12 || p.Beta < 0 {
+		return fmt.Errorf("footprint: %+v: want prompt ≥ 0, prompt+response ≥ 1, 0 ≤ layers ≤ 4096, beta ≥ 0", p)
 	}
 	return nil
 }
@@ -73,16 +73,23 @@ func exactStreaming(p Params) (float64, []float64) {
 		peaks = append(peaks, float64(n+local+sink))
 	}
 	if p.Response > 0 {
-		peak := 0
-		for t := p.Prompt; t < p.Prompt+p.Response; t++ {
-			local := min(t, p.Window)
-			sink := min(t-local, p.Sink)
-			entries += float64(1 + local + sink)
-			peak = max(peak, 1+local+sink)
-		}
-		peaks = append(peaks, float64(peak))
+		// decode step t sees min(t, S+W) older entries and itself
+		entries += float64(p.Response) + sumMin(p.Prompt, 1, p.Response, p.Sink+p.Window)
+		peaks = append(peaks, float64(1+min(p.Prompt+p.Response-1, p.Sink+p.Window)))
 	}
 	return entries, peaks
+}
+
+// boundaries are np.arange(0, P, C) + [P]: the starts of the pre-fill chunks and the end.
+func boundaries(p, c int) []int {
+	if c <= 0 {
+		c = p
+	}
+	var b []int
+	for a := 0; a < p; a += c {
+		b = append(b, a)
+	}
+	return append(b, p)
 }
 
 // exactGlobal counts the global heads of one layer.

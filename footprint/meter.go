@@ -38,7 +38,10 @@ type Step struct {
 	Bytes   int64 `json:"bytes"`   // storage held after the forward
 }
 
-// NewMeter returns a meter for a model with layers × kvHeads KV heads.
+// NewMeter returns a meter for a model with layers × kvHeads KV heads. A cache that
+// stores more heads per layer (SnapKV's gqa=expand keeps one per query head) reports
+// them all, and the meter counts every stored head: footprint and peak are then the
+// mean over the stored heads, and the entries and bytes are what the cache holds.
 func NewMeter(layers, kvHeads int) *Meter {
 	m := &Meter{layers: layers, kvHeads: kvHeads, perHead: make([][]int64, layers)}
 	for l := range m.perHead {
@@ -50,6 +53,12 @@ func NewMeter(layers, kvHeads int) *Meter {
 // Attended implements kv.Observer: n queries each saw past entries plus the chunk up
 // to themselves.
 func (m *Meter) Attended(layer, head, past, n int) {
+	if head >= m.kvHeads {
+		m.kvHeads = head + 1
+		for l := range m.perHead {
+			m.perHead[l] = append(m.perHead[l], make([]int64, m.kvHeads-len(m.perHead[l]))...)
+		}
+	}
 	e := int64(n)*int64(past) + int64(n)*int64(n+1)/2
 	m.entries += e
 	m.perHead[layer][head] += e
@@ -76,6 +85,7 @@ type Report struct {
 	Peak        float64 `json:"peak"`
 	PeakEntries float64 `json:"peak_entries"` // per KV head, mean over heads
 	PeakBytes   int64   `json:"peak_bytes"`
+	Heads       int     `json:"heads"` // stored heads per layer (the KV heads, or the query heads of an expanded cache)
 	PromptLen   int     `json:"prompt_len"`
 	ResponseLen int     `json:"response_len"`
 	// Entries is the Σ of attended entries per KV head (mean over heads); FullEntries is
@@ -94,7 +104,7 @@ func (m *Meter) Report(timeline bool) Report {
 	full := causal(total)
 	r := Report{
 		PromptLen: m.prompt, ResponseLen: m.response,
-		PeakEntries: float64(m.peakEntries) / heads, PeakBytes: m.peakBytes,
+		PeakEntries: float64(m.peakEntries) / heads, PeakBytes: m.peakBytes, Heads: m.kvHeads,
 		Entries: float64(m.entries) / heads, FullEntries: full,
 		PerLayer: make([]float64, m.layers), PerHead: make([][]float64, m.layers),
 	}

@@ -44,7 +44,8 @@ type head struct {
 
 // Cache is a KV cache run by a policy; it implements model.Cache.
 type Cache struct {
-	shape Shape
+	shape Shape // as stored: with an expanding policy, one head per query head
+	rep   int   // stored heads per model KV head (1, or the GQA group when expanded)
 	pol   Policy
 	obs   Observer
 	pos   int
@@ -93,7 +94,11 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kv: policy %q: %w", spec, err)
 	}
-	c := &Cache{shape: s, pol: pol, obs: cfg.obs, heads: make([][]head, s.Layers)}
+	rep := 1
+	if e, ok := pol.(expander); ok && e.expand() {
+		rep, s.KVHeads = s.Heads/s.KVHeads, s.Heads
+	}
+	c := &Cache{shape: s, rep: rep, pol: pol, obs: cfg.obs, heads: make([][]head, s.Layers)}
 	for l := range c.heads {
 		c.heads[l] = make([]head, s.KVHeads)
 		for g := range c.heads[l] {
@@ -109,8 +114,17 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 	return c, nil
 }
 
+// expander is implemented by policies that evict per query head on a cache expanded
+// to every query head (SnapKV's gqa=expand): each KV head is stored once per query
+// head of its group, and the group's query heads attend to their own copies.
+type expander interface{ expand() bool }
+
 // Pos is the number of tokens fed so far: the position of the next token.
 func (c *Cache) Pos() int { return c.pos }
+
+// Heads is the number of heads per layer the cache stores: the model's KV heads, or
+// its query heads when the policy expands the cache. Len and Positions take these.
+func (c *Cache) Heads() int { return c.shape.KVHeads }
 
 // Len is the number of entries (layer, KV head) holds.
 func (c *Cache) Len(layer, kvHead int) int { return len(c.heads[layer][kvHead].pos) }
@@ -155,18 +169,19 @@ func (c *Cache) Attend(layer int, q, k, v, out []float32) {
 		panic("kv: Attend outside a step: the model calls Begin first")
 	}
 	s := c.shape
-	d, stride := s.HeadDim, s.KVHeads*s.HeadDim
+	d, stride := s.HeadDim, s.KVHeads/c.rep*s.HeadDim // k and v hold the model's KV heads
 	for g := range c.heads[layer] {
 		h := &c.heads[layer][g]
 		past := len(h.pos)
 		b0 := h.st.bytes()
-		h.st.appendRows(k[g*d:], v[g*d:], n, stride)
+		src := g / c.rep
+		h.st.appendRows(k[src*d:], v[src*d:], n, stride)
 		for i := 0; i < n; i++ {
 			h.pos = append(h.pos, int32(c.pos+i))
 		}
 		c.bytes += h.st.bytes() - b0
 		f := &c.fwd[g]
-		*f = Forward{Layer: layer, Head: g, Layers: s.Layers, Past: past, N: c.step.Tokens(), Patch: c.step.Patch,
+		*f = Forward{Layer: layer, Head: g, KVHead: src, Layers: s.Layers, Past: past, N: c.step.Tokens(), Patch: c.step.Patch,
 			Prefill: c.step.Prefill, Final: c.step.Final, buf: f.buf, order: f.order, pool: f.pool, Scores: f.Scores}
 		c.req[g] = c.pol.Scores(f)
 		c.req[g].From, c.req[g].To = max(c.req[g].From, 0), min(c.req[g].To, n)

@@ -101,7 +101,9 @@ func writeMasks(t *testing.T, rows [][]float64) string {
 }
 
 // The meter's footprint and peak equal the paper's get_kv_footprint, called with the
-// meter's prompt_len and response_len, for every policy the formula models.
+// meter's prompt_len and response_len, for every policy the formula models, and the
+// harness's own arithmetic (footprint.Exact) for SnapKV, whose harness keeps
+// int((1−s)·n) of a chunk, window included, where the formula counts round((1−s)·n)+w.
 func TestMeasuredEqualsAnalytic(t *testing.T) {
 	masks := writeMasks(t, [][]float64{{0.9, 0.1}, {0.3, 0.8}, {0.2, 0.7}})
 	// sparsity H makes ceil(H·5) of the 6 heads streaming.
@@ -111,7 +113,8 @@ func TestMeasuredEqualsAnalytic(t *testing.T) {
 		sink  int
 		win   int
 		kvWin int
-		onePF bool // the formula sees one pre-fill chunk (post-fill eviction)
+		onePF bool // post-fill eviction
+		patch bool
 	}
 	cases := []tc{
 		{spec: "full"},
@@ -123,7 +126,10 @@ func TestMeasuredEqualsAnalytic(t *testing.T) {
 		{spec: "headmask:masks=" + masks + ",sink=4,window=32", h: 0.5, sink: 4, win: 32}, // values ≤ 0.5
 		{spec: "snapkv:sparsity=0.5,window=16,chunked=true", s: 0.5, kvWin: 16},
 		{spec: "snapkv:sparsity=0.7,window=8,pool=3,chunked=true", s: 0.7, kvWin: 8},
-		{spec: "snapkv:sparsity=0.5,window=16,chunked=true,patch=16", s: 0.5, kvWin: 16},
+		{spec: "snapkv:sparsity=0.5,window=16,chunked=true,patch=16", s: 0.5, kvWin: 16, patch: true},
+		{spec: "snapkv:sparsity=0.9,window=16,chunked=true", s: 0.9, kvWin: 16}, // the capacity below the window
+		{spec: "snapkv:sparsity=0.9,window=16,chunked=true,patch=16", s: 0.9, kvWin: 16, patch: true},
+		{spec: "snapkv:sparsity=0.5,window=16,chunked=true,gqa=mean", s: 0.5, kvWin: 16},
 		{spec: "snapkv:sparsity=0.5,window=16,chunked=true+bf16", s: 0.5, kvWin: 16},
 		{spec: "headmask:masks=" + masks + ",sparsity=0.5,sink=4,window=32+snapkv:sparsity=0.6,window=16,chunked=true",
 			h: 0.5, s: 0.6, sink: 4, win: 32, kvWin: 16},
@@ -143,12 +149,13 @@ func TestMeasuredEqualsAnalytic(t *testing.T) {
 				if rep.PromptLen != g.p || rep.ResponseLen != g.r {
 					t.Fatalf("prompt_len %d response_len %d, want %d %d", rep.PromptLen, rep.ResponseLen, g.p, g.r)
 				}
-				chunk := g.chunk
-				if c.onePF {
-					chunk = g.p
+				p := footprint.Params{Prompt: rep.PromptLen, Response: rep.ResponseLen, Chunk: g.chunk,
+					Sink: c.sink, Window: c.win, HeadSparsity: c.h, KVSparsity: c.s, KVWindow: c.kvWin, PostFill: c.onePF, Patch: c.patch}
+				formula := footprint.Analytic
+				if c.kvWin > 0 {
+					formula = footprint.Exact
 				}
-				want, err := footprint.Analytic(footprint.Params{Prompt: rep.PromptLen, Response: rep.ResponseLen, Chunk: chunk,
-					Sink: c.sink, Window: c.win, HeadSparsity: c.h, KVSparsity: c.s, KVWindow: c.kvWin})
+				want, err := formula(p)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -265,18 +272,33 @@ func TestStreamingKeepsSinkAndWindow(t *testing.T) {
 }
 
 // snapkv (chunked) keeps exactly what a direct computation of the paper's scoring
-// selects: for each KV head, the mean over its query heads of the chunk-local softmax
-// of the last window queries, summed, average-pooled with zero padding, top k by score,
-// plus the window.
+// selects: the chunk-local softmax of the last window queries, summed, average-pooled
+// with zero padding, top k by score, plus the window. With gqa=mean a KV head scores by
+// the mean over its query heads; with gqa=expand (the default) the cache holds a copy
+// of the KV head for each query head, which selects by its own scores.
 func TestSnapKVChunkedSelection(t *testing.T) {
+	for _, gqa := range []string{"mean", "expand"} {
+		t.Run(gqa, func(t *testing.T) { testSnapKVSelection(t, gqa) })
+	}
+}
+
+func testSnapKVSelection(t *testing.T, gqa string) {
 	s := Shape{Layers: 1, Heads: 4, KVHeads: 2, HeadDim: 8}
 	const window, pool, chunk, x = 4, 3, 20, 0.5
-	c, err := New(s, fmt.Sprintf("snapkv:sparsity=%g,window=%d,pool=%d,chunked=true", x, window, pool))
+	c, err := New(s, fmt.Sprintf("snapkv:sparsity=%g,window=%d,pool=%d,chunked=true,gqa=%s", x, window, pool, gqa))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// stored heads and the query heads each one scores with
+	heads, group := 2, [][]int{{0, 1}, {2, 3}}
+	if gqa == "expand" {
+		heads, group = 4, [][]int{{0}, {1}, {2}, {3}}
+	}
+	if c.Heads() != heads {
+		t.Fatalf("cache stores %d heads per layer, want %d", c.Heads(), heads)
+	}
 	rng := rand.New(rand.NewPCG(11, 1))
-	var want [2][]int32
+	want := make([][]int32, heads)
 	for ci := 0; ci < 2; ci++ {
 		d := s.HeadDim
 		q := randRows(rng, chunk*s.Heads*d)
@@ -285,9 +307,10 @@ func TestSnapKVChunkedSelection(t *testing.T) {
 		mustBegin(c, prefillStep(c, chunk, ci == 1))
 		c.Attend(0, q, k, v, make([]float32, len(q)))
 		c.Commit()
-		for g := 0; g < 2; g++ {
+		for h := 0; h < heads; h++ {
 			votes := make([]float64, chunk-window)
-			for qh := 2 * g; qh < 2*g+2; qh++ {
+			for _, qh := range group[h] {
+				g := qh / 2 // the KV head of query head qh
 				for i := chunk - window; i < chunk; i++ {
 					logits := make([]float64, i+1)
 					var mx float64 = math.Inf(-1)
@@ -306,7 +329,7 @@ func TestSnapKVChunkedSelection(t *testing.T) {
 					}
 					for j := 0; j < chunk-window; j++ {
 						if j <= i {
-							votes[j] += logits[j] / z / 2
+							votes[j] += logits[j] / z / float64(len(group[h]))
 						}
 					}
 				}
@@ -332,16 +355,16 @@ func TestSnapKVChunkedSelection(t *testing.T) {
 				}
 				return 0
 			})
-			top := order[:int(math.RoundToEven((1-x)*chunk))]
+			top := order[:int((1-x)*chunk)-window] // the capacity int((1−x)·n) counts the window
 			slices.Sort(top)
 			for _, j := range top {
-				want[g] = append(want[g], int32(ci*chunk+j))
+				want[h] = append(want[h], int32(ci*chunk+j))
 			}
 			for j := chunk - window; j < chunk; j++ {
-				want[g] = append(want[g], int32(ci*chunk+j))
+				want[h] = append(want[h], int32(ci*chunk+j))
 			}
-			if got := c.Positions(0, g); !slices.Equal(got, want[g]) {
-				t.Fatalf("chunk %d, KV head %d: kept %v, want %v", ci, g, got, want[g])
+			if got := c.Positions(0, h); !slices.Equal(got, want[h]) {
+				t.Fatalf("chunk %d, head %d: kept %v, want %v", ci, h, got, want[h])
 			}
 		}
 	}
@@ -359,30 +382,18 @@ func TestSnapKVPatchDropsPatchTokens(t *testing.T) {
 	if want := []int{32, 64, 96, 100, 101, 102, 103}; !slices.Equal(seen, want) {
 		t.Errorf("Pos after each forward %v, want %v", seen, want)
 	}
-	// 3 chunks of 32 keep round(16)+8 = 24 each; the last chunk of 4 keeps all; 3 decoded.
+	// 3 chunks of 32 keep int(16) = 16 each (the patch plays the window); the last chunk
+	// of 4 (capacity 2, below the window of 8) keeps all; 3 decoded.
 	for l := 0; l < small.Layers; l++ {
 		pos := c.Positions(l, 0)
-		if len(pos) != 3*24+4+3 {
-			t.Fatalf("layer %d holds %d entries, want %d", l, len(pos), 3*24+4+3)
+		if len(pos) != 3*16+4+3 {
+			t.Fatalf("layer %d holds %d entries, want %d", l, len(pos), 3*16+4+3)
 		}
 		for i, p := range pos {
 			if p >= 103 || (i > 0 && p <= pos[i-1]) {
 				t.Fatalf("layer %d: positions %v not ascending below 103", l, pos)
 			}
 		}
-	}
-}
-
-func TestPyramidBudgetMethodSpecExample(t *testing.T) {
-	// docs/METHODS.md §5.3: chunk 32768, s = 0.7 (cap 9830), w = 64, 32 layers.
-	for _, tc := range []struct{ layer, want int }{{0, 19044}, {15, 10074}, {31, 506}} {
-		if got := pyramidBudget(tc.layer, 32, 20, 32768, 9830, 64); got != tc.want {
-			t.Errorf("layer %d: budget %d, want %d", tc.layer, got, tc.want)
-		}
-	}
-	// s = 0.3 (cap 22937): n < 2(cap−w), uniform like SnapKV.
-	if got := pyramidBudget(31, 32, 20, 32768, 22937, 64); got != 22937-64 {
-		t.Errorf("uniform branch: %d, want %d", got, 22937-64)
 	}
 }
 
@@ -393,8 +404,10 @@ func TestPyramidKVLayerBudgets(t *testing.T) {
 		t.Fatal(err)
 	}
 	generate(c, s, 100, 100, 0, 2, nil)
-	// cap = round(20)+4 = 24, c = 20; min 1, max 39; steps 12: 39, 27, 15, 3 plus window.
-	for l, want := range []int{43, 31, 19, 7} {
+	// cap = int((1−0.8)·100) = 19 (1−0.8 is 0.19999… in floating point, in Python too),
+	// window included: cap−w = 15; min 15//20 = 0, max 30; steps 30//3 = 10: 30, 20, 10,
+	// 0 plus the window.
+	for l, want := range []int{34, 24, 14, 4} {
 		if got := c.Len(l, 0); got != want {
 			t.Errorf("layer %d keeps %d, want %d", l, got, want)
 		}
@@ -556,5 +569,47 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 		if a := testing.AllocsPerRun(100, step); a != 0 {
 			t.Errorf("%s: %v allocations per decode step", spec, a)
 		}
+	}
+}
+
+// An expanded cache (gqa=expand) that evicts nothing attends exactly like the plain
+// one, and holds one copy of every KV head per query head: twice the entries and
+// bytes for a group of two.
+func TestExpandedCacheAttendsLikeFull(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	d := small.HeadDim
+	plain, err := New(small, "full")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, err := New(small, "snapkv:sparsity=0,chunked=true,gqa=expand")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ci, n := range []int{24, 24, 1, 1} {
+		q, k, v := randRows(rng, n*small.Heads*d), randRows(rng, n*small.KVHeads*d), randRows(rng, n*small.KVHeads*d)
+		outs := [2][]float32{make([]float32, len(q)), make([]float32, len(q))}
+		for i, c := range []*Cache{plain, exp} {
+			st := prefillStep(c, n, ci == 1)
+			if n == 1 {
+				st = model.Step{Pos: c.Pos(), Rows: 1}
+			}
+			mustBegin(c, st)
+			for l := 0; l < small.Layers; l++ {
+				c.Attend(l, q, k, v, outs[i])
+			}
+			c.Commit()
+		}
+		for j := range outs[0] {
+			if !close32(outs[1][j], outs[0][j], 1e-5) {
+				t.Fatalf("forward %d: output %d = %v, plain cache %v", ci, j, outs[1][j], outs[0][j])
+			}
+		}
+	}
+	if exp.Heads() != small.Heads || plain.Heads() != small.KVHeads {
+		t.Errorf("stored heads %d and %d, want %d and %d", exp.Heads(), plain.Heads(), small.Heads, small.KVHeads)
+	}
+	if exp.Bytes() != 2*plain.Bytes() || exp.Len(0, 3) != plain.Len(0, 1) {
+		t.Errorf("expanded cache holds %d bytes, %d entries per head; plain %d and %d", exp.Bytes(), exp.Len(0, 3), plain.Bytes(), plain.Len(0, 1))
 	}
 }

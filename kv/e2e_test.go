@@ -73,10 +73,12 @@ func TestFullPolicyLogitsMatchPlainCache(t *testing.T) {
 	}
 }
 
-// model.Generate with a meter: the measured footprint equals the paper's formula at
-// the reported prompt_len and response_len (R generated tokens, R−1 fed), also with
-// SnapKV's patch, which Generate runs through the Prefiller hook.
-func TestGenerateFootprintMatchesAnalytic(t *testing.T) {
+// model.Generate with a meter: the measured footprint equals the harness's arithmetic
+// (footprint.Exact) at the reported prompt_len and response_len: without DecodeLast
+// the prompt is pre-filled and R−1 of the R generated tokens are fed; with it (the
+// paper's harness) P−1 tokens are pre-filled and R decoded, the last prompt token
+// first. Also with SnapKV's patch, post-fill eviction and both GQA modes.
+func TestGenerateFootprintMatchesExact(t *testing.T) {
 	m := loadGQA(t)
 	s := Shape(m.Shape())
 	masks := writeMasks(t, [][]float64{{1, 0}, {0, 0.2}})
@@ -90,38 +92,47 @@ func TestGenerateFootprintMatchesAnalytic(t *testing.T) {
 	}{
 		{"streaming:sink=4,window=16", footprint.Params{Sink: 4, Window: 16, HeadSparsity: 1}},
 		{"headmask:masks=" + masks + ",sparsity=0.5,sink=4,window=16", footprint.Params{Sink: 4, Window: 16, HeadSparsity: 0.5}},
-		{"snapkv:sparsity=0.5,window=8,chunked=true,patch=8", footprint.Params{KVSparsity: 0.5, KVWindow: 8}},
+		{"snapkv:sparsity=0.5,window=8,chunked=true,patch=8", footprint.Params{KVSparsity: 0.5, KVWindow: 8, Patch: true}},
+		{"snapkv:sparsity=0.7,window=8,chunked=true,gqa=mean", footprint.Params{KVSparsity: 0.7, KVWindow: 8}},
+		{"snapkv:sparsity=0.6,window=8", footprint.Params{KVSparsity: 0.6, KVWindow: 8, PostFill: true}},
+		{"pyramidkv:sparsity=0.8,window=4,chunked=true", footprint.Params{KVSparsity: 0.8, KVWindow: 4, Layers: s.Layers}},
 		{"headmask:masks=" + masks + ",sink=2,window=8+snapkv:sparsity=0.3,window=8,chunked=true,patch=8+quant:bits=4,group=8,residual=8",
-			footprint.Params{Sink: 2, Window: 8, HeadSparsity: 0.75, KVSparsity: 0.3, KVWindow: 8}},
+			footprint.Params{Sink: 2, Window: 8, HeadSparsity: 0.75, KVSparsity: 0.3, KVWindow: 8, Patch: true}},
 	} {
 		for _, r := range []int{1, 12} {
-			t.Run(fmt.Sprintf("%s/R%d", tc.spec, r), func(t *testing.T) {
-				meter := footprint.NewMeter(s.Layers, s.KVHeads)
-				c, err := New(s, tc.spec, WithObserver(meter))
-				if err != nil {
-					t.Fatal(err)
-				}
-				res, err := model.Generate(m, c, prompt, model.GenerateOptions{MaxTokens: r, Chunk: 32})
-				if err != nil {
-					t.Fatal(err)
-				}
-				rep := meter.Report(false)
-				if rep.PromptLen != len(prompt) || rep.ResponseLen != len(res.IDs)-1 {
-					t.Fatalf("prompt_len %d, response_len %d; want %d and %d", rep.PromptLen, rep.ResponseLen, len(prompt), len(res.IDs)-1)
-				}
-				p := tc.p
-				p.Prompt, p.Response, p.Chunk = rep.PromptLen, rep.ResponseLen, 32
-				want, err := footprint.Analytic(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if math.Abs(rep.Footprint-want.Footprint) > 1e-12 || math.Abs(rep.Peak-want.Peak) > 1e-12 {
-					t.Errorf("measured (%.15f, %.15f), analytic (%.15f, %.15f)", rep.Footprint, rep.Peak, want.Footprint, want.Peak)
-				}
-				if c.Pos() != len(prompt)+len(res.IDs)-1 {
-					t.Errorf("Pos %d, want %d", c.Pos(), len(prompt)+len(res.IDs)-1)
-				}
-			})
+			for _, last := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/R%d/decode-last=%v", tc.spec, r, last), func(t *testing.T) {
+					meter := footprint.NewMeter(s.Layers, s.KVHeads)
+					c, err := New(s, tc.spec, WithObserver(meter))
+					if err != nil {
+						t.Fatal(err)
+					}
+					res, err := model.Generate(m, c, prompt, model.GenerateOptions{MaxTokens: r, Chunk: 32, DecodeLast: last})
+					if err != nil {
+						t.Fatal(err)
+					}
+					rep := meter.Report(false)
+					wantP, wantR := len(prompt), len(res.IDs)-1
+					if last {
+						wantP, wantR = len(prompt)-1, len(res.IDs)
+					}
+					if rep.PromptLen != wantP || rep.ResponseLen != wantR {
+						t.Fatalf("prompt_len %d, response_len %d; want %d and %d", rep.PromptLen, rep.ResponseLen, wantP, wantR)
+					}
+					p := tc.p
+					p.Prompt, p.Response, p.Chunk = rep.PromptLen, rep.ResponseLen, 32
+					want, err := footprint.Exact(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if math.Abs(rep.Footprint-want.Footprint) > 1e-12 || math.Abs(rep.Peak-want.Peak) > 1e-12 {
+						t.Errorf("measured (%.15f, %.15f), the harness's arithmetic (%.15f, %.15f)", rep.Footprint, rep.Peak, want.Footprint, want.Peak)
+					}
+					if c.Pos() != len(prompt)+len(res.IDs)-1 {
+						t.Errorf("Pos %d, want %d", c.Pos(), len(prompt)+len(res.IDs)-1)
+					}
+				})
+			}
 		}
 	}
 }

@@ -151,17 +151,22 @@ func readMasks(file string, layers, kvHeads int) ([][]float64, error) {
 }
 
 func (h *headmask) Scores(f *Forward) ScoreRequest {
-	if h.stream[f.Layer][f.Head] {
+	if h.stream[f.Layer][f.KVHead] {
 		return ScoreRequest{}
 	}
 	return h.inner.Scores(f)
 }
 
 func (h *headmask) Keep(f *Forward) []int {
-	if h.stream[f.Layer][f.Head] {
+	if h.stream[f.Layer][f.KVHead] {
 		return h.streaming.Keep(f)
 	}
 	return h.inner.Keep(f)
+}
+
+func (h *headmask) expand() bool {
+	e, ok := h.inner.(expander)
+	return ok && e.expand()
 }
 
 func (h *headmask) patchLen() int {

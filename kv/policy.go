@@ -20,7 +20,8 @@ type Policy interface {
 
 // Forward is one forward pass as one KV head sees it.
 type Forward struct {
-	Layer, Head int // the KV head
+	Layer, Head int // the stored head (the KV head, or a query head of an expanded cache)
+	KVHead      int // the model's KV head whose keys it holds
 	Layers      int // layers of the model
 	Past        int // entries kept before this forward
 	N           int // tokens of the chunk (patch tokens excluded)

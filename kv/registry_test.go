@@ -62,7 +62,7 @@ func registrySpecs() (ok, refused []string) {
 }
 
 // promise is what a policy guarantees to keep, checked after every step: the
-// positions that must be held by (layer, KV head) given everything fed so far.
+// positions that must be held by (layer, stored head) given everything fed so far.
 type promise func(c *Cache, layer, head int, chunks [][2]int) []int32
 
 func sinkWindow(sink, window int) promise {
@@ -86,7 +86,7 @@ func promises(t *testing.T, c *Cache) func(layer, head int) promise {
 		inner = hm.inner
 	}
 	return func(layer, head int) promise {
-		if hm != nil && hm.stream[layer][head] {
+		if hm != nil && hm.stream[layer][head/c.rep] {
 			return sinkWindow(hm.streaming.sink, hm.streaming.window)
 		}
 		switch p := inner.(type) {
@@ -167,13 +167,14 @@ func TestEveryRegisteredPolicy(t *testing.T) {
 				t.Fatal(err)
 			}
 			promise := promises(t, c)
-			prev := make([][]int32, s.Layers*s.KVHeads)
+			heads := c.Heads() // the KV heads, or the query heads of an expanded cache
+			prev := make([][]int32, s.Layers*heads)
 			var chunks [][2]int
 			check := func() {
 				for l := 0; l < s.Layers; l++ {
-					for g := 0; g < s.KVHeads; g++ {
+					for g := 0; g < heads; g++ {
 						got := c.Positions(l, g)
-						fed := append(slices.Clone(prev[l*s.KVHeads+g]), []int32{}...)
+						fed := append(slices.Clone(prev[l*heads+g]), []int32{}...)
 						for p := chunks[len(chunks)-1][0]; p < c.Pos(); p++ {
 							fed = append(fed, int32(p))
 						}
@@ -192,7 +193,7 @@ func TestEveryRegisteredPolicy(t *testing.T) {
 								}
 							}
 						}
-						prev[l*s.KVHeads+g] = slices.Clone(got)
+						prev[l*heads+g] = slices.Clone(got)
 					}
 				}
 			}

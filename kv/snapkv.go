@@ -1,31 +1,36 @@
 package kv
 
-import "math"
+import "github.com/kvfoot/kvfoot/footprint"
 
 // snapkv is SnapKV: tokens are scored by the attention the observation window's
-// queries give them (mean over the group's query heads, so eviction is per KV head:
-// compress_group_kvs), smoothed by average pooling (kernel pool, zero padding counted);
-// the window itself is always kept.
+// queries give them, smoothed by average pooling (kernel pool, zero padding counted);
+// the window itself is always kept. How much a compression keeps is the paper's
+// harness arithmetic (docs/METHODS.md §4.3, §5.2; footprint.Exact reproduces it):
 //
-// Spec: snapkv:sparsity=X,window=64,pool=5[,chunked=true][,patch=Q]
+// Spec: snapkv:sparsity=X,window=64,pool=5[,chunked=true][,patch=Q][,gqa=expand|mean]
 //   - post-fill (default): one eviction after the pre-fill, scored by the prompt's last
-//     window queries against everything; keeps the window plus the top round((1−X)·m)
-//     of the other m−window entries, at most m in all.
+//     window queries against everything, to the harness's unchunked capacity
+//     ceil64(max(int((1−X)·(m+1)), window)) of the m pre-filled entries (sized, as
+//     the harness does, by the whole prompt: its last token is decoded first);
 //   - chunked=true (the paper's SnapKV*): every pre-fill chunk of n tokens is
 //     compressed when done, scored by its last window queries with a softmax over the
-//     chunk's keys only (docs/METHODS.md §6.7); it keeps the chunk's last window
-//     tokens plus the top round((1−X)·n) others, at most n: exactly the
-//     min(round((1−X)n)+64, n) that the paper's accounting assumes (§1.3; the paper's
-//     harness keeps int((1−X)n), §1.10). Decoding never evicts.
+//     chunk's keys only (docs/METHODS.md §6.7); the chunk's capacity is int((1−X)·n), window included: it
+//     keeps its last window tokens and the top int((1−X)·n)−window others, or the
+//     window alone when the capacity does not exceed it. Decoding never evicts;
 //   - patch=Q (chunked only): the prompt's last Q tokens are appended to every
-//     non-final chunk and their queries score the chunk; then the chunk keeps its top
-//     min(round((1−X)n)+window, n) tokens (no protected window: the patch plays its
-//     role) and the patch tokens are dropped.
+//     non-final chunk and play the window: their queries score the chunk, which keeps
+//     its top int((1−X)·n) tokens, and they are dropped;
+//   - gqa=expand (default, the paper's sweeps): the cache holds a copy of every KV
+//     head for each of its query heads and each query head evicts by its own scores
+//     (Heads/KVHeads times the entries and bytes, which the meter counts);
+//     gqa=mean scores a KV head by the mean over its query heads and evicts once per
+//     KV head (the harness's compress_group_kvs, its real-memory runs).
 type snapkv struct {
 	sparsity     float64
 	window, pool int
 	chunked      bool
 	patch        int
+	expanded     bool
 	pyramid      bool // per-layer budgets (pyramidkv.go)
 	beta         int
 }
@@ -37,6 +42,8 @@ var snapParams = []Param{
 	{Key: "pool", Type: Int, Default: "5", Min: 1, Max: 1 << 10, Doc: "odd average-pooling kernel over the scores"},
 	{Key: "chunked", Type: Bool, Default: "false", Doc: "evict after every pre-fill chunk (SnapKV*) instead of once after the pre-fill"},
 	{Key: "patch", Type: Int, Default: "0", Min: 0, Max: 1 << 20, Doc: "score each chunk with the prompt's last Q tokens appended (chunked only)"},
+	{Key: "gqa", Type: Choice, Default: "expand", Choices: []string{"expand", "mean"},
+		Doc: "expand: evict per query head on a cache expanded to every query head (the paper's sweeps); mean: per KV head, by the group's mean score"},
 }
 
 func init() {
@@ -46,7 +53,8 @@ func init() {
 }
 
 func newSnapKV(a Args) (*snapkv, error) {
-	p := &snapkv{sparsity: a.Float("sparsity"), window: a.Int("window"), pool: a.Int("pool"), chunked: a.Bool("chunked"), patch: a.Int("patch")}
+	p := &snapkv{sparsity: a.Float("sparsity"), window: a.Int("window"), pool: a.Int("pool"), chunked: a.Bool("chunked"),
+		patch: a.Int("patch"), expanded: a.Text("gqa") == "expand"}
 	if p.pool%2 == 0 {
 		return nil, a.Errorf("pool=%d: want an odd kernel size", p.pool)
 	}
@@ -58,26 +66,46 @@ func newSnapKV(a Args) (*snapkv, error) {
 
 func (p *snapkv) patchLen() int { return p.patch }
 
-// kept is the number of tokens a compression of n tokens keeps.
-func (p *snapkv) kept(n int) int {
-	return min(int(math.RoundToEven((1-p.sparsity)*float64(n)))+p.window, n)
-}
+func (p *snapkv) expand() bool { return p.expanded }
 
-// span is the range of entries one eviction works on: a chunk, or the whole prompt.
-func (p *snapkv) span(f *Forward) (lo, n int, ok bool) {
+// plan is one eviction: the n entries from lo are compressed to the window rows
+// [lo+n−w, lo+n) (the patch's when w is 0 here: its rows were dropped already) plus
+// the top top of [lo, lo+n−w).
+type plan struct{ lo, n, w, top int }
+
+// plan returns the eviction of forward f, or false if it keeps everything.
+func (p *snapkv) plan(f *Forward) (plan, bool) {
+	var lo, n, capacity int
 	switch {
 	case p.chunked && f.Prefill:
-		lo, n = f.Past, f.N
+		lo, n, capacity = f.Past, f.N, footprint.ChunkCapacity(p.sparsity, f.N)
 	case !p.chunked && f.Final:
-		lo, n = 0, f.Len()
+		lo, n, capacity = 0, f.Len(), footprint.PostFillCapacity(p.sparsity, f.Len()+1, p.window)
 	default:
-		return 0, 0, false
+		return plan{}, false
 	}
-	return lo, n, p.kept(n) < n
+	if f.Patch > 0 {
+		// the patch rows are the cluster's window: it keeps them and the top of the chunk
+		w := f.Patch
+		kept := p.cluster(f, n+w, capacity+w, w) - w
+		return plan{lo, n, 0, kept}, kept < n
+	}
+	w := min(p.window, n)
+	kept := p.cluster(f, n, capacity, p.window)
+	return plan{lo, n, w, kept - w}, kept < n
+}
+
+// cluster is how many of q rows SnapKV's (or PyramidKV's) cluster keeps at capacity c
+// with window w in f's layer.
+func (p *snapkv) cluster(f *Forward, q, c, w int) int {
+	if p.pyramid {
+		return footprint.PyramidKept(q, c, w, f.Layer, f.Layers, p.beta)
+	}
+	return footprint.SnapKVKept(q, c, w)
 }
 
 func (p *snapkv) Scores(f *Forward) ScoreRequest {
-	if _, _, ok := p.span(f); !ok {
+	if _, ok := p.plan(f); !ok {
 		return ScoreRequest{}
 	}
 	if f.Patch > 0 {
@@ -87,18 +115,10 @@ func (p *snapkv) Scores(f *Forward) ScoreRequest {
 }
 
 func (p *snapkv) Keep(f *Forward) []int {
-	lo, n, ok := p.span(f)
+	e, ok := p.plan(f)
 	if !ok {
 		return nil
 	}
-	window := p.window
-	if f.Patch > 0 {
-		window = 0
-	}
-	hi := lo + n - window // candidates [lo, hi); the window [hi, lo+n) is kept
-	top := p.kept(n) - window
-	if p.pyramid {
-		top = pyramidBudget(f.Layer, f.Layers, p.beta, n, p.kept(n), window)
-	}
-	return f.keepTop(f.avgPool(f.Scores[lo:hi], p.pool), lo, hi, top)
+	hi := e.lo + e.n - e.w // candidates [lo, hi); the window [hi, lo+n) is kept
+	return f.keepTop(f.avgPool(f.Scores[e.lo:hi], p.pool), e.lo, hi, e.top)
 }
