@@ -144,6 +144,20 @@ func (c *Cache) PatchLen() int {
 	return 0
 }
 
+// LocalChunk is how many of the prompt's last pre-filled tokens the policy wants
+// pre-filled as a chunk of their own (Locret's local chunk; model.PrefillOptions.Tail);
+// 0 for most policies.
+func (c *Cache) LocalChunk() int {
+	pol := c.pol
+	if h, ok := pol.(*headmask); ok {
+		pol = h.inner
+	}
+	if l, ok := pol.(interface{ localChunk() int }); ok {
+		return l.localChunk()
+	}
+	return 0
+}
+
 // Begin starts the forward described by s; the model calls it once, before layer 0.
 func (c *Cache) Begin(s model.Step) error {
 	if err := s.Check(); err != nil {

@@ -248,3 +248,50 @@ func TestForwardBatchRefusesBadStepUpFront(t *testing.T) {
 		t.Errorf("the valid sequence's cache was fed: Pos %d, %d entries", c1.Pos(), c1.Len(0, 0))
 	}
 }
+
+// Locret through model.Generate with its local chunk (the cache's LocalChunk as the
+// pre-fill's Tail) and the harness's last-token decoding: the meter equals the harness's
+// Locret arithmetic, and every KV head holds its budget after the pre-fill.
+func TestLocretMatchesExact(t *testing.T) {
+	m := loadGQA(t)
+	s := Shape(m.Shape())
+	prompt := make([]int, 150)
+	for i := range prompt {
+		prompt[i] = (i*37 + 11) % m.Config.Vocab
+	}
+	const x, local, stab = 0.6, 20, 16
+	meter := footprint.NewMeter(s.Layers, s.KVHeads)
+	c, err := New(s, fmt.Sprintf("locret:sparsity=%g,local=%d,stabilizers=%d", x, local, stab), WithObserver(meter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LocalChunk() != local {
+		t.Fatalf("LocalChunk %d, want %d", c.LocalChunk(), local)
+	}
+	var held []int
+	res, err := model.Generate(m, c, prompt, model.GenerateOptions{MaxTokens: 5, Chunk: 32, DecodeLast: true, Tail: c.LocalChunk(),
+		OnToken: func(int) bool {
+			if len(held) == 0 {
+				held = append(held, c.Len(0, 0))
+			}
+			return true
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := meter.Report(false)
+	want, err := footprint.LocretExact(rep.PromptLen, rep.ResponseLen, 32, x, local, stab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PromptLen != len(prompt)-1 || rep.ResponseLen != len(res.IDs) {
+		t.Fatalf("prompt_len %d, response_len %d", rep.PromptLen, rep.ResponseLen)
+	}
+	if math.Abs(rep.Footprint-want.Footprint) > 1e-12 || math.Abs(rep.Peak-want.Peak) > 1e-12 {
+		t.Errorf("measured (%.15f, %.15f), the harness's Locret arithmetic (%.15f, %.15f)", rep.Footprint, rep.Peak, want.Footprint, want.Peak)
+	}
+	// after the pre-fill of 149 tokens: budget max(ceil64(int(0.4·149)), 16) = 64, plus the decoded last prompt token
+	if held[0] != 64+1 {
+		t.Errorf("held %d entries after the pre-fill and the first decode step, want 65", held[0])
+	}
+}

@@ -145,6 +145,9 @@ type GenerateOptions struct {
 	// DecodeLast pre-fills all but the prompt's last token and feeds that one as the
 	// first decode step, as the paper's harness does (docs/METHODS.md §4.1, §6.5).
 	DecodeLast bool
+	// Tail pre-fills the last Tail pre-filled tokens as a chunk of their own (Locret's
+	// local chunk; PrefillOptions.Tail).
+	Tail int
 	// OnToken, when set, is called with each generated id as soon as it is chosen;
 	// returning false ends generation.
 	OnToken func(id int) bool
@@ -194,7 +197,7 @@ func (r *Runner) Generate(cache Cache, prompt []int, opts GenerateOptions) (Resu
 	if opts.DecodeLast && len(prompt) > 1 {
 		pre = prompt[:len(prompt)-1]
 	}
-	logits, err := r.Prefill(cache, pre, PrefillOptions{Chunk: opts.Chunk})
+	logits, err := r.Prefill(cache, pre, PrefillOptions{Chunk: opts.Chunk, Tail: opts.Tail})
 	if err != nil {
 		return res, err
 	}
@@ -252,6 +255,10 @@ func CheckFinite(logits []float32, pos int) error {
 type PrefillOptions struct {
 	Chunk int  // tokens per pre-fill forward; 0 feeds the whole prompt at once
 	All   bool // pass every position's logits to OnChunk, not only the chunk's last
+	// Tail, when positive and shorter than the prompt, makes the prompt's last Tail
+	// tokens a chunk of their own after chunks of Chunk over the rest (Locret's local
+	// chunk, which the harness pre-fills last).
+	Tail int
 	// OnChunk, when set, is called after each chunk with the prompt offset of its
 	// first token and its logits ([tokens, vocab] with All, else [vocab]), valid
 	// until the next forward; an error stops the pre-fill.
@@ -271,14 +278,21 @@ func (r *Runner) Prefill(cache Cache, prompt []int, opts PrefillOptions) ([]floa
 	if opts.Chunk < 0 {
 		return nil, fmt.Errorf("prefill: chunk %d, want ≥ 0", opts.Chunk)
 	}
+	body := len(prompt)
+	if opts.Tail > 0 && opts.Tail < len(prompt) {
+		body -= opts.Tail
+	}
 	chunk := opts.Chunk
-	if chunk == 0 || chunk > len(prompt) {
-		chunk = len(prompt)
+	if chunk == 0 || chunk > body {
+		chunk = body
 	}
 	patch := min(cache.PatchLen(), len(prompt))
 	var logits []float32
-	for lo := 0; lo < len(prompt); lo += chunk {
-		hi := min(lo+chunk, len(prompt))
+	for lo, hi := 0, 0; lo < len(prompt); lo = hi {
+		hi = min(lo+chunk, body)
+		if lo >= body {
+			hi = len(prompt)
+		}
 		step := Step{Pos: cache.Pos(), Rows: hi - lo, Prefill: true, Final: hi == len(prompt)}
 		ids := prompt[lo:hi]
 		if patch > 0 && !step.Final {

@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/kvfoot/kvfoot/model"
@@ -160,5 +161,37 @@ func TestToBF16(t *testing.T) {
 	// bf16 keeps 8 significant bits: a relative error of about 2⁻⁹ per weight
 	if worst == 0 || worst > 0.02*big {
 		t.Errorf("bf16 logits differ by %g (largest logit %g)", worst, big)
+	}
+}
+
+// stepLog records the steps a cache is given.
+type stepLog struct {
+	*fullCache
+	steps []model.Step
+}
+
+func (c *stepLog) Begin(s model.Step) error {
+	c.steps = append(c.steps, s)
+	return c.fullCache.Begin(s)
+}
+
+// Prefill with Tail: chunks of Chunk over all but the last Tail tokens, then the tail
+// as one final chunk (Locret's schedule: 23 tokens, chunk 8, tail 5 → 8, 8, 2, 5).
+func TestPrefillTail(t *testing.T) {
+	m := model.NewRandom(tiny(), 3)
+	ids := make([]int, 23)
+	c := &stepLog{fullCache: newFullCache(m.Shape())}
+	if _, err := model.NewRunner(m, 8).Prefill(c, ids, model.PrefillOptions{Chunk: 8, Tail: 5}); err != nil {
+		t.Fatal(err)
+	}
+	var rows []int
+	for i, s := range c.steps {
+		rows = append(rows, s.Rows)
+		if s.Final != (i == len(c.steps)-1) || !s.Prefill {
+			t.Errorf("step %d: %+v, want a pre-fill step, final only last", i, s)
+		}
+	}
+	if want := []int{8, 8, 2, 5}; !slices.Equal(rows, want) {
+		t.Errorf("chunks %v, want %v", rows, want)
 	}
 }
