@@ -32,6 +32,9 @@ type target struct {
 	cats map[string][]string // category → its tasks (one category of one task for a task target)
 }
 
+// one is the target of a single task.
+func one(task string) target { return target{name: task, cats: map[string][]string{task: {task}}} }
+
 func (t target) tasks() []string {
 	var ts []string
 	for _, c := range t.cats {
@@ -172,7 +175,7 @@ func quantile(xs []float64, q float64) float64 {
 // are within tol (or their knobs within minStep, or there is no crossing to refine).
 func nextProbe(pts []*point, ref *point, t target, threshold, tol, minStep float64) (float64, bool) {
 	c := critical(pts, ref, t, threshold, nil)
-	if !c.found || c.below || c.fp-c.lower <= tol {
+	if !c.found || c.below || c.fp-c.lower <= tol+1e-9 { // footprints are means: allow their rounding
 		return 0, false
 	}
 	a, b := pts[c.pass].knob, pts[c.fail].knob

@@ -17,8 +17,6 @@ func pt(knob, fp float64, scores map[string][]float64) *point {
 	return p
 }
 
-func one(task string) target { return target{name: task, cats: map[string][]string{task: {task}}} }
-
 func TestCriticalCrossing(t *testing.T) {
 	ref := pt(0, 1, map[string][]float64{"a": {100, 100}})
 	pts := []*point{

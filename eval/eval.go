@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/tasks"
 )
 
@@ -37,8 +36,19 @@ type Output struct {
 	// fractions of full causal attention, and the peak in bytes; zero if not measured.
 	Footprint, Peak float64
 	PeakBytes       int64
-	// Timeline is the meter's record of every forward (KV entries over time).
-	Timeline []footprint.Step
+	// Timeline is the KV entries of every forward (over time).
+	Timeline []TimelineStep
+}
+
+// TimelineStep is one forward as the meter saw it, in entries per stored head (the
+// mean over layers and heads).
+type TimelineStep struct {
+	Pos     int     `json:"pos"` // position of the forward's first token
+	N       int     `json:"n"`
+	Prefill bool    `json:"prefill"`
+	Visible float64 `json:"visible"` // entries seen by the forward's last query
+	Held    float64 `json:"held"`    // entries held after it
+	Bytes   int64   `json:"bytes"`   // storage held after it (the whole cache)
 }
 
 // Config is one evaluation.
@@ -110,7 +120,7 @@ type Sample struct {
 	Template string  `json:"template,omitempty"`
 	Knob     float64 `json:"knob,omitempty"`
 	// Timeline is the first sample's KV entries after every forward.
-	Timeline []footprint.Step `json:"timeline,omitempty"`
+	Timeline []TimelineStep `json:"timeline,omitempty"`
 }
 
 // Report is the aggregate: per method, the mean score of every task and length.

@@ -69,6 +69,12 @@ func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([
 		return Output{}, err
 	}
 	fr := meter.Report(true)
+	heads := float64(c.Layers * fr.Heads)
+	tl := make([]TimelineStep, len(fr.Timeline))
+	for i, st := range fr.Timeline {
+		tl[i] = TimelineStep{Pos: st.Pos, N: st.N, Prefill: st.Prefill, Visible: float64(st.Visible) / heads,
+			Held: float64(st.Entries) / heads, Bytes: st.Bytes}
+	}
 	return Output{IDs: res.IDs, Prefill: res.Prefill, Decode: res.Decode,
-		Footprint: fr.Footprint, Peak: fr.Peak, PeakBytes: fr.PeakBytes, Timeline: fr.Timeline}, nil
+		Footprint: fr.Footprint, Peak: fr.Peak, PeakBytes: fr.PeakBytes, Timeline: tl}, nil
 }

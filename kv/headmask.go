@@ -47,13 +47,13 @@ func newHeadmask(a Args) (*headmask, error) {
 	if a.dir != "" && !filepath.IsAbs(file) {
 		file = filepath.Join(a.dir, file)
 	}
-	vals, err := readMasks(file, a.Shape().Layers, a.Shape().KVHeads)
+	vals, err := ReadMasks(file, a.Shape().Layers, a.Shape().KVHeads)
 	if err != nil {
 		return nil, err
 	}
 	h := &headmask{streaming: newStreaming(a)}
 	if a.Has("sparsity") {
-		h.stream = streamingHeads(vals, a.Float("sparsity"))
+		h.stream = StreamingHeads(vals, a.Float("sparsity"))
 	} else {
 		h.stream = make([][]bool, len(vals))
 		for l, row := range vals {
@@ -66,8 +66,9 @@ func newHeadmask(a Args) (*headmask, error) {
 	return h, nil
 }
 
-// streamingHeads picks the ceil(sp·(N−1)) lowest-valued heads (see headmask).
-func streamingHeads(vals [][]float64, sp float64) [][]bool {
+// StreamingHeads are the heads a masks file's values make streaming at head sparsity
+// sp: the ceil(sp·(N−1)) lowest-valued of the N heads (see headmask).
+func StreamingHeads(vals [][]float64, sp float64) [][]bool {
 	type hv struct {
 		l, g int
 		v    float64
@@ -102,11 +103,12 @@ func streamingHeads(vals [][]float64, sp float64) [][]bool {
 	return out
 }
 
-// readMasks reads a masks TSV of layers rows and kvHeads columns (blank lines
-// skipped). Every value must be a finite number in [0, 1]: the paper's loader clips
-// values outside that range (docs/METHODS.md §3.1), which would hide a file of
-// log-α values or of another model; an error names the file, line and column.
-func readMasks(file string, layers, kvHeads int) ([][]float64, error) {
+// ReadMasks reads a masks TSV of layers rows and kvHeads columns (blank lines
+// skipped); layers or kvHeads 0 accepts any count (the same in every row). Every value
+// must be a finite number in [0, 1]: the paper's loader clips values outside that
+// range (docs/METHODS.md §3.1), which would hide a file of log-α values or of another
+// model; an error names the file, line and column.
+func ReadMasks(file string, layers, kvHeads int) ([][]float64, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("headmask: %w", err)
@@ -122,8 +124,11 @@ func readMasks(file string, layers, kvHeads int) ([][]float64, error) {
 		if len(fields) == 0 {
 			continue
 		}
-		if len(rows) == layers {
+		if layers > 0 && len(rows) == layers {
 			return nil, fmt.Errorf("headmask: %s:%d: more than %d rows, want one per layer", file, line, layers)
+		}
+		if kvHeads == 0 {
+			kvHeads = len(fields)
 		}
 		if len(fields) != kvHeads {
 			return nil, fmt.Errorf("headmask: %s:%d: %d columns, want one per KV head (%d)", file, line, len(fields), kvHeads)
@@ -144,7 +149,7 @@ func readMasks(file string, layers, kvHeads int) ([][]float64, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("headmask: %s:%d: %w", file, line+1, err)
 	}
-	if len(rows) != layers {
+	if layers > 0 && len(rows) != layers || len(rows) == 0 {
 		return nil, fmt.Errorf("headmask: %s: %d rows, want one per layer (%d)", file, len(rows), layers)
 	}
 	return rows, nil

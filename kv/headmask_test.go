@@ -25,13 +25,13 @@ func TestReadMasksRefuses(t *testing.T) {
 	} {
 		f := filepath.Join(dir, "m.tsv")
 		os.WriteFile(f, []byte(tc.text), 0o644)
-		if _, err := readMasks(f, 2, 2); err == nil || !strings.Contains(err.Error(), f+tc.want) {
+		if _, err := ReadMasks(f, 2, 2); err == nil || !strings.Contains(err.Error(), f+tc.want) {
 			t.Errorf("%.40q: error %v, want %q", tc.text, err, f+tc.want)
 		}
 	}
 	f := filepath.Join(dir, "ok.tsv")
 	os.WriteFile(f, []byte("1.0 0.25\n\n0e0\t1e-3\n\n"), 0o644)
-	vals, err := readMasks(f, 2, 2)
+	vals, err := ReadMasks(f, 2, 2)
 	if err != nil || vals[0][0] != 1 || vals[0][1] != 0.25 || vals[1][0] != 0 || vals[1][1] != 0.001 {
 		t.Errorf("readMasks = %v, %v", vals, err)
 	}

@@ -387,7 +387,7 @@ func FuzzMasks(f *testing.F) {
 		if err := os.WriteFile(file, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		vals, err := readMasks(file, 2, 2)
+		vals, err := ReadMasks(file, 2, 2)
 		if err != nil {
 			return
 		}

@@ -74,7 +74,7 @@ func TestEvalBadInput(t *testing.T) {
 		{[]string{"--tasks", "json_kv", "--lengths", "900", "extra"}, `unexpected arguments ["extra"]`},
 		{[]string{"--tasks", "json_kv", "--lengths", "900", "--methods", "full,streaming:sink=4,window=-1"}, `"streaming:sink=4,window=-1"`},
 		{[]string{"--tasks", "json_kv", "--lengths", "1000"}, "context of 1024 tokens"},
-		{[]string{"--tasks", "json_kv", "--lengths", "900", "--out", "../../README.md"}, "--out: results ../../README.md is not a kvfoot results file"},
+		{[]string{"--tasks", "json_kv", "--lengths", "900", "--out", "../../README.md"}, "--out ../../README.md is a file: give a folder"},
 	} {
 		args := append([]string{"--model", "../../testdata/models/llama-gqa", "--tokenizer", "../../eval/testdata/bytes_tokenizer.json"}, tc.args...)
 		if err := runEval(args); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -1,0 +1,606 @@
+package eval
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// StudyReport is a study's outcome: per method, its critical KV footprint (overall at
+// the longest length, and per category and task at every length) and the mean score,
+// footprint and peak of every setting it ran.
+type StudyReport struct {
+	Model     string            `json:"model"`
+	Threshold float64           `json:"threshold"`
+	Lengths   []int             `json:"lengths"`
+	Samples   int               `json:"samples"`
+	Settings  map[string]string `json:"settings,omitempty"`
+	Methods   []MethodStudy     `json:"methods"`
+}
+
+// MethodStudy is one method's part of the report.
+type MethodStudy struct {
+	Name    string `json:"name"`
+	Spec    string `json:"spec"`
+	Missing string `json:"missing,omitempty"`
+	// The overall critical footprint and peak at the longest length (null: none passes).
+	CriticalFootprint *float64 `json:"critical_footprint"`
+	CriticalPeak      *float64 `json:"critical_peak"`
+	// Categories holds the critical footprint of every category at the longest length,
+	// and "overall" when there are several; Tasks that of every task; ByLength both for
+	// every length.
+	Categories map[string]Critical `json:"categories"`
+	Tasks      map[string]Critical `json:"tasks"`
+	ByLength   []LengthCritical    `json:"by_length,omitempty"`
+	Results    []StudyResult       `json:"results"`
+	timeline   []TimelineStep
+	// curves: per category at the longest length, every setting's (footprint, score)
+	curves map[string][][2]float64
+	full   map[string]float64 // full attention's score per category
+}
+
+// LengthCritical is the critical footprints at one length.
+type LengthCritical struct {
+	Length     int                 `json:"length"`
+	Categories map[string]Critical `json:"categories"`
+	Tasks      map[string]Critical `json:"tasks"`
+}
+
+// Critical is the critical KV footprint for one target.
+type Critical struct {
+	// Footprint is the smallest footprint among the settings that pass (null: none does);
+	// Below marks that the sparsest setting tried passes (the critical footprint is
+	// below it: "< x").
+	Footprint *float64 `json:"critical_footprint"`
+	Peak      *float64 `json:"critical_peak"`
+	Below     bool     `json:"below,omitempty"`
+	// Bracket is the footprint of the failing setting just below: the crossing lies in
+	// (Bracket, Footprint].
+	Bracket  *float64 `json:"bracket,omitempty"`
+	Sparsity *float64 `json:"sparsity,omitempty"` // the knob of the critical setting
+	Setting  string   `json:"setting,omitempty"`
+	Score    float64  `json:"score"`           // at the critical setting
+	Full     float64  `json:"reference_score"` // full attention's
+	// Interval is the 5th and 95th percentile of the critical footprint over bootstrap
+	// resamples of the samples (null upper end: in more than 5% of them no setting passes).
+	Interval [2]*float64 `json:"interval"`
+	Settings int         `json:"settings"` // settings evaluated for the target
+	Note     string      `json:"note,omitempty"`
+}
+
+// StudyResult is the mean over samples of one setting on one task and length.
+type StudyResult struct {
+	Task      string  `json:"task"`
+	Category  string  `json:"category"`
+	Length    int     `json:"length"`
+	Setting   string  `json:"setting"`
+	Sparsity  float64 `json:"sparsity"`
+	Score     float64 `json:"score"`
+	Footprint float64 `json:"footprint"`
+	Peak      float64 `json:"peak"`
+	PeakBytes float64 `json:"peak_bytes"`
+	Samples   int     `json:"samples"`
+}
+
+// Analyze computes the report of a study from its results.
+func Analyze(f StudyFile, samples []*Sample) *StudyReport {
+	rep := &StudyReport{Model: f.Model, Threshold: f.Threshold, Lengths: f.Lengths, Samples: f.Samples, Settings: f.Settings}
+	sweeps := collect(samples, f.Samples)
+	bytes := peakBytes(samples, f.Samples)
+	longest := slices.Max(f.Lengths)
+	targets := targetsOf(f.Tasks, f.Categories)
+	for _, m := range f.Methods {
+		ms := MethodStudy{Name: m.Name, Spec: m.Spec, Missing: m.Missing, Categories: map[string]Critical{}, Tasks: map[string]Critical{},
+			Results: []StudyResult{}}
+		for _, l := range f.Lengths {
+			sw := sweeps[pointKey{m.Name, l}]
+			ref := sweeps[pointKey{reference, l}]
+			lc := LengthCritical{Length: l, Categories: map[string]Critical{}, Tasks: map[string]Critical{}}
+			if sw != nil && ref != nil && len(ref.settings) > 0 {
+				rp := ref.settings[0]
+				for i, t := range targets {
+					lc.Categories[t.name] = criticalFor(sw.settings, rp, t, f, uint64(i))
+				}
+				for i, task := range f.Tasks {
+					t := one(task)
+					lc.Tasks[task] = criticalFor(sw.settings, rp, t, f, uint64(100+i))
+				}
+			}
+			if sw != nil {
+				for _, p := range sw.settings {
+					for _, task := range f.Tasks {
+						ss := p.tasks[task]
+						if len(ss) == 0 {
+							continue
+						}
+						sc, fp, pk := p.aggregate(one(task), nil)
+						ms.Results = append(ms.Results, StudyResult{Task: task, Category: f.Categories[task], Length: l,
+							Setting: p.spec, Sparsity: p.knob, Score: sc, Footprint: fp, Peak: pk,
+							PeakBytes: bytes[bytesKey{p.spec, task, l}], Samples: len(ss)})
+					}
+				}
+			}
+			if l == longest {
+				ms.Categories, ms.Tasks = lc.Categories, lc.Tasks
+				overall := targets[len(targets)-1].name
+				if c, ok := lc.Categories[overall]; ok {
+					ms.CriticalFootprint, ms.CriticalPeak = c.Footprint, c.Peak
+				}
+				ms.timeline = timelineOf(samples, m.Name, l, lc.Categories[overall], f.Tasks)
+				ms.curves, ms.full = map[string][][2]float64{}, map[string]float64{}
+				for _, t := range targets {
+					if ref != nil && len(ref.settings) > 0 && ref.settings[0].covers(t, f.Samples) {
+						ms.full[t.name], _, _ = ref.settings[0].aggregate(t, nil)
+					}
+					for _, p := range sweepSettings(sw) {
+						if p.covers(t, f.Samples) {
+							sc, fp, _ := p.aggregate(t, nil)
+							ms.curves[t.name] = append(ms.curves[t.name], [2]float64{fp, sc})
+						}
+					}
+				}
+			}
+			if len(f.Lengths) > 1 {
+				ms.ByLength = append(ms.ByLength, lc)
+			}
+		}
+		rep.Methods = append(rep.Methods, ms)
+	}
+	return rep
+}
+
+// criticalFor is the critical footprint of one target from the settings that cover it.
+func criticalFor(all []*point, ref *point, t target, f StudyFile, seed uint64) Critical {
+	var pts []*point
+	for _, p := range all {
+		if p.covers(t, f.Samples) {
+			pts = append(pts, p)
+		}
+	}
+	c := Critical{Settings: len(pts)}
+	if len(pts) == 0 || !ref.covers(t, f.Samples) {
+		return c
+	}
+	c.Full, _, _ = ref.aggregate(t, nil)
+	if c.Full == 0 {
+		c.Note = "full attention scores 0: no threshold to keep"
+		return c
+	}
+	x := critical(pts, ref, t, f.Threshold, nil)
+	bs := bootstrap(pts, ref, t, f.Threshold, f.Bootstrap, seed)
+	c.Interval = [2]*float64{finite(quantile(bs, 0.05)), finite(quantile(bs, 0.95))}
+	if !x.found {
+		return c
+	}
+	p := pts[x.pass]
+	c.Footprint, c.Peak, c.Below = ptr(x.fp), ptr(x.peak), x.below
+	c.Sparsity, c.Setting = ptr(p.knob), p.spec
+	c.Score, _, _ = p.aggregate(t, nil)
+	if !x.below {
+		c.Bracket = ptr(x.lower)
+	}
+	return c
+}
+
+func ptr(x float64) *float64 { return &x }
+
+func sweepSettings(sw *sweep) []*point {
+	if sw == nil {
+		return nil
+	}
+	return sw.settings
+}
+
+func finite(x float64) *float64 {
+	if math.IsInf(x, 0) || math.IsNaN(x) {
+		return nil
+	}
+	return &x
+}
+
+type bytesKey struct {
+	spec, task string
+	length     int
+}
+
+// peakBytes is the mean peak bytes per setting, task and length.
+func peakBytes(samples []*Sample, n int) map[bytesKey]float64 {
+	sum, cnt := map[bytesKey]float64{}, map[bytesKey]int{}
+	for _, s := range samples {
+		if n > 0 && s.Index >= n {
+			continue
+		}
+		k := bytesKey{s.Method, s.Task, s.Length}
+		sum[k] += float64(s.PeakBytes)
+		cnt[k]++
+	}
+	for k := range sum {
+		sum[k] /= float64(cnt[k])
+	}
+	return sum
+}
+
+// timelineOf is the KV entries over time of one request of the method: the first
+// sample of the first task, at the critical setting (else the densest one run).
+func timelineOf(samples []*Sample, name string, length int, c Critical, taskList []string) []TimelineStep {
+	var best *Sample
+	for _, s := range samples {
+		if s.Index != 0 || s.Length != length || len(s.Timeline) == 0 || len(taskList) == 0 || s.Task != taskList[0] {
+			continue
+		}
+		if n := s.Name; n != name && !(n == "" && s.Method == name) {
+			continue
+		}
+		if c.Setting != "" && s.Method == c.Setting {
+			return s.Timeline
+		}
+		if best == nil || s.Knob < best.Knob {
+			best = s
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return best.Timeline
+}
+
+// fmtCritical renders a critical footprint for a table: "0.312 (0.28–0.35)", "< 0.120",
+// "none".
+func fmtCritical(c Critical, peak bool) string {
+	v := c.Footprint
+	if peak {
+		v = c.Peak
+	}
+	if c.Settings == 0 {
+		return "not run"
+	}
+	if c.Full == 0 {
+		return "n/a (full scores 0)"
+	}
+	if v == nil {
+		return "none"
+	}
+	s := fmt.Sprintf("%.3f", *v)
+	if c.Below {
+		s = "< " + s
+	}
+	if !peak {
+		lo, hi := "?", "none"
+		if c.Interval[0] != nil {
+			lo = fmt.Sprintf("%.2f", *c.Interval[0])
+		}
+		if c.Interval[1] != nil {
+			hi = fmt.Sprintf("%.2f", *c.Interval[1])
+		}
+		s += fmt.Sprintf(" [%s, %s]", lo, hi)
+	}
+	return s
+}
+
+// categoryColumns are the report's categories in the study's order, overall last.
+func (r *StudyReport) categoryColumns() []string {
+	var cols []string
+	for _, m := range r.Methods {
+		for c := range m.Categories {
+			if !slices.Contains(cols, c) {
+				cols = append(cols, c)
+			}
+		}
+	}
+	slices.SortFunc(cols, func(a, b string) int {
+		if (a == "overall") != (b == "overall") {
+			if a == "overall" {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a, b)
+	})
+	return cols
+}
+
+// Table is the critical-footprint table as text (the paper's Table 2): a row per
+// method, a column per category.
+func (r *StudyReport) Table() string {
+	cols := r.categoryColumns()
+	var b strings.Builder
+	rows := [][]string{append([]string{"method"}, cols...)}
+	for _, m := range r.Methods {
+		row := []string{m.Name}
+		for _, c := range cols {
+			if m.Missing != "" {
+				row = append(row, "missing")
+				continue
+			}
+			row = append(row, fmtCritical(m.Categories[c], false))
+		}
+		rows = append(rows, row)
+	}
+	widths := make([]int, len(cols)+1)
+	for _, row := range rows {
+		for i, cell := range row {
+			widths[i] = max(widths[i], len([]rune(cell)))
+		}
+	}
+	for _, row := range rows {
+		for i, cell := range row {
+			fmt.Fprintf(&b, "%-*s", widths[i]+2, cell)
+		}
+		b.WriteString("\n")
+	}
+	for _, m := range r.Methods {
+		if m.Missing != "" {
+			fmt.Fprintf(&b, "%s: %s\n", m.Name, m.Missing)
+		}
+	}
+	return b.String()
+}
+
+// Markdown is the report as a markdown document.
+func (r *StudyReport) Markdown() string {
+	var b strings.Builder
+	longest := slices.Max(r.Lengths)
+	fmt.Fprintf(&b, "# Critical KV footprints\n\nModel `%s`; prompts of %s tokens; %d samples per task; a setting passes with a score ≥ %.0f%% of full attention's.\n",
+		r.Model, joinInts(r.Lengths), r.Samples, 100*r.Threshold)
+	if len(r.Settings) > 0 {
+		var keys []string
+		for k := range r.Settings {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b.WriteString("Settings:")
+		for _, k := range keys {
+			fmt.Fprintf(&b, " %s=%s", k, r.Settings[k])
+		}
+		b.WriteString(".\n")
+	}
+	fmt.Fprintf(&b, "\n## Critical KV footprint at %d tokens (the paper's Table 2)\n\n", longest)
+	b.WriteString("The smallest measured KV footprint among a method's settings that keep the threshold, with the 5–95% interval over bootstrap resamples of the samples in brackets (`none` as the upper end: in more than 5% of resamples no setting passes); `none`: no setting passes; `< x`: the sparsest setting tried still passes.\n\n")
+	cols := r.categoryColumns()
+	writeTable(&b, append([]string{"method"}, cols...), func(add func(...string)) {
+		for _, m := range r.Methods {
+			row := []string{m.Name}
+			for _, c := range cols {
+				if m.Missing != "" {
+					row = append(row, "missing")
+				} else {
+					row = append(row, fmtCritical(m.Categories[c], false))
+				}
+			}
+			add(row...)
+		}
+	})
+	b.WriteString("\nCritical KV peak (the peak at the critical setting):\n\n")
+	writeTable(&b, append([]string{"method"}, cols...), func(add func(...string)) {
+		for _, m := range r.Methods {
+			row := []string{m.Name}
+			for _, c := range cols {
+				if m.Missing != "" {
+					row = append(row, "missing")
+				} else {
+					row = append(row, fmtCritical(m.Categories[c], true))
+				}
+			}
+			add(row...)
+		}
+	})
+	var missing []string
+	for _, m := range r.Methods {
+		if m.Missing != "" {
+			missing = append(missing, fmt.Sprintf("- %s: %s", m.Name, m.Missing))
+		}
+	}
+	if len(missing) > 0 {
+		b.WriteString("\nMissing methods:\n\n" + strings.Join(missing, "\n") + "\n")
+	}
+	b.WriteString("\n## Per task\n\n")
+	taskCols := r.taskColumns()
+	writeTable(&b, append([]string{"method"}, taskCols...), func(add func(...string)) {
+		for _, m := range r.Methods {
+			if m.Missing != "" {
+				continue
+			}
+			row := []string{m.Name}
+			for _, t := range taskCols {
+				row = append(row, fmtCritical(m.Tasks[t], false))
+			}
+			add(row...)
+		}
+	})
+	for _, l := range r.Lengths {
+		if l == longest {
+			continue
+		}
+		fmt.Fprintf(&b, "\n## Critical KV footprint at %d tokens\n\n", l)
+		writeTable(&b, append([]string{"method"}, cols...), func(add func(...string)) {
+			for _, m := range r.Methods {
+				row := []string{m.Name}
+				for _, c := range cols {
+					if m.Missing != "" {
+						row = append(row, "missing")
+						continue
+					}
+					var cr Critical
+					for _, lc := range m.ByLength {
+						if lc.Length == l {
+							cr = lc.Categories[c]
+						}
+					}
+					row = append(row, fmtCritical(cr, false))
+				}
+				add(row...)
+			}
+		})
+	}
+	b.WriteString("\n## Every setting\n\nMeans over samples; footprint and peak are the meter's, as fractions of full attention; peak bytes is the most storage the cache held.\n\n")
+	writeTable(&b, []string{"method", "sparsity", "task", "length", "score", "footprint", "peak", "peak KiB", "samples", "setting"}, func(add func(...string)) {
+		for _, m := range r.Methods {
+			for _, x := range m.Results {
+				add(m.Name, fmt.Sprintf("%.3g", x.Sparsity), x.Task, strconv.Itoa(x.Length), fmt.Sprintf("%.1f", x.Score),
+					fmt.Sprintf("%.3f", x.Footprint), fmt.Sprintf("%.3f", x.Peak), fmt.Sprintf("%.0f", x.PeakBytes/1024),
+					strconv.Itoa(x.Samples), "`"+x.Setting+"`")
+			}
+		}
+	})
+	return b.String()
+}
+
+func (r *StudyReport) taskColumns() []string {
+	var cols []string
+	for _, m := range r.Methods {
+		for t := range m.Tasks {
+			if !slices.Contains(cols, t) {
+				cols = append(cols, t)
+			}
+		}
+	}
+	slices.Sort(cols)
+	return cols
+}
+
+func writeTable(b *strings.Builder, header []string, rows func(add func(...string))) {
+	b.WriteString("| " + strings.Join(header, " | ") + " |\n|")
+	for range header {
+		b.WriteString(" --- |")
+	}
+	b.WriteString("\n")
+	rows(func(cells ...string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") })
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ", ")
+}
+
+// WriteReport writes the report into dir: report.md, report.json, results.csv,
+// critical.csv and the plots (PNG and SVG).
+func (r *StudyReport) WriteReport(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{"report.md": []byte(r.Markdown()), "report.json": append(js, '\n')}
+	var rows, crit [][]string
+	rows = append(rows, []string{"method", "task", "category", "length", "sparsity", "setting", "score", "footprint", "peak", "peak_bytes", "samples"})
+	crit = append(crit, []string{"method", "length", "target", "critical_footprint", "critical_peak", "below", "bracket", "interval_low", "interval_high", "sparsity", "score", "reference_score"})
+	num := func(p *float64) string {
+		if p == nil {
+			return ""
+		}
+		return strconv.FormatFloat(*p, 'g', 6, 64)
+	}
+	for _, m := range r.Methods {
+		for _, x := range m.Results {
+			rows = append(rows, []string{m.Name, x.Task, x.Category, strconv.Itoa(x.Length), strconv.FormatFloat(x.Sparsity, 'g', -1, 64),
+				x.Setting, fmt.Sprintf("%.4f", x.Score), fmt.Sprintf("%.6f", x.Footprint), fmt.Sprintf("%.6f", x.Peak),
+				fmt.Sprintf("%.0f", x.PeakBytes), strconv.Itoa(x.Samples)})
+		}
+		lengths := m.ByLength
+		if len(lengths) == 0 && len(r.Lengths) > 0 {
+			lengths = []LengthCritical{{Length: r.Lengths[0], Categories: m.Categories, Tasks: m.Tasks}}
+		}
+		for _, lc := range lengths {
+			for _, group := range []map[string]Critical{lc.Categories, lc.Tasks} {
+				var names []string
+				for k := range group {
+					names = append(names, k)
+				}
+				slices.Sort(names)
+				for _, k := range names {
+					c := group[k]
+					crit = append(crit, []string{m.Name, strconv.Itoa(lc.Length), k, num(c.Footprint), num(c.Peak), strconv.FormatBool(c.Below),
+						num(c.Bracket), num(c.Interval[0]), num(c.Interval[1]), num(c.Sparsity), fmt.Sprintf("%.4f", c.Score), fmt.Sprintf("%.4f", c.Full)})
+				}
+			}
+		}
+	}
+	for name, recs := range map[string][][]string{"results.csv": rows, "critical.csv": crit} {
+		var sb strings.Builder
+		w := csv.NewWriter(&sb)
+		w.WriteAll(recs)
+		files[name] = []byte(sb.String())
+	}
+	for name, data := range files {
+		if err := writeFileAtomic(filepath.Join(dir, name), data); err != nil {
+			return err
+		}
+	}
+	return r.plots(dir)
+}
+
+// writeFileAtomic writes data to path through a temporary file and a rename.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	return nil
+}
+
+// StudyFileName is the study's settings in its folder (StudyFile).
+const StudyFileName = "study.json"
+
+// WriteStudy writes a study's settings and its report into dir (kvfoot report DIR
+// reads the first and the results to redo the second).
+func WriteStudy(dir string, f StudyFile, r *StudyReport) error {
+	js, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, StudyFileName), append(js, '\n')); err != nil {
+		return err
+	}
+	return r.WriteReport(dir)
+}
+
+// Reopen reads a study's folder: its settings and every result in its results file,
+// for kvfoot report.
+func Reopen(dir string) (StudyFile, []*Sample, error) {
+	var f StudyFile
+	data, err := os.ReadFile(filepath.Join(dir, StudyFileName))
+	if err != nil {
+		return f, nil, fmt.Errorf("report: %w (a folder written by kvfoot eval --out DIR holds it)", err)
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return f, nil, fmt.Errorf("report: %s: %w", filepath.Join(dir, StudyFileName), err)
+	}
+	if len(f.Methods) == 0 || len(f.Lengths) == 0 || len(f.Tasks) == 0 || f.Samples < 1 || !(f.Threshold > 0) || f.Bootstrap < 1 {
+		return f, nil, fmt.Errorf("report: %s lacks methods, tasks, lengths, samples, threshold or bootstrap", filepath.Join(dir, StudyFileName))
+	}
+	path := ResultsPath(dir)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return f, nil, fmt.Errorf("report: %w", err)
+	}
+	var out []*Sample
+	lines := strings.Split(string(raw), "\n")
+	for i, l := range lines {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		s, err := parseResult([]byte(l))
+		if err != nil {
+			if i == len(lines)-1 {
+				break // a last line cut short by an interrupted write
+			}
+			return f, nil, fmt.Errorf("report: results %s line %d: %w", path, i+1, err)
+		}
+		out = append(out, s)
+	}
+	return f, out, nil
+}

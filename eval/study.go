@@ -1,0 +1,496 @@
+package eval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kvfoot/kvfoot/tasks"
+)
+
+// Method is one method of a study: a name and its policy spec, in which {s} stands for
+// the sparsity knob (0…1) and {window} for streaming's window int((1−s)·length); a
+// spec without them is one setting.
+type Method struct {
+	Name string `json:"name"`
+	Spec string `json:"spec"`
+	// Missing says why the method cannot run here (its masks are not trained yet, say):
+	// it is listed in the report, not run.
+	Missing string `json:"missing,omitempty"`
+}
+
+// Knob reports whether the method has a sparsity knob.
+func (m Method) Knob() bool {
+	return strings.Contains(m.Spec, "{s}") || strings.Contains(m.Spec, "{window}")
+}
+
+// At is the method's spec at knob x for prompts of length tokens.
+func (m Method) At(x float64, length int) string {
+	s := strings.ReplaceAll(m.Spec, "{s}", strconv.FormatFloat(x, 'g', -1, 64))
+	return strings.ReplaceAll(s, "{window}", strconv.Itoa(int((1-x)*float64(length))))
+}
+
+// Study is the paper's experiment (its Table 2): every method's knob swept on a coarse
+// grid, then bisected on each target (every category, and all of them when there are
+// several) until the footprint at the threshold crossing is known to Tol, and the
+// critical KV footprint reported per task, category and overall, with a bootstrap
+// interval over samples. Config gives the tasks, lengths, samples, generation and
+// results file; its Methods are ignored.
+type Study struct {
+	Config
+	Methods   []Method
+	Threshold float64   // a setting passes with a score ≥ Threshold × full attention's
+	Grid      []float64 // the knob values every method with one runs first
+	Tol       float64   // bisection stops once the crossing's bracket spans ≤ Tol of footprint
+	Step      float64   // the knob's resolution: bisection never splits finer
+	Probes    int       // the most bisection settings per method, target and length
+	Bootstrap int       // resamples for the intervals
+	// Ctx, when set, stops the study between samples once it is done (SIGINT); what has
+	// run is in the results file, and the same study resumes from it.
+	Ctx context.Context
+}
+
+// ErrInterrupted is returned by RunStudy when its context ends it.
+var ErrInterrupted = errors.New("interrupted")
+
+// reference is the method every score is compared with.
+const reference = "full"
+
+// withReference returns the methods with full attention first.
+func (st *Study) withReference() []Method {
+	ms := slices.Clone(st.Methods)
+	if i := slices.IndexFunc(ms, func(m Method) bool { return m.Name == reference }); i >= 0 {
+		ms = append(ms[i:i+1], append(ms[:i:i], ms[i+1:]...)...)
+	} else {
+		ms = append([]Method{{Name: reference, Spec: "full"}}, ms...)
+	}
+	return ms
+}
+
+func (st *Study) check(b Backend) error {
+	if !(st.Threshold > 0 && st.Threshold <= 1) {
+		return fmt.Errorf("threshold %v: want a fraction in (0, 1]", st.Threshold)
+	}
+	if len(st.Grid) == 0 || !(st.Tol > 0) || !(st.Step > 0) || st.Probes < 0 || st.Bootstrap < 1 {
+		return fmt.Errorf("study: want a grid, a positive tolerance and step, probes ≥ 0 and bootstrap ≥ 1")
+	}
+	for _, x := range st.Grid {
+		if !(x >= 0 && x <= 1) {
+			return fmt.Errorf("grid value %v: want a sparsity in [0, 1]", x)
+		}
+	}
+	seen := map[string]bool{}
+	var specs []string
+	for _, m := range st.withReference() {
+		if seen[m.Name] {
+			return fmt.Errorf("method %q given twice", m.Name)
+		}
+		seen[m.Name] = true
+		if m.Missing != "" {
+			continue
+		}
+		for _, l := range st.lengths(b) {
+			specs = append(specs, m.At(st.Grid[0], l))
+		}
+	}
+	cfg := st.Config
+	cfg.Methods = specs
+	return Check(&cfg, b)
+}
+
+// studyRun is a study in progress.
+type studyRun struct {
+	*Study
+	r        *runner
+	targets  []target
+	progress *progress
+}
+
+// RunStudy runs the study, skipping samples already in the results file, and returns
+// its report; settings are recorded in it (the chunk size, the generation mode).
+func RunStudy(st Study, b Backend, settings map[string]string) (*StudyReport, error) {
+	if err := st.check(b); err != nil {
+		return nil, err
+	}
+	r, err := newRunner(&st.Config, b)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	st.Tasks, st.Lengths = st.taskNames(), st.lengths(b)
+	s := &studyRun{Study: &st, r: r, targets: targetsOf(st.Tasks, st.categories()), progress: newProgress(st.Progress, 0)}
+	s.progress.total = max(s.plan(), 1)
+	for _, l := range st.Lengths {
+		for _, m := range st.withReference() {
+			if err := s.method(m, l); err != nil {
+				s.progress.finish()
+				return Analyze(st.File(settings), r.samples()), err
+			}
+		}
+	}
+	s.progress.finish()
+	return Analyze(st.File(settings), r.samples()), nil
+}
+
+// plan is the number of samples a study runs at most: every setting of the grid on
+// every task, and every probe on its target's tasks.
+func (s *studyRun) plan() int {
+	all := 0
+	for _, c := range s.r.cells {
+		all += c.samples
+	}
+	n := 0
+	for _, m := range s.withReference() {
+		switch {
+		case m.Missing != "":
+		case m.Knob():
+			n += len(s.Grid)*all + s.Probes*len(s.targets)*all
+		default:
+			n += all
+		}
+	}
+	return n
+}
+
+// targetsOf are the categories of the tasks (cats gives each task's), and all of them
+// together when there are several.
+func targetsOf(taskList []string, cats map[string]string) []target {
+	byCat := map[string][]string{}
+	var order []string
+	for _, t := range taskList {
+		c := cats[t]
+		if _, ok := byCat[c]; !ok {
+			order = append(order, c)
+		}
+		if !slices.Contains(byCat[c], t) {
+			byCat[c] = append(byCat[c], t)
+		}
+	}
+	var ts []target
+	for _, c := range order {
+		ts = append(ts, target{name: c, cats: map[string][]string{c: byCat[c]}})
+	}
+	if len(order) > 1 {
+		ts = append(ts, target{name: "overall", cats: byCat})
+	}
+	return ts
+}
+
+// categories maps every task of the study to its category.
+func (st *Study) categories() map[string]string {
+	m := map[string]string{}
+	for _, t := range st.Tasks {
+		m[t] = tasks.Category(t)
+	}
+	for _, ds := range st.Data {
+		m[ds.Name] = ds.Instances[0].Category
+	}
+	return m
+}
+
+// taskNames are the study's tasks: the generated ones, or the loaded datasets.
+func (st *Study) taskNames() []string {
+	if len(st.Data) == 0 {
+		return st.Tasks
+	}
+	var ns []string
+	for _, ds := range st.Data {
+		ns = append(ns, ds.Name)
+	}
+	return ns
+}
+
+// lengths are the study's lengths: the generated tasks', or the model's context for
+// loaded data.
+func (st *Study) lengths(b Backend) []int {
+	if len(st.Data) == 0 {
+		return st.Lengths
+	}
+	return []int{b.Context()}
+}
+
+// method runs one method at one length: its grid on every task, then bisection on
+// every target.
+func (s *studyRun) method(m Method, length int) error {
+	if m.Missing != "" {
+		return nil
+	}
+	if !m.Knob() {
+		return s.setting(m, 0, length, s.Tasks)
+	}
+	for _, x := range s.Grid {
+		if err := s.setting(m, x, length, s.Tasks); err != nil {
+			return err
+		}
+	}
+	// Each target bisects over the grid and its own probes only, so that a resumed study
+	// (whose results file may hold other targets' probes) asks for the same settings.
+	for _, t := range s.targets {
+		knobs := slices.Clone(s.Grid)
+		for range s.Probes {
+			pts, ref := s.points(m, length, t, knobs)
+			x, ok := nextProbe(pts, ref, t, s.Threshold, s.Tol, s.Step)
+			if !ok {
+				break
+			}
+			if err := s.setting(m, x, length, t.tasks()); err != nil {
+				return err
+			}
+			knobs = append(knobs, x)
+		}
+	}
+	return nil
+}
+
+// setting runs method m at knob x on every sample of tasks at length.
+func (s *studyRun) setting(m Method, x float64, length int, tasks []string) error {
+	spec := m.At(x, length)
+	for _, task := range tasks {
+		c := s.r.cell(task, length)
+		if c == nil {
+			return fmt.Errorf("study: no task %s at length %d", task, length)
+		}
+		for i := range c.samples {
+			if s.Ctx != nil && s.Ctx.Err() != nil {
+				return ErrInterrupted
+			}
+			smp, ran, err := s.r.sample(spec, c, i, func(smp *Sample) {
+				smp.Name, smp.Template, smp.Knob = m.Name, m.Spec, x
+			})
+			if err != nil {
+				return err
+			}
+			s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %.0f", m.Name, knobLabel(m, x), task, i, smp.Score))
+		}
+	}
+	return nil
+}
+
+func knobLabel(m Method, x float64) string {
+	if !m.Knob() {
+		return ""
+	}
+	return fmt.Sprintf("s=%.3g", x)
+}
+
+// points are the settings of m at length with a knob in knobs that cover target t, and
+// the full attention reference, from the samples run so far.
+func (s *studyRun) points(m Method, length int, t target, knobs []float64) ([]*point, *point) {
+	byMethod := collect(s.r.samples(), s.Samples)
+	ref := byMethod[pointKey{reference, length}]
+	var pts []*point
+	for _, p := range sweepSettings(byMethod[pointKey{m.Name, length}]) {
+		if p.covers(t, s.Samples) && slices.Contains(knobs, p.knob) {
+			pts = append(pts, p)
+		}
+	}
+	if ref == nil || len(ref.settings) == 0 {
+		return pts, &point{tasks: map[string][]sampleStat{}}
+	}
+	return pts, ref.settings[0]
+}
+
+// samples are every result the runner holds (read from the file or run now).
+func (r *runner) samples() []*Sample {
+	var out []*Sample
+	for _, sts := range r.store.byID {
+		for _, st := range sts {
+			out = append(out, st.s)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Sample) int {
+		return strings.Compare(fmt.Sprintf("%s\x00%s\x00%08d\x00%08d", a.Method, a.Task, a.Length, a.Index),
+			fmt.Sprintf("%s\x00%s\x00%08d\x00%08d", b.Method, b.Task, b.Length, b.Index))
+	})
+	return out
+}
+
+// pointKey is a method at a length.
+type pointKey struct {
+	name   string
+	length int
+}
+
+// sweep is one method's settings at one length, ascending in knob.
+type sweep struct {
+	template string
+	settings []*point
+}
+
+// collect groups samples into settings: by method name (the spec when a result has no
+// name), length and knob; each setting keeps its first n samples per task (n = 0:
+// all), in index order.
+func collect(samples []*Sample, n int) map[pointKey]*sweep {
+	out := map[pointKey]*sweep{}
+	type sk struct {
+		pointKey
+		knob float64
+		spec string
+	}
+	byKey := map[sk]*point{}
+	for _, smp := range samples {
+		name := smp.Name
+		if name == "" {
+			name = smp.Method
+		}
+		k := sk{pointKey{name, smp.Length}, smp.Knob, smp.Method}
+		p := byKey[k]
+		if p == nil {
+			p = &point{knob: smp.Knob, spec: smp.Method, tasks: map[string][]sampleStat{}}
+			byKey[k] = p
+			sw := out[k.pointKey]
+			if sw == nil {
+				sw = &sweep{template: smp.Template}
+				out[k.pointKey] = sw
+			}
+			sw.settings = append(sw.settings, p)
+		}
+		if n > 0 && smp.Index >= n || smp.Index != len(p.tasks[smp.Task]) {
+			continue // beyond the study's samples, or a gap in the indices
+		}
+		p.tasks[smp.Task] = append(p.tasks[smp.Task], sampleStat{smp.Score, smp.Footprint, smp.Peak})
+	}
+	for _, sw := range out {
+		slices.SortFunc(sw.settings, func(a, b *point) int {
+			if a.knob != b.knob {
+				return cmpFloat(a.knob, b.knob)
+			}
+			return strings.Compare(a.spec, b.spec)
+		})
+	}
+	return out
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// progress draws a bar with an ETA on a terminal, and a line every ten seconds
+// otherwise.
+type progress struct {
+	w          io.Writer
+	tty        bool
+	total      int
+	done, runs int
+	start      time.Time
+	ranFor     time.Duration
+	last       time.Time
+}
+
+func newProgress(w io.Writer, total int) *progress {
+	p := &progress{w: w, total: max(total, 1), start: time.Now(), last: time.Now()}
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+// add counts one sample: run now (ran) or found in the results file.
+func (p *progress) add(ran bool, what string) {
+	if p.w == nil {
+		return
+	}
+	now := time.Now()
+	p.done++
+	if ran {
+		p.runs++
+		p.ranFor = now.Sub(p.start)
+	}
+	if !p.tty && now.Sub(p.last) < 10*time.Second && p.done < p.total {
+		return
+	}
+	p.last = now
+	eta := "?"
+	if p.runs > 0 {
+		left := time.Duration(float64(p.ranFor) / float64(p.runs) * float64(max(p.total-p.done, 0)))
+		eta = left.Round(time.Second).String()
+	}
+	const width = 30
+	fill := min(width, width*p.done/p.total)
+	bar := strings.Repeat("=", fill) + strings.Repeat(" ", width-fill)
+	line := fmt.Sprintf("[%s] %d/%d samples, %s elapsed, at most %s left: %s", bar, p.done, p.total,
+		now.Sub(p.start).Round(time.Second), eta, what)
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\033[K%s", line)
+		return
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *progress) finish() {
+	if p.w != nil && p.tty {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// StudyFile is the study's settings as written next to its results, so that
+// `kvfoot report DIR` can redo the analysis.
+type StudyFile struct {
+	Model      string            `json:"model"`
+	Methods    []Method          `json:"methods"`
+	Tasks      []string          `json:"tasks"`
+	Categories map[string]string `json:"categories"` // of every task
+	Lengths    []int             `json:"lengths"`
+	Samples    int               `json:"samples"`
+	Threshold  float64           `json:"threshold"`
+	Grid       []float64         `json:"grid"`
+	Tol        float64           `json:"tolerance"`
+	Step       float64           `json:"step"`
+	Probes     int               `json:"probes"`
+	Bootstrap  int               `json:"bootstrap"`
+	Settings   map[string]string `json:"settings"` // chunk, generation, BOS, …
+}
+
+// File is the study's StudyFile.
+func (st *Study) File(settings map[string]string) StudyFile {
+	return StudyFile{Model: st.Model, Methods: st.withReference(), Tasks: st.Tasks, Categories: st.categories(), Lengths: st.Lengths, Samples: st.Samples,
+		Threshold: st.Threshold, Grid: st.Grid, Tol: st.Tol, Step: st.Step, Probes: st.Probes, Bootstrap: st.Bootstrap,
+		Settings: settings}
+}
+
+// ResultsPath is where a study or an evaluation with --out DIR keeps its results.
+func ResultsPath(dir string) string { return filepath.Join(dir, "results.jsonl") }
+
+// Preset returns a named study for a model with the given context, without its
+// methods and data: "default" fits ten minutes on a 2-core machine (the four recall
+// tasks at the model's length less room for the answer, 2 samples per task, a grid of
+// three, two bisection steps); "full" is the whole study for a bigger machine (every
+// task at 2K and at the model's length less 512, 20 samples, a grid of five, four
+// bisection steps to 0.02).
+func Preset(name string, context int) (Study, error) {
+	st := Study{Threshold: 0.9, Bootstrap: 1000}
+	switch name {
+	case "default":
+		st.Tasks = []string{"json_kv", "ruler_mk_needle", "ruler_mk_uuid", "ruler_mv"}
+		st.Lengths = []int{context - 128}
+		st.Samples = 2
+		st.Grid, st.Tol, st.Step, st.Probes = []float64{0.25, 0.5, 0.75}, 0.05, 1.0/64, 2
+	case "full":
+		st.Tasks = tasks.Names()
+		st.Lengths = []int{2048, context - 512}
+		st.Samples = 20
+		st.Grid, st.Tol, st.Step, st.Probes = []float64{0.1, 0.3, 0.5, 0.7, 0.9}, 0.02, 1.0/256, 4
+		st.Bootstrap = 2000
+	default:
+		return Study{}, fmt.Errorf("study %q: want default or full", name)
+	}
+	if slices.Min(st.Lengths) < 1 {
+		return Study{}, fmt.Errorf("study %s: the model's context of %d tokens is too short", name, context)
+	}
+	return st, nil
+}
