@@ -51,7 +51,11 @@ type Study struct {
 	Tol       float64   // bisection stops once the crossing's bracket spans ≤ Tol of footprint
 	Step      float64   // the knob's resolution: bisection never splits finer
 	Probes    int       // the most bisection settings per method, target and length
-	Bootstrap int       // resamples for the intervals
+	// StopAtFail ends a method's grid at the first setting that fails every target
+	// (the sparser ones are taken to fail too), so that a short study spends its time
+	// on bisection; off, the whole grid runs and shows a non-monotone sweep.
+	StopAtFail bool
+	Bootstrap  int // resamples for the intervals
 	// Ctx, when set, stops the study between samples once it is done (SIGINT); what has
 	// run is in the results file, and the same study resumes from it.
 	Ctx context.Context
@@ -225,15 +229,20 @@ func (s *studyRun) method(m Method, length int) error {
 	if !m.Knob() {
 		return s.setting(m, 0, length, s.Tasks)
 	}
+	var grid []float64
 	for _, x := range s.Grid {
 		if err := s.setting(m, x, length, s.Tasks); err != nil {
 			return err
+		}
+		grid = append(grid, x)
+		if s.StopAtFail && s.failsAll(m, length, x) {
+			break // sparser settings are taken to fail too
 		}
 	}
 	// Each target bisects over the grid and its own probes only, so that a resumed study
 	// (whose results file may hold other targets' probes) asks for the same settings.
 	for _, t := range s.targets {
-		knobs := slices.Clone(s.Grid)
+		knobs := slices.Clone(grid)
 		for range s.Probes {
 			pts, ref := s.points(m, length, t, knobs)
 			x, ok := nextProbe(pts, ref, t, s.Threshold, s.Tol, s.Step)
@@ -247,6 +256,17 @@ func (s *studyRun) method(m Method, length int) error {
 		}
 	}
 	return nil
+}
+
+// failsAll reports whether m at knob x misses the threshold on every target.
+func (s *studyRun) failsAll(m Method, length int, x float64) bool {
+	for _, t := range s.targets {
+		pts, ref := s.points(m, length, t, []float64{x})
+		if len(pts) == 0 || critical(pts, ref, t, s.Threshold, nil).found {
+			return false
+		}
+	}
+	return true
 }
 
 // setting runs method m at knob x on every sample of tasks at length.
@@ -449,6 +469,7 @@ type StudyFile struct {
 	Samples    int               `json:"samples"`
 	Threshold  float64           `json:"threshold"`
 	Grid       []float64         `json:"grid"`
+	StopAtFail bool              `json:"stop_at_fail,omitempty"`
 	Tol        float64           `json:"tolerance"`
 	Step       float64           `json:"step"`
 	Probes     int               `json:"probes"`
@@ -459,7 +480,7 @@ type StudyFile struct {
 // File is the study's StudyFile.
 func (st *Study) File(settings map[string]string) StudyFile {
 	return StudyFile{Model: st.Model, Methods: st.withReference(), Tasks: st.Tasks, Categories: st.categories(), Lengths: st.Lengths, Samples: st.Samples,
-		Threshold: st.Threshold, Grid: st.Grid, Tol: st.Tol, Step: st.Step, Probes: st.Probes, Bootstrap: st.Bootstrap,
+		Threshold: st.Threshold, Grid: st.Grid, StopAtFail: st.StopAtFail, Tol: st.Tol, Step: st.Step, Probes: st.Probes, Bootstrap: st.Bootstrap,
 		Settings: settings}
 }
 
@@ -469,7 +490,7 @@ func ResultsPath(dir string) string { return filepath.Join(dir, "results.jsonl")
 // Preset returns a named study for a model with the given context, without its
 // methods and data: "default" fits ten minutes on a 2-core machine (the four recall
 // tasks at the model's length less room for the answer, 2 samples per task, a grid of
-// three, two bisection steps); "full" is the whole study for a bigger machine (every
+// three that stops at the first setting failing, two bisection steps); "full" is the whole study for a bigger machine (every
 // task at 2K and at the model's length less 512, 20 samples, a grid of five, four
 // bisection steps to 0.02).
 func Preset(name string, context int) (Study, error) {
@@ -479,7 +500,7 @@ func Preset(name string, context int) (Study, error) {
 		st.Tasks = []string{"json_kv", "ruler_mk_needle", "ruler_mk_uuid", "ruler_mv"}
 		st.Lengths = []int{context - 128}
 		st.Samples = 2
-		st.Grid, st.Tol, st.Step, st.Probes = []float64{0.25, 0.5, 0.75}, 0.05, 1.0/64, 2
+		st.Grid, st.Tol, st.Step, st.Probes, st.StopAtFail = []float64{0.2, 0.5, 0.8}, 0.05, 1.0/64, 2, true
 	case "full":
 		st.Tasks = tasks.Names()
 		st.Lengths = []int{2048, context - 512}

@@ -231,3 +231,24 @@ func TestMethodSpecs(t *testing.T) {
 		}
 	}
 }
+
+// StopAtFail ends the grid at the first setting failing everywhere: 0.9 is not run.
+func TestStudyStopAtFail(t *testing.T) {
+	st, f := knobStudy(t)
+	st.Grid, st.StopAtFail = []float64{0.25, 0.5, 0.75, 0.9}, true
+	rep, err := RunStudy(st, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.runs != 12 {
+		t.Errorf("%d runs, want 12 (0.9 skipped)", f.runs)
+	}
+	for _, r := range rep.Methods[1].Results {
+		if r.Sparsity == 0.9 {
+			t.Errorf("ran %s after a failing setting", r.Setting)
+		}
+	}
+	if c := rep.Methods[1].Categories["recall"]; c.Footprint == nil || *c.Footprint != 0.55 {
+		t.Errorf("recall %+v, want the same crossing", c)
+	}
+}
