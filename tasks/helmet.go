@@ -91,7 +91,11 @@ func LoadHELMET(r io.Reader, dataset string) ([]*Instance, error) {
 			if row.Query == "" || row.TypeNeedleV == "" {
 				return nil, fmt.Errorf("line %d: RULER rows need \"query\" and \"type_needle_v\"", line)
 			}
+			// HELMET's recall config: 100 new tokens for niah_mk_3 (UUIDs), 50 for the others
 			in.Metric, in.MaxNew = RulerRecall, 50
+			if strings.Contains(dataset, "mk_3") || strings.Contains(dataset, "multikey_3") {
+				in.MaxNew = 100
+			}
 			v, q := row.TypeNeedleV, row.Query
 			if multi {
 				head = fmt.Sprintf("Some special magic %s are hidden within the following text. Make sure to memorize it. "+

@@ -27,6 +27,11 @@ func TestLoadHELMET(t *testing.T) {
 	if len(mv[1].Answers) != 1 || mv[1].Answers[0] != "1111111" {
 		t.Errorf("answer list: %v", mv[1].Answers)
 	}
+	// HELMET's recall config: budgets of 50 new tokens, 100 for niah_mk_3 and JSON KV
+	mk3, err := LoadHELMETFile("testdata/helmet_ruler_mv.jsonl", "ruler_niah_mk_3")
+	if err != nil || mv[0].MaxNew != 50 || mk3[0].MaxNew != 100 {
+		t.Errorf("budgets %d (mv) and %d (mk_3, %v), want 50 and 100", mv[0].MaxNew, mk3[0].MaxNew, err)
+	}
 
 	kv, err := LoadHELMETFile("testdata/helmet_json_kv.jsonl", "json_kv")
 	if err != nil {
@@ -38,6 +43,9 @@ func TestLoadHELMET(t *testing.T) {
 		"Key: \"cc-33\"\nCorresponding value:"
 	if kv[0].Prompt != want {
 		t.Errorf("json_kv prompt\n%q\nwant\n%q", kv[0].Prompt, want)
+	}
+	if kv[0].MaxNew != 100 {
+		t.Errorf("json_kv budget %d, want 100", kv[0].MaxNew)
 	}
 	if kv[0].Score(` "DD-44"`) != 1 || kv[0].Score(` "dd-45"`) != 0 {
 		t.Error("json_kv substring match")

@@ -82,3 +82,91 @@ func TestEvalBadInput(t *testing.T) {
 		}
 	}
 }
+
+// kvfoot eval with no task flags runs the default study; --format json ends standard
+// output with the report object (model, threshold, methods with their critical
+// footprints, categories and results); the folder holds the report and resumes.
+func TestEvalDefaultStudy(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{"--model", "../../testdata/models/llama-gqa", "--tokenizer", "../../eval/testdata/bytes_tokenizer.json",
+		"--samples", "1", "--grid", "0.5", "--probes", "0", "--bootstrap", "20", "--format", "json", "--out", dir}
+	run := func() string {
+		r, w, _ := os.Pipe()
+		stdout, stderr := os.Stdout, os.Stderr
+		os.Stdout = w
+		os.Stderr, _ = os.Open(os.DevNull)
+		err := runEval(args)
+		w.Close()
+		os.Stdout, os.Stderr = stdout, stderr
+		out, _ := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		return lines[len(lines)-1]
+	}
+	last := run()
+	var rep struct {
+		Model     string  `json:"model"`
+		Threshold float64 `json:"threshold"`
+		Methods   []struct {
+			Name       string                     `json:"name"`
+			Spec       string                     `json:"spec"`
+			Missing    string                     `json:"missing"`
+			Critical   *float64                   `json:"critical_footprint"`
+			Peak       *float64                   `json:"critical_peak"`
+			Categories map[string]json.RawMessage `json:"categories"`
+			Results    []struct {
+				Task      string  `json:"task"`
+				Category  string  `json:"category"`
+				Length    int     `json:"length"`
+				Setting   string  `json:"setting"`
+				Sparsity  float64 `json:"sparsity"`
+				Score     float64 `json:"score"`
+				Footprint float64 `json:"footprint"`
+				Peak      float64 `json:"peak"`
+				Samples   int     `json:"samples"`
+			} `json:"results"`
+		} `json:"methods"`
+	}
+	if err := json.Unmarshal([]byte(last), &rep); err != nil {
+		t.Fatalf("last line %q: %v", last, err)
+	}
+	var names []string
+	for _, m := range rep.Methods {
+		names = append(names, m.Name)
+		if m.Missing == "" && len(m.Results) != 4 {
+			t.Errorf("%s: %d results, want the 4 recall tasks", m.Name, len(m.Results))
+		}
+		for _, r := range m.Results {
+			if r.Category != "recall" || r.Length != 1024-128 || r.Samples != 1 || !(r.Footprint > 0 && r.Footprint <= 1) {
+				t.Errorf("%s: result %+v", m.Name, r)
+			}
+		}
+	}
+	if want := "full streaming duo prulong snapkv snapkv* pyramidkv* int4 prulong+snapkv*+int4"; strings.Join(names, " ") != want || rep.Threshold != 0.9 {
+		t.Errorf("methods %q, threshold %v; want %q, 0.9", strings.Join(names, " "), rep.Threshold, want)
+	}
+	for _, f := range []string{"results.jsonl", "study.json", "report.md", "report.json", "results.csv", "critical.csv", "score_vs_footprint_recall.png", "kv_timeline.svg"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("report folder: %v", err)
+		}
+	}
+	results, _ := os.ReadFile(filepath.Join(dir, "results.jsonl"))
+	if again := run(); again != last {
+		t.Errorf("rerun changed the report:\n%s\n%s", again, last)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "results.jsonl")); string(after) != string(results) {
+		t.Errorf("rerun ran samples again (%d bytes of results, before %d)", len(after), len(results))
+	}
+	os.Remove(filepath.Join(dir, "report.md"))
+	if err := runReport([]string{dir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "report.md")); err != nil {
+		t.Errorf("kvfoot report did not write report.md: %v", err)
+	}
+	if err := runReport([]string{t.TempDir()}); err == nil || !strings.Contains(err.Error(), "study.json") {
+		t.Errorf("report of an empty folder: %v", err)
+	}
+}
