@@ -23,8 +23,10 @@ import (
 //	streaming             StreamingLLM: the masks' sink (else 16), window int((1−s)·length)
 //	duo, prulong          headmask: streaming heads at head sparsity s (the masks' sink and window)
 //	snapkv                SnapKV, post-fill: one eviction after the pre-fill
-//	snapkv*               SnapKV evicting after every pre-fill chunk
-//	pyramidkv*            PyramidKV evicting after every pre-fill chunk
+//	snapkv*               SnapKV evicting after every pre-fill chunk, patched (the prompt's last
+//	                      64 tokens score every chunk; naive scoring by the chunk's own last
+//	                      tokens loses the needles of the built-in model at 5% sparsity)
+//	pyramidkv*            PyramidKV evicting after every pre-fill chunk, patched
 //	locret                Locret (not in the default study)
 //	int4                  4-bit KIVI-style storage of every entry
 //	prulong+snapkv*+int4  PruLong's heads at s, SnapKV* at s in its full heads (per KV head), 4-bit storage
@@ -48,7 +50,7 @@ func BuiltinMethods(dir string) []Method {
 	}
 	composed := head(pl, plErr, "prulong+snapkv*+int4")
 	if plErr == nil {
-		composed.Spec += fmt.Sprintf("+snapkv:sparsity={s},window=%d,chunked=true,gqa=mean+quant:bits=4", snapWindow)
+		composed.Spec += fmt.Sprintf("+snapkv:sparsity={s},window=%d,chunked=true,patch=%d,gqa=mean+quant:bits=4", snapWindow, snapWindow)
 	}
 	return []Method{
 		{Name: "full", Spec: "full"},
@@ -56,8 +58,8 @@ func BuiltinMethods(dir string) []Method {
 		head(duo, duoErr, "duo"),
 		head(pl, plErr, "prulong"),
 		{Name: "snapkv", Spec: fmt.Sprintf("snapkv:sparsity={s},window=%d", snapWindow)},
-		{Name: "snapkv*", Spec: fmt.Sprintf("snapkv:sparsity={s},window=%d,chunked=true", snapWindow)},
-		{Name: "pyramidkv*", Spec: fmt.Sprintf("pyramidkv:sparsity={s},window=%d,chunked=true", snapWindow)},
+		{Name: "snapkv*", Spec: fmt.Sprintf("snapkv:sparsity={s},window=%d,chunked=true,patch=%d", snapWindow, snapWindow)},
+		{Name: "pyramidkv*", Spec: fmt.Sprintf("pyramidkv:sparsity={s},window=%d,chunked=true,patch=%d", snapWindow, snapWindow)},
 		{Name: "locret", Spec: "locret:sparsity={s},local=100,stabilizers=256"},
 		{Name: "int4", Spec: "quant:bits=4"},
 		composed,

@@ -76,7 +76,7 @@ func (r *StudyReport) scorePlot(cat string) *plot.Plot {
 	p.Y.Label.Text = "score"
 	p.X.Scale = plot.InvertedScale{Normalizer: plot.LinearScale{}}
 	p.X.Min, p.X.Max = 0, 100
-	p.Legend.Top, p.Legend.Left = false, true
+	p.Legend.Top, p.Legend.Left = false, false
 	full, any := 0.0, false
 	for i, m := range r.Methods {
 		pts := m.curves[cat]
@@ -128,7 +128,7 @@ func (r *StudyReport) scorePlot(cat string) *plot.Plot {
 // query sees, per stored head) of one request per method, against the position.
 func (r *StudyReport) timelinePlot() *plot.Plot {
 	p := plot.New()
-	p.Title.Text = "KV entries over one request (first sample, critical setting)"
+	p.Title.Text = "KV entries over one request (each method at its critical setting, else its densest)"
 	p.X.Label.Text = "tokens processed"
 	p.Y.Label.Text = "KV entries live per head"
 	p.Legend.Top, p.Legend.Left = true, true

@@ -71,7 +71,10 @@ type Critical struct {
 	// resamples of the samples (null upper end: in more than 5% of them no setting passes).
 	Interval [2]*float64 `json:"interval"`
 	Settings int         `json:"settings"` // settings evaluated for the target
-	Note     string      `json:"note,omitempty"`
+	// Densest is the largest footprint evaluated, when none passes (null otherwise).
+	Densest *float64 `json:"densest,omitempty"`
+	Fixed   bool     `json:"fixed,omitempty"` // the method has no knob: one setting
+	Note    string   `json:"note,omitempty"`
 }
 
 // StudyResult is the mean over samples of one setting on one task and length.
@@ -105,11 +108,11 @@ func Analyze(f StudyFile, samples []*Sample) *StudyReport {
 			if sw != nil && ref != nil && len(ref.settings) > 0 {
 				rp := ref.settings[0]
 				for i, t := range targets {
-					lc.Categories[t.name] = criticalFor(sw.settings, rp, t, f, uint64(i))
+					lc.Categories[t.name] = criticalFor(sw.settings, rp, t, f, uint64(i), !m.Knob())
 				}
 				for i, task := range f.Tasks {
 					t := one(task)
-					lc.Tasks[task] = criticalFor(sw.settings, rp, t, f, uint64(100+i))
+					lc.Tasks[task] = criticalFor(sw.settings, rp, t, f, uint64(100+i), !m.Knob())
 				}
 			}
 			if sw != nil {
@@ -156,14 +159,14 @@ func Analyze(f StudyFile, samples []*Sample) *StudyReport {
 }
 
 // criticalFor is the critical footprint of one target from the settings that cover it.
-func criticalFor(all []*point, ref *point, t target, f StudyFile, seed uint64) Critical {
+func criticalFor(all []*point, ref *point, t target, f StudyFile, seed uint64, fixed bool) Critical {
 	var pts []*point
 	for _, p := range all {
 		if p.covers(t, f.Samples) {
 			pts = append(pts, p)
 		}
 	}
-	c := Critical{Settings: len(pts)}
+	c := Critical{Settings: len(pts), Fixed: fixed}
 	if len(pts) == 0 || !ref.covers(t, f.Samples) {
 		return c
 	}
@@ -176,6 +179,12 @@ func criticalFor(all []*point, ref *point, t target, f StudyFile, seed uint64) C
 	bs := bootstrap(pts, ref, t, f.Threshold, f.Bootstrap, seed)
 	c.Interval = [2]*float64{finite(quantile(bs, 0.05)), finite(quantile(bs, 0.95))}
 	if !x.found {
+		densest := 0.0
+		for _, p := range pts {
+			_, fp, _ := p.aggregate(t, nil)
+			densest = max(densest, fp)
+		}
+		c.Densest = ptr(densest)
 		return c
 	}
 	p := pts[x.pass]
@@ -264,10 +273,16 @@ func fmtCritical(c Critical, peak bool) string {
 		return "n/a (full scores 0)"
 	}
 	if v == nil {
+		if c.Densest != nil && !peak {
+			return fmt.Sprintf("none (%.3f fails)", *c.Densest)
+		}
 		return "none"
 	}
 	s := fmt.Sprintf("%.3f", *v)
-	if c.Below {
+	switch {
+	case c.Fixed:
+		s += " (one setting)"
+	case c.Below:
 		s = "< " + s
 	}
 	if !peak {
@@ -361,7 +376,7 @@ func (r *StudyReport) Markdown() string {
 		b.WriteString(".\n")
 	}
 	fmt.Fprintf(&b, "\n## Critical KV footprint at %d tokens (the paper's Table 2)\n\n", longest)
-	b.WriteString("The smallest measured KV footprint among a method's settings that keep the threshold, with the 5–95% interval over bootstrap resamples of the samples in brackets (`none` as the upper end: in more than 5% of resamples no setting passes); `none`: no setting passes; `< x`: the sparsest setting tried still passes.\n\n")
+	b.WriteString("The smallest measured KV footprint among a method's settings that keep the threshold, with the 5–95% interval over bootstrap resamples of the samples in brackets (`none` as the upper end: in more than 5% of resamples no setting passes); `none (x fails)`: no setting passes, the densest tried having footprint x; `< x`: the sparsest setting tried still passes; `(one setting)`: a method without a knob, at its only setting.\n\n")
 	cols := r.categoryColumns()
 	writeTable(&b, append([]string{"method"}, cols...), func(add func(...string)) {
 		for _, m := range r.Methods {

@@ -205,7 +205,7 @@ func TestMethodSpecs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != 4 || ms[1].Spec != "snapkv:sparsity={s},window=64,chunked=true" || ms[2].Spec != "quant:bits=4" ||
+	if len(ms) != 4 || ms[1].Spec != "snapkv:sparsity={s},window=64,chunked=true,patch=64" || ms[2].Spec != "quant:bits=4" ||
 		ms[3].Name != "snapkv:sparsity={s},chunked=true,window=32" || !ms[3].Knob() {
 		t.Errorf("methods %+v", ms)
 	}
@@ -250,5 +250,34 @@ func TestStudyStopAtFail(t *testing.T) {
 	}
 	if c := rep.Methods[1].Categories["recall"]; c.Footprint == nil || *c.Footprint != 0.55 {
 		t.Errorf("recall %+v, want the same crossing", c)
+	}
+}
+
+// A headmask method's masks file is drawn as a layer × KV head map, its streaming heads
+// at the critical setting marked; every figure is written as PNG and SVG.
+func TestStudyMaskPlot(t *testing.T) {
+	st, f := knobStudy(t)
+	masks := filepath.Join(t.TempDir(), "masks.tsv")
+	if err := os.WriteFile(masks, []byte("1\t0.2\n0.9\t0\n0.4\t0.6\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st.Methods = []Method{{Name: "full", Spec: "full"}, {Name: "duo", Spec: "headmask:masks=" + masks + ",sparsity={s}"}}
+	rep, err := RunStudy(st, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := WriteStudy(dir, st.File(nil), rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"head_masks_duo.png", "head_masks_duo.svg", "score_vs_footprint_recall.svg"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	svg, _ := os.ReadFile(filepath.Join(dir, "head_masks_duo.svg"))
+	// at the critical sparsity 0.5625, ceil(0.5625·5) = 3 of the 6 heads are streaming
+	if n := strings.Count(string(svg), ">s</text>"); n != 3 {
+		t.Errorf("%d heads marked streaming in the SVG, want 3", n)
 	}
 }
