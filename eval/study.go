@@ -489,7 +489,7 @@ func ResultsPath(dir string) string { return filepath.Join(dir, "results.jsonl")
 
 // Preset returns a named study for a model with the given context, without its
 // methods and data: "default" fits ten minutes on a 2-core machine (the four recall
-// tasks at the model's length less room for the answer, 2 samples per task, a grid of
+// tasks at the model's length less room for the answer, 3 samples per task, a grid of
 // four from 5% that stops at the first setting failing, two bisection steps); "full" is the whole study for a bigger machine (every
 // task at 2K and at the model's length less 512, 20 samples, a grid of five, four
 // bisection steps to 0.02).
@@ -499,7 +499,7 @@ func Preset(name string, context int) (Study, error) {
 	case "default":
 		st.Tasks = []string{"json_kv", "ruler_mk_needle", "ruler_mk_uuid", "ruler_mv"}
 		st.Lengths = []int{context - 128}
-		st.Samples = 2
+		st.Samples = 3
 		st.Grid, st.Tol, st.Step, st.Probes, st.StopAtFail = []float64{0.05, 0.2, 0.5, 0.8}, 0.05, 1.0/64, 2, true
 	case "full":
 		st.Tasks = tasks.Names()
