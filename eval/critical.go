@@ -7,7 +7,7 @@ import (
 	"sort"
 )
 
-// The critical KV footprint (method-spec 1.8): for a method and a target (a task, a
+// The critical KV footprint (docs/METHODS.md §1.8): for a method and a target (a task, a
 // category or all of them), among its evaluated settings whose score is at least
 // threshold × the full-attention score, the smallest KV footprint. Scores and
 // footprints aggregate as the paper's gather_results.py does: per task the mean over

@@ -3,7 +3,7 @@ package footprint
 import "fmt"
 
 // Exact is the footprint of what the paper's evaluation harness really runs and keeps
-// (method-spec 1.10, 4.1, 4.3, 5.2, 5.3); Analytic is the published formula that
+// (docs/METHODS.md §1.10, 4.1, 4.3, 5.2, 5.3); Analytic is the published formula that
 // approximates it. Exact's lengths are the tokens fed, as the Meter counts them:
 // Prompt tokens pre-filled and Response tokens decoded. The harness pre-fills every
 // prompt token but the last and decodes that one first, so a harness sample with
@@ -16,8 +16,8 @@ import "fmt"
 //   - PostFill: nothing is evicted during pre-fill; after the last chunk the cache keeps
 //     ceil64(max(int((1−s)·(Prompt+1)), w)) of the Prompt entries (the harness's
 //     unchunked capacity, sized by the whole prompt, last token included);
-//   - Layers > 1: PyramidKV's per-layer budgets from the same capacity (method-spec
-//     5.3), averaged over layers;
+//   - Layers > 1: PyramidKV's per-layer budgets from the same capacity (docs/METHODS.md
+//     §5.3), averaged over layers;
 //   - the decode phase counts its largest step, and there is no decode phase without
 //     decoded tokens (the published formula's last-step and R = 0 quirks).
 func Exact(p Params) (Result, error) {
@@ -123,19 +123,19 @@ func exactGlobal(p Params, layer int) (float64, []float64) {
 }
 
 // ChunkCapacity is the harness's capacity for a pre-fill chunk of n tokens at KV
-// sparsity s: int((1−s)·n), window included (method-spec 4.3).
+// sparsity s: int((1−s)·n), window included (docs/METHODS.md §4.3).
 func ChunkCapacity(s float64, n int) int { return int((1 - s) * float64(n)) }
 
 // PostFillCapacity is the harness's capacity for an unchunked pre-fill of a prompt of
 // promptLen tokens: int((1−s)·promptLen), at least the window, rounded up to a
-// multiple of 64 (method-spec 4.3).
+// multiple of 64 (docs/METHODS.md §4.3).
 func PostFillCapacity(s float64, promptLen, window int) int {
 	c := max(int((1-s)*float64(promptLen)), window)
 	return (c + 63) / 64 * 64
 }
 
 // cluster is how many of q tokens the SnapKV (Layers ≤ 1) or PyramidKV cluster keeps
-// at capacity capacity in layer (method-spec 5.2, 5.3).
+// at capacity capacity in layer (docs/METHODS.md §5.2, 5.3).
 func (p Params) cluster(q, capacity, layer int) int {
 	w := p.KVWindow
 	beta := p.Beta
@@ -176,7 +176,7 @@ func PyramidKept(q, c, w, layer, layers, beta int) int {
 }
 
 // PyramidBudget is PyramidKV's budget (window excluded) of layer for q tokens at
-// capacity c, window w (method-spec 5.3, floor divisions as in Python):
+// capacity c, window w (docs/METHODS.md §5.3, floor divisions as in Python):
 //
 //	min = (c−w) // β;  max = 2(c−w) − min
 //	if max ≥ q−w: max = q−w; min = 2(c−w) − max
@@ -200,7 +200,7 @@ func floorDiv(a, b int) int {
 	return q
 }
 
-// LocretExact is Locret as the harness runs it (method-spec 4.1, 4.3, 5.6), lengths
+// LocretExact is Locret as the harness runs it (docs/METHODS.md §4.1, 4.3, 5.6), lengths
 // as in Exact (prompt pre-filled, response decoded): chunks of chunk over the first
 // prompt−localLen tokens, then one chunk of localLen (one chunk if localLen ≥ prompt);
 // after the chunk ending at e the cache keeps min(budget, entries held) with

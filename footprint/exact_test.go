@@ -46,7 +46,7 @@ func TestExactHandComputed(t *testing.T) {
 	}
 }
 
-// method-spec 5.3's worked PyramidKV schedule: chunk 32768, s = 0.7, window 64 gives cap
+// docs/METHODS.md §5.3's worked PyramidKV schedule: chunk 32768, s = 0.7, window 64 gives cap
 // 9830 and budgets 19044 (layer 0), 10074 (15), 506 (31); with the patch (cap 9894,
 // 32832 tokens) 19169 … 507. At s = 0.3 (cap 22937) the uniform branch applies.
 func TestPyramidBudgetSpecExample(t *testing.T) {
