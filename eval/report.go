@@ -288,10 +288,10 @@ func fmtCritical(c Critical, peak bool) string {
 	if !peak {
 		lo, hi := "?", "none"
 		if c.Interval[0] != nil {
-			lo = fmt.Sprintf("%.2f", *c.Interval[0])
+			lo = fmt.Sprintf("%.3f", *c.Interval[0])
 		}
 		if c.Interval[1] != nil {
-			hi = fmt.Sprintf("%.2f", *c.Interval[1])
+			hi = fmt.Sprintf("%.3f", *c.Interval[1])
 		}
 		s += fmt.Sprintf(" [%s, %s]", lo, hi)
 	}

@@ -490,7 +490,7 @@ func ResultsPath(dir string) string { return filepath.Join(dir, "results.jsonl")
 // Preset returns a named study for a model with the given context, without its
 // methods and data: "default" fits ten minutes on a 2-core machine (the four recall
 // tasks at the model's length less room for the answer, 3 samples per task, a grid of
-// four from 5% that stops at the first setting failing, two bisection steps); "full" is the whole study for a bigger machine (every
+// five from 5% to 95% that stops at the first setting failing, two bisection steps); "full" is the whole study for a bigger machine (every
 // task at 2K and at the model's length less 512, 20 samples, a grid of five, four
 // bisection steps to 0.02).
 func Preset(name string, context int) (Study, error) {
@@ -500,12 +500,12 @@ func Preset(name string, context int) (Study, error) {
 		st.Tasks = []string{"json_kv", "ruler_mk_needle", "ruler_mk_uuid", "ruler_mv"}
 		st.Lengths = []int{context - 128}
 		st.Samples = 3
-		st.Grid, st.Tol, st.Step, st.Probes, st.StopAtFail = []float64{0.05, 0.2, 0.5, 0.8}, 0.05, 1.0/64, 2, true
+		st.Grid, st.Tol, st.Step, st.Probes, st.StopAtFail = []float64{0.05, 0.2, 0.5, 0.8, 0.95}, 0.05, 1.0/64, 2, true
 	case "full":
 		st.Tasks = tasks.Names()
 		st.Lengths = []int{2048, context - 512}
 		st.Samples = 20
-		st.Grid, st.Tol, st.Step, st.Probes = []float64{0.05, 0.1, 0.3, 0.5, 0.7, 0.9}, 0.02, 1.0/256, 4
+		st.Grid, st.Tol, st.Step, st.Probes = []float64{0.05, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95}, 0.02, 1.0/256, 4
 		st.Bootstrap = 2000
 	default:
 		return Study{}, fmt.Errorf("study %q: want default or full", name)

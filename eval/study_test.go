@@ -95,7 +95,7 @@ func TestStudyBisection(t *testing.T) {
 	if rep.Methods[0].Name != "full" || rep.Methods[2].Missing != "no masks" || len(rep.Methods[2].Results) != 0 {
 		t.Errorf("methods %+v", rep.Methods)
 	}
-	if got := rep.Table(); !strings.Contains(got, "0.550 [0.55, 0.55]") || !strings.Contains(got, "gone: no masks") {
+	if got := rep.Table(); !strings.Contains(got, "0.550 [0.550, 0.550]") || !strings.Contains(got, "gone: no masks") {
 		t.Errorf("table:\n%s", got)
 	}
 	// The results file alone redoes the report.
