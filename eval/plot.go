@@ -190,6 +190,7 @@ func maskPlot(m MethodStudy) (*plot.Plot, error) {
 	p.X.Label.Text = "KV head"
 	p.Y.Label.Text = "layer"
 	p.Add(plotter.NewHeatMap(maskGrid(vals), palette.Heat(16, 1)))
+	p.X.Tick.Marker, p.Y.Tick.Marker = intTicks(len(vals[0])), intTicks(len(vals))
 	if sparsity != nil {
 		p.Title.Text = fmt.Sprintf("%s head masks; s: streaming at sparsity %.3g", m.Name, *sparsity)
 		var xyl plotter.XYLabels
@@ -205,7 +206,7 @@ func maskPlot(m MethodStudy) (*plot.Plot, error) {
 			labels, err := plotter.NewLabels(xyl)
 			if err == nil {
 				for i := range labels.TextStyle {
-					labels.TextStyle[i].Color = color.White
+					labels.TextStyle[i].Color = color.Black
 					labels.TextStyle[i].XAlign, labels.TextStyle[i].YAlign = -0.5, -0.5
 				}
 				p.Add(labels)
@@ -213,6 +214,15 @@ func maskPlot(m MethodStudy) (*plot.Plot, error) {
 		}
 	}
 	return p, nil
+}
+
+// intTicks labels 0 … n−1.
+func intTicks(n int) plot.ConstantTicks {
+	t := make(plot.ConstantTicks, n)
+	for i := range t {
+		t[i] = plot.Tick{Value: float64(i), Label: fmt.Sprint(i)}
+	}
+	return t
 }
 
 // overallOf is the key of the overall target among a method's categories.

@@ -2,18 +2,14 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 
 	"github.com/kvfoot/kvfoot/eval"
@@ -247,9 +243,9 @@ func runEval(args []string) error {
 	if tok.VocabSize() > m.Config.Vocab {
 		return fmt.Errorf("--tokenizer %s has %d tokens, more than the model's vocabulary of %d", *tokPath, tok.VocabSize(), m.Config.Vocab)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	st.Ctx = ctx
+	if results != "" {
+		fmt.Fprintf(os.Stderr, "results: %s (every finished sample is kept; an interrupted run resumes from it)\n", results)
+	}
 	backend := &eval.ModelBackend{M: m, Chunk: *chunk, DecodeLast: *decodeLast, Dir: modelDir}
 	settings := map[string]string{"chunk": fmt.Sprint(*chunk), "decode_last": fmt.Sprint(*decodeLast),
 		"bos": fmt.Sprint(st.BOS), "task_stop": fmt.Sprint(*taskStop), "seed": fmt.Sprint(*seed)}
@@ -263,13 +259,6 @@ func runEval(args []string) error {
 		}
 	}
 	if runErr != nil {
-		if errors.Is(runErr, eval.ErrInterrupted) {
-			where := "nothing was stored (no --out)"
-			if results != "" {
-				where = "every finished sample is in " + results + "; run the same command again to resume"
-			}
-			return fmt.Errorf("interrupted: %s", where)
-		}
 		return runErr
 	}
 	if *format == "json" {
