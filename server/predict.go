@@ -84,13 +84,15 @@ type maskInfo struct{ streamingAt05 int }
 // a bound on the head's entries times its storage's bytes.
 //
 // The entries come from the paper's analytic calculator (footprint.Analytic) for
-// what it models exactly: full attention, StreamingLLM heads (sink + window, also the
-// streaming heads of headmask) and SnapKV (chunked=true: SnapKV*, evicting after
-// every chunk; post-fill: one eviction of the whole prompt); for the others a bound:
-// h2o and tova hold at most their budget plus one forward's rows, pyramidkv as much
-// as full attention. Patch rows, which sit
-// in the cache during their forward, are added. headmask with sparsity=H makes
-// ceil(H·(N−1)) of the N KV heads streaming; without it, the masks file's count.
+// full attention and StreamingLLM heads (sink + window, also the streaming heads of
+// headmask), and from the harness's arithmetic that SnapKV's and PyramidKV's caches
+// follow (footprint.Exact: chunked=true evicting after every chunk, post-fill one
+// eviction of the whole prompt, PyramidKV's per-layer budgets); for the others a
+// bound: h2o and tova hold at most their budget plus one forward's rows, locret as
+// much as full attention. Patch rows, which sit in the cache during their forward,
+// are added. SnapKV and PyramidKV with gqa=expand (their default) store every KV head
+// once per query head of its group. headmask with sparsity=H makes ceil(H·(N−1)) of
+// the N KV heads streaming; without it, the masks file's count.
 func predictPeak(spec string, s kv.Shape, masks map[string]maskInfo, prompt, maxTokens, chunk int) (int64, error) {
 	resp := max(maxTokens-1, 0)
 	total := prompt + resp
@@ -132,24 +134,32 @@ func predictPeak(spec string, s kv.Shape, masks map[string]maskInfo, prompt, max
 		global, err = analytic(footprint.Params{})
 	case "streaming":
 		global, err = analytic(footprint.Params{Sink: sel.int("sink"), Window: sel.int("window"), HeadSparsity: 1})
-	case "snapkv":
-		// post-fill: one eviction of the whole prompt, as if it were one chunk
-		p := footprint.Params{KVSparsity: sel.num("sparsity"), KVWindow: sel.int("window")}
-		if !sel.flag("chunked") {
-			p.Chunk = prompt
+	case "snapkv", "pyramidkv":
+		p := footprint.Params{Prompt: prompt, Response: resp, Chunk: chunk, KVSparsity: sel.num("sparsity"), KVWindow: sel.int("window"),
+			PostFill: !sel.flag("chunked"), Patch: patch > 0}
+		if sel.name == "pyramidkv" {
+			p.Layers, p.Beta = s.Layers, sel.int("beta")
 		}
-		global, err = analytic(p)
+		var r footprint.Result
+		if r, err = footprint.Exact(p); err == nil {
+			// the mean over layers of PyramidKV's budgets, times the layers, is their sum
+			global = int64(math.Ceil(r.Peak*float64(total) - 1e-9))
+		}
 	case "h2o":
 		global = int64(min(total, sel.int("heavy")+sel.int("recent")+rows))
 	case "tova":
 		global = int64(min(total, sel.int("budget")+rows))
-	default: // pyramidkv, and any selector the prediction does not model
+	default: // locret, and any selector the prediction does not model
 		global = int64(total)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("predict %q: %w", spec, err)
 	}
-	n := s.Layers * s.KVHeads
+	rep := 1 // stored heads per KV head
+	if (sel.name == "snapkv" || sel.name == "pyramidkv") && sel.value("gqa") != "mean" {
+		rep = s.Heads / s.KVHeads
+	}
+	n := s.Layers * s.KVHeads * rep
 	heads, streamHeads := n, 0
 	var stream int64
 	if role != nil {
@@ -165,6 +175,7 @@ func predictPeak(spec string, s kv.Shape, masks map[string]maskInfo, prompt, max
 		} else {
 			streamHeads = masks[role.kv["masks"]].streamingAt05
 		}
+		streamHeads *= rep
 		heads -= streamHeads
 	}
 	// every head holds the patch rows during a non-final chunk, and appends

@@ -41,7 +41,8 @@ func TestPredictPeak(t *testing.T) {
 		{"snapkv:sparsity=0.5,window=4,chunked=true", 16, true},
 		{"snapkv:sparsity=0.5,window=4,chunked=true,patch=4", 16, false},
 		{"snapkv:sparsity=0.5,window=4", 16, true},
-		{"pyramidkv:sparsity=0.5,window=4,chunked=true", 16, false},
+		{"snapkv:sparsity=0.7,window=4,chunked=true,gqa=mean", 16, true},
+		{"pyramidkv:sparsity=0.5,window=4,chunked=true", 16, true},
 		{"h2o:heavy=8,recent=8", 16, false},
 		{"tova:budget=12", 16, false},
 		{"headmask:masks=m.tsv,sparsity=1,sink=4,window=8", 16, true},
@@ -73,7 +74,7 @@ func TestPredictPeak(t *testing.T) {
 		if c.spec == "bf16" {
 			perEntry /= 2
 		}
-		entries := int64(math.Round(rep.PeakEntries * float64(s.Layers*s.KVHeads)))
+		entries := int64(math.Round(rep.PeakEntries * float64(s.Layers*rep.Heads))) // every stored head
 		if c.exact && got != entries*perEntry {
 			t.Errorf("%s, chunk %d: predicted %d bytes, the meter's peak is %d entries = %d bytes", c.spec, c.chunk, got, entries, entries*perEntry)
 		}
