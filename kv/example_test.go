@@ -39,5 +39,5 @@ func ExampleNew() {
 	// positions kept: [0 1 6 7 8]
 	// footprint 0.9333, peak 0.8889, prompt_len 8, response_len 1
 	// analytic  0.9333, peak 0.8889
-	// [bf16 full h2o headmask locret pyramidkv quant snapkv streaming tova]
+	// [bf16 full h2o headmask locret pyramidkv quant random snapkv streaming tova]
 }

@@ -96,6 +96,16 @@ func promises(t *testing.T, c *Cache) func(layer, head int) promise {
 			return sinkWindow(p.sink, p.window)
 		case *h2o:
 			return sinkWindow(0, p.recent)
+		case *random:
+			return func(c *Cache, _, _ int, chunks [][2]int) []int32 {
+				var want []int32 // every pre-fill chunk keeps its last window tokens
+				for _, s := range chunks {
+					for q := max(s[0], s[1]-p.window); q < s[1]; q++ {
+						want = append(want, int32(q))
+					}
+				}
+				return want
+			}
 		case *snapkv:
 			return func(c *Cache, _, _ int, chunks [][2]int) []int32 {
 				var want []int32 // every compressed span keeps its observation window
