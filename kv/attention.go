@@ -2,7 +2,6 @@ package kv
 
 import (
 	"math"
-	"sync/atomic"
 
 	"github.com/kvfoot/kvfoot/tensor"
 )
@@ -12,16 +11,17 @@ import (
 // rows (so the keys and values are read once for the group). It walks the visible keys
 // in tiles: scores = Q·Kᵀ by GEMM, the causal mask on the tiles that cross the chunk's
 // diagonal, an online softmax (running max and sum per row), and O += P·V by GEMM, so
-// memory stays O(rows x tile) whatever the context. Units run on Threads() goroutines.
+// memory stays O(rows x tile) whatever the context. Units run on tensor's worker pool.
 //
 // The probabilities a policy asks for (ScoreRequest) need each asked query's whole
 // normalised row; they are computed afterwards, per query head, with the scores again
 // by GEMM.
 
 const (
-	attnRows = 192 // query rows (group heads x queries) per unit: a multiple of the 12-row micro-tile
-	attnKeys = 512 // keys per tile
-	scoreBuf = 1 << 20
+	attnRows    = 192 // query rows (group heads x queries) per unit: a multiple of the 12-row micro-tile
+	attnRowsMin = 48
+	attnKeys    = 512 // keys per tile
+	scoreBuf    = 1 << 20
 )
 
 // attnWork is one goroutine's scratch.
@@ -31,7 +31,7 @@ type attnWork struct {
 	p, tmp      []float32 // score rows of the asked queries, local probabilities
 }
 
-// work returns the scratch of t goroutines.
+// work returns the scratch of t parts.
 func (c *Cache) work(t int) []attnWork {
 	if len(c.ws) < t {
 		c.ws = append(c.ws, make([]attnWork, t-len(c.ws))...)
@@ -39,49 +39,60 @@ func (c *Cache) work(t int) []attnWork {
 	return c.ws[:t]
 }
 
-// runUnits runs fn(w, u) for u in [0, units) on up to Threads() goroutines, each with
-// its own scratch w, handing out units in order.
-func (c *Cache) runUnits(units int, fn func(w *attnWork, u int)) {
-	t := min(tensor.Threads(), units)
-	ws := c.work(max(t, 1))
-	if t <= 1 {
-		for u := 0; u < units; u++ {
-			fn(&ws[0], u)
-		}
+// chunkJob is attendChunk's work for tensor.RunJob: phase 0's units are KV head x
+// query block (latest blocks first: they see the most keys, so the parts' last units
+// are short), phase 1's the query heads whose probabilities a policy asks for.
+type chunkJob struct {
+	c      *Cache
+	q, out []float32
+	n, bq  int
+	blocks int
+	asked  bool
+}
+
+func (j *chunkJob) Phases() int { return 2 }
+
+func (j *chunkJob) Units(ph int) int {
+	s := j.c.shape
+	if ph == 0 {
+		return s.KVHeads * j.blocks
+	}
+	if j.asked {
+		return s.Heads
+	}
+	return 0
+}
+
+func (j *chunkJob) Do(w, ph, u int) {
+	c, s := j.c, j.c.shape
+	if ph == 1 {
+		c.scoreHead(&c.ws[w], j.q, j.n, u)
 		return
 	}
-	var next atomic.Int64
-	tensor.Parallel(t, func(lo, hi int) {
-		for id := lo; id < hi; id++ {
-			w := &ws[id]
-			for u := int(next.Add(1) - 1); u < units; u = int(next.Add(1) - 1) {
-				fn(w, u)
-			}
-		}
-	})
+	b := j.blocks - 1 - u/s.KVHeads
+	g := u % s.KVHeads
+	i0 := b * j.bq
+	c.attendBlock(&c.ws[w], j.q, j.out, j.n, g, i0, min(i0+j.bq, j.n))
 }
 
 // attendChunk computes the attention of the n queries of the forward for every query
-// head, and the asked probabilities into c.acc.
+// head, and the asked probabilities into c.acc. A unit's rows are attnRows (the group's
+// heads x its queries), fewer when that leaves too few units for the parts.
 func (c *Cache) attendChunk(q, out []float32, n int) {
 	s := c.shape
 	group := s.Heads / s.KVHeads
-	bq := max(1, attnRows/group) // queries per unit
-	blocks := (n + bq - 1) / bq
-	// Latest blocks first: they see the most keys, so the last units to start are short.
-	c.runUnits(s.KVHeads*blocks, func(w *attnWork, u int) {
-		b := blocks - 1 - u/s.KVHeads
-		g := u % s.KVHeads
-		i0 := b * bq
-		c.attendBlock(w, q, out, n, g, i0, min(i0+bq, n))
-	})
-	asked := false
+	t := tensor.Threads()
+	rows := attnRows
+	for rows > attnRowsMin && s.KVHeads*((n+max(1, rows/group)-1)/max(1, rows/group)) < 3*t {
+		rows /= 2
+	}
+	bq := max(1, rows/group) // queries per unit
+	j := &chunkJob{c: c, q: q, out: out, n: n, bq: bq, blocks: (n + bq - 1) / bq}
 	for g := range c.req[:s.KVHeads] {
-		asked = asked || !c.req[g].none()
+		j.asked = j.asked || !c.req[g].none()
 	}
-	if asked {
-		c.runUnits(s.Heads, func(w *attnWork, qh int) { c.scoreHead(w, q, n, qh) })
-	}
+	c.work(t)
+	tensor.RunJob(j, t)
 }
 
 // attendBlock is the attention of queries [i0, i1) of every query head of KV head g.
@@ -207,32 +218,38 @@ func (c *Cache) scoreHead(w *attnWork, q []float32, n, qh int) {
 // of about 32 KiB: the scores of every group head against a tile (tensor.DotRows) while
 // it is in L1, then after the softmax's max and exp the values in the same tiles
 // (tensor.AxpyRows); bf16 heads are widened, quantized ones dequantized, a tile at a
-// time into a buffer that stays in L1 (rowStore). Nothing is normalised until the end, so the work splits over
-// goroutines by key ranges (the concatenation of all KV heads' keys cut into equal
-// parts, balanced whatever the heads' lengths): each range of a KV head yields its
-// group's partial max, sum and un-normalised output, merged afterwards the way
-// flash-decoding does. Short contexts stay on one goroutine (decodePar).
+// time into a buffer that stays in L1 (rowStore). Nothing is normalised until the end,
+// so the work splits across KV heads and key blocks: the concatenation of all KV
+// heads' keys is cut into units of about decodeUnit keys x head dims (balanced
+// whatever the heads' lengths), each unit's part of a KV head yielding its group's
+// partial max, sum and un-normalised output, merged afterwards the way flash-decoding
+// does. On one thread a KV head is one piece.
 
 const decodeTile = 8192 // floats of keys (or values) per tile: 32 KiB
 
-// decodePar is the keys x head dims each goroutine must have to be worth starting
-// (a variable so that tests can split small contexts).
-var decodePar = 65536
+// decodeUnit is the keys x head dims of a unit of the decode job (a variable so that
+// tests can split small contexts).
+var decodeUnit = 8192
 
-// decodeScratch is the decode kernel's scratch, reused across steps.
+// decodeScratch is the decode kernel's scratch, reused across steps, and its job.
 type decodeScratch struct {
+	c      *Cache
 	q      []float32   // [Heads, d]: the queries, pre-scaled by 1/√d
 	o      []float32   // [piece, group, d]: un-normalised partial outputs
 	m, l   []float32   // [piece, group]: partial max and sum of exp
 	lo, hi []int       // [piece]: the piece's keys within its KV head (lo = hi: none)
 	off    []int       // [KVHeads+1]: offsets of the KV heads' keys in their concatenation
 	keys   int         // all KV heads' keys
-	t      int         // goroutines; piece g*t+i is goroutine i's part of KV head g
-	buf    [][]float32 // per goroutine: a tile converted to float32 (rowStore heads)
+	units  int         // units; piece g*units+i is unit i's part of KV head g
+	buf    [][]float32 // per part: a tile converted to float32 (rowStore heads)
 }
 
 // decodeTileRows is the keys per tile at head dim d: a multiple of 4 (the DotRows block).
 func decodeTileRows(d int) int { return max(4, decodeTile/d&^3) }
+
+func (dc *decodeScratch) Phases() int       { return 1 }
+func (dc *decodeScratch) Units(int) int     { return dc.units }
+func (dc *decodeScratch) Do(w, _, unit int) { dc.c.decodeRange(w, unit) }
 
 // attendDecode writes the attention of the forward's single query of every query head
 // into out, and the asked probabilities into c.acc.
@@ -256,9 +273,13 @@ func (c *Cache) attendDecode(q, out []float32) {
 		}
 	}
 	off[s.KVHeads] = keys
-	t := max(1, min(tensor.Threads(), keys*d/decodePar))
-	dc.keys, dc.t = keys, t
-	pieces := s.KVHeads * t
+	t := tensor.Threads()
+	units := 1
+	if t > 1 {
+		units = min(keys, max(1, keys*d/decodeUnit))
+	}
+	dc.c, dc.keys, dc.units = c, keys, units
+	pieces := s.KVHeads * units
 	growN(&dc.lo, pieces)
 	growN(&dc.hi, pieces)
 	grow(&dc.m, pieces*group)
@@ -268,42 +289,36 @@ func (c *Cache) attendDecode(q, out []float32) {
 	for i := range dc.buf {
 		grow(&dc.buf[i], decodeTileRows(d)*d)
 	}
-	if t == 1 {
-		c.decodeRange(0) // no closure: decoding allocates nothing
-	} else {
-		tensor.Parallel(t, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				c.decodeRange(i)
-			}
-		})
-	}
+	tensor.RunJob(dc, min(t, units))
 	for qh := range s.Heads {
 		c.decodeMerge(qh, out[qh*d:(qh+1)*d])
 	}
 }
 
-// decodeRange is goroutine i's part: keys [i·keys/t, (i+1)·keys/t) of the concatenation.
-func (c *Cache) decodeRange(i int) {
+// decodeRange is unit i, run by part w: keys [i·keys/units, (i+1)·keys/units) of the
+// concatenation.
+func (c *Cache) decodeRange(w, i int) {
 	dc := &c.dec
-	a0, a1 := i*dc.keys/dc.t, (i+1)*dc.keys/dc.t
+	a0, a1 := i*dc.keys/dc.units, (i+1)*dc.keys/dc.units
 	for g := range c.shape.KVHeads {
-		p := g*dc.t + i
+		p := g*dc.units + i
 		lo, hi := max(a0, dc.off[g]), min(a1, dc.off[g+1])
 		if lo >= hi {
 			dc.lo[p], dc.hi[p] = 0, 0
 			continue
 		}
 		dc.lo[p], dc.hi[p] = lo-dc.off[g], hi-dc.off[g]
-		c.decodePiece(g, p)
+		c.decodePiece(g, p, dc.buf[w])
 	}
 }
 
 // decodePiece computes piece p, keys [lo, hi) of KV head g, for every head of its group:
 // the scores into c.scr, their max, exp(score − max) in place, its sum, and Σ exp·value.
-func (c *Cache) decodePiece(g, p int) {
+// buf is the part's tile buffer.
+func (c *Cache) decodePiece(g, p int, buf []float32) {
 	s, dc := c.shape, &c.dec
 	d, group := s.HeadDim, s.Heads/s.KVHeads
-	rs, buf := c.rows[g], dc.buf[p%dc.t]
+	rs := c.rows[g]
 	j0, j1 := dc.lo[p], dc.hi[p]
 	tile := decodeTileRows(d)
 	for a := j0; a < j1; a += tile {
@@ -350,15 +365,15 @@ func (c *Cache) decodeMerge(qh int, o []float32) {
 	d, group := s.HeadDim, s.Heads/s.KVHeads
 	g, h := qh/group, qh%group
 	M := float32(math.Inf(-1))
-	for i := range dc.t {
-		if p := g*dc.t + i; dc.lo[p] < dc.hi[p] {
+	for i := range dc.units {
+		if p := g*dc.units + i; dc.lo[p] < dc.hi[p] {
 			M = max(M, dc.m[p*group+h])
 		}
 	}
 	var L float32
 	clear(o)
-	for i := range dc.t {
-		p := g*dc.t + i
+	for i := range dc.units {
+		p := g*dc.units + i
 		if dc.lo[p] >= dc.hi[p] {
 			continue
 		}
@@ -383,8 +398,8 @@ func (c *Cache) decodeMerge(qh int, o []float32) {
 		return
 	}
 	sc := c.scr[qh]
-	for i := range dc.t {
-		p := g*dc.t + i
+	for i := range dc.units {
+		p := g*dc.units + i
 		if dc.lo[p] >= dc.hi[p] {
 			continue
 		}

@@ -199,12 +199,12 @@ func BenchmarkChunkAttention(b *testing.B) {
 }
 
 // The decode kernel equals the straightforward computation up to float rounding, also
-// when split over goroutines into pieces that cut KV heads (decodePar lowered to 1):
+// when split into units that cut KV heads (decodeUnit lowered to 1: a key per unit):
 // GQA groups 1 to 8, head dims 5, 64, 128, contexts across the tile sizes, KV heads of
 // different lengths, every storage, every kind of score request.
 func TestDecodeAttentionMatchesReference(t *testing.T) {
 	defer tensor.SetThreads(tensor.Threads())
-	defer func(p int) { decodePar = p }(decodePar)
+	defer func(p int) { decodeUnit = p }(decodeUnit)
 	requests := []struct {
 		name string
 		req  func(f *Forward) ScoreRequest
@@ -230,7 +230,7 @@ func TestDecodeAttentionMatchesReference(t *testing.T) {
 						r := requests[trial%len(requests)]
 						name := fmt.Sprintf("%+v/%s/past=%d/threads=%d/par=%d/%s", s, storage, past, threads, par, r.name)
 						tensor.SetThreads(threads)
-						decodePar = par
+						decodeUnit = par
 						c, err := New(s, storage)
 						if err != nil {
 							t.Fatal(err)

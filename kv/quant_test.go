@@ -152,7 +152,7 @@ func TestQuantRowsMatchView(t *testing.T) {
 // goroutine and split over pieces, with and without eviction, every kind of request.
 func TestQuantDecodeMatchesReference(t *testing.T) {
 	defer tensor.SetThreads(tensor.Threads())
-	defer func(p int) { decodePar = p }(decodePar)
+	defer func(p int) { decodeUnit = p }(decodeUnit)
 	requests := []func(f *Forward) ScoreRequest{
 		func(*Forward) ScoreRequest { return ScoreRequest{} },
 		func(f *Forward) ScoreRequest { return ScoreRequest{From: 0, To: f.N} },
@@ -170,7 +170,7 @@ func TestQuantDecodeMatchesReference(t *testing.T) {
 					trial++
 					par, evict := []int{65536, 1}[trial%2], trial%3 == 0
 					tensor.SetThreads(1 + trial%2)
-					decodePar = par
+					decodeUnit = par
 					c, err := New(s, spec)
 					if err != nil {
 						t.Fatal(err)

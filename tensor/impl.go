@@ -17,9 +17,11 @@ type impl struct {
 	// dot and axpy are Dot and Axpy on equal-length slices.
 	dot  func(a, b []float32) float32
 	axpy func(alpha float32, x, y []float32)
-	// matvec and matvecBF16 set dst[r] = Σ_c w[r*k+c]·x[c] for r < len(dst).
+	// matvec and matvecBF16 set dst[r] = Σ_c w[r*k+c]·x[c] for r < len(dst);
+	// matvecBF16 also takes xd, x as prepBF16 rearranged it for its kernel.
 	matvec     func(dst, w []float32, k int, x []float32)
-	matvecBF16 func(dst []float32, w []uint16, k int, x []float32)
+	matvecBF16 func(dst []float32, w []uint16, k int, x, xd []float32)
+	prepBF16   func(xd, x []float32)
 	// expSum sets x[i] = exp(x[i] - mx), given x[i] ≤ mx, and returns Σ x[i].
 	expSum func(x []float32, mx float32) float32
 	// sum returns Σ a[i]; only the read-bandwidth benchmark uses it.
@@ -38,7 +40,7 @@ var (
 
 var goImpl = &impl{
 	name: "go", mr: 4, nr: 8, kernel: kernelGo,
-	dot: dotGo, axpy: axpyGo, matvec: matvecGo, matvecBF16: matvecBF16Go, expSum: expSumGo, sum: sumGo,
+	dot: dotGo, axpy: axpyGo, matvec: matvecGo, matvecBF16: matvecBF16Go, prepBF16: prepBF16Go, expSum: expSumGo, sum: sumGo,
 	axpyRows: axpyRowsGo, bf16ToF32: bf16ToF32Go,
 }
 
@@ -101,7 +103,9 @@ func matvecGo(dst, w []float32, k int, x []float32) {
 	}
 }
 
-func matvecBF16Go(dst []float32, w []uint16, k int, x []float32) {
+func prepBF16Go(_, _ []float32) {}
+
+func matvecBF16Go(dst []float32, w []uint16, k int, x, _ []float32) {
 	x = x[:k]
 	for r := range dst {
 		row := w[r*k : (r+1)*k]

@@ -5,7 +5,6 @@ package tensor
 //go:generate sh -c "go run ../tools/asmgen > kern_amd64.s"
 
 import (
-	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/cpu"
@@ -96,7 +95,7 @@ func newAsmImpl(name string, mr, nr int, kernel func(int, *float32, *float32, *f
 	return &impl{
 		name: name, mr: mr, nr: nr, kernel: kernel,
 		dot: s.dotSlices, axpy: s.axpySlices, matvec: s.matvecSlices,
-		matvecBF16: s.matvecBF16Slices, expSum: expSumSlices, sum: s.sumSlices,
+		matvecBF16: s.matvecBF16Slices, prepBF16: s.prepBF16, expSum: expSumSlices, sum: s.sumSlices,
 		axpyRows: s.axpyRowsSlices, bf16ToF32: s.bf16ToF32Slices,
 	}
 }
@@ -194,27 +193,28 @@ func (s *asmSet) matvecSlices(dst, w []float32, k int, x []float32) {
 	}
 }
 
-// xPool holds de-interleaved copies of x for the bf16 matvec kernels.
-var xPool = sync.Pool{New: func() any { return new([]float32) }}
-
-func (s *asmSet) matvecBF16Slices(dst []float32, w []uint16, k int, x []float32) {
-	rows := len(dst)
-	w, x = w[:rows*k], x[:k]
-	ch := 2 * s.lanes // weights per vector load
-	kv, r4 := k&^(ch-1), rows&^3
-	if kv == 0 || r4 == 0 {
-		matvecBF16Go(dst, w, k, x)
-		return
-	}
-	bp := xPool.Get().(*[]float32)
-	defer xPool.Put(bp)
-	xd := grow(*bp, kv)
-	*bp = xd
+// prepBF16 de-interleaves x for the bf16 kernels: each vector load of 2·lanes bf16
+// weights widens into the even and the odd ones, which meet x's even and odd entries.
+func (s *asmSet) prepBF16(xd, x []float32) {
+	ch := 2 * s.lanes
+	kv := len(x) &^ (ch - 1)
+	xd = xd[:kv]
 	for c := 0; c < kv; c += ch {
 		for j := 0; j < s.lanes; j++ {
 			xd[c+j] = x[c+2*j]
 			xd[c+s.lanes+j] = x[c+2*j+1]
 		}
+	}
+}
+
+func (s *asmSet) matvecBF16Slices(dst []float32, w []uint16, k int, x, xd []float32) {
+	rows := len(dst)
+	w, x = w[:rows*k], x[:k]
+	ch := 2 * s.lanes // weights per vector load
+	kv, r4 := k&^(ch-1), rows&^3
+	if kv == 0 || r4 == 0 {
+		matvecBF16Go(dst, w, k, x, nil)
+		return
 	}
 	s.matvecBF16(unsafe.Pointer(&w[0]), k, &xd[0], &dst[0], r4, kv)
 	if kv < k {
@@ -228,5 +228,5 @@ func (s *asmSet) matvecBF16Slices(dst []float32, w []uint16, k int, x []float32)
 		}
 	}
 	// At most three rows are left over; they are not worth a kernel.
-	matvecBF16Go(dst[r4:], w[r4*k:], k, x)
+	matvecBF16Go(dst[r4:], w[r4*k:], k, x, nil)
 }

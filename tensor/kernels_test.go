@@ -11,13 +11,14 @@ import (
 const u = 0x1p-24
 
 // withImpls runs fn once per kernel set this CPU has (the portable one included)
-// and per goroutine count 1 and 2, restoring the defaults afterwards.
+// and per part count 1, 2 and 5 (more parts than this machine may have cores),
+// restoring the defaults afterwards.
 func withImpls(t *testing.T, fn func(t *testing.T)) {
 	t.Helper()
 	saved, savedThreads := active, threads
 	defer func() { active, threads = saved, savedThreads }()
 	for _, im := range impls {
-		for _, th := range []int{1, 2} {
+		for _, th := range []int{1, 2, 5} {
 			active, threads = im, th
 			t.Run(fmt.Sprintf("%s/t%d", im.name, th), fn)
 		}

@@ -11,18 +11,16 @@ import "fmt"
 // (attention scores: queries · keysᵀ).
 func MulNT(dst []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
 	checkStrided("MulNT", dst, ldc, a, lda, b, ldb, m, n, k, m, k, n, k)
-	gemm(active, 1, dst, ldc, m, n, k,
-		operand{f32: a, rs: lda, cs: 1},
-		operand{f32: b, rs: ldb, cs: 1})
+	gemm(active, 1, m, k, operand{f32: a, rs: lda, cs: 1},
+		gemmOut{b: operand{f32: b, rs: ldb, cs: 1}, n: n, dst: dst, ldc: ldc})
 }
 
 // MulNN sets dst[i*ldc+j] = Σ_p a[i*lda+p]·b[p*ldb+j] for i < m, j < n, p < k: a·b
 // (attention output: probabilities · values).
 func MulNN(dst []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
 	checkStrided("MulNN", dst, ldc, a, lda, b, ldb, m, n, k, m, k, k, n)
-	gemm(active, 1, dst, ldc, m, n, k,
-		operand{f32: a, rs: lda, cs: 1},
-		operand{f32: b, rs: 1, cs: ldb})
+	gemm(active, 1, m, k, operand{f32: a, rs: lda, cs: 1},
+		gemmOut{b: operand{f32: b, rs: 1, cs: ldb}, n: n, dst: dst, ldc: ldc})
 }
 
 // ExpSum sets x[i] = exp(x[i] - mx) and returns Σ x[i]; every x[i] must be ≤ mx
@@ -78,7 +76,6 @@ func AxpyRows(dst, alpha, x []float32) {
 // (attention backward: the gradients of keys and values).
 func MulTN(dst []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
 	checkStrided("MulTN", dst, ldc, a, lda, b, ldb, m, n, k, k, m, k, n)
-	gemm(active, 1, dst, ldc, m, n, k,
-		operand{f32: a, rs: 1, cs: lda},
-		operand{f32: b, rs: 1, cs: ldb})
+	gemm(active, 1, m, k, operand{f32: a, rs: 1, cs: lda},
+		gemmOut{b: operand{f32: b, rs: 1, cs: ldb}, n: n, dst: dst, ldc: ldc})
 }

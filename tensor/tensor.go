@@ -20,56 +20,144 @@ type Mat struct {
 // MatMulT computes dst[m, w.Rows] = x[m, w.Cols] · wᵀ: a Linear layer without bias,
 // for m tokens at once (m = 1 is a matrix-vector product). It panics if a slice is
 // shorter than the shapes say, as copy-like kernels do on a caller's bug.
-func MatMulT(dst, x []float32, m int, w *Mat) {
-	n, k := w.Rows, w.Cols
-	if len(x) < m*k || len(dst) < m*n {
-		panic(fmt.Sprintf("tensor.MatMulT: m=%d, w %dx%d needs len(x) ≥ %d, len(dst) ≥ %d; have %d, %d",
-			m, n, k, m*k, m*n, len(x), len(dst)))
-	}
-	if n*k > 0 && ((w.F32 == nil) == (w.BF16 == nil) || len(w.F32)+len(w.BF16) < n*k) {
-		panic(fmt.Sprintf("tensor.MatMulT: w %dx%d needs exactly one of F32, BF16 with ≥ %d values; have %d, %d",
-			n, k, n*k, len(w.F32), len(w.BF16)))
-	}
-	matMulT(active, threads, dst, x, m, w)
+func MatMulT(dst, x []float32, m int, w *Mat) { MatMulTs(x, m, Proj{Dst: dst, W: w}) }
+
+// Proj is one product of MatMulTs: Dst[m, W.Rows] = x[m, W.Cols] · Wᵀ.
+type Proj struct {
+	Dst []float32
+	W   *Mat
 }
 
-func matMulT(im *impl, t int, dst, x []float32, m int, w *Mat) {
-	n, k := w.Rows, w.Cols
-	if m == 1 {
-		// Decode: memory-bound, so stream each weight row once through the
-		// multi-row kernel; split rows in blocks of 4 to keep the 4-row kernel fed.
-		x := x[:k]
-		parallelFor(t, (n+3)/4, func(lo, hi int) {
-			r0, r1 := lo*4, min(hi*4, n)
-			if w.F32 != nil {
-				im.matvec(dst[r0:r1], w.F32[r0*k:r1*k], k, x)
-			} else {
-				im.matvecBF16(dst[r0:r1], w.BF16[r0*k:r1*k], k, x)
-			}
-		})
+// MatMulTs computes several products of the same x at once (a layer's Q, K and V
+// projections, or its gate and up projections): one job whose parts split the rows of
+// all the weight matrices together, so that a layer's projections cost one hand-off
+// to the workers instead of one each. Every W must have x's width.
+func MatMulTs(x []float32, m int, ps ...Proj) {
+	for len(ps) > maxOuts {
+		MatMulTs(x, m, ps[:maxOuts]...)
+		ps = ps[maxOuts:]
+	}
+	if len(ps) == 0 {
 		return
 	}
-	gemm(im, t, dst, n, m, n, k,
-		operand{f32: x, rs: k, cs: 1},
-		operand{f32: w.F32, bf16: w.BF16, rs: k, cs: 1})
+	k := ps[0].W.Cols
+	weights := 0
+	for _, p := range ps {
+		w := p.W
+		n := w.Rows
+		if w.Cols != k || len(x) < m*k || len(p.Dst) < m*n {
+			panic(fmt.Sprintf("tensor.MatMulT: m=%d, w %dx%d needs x's width %d, len(x) ≥ %d, len(dst) ≥ %d; have %d, %d",
+				m, n, w.Cols, k, m*w.Cols, m*n, len(x), len(p.Dst)))
+		}
+		if n*k > 0 && ((w.F32 == nil) == (w.BF16 == nil) || len(w.F32)+len(w.BF16) < n*k) {
+			panic(fmt.Sprintf("tensor.MatMulT: w %dx%d needs exactly one of F32, BF16 with ≥ %d values; have %d, %d",
+				n, k, n*k, len(w.F32), len(w.BF16)))
+		}
+		weights += n * k
+	}
+	if m == 0 {
+		return
+	}
+	if m > smallM && k > 0 {
+		var outs [maxOuts]gemmOut
+		for i, p := range ps {
+			w := p.W
+			outs[i] = gemmOut{b: operand{f32: w.F32, bf16: w.BF16, rs: k, cs: 1}, n: w.Rows, dst: p.Dst, ldc: w.Rows}
+		}
+		gemm(active, threads, m, k, operand{f32: x, rs: k, cs: 1}, outs[:len(ps)]...)
+		return
+	}
+	// Decode: memory-bound, so stream each weight row once through the multi-row
+	// matrix-vector kernel, in units of mvUnit rows.
+	if t := pool.lock(m * weights / mvPart); t > 1 {
+		j := &pool.mv
+		j.set(x, m, ps)
+		pool.run(j, t)
+		j.x, j.outs = nil, [maxOuts]Proj{}
+		pool.mu.Unlock()
+		return
+	}
+	var j matvecJob
+	j.set(x, m, ps)
+	for u := range j.Units(0) {
+		j.Do(0, 0, u)
+	}
+}
+
+// Products of up to smallM rows of x go through the matrix-vector kernel: a unit is
+// mvUnit weight rows against every row of x, so that the rows stay in L1 for the
+// next row of x (instead of packing the whole weight matrix for the GEMM). A part
+// gets at least mvPart multiply-adds.
+const (
+	smallM = 8
+	mvUnit = 8
+	mvPart = 1 << 14
+)
+
+// matvecJob is MatMulTs at m ≤ smallM: one phase whose units are the products' runs
+// of mvUnit rows, in order.
+type matvecJob struct {
+	im    *impl
+	x     []float32
+	m     int
+	outs  [maxOuts]Proj
+	nout  int
+	units [maxOuts + 1]int // prefix sums of the products' units
+	xd    []float32        // x prepared for the bf16 kernel, [m, k]
+}
+
+func (j *matvecJob) set(x []float32, m int, ps []Proj) {
+	j.im, j.x, j.m, j.nout = active, x, m, copy(j.outs[:], ps)
+	bf16 := false
+	for i, p := range ps {
+		j.units[i+1] = j.units[i] + (p.W.Rows+mvUnit-1)/mvUnit
+		bf16 = bf16 || p.W.BF16 != nil
+	}
+	if k := ps[0].W.Cols; bf16 {
+		j.xd = grow(j.xd, m*k)
+		for i := range m {
+			j.im.prepBF16(j.xd[i*k:(i+1)*k], x[i*k:(i+1)*k])
+		}
+	}
+}
+
+func (j *matvecJob) Phases() int   { return 1 }
+func (j *matvecJob) Units(int) int { return j.units[j.nout] }
+
+func (j *matvecJob) Do(_, _, u int) {
+	o := 0
+	for u >= j.units[o+1] {
+		o++
+	}
+	p := &j.outs[o]
+	wm := p.W
+	rows, k := wm.Rows, wm.Cols
+	a := (u - j.units[o]) * mvUnit
+	b := min(a+mvUnit, rows)
+	for i := 0; i < j.m; i++ {
+		x, dst := j.x[i*k:(i+1)*k], p.Dst[i*rows+a:i*rows+b]
+		if wm.F32 != nil {
+			j.im.matvec(dst, wm.F32[a*k:b*k], k, x)
+		} else {
+			j.im.matvecBF16(dst, wm.BF16[a*k:b*k], k, x, j.xd[i*k:(i+1)*k])
+		}
+	}
 }
 
 // MatMul computes dst[m, n] = a[m, k] · b[k, n], all row-major (in training: the
 // gradient of a Linear layer's input, dY · W).
 func MatMul(dst, a, b []float32, m, n, k int) {
 	checkMatMul("MatMul", dst, a, b, m, n, k)
-	gemm(active, threads, dst, n, m, n, k,
-		operand{f32: a, rs: k, cs: 1},
-		operand{f32: b, rs: 1, cs: n})
+	gemm(active, threads, m, k, operand{f32: a, rs: k, cs: 1},
+		gemmOut{b: operand{f32: b, rs: 1, cs: n}, n: n, dst: dst, ldc: n})
 }
 
 // MatMulTN computes dst[m, n] = aᵀ · b with a [k, m] and b [k, n] row-major (in
 // training: the gradient of a Linear layer's weight, dYᵀ · X).
 func MatMulTN(dst, a, b []float32, m, n, k int) {
 	checkMatMul("MatMulTN", dst, a, b, m, n, k)
-	gemm(active, threads, dst, n, m, n, k,
-		operand{f32: a, rs: 1, cs: m},
-		operand{f32: b, rs: 1, cs: n})
+	gemm(active, threads, m, k, operand{f32: a, rs: 1, cs: m},
+		gemmOut{b: operand{f32: b, rs: 1, cs: n}, n: n, dst: dst, ldc: n})
 }
 
 func checkMatMul(name string, dst, a, b []float32, m, n, k int) {
@@ -83,10 +171,94 @@ func checkMatMul(name string, dst, a, b []float32, m, n, k int) {
 func Dot(a, b []float32) float32 { return active.dot(a, b) }
 
 // Axpy computes y += alpha·x over len(x) elements.
-func Axpy(alpha float32, x, y []float32) { active.axpy(alpha, x, y) }
+func Axpy(alpha float32, x, y []float32) {
+	if len(x) < 2*elemPart {
+		active.axpy(alpha, x, y)
+		return
+	}
+	elementwise(elementJob{op: opAxpy, x: x, y: y[:len(x)], alpha: alpha}, len(x))
+}
 
 // RMSNorm writes x / sqrt(mean(x²) + eps) · weight into dst (dst may alias x).
-func RMSNorm(dst, x, weight []float32, eps float32) {
+func RMSNorm(dst, x, weight []float32, eps float32) { rmsNorm(dst, x, weight, eps) }
+
+// RMSNormRows is RMSNorm of each of the n rows of len(weight) values of x into dst.
+func RMSNormRows(dst, x, weight []float32, eps float32, n int) {
+	h := len(weight)
+	x, dst = x[:n*h], dst[:n*h]
+	if n*h < 2*elemPart {
+		for i := 0; i < n; i++ {
+			rmsNorm(dst[i*h:(i+1)*h], x[i*h:(i+1)*h], weight, eps)
+		}
+		return
+	}
+	elementwise(elementJob{op: opRMSNorm, x: x, y: dst, w: weight, eps: eps, rows: n}, n*h)
+}
+
+// elemPart is the fewest elements worth a part of an element-wise job.
+const elemPart = 1 << 13
+
+type elemOp uint8
+
+const (
+	opAxpy elemOp = iota
+	opSiLUMul
+	opRMSNorm
+)
+
+// elementJob is an element-wise kernel over x and y (and the RMSNorm weights w), in
+// units of elemPart elements (of whole rows of len(w) for RMSNorm).
+type elementJob struct {
+	op         elemOp
+	x, y, w    []float32
+	alpha, eps float32
+	rows       int
+}
+
+// elementwise runs j on the pool's workers, or inline.
+func elementwise(j elementJob, size int) {
+	if t := pool.lock(size / elemPart); t > 1 {
+		pool.el = j
+		pool.run(&pool.el, t)
+		pool.el = elementJob{}
+		pool.mu.Unlock()
+		return
+	}
+	for u := range j.Units(0) {
+		j.Do(0, 0, u)
+	}
+}
+
+// rowsPer is the rows of an RMSNorm unit.
+func (j *elementJob) rowsPer() int { return max(1, elemPart/len(j.w)) }
+
+func (j *elementJob) Phases() int { return 1 }
+
+func (j *elementJob) Units(int) int {
+	if j.op == opRMSNorm {
+		return (j.rows + j.rowsPer() - 1) / j.rowsPer()
+	}
+	return (len(j.x) + elemPart - 1) / elemPart
+}
+
+func (j *elementJob) Do(_, _, u int) {
+	if j.op == opRMSNorm {
+		h, r := len(j.w), j.rowsPer()
+		for i := u * r; i < min((u+1)*r, j.rows); i++ {
+			rmsNorm(j.y[i*h:(i+1)*h], j.x[i*h:(i+1)*h], j.w, j.eps)
+		}
+		return
+	}
+	lo, hi := u*elemPart, min((u+1)*elemPart, len(j.x))
+	switch j.op {
+	case opAxpy:
+		active.axpy(j.alpha, j.x[lo:hi], j.y[lo:hi])
+	case opSiLUMul:
+		siluMul(j.x[lo:hi], j.y[lo:hi])
+	}
+}
+
+func rmsNorm(dst, x, weight []float32, eps float32) {
 	var ss float64
 	for _, v := range x {
 		ss += float64(v) * float64(v)
@@ -121,6 +293,14 @@ func Softmax(x []float32) {
 // nothing overflows whatever g.
 func SiLUMul(gate, up []float32) {
 	up = up[:len(gate)]
+	if len(gate) < 2*elemPart {
+		siluMul(gate, up)
+		return
+	}
+	elementwise(elementJob{op: opSiLUMul, x: gate, y: up}, len(gate))
+}
+
+func siluMul(gate, up []float32) {
 	var e [256]float32
 	for b := 0; b < len(gate); b += len(e) {
 		g := gate[b:min(b+len(e), len(gate))]
