@@ -39,7 +39,7 @@ type Job interface {
 // that core's caches); a part that runs out takes units from the back of a part that
 // is behind (one whose thread the OS has descheduled, say), so one slow thread does not
 // hold up the job. In steady state nothing allocates and no channel is touched: a
-// worker waiting for the next job spins, then yields, and parks only after spinWait.
+// worker waiting for the next job spins, and parks only after spinWait.
 func RunJob(j Job, n int) {
 	if n = pool.lock(n); n == 1 {
 		for ph := range j.Phases() {
@@ -81,12 +81,18 @@ func (r *rangeJob) Do(_, _, u int) { r.fn(u*r.n/r.t, (u+1)*r.n/r.t) }
 
 // The pool: workers 1…n−1 are goroutines started on first use that live for the
 // process; the caller of a job is part 0. A job is announced by bumping state (a
-// generation above the low partBits, which hold the part count). A worker that sees
-// it enters the job through gate, which the caller closes once every unit is done and
-// no worker is inside, so a worker that wakes up late never touches the next job.
+// generation above the low partBits, which hold the part count); a waiting worker
+// polls it, and parks after spinWait on its channel, which the caller signals only
+// when the worker is parked. Every part has a slot of its own (one cache line): a
+// worker marks it with the generation while it is inside the job, and every part
+// publishes there how many units it has done, so that nothing in a job's hand-off or
+// phases is a read-modify-write on a shared line. The caller seals the generation
+// once every unit is done and waits until no worker is inside, so a worker that wakes
+// up late never touches the next job.
 const (
-	spinLoads = 1 << 10                // plain loads before the first yield
-	spinWait  = 200 * time.Microsecond // yielding before a worker parks
+	spinCheck = 1 << 8                 // polls between looks at the clock
+	spinWait  = 200 * time.Microsecond // polling for the next job before a worker parks
+	spinPhase = 30 * time.Microsecond  // polling for the end of a phase before a part parks
 	partBits  = 16
 	maxParts  = 1 << 10
 
@@ -94,31 +100,27 @@ const (
 	// back of its part's remaining units
 	claimBits = 20
 	claimMask = 1<<claimBits - 1
-	// the gate: generation << 32 | sealed | workers inside
-	sealed = 1 << 31
 )
 
-type workerSlot struct {
+// partSlot is one part's: its claim word, its progress and its wake-up.
+type partSlot struct {
+	claim  atomic.Uint64 // see claim
+	done   atomic.Int64  // units this part has done in the job so far
+	in     atomic.Uint64 // generation of the job the worker is inside, else older
 	parked atomic.Int32
 	wake   chan struct{}
-	_      [48]byte // keep slots on separate cache lines
-}
-
-type claimWord struct {
-	v atomic.Uint64
-	_ [56]byte
+	_      [24]byte
 }
 
 type workerPool struct {
-	mu     sync.Mutex // held by the caller of the job in flight
-	state  atomic.Uint64
-	gate   atomic.Uint64
-	job    Job
-	parts  int
-	done   atomic.Int64 // units done in the job so far
-	claims []claimWord  // per part
-	caller workerSlot   // the caller parks here while the last units run
-	slots  []*workerSlot
+	mu       sync.Mutex // held by the caller of the job in flight
+	state    atomic.Uint64
+	sealed   atomic.Uint64 // the last generation that is over
+	sleepers atomic.Int32  // parts parked until a phase ends
+	job      Job
+	parts    int
+	slots    []partSlot // [0] is the caller's; allocated for maxParts at first use
+	nwork    int        // workers started
 
 	rj rangeJob   // Parallel's
 	mv matvecJob  // MatMulTs's at small m
@@ -138,80 +140,74 @@ func (p *workerPool) lock(n int) int {
 
 // run runs j on parts 0…n−1; the caller holds mu.
 func (p *workerPool) run(j Job, n int) {
-	if p.caller.wake == nil {
-		p.caller.wake = make(chan struct{}, 1)
+	if p.slots == nil {
+		p.slots = make([]partSlot, maxParts)
+		p.slots[0].wake = make(chan struct{}, 1)
 	}
 	st := p.state.Load()
-	for len(p.slots) < n-1 {
-		s := &workerSlot{wake: make(chan struct{}, 1)}
-		p.slots = append(p.slots, s)
-		go p.work(len(p.slots), s, st)
-	}
-	if len(p.claims) < n {
-		p.claims = make([]claimWord, maxParts)
+	for ; p.nwork < n-1; p.nwork++ {
+		s := &p.slots[p.nwork+1]
+		s.wake = make(chan struct{}, 1)
+		go p.work(p.nwork+1, s, st)
 	}
 	gen := st>>partBits + 1
 	p.job, p.parts = j, n
-	p.done.Store(0)
 	u0 := j.Units(0)
 	for w := range n {
-		p.claims[w].v.Store(uint64(w*u0/n)<<claimBits | uint64((w+1)*u0/n))
+		p.slots[w].claim.Store(uint64(w*u0/n)<<claimBits | uint64((w+1)*u0/n))
+		p.slots[w].done.Store(0)
 	}
-	p.gate.Store(gen << 32)
 	p.state.Store(gen<<partBits | uint64(n))
-	for _, s := range p.slots[:n-1] {
-		if s.parked.CompareAndSwap(1, 0) {
+	for w := 1; w < n; w++ {
+		if s := &p.slots[w]; s.parked.CompareAndSwap(1, 0) {
 			s.wake <- struct{}{}
 		}
 	}
 	p.part(0)
-	// Every unit is done; wait for workers still inside (looking for units), then
-	// seal the gate so that no late one enters.
-	for i := 0; !p.gate.CompareAndSwap(gen<<32, gen<<32|sealed); i++ {
-		if i >= spinLoads {
-			runtime.Gosched()
-		}
+	// Every unit is done: seal the generation, then wait for workers still inside
+	// (looking for units) to leave.
+	p.sealed.Store(gen)
+	for w := 1; w < n; w++ {
+		s := &p.slots[w]
+		wait(func() bool { return s.in.Load() != gen })
 	}
 	p.job = nil
 }
 
 // work is worker w's loop; seen is the state before its first job.
-func (p *workerPool) work(w int, s *workerSlot, seen uint64) {
+func (p *workerPool) work(w int, s *partSlot, seen uint64) {
 	for {
 		changed := func() bool { return p.state.Load() != seen }
 		if !spin(changed) {
-			park(s, changed)
+			for !changed() { // a wake-up from a phase's end is not a job
+				park(s, changed)
+			}
 		}
 		seen = p.state.Load()
-		if n := int(seen & (1<<partBits - 1)); w < n && p.enter(seen>>partBits) {
+		gen := seen >> partBits
+		if n := int(seen & (1<<partBits - 1)); w >= n {
+			continue
+		}
+		// Enter unless the job is over; the caller seals before it reads in, so
+		// either it waits for this worker or this worker sees the seal.
+		s.in.Store(gen)
+		if p.sealed.Load() < gen {
 			p.part(w)
-			p.gate.Add(^uint64(0)) // leave
 		}
-	}
-}
-
-// enter lets a worker into the job of generation gen unless it is over.
-func (p *workerPool) enter(gen uint64) bool {
-	for {
-		g := p.gate.Load()
-		if g>>32 != gen || g&sealed != 0 {
-			return false
-		}
-		if p.gate.CompareAndSwap(g, g+1) {
-			return true
-		}
+		s.in.Store(0)
 	}
 }
 
 // part is part w's run through the job's phases: its own units, then other parts'
-// from their backs; then it waits until the phase is done.
+// from their backs; then it waits until the phase is done (the last phase: only the
+// caller waits).
 func (p *workerPool) part(w int) {
 	j, n := p.job, p.parts
-	total := int64(0)
+	me := &p.slots[w]
+	total, did := int64(0), int64(0)
 	for ph := range j.Phases() {
 		units := j.Units(ph)
 		total += int64(units)
-		did := 0
 		for v := 0; v < n; v++ {
 			owner := (w + v) % n
 			for {
@@ -223,23 +219,44 @@ func (p *workerPool) part(w int) {
 				did++
 			}
 		}
-		last := ph == j.Phases()-1
-		if p.done.Add(int64(did)) == total && last && p.caller.parked.CompareAndSwap(1, 0) {
-			p.caller.wake <- struct{}{}
+		me.done.Store(did)
+		if p.sleepers.Load() > 0 {
+			p.wakeSleepers(n)
 		}
-		if last && w != 0 {
-			return // only the caller waits for the end
-		}
-		phaseDone := func() bool { return p.done.Load() >= total }
-		if spin(phaseDone) {
-			continue
-		}
-		if last {
-			park(&p.caller, phaseDone)
+		if ph == j.Phases()-1 && w != 0 {
 			return
 		}
-		for !phaseDone() {
-			runtime.Gosched()
+		p.waitPhase(me, n, total)
+	}
+}
+
+// waitPhase waits until the parts have done total units: polling for spinPhase, then
+// parked (the OS may have descheduled the thread of the part that holds the last unit;
+// a polling wait would keep its core from it), woken by every part that publishes
+// progress while some part sleeps.
+func (p *workerPool) waitPhase(me *partSlot, n int, total int64) {
+	done := func() bool {
+		sum := int64(0)
+		for v := range n {
+			sum += p.slots[v].done.Load()
+		}
+		return sum >= total
+	}
+	if spinFor(done, spinPhase) {
+		return
+	}
+	p.sleepers.Add(1)
+	for !done() {
+		park(me, done)
+	}
+	p.sleepers.Add(-1)
+}
+
+// wakeSleepers wakes the parked parts among the first n.
+func (p *workerPool) wakeSleepers(n int) {
+	for v := range n {
+		if s := &p.slots[v]; s.parked.CompareAndSwap(1, 0) {
+			s.wake <- struct{}{}
 		}
 	}
 }
@@ -248,7 +265,7 @@ func (p *workerPool) part(w int) {
 // (the owner's own order), else the back. The word is set to the phase's range by
 // whoever touches it first in the phase.
 func (p *workerPool) claim(owner, ph, units, n int, front bool) (int, bool) {
-	c := &p.claims[owner].v
+	c := &p.slots[owner].claim
 	for {
 		x := c.Load()
 		tag := int(x >> (2 * claimBits))
@@ -274,22 +291,40 @@ func (p *workerPool) claim(owner, ph, units, n int, front bool) (int, bool) {
 	}
 }
 
-// spin waits up to about spinWait for done, first with plain loads, then yielding
-// the processor between checks; it reports whether done became true.
-func spin(done func() bool) bool {
-	for range spinLoads {
+// spin waits up to about spinWait for done, polling with plain loads and a CPU pause
+// in between; it reports whether done became true. It never yields to the Go
+// scheduler: runtime.Gosched takes the scheduler's global lock, which sixteen
+// spinning threads contend for (the cause of slow job starts at 16 threads).
+func spin(done func() bool) bool { return spinFor(done, spinWait) }
+
+// spinFor is spin for up to about d.
+func spinFor(done func() bool, d time.Duration) bool {
+	var start time.Time
+	for i := 1; ; i++ {
 		if done() {
 			return true
+		}
+		cpuPause()
+		if i%spinCheck == 0 {
+			if i == spinCheck {
+				start = time.Now()
+			} else if time.Since(start) > d {
+				return false
+			}
 		}
 	}
-	start := time.Now()
-	for i := 0; ; i++ {
-		if done() {
-			return true
-		}
-		runtime.Gosched()
-		if i%16 == 15 && time.Since(start) > spinWait {
-			return false
+}
+
+// wait spins until done, yielding to the Go scheduler only every spinCheck polls
+// after spinWait (a unit's part that the OS has descheduled).
+func wait(done func() bool) {
+	if spin(done) {
+		return
+	}
+	for i := 1; !done(); i++ {
+		cpuPause()
+		if i%spinCheck == 0 {
+			runtime.Gosched()
 		}
 	}
 }
@@ -297,7 +332,7 @@ func spin(done func() bool) bool {
 // park blocks on s until its waker clears s.parked (and sends), or done is already
 // true once s.parked is published; both sides use sequentially consistent atomics,
 // so a wake-up is never lost.
-func park(s *workerSlot, done func() bool) {
+func park(s *partSlot, done func() bool) {
 	s.parked.Store(1)
 	if done() && s.parked.CompareAndSwap(1, 0) {
 		return
