@@ -141,7 +141,10 @@ func TestPartitionInvariance(t *testing.T) {
 	r := rand.New(rand.NewPCG(40, 41))
 	const rows, h = 37, 1000
 	x, y, wt := randSlice(r, rows*h), randSlice(r, rows*h), randSlice(r, h)
-	type result struct{ axpy, silu, norm []float32 }
+	type result struct {
+		axpy, silu, norm []float32
+		sum              float32
+	}
 	run := func(th int) result {
 		withThreads(t, th)
 		var res result
@@ -151,6 +154,7 @@ func TestPartitionInvariance(t *testing.T) {
 		SiLUMul(res.silu, y)
 		res.norm = make([]float32, len(x))
 		RMSNormRows(res.norm, x, wt, 1e-5, rows)
+		res.sum = Sum(x)
 		return res
 	}
 	ref := run(1)
@@ -169,8 +173,17 @@ func TestPartitionInvariance(t *testing.T) {
 			}
 		}
 	}
+	var want, abs float64
+	for _, v := range x {
+		want += float64(v)
+		abs += float64(abs32(v))
+	}
+	checkSum(t, "Sum", ref.sum, want, abs, len(x))
 	for _, th := range []int{2, 3, 7} {
 		got := run(th)
+		if got.sum != ref.sum {
+			t.Fatalf("threads %d: Sum %v, on one thread %v", th, got.sum, ref.sum)
+		}
 		for i := range x {
 			if got.axpy[i] != ref.axpy[i] || got.silu[i] != ref.silu[i] || got.norm[i] != ref.norm[i] {
 				t.Fatalf("threads %d, element %d: axpy %v/%v silu %v/%v norm %v/%v", th, i,

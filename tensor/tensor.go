@@ -179,6 +179,22 @@ func Axpy(alpha float32, x, y []float32) {
 	elementwise(elementJob{op: opAxpy, x: x, y: y[:len(x)], alpha: alpha}, len(x))
 }
 
+// Sum returns Σ x[i], summed in blocks of elemPart elements added in order, so that
+// the result does not depend on the thread count. A large x is read by all threads
+// (kvfoot bench measures the read bandwidth with it).
+func Sum(x []float32) float32 {
+	if len(x) < 2*elemPart {
+		return active.sum(x)
+	}
+	sums := make([]float32, (len(x)+elemPart-1)/elemPart)
+	elementwise(elementJob{op: opSum, x: x, y: sums}, len(x))
+	var s float32
+	for _, v := range sums {
+		s += v
+	}
+	return s
+}
+
 // RMSNorm writes x / sqrt(mean(x²) + eps) · weight into dst (dst may alias x).
 func RMSNorm(dst, x, weight []float32, eps float32) { rmsNorm(dst, x, weight, eps) }
 
@@ -204,6 +220,7 @@ const (
 	opAxpy elemOp = iota
 	opSiLUMul
 	opRMSNorm
+	opSum // y[u] = Σ of unit u's elements of x
 )
 
 // elementJob is an element-wise kernel over x and y (and the RMSNorm weights w), in
@@ -255,6 +272,8 @@ func (j *elementJob) Do(_, _, u int) {
 		active.axpy(j.alpha, j.x[lo:hi], j.y[lo:hi])
 	case opSiLUMul:
 		siluMul(j.x[lo:hi], j.y[lo:hi])
+	case opSum:
+		j.y[u] = active.sum(j.x[lo:hi])
 	}
 }
 
