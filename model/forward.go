@@ -118,10 +118,11 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 	for l := range m.Layers {
 		L := &m.Layers[l]
 		// attention: x += O · attend(rope(Q·norm(x)), rope(K·norm(x)), V·norm(x))
-		rmsNormRows(xb, x, L.AttnNorm, c.NormEps, n)
-		linear(q, xb, n, &L.Q)
-		linear(k, xb, n, &L.K)
-		linear(v, xb, n, &L.V)
+		tensor.RMSNormRows(xb, x, L.AttnNorm, c.NormEps, n)
+		tensor.MatMulTs(xb, n, tensor.Proj{Dst: q, W: &L.Q.W}, tensor.Proj{Dst: k, W: &L.K.W}, tensor.Proj{Dst: v, W: &L.V.W})
+		addBias(q, n, &L.Q)
+		addBias(k, n, &L.K)
+		addBias(v, n, &L.V)
 		r.rope(q, n, c.Heads)
 		r.rope(k, n, c.KVHeads)
 		row = 0
@@ -133,9 +134,10 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 		linear(xb, att, n, &L.O)
 		tensor.Axpy(1, xb, x)
 		// MLP: x += Down · (silu(Gate·norm(x)) ⊙ Up·norm(x))
-		rmsNormRows(xb, x, L.MLPNorm, c.NormEps, n)
-		linear(gate, xb, n, &L.Gate)
-		linear(up, xb, n, &L.Up)
+		tensor.RMSNormRows(xb, x, L.MLPNorm, c.NormEps, n)
+		tensor.MatMulTs(xb, n, tensor.Proj{Dst: gate, W: &L.Gate.W}, tensor.Proj{Dst: up, W: &L.Up.W})
+		addBias(gate, n, &L.Gate)
+		addBias(up, n, &L.Up)
 		tensor.SiLUMul(gate, up)
 		linear(xb, gate, n, &L.Down)
 		tensor.Axpy(1, xb, x)
@@ -157,7 +159,7 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 		s := &seqs[i]
 		a := s.asked()
 		first := row + s.Step.Tokens() - a
-		rmsNormRows(hidden[out*H:(out+a)*H], x[first*H:(first+a)*H], m.Norm, c.NormEps, a)
+		tensor.RMSNormRows(hidden[out*H:(out+a)*H], x[first*H:(first+a)*H], m.Norm, c.NormEps, a)
 		s.Logits = logits[out*c.Vocab : (out+a)*c.Vocab]
 		row += s.Step.Rows
 		out += a
@@ -205,19 +207,17 @@ func (r *Runner) check(s *Seq) error {
 // linear computes dst[n, out] = x[n, in] · Wᵀ + bias.
 func linear(dst, x []float32, n int, l *Linear) {
 	tensor.MatMulT(dst, x, n, &l.W)
+	addBias(dst, n, l)
+}
+
+// addBias adds l's bias, if it has one, to each of the n rows of dst.
+func addBias(dst []float32, n int, l *Linear) {
 	if l.Bias == nil {
 		return
 	}
 	out := l.W.Rows
 	for i := 0; i < n; i++ {
 		tensor.Axpy(1, l.Bias, dst[i*out:(i+1)*out])
-	}
-}
-
-func rmsNormRows(dst, x, weight []float32, eps float32, n int) {
-	h := len(weight)
-	for i := 0; i < n; i++ {
-		tensor.RMSNorm(dst[i*h:(i+1)*h], x[i*h:(i+1)*h], weight, eps)
 	}
 }
 
