@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,22 +28,35 @@ func init() {
 // benchRow is one measured configuration: mean and standard deviation of tokens/s
 // over the repetitions.
 type benchRow struct {
-	Threads int     `json:"threads"`
-	Test    string  `json:"test"` // ppN: pre-fill of N tokens; tgG@dN: decode of G tokens after N of context
-	Context int     `json:"context"`
-	Tokens  int     `json:"tokens"`
-	Mean    float64 `json:"tokens_per_second"`
-	SD      float64 `json:"sd"`
-	Reps    int     `json:"reps"`
+	Threads int       `json:"threads"`
+	Test    string    `json:"test"` // ppN: pre-fill of N tokens; tgG@dN: decode of G tokens after N of context
+	Context int       `json:"context"`
+	Tokens  int       `json:"tokens"`
+	Mean    float64   `json:"tokens_per_second"`
+	SD      float64   `json:"sd"`
+	Reps    int       `json:"reps"`
+	Samples []float64 `json:"samples"` // tokens/s of each repetition
+	// Speedup is Mean over the one-thread row's of the same test (0: no such row).
+	Speedup float64 `json:"speedup,omitempty"`
+	// Decode rows: bytes a step reads (the weight matrices, and the KV cache averaged
+	// over the steps) and what that is per second at Mean tokens/s.
+	WeightBytes int64   `json:"weight_bytes,omitempty"`
+	KVBytes     int64   `json:"kv_bytes,omitempty"`
+	ReadGBps    float64 `json:"read_gb_per_s,omitempty"`
 }
 
 type benchOutput struct {
-	Model  string     `json:"model"`
-	Params int64      `json:"params"`
-	Dtype  string     `json:"dtype"`
-	CPU    string     `json:"cpu"`
-	Chunk  int        `json:"chunk"`
-	Rows   []benchRow `json:"rows"`
+	Model  string `json:"model"`
+	Params int64  `json:"params"`
+	Dtype  string `json:"dtype"`
+	KV     string `json:"kv"`
+	CPU    string `json:"cpu"`
+	Go     string `json:"go"`
+	Chunk  int    `json:"chunk"`
+	// ReadBW is the memory read bandwidth measured at each thread count (--bandwidth),
+	// GB/s, keyed by the thread count.
+	ReadBW map[string]float64 `json:"read_bw_gb_per_s,omitempty"`
+	Rows   []benchRow         `json:"rows"`
 }
 
 func runBench(args []string) error {
@@ -55,6 +70,10 @@ func runBench(args []string) error {
 	chunk := fs.Int("chunk", 512, "pre-fill chunk size in tokens (0: the whole context at once)")
 	bf16 := fs.Bool("bf16", false, "with --random: hold the weight matrices in bf16, as a bf16 checkpoint is held")
 	format := fs.String("format", "table", "output: table (markdown) or json")
+	spec := fs.String("kv", "full", "KV cache spec (full+bf16, full+quant:bits=8, …)")
+	scaling := fs.Bool("scaling", false, "also print each test's speed-up over one thread (one thread is added to --threads)")
+	bandwidth := fs.Bool("bandwidth", false, "measure the memory read bandwidth at each thread count and set decode rows against it")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measurements to this file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -74,11 +93,14 @@ func runBench(args []string) error {
 			return fmt.Errorf("--threads %d: want at most %d", t, maxThreads)
 		}
 	}
+	if *scaling && !slices.Contains(threads, 1) {
+		threads = append([]int{1}, threads...)
+	}
 	if *reps < 1 || *decode < 0 || *chunk < 0 {
 		return errors.New("--reps must be ≥ 1, --decode and --chunk ≥ 0")
 	}
 	var m *model.Model
-	out := benchOutput{CPU: cpuName(), Chunk: *chunk}
+	out := benchOutput{CPU: cpuName(), Go: runtime.Version(), Chunk: *chunk, KV: *spec}
 	switch {
 	case (*dir == "") == (*random == ""):
 		return errors.New("give exactly one of --model DIR and --random PRESET")
@@ -87,6 +109,8 @@ func runBench(args []string) error {
 		if !ok {
 			return fmt.Errorf("--random %q: unknown preset (known: %s)", *random, strings.Join(presetNames(), ", "))
 		}
+		// Random weights have no trained context: let the longest test fit.
+		cfg.MaxPositions = max(cfg.MaxPositions, slices.Max(ctxs)+*decode)
 		m = model.NewRandom(cfg, 1)
 		out.Model, out.Dtype = *random+" (random weights)", "F32"
 		if *bf16 {
@@ -105,22 +129,52 @@ func runBench(args []string) error {
 			return fmt.Errorf("--ctx %d + --decode %d tokens pass the model's context of %d tokens", n, *decode, m.Config.MaxPositions)
 		}
 	}
+	if _, err := kv.New(kv.Shape(m.Shape()), *spec); err != nil {
+		return fmt.Errorf("--kv: %w", err)
+	}
 	out.Params = m.Config.Params()
+	wbytes := weightBytes(m)
+	if *bandwidth {
+		out.ReadBW = map[string]float64{}
+		for _, t := range threads {
+			tensor.SetThreads(t)
+			bw, err := readBandwidth()
+			if err != nil {
+				return err
+			}
+			out.ReadBW[strconv.Itoa(t)] = bw
+		}
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, t := range threads {
 		tensor.SetThreads(t)
 		for _, n := range ctxs {
 			var pre, dec []float64
+			var kvBytes int64
 			for range *reps {
-				p, d, err := benchOnce(m, r, n, *decode, *chunk)
+				p, d, kb, err := benchOnce(m, *spec, r, n, *decode, *chunk)
 				if err != nil {
 					return err
 				}
-				pre, dec = append(pre, p), append(dec, d)
+				pre, dec, kvBytes = append(pre, p), append(dec, d), kb
 			}
 			rows := []benchRow{stats(t, fmt.Sprintf("pp%d", n), n, n, pre)}
 			if *decode > 0 {
-				rows = append(rows, stats(t, fmt.Sprintf("tg%d@d%d", *decode, n), n, *decode, dec))
+				row := stats(t, fmt.Sprintf("tg%d@d%d", *decode, n), n, *decode, dec)
+				row.WeightBytes, row.KVBytes = wbytes, kvBytes
+				row.ReadGBps = float64(wbytes+kvBytes) * row.Mean / 1e9
+				rows = append(rows, row)
 			}
 			// progress on stderr, so that a long run that is stopped still leaves its figures
 			for _, row := range rows {
@@ -129,26 +183,111 @@ func runBench(args []string) error {
 			out.Rows = append(out.Rows, rows...)
 		}
 	}
+	one := map[string]float64{}
+	for _, row := range out.Rows {
+		if row.Threads == 1 {
+			one[row.Test] = row.Mean
+		}
+	}
+	for i := range out.Rows {
+		if base := one[out.Rows[i].Test]; base > 0 {
+			out.Rows[i].Speedup = out.Rows[i].Mean / base
+		}
+	}
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
 	if *format == "json" {
 		return json.NewEncoder(w).Encode(out)
 	}
-	fmt.Fprintf(w, "model: %s, %.1fM params, %s; cpu: %s; pre-fill chunk %d\n\n", out.Model, float64(out.Params)/1e6, out.Dtype, out.CPU, out.Chunk)
-	fmt.Fprintln(w, "| threads | test | tokens/s | ± sd | reps |")
-	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|")
+	fmt.Fprintf(w, "model: %s, %.1fM params, %s, KV %s; cpu: %s; pre-fill chunk %d\n\n", out.Model, float64(out.Params)/1e6, out.Dtype, out.KV, out.CPU, out.Chunk)
+	fmt.Fprintln(w, "| threads | test | tokens/s | ± sd | reps | speed-up | decode GB/s | read BW GB/s |")
+	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|--:|--:|--:|")
 	for _, row := range out.Rows {
-		fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %d |\n", row.Threads, row.Test, row.Mean, row.SD, row.Reps)
+		fmt.Fprintf(w, "| %d | %s | %.1f | %.1f | %d | %s | %s | %s |\n", row.Threads, row.Test, row.Mean, row.SD, row.Reps,
+			orDash(row.Speedup, "%.2fx"), orDash(row.ReadGBps, "%.1f"), orDash(out.ReadBW[strconv.Itoa(row.Threads)], "%.1f"))
+	}
+	if *scaling {
+		printScaling(w, out.Rows, threads)
 	}
 	return nil
 }
 
-// benchOnce pre-fills n random tokens into a fresh full cache and then decodes
-// decode more, returning tokens/s of each phase.
-func benchOnce(m *model.Model, r *rand.Rand, n, decode, chunk int) (prefill, dec float64, err error) {
-	cache, err := kv.New(kv.Shape(m.Shape()), "full")
+func orDash(v float64, format string) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// printScaling prints one row per test, one column per thread count: tokens/s and
+// the speed-up over one thread.
+func printScaling(w *bufio.Writer, rows []benchRow, threads []int) {
+	var tests []string
+	cell := map[string]benchRow{}
+	for _, r := range rows {
+		if !slices.Contains(tests, r.Test) {
+			tests = append(tests, r.Test)
+		}
+		cell[fmt.Sprint(r.Test, "/", r.Threads)] = r
+	}
+	fmt.Fprint(w, "\n| test |")
+	for _, t := range threads {
+		fmt.Fprintf(w, " %d threads |", t)
+	}
+	fmt.Fprint(w, "\n|:--|")
+	for range threads {
+		fmt.Fprint(w, "--:|")
+	}
+	fmt.Fprintln(w)
+	for _, test := range tests {
+		fmt.Fprintf(w, "| %s |", test)
+		for _, t := range threads {
+			r := cell[fmt.Sprint(test, "/", t)]
+			fmt.Fprintf(w, " %.1f (%.2fx) |", r.Mean, r.Speedup)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// weightBytes is the bytes of weight matrices a decode step reads: every layer's and
+// the LM head (the embedding row and the norms are negligible).
+func weightBytes(m *model.Model) int64 {
+	size := func(w *tensor.Mat) int64 { return int64(4*len(w.F32) + 2*len(w.BF16)) }
+	n := size(&m.Head)
+	for i := range m.Layers {
+		L := &m.Layers[i]
+		for _, l := range []*model.Linear{&L.Q, &L.K, &L.V, &L.O, &L.Gate, &L.Up, &L.Down} {
+			n += size(&l.W)
+		}
+	}
+	return n
+}
+
+// readBandwidth measures the memory read bandwidth of the current thread count: the
+// best of five sums of 1 GiB of ones with tensor.Sum (exact in float32: its blocks'
+// sums are multiples of a power of two), in GB/s.
+func readBandwidth() (float64, error) {
+	buf := make([]float32, 1<<28)
+	for i := range buf {
+		buf[i] = 1
+	}
+	best := 0.0
+	for range 5 {
+		start := time.Now()
+		if s := tensor.Sum(buf); s != float32(len(buf)) {
+			return 0, fmt.Errorf("bandwidth: the sum of %d ones is %v", len(buf), s)
+		}
+		best = max(best, 4*float64(len(buf))/time.Since(start).Seconds()/1e9)
+	}
+	return best, nil
+}
+
+// benchOnce pre-fills n random tokens into a fresh cache and then decodes decode more,
+// returning tokens/s of each phase and the cache's bytes averaged over the decode.
+func benchOnce(m *model.Model, spec string, r *rand.Rand, n, decode, chunk int) (prefill, dec float64, kvBytes int64, err error) {
+	cache, err := kv.New(kv.Shape(m.Shape()), spec)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	ids := make([]int, n+decode)
 	for i := range ids {
@@ -160,19 +299,20 @@ func benchOnce(m *model.Model, r *rand.Rand, n, decode, chunk int) (prefill, dec
 	run := model.NewRunner(m, chunk)
 	start := time.Now()
 	if _, err := run.Prefill(cache, ids[:n], model.PrefillOptions{Chunk: chunk}); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	prefill = float64(n) / time.Since(start).Seconds()
+	before := cache.Bytes()
 	start = time.Now()
 	for i := n; i < n+decode; i++ {
 		if _, err := run.Decode(cache, ids[i]); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 	}
 	if decode > 0 {
 		dec = float64(decode) / time.Since(start).Seconds()
 	}
-	return prefill, dec, nil
+	return prefill, dec, (before + cache.Bytes()) / 2, nil
 }
 
 func stats(threads int, test string, ctx, tokens int, v []float64) benchRow {
@@ -188,7 +328,7 @@ func stats(threads int, test string, ctx, tokens int, v []float64) benchRow {
 	if len(v) > 1 {
 		sd = math.Sqrt(ss / float64(len(v)-1))
 	}
-	return benchRow{Threads: threads, Test: test, Context: ctx, Tokens: tokens, Mean: mean, SD: sd, Reps: len(v)}
+	return benchRow{Threads: threads, Test: test, Context: ctx, Tokens: tokens, Mean: mean, SD: sd, Reps: len(v), Samples: v}
 }
 
 func parseCounts(flag, s string) ([]int, error) {
