@@ -234,14 +234,20 @@ var decodeUnit = 8192
 // decodeScratch is the decode kernel's scratch, reused across steps, and its job.
 type decodeScratch struct {
 	c      *Cache
-	q      []float32   // [Heads, d]: the queries, pre-scaled by 1/√d
-	o      []float32   // [piece, group, d]: un-normalised partial outputs
-	m, l   []float32   // [piece, group]: partial max and sum of exp
-	lo, hi []int       // [piece]: the piece's keys within its KV head (lo = hi: none)
-	off    []int       // [KVHeads+1]: offsets of the KV heads' keys in their concatenation
-	keys   int         // all KV heads' keys
-	units  int         // units; piece g*units+i is unit i's part of KV head g
-	buf    [][]float32 // per part: a tile converted to float32 (rowStore heads)
+	q      []float32 // [Heads, d]: the queries, pre-scaled by 1/√d
+	o      []float32 // [piece, group, d]: un-normalised partial outputs
+	m, l   []float32 // [piece, group]: partial max and sum of exp
+	lo, hi []int     // [piece]: the piece's keys within its KV head (lo = hi: none)
+	off    []int     // [KVHeads+1]: offsets of the KV heads' keys in their concatenation
+	keys   int       // all KV heads' keys
+	units  int       // units; piece g*units+i is unit i's part of KV head g
+	parts  []decodePart
+}
+
+// decodePart is one part's scratch.
+type decodePart struct {
+	buf []float32 // a tile converted to float32 (rowStore heads)
+	quantScratch
 }
 
 // decodeTileRows is the keys per tile at head dim d: a multiple of 4 (the DotRows block).
@@ -285,9 +291,9 @@ func (c *Cache) attendDecode(q, out []float32) {
 	grow(&dc.m, pieces*group)
 	grow(&dc.l, pieces*group)
 	grow(&dc.o, pieces*group*d)
-	growN(&dc.buf, t)
-	for i := range dc.buf {
-		grow(&dc.buf[i], decodeTileRows(d)*d)
+	growN(&dc.parts, t)
+	for i := range dc.parts {
+		grow(&dc.parts[i].buf, decodeTileRows(d)*d)
 	}
 	tensor.RunJob(dc, min(t, units))
 	for qh := range s.Heads {
@@ -308,21 +314,31 @@ func (c *Cache) decodeRange(w, i int) {
 			continue
 		}
 		dc.lo[p], dc.hi[p] = lo-dc.off[g], hi-dc.off[g]
-		c.decodePiece(g, p, dc.buf[w])
+		c.decodePiece(g, p, &dc.parts[w])
 	}
 }
 
 // decodePiece computes piece p, keys [lo, hi) of KV head g, for every head of its group:
 // the scores into c.scr, their max, exp(score − max) in place, its sum, and Σ exp·value.
-// buf is the part's tile buffer.
-func (c *Cache) decodePiece(g, p int, buf []float32) {
+// pt is the running part's scratch. Quantized storage that allows it is read in its
+// packed form (quantStore.scoreRows, sumRows); other rowStore heads are converted a
+// tile at a time.
+func (c *Cache) decodePiece(g, p int, pt *decodePart) {
 	s, dc := c.shape, &c.dec
 	d, group := s.HeadDim, s.Heads/s.KVHeads
-	rs := c.rows[g]
+	rs, buf := c.rows[g], pt.buf
+	qst, fused := rs.(*quantStore)
+	fused = fused && qst.fused()
 	j0, j1 := dc.lo[p], dc.hi[p]
 	tile := decodeTileRows(d)
 	for a := j0; a < j1; a += tile {
 		b := min(a+tile, j1)
+		if fused {
+			for qh := g * group; qh < (g+1)*group; qh++ {
+				qst.scoreRows(c.scr[qh][a:b], dc.q[qh*d:(qh+1)*d], a, b, &pt.quantScratch)
+			}
+			continue
+		}
 		var K []float32
 		if rs != nil {
 			K = buf[:(b-a)*d]
@@ -343,6 +359,13 @@ func (c *Cache) decodePiece(g, p int, buf []float32) {
 	}
 	for a := j0; a < j1; a += tile {
 		b := min(a+tile, j1)
+		if fused {
+			for h := range group {
+				r := p*group + h
+				qst.sumRows(dc.o[r*d:(r+1)*d], c.scr[g*group+h][a:b], a, b, &pt.quantScratch)
+			}
+			continue
+		}
 		var V []float32
 		if rs != nil {
 			V = buf[:(b-a)*d]

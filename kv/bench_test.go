@@ -70,6 +70,7 @@ func smolMasks(b *testing.B, s Shape) string {
 //	go test ./kv -run '^$' -bench Decode -benchtime 3x
 func BenchmarkDecode(b *testing.B) {
 	cfg := model.Presets["smollm2-135m"]
+	cfg.MaxPositions = 1 << 16 // random weights: the contexts below pass the preset's 8192
 	m := model.NewRandom(cfg, 1)
 	s := Shape(m.Shape())
 	masks := smolMasks(b, s)
@@ -78,6 +79,7 @@ func BenchmarkDecode(b *testing.B) {
 		{"streaming", "streaming:sink=128,window=1024"},
 		{"headmask0.7", "headmask:masks=" + masks + ",sparsity=0.7,sink=128,window=1024"},
 		{"full+bf16", "full+bf16"},
+		{"full+quant8", "full+quant:bits=8,group=32,residual=32"},
 		{"full+quant4", "full+quant:bits=4,group=32,residual=32"},
 	} {
 		for _, ctx := range []int{1024, 2048, 4096, 8192, 16384, 32768} {
@@ -123,8 +125,8 @@ func BenchmarkDecodeAttention(b *testing.B) {
 		{"builtin", Shape{Layers: 8, Heads: 8, KVHeads: 4, HeadDim: 64}},
 		{"smollm2", Shape{Layers: 30, Heads: 9, KVHeads: 3, HeadDim: 64}},
 	} {
-		for _, spec := range []string{"full", "full+bf16"} {
-			for _, ctx := range []int{512, 4096} {
+		for _, spec := range []string{"full", "full+bf16", "full+quant:bits=8,group=32,residual=32", "full+quant:bits=4,group=32,residual=32"} {
+			for _, ctx := range []int{512, 4096, 16384} {
 				for _, t := range []int{1, 2} {
 					b.Run(fmt.Sprintf("%s/%s/ctx=%d/threads=%d", sh.name, spec, ctx, t), func(b *testing.B) {
 						tensor.SetThreads(t)

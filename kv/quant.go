@@ -3,6 +3,8 @@ package kv
 import (
 	"math"
 	"strconv"
+
+	"github.com/kvfoot/kvfoot/tensor"
 )
 
 // quant is KIVI-style quantized storage (docs/METHODS.md §5.7): asymmetric min-max
@@ -50,6 +52,78 @@ type quantStore struct {
 
 var _ rowStore = (*quantStore)(nil)
 
+// quantScratch is one decode part's scratch for the fused kernels.
+type quantScratch struct {
+	qs, qn []float32 // a query scaled by a key group's scales; in nibble order
+	on     []float32 // a 4-bit value sum in nibble order
+}
+
+// fused reports whether decode can score and sum straight on the packed codes
+// (scoreRows, sumRows) instead of dequantizing tiles: 8-bit codes, or 4-bit ones whose
+// head dim and value groups are whole blocks of 32 (tensor.NibbleOrder).
+func (s *quantStore) fused() bool {
+	return s.bits == 8 || s.bits == 4 && s.d%32 == 0 && s.group%32 == 0
+}
+
+// scoreRows sets dst[t-j0] = q·key(t) for keys [j0, j1): over each run of rows of one
+// key group, q·(code·scale + min) = (q ⊙ scale)·code + q·min, one fused dot per row.
+func (s *quantStore) scoreRows(dst, q []float32, j0, j1 int, sc *quantScratch) {
+	d, nq := s.d, s.nq()
+	qs := grow(&sc.qs, d)
+	for t := j0; t < min(j1, nq); {
+		g := s.kg[t]
+		e := t + 1
+		for e < min(j1, nq) && s.kg[e] == g {
+			e++
+		}
+		ksc, kmin := s.ksc[int(g)*d:int(g+1)*d], s.kmin[int(g)*d:int(g+1)*d]
+		var bias float32
+		for c, v := range q[:d] {
+			qs[c] = v * ksc[c]
+			bias += v * kmin[c]
+		}
+		out, codes := dst[t-j0:e-j0], s.kc[t*s.rowBytes:e*s.rowBytes]
+		if s.bits == 8 {
+			tensor.DotRowsU8(out, qs, codes, s.rowBytes)
+		} else {
+			qn := grow(&sc.qn, d)
+			tensor.NibbleOrder(qn, qs)
+			tensor.DotRowsU4(out, qn, codes, s.rowBytes)
+		}
+		for i := range out {
+			out[i] += bias
+		}
+		t = e
+	}
+	if j1 > nq {
+		a := max(j0, nq)
+		tensor.DotRows(dst[a-j0:j1-j0], s.rk[(a-nq)*d:(j1-nq)*d], q)
+	}
+}
+
+// sumRows adds Σ_t p[t-j0]·value(t) over values [j0, j1) into o, the quantized rows
+// dequantized in registers with their groups' scales and minima.
+func (s *quantStore) sumRows(o, p []float32, j0, j1 int, sc *quantScratch) {
+	d, nq, ng := s.d, s.nq(), s.vGroups
+	if q1 := min(j1, nq); j0 < q1 {
+		codes, vsc, vmin := s.vc[j0*s.rowBytes:q1*s.rowBytes], s.vsc[j0*ng:q1*ng], s.vmin[j0*ng:q1*ng]
+		if s.bits == 8 {
+			tensor.AxpyDequantU8(o, p[:q1-j0], codes, s.rowBytes, vsc, vmin, s.group)
+		} else {
+			on := grow(&sc.on, d)
+			clear(on)
+			tensor.AxpyDequantU4(on, p[:q1-j0], codes, s.rowBytes, vsc, vmin, s.group)
+			qn := grow(&sc.qn, d)
+			tensor.NibbleUnorder(qn, on)
+			tensor.Axpy(1, qn, o)
+		}
+	}
+	if j1 > nq {
+		a := max(j0, nq)
+		tensor.AxpyRows(o, p[a-j0:j1-j0], s.rv[(a-nq)*d:(j1-nq)*d])
+	}
+}
+
 func (s *quantStore) nq() int { return len(s.kg) }
 func (s *quantStore) nr() int { return len(s.rk) / s.d }
 
@@ -59,21 +133,30 @@ func (s *quantStore) appendRows(k, v []float32, n, stride int) {
 		s.rk = append(s.rk, k[i*stride:i*stride+d]...)
 		s.rv = append(s.rv, v[i*stride:i*stride+d]...)
 	}
-	for s.nr() >= s.residual+s.group {
-		s.flush()
+	// Quantize every whole group past the residual, then move the rest down once, so
+	// that a long append (a pre-fill chunk) stays linear in its length.
+	off := 0
+	for s.nr()-off/d >= s.residual+s.group {
+		s.flush(off)
+		off += s.group * d
+	}
+	if off > 0 {
+		s.rk = s.rk[:copy(s.rk, s.rk[off:])]
+		s.rv = s.rv[:copy(s.rv, s.rv[off:])]
 	}
 }
 
-// flush quantizes the oldest `group` residual rows.
-func (s *quantStore) flush() {
+// flush quantizes the `group` residual rows that start at float off.
+func (s *quantStore) flush(off int) {
 	d, g := s.d, s.group
+	rk, rv := s.rk[off:], s.rv[off:]
 	levels := float32(int(1)<<s.bits - 1)
 	gid := int32(len(s.kmin) / d)
 	// Keys: one min/scale per channel over the g tokens.
 	for c := 0; c < d; c++ {
 		lo, hi := float32(math.Inf(1)), float32(math.Inf(-1))
 		for t := 0; t < g; t++ {
-			x := s.rk[t*d+c]
+			x := rk[t*d+c]
 			lo, hi = min(lo, x), max(hi, x)
 		}
 		s.kmin = append(s.kmin, lo)
@@ -82,14 +165,14 @@ func (s *quantStore) flush() {
 	kmin, ksc := s.kmin[int(gid)*d:], s.ksc[int(gid)*d:]
 	s.codes = grow(&s.codes, d)
 	for t := 0; t < g; t++ {
-		row := s.rk[t*d : (t+1)*d]
+		row := rk[t*d : (t+1)*d]
 		for c, x := range row {
 			s.codes[c] = quantize(x, kmin[c], ksc[c], levels)
 		}
 		s.kc = s.pack(s.kc, s.codes)
 		s.kg = append(s.kg, gid)
 		// Values: per token, one min/scale per group of channels.
-		row = s.rv[t*d : (t+1)*d]
+		row = rv[t*d : (t+1)*d]
 		for c0 := 0; c0 < d; c0 += g {
 			part := row[c0:min(c0+g, d)]
 			lo, hi := part[0], part[0]
@@ -105,8 +188,6 @@ func (s *quantStore) flush() {
 		}
 		s.vc = s.pack(s.vc, s.codes)
 	}
-	s.rk = s.rk[:copy(s.rk, s.rk[g*d:])]
-	s.rv = s.rv[:copy(s.rv, s.rv[g*d:])]
 }
 
 func quantize(x, lo, sc, levels float32) float32 {

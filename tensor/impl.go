@@ -30,6 +30,9 @@ type impl struct {
 	axpyRows func(y, alpha, x []float32)
 	// bf16ToF32 sets dst[i] = BF16ToFloat(src[i]) for i < len(src).
 	bf16ToF32 func(dst []float32, src []uint16)
+	// the kernels of codes.go, on checked arguments
+	dotRowsU8, dotRowsU4         func(dst, y []float32, codes []uint8, stride int)
+	axpyDequantU8, axpyDequantU4 func(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int)
 }
 
 // impls lists the kernel sets this CPU can run, fastest first; active is impls[0].
@@ -42,6 +45,7 @@ var goImpl = &impl{
 	name: "go", mr: 4, nr: 8, kernel: kernelGo,
 	dot: dotGo, axpy: axpyGo, matvec: matvecGo, matvecBF16: matvecBF16Go, prepBF16: prepBF16Go, expSum: expSumGo, sum: sumGo,
 	axpyRows: axpyRowsGo, bf16ToF32: bf16ToF32Go,
+	dotRowsU8: dotRowsU8Go, dotRowsU4: dotRowsU4Go, axpyDequantU8: axpyDequantU8Go, axpyDequantU4: axpyDequantU4Go,
 }
 
 func bf16ToF32Go(dst []float32, src []uint16) {

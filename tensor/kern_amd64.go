@@ -65,6 +65,18 @@ func bf16ToF32AVX2(dst *float32, src *uint16, n int)
 //go:noescape
 func expSumAVX2(x *float32, n int, mx float32) float32
 
+//go:noescape
+func dotRowsU8AVX512(y *float32, codes *byte, stride, rows, k int, dst *float32)
+
+//go:noescape
+func dotRowsU4AVX512(y *float32, codes *byte, stride, rows, k int, dst *float32)
+
+//go:noescape
+func axpyDequantU8AVX512(p *float32, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32)
+
+//go:noescape
+func axpyDequantU4AVX512(p *float32, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32)
+
 // asmSet holds one width's assembly entry points.
 type asmSet struct {
 	lanes      int
@@ -81,8 +93,11 @@ func platformImpls() []*impl {
 	var l []*impl
 	// VPMOVZXWD on zmm (the bf16 widening) needs AVX512BW.
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW {
-		l = append(l, newAsmImpl("avx512", 12, 32, gemmAVX512, &asmSet{
-			16, dotAVX512, sumAVX512, axpyAVX512, matvecF32AVX512, matvecBF16AVX512, axpyRowsAVX512, bf16ToF32AVX512}))
+		im := newAsmImpl("avx512", 12, 32, gemmAVX512, &asmSet{
+			16, dotAVX512, sumAVX512, axpyAVX512, matvecF32AVX512, matvecBF16AVX512, axpyRowsAVX512, bf16ToF32AVX512})
+		im.dotRowsU8, im.dotRowsU4 = dotRowsU8Slices, dotRowsU4Slices
+		im.axpyDequantU8, im.axpyDequantU4 = axpyDequantU8Slices, axpyDequantU4Slices
+		l = append(l, im)
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		l = append(l, newAsmImpl("avx2", 6, 16, gemmAVX2, &asmSet{
@@ -97,6 +112,62 @@ func newAsmImpl(name string, mr, nr int, kernel func(int, *float32, *float32, *f
 		dot: s.dotSlices, axpy: s.axpySlices, matvec: s.matvecSlices,
 		matvecBF16: s.matvecBF16Slices, prepBF16: s.prepBF16, expSum: expSumSlices, sum: s.sumSlices,
 		axpyRows: s.axpyRowsSlices, bf16ToF32: s.bf16ToF32Slices,
+		dotRowsU8: dotRowsU8Go, dotRowsU4: dotRowsU4Go, axpyDequantU8: axpyDequantU8Go, axpyDequantU4: axpyDequantU4Go,
+	}
+}
+
+// The AVX-512 code kernels (codes_amd64.s) take whole vectors: 8-bit widths in
+// multiples of 16 (the rest in Go), 4-bit ones are multiples of 32 already.
+
+func dotRowsU8Slices(dst, y []float32, codes []uint8, stride int) {
+	k := len(y)
+	kv := k &^ 15
+	if kv > 0 {
+		dotRowsU8AVX512(&y[0], &codes[0], stride, len(dst), kv, &dst[0])
+	} else {
+		clear(dst)
+	}
+	if kv < k {
+		for j := range dst {
+			row := codes[j*stride+kv : j*stride+k]
+			var s float32
+			for c, v := range row {
+				s += y[kv+c] * float32(v)
+			}
+			dst[j] += s
+		}
+	}
+}
+
+func dotRowsU4Slices(dst, y []float32, codes []uint8, stride int) {
+	dotRowsU4AVX512(&y[0], &codes[0], stride, len(dst), len(y), &dst[0])
+}
+
+// The dequantizing sums take blocks of 64 columns, each 16 (8-bit) or 32 (4-bit) of
+// them in one group; other shapes go to the portable code.
+func axpyDequantU8Slices(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
+	k := len(y)
+	if k%64 != 0 || g%16 != 0 {
+		axpyDequantU8Go(y, p, codes, stride, sc, mn, g)
+		return
+	}
+	ng := (k + g - 1) / g
+	for cb := 0; cb < k; cb += 64 {
+		offs := [4]int{cb / g, (cb + 16) / g, (cb + 32) / g, (cb + 48) / g}
+		axpyDequantU8AVX512(&p[0], len(p), &codes[cb], stride, &sc[0], &mn[0], ng, &offs, &y[cb])
+	}
+}
+
+func axpyDequantU4Slices(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
+	k := len(y)
+	if k%64 != 0 {
+		axpyDequantU4Go(y, p, codes, stride, sc, mn, g)
+		return
+	}
+	ng := (k + g - 1) / g
+	for cb := 0; cb < k; cb += 64 {
+		offs := [4]int{cb / g, cb / g, (cb + 32) / g, (cb + 32) / g}
+		axpyDequantU4AVX512(&p[0], len(p), &codes[cb/2], stride, &sc[0], &mn[0], ng, &offs, &y[cb])
 	}
 }
 

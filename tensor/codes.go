@@ -1,0 +1,152 @@
+package tensor
+
+import "fmt"
+
+// Kernels over quantized rows, for decode attention straight on a quantized KV
+// cache: the codes are widened to float32 in registers, never stored. 8-bit rows hold
+// one unsigned code per byte; 4-bit rows two per byte, code c of a row in byte c/2,
+// the low nibble for even c. The 4-bit kernels take their float operand in nibble
+// order (NibbleOrder): within each block of 32, the 16 even entries, then the 16 odd
+// ones, which is how a vector of bytes splits into low and high nibbles.
+
+// DotRowsU8 sets dst[j] = Σ_c y[c]·codes[j*stride+c] for j < len(dst), c < len(y).
+func DotRowsU8(dst, y []float32, codes []uint8, stride int) {
+	checkCodes("DotRowsU8", len(dst), len(y), codes, stride, 1)
+	if len(dst) > 0 {
+		active.dotRowsU8(dst, y, codes, stride)
+	}
+}
+
+// DotRowsU4 sets dst[j] = Σ_c y[c]·code(j, c) for j < len(dst), c < len(y), with the
+// 4-bit codes of row j from codes[j*stride:] and y in nibble order; len(y) must be a
+// multiple of 32.
+func DotRowsU4(dst, y []float32, codes []uint8, stride int) {
+	checkCodes("DotRowsU4", len(dst), len(y), codes, stride, 2)
+	if len(y) == 0 {
+		clear(dst)
+	} else if len(dst) > 0 {
+		active.dotRowsU4(dst, y, codes, stride)
+	}
+}
+
+// AxpyDequantU8 sets y[c] += Σ_j p[j]·(codes[j*stride+c]·sc[j*ng+c/g] + mn[j*ng+c/g])
+// for c < len(y), j < len(p), with ng = ⌈len(y)/g⌉: the p-weighted sum of rows
+// quantized with a scale and a minimum per row and group of g columns (a quantized
+// cache's values), dequantized in registers.
+func AxpyDequantU8(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
+	checkCodes("AxpyDequantU8", len(p), len(y), codes, stride, 1)
+	checkGroups("AxpyDequantU8", len(y), sc, mn, g, len(p), 1)
+	if len(p) > 0 && len(y) > 0 {
+		active.axpyDequantU8(y, p, codes, stride, sc, mn, g)
+	}
+}
+
+// AxpyDequantU4 is AxpyDequantU8 for 4-bit codes, with y in nibble order; len(y) and g
+// must be multiples of 32 (c/g is the group of natural column c).
+func AxpyDequantU4(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
+	checkCodes("AxpyDequantU4", len(p), len(y), codes, stride, 2)
+	checkGroups("AxpyDequantU4", len(y), sc, mn, g, len(p), 32)
+	if len(p) > 0 && len(y) > 0 {
+		active.axpyDequantU4(y, p, codes, stride, sc, mn, g)
+	}
+}
+
+func checkGroups(name string, k int, sc, mn []float32, g, rows, mult int) {
+	if g < 1 || g%mult != 0 || min(len(sc), len(mn)) < rows*((k+g-1)/g) {
+		panic(fmt.Sprintf("tensor.%s: %d rows of %d columns in groups of %d: have %d scales, %d minima", name, rows, k, g, len(sc), len(mn)))
+	}
+}
+
+// NibbleOrder writes x into dst in nibble order; len(x) must be a multiple of 32.
+func NibbleOrder(dst, x []float32) {
+	dst = dst[:len(x)]
+	for b := 0; b+32 <= len(x); b += 32 {
+		for i := range 16 {
+			dst[b+i], dst[b+16+i] = x[b+2*i], x[b+2*i+1]
+		}
+	}
+}
+
+// NibbleUnorder undoes NibbleOrder.
+func NibbleUnorder(dst, x []float32) {
+	dst = dst[:len(x)]
+	for b := 0; b+32 <= len(x); b += 32 {
+		for i := range 16 {
+			dst[b+2*i], dst[b+2*i+1] = x[b+i], x[b+16+i]
+		}
+	}
+}
+
+// checkCodes panics unless rows rows of k codes (per codes to a byte) fit codes at
+// stride, and a 4-bit k is a multiple of 32.
+func checkCodes(name string, rows, k int, codes []uint8, stride, per int) {
+	bytes := (k + per - 1) / per
+	need := 0
+	if rows > 0 && k > 0 {
+		need = (rows-1)*stride + bytes
+	}
+	if per == 2 && k%32 != 0 || stride < bytes || len(codes) < need {
+		panic(fmt.Sprintf("tensor.%s: %d rows of %d codes at stride %d: have %d bytes", name, rows, k, stride, len(codes)))
+	}
+}
+
+func dotRowsU8Go(dst, y []float32, codes []uint8, stride int) {
+	k := len(y)
+	for j := range dst {
+		row := codes[j*stride : j*stride+k]
+		var s0, s1, s2, s3 float32
+		c := 0
+		for ; c+4 <= k; c += 4 {
+			s0 += y[c] * float32(row[c])
+			s1 += y[c+1] * float32(row[c+1])
+			s2 += y[c+2] * float32(row[c+2])
+			s3 += y[c+3] * float32(row[c+3])
+		}
+		for ; c < k; c++ {
+			s0 += y[c] * float32(row[c])
+		}
+		dst[j] = (s0 + s1) + (s2 + s3)
+	}
+}
+
+func dotRowsU4Go(dst, y []float32, codes []uint8, stride int) {
+	k := len(y)
+	for j := range dst {
+		row := codes[j*stride : j*stride+k/2]
+		var s0, s1 float32
+		for b := 0; b < k; b += 32 {
+			yb, rb := y[b:b+32], row[b/2:b/2+16]
+			for i, v := range rb {
+				s0 += yb[i] * float32(v&15)
+				s1 += yb[16+i] * float32(v>>4)
+			}
+		}
+		dst[j] = s0 + s1
+	}
+}
+
+func axpyDequantU8Go(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
+	k := len(y)
+	ng := (k + g - 1) / g
+	for j, pj := range p {
+		row, s, m := codes[j*stride:j*stride+k], sc[j*ng:(j+1)*ng], mn[j*ng:(j+1)*ng]
+		for c, v := range row {
+			y[c] += pj * (float32(v)*s[c/g] + m[c/g])
+		}
+	}
+}
+
+func axpyDequantU4Go(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
+	k := len(y)
+	ng := (k + g - 1) / g
+	for j, pj := range p {
+		row, s, m := codes[j*stride:j*stride+k/2], sc[j*ng:(j+1)*ng], mn[j*ng:(j+1)*ng]
+		for b := 0; b < k; b += 32 {
+			yb, rb, sb, mb := y[b:b+32], row[b/2:b/2+16], s[b/g], m[b/g]
+			for i, v := range rb {
+				yb[i] += pj * (float32(v&15)*sb + mb)
+				yb[16+i] += pj * (float32(v>>4)*sb + mb)
+			}
+		}
+	}
+}

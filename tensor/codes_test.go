@@ -1,0 +1,118 @@
+package tensor
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// code returns code c of a row of 8-bit (bits 8) or 4-bit codes, as the kernels'
+// documentation defines it.
+func code(row []uint8, c, bits int) float64 {
+	if bits == 8 {
+		return float64(row[c])
+	}
+	return float64(row[c/2] >> (4 * (c % 2)) & 15)
+}
+
+// The code kernels against float64 sums over the documented layout: widths around the
+// vector blocks (16, 32, 64), strides wider than a row, every kernel set.
+func TestCodeRows(t *testing.T) {
+	withImpls(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(31, 32))
+		for _, bits := range []int{8, 4} {
+			widths := []int{1, 5, 15, 16, 17, 31, 32, 48, 64, 80, 96, 128, 192, 200}
+			if bits == 4 {
+				widths = []int{0, 32, 64, 96, 128, 160, 256}
+			}
+			for _, rows := range []int{0, 1, 3, 4, 7, 33} {
+				for _, k := range widths {
+					bytes := k * bits / 8
+					stride := bytes + 3
+					codes := make([]uint8, rows*stride+1)
+					for i := range codes {
+						codes[i] = uint8(r.IntN(256))
+					}
+					y := randSlice(r, k)
+					yn := make([]float32, k) // y in nibble order for the 4-bit kernels
+					copy(yn, y)
+					if bits == 4 {
+						NibbleOrder(yn, y)
+					}
+					dst := randSlice(r, rows+1)
+					last := dst[rows]
+					groups := []int{16, 32, 5, max(k, 1)}
+					if bits == 4 {
+						groups = []int{32, 64, max(k, 32)}
+					}
+					g := groups[(rows+k)%len(groups)]
+					ng := (k + g - 1) / g
+					sc, mn := randSlice(r, rows*ng), randSlice(r, rows*ng)
+					prob := randSlice(r, rows)
+					acc := randSlice(r, k+1)
+					acc0 := append([]float32(nil), acc...)
+					if bits == 8 {
+						DotRowsU8(dst[:rows], y, codes, stride)
+						AxpyDequantU8(acc[:k], prob, codes, stride, sc, mn, g)
+					} else {
+						DotRowsU4(dst[:rows], yn, codes, stride)
+						an := make([]float32, k)
+						NibbleOrder(an, acc[:k])
+						AxpyDequantU4(an, prob, codes, stride, sc, mn, g)
+						NibbleUnorder(acc[:k], an)
+					}
+					name := fmt.Sprintf("%d-bit rows=%d k=%d group=%d", bits, rows, k, g)
+					for j := range rows {
+						var want, abs float64
+						for c := range k {
+							p := float64(y[c]) * code(codes[j*stride:], c, bits)
+							want += p
+							abs += math.Abs(p)
+						}
+						checkSum(t, fmt.Sprintf("DotRows %s: dst[%d]", name, j), dst[j], want, abs, k)
+					}
+					if dst[rows] != last {
+						t.Fatalf("DotRows %s wrote past len(dst)", name)
+					}
+					for c := range k {
+						want, abs := float64(acc0[c]), math.Abs(float64(acc0[c]))
+						for j := range rows {
+							cs, m := code(codes[j*stride:], c, bits)*float64(sc[j*ng+c/g]), float64(mn[j*ng+c/g])
+							want += float64(prob[j]) * (cs + m)
+							abs += math.Abs(float64(prob[j])) * (math.Abs(cs) + math.Abs(m))
+						}
+						// each term: the dequantized value (one product, one sum) times p
+						checkSum(t, fmt.Sprintf("AxpyDequant %s: y[%d]", name, c), acc[c], want, abs, rows+3)
+					}
+					if acc[k] != acc0[k] {
+						t.Fatalf("AxpyDequant %s wrote past len(y)", name)
+					}
+				}
+			}
+		}
+	})
+}
+
+func TestNibbleOrder(t *testing.T) {
+	x := make([]float32, 64)
+	for i := range x {
+		x[i] = float32(i)
+	}
+	n := make([]float32, 64)
+	NibbleOrder(n, x)
+	for b := 0; b < 64; b += 32 {
+		for i := range 16 {
+			if n[b+i] != float32(b+2*i) || n[b+16+i] != float32(b+2*i+1) {
+				t.Fatalf("NibbleOrder: block %d entry %d: %v, %v", b, i, n[b+i], n[b+16+i])
+			}
+		}
+	}
+	back := make([]float32, 64)
+	NibbleUnorder(back, n)
+	for i, v := range back {
+		if v != x[i] {
+			t.Fatalf("NibbleUnorder(NibbleOrder(x))[%d] = %v", i, v)
+		}
+	}
+}
