@@ -227,9 +227,12 @@ func (c *Cache) scoreHead(w *attnWork, q []float32, n, qh int) {
 
 const decodeTile = 8192 // floats of keys (or values) per tile: 32 KiB
 
-// decodeUnit is the keys x head dims of a unit of the decode job (a variable so that
-// tests can split small contexts).
+// decodeUnit is the fewest keys x head dims of a unit of the decode job (a variable so
+// that tests can split small contexts); a job has at most decodeUnitsPerPart units
+// per part.
 var decodeUnit = 8192
+
+const decodeUnitsPerPart = 4
 
 // decodeScratch is the decode kernel's scratch, reused across steps, and its job.
 type decodeScratch struct {
@@ -282,7 +285,9 @@ func (c *Cache) attendDecode(q, out []float32) {
 	t := tensor.Threads()
 	units := 1
 	if t > 1 {
-		units = min(keys, max(1, keys*d/decodeUnit))
+		// enough units for the parts to even out (a part takes a late one's units), not
+		// so many that each piece's fixed costs and the merge add up
+		units = min(keys, max(1, keys*d/decodeUnit), decodeUnitsPerPart*t)
 	}
 	dc.c, dc.keys, dc.units = c, keys, units
 	pieces := s.KVHeads * units

@@ -199,7 +199,7 @@ func BenchmarkChunkAttention(b *testing.B) {
 }
 
 // The decode kernel equals the straightforward computation up to float rounding, also
-// when split into units that cut KV heads (decodeUnit lowered to 1: a key per unit):
+// when split into units that cut KV heads (decodeUnit lowered to 1: as many units as allowed, four per thread):
 // GQA groups 1 to 8, head dims 5, 64, 128, contexts across the tile sizes, KV heads of
 // different lengths, every storage, every kind of score request.
 func TestDecodeAttentionMatchesReference(t *testing.T) {

@@ -54,8 +54,9 @@ var _ rowStore = (*quantStore)(nil)
 
 // quantScratch is one decode part's scratch for the fused kernels.
 type quantScratch struct {
-	qs, qn []float32 // a query scaled by a key group's scales; in nibble order
-	on     []float32 // a 4-bit value sum in nibble order
+	qs []float32 // a query scaled by a key group's scales (4-bit: in nibble order)
+	qn []float32 // a 4-bit value sum in natural order
+	on []float32 // a 4-bit value sum in nibble order
 }
 
 // fused reports whether decode can score and sum straight on the packed codes
@@ -78,17 +79,26 @@ func (s *quantStore) scoreRows(dst, q []float32, j0, j1 int, sc *quantScratch) {
 		}
 		ksc, kmin := s.ksc[int(g)*d:int(g+1)*d], s.kmin[int(g)*d:int(g+1)*d]
 		var bias float32
-		for c, v := range q[:d] {
-			qs[c] = v * ksc[c]
-			bias += v * kmin[c]
+		if s.bits == 8 {
+			for c, v := range q[:d] {
+				qs[c] = v * ksc[c]
+				bias += v * kmin[c]
+			}
+		} else {
+			// scaled and put in nibble order in one pass
+			for b := 0; b < d; b += 32 {
+				qb, sb, mb, ob := q[b:b+32], ksc[b:b+32], kmin[b:b+32], qs[b:b+32]
+				for i := range 16 {
+					ob[i], ob[16+i] = qb[2*i]*sb[2*i], qb[2*i+1]*sb[2*i+1]
+					bias += qb[2*i]*mb[2*i] + qb[2*i+1]*mb[2*i+1]
+				}
+			}
 		}
 		out, codes := dst[t-j0:e-j0], s.kc[t*s.rowBytes:e*s.rowBytes]
 		if s.bits == 8 {
 			tensor.DotRowsU8(out, qs, codes, s.rowBytes)
 		} else {
-			qn := grow(&sc.qn, d)
-			tensor.NibbleOrder(qn, qs)
-			tensor.DotRowsU4(out, qn, codes, s.rowBytes)
+			tensor.DotRowsU4(out, qs, codes, s.rowBytes)
 		}
 		for i := range out {
 			out[i] += bias
