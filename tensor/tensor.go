@@ -6,6 +6,7 @@ package tensor
 import (
 	"fmt"
 	"math"
+	"sync"
 )
 
 // Mat is a row-major weight matrix of Rows x Cols, stored as float32 or as bf16
@@ -308,7 +309,7 @@ func Softmax(x []float32) {
 // SiLUMul computes gate[i] = silu(gate[i]) · up[i], the SwiGLU activation.
 //
 // silu(g) = g·σ(g) with σ from e = exp(-|g|) ≤ 1 (the vectorised exp of the active
-// kernel set, in blocks on the stack): σ(g) = 1/(1+e) for g ≥ 0, e/(1+e) below, so
+// kernel set, in blocks of 256): σ(g) = 1/(1+e) for g ≥ 0, e/(1+e) below, so
 // nothing overflows whatever g.
 func SiLUMul(gate, up []float32) {
 	up = up[:len(gate)]
@@ -319,8 +320,13 @@ func SiLUMul(gate, up []float32) {
 	elementwise(elementJob{op: opSiLUMul, x: gate, y: up}, len(gate))
 }
 
+// siluBlocks holds siluMul's exp blocks: a block on the stack would escape to the heap
+// at every call (the exp kernel is called through a function value).
+var siluBlocks = sync.Pool{New: func() any { return new([256]float32) }}
+
 func siluMul(gate, up []float32) {
-	var e [256]float32
+	e := siluBlocks.Get().(*[256]float32)
+	defer siluBlocks.Put(e)
 	for b := 0; b < len(gate); b += len(e) {
 		g := gate[b:min(b+len(e), len(gate))]
 		u := up[b : b+len(g)]
