@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"cmp"
 	"fmt"
 	"image/color"
 	"path/filepath"
@@ -91,7 +92,7 @@ func (r *StudyReport) scorePlot(cat string) *plot.Plot {
 		for j, pt := range pts {
 			xys[j].X, xys[j].Y = 100*pt[0], pt[1]
 		}
-		slices.SortFunc(xys, func(a, b plotter.XY) int { return cmpFloat(a.X, b.X) })
+		slices.SortFunc(xys, func(a, b plotter.XY) int { return cmp.Compare(a.X, b.X) })
 		l, s, err := plotter.NewLinePoints(xys)
 		if err != nil {
 			continue

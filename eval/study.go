@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -380,22 +381,12 @@ func collect(samples []*Sample, n int) map[pointKey]*sweep {
 	for _, sw := range out {
 		slices.SortFunc(sw.settings, func(a, b *point) int {
 			if a.knob != b.knob {
-				return cmpFloat(a.knob, b.knob)
+				return cmp.Compare(a.knob, b.knob)
 			}
 			return strings.Compare(a.spec, b.spec)
 		})
 	}
 	return out
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // progress draws a bar with an ETA on a terminal, and a line every ten seconds

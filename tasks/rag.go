@@ -149,7 +149,15 @@ func buildRAG(g *gen, q int) (*layout, error) {
 	padTitle := fp.title()
 	prefix := titled(padTitle, "")
 	u.minPad = g.count(prefix) + 1
-	u.pad = func(tokens, variant int) string {
+	u.pad = passagePad(g, p, prefix)
+	lay.units = u
+	return lay, nil
+}
+
+// passagePad makes filler passages of about tokens tokens behind prefix, drawn from a
+// stream of their own for each variant (titles reserved by p stay unused).
+func passagePad(g *gen, p *passages, prefix string) func(tokens, variant int) string {
+	return func(tokens, variant int) string {
 		pp := &passages{rng: rand.New(rand.NewPCG(g.seed, 1<<41+uint64(variant))), taken: p.taken}
 		var text strings.Builder
 		for g.count(text.String()) < tokens {
@@ -159,6 +167,4 @@ func buildRAG(g *gen, q int) (*layout, error) {
 		n := max(1, min(len(ids), tokens-g.count(prefix)))
 		return prefix + g.opts.Tokenizer.Decode(ids[:n])
 	}
-	lay.units = u
-	return lay, nil
 }

@@ -108,16 +108,7 @@ func buildRerank(g *gen, _ int) (*layout, error) {
 	}
 	padPrefix := rerankDoc(fids.next(), "")
 	u.minPad = g.count(padPrefix) + 1
-	u.pad = func(tokens, variant int) string {
-		pp := &passages{rng: rand.New(rand.NewPCG(g.seed, 1<<41+uint64(variant))), taken: p.taken}
-		var text strings.Builder
-		for g.count(text.String()) < tokens {
-			text.WriteString(pp.filler() + " ")
-		}
-		ids := g.opts.Tokenizer.Encode(text.String())
-		n := max(1, min(len(ids), tokens-g.count(padPrefix)))
-		return padPrefix + g.opts.Tokenizer.Decode(ids[:n])
-	}
+	u.pad = passagePad(g, p, padPrefix)
 	lay.units = u
 	return lay, nil
 }

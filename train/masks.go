@@ -2,6 +2,7 @@ package train
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -59,23 +60,13 @@ func DeterministicMasks(logAlpha [][]float64) [][]float64 {
 		for i := range order {
 			order[i] = i
 		}
-		slices.SortStableFunc(order, func(a, b int) int { return cmpFloat(soft[a], soft[b]) })
+		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(soft[a], soft[b]) })
 		for _, g := range order[:k] {
 			soft[g] = 0
 		}
 		out[l] = soft
 	}
 	return out
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // RoundMasks is PruLong's round_masks_for_sparsity: the int(N·(1 − x)) heads of
@@ -94,8 +85,8 @@ func RoundMasks(vals [][]float64, x float64) [][]float64 {
 			all = append(all, hv{l, g, v, rng.Float64()})
 		}
 	}
-	slices.SortStableFunc(all, func(a, b hv) int { return cmpFloat(a.r, b.r) })
-	slices.SortStableFunc(all, func(a, b hv) int { return cmpFloat(b.v, a.v) })
+	slices.SortStableFunc(all, func(a, b hv) int { return cmp.Compare(a.r, b.r) })
+	slices.SortStableFunc(all, func(a, b hv) int { return cmp.Compare(b.v, a.v) })
 	high := int(float64(len(all)) * (1 - x))
 	out := make([][]float64, len(vals))
 	for l := range out {
