@@ -37,6 +37,14 @@ func runLoadgen(args []string) error {
 	if err != nil {
 		return err
 	}
+	for _, c := range levels {
+		if c < 1 {
+			return fmt.Errorf("--concurrency %d: want at least 1", c)
+		}
+	}
+	if *promptLen < 1 || *maxTokens < 1 || *perClient < 1 {
+		return fmt.Errorf("--prompt-len %d, --max-tokens %d, --requests %d: want each at least 1", *promptLen, *maxTokens, *perClient)
+	}
 	if *format == "table" {
 		fmt.Printf("policy %q, prompt %d, max tokens %d, %s\n\n", *policy, *promptLen, *maxTokens, *url)
 		fmt.Println("| concurrency | requests | errors | generated tokens/s | all tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | KV peak KiB | footprint |")

@@ -66,6 +66,15 @@ func (f runFlags) setup(tasksMix []string, weightGrads bool) (*model.Model, *tra
 	if *f.out == "" && !*f.bench {
 		return nil, nil, nil, fmt.Errorf("--out is required")
 	}
+	for _, c := range []struct {
+		flag   string
+		v, min int
+	}{{"--steps", *f.steps, 1}, {"--batch", *f.batch, 1}, {"--seq-len", *f.seqLen, 2}, {"--sink", *f.sink, 0},
+		{"--window", *f.window, 1}, {"--checkpoint-every", *f.every, 0}, {"--docs", *f.docs, 0}} {
+		if c.v < c.min {
+			return nil, nil, nil, fmt.Errorf("%s %d: want at least %d", c.flag, c.v, c.min)
+		}
+	}
 	dir, err := modeldir.Find(*f.model)
 	if err != nil {
 		return nil, nil, nil, err
