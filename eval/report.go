@@ -378,33 +378,24 @@ func (r *StudyReport) Markdown() string {
 	fmt.Fprintf(&b, "\n## Critical KV footprint at %d tokens (the paper's Table 2)\n\n", longest)
 	b.WriteString("The smallest measured KV footprint among a method's settings that keep the threshold, with the 5–95% interval over bootstrap resamples of the samples in brackets (`none` as the upper end: in more than 5% of resamples no setting passes); `none (x fails)`: no setting passes, the densest tried having footprint x; `< x`: the sparsest setting tried still passes; `(one setting)`: a method without a knob, at its only setting.\n\n")
 	cols := r.categoryColumns()
-	writeTable(&b, append([]string{"method"}, cols...), func(add func(...string)) {
-		for _, m := range r.Methods {
-			row := []string{m.Name}
-			for _, c := range cols {
-				if m.Missing != "" {
-					row = append(row, "missing")
-				} else {
-					row = append(row, fmtCritical(m.Categories[c], false))
+	criticalTable := func(peak bool) {
+		writeTable(&b, append([]string{"method"}, cols...), func(add func(...string)) {
+			for _, m := range r.Methods {
+				row := []string{m.Name}
+				for _, c := range cols {
+					if m.Missing != "" {
+						row = append(row, "missing")
+					} else {
+						row = append(row, fmtCritical(m.Categories[c], peak))
+					}
 				}
+				add(row...)
 			}
-			add(row...)
-		}
-	})
+		})
+	}
+	criticalTable(false)
 	b.WriteString("\nCritical KV peak (the peak at the critical setting):\n\n")
-	writeTable(&b, append([]string{"method"}, cols...), func(add func(...string)) {
-		for _, m := range r.Methods {
-			row := []string{m.Name}
-			for _, c := range cols {
-				if m.Missing != "" {
-					row = append(row, "missing")
-				} else {
-					row = append(row, fmtCritical(m.Categories[c], true))
-				}
-			}
-			add(row...)
-		}
-	})
+	criticalTable(true)
 	var missing []string
 	for _, m := range r.Methods {
 		if m.Missing != "" {

@@ -150,13 +150,6 @@ func parseResult(l []byte) (*Sample, error) {
 	return &smp, nil
 }
 
-// isResultPrefix reports whether l is how a results line of this format begins (or a
-// beginning of that).
-func isResultPrefix(l []byte) bool {
-	n := min(len(l), len(resultsPrefix))
-	return n > 0 && string(l[:n]) == resultsPrefix[:n]
-}
-
 func lineList(lines []int) string {
 	var b strings.Builder
 	if len(lines) == 1 {
