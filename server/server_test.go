@@ -84,7 +84,7 @@ func start(t *testing.T, cfg Config) *harness {
 		t.Fatal(err)
 	}
 	gate := new(sync.Mutex)
-	s.eng.beforeTick = func() { gate.Lock(); gate.Unlock() }
+	s.eng.beforeTick = func() { gate.Lock(); gate.Unlock() } // a test holding gate pauses the engine between ticks
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(func() {
 		ts.CloseClientConnections()
@@ -610,7 +610,7 @@ func TestPrefillInterleaved(t *testing.T) {
 	const long = 300
 	gate := h.gate
 	h.s.eng.beforeTick = func() {
-		gate.Lock()
+		gate.Lock() // the test may hold the engine between ticks
 		gate.Unlock()
 		var tk tick
 		for _, j := range h.s.eng.running {
