@@ -207,24 +207,12 @@ func TestEveryRegisteredPolicy(t *testing.T) {
 					}
 				}
 			}
-			rng := rand.New(rand.NewPCG(1, 2))
-			fwd := forwardFn(c, s, rng)
-			patch := c.PatchLen()
-			for lo := 0; lo < prompt; lo += chunk {
-				hi := min(lo+chunk, prompt)
-				st := model.Step{Pos: c.Pos(), Rows: hi - lo, Prefill: true, Final: hi == prompt}
-				if patch > 0 && !st.Final {
-					st.Rows, st.Patch = st.Rows+patch, patch
-				}
-				chunks = append(chunks, [2]int{lo, hi})
-				fwd(st)
+			fed := 0
+			generate(c, s, prompt, chunk, decode, 2, func() {
+				chunks = append(chunks, [2]int{fed, c.Pos()})
+				fed = c.Pos()
 				check()
-			}
-			for i := 0; i < decode; i++ {
-				chunks = append(chunks, [2]int{c.Pos(), c.Pos() + 1})
-				fwd(decodeStep(c))
-				check()
-			}
+			})
 			rep := meter.Report(false)
 			if !(rep.Footprint > 0 && rep.Footprint <= 1) || !(rep.Peak > 0 && rep.Peak <= 1) {
 				t.Errorf("footprint %v, peak %v: want both in (0, 1]", rep.Footprint, rep.Peak)
@@ -239,6 +227,7 @@ func TestEveryRegisteredPolicy(t *testing.T) {
 					t.Errorf("measured footprint %v peak %v, the paper's formula %v and %v", rep.Footprint, rep.Peak, want.Footprint, want.Peak)
 				}
 			}
+			rng := rand.New(rand.NewPCG(1, 2))
 			q, k, v := randRows(rng, s.Heads*s.HeadDim), randRows(rng, s.KVHeads*s.HeadDim), randRows(rng, s.KVHeads*s.HeadDim)
 			out := make([]float32, len(q))
 			step := func() {
@@ -360,17 +349,7 @@ func FuzzSpec(f *testing.F) {
 			}
 			return
 		}
-		fwd := forwardFn(c, registryShape, rand.New(rand.NewPCG(1, 1)))
-		patch := min(c.PatchLen(), 20)
-		for lo := 0; lo < 20; lo += 8 {
-			hi := min(lo+8, 20)
-			st := model.Step{Pos: c.Pos(), Rows: hi - lo, Prefill: true, Final: hi == 20}
-			if patch > 0 && !st.Final {
-				st.Rows, st.Patch = st.Rows+patch, patch
-			}
-			fwd(st)
-		}
-		fwd(decodeStep(c))
+		generate(c, registryShape, 20, 8, 1, 1, nil)
 		for l := 0; l < registryShape.Layers; l++ {
 			for g := 0; g < registryShape.KVHeads; g++ {
 				for _, p := range c.Positions(l, g) {
