@@ -178,3 +178,58 @@ func BenchmarkSoftmax(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMatVecSmolLM2 is one decode step's weight reads in the SmolLM2-135M shape:
+// 30 layers of fused Q/K/V, O, fused gate/up and down products (576 wide, short
+// rows), then the 49152-row LM head. The set (269 MB in bf16) is read in the model's
+// order, so it comes from memory as a decode step's does.
+func BenchmarkMatVecSmolLM2(b *testing.B) {
+	const d, kvd, ff, vocab, layers = 576, 192, 1536, 49152, 30
+	r := rand.New(rand.NewPCG(6, 7))
+	for _, bf16 := range []bool{false, true} {
+		mk := func(rows, cols int) *Mat {
+			if !bf16 {
+				return &Mat{Rows: rows, Cols: cols, F32: randSlice(r, rows*cols)}
+			}
+			w := make([]uint16, rows*cols)
+			for i := range w {
+				w[i] = FloatToBF16(float32(r.NormFloat64()))
+			}
+			return &Mat{Rows: rows, Cols: cols, BF16: w}
+		}
+		type layer struct{ q, k, v, o, gate, up, down *Mat }
+		ls := make([]layer, layers)
+		weights := 0
+		for i := range ls {
+			ls[i] = layer{mk(d, d), mk(kvd, d), mk(kvd, d), mk(d, d), mk(ff, d), mk(ff, d), mk(d, ff)}
+			weights += 2*d*d + 2*kvd*d + 3*ff*d
+		}
+		head := mk(vocab, d)
+		weights += vocab * d
+		x, h := randSlice(r, ff), make([]float32, 3*ff)
+		logits := make([]float32, vocab)
+		name, bytes := "f32", 4.0*float64(weights)
+		if bf16 {
+			name, bytes = "bf16", bytes/2
+		}
+		for _, im := range impls[:len(impls)-1] { // the assembly routes; Go's is a reference
+			b.Run(name+"/"+im.name, func(b *testing.B) {
+				saved := active
+				defer func() { active = saved }()
+				active = im
+				benchThreads(b, func(b *testing.B) {
+					for b.Loop() {
+						for _, l := range ls {
+							MatMulTs(x[:d], 1, Proj{h[:d], l.q}, Proj{h[d : d+kvd], l.k}, Proj{h[d+kvd : d+2*kvd], l.v})
+							MatMulT(h[:d], x[:d], 1, l.o)
+							MatMulTs(x[:d], 1, Proj{h[:ff], l.gate}, Proj{h[ff : 2*ff], l.up})
+							MatMulT(h[:d], x, 1, l.down)
+						}
+						MatMulT(logits, x[:d], 1, head)
+					}
+					b.ReportMetric(bytes*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+				})
+			})
+		}
+	}
+}
