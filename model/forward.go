@@ -2,7 +2,6 @@ package model
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/kvfoot/kvfoot/tensor"
 )
@@ -111,7 +110,8 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 		for j, id := range s.IDs {
 			embedRow(x[(row+j)*H:(row+j+1)*H], &m.Embed, id)
 		}
-		r.ropeTables(row, s.Step.Pos, s.Step.Rows)
+		half := len(m.invFreq)
+		tensor.RoPETables(r.cos[row*half:], r.sin[row*half:], m.invFreq, s.Step.Pos, s.Step.Rows)
 		row += s.Step.Rows
 	}
 
@@ -123,8 +123,9 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 		addBias(q, n, &L.Q)
 		addBias(k, n, &L.K)
 		addBias(v, n, &L.V)
-		r.rope(q, n, c.Heads)
-		r.rope(k, n, c.KVHeads)
+		cos, sin := r.cos[:n*len(m.invFreq)], r.sin[:n*len(m.invFreq)]
+		tensor.RotateHalf(q, n, c.Heads, cos, sin, false)
+		tensor.RotateHalf(k, n, c.KVHeads, cos, sin, false)
 		row = 0
 		for i := range seqs {
 			a, b := row, row+seqs[i].Step.Rows
@@ -229,38 +230,5 @@ func embedRow(dst []float32, e *tensor.Mat, id int) {
 	}
 	for j, b := range e.BF16[id*h : (id+1)*h] {
 		dst[j] = tensor.BF16ToFloat(b)
-	}
-}
-
-// ropeTables fills the cos and sin of rows row…row+n−1 for positions pos…pos+n−1. As
-// in transformers, the angle pos·inv_freq is rounded to float32 before its cosine and
-// sine are taken.
-func (r *Runner) ropeTables(row, pos, n int) {
-	half := len(r.m.invFreq)
-	for i := 0; i < n; i++ {
-		p := float32(pos + i)
-		for j, f := range r.m.invFreq {
-			a := float64(p * f)
-			r.cos[(row+i)*half+j] = float32(math.Cos(a))
-			r.sin[(row+i)*half+j] = float32(math.Sin(a))
-		}
-	}
-}
-
-// rope rotates each head of x [n, heads·head_dim] in place, pairing dimension j
-// with j+head_dim/2 (the rotate_half layout of Hugging Face checkpoints).
-func (r *Runner) rope(x []float32, n, heads int) {
-	half := len(r.m.invFreq)
-	d := 2 * half
-	for i := 0; i < n; i++ {
-		cos, sin := r.cos[i*half:(i+1)*half], r.sin[i*half:(i+1)*half]
-		for h := 0; h < heads; h++ {
-			v := x[(i*heads+h)*d : (i*heads+h+1)*d]
-			for j := 0; j < half; j++ {
-				a, b := v[j], v[j+half]
-				v[j] = a*cos[j] - b*sin[j]
-				v[j+half] = b*cos[j] + a*sin[j]
-			}
-		}
 	}
 }

@@ -221,16 +221,18 @@ const (
 	opAxpy elemOp = iota
 	opSiLUMul
 	opRMSNorm
-	opSum // y[u] = Σ of unit u's elements of x
+	opSum        // y[u] = Σ of unit u's elements of x
+	opRoPETables // rows of cos (x) and sin (y) for the inverse frequencies w
+	opRotateHalf // rows of x rotated by cos (w) and sin (y), sign alpha
 )
 
 // elementJob is an element-wise kernel over x and y (and the RMSNorm weights w), in
-// units of elemPart elements (of whole rows of len(w) for RMSNorm).
+// units of elemPart elements (of whole rows for RMSNorm and the rotary ops).
 type elementJob struct {
 	op         elemOp
 	x, y, w    []float32
 	alpha, eps float32
-	rows       int
+	rows, pos  int
 }
 
 // elementwise runs j on the pool's workers, or inline.
@@ -247,23 +249,44 @@ func elementwise(j elementJob, size int) {
 	}
 }
 
-// rowsPer is the rows of an RMSNorm unit.
-func (j *elementJob) rowsPer() int { return max(1, elemPart/len(j.w)) }
+// rowsPer is the rows of a unit of the row-wise ops.
+func (j *elementJob) rowsPer() int {
+	switch j.op {
+	case opRMSNorm:
+		return max(1, elemPart/len(j.w))
+	case opRoPETables:
+		return max(1, elemPart/8/len(j.w))
+	}
+	return max(1, elemPart*j.rows/len(j.x))
+}
+
+func (j *elementJob) rowWise() bool {
+	return j.op == opRMSNorm || j.op == opRoPETables || j.op == opRotateHalf
+}
 
 func (j *elementJob) Phases() int { return 1 }
 
 func (j *elementJob) Units(int) int {
-	if j.op == opRMSNorm {
+	if j.rowWise() {
 		return (j.rows + j.rowsPer() - 1) / j.rowsPer()
 	}
 	return (len(j.x) + elemPart - 1) / elemPart
 }
 
 func (j *elementJob) Do(_, _, u int) {
-	if j.op == opRMSNorm {
-		h, r := len(j.w), j.rowsPer()
-		for i := u * r; i < min((u+1)*r, j.rows); i++ {
-			rmsNorm(j.y[i*h:(i+1)*h], j.x[i*h:(i+1)*h], j.w, j.eps)
+	if j.rowWise() {
+		r := j.rowsPer()
+		lo, hi := u*r, min((u+1)*r, j.rows)
+		switch j.op {
+		case opRMSNorm:
+			h := len(j.w)
+			for i := lo; i < hi; i++ {
+				rmsNorm(j.y[i*h:(i+1)*h], j.x[i*h:(i+1)*h], j.w, j.eps)
+			}
+		case opRoPETables:
+			j.ropeTables(lo, hi)
+		case opRotateHalf:
+			j.rotateHalf(lo, hi)
 		}
 		return
 	}

@@ -164,7 +164,7 @@ func (n *Net) Forward(ids []int, gates []float32) error {
 	n.n, n.ids, n.gates = len(ids), ids, gates
 	T, H := n.n, c.Hidden
 	embedForward(n.xs[0], n.Params.Embed, ids, H)
-	ropeTables(n.cos, n.sin, n.invFreq, 0, T)
+	tensor.RoPETables(n.cos, n.sin, n.invFreq, 0, T)
 	for l := range c.Layers {
 		n.layerForward(l, n.xs[l][:T*H], n.xs[l+1][:T*H])
 	}
@@ -188,8 +188,8 @@ func (n *Net) layerForward(l int, x, out []float32) {
 	linearForward(k, xb, T, &L.K)
 	linearForward(v, xb, T, &L.V)
 	n.Timing.Matmul += time.Since(t0)
-	ropeForward(q, T, c.Heads, cos, sin)
-	ropeForward(k, T, c.KVHeads, cos, sin)
+	tensor.RotateHalf(q, T, c.Heads, cos, sin, false)
+	tensor.RotateHalf(k, T, c.KVHeads, cos, sin, false)
 	t0 = time.Now()
 	n.attn.forward(n.full, n.afull[:T*qd], n.lseFull, q, k, v, T)
 	att := n.afull[:T*qd]
@@ -308,8 +308,8 @@ func (n *Net) Backward() {
 			n.attn.backward(n.stream, dq, dk, dv, dstream, n.astream, n.lseStream, n.delta, q, k, v, T)
 		}
 		n.Timing.Attention += time.Since(t0)
-		ropeBackward(dq, T, c.Heads, cos, sin)
-		ropeBackward(dk, T, c.KVHeads, cos, sin)
+		tensor.RotateHalf(dq, T, c.Heads, cos, sin, true)
+		tensor.RotateHalf(dk, T, c.KVHeads, cos, sin, true)
 		clear(dxb)
 		n.linearBackward(dxb, dq, xb, T, &L.Q, gradLin(G, func(p *LayerParams) *Linear { return &p.Q }), n.tmp, n.tmpW)
 		n.linearBackward(dxb, dk, xb, T, &L.K, gradLin(G, func(p *LayerParams) *Linear { return &p.K }), n.tmp, n.tmpW)

@@ -106,49 +106,6 @@ func linearBackward(dx, dy, x []float32, n int, l, g *Linear, tmp, tmpW []float3
 	}
 }
 
-// ropeTables fills cos and sin [n, half] for positions pos…pos+n−1, as model does:
-// the angle pos·inv_freq is rounded to float32 before its cosine and sine are taken.
-func ropeTables(cos, sin, invFreq []float32, pos, n int) {
-	half := len(invFreq)
-	for i := 0; i < n; i++ {
-		p := float32(pos + i)
-		for j, f := range invFreq {
-			a := float64(p * f)
-			cos[i*half+j] = float32(math.Cos(a))
-			sin[i*half+j] = float32(math.Sin(a))
-		}
-	}
-}
-
-// ropeForward rotates each head of x [n, heads·2·half] in place, pairing dimension j
-// with j+half (rotate_half): (a, b) → (a cos − b sin, b cos + a sin).
-func ropeForward(x []float32, n, heads int, cos, sin []float32) {
-	rotate(x, n, heads, cos, sin, 1)
-}
-
-// ropeBackward applies the transposed rotation (by −θ) to the gradient in place.
-func ropeBackward(dx []float32, n, heads int, cos, sin []float32) {
-	rotate(dx, n, heads, cos, sin, -1)
-}
-
-func rotate(x []float32, n, heads int, cos, sin []float32, sign float32) {
-	half := len(cos) / max(n, 1)
-	d := 2 * half
-	tensor.Parallel(n, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			c, s := cos[i*half:(i+1)*half], sin[i*half:(i+1)*half]
-			for h := 0; h < heads; h++ {
-				v := x[(i*heads+h)*d : (i*heads+h+1)*d]
-				for j := 0; j < half; j++ {
-					a, b := v[j], v[j+half]
-					v[j] = a*c[j] - sign*b*s[j]
-					v[j+half] = b*c[j] + sign*a*s[j]
-				}
-			}
-		}
-	})
-}
-
 // swigluForward sets act = silu(gate) ⊙ up, keeping gate and up.
 func swigluForward(act, gate, up []float32) {
 	tensor.Parallel(len(act)/1024+1, func(lo, hi int) {

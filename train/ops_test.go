@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/kvfoot/kvfoot/tensor"
 )
 
 // Every op's backward against central finite differences of an independent float64
@@ -143,7 +145,7 @@ func TestRopeBackward(t *testing.T) {
 	n, heads, d := 7, 3, 8
 	inv := []float32{1, 0.3, 0.1, 0.01}
 	cos, sin := make([]float32, n*d/2), make([]float32, n*d/2)
-	ropeTables(cos, sin, inv, 100, n)
+	tensor.RoPETables(cos, sin, inv, 100, n)
 	x, dy := randVec(r, n*heads*d, 1), randVec(r, n*heads*d, 1)
 	ref := func(x []float64) []float64 {
 		y := make([]float64, len(x))
@@ -161,14 +163,14 @@ func TestRopeBackward(t *testing.T) {
 		return y
 	}
 	y := append([]float32(nil), x...)
-	ropeForward(y, n, heads, cos, sin)
+	tensor.RotateHalf(y, n, heads, cos, sin, false)
 	for i, v := range ref(f64(x)) {
 		if math.Abs(float64(y[i])-v) > 1e-5 {
 			t.Fatalf("forward [%d] = %v, want %v", i, y[i], v)
 		}
 	}
 	dx := append([]float32(nil), dy...)
-	ropeBackward(dx, n, heads, cos, sin)
+	tensor.RotateHalf(dx, n, heads, cos, sin, true)
 	checkFD(t, "dx", func(v []float64) float64 { return dot64(ref(v), dy) }, f64(x), dx, nil, 1e-5, 1e-4)
 }
 
