@@ -333,17 +333,14 @@ func (c *Cache) decodePiece(g, p int, pt *decodePart) {
 	d, group := s.HeadDim, s.Heads/s.KVHeads
 	rs, buf := c.rows[g], pt.buf
 	qst, fused := rs.(*quantStore)
-	fused = fused && qst.fused()
+	fused = fused && qst.fused() // the packed codes need no tiles of dequantized rows
 	j0, j1 := dc.lo[p], dc.hi[p]
 	tile := decodeTileRows(d)
-	for a := j0; a < j1; a += tile {
+	if fused {
+		qst.scoreRows(c.scr[g*group:(g+1)*group], dc.q[g*group*d:(g+1)*group*d], j0, j1, &pt.quantScratch)
+	}
+	for a := j0; a < j1 && !fused; a += tile {
 		b := min(a+tile, j1)
-		if fused {
-			for qh := g * group; qh < (g+1)*group; qh++ {
-				qst.scoreRows(c.scr[qh][a:b], dc.q[qh*d:(qh+1)*d], a, b, &pt.quantScratch)
-			}
-			continue
-		}
 		var K []float32
 		if rs != nil {
 			K = buf[:(b-a)*d]
@@ -362,15 +359,14 @@ func (c *Cache) decodePiece(g, p int, pt *decodePart) {
 		dc.l[r] = tensor.ExpSum(row, dc.m[r])
 		clear(dc.o[r*d : (r+1)*d])
 	}
-	for a := j0; a < j1; a += tile {
-		b := min(a+tile, j1)
-		if fused {
-			for h := range group {
-				r := p*group + h
-				qst.sumRows(dc.o[r*d:(r+1)*d], c.scr[g*group+h][a:b], a, b, &pt.quantScratch)
-			}
-			continue
+	if fused {
+		for h := range group {
+			r := p*group + h
+			qst.sumRows(dc.o[r*d:(r+1)*d], c.scr[g*group+h][j0:j1], j0, j1, &pt.quantScratch)
 		}
+	}
+	for a := j0; a < j1 && !fused; a += tile {
+		b := min(a+tile, j1)
 		var V []float32
 		if rs != nil {
 			V = buf[:(b-a)*d]

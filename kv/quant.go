@@ -54,9 +54,12 @@ var _ rowStore = (*quantStore)(nil)
 
 // quantScratch is one decode part's scratch for the fused kernels.
 type quantScratch struct {
-	qs []float32 // a query scaled by a key group's scales (4-bit: in nibble order)
-	qn []float32 // a 4-bit value sum in natural order
-	on []float32 // a 4-bit value sum in nibble order
+	qs     []float32 // a query scaled by a key group's scales (4-bit: in nibble order)
+	qo     []float32 // queries in nibble order (4-bit)
+	bias   []float32 // each query's q·min of a key group
+	scores []float32 // a key group's 4-bit scores of every query
+	qn     []float32 // a 4-bit value sum in natural order
+	on     []float32 // a 4-bit value sum in nibble order
 }
 
 // fused reports whether decode can score and sum straight on the packed codes
@@ -66,11 +69,18 @@ func (s *quantStore) fused() bool {
 	return s.bits == 8 || s.bits == 4 && s.d%32 == 0 && s.group%32 == 0
 }
 
-// scoreRows sets dst[t-j0] = q·key(t) for keys [j0, j1): over each run of rows of one
-// key group, q·(code·scale + min) = (q ⊙ scale)·code + q·min, one fused dot per row.
-func (s *quantStore) scoreRows(dst, q []float32, j0, j1 int, sc *quantScratch) {
-	d, nq := s.d, s.nq()
-	qs := grow(&sc.qs, d)
+// scoreRows sets scr[h][t] = q_h·key(t) for the m = len(scr) query heads of one KV
+// head (q [m, d]) and keys [j0, j1): over each run of rows of one key group,
+// q·(code·scale + min) = (q ⊙ scale)·code + q·min, one fused dot per row and head (the
+// heads share each row's 4-bit widening).
+func (s *quantStore) scoreRows(scr [][]float32, q []float32, j0, j1 int, sc *quantScratch) {
+	d, nq, m := s.d, s.nq(), len(scr)
+	q = q[:m*d]
+	qs, qn, bias := grow(&sc.qs, m*d), q, grow(&sc.bias, m)
+	if s.bits == 4 {
+		qn = grow(&sc.qo, m*d)
+		tensor.NibbleOrder(qn, q)
+	}
 	for t := j0; t < min(j1, nq); {
 		g := s.kg[t]
 		e := t + 1
@@ -78,36 +88,49 @@ func (s *quantStore) scoreRows(dst, q []float32, j0, j1 int, sc *quantScratch) {
 			e++
 		}
 		ksc, kmin := s.ksc[int(g)*d:int(g+1)*d], s.kmin[int(g)*d:int(g+1)*d]
-		var bias float32
-		if s.bits == 8 {
-			for c, v := range q[:d] {
-				qs[c] = v * ksc[c]
-				bias += v * kmin[c]
+		for h := range m {
+			bias[h] = tensor.Dot(q[h*d:(h+1)*d], kmin)
+			qh, sh := qn[h*d:(h+1)*d], qs[h*d:(h+1)*d]
+			if s.bits == 8 {
+				for c, v := range qh {
+					sh[c] = v * ksc[c]
+				}
+				continue
 			}
-		} else {
-			// scaled and put in nibble order in one pass
+			// the scales put in nibble order as they are applied
 			for b := 0; b < d; b += 32 {
-				qb, sb, mb, ob := q[b:b+32], ksc[b:b+32], kmin[b:b+32], qs[b:b+32]
+				nb, sb, ob := qh[b:b+32], ksc[b:b+32], sh[b:b+32]
 				for i := range 16 {
-					ob[i], ob[16+i] = qb[2*i]*sb[2*i], qb[2*i+1]*sb[2*i+1]
-					bias += qb[2*i]*mb[2*i] + qb[2*i+1]*mb[2*i+1]
+					ob[i], ob[16+i] = nb[i]*sb[2*i], nb[16+i]*sb[2*i+1]
 				}
 			}
 		}
-		out, codes := dst[t-j0:e-j0], s.kc[t*s.rowBytes:e*s.rowBytes]
+		n, codes := e-t, s.kc[t*s.rowBytes:e*s.rowBytes]
 		if s.bits == 8 {
-			tensor.DotRowsU8(out, qs, codes, s.rowBytes)
+			for h := range m {
+				out := scr[h][t:e]
+				tensor.DotRowsU8(out, qs[h*d:(h+1)*d], codes, s.rowBytes)
+				for i := range out {
+					out[i] += bias[h]
+				}
+			}
 		} else {
-			tensor.DotRowsU4(out, qs, codes, s.rowBytes)
-		}
-		for i := range out {
-			out[i] += bias
+			all := grow(&sc.scores, m*n)
+			tensor.DotRowsU4(all, qs, m, codes, s.rowBytes)
+			for h := range m {
+				out, bh := scr[h][t:e], bias[h]
+				for i, v := range all[h*n : (h+1)*n] {
+					out[i] = v + bh
+				}
+			}
 		}
 		t = e
 	}
 	if j1 > nq {
 		a := max(j0, nq)
-		tensor.DotRows(dst[a-j0:j1-j0], s.rk[(a-nq)*d:(j1-nq)*d], q)
+		for h := range m {
+			tensor.DotRows(scr[h][a:j1], s.rk[(a-nq)*d:(j1-nq)*d], q[h*d:(h+1)*d])
+		}
 	}
 }
 

@@ -17,15 +17,20 @@ func DotRowsU8(dst, y []float32, codes []uint8, stride int) {
 	}
 }
 
-// DotRowsU4 sets dst[j] = Σ_c y[c]·code(j, c) for j < len(dst), c < len(y), with the
-// 4-bit codes of row j from codes[j*stride:] and y in nibble order; len(y) must be a
-// multiple of 32.
-func DotRowsU4(dst, y []float32, codes []uint8, stride int) {
-	checkCodes("DotRowsU4", len(dst), len(y), codes, stride, 2)
+// DotRowsU4 sets dst[h*rows+j] = Σ_c y[h*k+c]·code(j, c) for h < m, j < rows =
+// len(dst)/m, c < k = len(y)/m: m queries (each in nibble order, k a multiple of 32)
+// against the 4-bit codes of row j from codes[j*stride:]. The queries share each
+// row's widening, which is most of the cost for one (a grouped-query attention's
+// query heads share their KV head's keys).
+func DotRowsU4(dst, y []float32, m int, codes []uint8, stride int) {
+	if m < 1 || len(y)%m != 0 || len(dst)%m != 0 {
+		panic(fmt.Sprintf("tensor.DotRowsU4: %d queries in %d values, %d outputs", m, len(y), len(dst)))
+	}
+	checkCodes("DotRowsU4", len(dst)/m, len(y)/m, codes, stride, 2)
 	if len(y) == 0 {
 		clear(dst)
 	} else if len(dst) > 0 {
-		active.dotRowsU4(dst, y, codes, stride)
+		active.dotRowsU4(dst, y, m, codes, stride)
 	}
 }
 
@@ -109,19 +114,22 @@ func dotRowsU8Go(dst, y []float32, codes []uint8, stride int) {
 	}
 }
 
-func dotRowsU4Go(dst, y []float32, codes []uint8, stride int) {
-	k := len(y)
-	for j := range dst {
-		row := codes[j*stride : j*stride+k/2]
-		var s0, s1 float32
-		for b := 0; b < k; b += 32 {
-			yb, rb := y[b:b+32], row[b/2:b/2+16]
-			for i, v := range rb {
-				s0 += yb[i] * float32(v&15)
-				s1 += yb[16+i] * float32(v>>4)
+func dotRowsU4Go(dst, y []float32, m int, codes []uint8, stride int) {
+	k, rows := len(y)/m, len(dst)/m
+	for h := range m {
+		yh := y[h*k : (h+1)*k]
+		for j := range rows {
+			row := codes[j*stride : j*stride+k/2]
+			var s0, s1 float32
+			for b := 0; b < k; b += 32 {
+				yb, rb := yh[b:b+32], row[b/2:b/2+16]
+				for i, v := range rb {
+					s0 += yb[i] * float32(v&15)
+					s1 += yb[16+i] * float32(v>>4)
+				}
 			}
+			dst[h*rows+j] = s0 + s1
 		}
-		dst[j] = s0 + s1
 	}
 }
 

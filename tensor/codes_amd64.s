@@ -64,33 +64,58 @@ d8done:
 	VZEROUPPER
 	RET
 
-// func dotRowsU4AVX512(y *float32, codes *byte, stride, rows, k int, dst *float32)
-// dst[j] = Σ_c y'[c]·code(j, c) with y in nibble order; k a positive multiple of 32.
-TEXT ·dotRowsU4AVX512(SB), NOSPLIT, $0-48
+// func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, dst *float32)
+// dst[h*rows+j] = Σ_c y'[h*k+c]·code(j, c) for h < m (1…4), j < rows, with each query in
+// nibble order; k a positive multiple of 32. A row's codes are widened once for all m
+// queries; query h accumulates in Z(2h) (even channels) and Z(2h+1) (odd ones).
+TEXT ·dotRowsU4AVX512(SB), NOSPLIT, $0-56
 	MOVQ y+0(FP), DI
-	MOVQ codes+8(FP), SI
-	MOVQ stride+16(FP), DX
-	MOVQ rows+24(FP), BX
-	MOVQ k+32(FP), CX
-	MOVQ dst+40(FP), R8
-	MOVL $15, AX
-	VPBROADCASTD AX, Z31
+	MOVQ m+8(FP), R14
+	MOVQ codes+16(FP), SI
+	MOVQ stride+24(FP), DX
+	MOVQ rows+32(FP), BX
+	MOVQ k+40(FP), CX
+	MOVQ dst+48(FP), R8
+	LEAQ (CX*4), R12
+	LEAQ (R12)(R12*2), R13
+	LEAQ (BX*4), AX
+	MOVL $15, R9
+	VPBROADCASTD R9, Z31
 	TESTQ BX, BX
 	JZ d4done
 d4row:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
 	MOVQ SI, R9
 	MOVQ DI, R10
 	MOVQ CX, R11
 d4loop:
-	VPMOVZXBD (R9), Z2
-	VPANDD Z31, Z2, Z3
-	VPSRLD $4, Z2, Z2
-	VCVTDQ2PS Z3, Z3
-	VCVTDQ2PS Z2, Z2
-	VFMADD231PS (R10), Z3, Z0
-	VFMADD231PS 64(R10), Z2, Z1
+	VPMOVZXBD (R9), Z8
+	VPANDD Z31, Z8, Z9
+	VPSRLD $4, Z8, Z8
+	VCVTDQ2PS Z9, Z9
+	VCVTDQ2PS Z8, Z8
+	VFMADD231PS (R10), Z9, Z0
+	VFMADD231PS 64(R10), Z8, Z1
+	CMPQ R14, $2
+	JLT d4next
+	VFMADD231PS (R10)(R12*1), Z9, Z2
+	VFMADD231PS 64(R10)(R12*1), Z8, Z3
+	CMPQ R14, $3
+	JLT d4next
+	VFMADD231PS (R10)(R12*2), Z9, Z4
+	VFMADD231PS 64(R10)(R12*2), Z8, Z5
+	CMPQ R14, $4
+	JLT d4next
+	VFMADD231PS (R10)(R13*1), Z9, Z6
+	VFMADD231PS 64(R10)(R13*1), Z8, Z7
+d4next:
 	ADDQ $16, R9
 	ADDQ $128, R10
 	SUBQ $32, R11
@@ -103,6 +128,38 @@ d4loop:
 	VHADDPS X0, X0, X0
 	VHADDPS X0, X0, X0
 	VMOVSS X0, (R8)
+	CMPQ R14, $2
+	JLT d4rowend
+	VADDPS Z3, Z2, Z2
+	VEXTRACTF64X4 $1, Z2, Y3
+	VADDPS Y3, Y2, Y2
+	VEXTRACTF128 $1, Y2, X3
+	VADDPS X3, X2, X2
+	VHADDPS X2, X2, X2
+	VHADDPS X2, X2, X2
+	VMOVSS X2, (R8)(AX*1)
+	CMPQ R14, $3
+	JLT d4rowend
+	VADDPS Z5, Z4, Z4
+	VEXTRACTF64X4 $1, Z4, Y5
+	VADDPS Y5, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VADDPS X5, X4, X4
+	VHADDPS X4, X4, X4
+	VHADDPS X4, X4, X4
+	VMOVSS X4, (R8)(AX*2)
+	CMPQ R14, $4
+	JLT d4rowend
+	VADDPS Z7, Z6, Z6
+	VEXTRACTF64X4 $1, Z6, Y7
+	VADDPS Y7, Y6, Y6
+	VEXTRACTF128 $1, Y6, X7
+	VADDPS X7, X6, X6
+	VHADDPS X6, X6, X6
+	VHADDPS X6, X6, X6
+	LEAQ (R8)(AX*2), R9
+	VMOVSS X6, (R9)(AX*1)
+d4rowend:
 	ADDQ $4, R8
 	ADDQ DX, SI
 	DECQ BX

@@ -56,7 +56,7 @@ func TestCodeRows(t *testing.T) {
 						DotRowsU8(dst[:rows], y, codes, stride)
 						AxpyDequantU8(acc[:k], prob, codes, stride, sc, mn, g)
 					} else {
-						DotRowsU4(dst[:rows], yn, codes, stride)
+						DotRowsU4(dst[:rows], yn, 1, codes, stride)
 						an := make([]float32, k)
 						NibbleOrder(an, acc[:k])
 						AxpyDequantU4(an, prob, codes, stride, sc, mn, g)
@@ -115,4 +115,43 @@ func TestNibbleOrder(t *testing.T) {
 			t.Fatalf("NibbleUnorder(NibbleOrder(x))[%d] = %v", i, v)
 		}
 	}
+}
+
+// DotRowsU4 with several queries (up to the kernel's four, and past it) against the
+// same rows equals each query's float64 sum.
+func TestDotRowsU4Queries(t *testing.T) {
+	withImpls(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(33, 34))
+		for _, m := range []int{1, 2, 3, 4, 5, 9} {
+			for _, rows := range []int{1, 7, 33} {
+				for _, k := range []int{32, 64, 128} {
+					stride := k/2 + 5
+					codes := make([]uint8, rows*stride)
+					for i := range codes {
+						codes[i] = uint8(r.IntN(256))
+					}
+					y := randSlice(r, m*k)
+					yn := make([]float32, m*k)
+					NibbleOrder(yn, y)
+					dst := randSlice(r, m*rows+1)
+					last := dst[m*rows]
+					DotRowsU4(dst[:m*rows], yn, m, codes, stride)
+					for h := range m {
+						for j := range rows {
+							var want, abs float64
+							for c := range k {
+								p := float64(y[h*k+c]) * code(codes[j*stride:], c, 4)
+								want += p
+								abs += math.Abs(p)
+							}
+							checkSum(t, fmt.Sprintf("m=%d rows=%d k=%d: query %d row %d", m, rows, k, h, j), dst[h*rows+j], want, abs, k)
+						}
+					}
+					if dst[m*rows] != last {
+						t.Fatalf("m=%d rows=%d k=%d: wrote past len(dst)", m, rows, k)
+					}
+				}
+			}
+		}
+	})
 }

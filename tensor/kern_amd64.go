@@ -69,7 +69,7 @@ func expSumAVX2(x *float32, n int, mx float32) float32
 func dotRowsU8AVX512(y *float32, codes *byte, stride, rows, k int, dst *float32)
 
 //go:noescape
-func dotRowsU4AVX512(y *float32, codes *byte, stride, rows, k int, dst *float32)
+func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, dst *float32)
 
 //go:noescape
 func axpyDequantU8AVX512(p *float32, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32)
@@ -139,8 +139,12 @@ func dotRowsU8Slices(dst, y []float32, codes []uint8, stride int) {
 	}
 }
 
-func dotRowsU4Slices(dst, y []float32, codes []uint8, stride int) {
-	dotRowsU4AVX512(&y[0], &codes[0], stride, len(dst), len(y), &dst[0])
+// The kernel takes up to four queries (its accumulators); more go four at a time.
+func dotRowsU4Slices(dst, y []float32, m int, codes []uint8, stride int) {
+	k, rows := len(y)/m, len(dst)/m
+	for h := 0; h < m; h += 4 {
+		dotRowsU4AVX512(&y[h*k], min(4, m-h), &codes[0], stride, rows, k, &dst[h*rows])
+	}
 }
 
 // The dequantizing sums take blocks of 64 columns, each 16 (8-bit) or 32 (4-bit) of
