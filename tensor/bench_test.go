@@ -233,3 +233,50 @@ func BenchmarkMatVecSmolLM2(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMatMulTRows is MatMulT of a few rows (a server's batch of decode steps, a
+// short pre-fill chunk) through each route: the matrix-vector kernel (route=mv) and
+// the packing GEMM (route=gemm), on 30 layers of the SmolLM2-135M shapes (Q, gate,
+// down). smallM, the rows below which MatMulT takes the first, comes from here.
+func BenchmarkMatMulTRows(b *testing.B) {
+	const d, ff, layers = 576, 1536, 30
+	r := rand.New(rand.NewPCG(8, 9))
+	for _, bf16 := range []bool{false, true} {
+		mk := func(rows, cols int) *Mat {
+			if !bf16 {
+				return &Mat{Rows: rows, Cols: cols, F32: randSlice(r, rows*cols)}
+			}
+			w := make([]uint16, rows*cols)
+			for i := range w {
+				w[i] = FloatToBF16(float32(r.NormFloat64()))
+			}
+			return &Mat{Rows: rows, Cols: cols, BF16: w}
+		}
+		type layer struct{ q, gate, down *Mat }
+		ls := make([]layer, layers)
+		for i := range ls {
+			ls[i] = layer{mk(d, d), mk(ff, d), mk(d, ff)}
+		}
+		const most = 128
+		x, h := randSlice(r, most*ff), make([]float32, most*ff)
+		name := map[bool]string{false: "f32", true: "bf16"}[bf16]
+		for _, m := range []int{8, 16, 32, 64, most} {
+			for _, route := range []string{"mv", "gemm"} {
+				b.Run(fmt.Sprintf("%s/m=%d/route=%s", name, m, route), func(b *testing.B) {
+					defer func(s int) { smallM = s }(smallM)
+					smallM = map[string]int{"mv": most, "gemm": 0}[route]
+					benchThreads(b, func(b *testing.B) {
+						for b.Loop() {
+							for _, l := range ls {
+								MatMulT(h, x[:m*d], m, l.q)
+								MatMulT(h, x[:m*d], m, l.gate)
+								MatMulT(h, x[:m*ff], m, l.down)
+							}
+						}
+						b.ReportMetric(float64(b.N*m)/b.Elapsed().Seconds(), "rows/s")
+					})
+				})
+			}
+		}
+	}
+}

@@ -53,11 +53,19 @@ var shapes = []struct{ m, n, k int }{
 	{25, 65, 513}, {100, 70, 1}, {64, 64, 64}, {200, 40, 300}, {5, 2100, 20}, {37, 1, 70},
 }
 
+// TestMatMulT checks both routes (the matrix-vector kernel for few rows, the GEMM) on
+// every shape.
 func TestMatMulT(t *testing.T) {
+	defer func(s int) { smallM = s }(smallM)
 	withImpls(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(1, 2))
 		for _, sh := range shapes {
-			for _, bf := range []bool{false, true} {
+			for _, route := range []struct {
+				bf    bool
+				small int
+			}{{false, 64}, {true, 64}, {false, 0}, {true, 0}} {
+				bf := route.bf
+				smallM = route.small
 				m, n, k := sh.m, sh.n, sh.k
 				x := randSlice(r, m*k)
 				wf := randSlice(r, n*k)
@@ -82,7 +90,7 @@ func TestMatMulT(t *testing.T) {
 							want += v
 							abs += math.Abs(v)
 						}
-						checkSum(t, fmt.Sprintf("m%d n%d k%d bf16=%v dst[%d,%d]", m, n, k, bf, i, j), dst[i*n+j], want, abs, k)
+						checkSum(t, fmt.Sprintf("m%d n%d k%d bf16=%v smallM=%d dst[%d,%d]", m, n, k, bf, smallM, i, j), dst[i*n+j], want, abs, k)
 					}
 				}
 				if dst[m*n] != 42 {
