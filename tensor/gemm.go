@@ -186,12 +186,12 @@ func (j *gemmJob) pack(b, u int) {
 	mp := (rows + mr - 1) / mr
 	if u < mp {
 		r := u * mr
-		pack(j.pa[b%2][r*kc:(r+mr)*kc], j.a, i0+r, min(mr, rows-r), pc, kc, mr)
+		pack(j.im, j.pa[b%2][r*kc:(r+mr)*kc], j.a, i0+r, min(mr, rows-r), pc, kc, mr)
 		return
 	}
 	o, c := j.tileOf(t0 + u - mp)
 	off := (u - mp) * nr * kc
-	pack(j.pb[b%2][off:off+nr*kc], o.b, c, min(nr, o.n-c), pc, kc, nr)
+	pack(j.im, j.pb[b%2][off:off+nr*kc], o.b, c, min(nr, o.n-c), pc, kc, nr)
 }
 
 // compute runs unit u of block b: one tile against one group of panels.
@@ -233,12 +233,34 @@ func (j *gemmJob) compute(w, b, u int) {
 // pack copies rows [r0, r0+rn) x columns [p0, p0+kc) of o into buf as micro-panels
 // of blk rows, each stored column by column (p-major), zero-padding the last panel.
 // bf16 is widened here, so the micro-kernel only ever sees float32.
-func pack(buf []float32, o operand, r0, rn, p0, kc, blk int) {
+func pack(im *impl, buf []float32, o operand, r0, rn, p0, kc, blk int) {
 	for r := 0; r < rn; r += blk {
 		panel := buf[r*kc : (r+blk)*kc]
 		n := min(blk, rn-r)
 		if n < blk {
 			clear(panel)
+		}
+		kv := kc &^ 15
+		if vec := o.cs == 1 && n == blk && kv > 0 && im.packT != nil; vec && (blk == 32 || blk == 12 && o.f32 != nil) {
+			// Full panels of rows with contiguous k (MatMulT's weights and activations),
+			// transposed 16x16 at a time in registers.
+			if blk == 12 {
+				im.packT(panel, o, (r0+r)*o.rs+p0, kv, 12)
+			} else {
+				im.packT(panel, o, (r0+r)*o.rs+p0, kv, 16)
+				im.packT(panel[16:], o, (r0+r+16)*o.rs+p0, kv, 16)
+			}
+			for i := 0; i < n && kv < kc; i++ {
+				base := (r0+r+i)*o.rs + p0
+				for p := kv; p < kc; p++ {
+					if o.f32 != nil {
+						panel[p*blk+i] = o.f32[base+p]
+					} else {
+						panel[p*blk+i] = BF16ToFloat(o.bf16[base+p])
+					}
+				}
+			}
+			continue
 		}
 		if o.f32 != nil && o.rs == 1 {
 			// Columns are contiguous (MatMul's B, MatMulTN's A): copy them whole.

@@ -34,6 +34,11 @@ type impl struct {
 	dotRowsU8                    func(dst, y []float32, codes []uint8, stride int)
 	dotRowsU4                    func(dst, y []float32, m int, codes []uint8, stride int)
 	axpyDequantU8, axpyDequantU4 func(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int)
+	// packT, if set, packs rows 16 (half of a 32-row weight panel) or 12 (an
+	// activation panel) rows of a k-contiguous GEMM operand: dst[p*rows+i] =
+	// value(base + i*o.rs + p) for i < rows, p < kc (a positive multiple of 16), where
+	// rows 16 is stored with a row stride of 32.
+	packT func(dst []float32, o operand, base, kc, rows int)
 }
 
 // impls lists the kernel sets this CPU can run, fastest first; active is impls[0].

@@ -66,6 +66,15 @@ func bf16ToF32AVX2(dst *float32, src *uint16, n int)
 func expSumAVX2(x *float32, n int, mx float32) float32
 
 //go:noescape
+func packT16F32AVX512(dst, src *float32, ld, kc int)
+
+//go:noescape
+func packT16BF16AVX512(dst *float32, src *uint16, ld, kc int)
+
+//go:noescape
+func packT12F32AVX512(dst, src *float32, ld, kc int)
+
+//go:noescape
 func dotRowsU8AVX512(y *float32, codes *byte, stride, rows, k int, dst *float32)
 
 //go:noescape
@@ -97,6 +106,7 @@ func platformImpls() []*impl {
 			16, dotAVX512, sumAVX512, axpyAVX512, matvecF32AVX512, matvecBF16AVX512, axpyRowsAVX512, bf16ToF32AVX512})
 		im.dotRowsU8, im.dotRowsU4 = dotRowsU8Slices, dotRowsU4Slices
 		im.axpyDequantU8, im.axpyDequantU4 = axpyDequantU8Slices, axpyDequantU4Slices
+		im.packT = packTSlices
 		l = append(l, im)
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
@@ -304,4 +314,26 @@ func (s *asmSet) matvecBF16Slices(dst []float32, w []uint16, k int, x, xd []floa
 	}
 	// At most three rows are left over; they are not worth a kernel.
 	matvecBF16Go(dst[r4:], w[r4*k:], k, x, nil)
+}
+
+func packTSlices(dst []float32, o operand, base, kc, rows int) {
+	stride := 12
+	if rows == 16 {
+		stride = 32
+	}
+	_ = dst[(kc-1)*stride+rows-1]
+	last := base + (rows-1)*o.rs + kc - 1
+	switch {
+	case rows == 12 && o.f32 != nil:
+		_ = o.f32[last]
+		packT12F32AVX512(&dst[0], &o.f32[base], o.rs, kc)
+	case rows == 16 && o.f32 != nil:
+		_ = o.f32[last]
+		packT16F32AVX512(&dst[0], &o.f32[base], o.rs, kc)
+	case rows == 16:
+		_ = o.bf16[last]
+		packT16BF16AVX512(&dst[0], &o.bf16[base], o.rs, kc)
+	default:
+		panic("tensor: packT of 12 bf16 rows")
+	}
 }

@@ -87,11 +87,11 @@ func MatMulTs(x []float32, m int, ps ...Proj) {
 
 // Products of up to smallM rows of x go through the matrix-vector kernel: a unit is
 // mvUnit weight rows against every row of x, so that the rows stay in L1 or L2 for the
-// next row of x (instead of packing the whole weight matrix for the GEMM, which costs
-// as much as the products themselves for a few rows: BenchmarkMatMulTRows, where the
-// GEMM overtakes at 128 rows). A part gets at least mvPart multiply-adds. smallM is a
-// variable so that the benchmark can compare the two routes.
-var smallM = 64
+// next row of x, instead of packing the whole weight matrix for the GEMM, which costs
+// more than the products themselves for a few rows (BenchmarkMatMulTRows: the GEMM
+// overtakes between 16 and 32 rows). A part gets at least mvPart multiply-adds. smallM
+// is a variable so that the benchmark can compare the two routes.
+var smallM = 16
 
 const (
 	mvUnit = 8
