@@ -187,16 +187,7 @@ func BenchmarkMatVecSmolLM2(b *testing.B) {
 	const d, kvd, ff, vocab, layers = 576, 192, 1536, 49152, 30
 	r := rand.New(rand.NewPCG(6, 7))
 	for _, bf16 := range []bool{false, true} {
-		mk := func(rows, cols int) *Mat {
-			if !bf16 {
-				return &Mat{Rows: rows, Cols: cols, F32: randSlice(r, rows*cols)}
-			}
-			w := make([]uint16, rows*cols)
-			for i := range w {
-				w[i] = FloatToBF16(float32(r.NormFloat64()))
-			}
-			return &Mat{Rows: rows, Cols: cols, BF16: w}
-		}
+		mk := func(rows, cols int) *Mat { return randMat(r, rows, cols, bf16) }
 		type layer struct{ q, k, v, o, gate, up, down *Mat }
 		ls := make([]layer, layers)
 		weights := 0
@@ -242,16 +233,7 @@ func BenchmarkMatMulTRows(b *testing.B) {
 	const d, ff, layers = 576, 1536, 30
 	r := rand.New(rand.NewPCG(8, 9))
 	for _, bf16 := range []bool{false, true} {
-		mk := func(rows, cols int) *Mat {
-			if !bf16 {
-				return &Mat{Rows: rows, Cols: cols, F32: randSlice(r, rows*cols)}
-			}
-			w := make([]uint16, rows*cols)
-			for i := range w {
-				w[i] = FloatToBF16(float32(r.NormFloat64()))
-			}
-			return &Mat{Rows: rows, Cols: cols, BF16: w}
-		}
+		mk := func(rows, cols int) *Mat { return randMat(r, rows, cols, bf16) }
 		type layer struct{ q, gate, down *Mat }
 		ls := make([]layer, layers)
 		for i := range ls {
@@ -279,4 +261,16 @@ func BenchmarkMatMulTRows(b *testing.B) {
 			}
 		}
 	}
+}
+
+// randMat is a rows x cols matrix of normal values, held in bf16 or float32.
+func randMat(r *rand.Rand, rows, cols int, bf16 bool) *Mat {
+	if !bf16 {
+		return &Mat{Rows: rows, Cols: cols, F32: randSlice(r, rows*cols)}
+	}
+	w := make([]uint16, rows*cols)
+	for i := range w {
+		w[i] = FloatToBF16(float32(r.NormFloat64()))
+	}
+	return &Mat{Rows: rows, Cols: cols, BF16: w}
 }

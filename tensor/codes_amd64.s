@@ -64,6 +64,17 @@ d8done:
 	VZEROUPPER
 	RET
 
+// HSUM leaves the sum of the 32 floats of za and zb in the low float of xa (y and x
+// name the same registers' lower halves); zb is clobbered.
+#define HSUM(za, zb, ya, yb, xa, xb) \
+	VADDPS zb, za, za; \
+	VEXTRACTF64X4 $1, za, yb; \
+	VADDPS yb, ya, ya; \
+	VEXTRACTF128 $1, ya, xb; \
+	VADDPS xb, xa, xa; \
+	VHADDPS xa, xa, xa; \
+	VHADDPS xa, xa, xa
+
 // func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, dst *float32)
 // dst[h*rows+j] = Σ_c y'[h*k+c]·code(j, c) for h < m (1…4), j < rows, with each query in
 // nibble order; k a positive multiple of 32. A row's codes are widened once for all m
@@ -120,43 +131,19 @@ d4next:
 	ADDQ $128, R10
 	SUBQ $32, R11
 	JNZ d4loop
-	VADDPS Z1, Z0, Z0
-	VEXTRACTF64X4 $1, Z0, Y1
-	VADDPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM(Z0, Z1, Y0, Y1, X0, X1)
 	VMOVSS X0, (R8)
 	CMPQ R14, $2
 	JLT d4rowend
-	VADDPS Z3, Z2, Z2
-	VEXTRACTF64X4 $1, Z2, Y3
-	VADDPS Y3, Y2, Y2
-	VEXTRACTF128 $1, Y2, X3
-	VADDPS X3, X2, X2
-	VHADDPS X2, X2, X2
-	VHADDPS X2, X2, X2
+	HSUM(Z2, Z3, Y2, Y3, X2, X3)
 	VMOVSS X2, (R8)(AX*1)
 	CMPQ R14, $3
 	JLT d4rowend
-	VADDPS Z5, Z4, Z4
-	VEXTRACTF64X4 $1, Z4, Y5
-	VADDPS Y5, Y4, Y4
-	VEXTRACTF128 $1, Y4, X5
-	VADDPS X5, X4, X4
-	VHADDPS X4, X4, X4
-	VHADDPS X4, X4, X4
+	HSUM(Z4, Z5, Y4, Y5, X4, X5)
 	VMOVSS X4, (R8)(AX*2)
 	CMPQ R14, $4
 	JLT d4rowend
-	VADDPS Z7, Z6, Z6
-	VEXTRACTF64X4 $1, Z6, Y7
-	VADDPS Y7, Y6, Y6
-	VEXTRACTF128 $1, Y6, X7
-	VADDPS X7, X6, X6
-	VHADDPS X6, X6, X6
-	VHADDPS X6, X6, X6
+	HSUM(Z6, Z7, Y6, Y7, X6, X7)
 	LEAQ (R8)(AX*2), R9
 	VMOVSS X6, (R9)(AX*1)
 d4rowend:
