@@ -241,7 +241,8 @@ func pack(im *impl, buf []float32, o operand, r0, rn, p0, kc, blk int) {
 			clear(panel)
 		}
 		kv := kc &^ 15
-		if vec := o.cs == 1 && n == blk && kv > 0 && im.packT != nil; vec && (blk == 32 || blk == 12 && o.f32 != nil) {
+		shape := blk == 32 || blk == 12 && o.f32 != nil // packT's panels
+		if o.cs == 1 && n == blk && kv > 0 && shape && im.packT != nil {
 			// Full panels of rows with contiguous k (MatMulT's weights and activations),
 			// transposed 16x16 at a time in registers.
 			if blk == 12 {
