@@ -57,7 +57,7 @@ type quantScratch struct {
 	qs     []float32 // a query scaled by a key group's scales (4-bit: in nibble order)
 	qo     []float32 // queries in nibble order (4-bit)
 	bias   []float32 // each query's q·min of a key group
-	scores []float32 // a key group's 4-bit scores of every query
+	scores []float32 // a key group's scores of every query
 	qn     []float32 // a 4-bit value sum in natural order
 	on     []float32 // a 4-bit value sum in nibble order
 }
@@ -72,7 +72,7 @@ func (s *quantStore) fused() bool {
 // scoreRows sets scr[h][t] = q_h·key(t) for the m = len(scr) query heads of one KV
 // head (q [m, d]) and keys [j0, j1): over each run of rows of one key group,
 // q·(code·scale + min) = (q ⊙ scale)·code + q·min, one fused dot per row and head (the
-// heads share each row's 4-bit widening).
+// heads share each row's widening).
 func (s *quantStore) scoreRows(scr [][]float32, q []float32, j0, j1 int, sc *quantScratch) {
 	d, nq, m := s.d, s.nq(), len(scr)
 	q = q[:m*d]
@@ -105,23 +105,16 @@ func (s *quantStore) scoreRows(scr [][]float32, q []float32, j0, j1 int, sc *qua
 				}
 			}
 		}
-		n, codes := e-t, s.kc[t*s.rowBytes:e*s.rowBytes]
+		n, codes, all := e-t, s.kc[t*s.rowBytes:e*s.rowBytes], grow(&sc.scores, m*(e-t))
 		if s.bits == 8 {
-			for h := range m {
-				out := scr[h][t:e]
-				tensor.DotRowsU8(out, qs[h*d:(h+1)*d], codes, s.rowBytes)
-				for i := range out {
-					out[i] += bias[h]
-				}
-			}
+			tensor.DotRowsU8(all, qs, m, codes, s.rowBytes)
 		} else {
-			all := grow(&sc.scores, m*n)
 			tensor.DotRowsU4(all, qs, m, codes, s.rowBytes)
-			for h := range m {
-				out, bh := scr[h][t:e], bias[h]
-				for i, v := range all[h*n : (h+1)*n] {
-					out[i] = v + bh
-				}
+		}
+		for h := range m {
+			out, bh := scr[h][t:e], bias[h]
+			for i, v := range all[h*n : (h+1)*n] {
+				out[i] = v + bh
 			}
 		}
 		t = e

@@ -9,11 +9,14 @@ import "fmt"
 // order (NibbleOrder): within each block of 32, the 16 even entries, then the 16 odd
 // ones, which is how a vector of bytes splits into low and high nibbles.
 
-// DotRowsU8 sets dst[j] = Σ_c y[c]·codes[j*stride+c] for j < len(dst), c < len(y).
-func DotRowsU8(dst, y []float32, codes []uint8, stride int) {
-	checkCodes("DotRowsU8", len(dst), len(y), codes, stride, 1)
+// DotRowsU8 sets dst[h*rows+j] = Σ_c y[h*k+c]·codes[j*stride+c] for h < m, j < rows =
+// len(dst)/m, c < k = len(y)/m: m queries against the same 8-bit rows, each row
+// widened once for all of them (as DotRowsU4).
+func DotRowsU8(dst, y []float32, m int, codes []uint8, stride int) {
+	checkQueries("DotRowsU8", len(dst), len(y), m)
+	checkCodes("DotRowsU8", len(dst)/m, len(y)/m, codes, stride, 1)
 	if len(dst) > 0 {
-		active.dotRowsU8(dst, y, codes, stride)
+		active.dotRowsU8(dst, y, m, codes, stride)
 	}
 }
 
@@ -23,9 +26,7 @@ func DotRowsU8(dst, y []float32, codes []uint8, stride int) {
 // row's widening, which is most of the cost for one (a grouped-query attention's
 // query heads share their KV head's keys).
 func DotRowsU4(dst, y []float32, m int, codes []uint8, stride int) {
-	if m < 1 || len(y)%m != 0 || len(dst)%m != 0 {
-		panic(fmt.Sprintf("tensor.DotRowsU4: %d queries in %d values, %d outputs", m, len(y), len(dst)))
-	}
+	checkQueries("DotRowsU4", len(dst), len(y), m)
 	checkCodes("DotRowsU4", len(dst)/m, len(y)/m, codes, stride, 2)
 	if len(y) == 0 {
 		clear(dst)
@@ -84,6 +85,12 @@ func NibbleUnorder(dst, x []float32) {
 
 // checkCodes panics unless rows rows of k codes (per codes to a byte) fit codes at
 // stride, and a 4-bit k is a multiple of 32.
+func checkQueries(name string, outs, values, m int) {
+	if m < 1 || values%m != 0 || outs%m != 0 {
+		panic(fmt.Sprintf("tensor.%s: %d queries in %d values, %d outputs", name, m, values, outs))
+	}
+}
+
 func checkCodes(name string, rows, k int, codes []uint8, stride, per int) {
 	bytes := (k + per - 1) / per
 	need := 0
@@ -95,22 +102,25 @@ func checkCodes(name string, rows, k int, codes []uint8, stride, per int) {
 	}
 }
 
-func dotRowsU8Go(dst, y []float32, codes []uint8, stride int) {
-	k := len(y)
-	for j := range dst {
-		row := codes[j*stride : j*stride+k]
-		var s0, s1, s2, s3 float32
-		c := 0
-		for ; c+4 <= k; c += 4 {
-			s0 += y[c] * float32(row[c])
-			s1 += y[c+1] * float32(row[c+1])
-			s2 += y[c+2] * float32(row[c+2])
-			s3 += y[c+3] * float32(row[c+3])
+func dotRowsU8Go(dst, y []float32, m int, codes []uint8, stride int) {
+	k, rows := len(y)/m, len(dst)/m
+	for h := range m {
+		yh := y[h*k : (h+1)*k]
+		for j := range rows {
+			row := codes[j*stride : j*stride+k]
+			var s0, s1, s2, s3 float32
+			c := 0
+			for ; c+4 <= k; c += 4 {
+				s0 += yh[c] * float32(row[c])
+				s1 += yh[c+1] * float32(row[c+1])
+				s2 += yh[c+2] * float32(row[c+2])
+				s3 += yh[c+3] * float32(row[c+3])
+			}
+			for ; c < k; c++ {
+				s0 += yh[c] * float32(row[c])
+			}
+			dst[h*rows+j] = (s0 + s1) + (s2 + s3)
 		}
-		for ; c < k; c++ {
-			s0 += y[c] * float32(row[c])
-		}
-		dst[j] = (s0 + s1) + (s2 + s3)
 	}
 }
 

@@ -10,52 +10,80 @@
 // high ones (shift by 4) the 16 odd ones of a block of 32, which is why the 4-bit
 // kernels take their float operand in nibble order (see tensor.NibbleOrder).
 
-// func dotRowsU8AVX512(y *float32, codes *byte, stride, rows, k int, dst *float32)
-// dst[j] = Σ_c y[c]·code(j, c) for j < rows, c < k; k a positive multiple of 16.
-TEXT ·dotRowsU8AVX512(SB), NOSPLIT, $0-48
+// HSUM1 leaves the sum of the 16 floats of za in the low float of xa (y and x name
+// the same registers' lower halves), with yt as scratch; HSUM adds zb into za first.
+#define HSUM1(za, ya, yt, xa, xt) \
+	VEXTRACTF64X4 $1, za, yt; \
+	VADDPS yt, ya, ya; \
+	VEXTRACTF128 $1, ya, xt; \
+	VADDPS xt, xa, xa; \
+	VHADDPS xa, xa, xa; \
+	VHADDPS xa, xa, xa
+
+#define HSUM(za, zb, ya, yb, xa, xb) \
+	VADDPS zb, za, za; \
+	HSUM1(za, ya, yb, xa, xb)
+
+// func dotRowsU8AVX512(y *float32, ldy, m int, codes *byte, stride, rows, k int, dst *float32)
+// dst[h*rows+j] = Σ_c y[h*ldy+c]·code(j, c) for h < m (1…4), j < rows, c < k; k a
+// positive multiple of 16. A row's 16-code blocks are widened once for all m queries;
+// query h accumulates in Z(h).
+TEXT ·dotRowsU8AVX512(SB), NOSPLIT, $0-64
 	MOVQ y+0(FP), DI
-	MOVQ codes+8(FP), SI
-	MOVQ stride+16(FP), DX
-	MOVQ rows+24(FP), BX
-	MOVQ k+32(FP), CX
-	MOVQ dst+40(FP), R8
+	MOVQ ldy+8(FP), R12
+	MOVQ m+16(FP), R14
+	MOVQ codes+24(FP), SI
+	MOVQ stride+32(FP), DX
+	MOVQ rows+40(FP), BX
+	MOVQ k+48(FP), CX
+	MOVQ dst+56(FP), R8
+	SHLQ $2, R12
+	LEAQ (R12)(R12*2), R13
+	LEAQ (BX*4), AX
 	TESTQ BX, BX
 	JZ d8done
 d8row:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
 	MOVQ SI, R9
 	MOVQ DI, R10
 	MOVQ CX, R11
-	CMPQ R11, $32
-	JLT d8one
-d8two:
-	VPMOVZXBD (R9), Z2
-	VPMOVZXBD 16(R9), Z3
-	VCVTDQ2PS Z2, Z2
-	VCVTDQ2PS Z3, Z3
-	VFMADD231PS (R10), Z2, Z0
-	VFMADD231PS 64(R10), Z3, Z1
-	ADDQ $32, R9
-	ADDQ $128, R10
-	SUBQ $32, R11
-	CMPQ R11, $32
-	JGE d8two
-d8one:
-	TESTQ R11, R11
-	JZ d8red
-	VPMOVZXBD (R9), Z2
-	VCVTDQ2PS Z2, Z2
-	VFMADD231PS (R10), Z2, Z0
-d8red:
-	VADDPS Z1, Z0, Z0
-	VEXTRACTF64X4 $1, Z0, Y1
-	VADDPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+d8loop:
+	VPMOVZXBD (R9), Z8
+	VCVTDQ2PS Z8, Z8
+	VFMADD231PS (R10), Z8, Z0
+	CMPQ R14, $2
+	JLT d8next
+	VFMADD231PS (R10)(R12*1), Z8, Z1
+	CMPQ R14, $3
+	JLT d8next
+	VFMADD231PS (R10)(R12*2), Z8, Z2
+	CMPQ R14, $4
+	JLT d8next
+	VFMADD231PS (R10)(R13*1), Z8, Z3
+d8next:
+	ADDQ $16, R9
+	ADDQ $64, R10
+	SUBQ $16, R11
+	JNZ d8loop
+	HSUM1(Z0, Y0, Y4, X0, X4)
 	VMOVSS X0, (R8)
+	CMPQ R14, $2
+	JLT d8rowend
+	HSUM1(Z1, Y1, Y5, X1, X5)
+	VMOVSS X1, (R8)(AX*1)
+	CMPQ R14, $3
+	JLT d8rowend
+	HSUM1(Z2, Y2, Y6, X2, X6)
+	VMOVSS X2, (R8)(AX*2)
+	CMPQ R14, $4
+	JLT d8rowend
+	HSUM1(Z3, Y3, Y7, X3, X7)
+	LEAQ (R8)(AX*2), R9
+	VMOVSS X3, (R9)(AX*1)
+d8rowend:
 	ADDQ $4, R8
 	ADDQ DX, SI
 	DECQ BX
@@ -63,17 +91,6 @@ d8red:
 d8done:
 	VZEROUPPER
 	RET
-
-// HSUM leaves the sum of the 32 floats of za and zb in the low float of xa (y and x
-// name the same registers' lower halves); zb is clobbered.
-#define HSUM(za, zb, ya, yb, xa, xb) \
-	VADDPS zb, za, za; \
-	VEXTRACTF64X4 $1, za, yb; \
-	VADDPS yb, ya, ya; \
-	VEXTRACTF128 $1, ya, xb; \
-	VADDPS xb, xa, xa; \
-	VHADDPS xa, xa, xa; \
-	VHADDPS xa, xa, xa
 
 // func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, dst *float32)
 // dst[h*rows+j] = Σ_c y'[h*k+c]·code(j, c) for h < m (1…4), j < rows, with each query in

@@ -53,7 +53,7 @@ func TestCodeRows(t *testing.T) {
 					acc := randSlice(r, k+1)
 					acc0 := append([]float32(nil), acc...)
 					if bits == 8 {
-						DotRowsU8(dst[:rows], y, codes, stride)
+						DotRowsU8(dst[:rows], y, 1, codes, stride)
 						AxpyDequantU8(acc[:k], prob, codes, stride, sc, mn, g)
 					} else {
 						DotRowsU4(dst[:rows], yn, 1, codes, stride)
@@ -117,38 +117,48 @@ func TestNibbleOrder(t *testing.T) {
 	}
 }
 
-// DotRowsU4 with several queries (up to the kernel's four, and past it) against the
-// same rows equals each query's float64 sum.
-func TestDotRowsU4Queries(t *testing.T) {
+// DotRowsU8 and DotRowsU4 with several queries (up to the kernels' four, and past
+// them) against the same rows equal each query's float64 sum.
+func TestDotRowsQueries(t *testing.T) {
 	withImpls(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(33, 34))
-		for _, m := range []int{1, 2, 3, 4, 5, 9} {
-			for _, rows := range []int{1, 7, 33} {
-				for _, k := range []int{32, 64, 128} {
-					stride := k/2 + 5
-					codes := make([]uint8, rows*stride)
-					for i := range codes {
-						codes[i] = uint8(r.IntN(256))
-					}
-					y := randSlice(r, m*k)
-					yn := make([]float32, m*k)
-					NibbleOrder(yn, y)
-					dst := randSlice(r, m*rows+1)
-					last := dst[m*rows]
-					DotRowsU4(dst[:m*rows], yn, m, codes, stride)
-					for h := range m {
-						for j := range rows {
-							var want, abs float64
-							for c := range k {
-								p := float64(y[h*k+c]) * code(codes[j*stride:], c, 4)
-								want += p
-								abs += math.Abs(p)
-							}
-							checkSum(t, fmt.Sprintf("m=%d rows=%d k=%d: query %d row %d", m, rows, k, h, j), dst[h*rows+j], want, abs, k)
+		for _, bits := range []int{8, 4} {
+			widths := []int{16, 20, 64, 130}
+			if bits == 4 {
+				widths = []int{32, 64, 128}
+			}
+			for _, m := range []int{1, 2, 3, 4, 5, 9} {
+				for _, rows := range []int{1, 7, 33} {
+					for _, k := range widths {
+						stride := k*bits/8 + 5
+						codes := make([]uint8, rows*stride)
+						for i := range codes {
+							codes[i] = uint8(r.IntN(256))
 						}
-					}
-					if dst[m*rows] != last {
-						t.Fatalf("m=%d rows=%d k=%d: wrote past len(dst)", m, rows, k)
+						y := randSlice(r, m*k)
+						dst := randSlice(r, m*rows+1)
+						last := dst[m*rows]
+						if bits == 8 {
+							DotRowsU8(dst[:m*rows], y, m, codes, stride)
+						} else {
+							yn := make([]float32, m*k)
+							NibbleOrder(yn, y)
+							DotRowsU4(dst[:m*rows], yn, m, codes, stride)
+						}
+						for h := range m {
+							for j := range rows {
+								var want, abs float64
+								for c := range k {
+									p := float64(y[h*k+c]) * code(codes[j*stride:], c, bits)
+									want += p
+									abs += math.Abs(p)
+								}
+								checkSum(t, fmt.Sprintf("%d-bit m=%d rows=%d k=%d: query %d row %d", bits, m, rows, k, h, j), dst[h*rows+j], want, abs, k)
+							}
+						}
+						if dst[m*rows] != last {
+							t.Fatalf("%d-bit m=%d rows=%d k=%d: wrote past len(dst)", bits, m, rows, k)
+						}
 					}
 				}
 			}

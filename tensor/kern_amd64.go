@@ -75,7 +75,7 @@ func packT16BF16AVX512(dst *float32, src *uint16, ld, kc int)
 func packT12F32AVX512(dst, src *float32, ld, kc int)
 
 //go:noescape
-func dotRowsU8AVX512(y *float32, codes *byte, stride, rows, k int, dst *float32)
+func dotRowsU8AVX512(y *float32, ldy, m int, codes *byte, stride, rows, k int, dst *float32)
 
 //go:noescape
 func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, dst *float32)
@@ -129,27 +129,29 @@ func newAsmImpl(name string, mr, nr int, kernel func(int, *float32, *float32, *f
 // The AVX-512 code kernels (codes_amd64.s) take whole vectors: 8-bit widths in
 // multiples of 16 (the rest in Go), 4-bit ones are multiples of 32 already.
 
-func dotRowsU8Slices(dst, y []float32, codes []uint8, stride int) {
-	k := len(y)
+func dotRowsU8Slices(dst, y []float32, m int, codes []uint8, stride int) {
+	k, rows := len(y)/m, len(dst)/m
 	kv := k &^ 15
-	if kv > 0 {
-		dotRowsU8AVX512(&y[0], &codes[0], stride, len(dst), kv, &dst[0])
-	} else {
-		clear(dst)
+	for h := 0; h < m; h += 4 {
+		if kv > 0 {
+			dotRowsU8AVX512(&y[h*k], k, min(4, m-h), &codes[0], stride, rows, kv, &dst[h*rows])
+		} else {
+			clear(dst[h*rows : min(h+4, m)*rows])
+		}
 	}
-	if kv < k {
-		for j := range dst {
-			row := codes[j*stride+kv : j*stride+k]
+	for h := 0; h < m && kv < k; h++ {
+		yt := y[h*k+kv : (h+1)*k]
+		for j := range rows {
 			var s float32
-			for c, v := range row {
-				s += y[kv+c] * float32(v)
+			for c, v := range codes[j*stride+kv : j*stride+k] {
+				s += yt[c] * float32(v)
 			}
-			dst[j] += s
+			dst[h*rows+j] += s
 		}
 	}
 }
 
-// The kernel takes up to four queries (its accumulators); more go four at a time.
+// The kernels take up to four queries (their accumulators); more go four at a time.
 func dotRowsU4Slices(dst, y []float32, m int, codes []uint8, stride int) {
 	k, rows := len(y)/m, len(dst)/m
 	for h := 0; h < m; h += 4 {
