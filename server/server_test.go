@@ -609,10 +609,21 @@ func TestPrefillInterleaved(t *testing.T) {
 	var mu sync.Mutex
 	var ticks []tick // one per tick, written by the engine's goroutine
 	const long = 300
-	gate := h.gate
+	// The engine holds itself at the first tick after stream a's first token, so that
+	// a cannot finish before b arrives however fast the ticks are.
+	holding, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	let := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(let) // a failing test must not leave the engine held, or shutdown waits forever
+	held := false  // the engine goroutine's own
 	h.s.eng.beforeTick = func() {
-		gate.Lock()   // the test may hold the engine between ticks
-		gate.Unlock() //lint:ignore SA2001 the lock is the wait
+		for _, j := range h.s.eng.running {
+			if !held && j.n > 0 {
+				held = true
+				close(holding)
+				<-release
+			}
+		}
 		var tk tick
 		for _, j := range h.s.eng.running {
 			if len(j.prompt) == long {
@@ -628,7 +639,7 @@ func TestPrefillInterleaved(t *testing.T) {
 	a := h.stream(context.Background(), openai.CompletionNewParams{
 		Model: "tiny", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(100)})
 	a.next(t)
-	resume := h.pause()
+	<-holding
 	ids := make([]int64, long)
 	for i := range ids {
 		ids[i] = int64(i % 250)
@@ -640,7 +651,7 @@ func TestPrefillInterleaved(t *testing.T) {
 		b <- err
 	}()
 	waitFor(t, func() bool { return h.s.Stats().Running == 2 })
-	resume()
+	let()
 	if err := <-b; err != nil {
 		t.Fatal(err)
 	}
