@@ -64,6 +64,7 @@ type harness struct {
 	ts     *httptest.Server
 	client openai.Client
 	gate   *sync.Mutex // held: the engine waits before its next tick
+	t      *testing.T
 }
 
 // start serves cfg (model name "tiny", API key testKey unless set) on loopback.
@@ -93,7 +94,7 @@ func start(t *testing.T, cfg Config) *harness {
 		s.Close()
 	})
 	c := openai.NewClient(option.WithBaseURL(ts.URL+"/v1/"), option.WithAPIKey(cfg.APIKey), option.WithMaxRetries(0))
-	return &harness{s: s, ts: ts, client: c, gate: gate}
+	return &harness{s: s, ts: ts, client: c, gate: gate, t: t}
 }
 
 // reference generates with model.Generate, the library path the server must agree with.
@@ -636,10 +637,14 @@ func TestPrefillInterleaved(t *testing.T) {
 		ticks = append(ticks, tk)
 		mu.Unlock()
 	}
-	a := h.stream(context.Background(), openai.CompletionNewParams{
-		Model: "tiny", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(100)})
-	a.next(t)
-	<-holding
+	// Opening a's stream returns with its first text, which may need more than one
+	// token, so it is opened aside while the engine holds.
+	opened := make(chan *openaiStream, 1)
+	go func() {
+		opened <- h.stream(context.Background(), openai.CompletionNewParams{
+			Model: "tiny", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(100)})
+	}()
+	<-holding // a has its first token
 	ids := make([]int64, long)
 	for i := range ids {
 		ids[i] = int64(i % 250)
@@ -655,6 +660,7 @@ func TestPrefillInterleaved(t *testing.T) {
 	if err := <-b; err != nil {
 		t.Fatal(err)
 	}
+	a := <-opened
 	a.drain(t)
 	mu.Lock()
 	defer mu.Unlock()
@@ -773,10 +779,14 @@ func TestLoad(t *testing.T) {
 }
 
 // pause holds the engine before its next tick until resume is called, so that a
-// test can look at a request while it runs.
+// test can look at a request while it runs. A test that fails while paused is
+// resumed on cleanup, or the server's shutdown would wait for the engine forever.
 func (h *harness) pause() (resume func()) {
 	h.gate.Lock()
-	return h.gate.Unlock
+	var once sync.Once
+	resume = func() { once.Do(h.gate.Unlock) }
+	h.t.Cleanup(resume)
+	return resume
 }
 
 func waitFor(t *testing.T, cond func() bool) {
