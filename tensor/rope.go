@@ -54,11 +54,11 @@ func (j *elementJob) rotateHalf(lo, hi int) {
 		c, s := j.w[i*half:(i+1)*half], j.y[i*half:(i+1)*half]
 		for h := range heads {
 			v := j.x[(i*heads+h)*d : (i*heads+h+1)*d]
-			lo, hi := v[:half], v[half:d]
-			for k := range lo {
-				a, b := lo[k], hi[k]
-				lo[k] = a*c[k] - j.alpha*b*s[k]
-				hi[k] = b*c[k] + j.alpha*a*s[k]
+			first, second := v[:half], v[half:d]
+			for k := range first {
+				a, b := first[k], second[k]
+				first[k] = a*c[k] - j.alpha*b*s[k]
+				second[k] = b*c[k] + j.alpha*a*s[k]
 			}
 		}
 	}
