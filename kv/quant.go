@@ -2,6 +2,7 @@ package kv
 
 import (
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/kvfoot/kvfoot/tensor"
@@ -155,6 +156,7 @@ func (s *quantStore) nr() int { return len(s.rk) / s.d }
 
 func (s *quantStore) appendRows(k, v []float32, n, stride int) {
 	d := s.d
+	s.rk, s.rv = slices.Grow(s.rk, n*d), slices.Grow(s.rv, n*d)
 	for i := 0; i < n; i++ {
 		s.rk = append(s.rk, k[i*stride:i*stride+d]...)
 		s.rv = append(s.rv, v[i*stride:i*stride+d]...)

@@ -1,6 +1,10 @@
 package kv
 
-import "github.com/kvfoot/kvfoot/tensor"
+import (
+	"slices"
+
+	"github.com/kvfoot/kvfoot/tensor"
+)
 
 // store holds the keys and values of one KV head, row by row (d floats per row).
 // Implementations differ only in precision; positions live in head.
@@ -33,6 +37,8 @@ type f32Store struct {
 }
 
 func (s *f32Store) appendRows(k, v []float32, n, stride int) {
+	// One growth for a chunk of rows, not one a row.
+	s.k, s.v = slices.Grow(s.k, n*s.d), slices.Grow(s.v, n*s.d)
 	for i := 0; i < n; i++ {
 		s.k = append(s.k, k[i*stride:i*stride+s.d]...)
 		s.v = append(s.v, v[i*stride:i*stride+s.d]...)
@@ -57,6 +63,7 @@ type bf16Store struct {
 }
 
 func (s *bf16Store) appendRows(k, v []float32, n, stride int) {
+	s.k, s.v = slices.Grow(s.k, n*s.d), slices.Grow(s.v, n*s.d)
 	for i := 0; i < n; i++ {
 		for _, x := range k[i*stride : i*stride+s.d] {
 			s.k = append(s.k, tensor.FloatToBF16(x))
