@@ -179,6 +179,27 @@ func BenchmarkSoftmax(b *testing.B) {
 	}
 }
 
+// BenchmarkSiLUMul is SwiGLU on one pre-fill chunk of SmolLM2-135M (512 rows of 1536
+// values), for every kernel set, on one thread.
+func BenchmarkSiLUMul(b *testing.B) {
+	const n = 512 * 1536
+	r := rand.New(rand.NewPCG(12, 13))
+	g, up := randSlice(r, n), randSlice(r, n)
+	gate := make([]float32, n)
+	for _, im := range impls {
+		b.Run(im.name, func(b *testing.B) {
+			saved := active
+			defer func() { active = saved }()
+			active = im
+			for b.Loop() {
+				copy(gate, g)
+				im.siluMul(gate, up)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/elem")
+		})
+	}
+}
+
 // BenchmarkMatVecSmolLM2 is one decode step's weight reads in the SmolLM2-135M shape:
 // 30 layers of fused Q/K/V, O, fused gate/up and down products (576 wide, short
 // rows), then the 49152-row LM head. The set (269 MB in bf16) is read in the model's

@@ -24,6 +24,8 @@ type impl struct {
 	prepBF16   func(xd, x []float32)
 	// expSum sets x[i] = exp(x[i] - mx), given x[i] ≤ mx, and returns Σ x[i].
 	expSum func(x []float32, mx float32) float32
+	// siluMul sets gate[i] = silu(gate[i])·up[i] for len(gate) == len(up) (SiLUMul).
+	siluMul func(gate, up []float32)
 	// sum returns Σ a[i]; only the read-bandwidth benchmark uses it.
 	sum func(a []float32) float32
 	// axpyRows sets y[c] += Σ_j alpha[j]·x[j*len(y)+c] for c < len(y), j < len(alpha).
@@ -48,7 +50,7 @@ var (
 
 var goImpl = &impl{
 	name: "go", mr: 4, nr: 8, kernel: kernelGo,
-	dot: dotGo, axpy: axpyGo, matvec: matvecGo, matvecBF16: matvecBF16Go, prepBF16: prepBF16Go, expSum: expSumGo, sum: sumGo,
+	dot: dotGo, axpy: axpyGo, matvec: matvecGo, matvecBF16: matvecBF16Go, prepBF16: prepBF16Go, expSum: expSumGo, siluMul: siluMulGo, sum: sumGo,
 	axpyRows: axpyRowsGo, bf16ToF32: bf16ToF32Go,
 	dotRowsU8: dotRowsU8Go, dotRowsU4: dotRowsU4Go, axpyDequantU8: axpyDequantU8Go, axpyDequantU4: axpyDequantU4Go,
 }
@@ -156,6 +158,17 @@ func kernelGo(k int, a, b, c *float32, ldc int, add bool) {
 				row[j] = v
 			}
 		}
+	}
+}
+
+func siluMulGo(gate, up []float32) {
+	for i, v := range gate {
+		e := float32(math.Exp(float64(-abs32(v))))
+		num := e
+		if v >= 0 {
+			num = 1
+		}
+		gate[i] = v * num / (1 + e) * up[i]
 	}
 }
 

@@ -66,6 +66,9 @@ func bf16ToF32AVX2(dst *float32, src *uint16, n int)
 func expSumAVX2(x *float32, n int, mx float32) float32
 
 //go:noescape
+func siluMulAVX2(gate, up *float32, n int)
+
+//go:noescape
 func packT16F32AVX512(dst, src *float32, ld, kc int)
 
 //go:noescape
@@ -120,7 +123,7 @@ func newAsmImpl(name string, mr, nr int, kernel func(int, *float32, *float32, *f
 	return &impl{
 		name: name, mr: mr, nr: nr, kernel: kernel,
 		dot: s.dotSlices, axpy: s.axpySlices, matvec: s.matvecSlices,
-		matvecBF16: s.matvecBF16Slices, prepBF16: s.prepBF16, expSum: expSumSlices, sum: s.sumSlices,
+		matvecBF16: s.matvecBF16Slices, prepBF16: s.prepBF16, expSum: expSumSlices, siluMul: siluMulSlices, sum: s.sumSlices,
 		axpyRows: s.axpyRowsSlices, bf16ToF32: s.bf16ToF32Slices,
 		dotRowsU8: dotRowsU8Go, dotRowsU4: dotRowsU4Go, axpyDequantU8: axpyDequantU8Go, axpyDequantU4: axpyDequantU4Go,
 	}
@@ -195,6 +198,15 @@ func expSumSlices(x []float32, mx float32) float32 {
 		s = expSumAVX2(&x[0], v, mx)
 	}
 	return s + expSumGo(x[v:], mx)
+}
+
+// siluMulSlices, like expSumSlices, serves both sets at ymm width.
+func siluMulSlices(gate, up []float32) {
+	v := len(gate) &^ 7
+	if v > 0 {
+		siluMulAVX2(&gate[0], &up[0], v)
+	}
+	siluMulGo(gate[v:], up[v:len(gate)])
 }
 
 func (s *asmSet) dotSlices(a, b []float32) float32 {

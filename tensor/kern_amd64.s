@@ -1080,7 +1080,15 @@ DATA expConsts<>+368(SB)/4, $0x0000007f
 DATA expConsts<>+372(SB)/4, $0x0000007f
 DATA expConsts<>+376(SB)/4, $0x0000007f
 DATA expConsts<>+380(SB)/4, $0x0000007f
-GLOBL expConsts<>(SB), RODATA|NOPTR, $384
+DATA expConsts<>+384(SB)/4, $0x80000000
+DATA expConsts<>+388(SB)/4, $0x80000000
+DATA expConsts<>+392(SB)/4, $0x80000000
+DATA expConsts<>+396(SB)/4, $0x80000000
+DATA expConsts<>+400(SB)/4, $0x80000000
+DATA expConsts<>+404(SB)/4, $0x80000000
+DATA expConsts<>+408(SB)/4, $0x80000000
+DATA expConsts<>+412(SB)/4, $0x80000000
+GLOBL expConsts<>(SB), RODATA|NOPTR, $416
 
 // func expSumAVX2(x *float32, n int, mx float32) float32
 TEXT ·expSumAVX2(SB), NOSPLIT, $0-28
@@ -1126,5 +1134,54 @@ expdone:
 	VHADDPS X0, X0, X0
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
+	RET
+
+// func siluMulAVX2(gate, up *float32, n int)
+TEXT ·siluMulAVX2(SB), NOSPLIT, $0-24
+	MOVQ gate+0(FP), DI
+	MOVQ up+8(FP), DX
+	MOVQ n+16(FP), CX
+	VMOVUPS expConsts<>+0(SB), Y14
+	VMOVUPS expConsts<>+320(SB), Y13
+	VMOVUPS expConsts<>+384(SB), Y12
+	VXORPS Y11, Y11, Y11
+	TESTQ CX, CX
+	JZ silumuldone
+silumulloop:
+	VMOVUPS (DI), Y0
+	VORPS Y12, Y0, Y1
+	VMAXPS Y1, Y14, Y2
+	VMULPS expConsts<>+32(SB), Y2, Y3
+	VROUNDPS $0, Y3, Y3
+	VFNMADD231PS expConsts<>+64(SB), Y3, Y2
+	VFNMADD231PS expConsts<>+96(SB), Y3, Y2
+	VMOVUPS expConsts<>+128(SB), Y4
+	VFMADD213PS expConsts<>+160(SB), Y2, Y4
+	VFMADD213PS expConsts<>+192(SB), Y2, Y4
+	VFMADD213PS expConsts<>+224(SB), Y2, Y4
+	VFMADD213PS expConsts<>+256(SB), Y2, Y4
+	VFMADD213PS expConsts<>+288(SB), Y2, Y4
+	VMULPS Y2, Y2, Y5
+	VFMADD213PS Y2, Y5, Y4
+	VADDPS expConsts<>+320(SB), Y4, Y4
+	VCVTPS2DQ Y3, Y3
+	VPADDD expConsts<>+352(SB), Y3, Y3
+	VPSLLD $23, Y3, Y3
+	VMULPS Y3, Y4, Y4
+	VCMPPS $5, Y14, Y1, Y5
+	VANDPS Y5, Y4, Y4
+	VCMPPS $13, Y11, Y0, Y6
+	VBLENDVPS Y6, Y13, Y4, Y7
+	VMULPS Y7, Y0, Y7
+	VADDPS Y13, Y4, Y4
+	VDIVPS Y4, Y7, Y7
+	VMULPS (DX), Y7, Y7
+	VMOVUPS Y7, (DI)
+	ADDQ $32, DI
+	ADDQ $32, DX
+	SUBQ $8, CX
+	JNZ silumulloop
+silumuldone:
+	VZEROUPPER
 	RET
 

@@ -6,7 +6,6 @@ package tensor
 import (
 	"fmt"
 	"math"
-	"sync"
 )
 
 // Mat is a row-major weight matrix of Rows x Cols, stored as float32 or as bf16
@@ -298,7 +297,7 @@ func (j *elementJob) Do(_, _, u int) {
 	case opAxpy:
 		active.axpy(j.alpha, j.x[lo:hi], j.y[lo:hi])
 	case opSiLUMul:
-		siluMul(j.x[lo:hi], j.y[lo:hi])
+		active.siluMul(j.x[lo:hi], j.y[lo:hi])
 	case opSum:
 		j.y[u] = active.sum(j.x[lo:hi])
 	}
@@ -334,41 +333,15 @@ func Softmax(x []float32) {
 
 // SiLUMul computes gate[i] = silu(gate[i]) · up[i], the SwiGLU activation.
 //
-// silu(g) = g·σ(g) with σ from e = exp(-|g|) ≤ 1 (the vectorised exp of the active
-// kernel set, in blocks of 256): σ(g) = 1/(1+e) for g ≥ 0, e/(1+e) below, so
-// nothing overflows whatever g.
+// silu(g) = g·σ(g) with σ from e = exp(-|g|) ≤ 1: σ(g) = 1/(1+e) for g ≥ 0,
+// e/(1+e) below, so nothing overflows whatever g.
 func SiLUMul(gate, up []float32) {
 	up = up[:len(gate)]
 	if len(gate) < 2*elemPart {
-		siluMul(gate, up)
+		active.siluMul(gate, up)
 		return
 	}
 	elementwise(elementJob{op: opSiLUMul, x: gate, y: up}, len(gate))
-}
-
-// siluBlocks holds siluMul's exp blocks: a block on the stack would escape to the heap
-// at every call (the exp kernel is called through a function value).
-var siluBlocks = sync.Pool{New: func() any { return new([256]float32) }}
-
-func siluMul(gate, up []float32) {
-	e := siluBlocks.Get().(*[256]float32)
-	defer siluBlocks.Put(e)
-	for b := 0; b < len(gate); b += len(e) {
-		g := gate[b:min(b+len(e), len(gate))]
-		u := up[b : b+len(g)]
-		t := e[:len(g)]
-		for i, v := range g {
-			t[i] = -abs32(v)
-		}
-		active.expSum(t, 0)
-		for i, v := range g {
-			num := t[i]
-			if v >= 0 {
-				num = 1
-			}
-			g[i] = v * num / (1 + t[i]) * u[i]
-		}
-	}
 }
 
 func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }

@@ -410,7 +410,8 @@ func (s isa) matvecBF16() {
 
 // expConsts are the constants of expSum, each repeated over one ymm (32 bytes):
 // the clamp below which exp(t) underflows, log2(e), ln 2 split in a high part exact
-// in float32 and a low part, the Cephes expf polynomial, 1 and the exponent bias.
+// in float32 and a low part, the Cephes expf polynomial, 1, the exponent bias and
+// the sign bit.
 var expConsts = []struct {
 	name string
 	bits uint32
@@ -427,6 +428,7 @@ var expConsts = []struct {
 	{"c0", 0x3f000000},    // 5.0000001201e-1
 	{"one", 0x3f800000},
 	{"bias", 127},
+	{"sign", 0x80000000},
 }
 
 func expConst(name string) string {
@@ -463,6 +465,23 @@ func expSum() {
 	emit("exploop:")
 	emit("\tVMOVUPS (SI), Y1")
 	emit("\tVSUBPS Y15, Y1, Y1") // t
+	expY1()
+	emit("\tVMOVUPS Y4, (SI)")
+	emit("\tVADDPS Y4, Y0, Y0")
+	emit("\tADDQ $32, SI")
+	emit("\tSUBQ $8, CX")
+	emit("\tJNZ exploop")
+	emit("expdone:")
+	isas[1].reduce(0, 1)
+	emit("\tVZEROUPPER")
+	emit("\tMOVSS X0, ret+24(FP)")
+	emit("\tRET")
+	emit("")
+}
+
+// expY1 sets Y4 = exp(Y1) for lanes of Y1 below exp's overflow (expSum's are ≤ 0), with
+// Y14 = the clamp and Y2, Y3, Y5 as scratch: the body of expSum and siluMul.
+func expY1() {
 	emit("\tVMAXPS Y1, Y14, Y2") // max(clamp, t); a NaN t passes through
 	emit("\tVMULPS %s, Y2, Y3", expConst("log2e"))
 	emit("\tVROUNDPS $0, Y3, Y3") // n, to nearest
@@ -481,15 +500,40 @@ func expSum() {
 	emit("\tVMULPS Y3, Y4, Y4")
 	emit("\tVCMPPS $5, Y14, Y1, Y5") // !(t < clamp), true for NaN
 	emit("\tVANDPS Y5, Y4, Y4")
-	emit("\tVMOVUPS Y4, (SI)")
-	emit("\tVADDPS Y4, Y0, Y0")
-	emit("\tADDQ $32, SI")
+}
+
+// siluMul writes g[i] = g[i]·σ(g[i])·u[i] for n a multiple of 8, σ(g) from
+// e = exp(-|g|): 1/(1+e) for g ≥ 0 (not NaN), e/(1+e) else. The same operations in
+// the same order as siluMulGo, with expSum's exp: SwiGLU without a Go loop around it.
+func siluMul() {
+	emit("// func siluMulAVX2(gate, up *float32, n int)")
+	emit("TEXT ·siluMulAVX2(SB), NOSPLIT, $0-24")
+	emit("\tMOVQ gate+0(FP), DI")
+	emit("\tMOVQ up+8(FP), DX")
+	emit("\tMOVQ n+16(FP), CX")
+	emit("\tVMOVUPS %s, Y14", expConst("clamp"))
+	emit("\tVMOVUPS %s, Y13", expConst("one"))
+	emit("\tVMOVUPS %s, Y12", expConst("sign"))
+	emit("\tVXORPS Y11, Y11, Y11")
+	emit("\tTESTQ CX, CX")
+	emit("\tJZ silumuldone")
+	emit("silumulloop:")
+	emit("\tVMOVUPS (DI), Y0")
+	emit("\tVORPS Y12, Y0, Y1") // -|g|
+	expY1()
+	emit("\tVCMPPS $13, Y11, Y0, Y6")   // g ≥ 0, false for NaN
+	emit("\tVBLENDVPS Y6, Y13, Y4, Y7") // g ≥ 0 ? 1 : e
+	emit("\tVMULPS Y7, Y0, Y7")
+	emit("\tVADDPS Y13, Y4, Y4")
+	emit("\tVDIVPS Y4, Y7, Y7")
+	emit("\tVMULPS (DX), Y7, Y7")
+	emit("\tVMOVUPS Y7, (DI)")
+	emit("\tADDQ $32, DI")
+	emit("\tADDQ $32, DX")
 	emit("\tSUBQ $8, CX")
-	emit("\tJNZ exploop")
-	emit("expdone:")
-	isas[1].reduce(0, 1)
+	emit("\tJNZ silumulloop")
+	emit("silumuldone:")
 	emit("\tVZEROUPPER")
-	emit("\tMOVSS X0, ret+24(FP)")
 	emit("\tRET")
 	emit("")
 }
@@ -510,5 +554,6 @@ func main() {
 		s.matvecBF16()
 	}
 	expSum()
+	siluMul()
 	os.Stdout.WriteString(out.String())
 }
