@@ -360,10 +360,7 @@ func (c *Cache) decodePiece(g, p int, pt *decodePart) {
 		clear(dc.o[r*d : (r+1)*d])
 	}
 	if fused {
-		for h := range group {
-			r := p*group + h
-			qst.sumRows(dc.o[r*d:(r+1)*d], c.scr[g*group+h][j0:j1], j0, j1, &pt.quantScratch)
-		}
+		qst.sumRows(dc.o[p*group*d:(p+1)*group*d], c.scr[g*group:(g+1)*group], j0, j1, &pt.quantScratch)
 	}
 	for a := j0; a < j1 && !fused; a += tile {
 		b := min(a+tile, j1)

@@ -59,8 +59,9 @@ type quantScratch struct {
 	qo     []float32 // queries in nibble order (4-bit)
 	bias   []float32 // each query's q·min of a key group
 	scores []float32 // a key group's scores of every query
-	qn     []float32 // a 4-bit value sum in natural order
-	on     []float32 // a 4-bit value sum in nibble order
+	p      []float32 // the query heads' probabilities of a piece's quantized rows, one after another
+	qn     []float32 // 4-bit value sums in natural order
+	on     []float32 // 4-bit value sums in nibble order
 }
 
 // fused reports whether decode can score and sum straight on the packed codes
@@ -128,26 +129,34 @@ func (s *quantStore) scoreRows(scr [][]float32, q []float32, j0, j1 int, sc *qua
 	}
 }
 
-// sumRows adds Σ_t p[t-j0]·value(t) over values [j0, j1) into o, the quantized rows
-// dequantized in registers with their groups' scales and minima.
-func (s *quantStore) sumRows(o, p []float32, j0, j1 int, sc *quantScratch) {
-	d, nq, ng := s.d, s.nq(), s.vGroups
+// sumRows adds Σ_t scr[h][t]·value(t) over values [j0, j1) into o[h*d:(h+1)*d] for
+// every query head h of the KV head (len(scr) of them), the quantized rows dequantized
+// in registers with their groups' scales and minima, once for all the heads.
+func (s *quantStore) sumRows(o []float32, scr [][]float32, j0, j1 int, sc *quantScratch) {
+	d, nq, ng, m := s.d, s.nq(), s.vGroups, len(scr)
 	if q1 := min(j1, nq); j0 < q1 {
+		n := q1 - j0
+		p := grow(&sc.p, m*n)
+		for h, row := range scr {
+			copy(p[h*n:(h+1)*n], row[j0:q1])
+		}
 		codes, vsc, vmin := s.vc[j0*s.rowBytes:q1*s.rowBytes], s.vsc[j0*ng:q1*ng], s.vmin[j0*ng:q1*ng]
 		if s.bits == 8 {
-			tensor.AxpyDequantU8(o, p[:q1-j0], codes, s.rowBytes, vsc, vmin, s.group)
+			tensor.AxpyDequantU8(o[:m*d], p, m, codes, s.rowBytes, vsc, vmin, s.group)
 		} else {
-			on := grow(&sc.on, d)
+			on := grow(&sc.on, m*d)
 			clear(on)
-			tensor.AxpyDequantU4(on, p[:q1-j0], codes, s.rowBytes, vsc, vmin, s.group)
-			qn := grow(&sc.qn, d)
+			tensor.AxpyDequantU4(on, p, m, codes, s.rowBytes, vsc, vmin, s.group)
+			qn := grow(&sc.qn, m*d)
 			tensor.NibbleUnorder(qn, on)
-			tensor.Axpy(1, qn, o)
+			tensor.Axpy(1, qn, o[:m*d])
 		}
 	}
 	if j1 > nq {
 		a := max(j0, nq)
-		tensor.AxpyRows(o, p[a-j0:j1-j0], s.rv[(a-nq)*d:(j1-nq)*d])
+		for h, row := range scr {
+			tensor.AxpyRows(o[h*d:(h+1)*d], row[a:j1], s.rv[(a-nq)*d:(j1-nq)*d])
+		}
 	}
 }
 

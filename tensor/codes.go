@@ -35,25 +35,28 @@ func DotRowsU4(dst, y []float32, m int, codes []uint8, stride int) {
 	}
 }
 
-// AxpyDequantU8 sets y[c] += Σ_j p[j]·(codes[j*stride+c]·sc[j*ng+c/g] + mn[j*ng+c/g])
-// for c < len(y), j < len(p), with ng = ⌈len(y)/g⌉: the p-weighted sum of rows
-// quantized with a scale and a minimum per row and group of g columns (a quantized
-// cache's values), dequantized in registers.
-func AxpyDequantU8(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
-	checkCodes("AxpyDequantU8", len(p), len(y), codes, stride, 1)
-	checkGroups("AxpyDequantU8", len(y), sc, mn, g, len(p), 1)
+// AxpyDequantU8 sets y[h*k+c] += Σ_j p[h*rows+j]·(codes[j*stride+c]·sc[j*ng+c/g] +
+// mn[j*ng+c/g]) for h < m, c < k = len(y)/m, j < rows = len(p)/m, with ng = ⌈k/g⌉: m
+// p-weighted sums of the same rows quantized with a scale and a minimum per row and
+// group of g columns (a quantized cache's values for the query heads of one KV head),
+// each row dequantized in registers once for all m.
+func AxpyDequantU8(y, p []float32, m int, codes []uint8, stride int, sc, mn []float32, g int) {
+	checkQueries("AxpyDequantU8", len(y), len(p), m)
+	checkCodes("AxpyDequantU8", len(p)/m, len(y)/m, codes, stride, 1)
+	checkGroups("AxpyDequantU8", len(y)/m, sc, mn, g, len(p)/m, 1)
 	if len(p) > 0 && len(y) > 0 {
-		active.axpyDequantU8(y, p, codes, stride, sc, mn, g)
+		active.axpyDequantU8(y, p, m, codes, stride, sc, mn, g)
 	}
 }
 
-// AxpyDequantU4 is AxpyDequantU8 for 4-bit codes, with y in nibble order; len(y) and g
+// AxpyDequantU4 is AxpyDequantU8 for 4-bit codes, with each y in nibble order; k and g
 // must be multiples of 32 (c/g is the group of natural column c).
-func AxpyDequantU4(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
-	checkCodes("AxpyDequantU4", len(p), len(y), codes, stride, 2)
-	checkGroups("AxpyDequantU4", len(y), sc, mn, g, len(p), 32)
+func AxpyDequantU4(y, p []float32, m int, codes []uint8, stride int, sc, mn []float32, g int) {
+	checkQueries("AxpyDequantU4", len(y), len(p), m)
+	checkCodes("AxpyDequantU4", len(p)/m, len(y)/m, codes, stride, 2)
+	checkGroups("AxpyDequantU4", len(y)/m, sc, mn, g, len(p)/m, 32)
 	if len(p) > 0 && len(y) > 0 {
-		active.axpyDequantU4(y, p, codes, stride, sc, mn, g)
+		active.axpyDequantU4(y, p, m, codes, stride, sc, mn, g)
 	}
 }
 
@@ -143,20 +146,30 @@ func dotRowsU4Go(dst, y []float32, m int, codes []uint8, stride int) {
 	}
 }
 
-func axpyDequantU8Go(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
-	k := len(y)
+func axpyDequantU8Go(y, p []float32, m int, codes []uint8, stride int, sc, mn []float32, g int) {
+	k, rows := len(y)/m, len(p)/m
 	ng := (k + g - 1) / g
-	for j, pj := range p {
-		row, s, m := codes[j*stride:j*stride+k], sc[j*ng:(j+1)*ng], mn[j*ng:(j+1)*ng]
-		for c, v := range row {
-			y[c] += pj * (float32(v)*s[c/g] + m[c/g])
+	for h := range m {
+		yh := y[h*k : (h+1)*k]
+		for j, pj := range p[h*rows : (h+1)*rows] {
+			row, s, mj := codes[j*stride:j*stride+k], sc[j*ng:(j+1)*ng], mn[j*ng:(j+1)*ng]
+			for c, v := range row {
+				yh[c] += pj * (float32(v)*s[c/g] + mj[c/g])
+			}
 		}
 	}
 }
 
-func axpyDequantU4Go(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
-	k := len(y)
+func axpyDequantU4Go(y, p []float32, m int, codes []uint8, stride int, sc, mn []float32, g int) {
+	k, rows := len(y)/m, len(p)/m
 	ng := (k + g - 1) / g
+	for h := range m {
+		axpyDequantU4One(y[h*k:(h+1)*k], p[h*rows:(h+1)*rows], codes, stride, sc, mn, g, ng)
+	}
+}
+
+func axpyDequantU4One(y, p []float32, codes []uint8, stride int, sc, mn []float32, g, ng int) {
+	k := len(y)
 	for j, pj := range p {
 		row, s, m := codes[j*stride:j*stride+k/2], sc[j*ng:(j+1)*ng], mn[j*ng:(j+1)*ng]
 		for b := 0; b < k; b += 32 {

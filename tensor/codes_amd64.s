@@ -175,7 +175,8 @@ d4done:
 // ROW8 and ROW4 add one row of codes, dequantized with its groups' scales (R9) and
 // minima (R12) at the four column groups' offsets R8, R13, R10, R11, times its
 // probability (AX), into accumulators a0-a3, and step to the next row; p, c0-c3, s and
-// m are scratch. The two kernels below run them on two register sets, two rows a pass.
+// m are scratch. For one query the kernels below run them on two register sets, two
+// rows a pass.
 #define DEQACC(p, c0, c1, c2, c3, s, m, a0, a1, a2, a3) \
 	VBROADCASTSS (R9)(R8*1), s; VBROADCASTSS (R12)(R8*1), m; VFMADD213PS m, s, c0; VFMADD231PS c0, p, a0; \
 	VBROADCASTSS (R9)(R13*1), s; VBROADCASTSS (R12)(R13*1), m; VFMADD213PS m, s, c1; VFMADD231PS c1, p, a1; \
@@ -184,36 +185,68 @@ d4done:
 	ADDQ $4, AX; ADDQ CX, R9; ADDQ CX, R12; ADDQ DX, SI
 
 // 64 8-bit codes: 16 columns a vector.
-#define ROW8(p, c0, c1, c2, c3, s, m, a0, a1, a2, a3) \
-	VBROADCASTSS (AX), p; \
+#define WIDEN8(c0, c1, c2, c3) \
 	VPMOVZXBD 0(SI), c0; VPMOVZXBD 16(SI), c1; VPMOVZXBD 32(SI), c2; VPMOVZXBD 48(SI), c3; \
-	VCVTDQ2PS c0, c0; VCVTDQ2PS c1, c1; VCVTDQ2PS c2, c2; VCVTDQ2PS c3, c3; \
-	DEQACC(p, c0, c1, c2, c3, s, m, a0, a1, a2, a3)
+	VCVTDQ2PS c0, c0; VCVTDQ2PS c1, c1; VCVTDQ2PS c2, c2; VCVTDQ2PS c3, c3
 
 // 64 4-bit codes in 32 bytes: each 16-byte load is the even (low nibble) and odd (high
 // nibble) columns of a block of 32.
-#define ROW4(p, c0, c1, c2, c3, s, m, a0, a1, a2, a3) \
-	VBROADCASTSS (AX), p; \
+#define WIDEN4(c0, c1, c2, c3) \
 	VPMOVZXBD (SI), c1; VPMOVZXBD 16(SI), c3; \
 	VPANDD Z31, c1, c0; VPSRLD $4, c1, c1; VPANDD Z31, c3, c2; VPSRLD $4, c3, c3; \
-	VCVTDQ2PS c0, c0; VCVTDQ2PS c1, c1; VCVTDQ2PS c2, c2; VCVTDQ2PS c3, c3; \
-	DEQACC(p, c0, c1, c2, c3, s, m, a0, a1, a2, a3)
+	VCVTDQ2PS c0, c0; VCVTDQ2PS c1, c1; VCVTDQ2PS c2, c2; VCVTDQ2PS c3, c3
 
-// func axpyDequantU8AVX512(p *float32, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32)
-// y[c] += Σ_j p[j]·(code(j, c)·sc[j*ng + offs[c/16]] + mn[j*ng + offs[c/16]]) for the 64
-// columns c of y, j < rows (rows ≥ 1): a probability-weighted sum of rows dequantized
-// in registers, each 16-column vector with its group's scale and minimum. Rows go in
-// pairs into two sets of accumulators (eight independent FMA chains).
-TEXT ·axpyDequantU8AVX512(SB), NOSPLIT, $0-72
+#define ROW8(p, c0, c1, c2, c3, s, m, a0, a1, a2, a3) \
+	VBROADCASTSS (AX), p; WIDEN8(c0, c1, c2, c3); DEQACC(p, c0, c1, c2, c3, s, m, a0, a1, a2, a3)
+
+#define ROW4(p, c0, c1, c2, c3, s, m, a0, a1, a2, a3) \
+	VBROADCASTSS (AX), p; WIDEN4(c0, c1, c2, c3); DEQACC(p, c0, c1, c2, c3, s, m, a0, a1, a2, a3)
+
+// For several queries a row is widened and dequantized once into Z16-Z19 (DEQ), then
+// each query adds it times its probability pa (ACCQ); NEXT steps to the next row.
+#define DEQ \
+	VBROADCASTSS (R9)(R8*1), Z20; VBROADCASTSS (R12)(R8*1), Z21; VFMADD213PS Z21, Z20, Z16; \
+	VBROADCASTSS (R9)(R13*1), Z20; VBROADCASTSS (R12)(R13*1), Z21; VFMADD213PS Z21, Z20, Z17; \
+	VBROADCASTSS (R9)(R10*1), Z20; VBROADCASTSS (R12)(R10*1), Z21; VFMADD213PS Z21, Z20, Z18; \
+	VBROADCASTSS (R9)(R11*1), Z20; VBROADCASTSS (R12)(R11*1), Z21; VFMADD213PS Z21, Z20, Z19
+
+#define ACCQ(pa, a0, a1, a2, a3) \
+	VBROADCASTSS pa, Z22; \
+	VFMADD231PS Z16, Z22, a0; VFMADD231PS Z17, Z22, a1; VFMADD231PS Z18, Z22, a2; VFMADD231PS Z19, Z22, a3
+
+#define NEXT ADDQ $4, AX; ADDQ CX, R9; ADDQ CX, R12; ADDQ DX, SI
+
+// ZACC zeroes the accumulators Z0-Z15.
+#define ZACC \
+	VPXORD Z0, Z0, Z0; VPXORD Z1, Z1, Z1; VPXORD Z2, Z2, Z2; VPXORD Z3, Z3, Z3; \
+	VPXORD Z4, Z4, Z4; VPXORD Z5, Z5, Z5; VPXORD Z6, Z6, Z6; VPXORD Z7, Z7, Z7; \
+	VPXORD Z8, Z8, Z8; VPXORD Z9, Z9, Z9; VPXORD Z10, Z10, Z10; VPXORD Z11, Z11, Z11; \
+	VPXORD Z12, Z12, Z12; VPXORD Z13, Z13, Z13; VPXORD Z14, Z14, Z14; VPXORD Z15, Z15, Z15
+
+// ADDY adds accumulators a0-a3 into the 64 floats at y and stores them.
+#define ADDY(y, a0, a1, a2, a3) \
+	VADDPS 0(y), a0, a0; VADDPS 64(y), a1, a1; VADDPS 128(y), a2, a2; VADDPS 192(y), a3, a3; \
+	VMOVUPS a0, 0(y); VMOVUPS a1, 64(y); VMOVUPS a2, 128(y); VMOVUPS a3, 192(y)
+
+// func axpyDequantU8AVX512(p *float32, ldp, m, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32, ldy int)
+// y[h*ldy+c] += Σ_j p[h*ldp+j]·(code(j, c)·sc[j*ng + offs[c/16]] + mn[j*ng + offs[c/16]])
+// for the 64 columns c of each query h < m (1…4), j < rows (rows ≥ 1): probability-
+// weighted sums of rows dequantized in registers, each 16-column vector with its
+// group's scale and minimum, each row dequantized once for all m queries. One query's
+// rows go in pairs into two sets of accumulators (eight independent FMA chains).
+TEXT ·axpyDequantU8AVX512(SB), NOSPLIT, $0-96
 	MOVQ p+0(FP), AX
-	MOVQ rows+8(FP), BX
-	MOVQ codes+16(FP), SI
-	MOVQ stride+24(FP), DX
-	MOVQ sc+32(FP), R9
-	MOVQ mn+40(FP), R12
-	MOVQ ng+48(FP), CX
+	MOVQ ldp+8(FP), R14
+	SHLQ $2, R14
+	LEAQ (R14)(R14*2), R15 // 3·ldp
+	MOVQ rows+24(FP), BX
+	MOVQ codes+32(FP), SI
+	MOVQ stride+40(FP), DX
+	MOVQ sc+48(FP), R9
+	MOVQ mn+56(FP), R12
+	MOVQ ng+64(FP), CX
 	SHLQ $2, CX
-	MOVQ offs+56(FP), R8
+	MOVQ offs+72(FP), R8
 	MOVQ 8(R8), R13
 	MOVQ 16(R8), R10
 	MOVQ 24(R8), R11
@@ -222,15 +255,9 @@ TEXT ·axpyDequantU8AVX512(SB), NOSPLIT, $0-72
 	SHLQ $2, R13
 	SHLQ $2, R10
 	SHLQ $2, R11
-	MOVQ y+64(FP), DI
-	VMOVUPS 0(DI), Z0
-	VMOVUPS 64(DI), Z1
-	VMOVUPS 128(DI), Z2
-	VMOVUPS 192(DI), Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
+	ZACC
+	CMPQ m+16(FP), $2
+	JGE q8many
 q8pair:
 	CMPQ BX, $2
 	JLT q8one
@@ -240,36 +267,88 @@ q8pair:
 	JMP q8pair
 q8one:
 	TESTQ BX, BX
-	JZ q8store
+	JZ q8sum
 	ROW8(Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z0, Z1, Z2, Z3)
-q8store:
+q8sum:
 	VADDPS Z4, Z0, Z0
 	VADDPS Z5, Z1, Z1
 	VADDPS Z6, Z2, Z2
 	VADDPS Z7, Z3, Z3
-	VMOVUPS Z0, 0(DI)
-	VMOVUPS Z1, 64(DI)
-	VMOVUPS Z2, 128(DI)
-	VMOVUPS Z3, 192(DI)
+	JMP q8store
+q8many:
+	CMPQ m+16(FP), $3
+	JGE q8m3
+q8m2:
+	WIDEN8(Z16, Z17, Z18, Z19)
+	DEQ
+	ACCQ((AX), Z0, Z1, Z2, Z3)
+	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
+	NEXT
+	DECQ BX
+	JNZ q8m2
+	JMP q8store
+q8m3:
+	CMPQ m+16(FP), $4
+	JGE q8m4
+q8m3loop:
+	WIDEN8(Z16, Z17, Z18, Z19)
+	DEQ
+	ACCQ((AX), Z0, Z1, Z2, Z3)
+	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
+	ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11)
+	NEXT
+	DECQ BX
+	JNZ q8m3loop
+	JMP q8store
+q8m4:
+	WIDEN8(Z16, Z17, Z18, Z19)
+	DEQ
+	ACCQ((AX), Z0, Z1, Z2, Z3)
+	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
+	ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11)
+	ACCQ((AX)(R15*1), Z12, Z13, Z14, Z15)
+	NEXT
+	DECQ BX
+	JNZ q8m4
+q8store:
+	MOVQ y+80(FP), DI
+	MOVQ ldy+88(FP), R14
+	SHLQ $2, R14
+	MOVQ m+16(FP), BX
+	ADDY(DI, Z0, Z1, Z2, Z3)
+	CMPQ BX, $2
+	JLT q8done
+	ADDQ R14, DI
+	ADDY(DI, Z4, Z5, Z6, Z7)
+	CMPQ BX, $3
+	JLT q8done
+	ADDQ R14, DI
+	ADDY(DI, Z8, Z9, Z10, Z11)
+	CMPQ BX, $4
+	JLT q8done
+	ADDQ R14, DI
+	ADDY(DI, Z12, Z13, Z14, Z15)
+q8done:
 	VZEROUPPER
 	RET
 
-// func axpyDequantU4AVX512(p *float32, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32)
+// func axpyDequantU4AVX512(p *float32, ldp, m, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32, ldy int)
 // As axpyDequantU8 for 4-bit codes, 32 bytes a row, y in nibble order: the four
 // vectors are the even and odd channels of columns 0…31, then of 32…63 (offs[0] and
 // offs[1] are the first block's group, offs[2] and offs[3] the second's).
-TEXT ·axpyDequantU4AVX512(SB), NOSPLIT, $0-72
+TEXT ·axpyDequantU4AVX512(SB), NOSPLIT, $0-96
 	MOVQ p+0(FP), AX
-	MOVQ rows+8(FP), BX
-	MOVQ codes+16(FP), SI
-	MOVQ stride+24(FP), DX
-	MOVQ sc+32(FP), R9
-	MOVQ mn+40(FP), R12
-	MOVL $15, CX
-	VPBROADCASTD CX, Z31
-	MOVQ ng+48(FP), CX
+	MOVQ ldp+8(FP), R14
+	SHLQ $2, R14
+	LEAQ (R14)(R14*2), R15 // 3·ldp
+	MOVQ rows+24(FP), BX
+	MOVQ codes+32(FP), SI
+	MOVQ stride+40(FP), DX
+	MOVQ sc+48(FP), R9
+	MOVQ mn+56(FP), R12
+	MOVQ ng+64(FP), CX
 	SHLQ $2, CX
-	MOVQ offs+56(FP), R8
+	MOVQ offs+72(FP), R8
 	MOVQ 8(R8), R13
 	MOVQ 16(R8), R10
 	MOVQ 24(R8), R11
@@ -278,15 +357,11 @@ TEXT ·axpyDequantU4AVX512(SB), NOSPLIT, $0-72
 	SHLQ $2, R13
 	SHLQ $2, R10
 	SHLQ $2, R11
-	MOVQ y+64(FP), DI
-	VMOVUPS 0(DI), Z0
-	VMOVUPS 64(DI), Z1
-	VMOVUPS 128(DI), Z2
-	VMOVUPS 192(DI), Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
+	ZACC
+	MOVL $15, DI
+	VPBROADCASTD DI, Z31
+	CMPQ m+16(FP), $2
+	JGE q4many
 q4pair:
 	CMPQ BX, $2
 	JLT q4one
@@ -296,17 +371,67 @@ q4pair:
 	JMP q4pair
 q4one:
 	TESTQ BX, BX
-	JZ q4store
+	JZ q4sum
 	ROW4(Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z0, Z1, Z2, Z3)
-q4store:
+q4sum:
 	VADDPS Z4, Z0, Z0
 	VADDPS Z5, Z1, Z1
 	VADDPS Z6, Z2, Z2
 	VADDPS Z7, Z3, Z3
-	VMOVUPS Z0, 0(DI)
-	VMOVUPS Z1, 64(DI)
-	VMOVUPS Z2, 128(DI)
-	VMOVUPS Z3, 192(DI)
+	JMP q4store
+q4many:
+	CMPQ m+16(FP), $3
+	JGE q4m3
+q4m2:
+	WIDEN4(Z16, Z17, Z18, Z19)
+	DEQ
+	ACCQ((AX), Z0, Z1, Z2, Z3)
+	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
+	NEXT
+	DECQ BX
+	JNZ q4m2
+	JMP q4store
+q4m3:
+	CMPQ m+16(FP), $4
+	JGE q4m4
+q4m3loop:
+	WIDEN4(Z16, Z17, Z18, Z19)
+	DEQ
+	ACCQ((AX), Z0, Z1, Z2, Z3)
+	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
+	ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11)
+	NEXT
+	DECQ BX
+	JNZ q4m3loop
+	JMP q4store
+q4m4:
+	WIDEN4(Z16, Z17, Z18, Z19)
+	DEQ
+	ACCQ((AX), Z0, Z1, Z2, Z3)
+	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
+	ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11)
+	ACCQ((AX)(R15*1), Z12, Z13, Z14, Z15)
+	NEXT
+	DECQ BX
+	JNZ q4m4
+q4store:
+	MOVQ y+80(FP), DI
+	MOVQ ldy+88(FP), R14
+	SHLQ $2, R14
+	MOVQ m+16(FP), BX
+	ADDY(DI, Z0, Z1, Z2, Z3)
+	CMPQ BX, $2
+	JLT q4done
+	ADDQ R14, DI
+	ADDY(DI, Z4, Z5, Z6, Z7)
+	CMPQ BX, $3
+	JLT q4done
+	ADDQ R14, DI
+	ADDY(DI, Z8, Z9, Z10, Z11)
+	CMPQ BX, $4
+	JLT q4done
+	ADDQ R14, DI
+	ADDY(DI, Z12, Z13, Z14, Z15)
+q4done:
 	VZEROUPPER
 	RET
-

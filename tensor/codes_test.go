@@ -54,12 +54,12 @@ func TestCodeRows(t *testing.T) {
 					acc0 := append([]float32(nil), acc...)
 					if bits == 8 {
 						DotRowsU8(dst[:rows], y, 1, codes, stride)
-						AxpyDequantU8(acc[:k], prob, codes, stride, sc, mn, g)
+						AxpyDequantU8(acc[:k], prob, 1, codes, stride, sc, mn, g)
 					} else {
 						DotRowsU4(dst[:rows], yn, 1, codes, stride)
 						an := make([]float32, k)
 						NibbleOrder(an, acc[:k])
-						AxpyDequantU4(an, prob, codes, stride, sc, mn, g)
+						AxpyDequantU4(an, prob, 1, codes, stride, sc, mn, g)
 						NibbleUnorder(acc[:k], an)
 					}
 					name := fmt.Sprintf("%d-bit rows=%d k=%d group=%d", bits, rows, k, g)
@@ -158,6 +158,62 @@ func TestDotRowsQueries(t *testing.T) {
 						}
 						if dst[m*rows] != last {
 							t.Fatalf("%d-bit m=%d rows=%d k=%d: wrote past len(dst)", bits, m, rows, k)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// AxpyDequantU8 and AxpyDequantU4 with several queries (the kernels take four, more go
+// four at a time) over the same rows equal each query's float64 sum, with 1, 2, 3 and 4
+// column groups a 64-column block and rows odd and even (the one-query kernels pair
+// rows).
+func TestAxpyDequantQueries(t *testing.T) {
+	withImpls(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(35, 36))
+		for _, bits := range []int{8, 4} {
+			widths, groups := []int{16, 64, 130, 192}, []int{16, 32, 64}
+			if bits == 4 {
+				widths, groups = []int{32, 64, 128}, []int{32, 64}
+			}
+			for _, m := range []int{1, 2, 3, 4, 5, 9} {
+				for _, rows := range []int{1, 2, 7, 33} {
+					for _, k := range widths {
+						g := groups[(m+rows+k)%len(groups)]
+						ng := (k + g - 1) / g
+						stride := k*bits/8 + 5
+						codes := make([]uint8, rows*stride)
+						for i := range codes {
+							codes[i] = uint8(r.IntN(256))
+						}
+						sc, mn := randSlice(r, rows*ng), randSlice(r, rows*ng)
+						p := randSlice(r, m*rows)
+						y0 := randSlice(r, m*k+1)
+						y := append([]float32(nil), y0...)
+						if bits == 8 {
+							AxpyDequantU8(y[:m*k], p, m, codes, stride, sc, mn, g)
+						} else {
+							yn := make([]float32, m*k)
+							NibbleOrder(yn, y[:m*k])
+							AxpyDequantU4(yn, p, m, codes, stride, sc, mn, g)
+							NibbleUnorder(y[:m*k], yn)
+						}
+						name := fmt.Sprintf("%d-bit m=%d rows=%d k=%d group=%d", bits, m, rows, k, g)
+						for h := range m {
+							for c := range k {
+								want, abs := float64(y0[h*k+c]), math.Abs(float64(y0[h*k+c]))
+								for j := range rows {
+									cs, mj := code(codes[j*stride:], c, bits)*float64(sc[j*ng+c/g]), float64(mn[j*ng+c/g])
+									want += float64(p[h*rows+j]) * (cs + mj)
+									abs += math.Abs(float64(p[h*rows+j])) * (math.Abs(cs) + math.Abs(mj))
+								}
+								checkSum(t, fmt.Sprintf("%s: query %d y[%d]", name, h, c), y[h*k+c], want, abs, rows+3)
+							}
+						}
+						if y[m*k] != y0[m*k] {
+							t.Fatalf("%s: wrote past len(y)", name)
 						}
 					}
 				}

@@ -84,10 +84,10 @@ func dotRowsU8AVX512(y *float32, ldy, m int, codes *byte, stride, rows, k int, d
 func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, dst *float32)
 
 //go:noescape
-func axpyDequantU8AVX512(p *float32, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32)
+func axpyDequantU8AVX512(p *float32, ldp, m, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32, ldy int)
 
 //go:noescape
-func axpyDequantU4AVX512(p *float32, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32)
+func axpyDequantU4AVX512(p *float32, ldp, m, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32, ldy int)
 
 // asmSet holds one width's assembly entry points.
 type asmSet struct {
@@ -163,30 +163,34 @@ func dotRowsU4Slices(dst, y []float32, m int, codes []uint8, stride int) {
 }
 
 // The dequantizing sums take blocks of 64 columns, each 16 (8-bit) or 32 (4-bit) of
-// them in one group; other shapes go to the portable code.
-func axpyDequantU8Slices(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
-	k := len(y)
+// them in one group; other shapes go to the portable code. Up to four queries a call.
+func axpyDequantU8Slices(y, p []float32, m int, codes []uint8, stride int, sc, mn []float32, g int) {
+	k, rows := len(y)/m, len(p)/m
 	if k%64 != 0 || g%16 != 0 {
-		axpyDequantU8Go(y, p, codes, stride, sc, mn, g)
+		axpyDequantU8Go(y, p, m, codes, stride, sc, mn, g)
 		return
 	}
 	ng := (k + g - 1) / g
-	for cb := 0; cb < k; cb += 64 {
-		offs := [4]int{cb / g, (cb + 16) / g, (cb + 32) / g, (cb + 48) / g}
-		axpyDequantU8AVX512(&p[0], len(p), &codes[cb], stride, &sc[0], &mn[0], ng, &offs, &y[cb])
+	for h := 0; h < m; h += 4 {
+		for cb := 0; cb < k; cb += 64 {
+			offs := [4]int{cb / g, (cb + 16) / g, (cb + 32) / g, (cb + 48) / g}
+			axpyDequantU8AVX512(&p[h*rows], rows, min(4, m-h), rows, &codes[cb], stride, &sc[0], &mn[0], ng, &offs, &y[h*k+cb], k)
+		}
 	}
 }
 
-func axpyDequantU4Slices(y, p []float32, codes []uint8, stride int, sc, mn []float32, g int) {
-	k := len(y)
+func axpyDequantU4Slices(y, p []float32, m int, codes []uint8, stride int, sc, mn []float32, g int) {
+	k, rows := len(y)/m, len(p)/m
 	if k%64 != 0 {
-		axpyDequantU4Go(y, p, codes, stride, sc, mn, g)
+		axpyDequantU4Go(y, p, m, codes, stride, sc, mn, g)
 		return
 	}
 	ng := (k + g - 1) / g
-	for cb := 0; cb < k; cb += 64 {
-		offs := [4]int{cb / g, cb / g, (cb + 32) / g, (cb + 32) / g}
-		axpyDequantU4AVX512(&p[0], len(p), &codes[cb/2], stride, &sc[0], &mn[0], ng, &offs, &y[cb])
+	for h := 0; h < m; h += 4 {
+		for cb := 0; cb < k; cb += 64 {
+			offs := [4]int{cb / g, cb / g, (cb + 32) / g, (cb + 32) / g}
+			axpyDequantU4AVX512(&p[h*rows], rows, min(4, m-h), rows, &codes[cb/2], stride, &sc[0], &mn[0], ng, &offs, &y[h*k+cb], k)
+		}
 	}
 }
 
