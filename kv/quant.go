@@ -55,9 +55,6 @@ var _ rowStore = (*quantStore)(nil)
 
 // quantScratch is one decode part's scratch for the fused kernels.
 type quantScratch struct {
-	qs     []float32 // a query scaled by a key group's scales (4-bit: in nibble order)
-	qo     []float32 // queries in nibble order (4-bit)
-	bias   []float32 // each query's q·min of a key group
 	scores []float32 // a key group's scores of every query
 	p      []float32 // the query heads' probabilities of a piece's quantized rows, one after another
 	qn     []float32 // 4-bit value sums in natural order
@@ -73,16 +70,11 @@ func (s *quantStore) fused() bool {
 
 // scoreRows sets scr[h][t] = q_h·key(t) for the m = len(scr) query heads of one KV
 // head (q [m, d]) and keys [j0, j1): over each run of rows of one key group,
-// q·(code·scale + min) = (q ⊙ scale)·code + q·min, one fused dot per row and head (the
-// heads share each row's widening).
+// q·(code·scale + min), tensor.DotRowsU8/U4 for all the heads at once (they share each
+// row's widening).
 func (s *quantStore) scoreRows(scr [][]float32, q []float32, j0, j1 int, sc *quantScratch) {
 	d, nq, m := s.d, s.nq(), len(scr)
 	q = q[:m*d]
-	qs, qn, bias := grow(&sc.qs, m*d), q, grow(&sc.bias, m)
-	if s.bits == 4 {
-		qn = grow(&sc.qo, m*d)
-		tensor.NibbleOrder(qn, q)
-	}
 	for t := j0; t < min(j1, nq); {
 		g := s.kg[t]
 		e := t + 1
@@ -90,34 +82,14 @@ func (s *quantStore) scoreRows(scr [][]float32, q []float32, j0, j1 int, sc *qua
 			e++
 		}
 		ksc, kmin := s.ksc[int(g)*d:int(g+1)*d], s.kmin[int(g)*d:int(g+1)*d]
-		for h := range m {
-			bias[h] = tensor.Dot(q[h*d:(h+1)*d], kmin)
-			qh, sh := qn[h*d:(h+1)*d], qs[h*d:(h+1)*d]
-			if s.bits == 8 {
-				for c, v := range qh {
-					sh[c] = v * ksc[c]
-				}
-				continue
-			}
-			// the scales put in nibble order as they are applied
-			for b := 0; b < d; b += 32 {
-				nb, sb, ob := qh[b:b+32], ksc[b:b+32], sh[b:b+32]
-				for i := range 16 {
-					ob[i], ob[16+i] = nb[i]*sb[2*i], nb[16+i]*sb[2*i+1]
-				}
-			}
-		}
 		n, codes, all := e-t, s.kc[t*s.rowBytes:e*s.rowBytes], grow(&sc.scores, m*(e-t))
 		if s.bits == 8 {
-			tensor.DotRowsU8(all, qs, m, codes, s.rowBytes)
+			tensor.DotRowsU8(all, q, m, codes, s.rowBytes, ksc, kmin)
 		} else {
-			tensor.DotRowsU4(all, qs, m, codes, s.rowBytes)
+			tensor.DotRowsU4(all, q, m, codes, s.rowBytes, ksc, kmin)
 		}
 		for h := range m {
-			out, bh := scr[h][t:e], bias[h]
-			for i, v := range all[h*n : (h+1)*n] {
-				out[i] = v + bh
-			}
+			copy(scr[h][t:e], all[h*n:(h+1)*n])
 		}
 		t = e
 	}

@@ -297,18 +297,20 @@ func randMat(r *rand.Rand, rows, cols int, bf16 bool) *Mat {
 }
 
 // BenchmarkDotRowsQueries scores three query heads (SmolLM2's group) against 4096 rows
-// of 64 codes, as one call of several queries (queries=3) and as three calls of one
-// (queries=1x3), the way decode attention scored them before the kernels took several.
+// of 64 codes in key groups of 32 rows (a call per group, each with its own scales, as
+// decode attention calls it), as one call of several queries (queries=3) and as three
+// calls of one (queries=1x3).
 //
 //	go test ./tensor -run '^$' -bench DotRowsQueries -benchtime 2000x
 func BenchmarkDotRowsQueries(b *testing.B) {
-	const rows, k, m = 4096, 64, 3
+	const rows, k, m, group = 4096, 64, 3, 32
 	r := rand.New(rand.NewPCG(10, 11))
 	codes := make([]uint8, rows*k)
 	for i := range codes {
 		codes[i] = uint8(r.IntN(256))
 	}
-	y, dst := randSlice(r, m*k), make([]float32, m*rows)
+	y, dst := randSlice(r, m*k), make([]float32, m*group)
+	sc, mn := randSlice(r, rows/group*k), randSlice(r, rows/group*k)
 	for _, bits := range []int{8, 4} {
 		dot, stride := DotRowsU8, k
 		if bits == 4 {
@@ -316,13 +318,17 @@ func BenchmarkDotRowsQueries(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("%d-bit/queries=3", bits), func(b *testing.B) {
 			for b.Loop() {
-				dot(dst, y, m, codes, stride)
+				for g := range rows / group {
+					dot(dst, y, m, codes[g*group*stride:], stride, sc[g*k:], mn[g*k:])
+				}
 			}
 		})
 		b.Run(fmt.Sprintf("%d-bit/queries=1x3", bits), func(b *testing.B) {
 			for b.Loop() {
-				for h := range m {
-					dot(dst[h*rows:(h+1)*rows], y[h*k:(h+1)*k], 1, codes, stride)
+				for g := range rows / group {
+					for h := range m {
+						dot(dst[h*group:(h+1)*group], y[h*k:(h+1)*k], 1, codes[g*group*stride:], stride, sc[g*k:], mn[g*k:])
+					}
 				}
 			}
 		})

@@ -5,33 +5,43 @@ import "fmt"
 // Kernels over quantized rows, for decode attention straight on a quantized KV
 // cache: the codes are widened to float32 in registers, never stored. 8-bit rows hold
 // one unsigned code per byte; 4-bit rows two per byte, code c of a row in byte c/2,
-// the low nibble for even c. The 4-bit kernels take their float operand in nibble
-// order (NibbleOrder): within each block of 32, the 16 even entries, then the 16 odd
-// ones, which is how a vector of bytes splits into low and high nibbles.
+// the low nibble for even c. AxpyDequantU4 keeps its sums in nibble order
+// (NibbleOrder): within each block of 32, the 16 even entries, then the 16 odd ones,
+// which is how a vector of bytes splits into low and high nibbles.
 
-// DotRowsU8 sets dst[h*rows+j] = Σ_c y[h*k+c]·codes[j*stride+c] for h < m, j < rows =
-// len(dst)/m, c < k = len(y)/m: m queries against the same 8-bit rows, each row
-// widened once for all of them (as DotRowsU4).
-func DotRowsU8(dst, y []float32, m int, codes []uint8, stride int) {
+// DotRowsU8 sets dst[h*rows+j] = Σ_c y[h*k+c]·(codes[j*stride+c]·sc[c] + mn[c]) for
+// h < m, j < rows = len(dst)/m, c < k = len(y)/m: m queries against the same 8-bit
+// rows dequantized with a scale and a minimum per channel (a quantized cache's key
+// group), each row widened once for all of them (as DotRowsU4).
+func DotRowsU8(dst, y []float32, m int, codes []uint8, stride int, sc, mn []float32) {
 	checkQueries("DotRowsU8", len(dst), len(y), m)
 	checkCodes("DotRowsU8", len(dst)/m, len(y)/m, codes, stride, 1)
-	if len(dst) > 0 {
-		active.dotRowsU8(dst, y, m, codes, stride)
-	}
-}
-
-// DotRowsU4 sets dst[h*rows+j] = Σ_c y[h*k+c]·code(j, c) for h < m, j < rows =
-// len(dst)/m, c < k = len(y)/m: m queries (each in nibble order, k a multiple of 32)
-// against the 4-bit codes of row j from codes[j*stride:]. The queries share each
-// row's widening, which is most of the cost for one (a grouped-query attention's
-// query heads share their KV head's keys).
-func DotRowsU4(dst, y []float32, m int, codes []uint8, stride int) {
-	checkQueries("DotRowsU4", len(dst), len(y), m)
-	checkCodes("DotRowsU4", len(dst)/m, len(y)/m, codes, stride, 2)
+	checkChannels("DotRowsU8", len(y)/m, sc, mn)
 	if len(y) == 0 {
 		clear(dst)
 	} else if len(dst) > 0 {
-		active.dotRowsU4(dst, y, m, codes, stride)
+		active.dotRowsU8(dst, y, m, codes, stride, sc, mn)
+	}
+}
+
+// DotRowsU4 is DotRowsU8 for the 4-bit codes of row j from codes[j*stride:], k a
+// multiple of 32 (y, sc and mn in natural order). The queries share each row's
+// widening, which is most of the cost for one (a grouped-query attention's query
+// heads share their KV head's keys).
+func DotRowsU4(dst, y []float32, m int, codes []uint8, stride int, sc, mn []float32) {
+	checkQueries("DotRowsU4", len(dst), len(y), m)
+	checkCodes("DotRowsU4", len(dst)/m, len(y)/m, codes, stride, 2)
+	checkChannels("DotRowsU4", len(y)/m, sc, mn)
+	if len(y) == 0 {
+		clear(dst)
+	} else if len(dst) > 0 {
+		active.dotRowsU4(dst, y, m, codes, stride, sc, mn)
+	}
+}
+
+func checkChannels(name string, k int, sc, mn []float32) {
+	if min(len(sc), len(mn)) < k {
+		panic(fmt.Sprintf("tensor.%s: %d channels: have %d scales, %d minima", name, k, len(sc), len(mn)))
 	}
 }
 
@@ -105,43 +115,56 @@ func checkCodes(name string, rows, k int, codes []uint8, stride, per int) {
 	}
 }
 
-func dotRowsU8Go(dst, y []float32, m int, codes []uint8, stride int) {
+// scaledQuery returns y·sc (channel by channel) and y·mn, in buf when it is long enough.
+func scaledQuery(buf, y, sc, mn []float32) ([]float32, float32) {
+	ys := buf[:0]
+	if cap(buf) < len(y) {
+		ys = make([]float32, 0, len(y))
+	}
+	var bias float32
+	for c, v := range y {
+		ys = append(ys, v*sc[c])
+		bias += v * mn[c]
+	}
+	return ys, bias
+}
+
+func dotRowsU8Go(dst, y []float32, m int, codes []uint8, stride int, sc, mn []float32) {
 	k, rows := len(y)/m, len(dst)/m
+	var buf [256]float32
 	for h := range m {
-		yh := y[h*k : (h+1)*k]
+		ys, bias := scaledQuery(buf[:], y[h*k:(h+1)*k], sc, mn)
 		for j := range rows {
 			row := codes[j*stride : j*stride+k]
 			var s0, s1, s2, s3 float32
 			c := 0
 			for ; c+4 <= k; c += 4 {
-				s0 += yh[c] * float32(row[c])
-				s1 += yh[c+1] * float32(row[c+1])
-				s2 += yh[c+2] * float32(row[c+2])
-				s3 += yh[c+3] * float32(row[c+3])
+				s0 += ys[c] * float32(row[c])
+				s1 += ys[c+1] * float32(row[c+1])
+				s2 += ys[c+2] * float32(row[c+2])
+				s3 += ys[c+3] * float32(row[c+3])
 			}
 			for ; c < k; c++ {
-				s0 += yh[c] * float32(row[c])
+				s0 += ys[c] * float32(row[c])
 			}
-			dst[h*rows+j] = (s0 + s1) + (s2 + s3)
+			dst[h*rows+j] = (s0 + s1) + (s2 + s3) + bias
 		}
 	}
 }
 
-func dotRowsU4Go(dst, y []float32, m int, codes []uint8, stride int) {
+func dotRowsU4Go(dst, y []float32, m int, codes []uint8, stride int, sc, mn []float32) {
 	k, rows := len(y)/m, len(dst)/m
+	var buf [256]float32
 	for h := range m {
-		yh := y[h*k : (h+1)*k]
+		ys, bias := scaledQuery(buf[:], y[h*k:(h+1)*k], sc, mn)
 		for j := range rows {
 			row := codes[j*stride : j*stride+k/2]
 			var s0, s1 float32
-			for b := 0; b < k; b += 32 {
-				yb, rb := yh[b:b+32], row[b/2:b/2+16]
-				for i, v := range rb {
-					s0 += yb[i] * float32(v&15)
-					s1 += yb[16+i] * float32(v>>4)
-				}
+			for i, v := range row {
+				s0 += ys[2*i] * float32(v&15)
+				s1 += ys[2*i+1] * float32(v>>4)
 			}
-			dst[h*rows+j] = s0 + s1
+			dst[h*rows+j] = s0 + s1 + bias
 		}
 	}
 }

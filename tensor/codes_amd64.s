@@ -24,150 +24,420 @@
 	VADDPS zb, za, za; \
 	HSUM1(za, ya, yb, xa, xb)
 
-// func dotRowsU8AVX512(y *float32, ldy, m int, codes *byte, stride, rows, k int, dst *float32)
-// dst[h*rows+j] = Σ_c y[h*ldy+c]·code(j, c) for h < m (1…4), j < rows, c < k; k a
-// positive multiple of 16. A row's 16-code blocks are widened once for all m queries;
-// query h accumulates in Z(h).
-TEXT ·dotRowsU8AVX512(SB), NOSPLIT, $0-64
-	MOVQ y+0(FP), DI
-	MOVQ ldy+8(FP), R12
-	MOVQ m+16(FP), R14
-	MOVQ codes+24(FP), SI
-	MOVQ stride+32(FP), DX
-	MOVQ rows+40(FP), BX
-	MOVQ k+48(FP), CX
-	MOVQ dst+56(FP), R8
-	SHLQ $2, R12
-	LEAQ (R12)(R12*2), R13
-	LEAQ (BX*4), AX
-	TESTQ BX, BX
-	JZ d8done
-d8row:
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	MOVQ SI, R9
-	MOVQ DI, R10
-	MOVQ CX, R11
-d8loop:
-	VPMOVZXBD (R9), Z8
-	VCVTDQ2PS Z8, Z8
-	VFMADD231PS (R10), Z8, Z0
-	CMPQ R14, $2
-	JLT d8next
-	VFMADD231PS (R10)(R12*1), Z8, Z1
-	CMPQ R14, $3
-	JLT d8next
-	VFMADD231PS (R10)(R12*2), Z8, Z2
-	CMPQ R14, $4
-	JLT d8next
-	VFMADD231PS (R10)(R13*1), Z8, Z3
-d8next:
-	ADDQ $16, R9
-	ADDQ $64, R10
-	SUBQ $16, R11
-	JNZ d8loop
-	HSUM1(Z0, Y0, Y4, X0, X4)
-	VMOVSS X0, (R8)
-	CMPQ R14, $2
-	JLT d8rowend
-	HSUM1(Z1, Y1, Y5, X1, X5)
-	VMOVSS X1, (R8)(AX*1)
-	CMPQ R14, $3
-	JLT d8rowend
-	HSUM1(Z2, Y2, Y6, X2, X6)
-	VMOVSS X2, (R8)(AX*2)
-	CMPQ R14, $4
-	JLT d8rowend
-	HSUM1(Z3, Y3, Y7, X3, X7)
-	LEAQ (R8)(AX*2), R9
-	VMOVSS X3, (R9)(AX*1)
-d8rowend:
-	ADDQ $4, R8
-	ADDQ DX, SI
-	DECQ BX
-	JNZ d8row
-d8done:
-	VZEROUPPER
-	RET
+// The key scores: dst[h*rows+j] = Σ_c y[h*k+c]·(code(j, c)·sc[c] + mn[c]) for h < m
+// (1…4), j < rows, c < k (a positive multiple of 16; of 32 for 4-bit codes): queries
+// against rows dequantized with per-channel scales and minima (a key group of a
+// quantized cache). A prologue writes each query times the scales into ys (in nibble
+// order for 4-bit codes) and each query's y·mn into bias; then four rows at a time
+// are widened once for all m queries, query h and row i accumulating in Z(4h+i), and
+// the four rows' sums are reduced together (RED4).
 
-// func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, dst *float32)
-// dst[h*rows+j] = Σ_c y'[h*k+c]·code(j, c) for h < m (1…4), j < rows, with each query in
-// nibble order; k a positive multiple of 32. A row's codes are widened once for all m
-// queries; query h accumulates in Z(2h) (even channels) and Z(2h+1) (odd ones).
-TEXT ·dotRowsU4AVX512(SB), NOSPLIT, $0-56
-	MOVQ y+0(FP), DI
+// HSUMX leaves the sum of the 16 floats of za in the low float of xa (Z26 scratch).
+#define HSUMX(za, ya, xa) \
+	VEXTRACTF64X4 $1, za, Y26; VADDPS Y26, ya, ya; \
+	VEXTRACTF32X4 $1, ya, X26; VADDPS X26, xa, xa; \
+	VHADDPS xa, xa, xa; VHADDPS xa, xa, xa
+
+// RED4 leaves the sums of za, zb, zc and zd in the four floats of xa (Z26-Z29 scratch).
+#define RED4(za, zb, zc, zd, ya, yb, yc, yd, xa, xb, xc, xd) \
+	VEXTRACTF64X4 $1, za, Y26; VADDPS Y26, ya, ya; \
+	VEXTRACTF64X4 $1, zb, Y27; VADDPS Y27, yb, yb; \
+	VEXTRACTF64X4 $1, zc, Y28; VADDPS Y28, yc, yc; \
+	VEXTRACTF64X4 $1, zd, Y29; VADDPS Y29, yd, yd; \
+	VEXTRACTF32X4 $1, ya, X26; VADDPS X26, xa, xa; \
+	VEXTRACTF32X4 $1, yb, X27; VADDPS X27, xb, xb; \
+	VEXTRACTF32X4 $1, yc, X28; VADDPS X28, xc, xc; \
+	VEXTRACTF32X4 $1, yd, X29; VADDPS X29, xd, xd; \
+	VHADDPS xb, xa, xa; VHADDPS xd, xc, xc; VHADDPS xc, xa, xa
+
+// ZACC16 zeroes Z0-Z15.
+#define ZACC16 \
+	VPXORD Z0, Z0, Z0; VPXORD Z1, Z1, Z1; VPXORD Z2, Z2, Z2; VPXORD Z3, Z3, Z3; \
+	VPXORD Z4, Z4, Z4; VPXORD Z5, Z5, Z5; VPXORD Z6, Z6, Z6; VPXORD Z7, Z7, Z7; \
+	VPXORD Z8, Z8, Z8; VPXORD Z9, Z9, Z9; VPXORD Z10, Z10, Z10; VPXORD Z11, Z11, Z11; \
+	VPXORD Z12, Z12, Z12; VPXORD Z13, Z13, Z13; VPXORD Z14, Z14, Z14; VPXORD Z15, Z15, Z15
+
+// FMA4 adds the four rows' vectors Z16-Z19 times query vector q into a0-a3.
+#define FMA4(q, a0, a1, a2, a3) \
+	VFMADD231PS Z16, q, a0; VFMADD231PS Z17, q, a1; VFMADD231PS Z18, q, a2; VFMADD231PS Z19, q, a3
+
+// FMA4ODD adds the four rows' odd-channel vectors Z20-Z23 times q into a0-a3.
+#define FMA4ODD(q, a0, a1, a2, a3) \
+	VFMADD231PS Z20, q, a0; VFMADD231PS Z21, q, a1; VFMADD231PS Z22, q, a2; VFMADD231PS Z23, q, a3
+
+// STORE4 adds query h's bias (DI) to its four sums in xa and stores them at dst.
+#define STORE4(h, xa, dst) \
+	VBROADCASTSS (4*h)(DI), X26; VADDPS X26, xa, xa; VMOVUPS xa, dst
+
+// STORE1 stores query h's one sum (the low float of xa) plus its bias at dst.
+#define STORE1(h, xa, dst) \
+	VADDSS (4*h)(DI), xa, xa; VMOVSS xa, dst
+
+// func dotRowsU8AVX512(y *float32, m int, codes *byte, stride, rows, k int, sc, mn, ys *float32, bias *[4]float32, dst *float32)
+TEXT ·dotRowsU8AVX512(SB), NOSPLIT, $0-88
+	// prologue: ys[h*k+c] = y[h*k+c]·sc[c], bias[h] = Σ_c y[h*k+c]·mn[c]
+	MOVQ y+0(FP), SI
+	MOVQ m+8(FP), BX
+	MOVQ k+40(FP), CX
+	MOVQ ys+64(FP), R11
+	MOVQ bias+72(FP), DI
+	XORQ R13, R13
+d8pro:
+	MOVQ sc+48(FP), R9
+	MOVQ mn+56(FP), R10
+	MOVQ CX, R12
+	VPXORD Z0, Z0, Z0
+d8proc:
+	VMOVUPS (SI), Z16
+	VMULPS (R9), Z16, Z17
+	VMOVUPS Z17, (R11)
+	VFMADD231PS (R10), Z16, Z0
+	ADDQ $64, SI
+	ADDQ $64, R9
+	ADDQ $64, R10
+	ADDQ $64, R11
+	SUBQ $16, R12
+	JNZ d8proc
+	HSUMX(Z0, Y0, X0)
+	VMOVSS X0, (DI)(R13*4)
+	INCQ R13
+	CMPQ R13, BX
+	JLT d8pro
 	MOVQ m+8(FP), R14
 	MOVQ codes+16(FP), SI
 	MOVQ stride+24(FP), DX
 	MOVQ rows+32(FP), BX
-	MOVQ k+40(FP), CX
-	MOVQ dst+48(FP), R8
-	LEAQ (CX*4), R12
-	LEAQ (R12)(R12*2), R13
+	MOVQ dst+80(FP), R8
+	LEAQ (DX)(DX*2), R13
 	LEAQ (BX*4), AX
-	MOVL $15, R9
-	VPBROADCASTD R9, Z31
-	TESTQ BX, BX
-	JZ d4done
-d4row:
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
+	LEAQ (CX*4), R12
+	LEAQ (R12)(R12*2), R15
+d8four:
+	CMPQ BX, $4
+	JLT d8tail
+	ZACC16
 	MOVQ SI, R9
-	MOVQ DI, R10
+	MOVQ ys+64(FP), R10
 	MOVQ CX, R11
-d4loop:
-	VPMOVZXBD (R9), Z8
-	VPANDD Z31, Z8, Z9
-	VPSRLD $4, Z8, Z8
-	VCVTDQ2PS Z9, Z9
-	VCVTDQ2PS Z8, Z8
-	VFMADD231PS (R10), Z9, Z0
-	VFMADD231PS 64(R10), Z8, Z1
+d8fblk:
+	VPMOVZXBD (R9), Z16
+	VPMOVZXBD (R9)(DX*1), Z17
+	VPMOVZXBD (R9)(DX*2), Z18
+	VPMOVZXBD (R9)(R13*1), Z19
+	VCVTDQ2PS Z16, Z16
+	VCVTDQ2PS Z17, Z17
+	VCVTDQ2PS Z18, Z18
+	VCVTDQ2PS Z19, Z19
+	VMOVUPS (R10), Z24
+	FMA4(Z24, Z0, Z1, Z2, Z3)
 	CMPQ R14, $2
-	JLT d4next
-	VFMADD231PS (R10)(R12*1), Z9, Z2
-	VFMADD231PS 64(R10)(R12*1), Z8, Z3
+	JLT d8fnext
+	VMOVUPS (R10)(R12*1), Z24
+	FMA4(Z24, Z4, Z5, Z6, Z7)
 	CMPQ R14, $3
-	JLT d4next
-	VFMADD231PS (R10)(R12*2), Z9, Z4
-	VFMADD231PS 64(R10)(R12*2), Z8, Z5
+	JLT d8fnext
+	VMOVUPS (R10)(R12*2), Z24
+	FMA4(Z24, Z8, Z9, Z10, Z11)
 	CMPQ R14, $4
-	JLT d4next
-	VFMADD231PS (R10)(R13*1), Z9, Z6
-	VFMADD231PS 64(R10)(R13*1), Z8, Z7
-d4next:
+	JLT d8fnext
+	VMOVUPS (R10)(R15*1), Z24
+	FMA4(Z24, Z12, Z13, Z14, Z15)
+d8fnext:
 	ADDQ $16, R9
-	ADDQ $128, R10
-	SUBQ $32, R11
-	JNZ d4loop
-	HSUM(Z0, Z1, Y0, Y1, X0, X1)
-	VMOVSS X0, (R8)
+	ADDQ $64, R10
+	SUBQ $16, R11
+	JNZ d8fblk
+	RED4(Z0, Z1, Z2, Z3, Y0, Y1, Y2, Y3, X0, X1, X2, X3)
+	STORE4(0, X0, (R8))
 	CMPQ R14, $2
-	JLT d4rowend
-	HSUM(Z2, Z3, Y2, Y3, X2, X3)
-	VMOVSS X2, (R8)(AX*1)
+	JLT d8fend
+	RED4(Z4, Z5, Z6, Z7, Y4, Y5, Y6, Y7, X4, X5, X6, X7)
+	STORE4(1, X4, (R8)(AX*1))
 	CMPQ R14, $3
-	JLT d4rowend
-	HSUM(Z4, Z5, Y4, Y5, X4, X5)
-	VMOVSS X4, (R8)(AX*2)
+	JLT d8fend
+	RED4(Z8, Z9, Z10, Z11, Y8, Y9, Y10, Y11, X8, X9, X10, X11)
+	STORE4(2, X8, (R8)(AX*2))
 	CMPQ R14, $4
-	JLT d4rowend
-	HSUM(Z6, Z7, Y6, Y7, X6, X7)
+	JLT d8fend
+	RED4(Z12, Z13, Z14, Z15, Y12, Y13, Y14, Y15, X12, X13, X14, X15)
 	LEAQ (R8)(AX*2), R9
-	VMOVSS X6, (R9)(AX*1)
-d4rowend:
+	STORE4(3, X12, (R9)(AX*1))
+d8fend:
+	ADDQ $16, R8
+	LEAQ (SI)(DX*4), SI
+	SUBQ $4, BX
+	JMP d8four
+d8tail:
+	TESTQ BX, BX
+	JZ d8done
+	VPXORD Z0, Z0, Z0
+	VPXORD Z4, Z4, Z4
+	VPXORD Z8, Z8, Z8
+	VPXORD Z12, Z12, Z12
+	MOVQ SI, R9
+	MOVQ ys+64(FP), R10
+	MOVQ CX, R11
+d8tblk:
+	VPMOVZXBD (R9), Z16
+	VCVTDQ2PS Z16, Z16
+	VFMADD231PS (R10), Z16, Z0
+	CMPQ R14, $2
+	JLT d8tnext
+	VFMADD231PS (R10)(R12*1), Z16, Z4
+	CMPQ R14, $3
+	JLT d8tnext
+	VFMADD231PS (R10)(R12*2), Z16, Z8
+	CMPQ R14, $4
+	JLT d8tnext
+	VFMADD231PS (R10)(R15*1), Z16, Z12
+d8tnext:
+	ADDQ $16, R9
+	ADDQ $64, R10
+	SUBQ $16, R11
+	JNZ d8tblk
+	HSUMX(Z0, Y0, X0)
+	STORE1(0, X0, (R8))
+	CMPQ R14, $2
+	JLT d8tend
+	HSUMX(Z4, Y4, X4)
+	STORE1(1, X4, (R8)(AX*1))
+	CMPQ R14, $3
+	JLT d8tend
+	HSUMX(Z8, Y8, X8)
+	STORE1(2, X8, (R8)(AX*2))
+	CMPQ R14, $4
+	JLT d8tend
+	HSUMX(Z12, Y12, X12)
+	LEAQ (R8)(AX*2), R9
+	STORE1(3, X12, (R9)(AX*1))
+d8tend:
 	ADDQ $4, R8
 	ADDQ DX, SI
 	DECQ BX
-	JNZ d4row
+	JMP d8tail
+d8done:
+	VZEROUPPER
+	RET
+
+// nibbleIdx picks, from the 32 floats of two vectors, the even ones (first 16) and
+// the odd ones (next 16): the nibble order of a block of 32.
+DATA nibbleIdx<>+0(SB)/4, $0
+DATA nibbleIdx<>+4(SB)/4, $2
+DATA nibbleIdx<>+8(SB)/4, $4
+DATA nibbleIdx<>+12(SB)/4, $6
+DATA nibbleIdx<>+16(SB)/4, $8
+DATA nibbleIdx<>+20(SB)/4, $10
+DATA nibbleIdx<>+24(SB)/4, $12
+DATA nibbleIdx<>+28(SB)/4, $14
+DATA nibbleIdx<>+32(SB)/4, $16
+DATA nibbleIdx<>+36(SB)/4, $18
+DATA nibbleIdx<>+40(SB)/4, $20
+DATA nibbleIdx<>+44(SB)/4, $22
+DATA nibbleIdx<>+48(SB)/4, $24
+DATA nibbleIdx<>+52(SB)/4, $26
+DATA nibbleIdx<>+56(SB)/4, $28
+DATA nibbleIdx<>+60(SB)/4, $30
+DATA nibbleIdx<>+64(SB)/4, $1
+DATA nibbleIdx<>+68(SB)/4, $3
+DATA nibbleIdx<>+72(SB)/4, $5
+DATA nibbleIdx<>+76(SB)/4, $7
+DATA nibbleIdx<>+80(SB)/4, $9
+DATA nibbleIdx<>+84(SB)/4, $11
+DATA nibbleIdx<>+88(SB)/4, $13
+DATA nibbleIdx<>+92(SB)/4, $15
+DATA nibbleIdx<>+96(SB)/4, $17
+DATA nibbleIdx<>+100(SB)/4, $19
+DATA nibbleIdx<>+104(SB)/4, $21
+DATA nibbleIdx<>+108(SB)/4, $23
+DATA nibbleIdx<>+112(SB)/4, $25
+DATA nibbleIdx<>+116(SB)/4, $27
+DATA nibbleIdx<>+120(SB)/4, $29
+DATA nibbleIdx<>+124(SB)/4, $31
+GLOBL nibbleIdx<>(SB), RODATA|NOPTR, $128
+
+// func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, sc, mn, ys *float32, bias *[4]float32, dst *float32)
+// y is in natural order; ys gets the scaled queries in nibble order. Each block of 32
+// channels is one 16-byte load a row: low nibbles (even channels, Z16-Z19) and high
+// ones (odd channels, Z20-Z23).
+TEXT ·dotRowsU4AVX512(SB), NOSPLIT, $0-88
+	MOVQ y+0(FP), SI
+	MOVQ m+8(FP), BX
+	MOVQ k+40(FP), CX
+	MOVQ ys+64(FP), R11
+	MOVQ bias+72(FP), DI
+	VMOVUPS nibbleIdx<>+0(SB), Z30
+	VMOVUPS nibbleIdx<>+64(SB), Z29
+	XORQ R13, R13
+d4pro:
+	MOVQ sc+48(FP), R9
+	MOVQ mn+56(FP), R10
+	MOVQ CX, R12
+	VPXORD Z0, Z0, Z0
+d4proc:
+	VMOVUPS (SI), Z16
+	VMOVUPS 64(SI), Z17
+	VFMADD231PS (R10), Z16, Z0
+	VFMADD231PS 64(R10), Z17, Z0
+	VMULPS (R9), Z16, Z16
+	VMULPS 64(R9), Z17, Z17
+	VMOVAPS Z30, Z20
+	VPERMI2PS Z17, Z16, Z20
+	VMOVAPS Z29, Z21
+	VPERMI2PS Z17, Z16, Z21
+	VMOVUPS Z20, (R11)
+	VMOVUPS Z21, 64(R11)
+	ADDQ $128, SI
+	ADDQ $128, R9
+	ADDQ $128, R10
+	ADDQ $128, R11
+	SUBQ $32, R12
+	JNZ d4proc
+	HSUMX(Z0, Y0, X0)
+	VMOVSS X0, (DI)(R13*4)
+	INCQ R13
+	CMPQ R13, BX
+	JLT d4pro
+	MOVL $15, R9
+	VPBROADCASTD R9, Z31
+	MOVQ m+8(FP), R14
+	MOVQ codes+16(FP), SI
+	MOVQ stride+24(FP), DX
+	MOVQ rows+32(FP), BX
+	MOVQ dst+80(FP), R8
+	LEAQ (DX)(DX*2), R13
+	LEAQ (BX*4), AX
+	LEAQ (CX*4), R12
+	LEAQ (R12)(R12*2), R15
+d4four:
+	CMPQ BX, $4
+	JLT d4tail
+	ZACC16
+	MOVQ SI, R9
+	MOVQ ys+64(FP), R10
+	MOVQ CX, R11
+d4fblk:
+	VPMOVZXBD (R9), Z20
+	VPMOVZXBD (R9)(DX*1), Z21
+	VPMOVZXBD (R9)(DX*2), Z22
+	VPMOVZXBD (R9)(R13*1), Z23
+	VPANDD Z31, Z20, Z16
+	VPANDD Z31, Z21, Z17
+	VPANDD Z31, Z22, Z18
+	VPANDD Z31, Z23, Z19
+	VPSRLD $4, Z20, Z20
+	VPSRLD $4, Z21, Z21
+	VPSRLD $4, Z22, Z22
+	VPSRLD $4, Z23, Z23
+	VCVTDQ2PS Z16, Z16
+	VCVTDQ2PS Z17, Z17
+	VCVTDQ2PS Z18, Z18
+	VCVTDQ2PS Z19, Z19
+	VCVTDQ2PS Z20, Z20
+	VCVTDQ2PS Z21, Z21
+	VCVTDQ2PS Z22, Z22
+	VCVTDQ2PS Z23, Z23
+	VMOVUPS (R10), Z24
+	VMOVUPS 64(R10), Z25
+	FMA4(Z24, Z0, Z1, Z2, Z3)
+	FMA4ODD(Z25, Z0, Z1, Z2, Z3)
+	CMPQ R14, $2
+	JLT d4fnext
+	VMOVUPS (R10)(R12*1), Z24
+	VMOVUPS 64(R10)(R12*1), Z25
+	FMA4(Z24, Z4, Z5, Z6, Z7)
+	FMA4ODD(Z25, Z4, Z5, Z6, Z7)
+	CMPQ R14, $3
+	JLT d4fnext
+	VMOVUPS (R10)(R12*2), Z24
+	VMOVUPS 64(R10)(R12*2), Z25
+	FMA4(Z24, Z8, Z9, Z10, Z11)
+	FMA4ODD(Z25, Z8, Z9, Z10, Z11)
+	CMPQ R14, $4
+	JLT d4fnext
+	VMOVUPS (R10)(R15*1), Z24
+	VMOVUPS 64(R10)(R15*1), Z25
+	FMA4(Z24, Z12, Z13, Z14, Z15)
+	FMA4ODD(Z25, Z12, Z13, Z14, Z15)
+d4fnext:
+	ADDQ $16, R9
+	ADDQ $128, R10
+	SUBQ $32, R11
+	JNZ d4fblk
+	RED4(Z0, Z1, Z2, Z3, Y0, Y1, Y2, Y3, X0, X1, X2, X3)
+	STORE4(0, X0, (R8))
+	CMPQ R14, $2
+	JLT d4fend
+	RED4(Z4, Z5, Z6, Z7, Y4, Y5, Y6, Y7, X4, X5, X6, X7)
+	STORE4(1, X4, (R8)(AX*1))
+	CMPQ R14, $3
+	JLT d4fend
+	RED4(Z8, Z9, Z10, Z11, Y8, Y9, Y10, Y11, X8, X9, X10, X11)
+	STORE4(2, X8, (R8)(AX*2))
+	CMPQ R14, $4
+	JLT d4fend
+	RED4(Z12, Z13, Z14, Z15, Y12, Y13, Y14, Y15, X12, X13, X14, X15)
+	LEAQ (R8)(AX*2), R9
+	STORE4(3, X12, (R9)(AX*1))
+d4fend:
+	ADDQ $16, R8
+	LEAQ (SI)(DX*4), SI
+	SUBQ $4, BX
+	JMP d4four
+d4tail:
+	TESTQ BX, BX
+	JZ d4done
+	VPXORD Z0, Z0, Z0
+	VPXORD Z4, Z4, Z4
+	VPXORD Z8, Z8, Z8
+	VPXORD Z12, Z12, Z12
+	MOVQ SI, R9
+	MOVQ ys+64(FP), R10
+	MOVQ CX, R11
+d4tblk:
+	VPMOVZXBD (R9), Z20
+	VPANDD Z31, Z20, Z16
+	VPSRLD $4, Z20, Z20
+	VCVTDQ2PS Z16, Z16
+	VCVTDQ2PS Z20, Z20
+	VFMADD231PS (R10), Z16, Z0
+	VFMADD231PS 64(R10), Z20, Z0
+	CMPQ R14, $2
+	JLT d4tnext
+	VFMADD231PS (R10)(R12*1), Z16, Z4
+	VFMADD231PS 64(R10)(R12*1), Z20, Z4
+	CMPQ R14, $3
+	JLT d4tnext
+	VFMADD231PS (R10)(R12*2), Z16, Z8
+	VFMADD231PS 64(R10)(R12*2), Z20, Z8
+	CMPQ R14, $4
+	JLT d4tnext
+	VFMADD231PS (R10)(R15*1), Z16, Z12
+	VFMADD231PS 64(R10)(R15*1), Z20, Z12
+d4tnext:
+	ADDQ $16, R9
+	ADDQ $128, R10
+	SUBQ $32, R11
+	JNZ d4tblk
+	HSUMX(Z0, Y0, X0)
+	STORE1(0, X0, (R8))
+	CMPQ R14, $2
+	JLT d4tend
+	HSUMX(Z4, Y4, X4)
+	STORE1(1, X4, (R8)(AX*1))
+	CMPQ R14, $3
+	JLT d4tend
+	HSUMX(Z8, Y8, X8)
+	STORE1(2, X8, (R8)(AX*2))
+	CMPQ R14, $4
+	JLT d4tend
+	HSUMX(Z12, Y12, X12)
+	LEAQ (R8)(AX*2), R9
+	STORE1(3, X12, (R9)(AX*1))
+d4tend:
+	ADDQ $4, R8
+	ADDQ DX, SI
+	DECQ BX
+	JMP d4tail
 d4done:
 	VZEROUPPER
 	RET

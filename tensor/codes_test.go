@@ -16,6 +16,17 @@ func code(row []uint8, c, bits int) float64 {
 	return float64(row[c/2] >> (4 * (c % 2)) & 15)
 }
 
+// keyScore is y·(code·sc + mn) over a row's channels in float64, and the sum of the
+// terms' magnitudes.
+func keyScore(y []float32, row []uint8, sc, mn []float32, bits int) (want, abs float64) {
+	for c, v := range y {
+		p := float64(v) * (code(row, c, bits)*float64(sc[c]) + float64(mn[c]))
+		want += p
+		abs += math.Abs(float64(v)) * (math.Abs(code(row, c, bits)*float64(sc[c])) + math.Abs(float64(mn[c])))
+	}
+	return want, abs
+}
+
 // The code kernels against float64 sums over the documented layout: widths around the
 // vector blocks (16, 32, 64), strides wider than a row, every kernel set.
 func TestCodeRows(t *testing.T) {
@@ -34,12 +45,7 @@ func TestCodeRows(t *testing.T) {
 					for i := range codes {
 						codes[i] = uint8(r.IntN(256))
 					}
-					y := randSlice(r, k)
-					yn := make([]float32, k) // y in nibble order for the 4-bit kernels
-					copy(yn, y)
-					if bits == 4 {
-						NibbleOrder(yn, y)
-					}
+					y, ksc, kmn := randSlice(r, k), randSlice(r, k), randSlice(r, k)
 					dst := randSlice(r, rows+1)
 					last := dst[rows]
 					groups := []int{16, 32, 5, max(k, 1)}
@@ -53,10 +59,10 @@ func TestCodeRows(t *testing.T) {
 					acc := randSlice(r, k+1)
 					acc0 := append([]float32(nil), acc...)
 					if bits == 8 {
-						DotRowsU8(dst[:rows], y, 1, codes, stride)
+						DotRowsU8(dst[:rows], y, 1, codes, stride, ksc, kmn)
 						AxpyDequantU8(acc[:k], prob, 1, codes, stride, sc, mn, g)
 					} else {
-						DotRowsU4(dst[:rows], yn, 1, codes, stride)
+						DotRowsU4(dst[:rows], y, 1, codes, stride, ksc, kmn)
 						an := make([]float32, k)
 						NibbleOrder(an, acc[:k])
 						AxpyDequantU4(an, prob, 1, codes, stride, sc, mn, g)
@@ -64,13 +70,8 @@ func TestCodeRows(t *testing.T) {
 					}
 					name := fmt.Sprintf("%d-bit rows=%d k=%d group=%d", bits, rows, k, g)
 					for j := range rows {
-						var want, abs float64
-						for c := range k {
-							p := float64(y[c]) * code(codes[j*stride:], c, bits)
-							want += p
-							abs += math.Abs(p)
-						}
-						checkSum(t, fmt.Sprintf("DotRows %s: dst[%d]", name, j), dst[j], want, abs, k)
+						want, abs := keyScore(y, codes[j*stride:], ksc, kmn, bits)
+						checkSum(t, fmt.Sprintf("DotRows %s: dst[%d]", name, j), dst[j], want, abs, k+2)
 					}
 					if dst[rows] != last {
 						t.Fatalf("DotRows %s wrote past len(dst)", name)
@@ -135,25 +136,18 @@ func TestDotRowsQueries(t *testing.T) {
 						for i := range codes {
 							codes[i] = uint8(r.IntN(256))
 						}
-						y := randSlice(r, m*k)
+						y, ksc, kmn := randSlice(r, m*k), randSlice(r, k), randSlice(r, k)
 						dst := randSlice(r, m*rows+1)
 						last := dst[m*rows]
 						if bits == 8 {
-							DotRowsU8(dst[:m*rows], y, m, codes, stride)
+							DotRowsU8(dst[:m*rows], y, m, codes, stride, ksc, kmn)
 						} else {
-							yn := make([]float32, m*k)
-							NibbleOrder(yn, y)
-							DotRowsU4(dst[:m*rows], yn, m, codes, stride)
+							DotRowsU4(dst[:m*rows], y, m, codes, stride, ksc, kmn)
 						}
 						for h := range m {
 							for j := range rows {
-								var want, abs float64
-								for c := range k {
-									p := float64(y[h*k+c]) * code(codes[j*stride:], c, bits)
-									want += p
-									abs += math.Abs(p)
-								}
-								checkSum(t, fmt.Sprintf("%d-bit m=%d rows=%d k=%d: query %d row %d", bits, m, rows, k, h, j), dst[h*rows+j], want, abs, k)
+								want, abs := keyScore(y[h*k:(h+1)*k], codes[j*stride:], ksc, kmn, bits)
+								checkSum(t, fmt.Sprintf("%d-bit m=%d rows=%d k=%d: query %d row %d", bits, m, rows, k, h, j), dst[h*rows+j], want, abs, k+2)
 							}
 						}
 						if dst[m*rows] != last {

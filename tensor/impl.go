@@ -33,7 +33,7 @@ type impl struct {
 	// bf16ToF32 sets dst[i] = BF16ToFloat(src[i]) for i < len(src).
 	bf16ToF32 func(dst []float32, src []uint16)
 	// the kernels of codes.go, on checked arguments
-	dotRowsU8, dotRowsU4         func(dst, y []float32, m int, codes []uint8, stride int)
+	dotRowsU8, dotRowsU4         func(dst, y []float32, m int, codes []uint8, stride int, sc, mn []float32)
 	axpyDequantU8, axpyDequantU4 func(y, p []float32, m int, codes []uint8, stride int, sc, mn []float32, g int)
 	// packT, if set, packs rows 16 (half of a 32-row weight panel) or 12 (an
 	// activation panel) rows of a k-contiguous GEMM operand: dst[p*rows+i] =

@@ -78,10 +78,10 @@ func packT16BF16AVX512(dst *float32, src *uint16, ld, kc int)
 func packT12F32AVX512(dst, src *float32, ld, kc int)
 
 //go:noescape
-func dotRowsU8AVX512(y *float32, ldy, m int, codes *byte, stride, rows, k int, dst *float32)
+func dotRowsU8AVX512(y *float32, m int, codes *byte, stride, rows, k int, sc, mn, ys *float32, bias *[4]float32, dst *float32)
 
 //go:noescape
-func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, dst *float32)
+func dotRowsU4AVX512(y *float32, m int, codes *byte, stride, rows, k int, sc, mn, ys *float32, bias *[4]float32, dst *float32)
 
 //go:noescape
 func axpyDequantU8AVX512(p *float32, ldp, m, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32, ldy int)
@@ -129,36 +129,34 @@ func newAsmImpl(name string, mr, nr int, kernel func(int, *float32, *float32, *f
 	}
 }
 
-// The AVX-512 code kernels (codes_amd64.s) take whole vectors: 8-bit widths in
-// multiples of 16 (the rest in Go), 4-bit ones are multiples of 32 already.
+// The AVX-512 key-score kernels take up to four queries (their accumulators; more go
+// four at a time) of a multiple of 16 (8-bit) or 32 (4-bit) channels, at most
+// maxScoreK: their scaled queries are kept on the stack.
+const maxScoreK = 256
 
-func dotRowsU8Slices(dst, y []float32, m int, codes []uint8, stride int) {
+func dotRowsU8Slices(dst, y []float32, m int, codes []uint8, stride int, sc, mn []float32) {
 	k, rows := len(y)/m, len(dst)/m
-	kv := k &^ 15
-	for h := 0; h < m; h += 4 {
-		if kv > 0 {
-			dotRowsU8AVX512(&y[h*k], k, min(4, m-h), &codes[0], stride, rows, kv, &dst[h*rows])
-		} else {
-			clear(dst[h*rows : min(h+4, m)*rows])
-		}
+	if k%16 != 0 || k > maxScoreK {
+		dotRowsU8Go(dst, y, m, codes, stride, sc, mn)
+		return
 	}
-	for h := 0; h < m && kv < k; h++ {
-		yt := y[h*k+kv : (h+1)*k]
-		for j := range rows {
-			var s float32
-			for c, v := range codes[j*stride+kv : j*stride+k] {
-				s += yt[c] * float32(v)
-			}
-			dst[h*rows+j] += s
-		}
+	var ys [4 * maxScoreK]float32
+	var bias [4]float32
+	for h := 0; h < m; h += 4 {
+		dotRowsU8AVX512(&y[h*k], min(4, m-h), &codes[0], stride, rows, k, &sc[0], &mn[0], &ys[0], &bias, &dst[h*rows])
 	}
 }
 
-// The kernels take up to four queries (their accumulators); more go four at a time.
-func dotRowsU4Slices(dst, y []float32, m int, codes []uint8, stride int) {
+func dotRowsU4Slices(dst, y []float32, m int, codes []uint8, stride int, sc, mn []float32) {
 	k, rows := len(y)/m, len(dst)/m
+	if k > maxScoreK {
+		dotRowsU4Go(dst, y, m, codes, stride, sc, mn)
+		return
+	}
+	var ys [4 * maxScoreK]float32
+	var bias [4]float32
 	for h := 0; h < m; h += 4 {
-		dotRowsU4AVX512(&y[h*k], min(4, m-h), &codes[0], stride, rows, k, &dst[h*rows])
+		dotRowsU4AVX512(&y[h*k], min(4, m-h), &codes[0], stride, rows, k, &sc[0], &mn[0], &ys[0], &bias, &dst[h*rows])
 	}
 }
 
