@@ -8,21 +8,8 @@
 // A 16-byte load widens (VPMOVZXBD) to 16 int32: for 8-bit codes these are 16
 // channels; for 4-bit codes the low nibbles (AND 15) are the 16 even channels and the
 // high ones (shift by 4) the 16 odd ones of a block of 32, which is why the 4-bit
-// kernels take their float operand in nibble order (see tensor.NibbleOrder).
-
-// HSUM1 leaves the sum of the 16 floats of za in the low float of xa (y and x name
-// the same registers' lower halves), with yt as scratch; HSUM adds zb into za first.
-#define HSUM1(za, ya, yt, xa, xt) \
-	VEXTRACTF64X4 $1, za, yt; \
-	VADDPS yt, ya, ya; \
-	VEXTRACTF128 $1, ya, xt; \
-	VADDPS xt, xa, xa; \
-	VHADDPS xa, xa, xa; \
-	VHADDPS xa, xa, xa
-
-#define HSUM(za, zb, ya, yb, xa, xb) \
-	VADDPS zb, za, za; \
-	HSUM1(za, ya, yb, xa, xb)
+// kernels work on floats in nibble order (see tensor.NibbleOrder): the key kernel
+// permutes its scaled queries so in its prologue, the value kernel's sums are so.
 
 // The key scores: dst[h*rows+j] = Σ_c y[h*k+c]·(code(j, c)·sc[c] + mn[c]) for h < m
 // (1…4), j < rows, c < k (a positive multiple of 16; of 32 for 4-bit codes): queries
@@ -72,6 +59,28 @@
 // STORE1 stores query h's one sum (the low float of xa) plus its bias at dst.
 #define STORE1(h, xa, dst) \
 	VADDSS (4*h)(DI), xa, xa; VMOVSS xa, dst
+
+// SUMS4 reduces the m (R14) queries' four-row accumulators and stores them plus their
+// biases, query h at R8 + h·AX; SUMS1 does the same for one row. Both end at label end
+// for m < 4.
+#define SUMS4(end) \
+	RED4(Z0, Z1, Z2, Z3, Y0, Y1, Y2, Y3, X0, X1, X2, X3); STORE4(0, X0, (R8)); \
+	CMPQ R14, $2; JLT end; \
+	RED4(Z4, Z5, Z6, Z7, Y4, Y5, Y6, Y7, X4, X5, X6, X7); STORE4(1, X4, (R8)(AX*1)); \
+	CMPQ R14, $3; JLT end; \
+	RED4(Z8, Z9, Z10, Z11, Y8, Y9, Y10, Y11, X8, X9, X10, X11); STORE4(2, X8, (R8)(AX*2)); \
+	CMPQ R14, $4; JLT end; \
+	RED4(Z12, Z13, Z14, Z15, Y12, Y13, Y14, Y15, X12, X13, X14, X15); \
+	LEAQ (R8)(AX*2), R9; STORE4(3, X12, (R9)(AX*1))
+
+#define SUMS1(end) \
+	HSUMX(Z0, Y0, X0); STORE1(0, X0, (R8)); \
+	CMPQ R14, $2; JLT end; \
+	HSUMX(Z4, Y4, X4); STORE1(1, X4, (R8)(AX*1)); \
+	CMPQ R14, $3; JLT end; \
+	HSUMX(Z8, Y8, X8); STORE1(2, X8, (R8)(AX*2)); \
+	CMPQ R14, $4; JLT end; \
+	HSUMX(Z12, Y12, X12); LEAQ (R8)(AX*2), R9; STORE1(3, X12, (R9)(AX*1))
 
 // func dotRowsU8AVX512(y *float32, m int, codes *byte, stride, rows, k int, sc, mn, ys *float32, bias *[4]float32, dst *float32)
 TEXT ·dotRowsU8AVX512(SB), NOSPLIT, $0-88
@@ -147,21 +156,7 @@ d8fnext:
 	ADDQ $64, R10
 	SUBQ $16, R11
 	JNZ d8fblk
-	RED4(Z0, Z1, Z2, Z3, Y0, Y1, Y2, Y3, X0, X1, X2, X3)
-	STORE4(0, X0, (R8))
-	CMPQ R14, $2
-	JLT d8fend
-	RED4(Z4, Z5, Z6, Z7, Y4, Y5, Y6, Y7, X4, X5, X6, X7)
-	STORE4(1, X4, (R8)(AX*1))
-	CMPQ R14, $3
-	JLT d8fend
-	RED4(Z8, Z9, Z10, Z11, Y8, Y9, Y10, Y11, X8, X9, X10, X11)
-	STORE4(2, X8, (R8)(AX*2))
-	CMPQ R14, $4
-	JLT d8fend
-	RED4(Z12, Z13, Z14, Z15, Y12, Y13, Y14, Y15, X12, X13, X14, X15)
-	LEAQ (R8)(AX*2), R9
-	STORE4(3, X12, (R9)(AX*1))
+	SUMS4(d8fend)
 d8fend:
 	ADDQ $16, R8
 	LEAQ (SI)(DX*4), SI
@@ -195,21 +190,7 @@ d8tnext:
 	ADDQ $64, R10
 	SUBQ $16, R11
 	JNZ d8tblk
-	HSUMX(Z0, Y0, X0)
-	STORE1(0, X0, (R8))
-	CMPQ R14, $2
-	JLT d8tend
-	HSUMX(Z4, Y4, X4)
-	STORE1(1, X4, (R8)(AX*1))
-	CMPQ R14, $3
-	JLT d8tend
-	HSUMX(Z8, Y8, X8)
-	STORE1(2, X8, (R8)(AX*2))
-	CMPQ R14, $4
-	JLT d8tend
-	HSUMX(Z12, Y12, X12)
-	LEAQ (R8)(AX*2), R9
-	STORE1(3, X12, (R9)(AX*1))
+	SUMS1(d8tend)
 d8tend:
 	ADDQ $4, R8
 	ADDQ DX, SI
@@ -363,21 +344,7 @@ d4fnext:
 	ADDQ $128, R10
 	SUBQ $32, R11
 	JNZ d4fblk
-	RED4(Z0, Z1, Z2, Z3, Y0, Y1, Y2, Y3, X0, X1, X2, X3)
-	STORE4(0, X0, (R8))
-	CMPQ R14, $2
-	JLT d4fend
-	RED4(Z4, Z5, Z6, Z7, Y4, Y5, Y6, Y7, X4, X5, X6, X7)
-	STORE4(1, X4, (R8)(AX*1))
-	CMPQ R14, $3
-	JLT d4fend
-	RED4(Z8, Z9, Z10, Z11, Y8, Y9, Y10, Y11, X8, X9, X10, X11)
-	STORE4(2, X8, (R8)(AX*2))
-	CMPQ R14, $4
-	JLT d4fend
-	RED4(Z12, Z13, Z14, Z15, Y12, Y13, Y14, Y15, X12, X13, X14, X15)
-	LEAQ (R8)(AX*2), R9
-	STORE4(3, X12, (R9)(AX*1))
+	SUMS4(d4fend)
 d4fend:
 	ADDQ $16, R8
 	LEAQ (SI)(DX*4), SI
@@ -418,21 +385,7 @@ d4tnext:
 	ADDQ $128, R10
 	SUBQ $32, R11
 	JNZ d4tblk
-	HSUMX(Z0, Y0, X0)
-	STORE1(0, X0, (R8))
-	CMPQ R14, $2
-	JLT d4tend
-	HSUMX(Z4, Y4, X4)
-	STORE1(1, X4, (R8)(AX*1))
-	CMPQ R14, $3
-	JLT d4tend
-	HSUMX(Z8, Y8, X8)
-	STORE1(2, X8, (R8)(AX*2))
-	CMPQ R14, $4
-	JLT d4tend
-	HSUMX(Z12, Y12, X12)
-	LEAQ (R8)(AX*2), R9
-	STORE1(3, X12, (R9)(AX*1))
+	SUMS1(d4tend)
 d4tend:
 	ADDQ $4, R8
 	ADDQ DX, SI
@@ -486,13 +439,6 @@ d4done:
 
 #define NEXT ADDQ $4, AX; ADDQ CX, R9; ADDQ CX, R12; ADDQ DX, SI
 
-// ZACC zeroes the accumulators Z0-Z15.
-#define ZACC \
-	VPXORD Z0, Z0, Z0; VPXORD Z1, Z1, Z1; VPXORD Z2, Z2, Z2; VPXORD Z3, Z3, Z3; \
-	VPXORD Z4, Z4, Z4; VPXORD Z5, Z5, Z5; VPXORD Z6, Z6, Z6; VPXORD Z7, Z7, Z7; \
-	VPXORD Z8, Z8, Z8; VPXORD Z9, Z9, Z9; VPXORD Z10, Z10, Z10; VPXORD Z11, Z11, Z11; \
-	VPXORD Z12, Z12, Z12; VPXORD Z13, Z13, Z13; VPXORD Z14, Z14, Z14; VPXORD Z15, Z15, Z15
-
 // ADDY adds accumulators a0-a3 into the 64 floats at y and stores them.
 #define ADDY(y, a0, a1, a2, a3) \
 	VADDPS 0(y), a0, a0; VADDPS 64(y), a1, a1; VADDPS 128(y), a2, a2; VADDPS 192(y), a3, a3; \
@@ -525,7 +471,7 @@ TEXT ·axpyDequantU8AVX512(SB), NOSPLIT, $0-96
 	SHLQ $2, R13
 	SHLQ $2, R10
 	SHLQ $2, R11
-	ZACC
+	ZACC16
 	CMPQ m+16(FP), $2
 	JGE q8many
 q8pair:
@@ -627,7 +573,7 @@ TEXT ·axpyDequantU4AVX512(SB), NOSPLIT, $0-96
 	SHLQ $2, R13
 	SHLQ $2, R10
 	SHLQ $2, R11
-	ZACC
+	ZACC16
 	MOVL $15, DI
 	VPBROADCASTD DI, Z31
 	CMPQ m+16(FP), $2
