@@ -439,6 +439,18 @@ d4done:
 
 #define NEXT ADDQ $4, AX; ADDQ CX, R9; ADDQ CX, R12; ADDQ DX, SI
 
+// ACC2, ACC3 and ACC4 add the dequantized row into 2, 3 or 4 queries' sums (their
+// probabilities ldp apart from AX) and step to the next row.
+#define ACC2 \
+	ACCQ((AX), Z0, Z1, Z2, Z3); ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7); NEXT
+
+#define ACC3 \
+	ACCQ((AX), Z0, Z1, Z2, Z3); ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7); ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11); NEXT
+
+#define ACC4 \
+	ACCQ((AX), Z0, Z1, Z2, Z3); ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7); ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11); \
+	ACCQ((AX)(R15*1), Z12, Z13, Z14, Z15); NEXT
+
 // ADDY adds accumulators a0-a3 into the 64 floats at y and stores them.
 #define ADDY(y, a0, a1, a2, a3) \
 	VADDPS 0(y), a0, a0; VADDPS 64(y), a1, a1; VADDPS 128(y), a2, a2; VADDPS 192(y), a3, a3; \
@@ -497,9 +509,7 @@ q8many:
 q8m2:
 	WIDEN8(Z16, Z17, Z18, Z19)
 	DEQ
-	ACCQ((AX), Z0, Z1, Z2, Z3)
-	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
-	NEXT
+	ACC2
 	DECQ BX
 	JNZ q8m2
 	JMP q8store
@@ -509,21 +519,14 @@ q8m3:
 q8m3loop:
 	WIDEN8(Z16, Z17, Z18, Z19)
 	DEQ
-	ACCQ((AX), Z0, Z1, Z2, Z3)
-	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
-	ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11)
-	NEXT
+	ACC3
 	DECQ BX
 	JNZ q8m3loop
 	JMP q8store
 q8m4:
 	WIDEN8(Z16, Z17, Z18, Z19)
 	DEQ
-	ACCQ((AX), Z0, Z1, Z2, Z3)
-	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
-	ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11)
-	ACCQ((AX)(R15*1), Z12, Z13, Z14, Z15)
-	NEXT
+	ACC4
 	DECQ BX
 	JNZ q8m4
 q8store:
@@ -601,9 +604,7 @@ q4many:
 q4m2:
 	WIDEN4(Z16, Z17, Z18, Z19)
 	DEQ
-	ACCQ((AX), Z0, Z1, Z2, Z3)
-	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
-	NEXT
+	ACC2
 	DECQ BX
 	JNZ q4m2
 	JMP q4store
@@ -613,21 +614,14 @@ q4m3:
 q4m3loop:
 	WIDEN4(Z16, Z17, Z18, Z19)
 	DEQ
-	ACCQ((AX), Z0, Z1, Z2, Z3)
-	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
-	ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11)
-	NEXT
+	ACC3
 	DECQ BX
 	JNZ q4m3loop
 	JMP q4store
 q4m4:
 	WIDEN4(Z16, Z17, Z18, Z19)
 	DEQ
-	ACCQ((AX), Z0, Z1, Z2, Z3)
-	ACCQ((AX)(R14*1), Z4, Z5, Z6, Z7)
-	ACCQ((AX)(R14*2), Z8, Z9, Z10, Z11)
-	ACCQ((AX)(R15*1), Z12, Z13, Z14, Z15)
-	NEXT
+	ACC4
 	DECQ BX
 	JNZ q4m4
 q4store:
