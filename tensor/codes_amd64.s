@@ -456,6 +456,14 @@ d4done:
 	VADDPS 0(y), a0, a0; VADDPS 64(y), a1, a1; VADDPS 128(y), a2, a2; VADDPS 192(y), a3, a3; \
 	VMOVUPS a0, 0(y); VMOVUPS a1, 64(y); VMOVUPS a2, 128(y); VMOVUPS a3, 192(y)
 
+// ADDYS adds the BX (1…4) queries' accumulators into their 64 floats at DI, R14 floats
+// apart, ending at label end for fewer than four.
+#define ADDYS(end) \
+	SHLQ $2, R14; ADDY(DI, Z0, Z1, Z2, Z3); \
+	CMPQ BX, $2; JLT end; ADDQ R14, DI; ADDY(DI, Z4, Z5, Z6, Z7); \
+	CMPQ BX, $3; JLT end; ADDQ R14, DI; ADDY(DI, Z8, Z9, Z10, Z11); \
+	CMPQ BX, $4; JLT end; ADDQ R14, DI; ADDY(DI, Z12, Z13, Z14, Z15)
+
 // func axpyDequantU8AVX512(p *float32, ldp, m, rows int, codes *byte, stride int, sc, mn *float32, ng int, offs *[4]int, y *float32, ldy int)
 // y[h*ldy+c] += Σ_j p[h*ldp+j]·(code(j, c)·sc[j*ng + offs[c/16]] + mn[j*ng + offs[c/16]])
 // for the 64 columns c of each query h < m (1…4), j < rows (rows ≥ 1): probability-
@@ -532,21 +540,8 @@ q8m4:
 q8store:
 	MOVQ y+80(FP), DI
 	MOVQ ldy+88(FP), R14
-	SHLQ $2, R14
 	MOVQ m+16(FP), BX
-	ADDY(DI, Z0, Z1, Z2, Z3)
-	CMPQ BX, $2
-	JLT q8done
-	ADDQ R14, DI
-	ADDY(DI, Z4, Z5, Z6, Z7)
-	CMPQ BX, $3
-	JLT q8done
-	ADDQ R14, DI
-	ADDY(DI, Z8, Z9, Z10, Z11)
-	CMPQ BX, $4
-	JLT q8done
-	ADDQ R14, DI
-	ADDY(DI, Z12, Z13, Z14, Z15)
+	ADDYS(q8done)
 q8done:
 	VZEROUPPER
 	RET
@@ -627,21 +622,8 @@ q4m4:
 q4store:
 	MOVQ y+80(FP), DI
 	MOVQ ldy+88(FP), R14
-	SHLQ $2, R14
 	MOVQ m+16(FP), BX
-	ADDY(DI, Z0, Z1, Z2, Z3)
-	CMPQ BX, $2
-	JLT q4done
-	ADDQ R14, DI
-	ADDY(DI, Z4, Z5, Z6, Z7)
-	CMPQ BX, $3
-	JLT q4done
-	ADDQ R14, DI
-	ADDY(DI, Z8, Z9, Z10, Z11)
-	CMPQ BX, $4
-	JLT q4done
-	ADDQ R14, DI
-	ADDY(DI, Z12, Z13, Z14, Z15)
+	ADDYS(q4done)
 q4done:
 	VZEROUPPER
 	RET
