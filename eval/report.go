@@ -378,24 +378,35 @@ func (r *StudyReport) Markdown() string {
 	fmt.Fprintf(&b, "\n## Critical KV footprint at %d tokens (the paper's Table 2)\n\n", longest)
 	b.WriteString("The smallest measured KV footprint among a method's settings that keep the threshold, with the 5–95% interval over bootstrap resamples of the samples in brackets (`none` as the upper end: in more than 5% of resamples no setting passes); `none (x fails)`: no setting passes, the densest tried having footprint x; `< x`: the sparsest setting tried still passes; `(one setting)`: a method without a knob, at its only setting.\n\n")
 	cols := r.categoryColumns()
-	criticalTable := func(peak bool) {
+	// criticalTable writes every method's critical footprint (or peak) per category, at
+	// the longest length (length 0) or at another one.
+	criticalTable := func(peak bool, length int) {
 		writeTable(&b, append([]string{"method"}, cols...), func(add func(...string)) {
 			for _, m := range r.Methods {
+				cats := m.Categories
+				if length != 0 {
+					cats = nil
+					for _, lc := range m.ByLength {
+						if lc.Length == length {
+							cats = lc.Categories
+						}
+					}
+				}
 				row := []string{m.Name}
 				for _, c := range cols {
 					if m.Missing != "" {
 						row = append(row, "missing")
 					} else {
-						row = append(row, fmtCritical(m.Categories[c], peak))
+						row = append(row, fmtCritical(cats[c], peak))
 					}
 				}
 				add(row...)
 			}
 		})
 	}
-	criticalTable(false)
+	criticalTable(false, 0)
 	b.WriteString("\nCritical KV peak (the peak at the critical setting):\n\n")
-	criticalTable(true)
+	criticalTable(true, 0)
 	var missing []string
 	for _, m := range r.Methods {
 		if m.Missing != "" {
@@ -424,25 +435,7 @@ func (r *StudyReport) Markdown() string {
 			continue
 		}
 		fmt.Fprintf(&b, "\n## Critical KV footprint at %d tokens\n\n", l)
-		writeTable(&b, append([]string{"method"}, cols...), func(add func(...string)) {
-			for _, m := range r.Methods {
-				row := []string{m.Name}
-				for _, c := range cols {
-					if m.Missing != "" {
-						row = append(row, "missing")
-						continue
-					}
-					var cr Critical
-					for _, lc := range m.ByLength {
-						if lc.Length == l {
-							cr = lc.Categories[c]
-						}
-					}
-					row = append(row, fmtCritical(cr, false))
-				}
-				add(row...)
-			}
-		})
+		criticalTable(false, l)
 	}
 	b.WriteString("\n## Every setting\n\nMeans over samples; footprint and peak are the meter's, as fractions of full attention; peak bytes is the most storage the cache held.\n\n")
 	writeTable(&b, []string{"method", "sparsity", "task", "length", "score", "footprint", "peak", "peak KiB", "samples", "setting"}, func(add func(...string)) {
