@@ -188,9 +188,6 @@ func BenchmarkSiLUMul(b *testing.B) {
 	gate := make([]float32, n)
 	for _, im := range impls {
 		b.Run(im.name, func(b *testing.B) {
-			saved := active
-			defer func() { active = saved }()
-			active = im
 			for b.Loop() {
 				copy(gate, g)
 				im.siluMul(gate, up)

@@ -14,9 +14,7 @@ import "fmt"
 // rows dequantized with a scale and a minimum per channel (a quantized cache's key
 // group), each row widened once for all of them (as DotRowsU4).
 func DotRowsU8(dst, y []float32, m int, codes []uint8, stride int, sc, mn []float32) {
-	checkQueries("DotRowsU8", len(dst), len(y), m)
-	checkCodes("DotRowsU8", len(dst)/m, len(y)/m, codes, stride, 1)
-	checkChannels("DotRowsU8", len(y)/m, sc, mn)
+	checkKeyRows("DotRowsU8", dst, y, m, codes, stride, 1, sc, mn)
 	if len(y) == 0 {
 		clear(dst)
 	} else if len(dst) > 0 {
@@ -29,9 +27,7 @@ func DotRowsU8(dst, y []float32, m int, codes []uint8, stride int, sc, mn []floa
 // widening, which is most of the cost for one (a grouped-query attention's query
 // heads share their KV head's keys).
 func DotRowsU4(dst, y []float32, m int, codes []uint8, stride int, sc, mn []float32) {
-	checkQueries("DotRowsU4", len(dst), len(y), m)
-	checkCodes("DotRowsU4", len(dst)/m, len(y)/m, codes, stride, 2)
-	checkChannels("DotRowsU4", len(y)/m, sc, mn)
+	checkKeyRows("DotRowsU4", dst, y, m, codes, stride, 2, sc, mn)
 	if len(y) == 0 {
 		clear(dst)
 	} else if len(dst) > 0 {
@@ -39,7 +35,13 @@ func DotRowsU4(dst, y []float32, m int, codes []uint8, stride int, sc, mn []floa
 	}
 }
 
-func checkChannels(name string, k int, sc, mn []float32) {
+// checkKeyRows panics unless the arguments of DotRowsU8/U4 fit: m queries of k
+// channels, as many rows of codes as dst has scores per query, a scale and a minimum
+// per channel.
+func checkKeyRows(name string, dst, y []float32, m int, codes []uint8, stride, per int, sc, mn []float32) {
+	checkQueries(name, len(dst), len(y), m)
+	k := len(y) / m
+	checkCodes(name, len(dst)/m, k, codes, stride, per)
 	if min(len(sc), len(mn)) < k {
 		panic(fmt.Sprintf("tensor.%s: %d channels: have %d scales, %d minima", name, k, len(sc), len(mn)))
 	}
@@ -96,14 +98,15 @@ func NibbleUnorder(dst, x []float32) {
 	}
 }
 
-// checkCodes panics unless rows rows of k codes (per codes to a byte) fit codes at
-// stride, and a 4-bit k is a multiple of 32.
+// checkQueries panics unless m ≥ 1 queries split values and outs evenly.
 func checkQueries(name string, outs, values, m int) {
 	if m < 1 || values%m != 0 || outs%m != 0 {
 		panic(fmt.Sprintf("tensor.%s: %d queries in %d values, %d outputs", name, m, values, outs))
 	}
 }
 
+// checkCodes panics unless rows rows of k codes (per codes to a byte) fit codes at
+// stride, and a 4-bit k is a multiple of 32.
 func checkCodes(name string, rows, k int, codes []uint8, stride, per int) {
 	bytes := (k + per - 1) / per
 	need := 0
@@ -187,19 +190,15 @@ func axpyDequantU4Go(y, p []float32, m int, codes []uint8, stride int, sc, mn []
 	k, rows := len(y)/m, len(p)/m
 	ng := (k + g - 1) / g
 	for h := range m {
-		axpyDequantU4One(y[h*k:(h+1)*k], p[h*rows:(h+1)*rows], codes, stride, sc, mn, g, ng)
-	}
-}
-
-func axpyDequantU4One(y, p []float32, codes []uint8, stride int, sc, mn []float32, g, ng int) {
-	k := len(y)
-	for j, pj := range p {
-		row, s, m := codes[j*stride:j*stride+k/2], sc[j*ng:(j+1)*ng], mn[j*ng:(j+1)*ng]
-		for b := 0; b < k; b += 32 {
-			yb, rb, sb, mb := y[b:b+32], row[b/2:b/2+16], s[b/g], m[b/g]
-			for i, v := range rb {
-				yb[i] += pj * (float32(v&15)*sb + mb)
-				yb[16+i] += pj * (float32(v>>4)*sb + mb)
+		yh := y[h*k : (h+1)*k]
+		for j, pj := range p[h*rows : (h+1)*rows] {
+			row, s, mj := codes[j*stride:j*stride+k/2], sc[j*ng:(j+1)*ng], mn[j*ng:(j+1)*ng]
+			for b := 0; b < k; b += 32 {
+				yb, rb, sb, mb := yh[b:b+32], row[b/2:b/2+16], s[b/g], mj[b/g]
+				for i, v := range rb {
+					yb[i] += pj * (float32(v&15)*sb + mb)
+					yb[16+i] += pj * (float32(v>>4)*sb + mb)
+				}
 			}
 		}
 	}

@@ -240,9 +240,9 @@ func pack(im *impl, buf []float32, o operand, r0, rn, p0, kc, blk int) {
 		if n < blk {
 			clear(panel)
 		}
-		kv := kc &^ 15
+		p1 := 0 // columns [0, p1) are packed by packT, the rest below
 		shape := blk == 32 || blk == 12 && o.f32 != nil // packT's panels
-		if o.cs == 1 && n == blk && kv > 0 && shape && im.packT != nil {
+		if kv := kc &^ 15; o.cs == 1 && n == blk && kv > 0 && shape && im.packT != nil {
 			// Full panels of rows with contiguous k (MatMulT's weights and activations),
 			// transposed 16x16 at a time in registers.
 			if blk == 12 {
@@ -251,21 +251,13 @@ func pack(im *impl, buf []float32, o operand, r0, rn, p0, kc, blk int) {
 				im.packT(panel, o, (r0+r)*o.rs+p0, kv, 16)
 				im.packT(panel[16:], o, (r0+r+16)*o.rs+p0, kv, 16)
 			}
-			for i := 0; i < n && kv < kc; i++ {
-				base := (r0+r+i)*o.rs + p0
-				for p := kv; p < kc; p++ {
-					if o.f32 != nil {
-						panel[p*blk+i] = o.f32[base+p]
-					} else {
-						panel[p*blk+i] = BF16ToFloat(o.bf16[base+p])
-					}
-				}
+			if p1 = kv; p1 == kc {
+				continue
 			}
-			continue
 		}
 		if o.f32 != nil && o.rs == 1 {
 			// Columns are contiguous (MatMul's B, MatMulTN's A): copy them whole.
-			for p := 0; p < kc; p++ {
+			for p := p1; p < kc; p++ {
 				base := r0 + r + (p0+p)*o.cs
 				copy(panel[p*blk:p*blk+n], o.f32[base:base+n])
 			}
@@ -275,21 +267,21 @@ func pack(im *impl, buf []float32, o operand, r0, rn, p0, kc, blk int) {
 			base := (r0+r+i)*o.rs + p0*o.cs
 			if o.f32 != nil {
 				if o.cs == 1 {
-					for p, v := range o.f32[base : base+kc] {
-						panel[p*blk+i] = v
+					for p, v := range o.f32[base+p1 : base+kc] {
+						panel[(p1+p)*blk+i] = v
 					}
 				} else {
-					for p := 0; p < kc; p++ {
+					for p := p1; p < kc; p++ {
 						panel[p*blk+i] = o.f32[base+p*o.cs]
 					}
 				}
 			} else {
 				if o.cs == 1 {
-					for p, v := range o.bf16[base : base+kc] {
-						panel[p*blk+i] = BF16ToFloat(v)
+					for p, v := range o.bf16[base+p1 : base+kc] {
+						panel[(p1+p)*blk+i] = BF16ToFloat(v)
 					}
 				} else {
-					for p := 0; p < kc; p++ {
+					for p := p1; p < kc; p++ {
 						panel[p*blk+i] = BF16ToFloat(o.bf16[base+p*o.cs])
 					}
 				}
