@@ -240,7 +240,8 @@ func pack(im *impl, buf []float32, o operand, r0, rn, p0, kc, blk int) {
 		if n < blk {
 			clear(panel)
 		}
-		p1 := 0 // columns [0, p1) are packed by packT, the rest below
+		// Columns [0, p1) are transposed by packT, the rest by the loops below.
+		p1 := 0
 		shape := blk == 32 || blk == 12 && o.f32 != nil // packT's panels
 		if kv := kc &^ 15; o.cs == 1 && n == blk && kv > 0 && shape && im.packT != nil {
 			// Full panels of rows with contiguous k (MatMulT's weights and activations),
