@@ -32,7 +32,7 @@ type attnWork struct {
 }
 
 // work returns the scratch of t parts.
-func (c *Cache) work(t int) []attnWork {
+func (c *hostStorage) work(t int) []attnWork {
 	if len(c.ws) < t {
 		c.ws = append(c.ws, make([]attnWork, t-len(c.ws))...)
 	}
@@ -43,7 +43,7 @@ func (c *Cache) work(t int) []attnWork {
 // query block (latest blocks first: they see the most keys, so the parts' last units
 // are short), phase 1's the query heads whose probabilities a policy asks for.
 type chunkJob struct {
-	c      *Cache
+	c      *hostStorage
 	q, out []float32
 	n, bq  int
 	blocks int
@@ -78,7 +78,7 @@ func (j *chunkJob) Do(w, ph, u int) {
 // attendChunk computes the attention of the n queries of the forward for every query
 // head, and the asked probabilities into c.acc. A unit's rows are attnRows (the group's
 // heads x its queries), fewer when that leaves too few units for the parts.
-func (c *Cache) attendChunk(q, out []float32, n int) {
+func (c *hostStorage) attendChunk(q, out []float32, n int) {
 	s := c.shape
 	group := s.Heads / s.KVHeads
 	t := tensor.Threads()
@@ -96,10 +96,10 @@ func (c *Cache) attendChunk(q, out []float32, n int) {
 }
 
 // attendBlock is the attention of queries [i0, i1) of every query head of KV head g.
-func (c *Cache) attendBlock(w *attnWork, q, out []float32, n, g, i0, i1 int) {
+func (c *hostStorage) attendBlock(w *attnWork, q, out []float32, n, g, i0, i1 int) {
 	s := c.shape
 	d, group := s.HeadDim, s.Heads/s.KVHeads
-	K, V, past := c.kview[g], c.vview[g], c.fwd[g].Past
+	K, V, past := c.kview[g], c.vview[g], c.past[g]
 	nq := i1 - i0
 	R := group * nq
 	scale := float32(1 / math.Sqrt(float64(d)))
@@ -174,11 +174,11 @@ func (c *Cache) attendBlock(w *attnWork, q, out []float32, n, g, i0, i1 int) {
 // scoreHead accumulates into c.acc[qh] the probabilities of the queries its KV head's
 // request asks for: each asked query's softmax over all it sees (or, Local, over the
 // chunk's keys it sees).
-func (c *Cache) scoreHead(w *attnWork, q []float32, n, qh int) {
+func (c *hostStorage) scoreHead(w *attnWork, q []float32, n, qh int) {
 	s := c.shape
 	d := s.HeadDim
 	g := qh / (s.Heads / s.KVHeads)
-	req, past, K := c.req[g], c.fwd[g].Past, c.kview[g]
+	req, past, K := c.req[g], c.past[g], c.kview[g]
 	if req.none() {
 		return
 	}
@@ -236,7 +236,7 @@ const decodeUnitsPerPart = 4
 
 // decodeScratch is the decode kernel's scratch, reused across steps, and its job.
 type decodeScratch struct {
-	c      *Cache
+	c      *hostStorage
 	q      []float32 // [Heads, d]: the queries, pre-scaled by 1/√d
 	o      []float32 // [piece, group, d]: un-normalised partial outputs
 	m, l   []float32 // [piece, group]: partial max and sum of exp
@@ -262,7 +262,7 @@ func (dc *decodeScratch) Do(w, _, unit int) { dc.c.decodeRange(w, unit) }
 
 // attendDecode writes the attention of the forward's single query of every query head
 // into out, and the asked probabilities into c.acc.
-func (c *Cache) attendDecode(q, out []float32) {
+func (c *hostStorage) attendDecode(q, out []float32) {
 	s := c.shape
 	d, group := s.HeadDim, s.Heads/s.KVHeads
 	dc := &c.dec
@@ -275,7 +275,7 @@ func (c *Cache) attendDecode(q, out []float32) {
 	keys := 0
 	for g := range s.KVHeads {
 		off[g] = keys
-		n := c.fwd[g].Past + 1
+		n := c.past[g] + 1
 		keys += n
 		for qh := g * group; qh < (g+1)*group; qh++ {
 			grow(&c.scr[qh], n)
@@ -308,7 +308,7 @@ func (c *Cache) attendDecode(q, out []float32) {
 
 // decodeRange is unit i, run by part w: keys [i·keys/units, (i+1)·keys/units) of the
 // concatenation.
-func (c *Cache) decodeRange(w, i int) {
+func (c *hostStorage) decodeRange(w, i int) {
 	dc := &c.dec
 	a0, a1 := i*dc.keys/dc.units, (i+1)*dc.keys/dc.units
 	for g := range c.shape.KVHeads {
@@ -328,7 +328,7 @@ func (c *Cache) decodeRange(w, i int) {
 // pt is the running part's scratch. Quantized storage that allows it is read in its
 // packed form (quantStore.scoreRows, sumRows); other rowStore heads are converted a
 // tile at a time.
-func (c *Cache) decodePiece(g, p int, pt *decodePart) {
+func (c *hostStorage) decodePiece(g, p int, pt *decodePart) {
 	s, dc := c.shape, &c.dec
 	d, group := s.HeadDim, s.Heads/s.KVHeads
 	rs, buf := c.rows[g], pt.buf
@@ -381,7 +381,7 @@ func (c *Cache) decodePiece(g, p int, pt *decodePart) {
 // decodeMerge combines query head qh's pieces into its output o and, if its KV head's
 // policy asks, its probabilities into c.acc[qh] (exp(score − M)/L; Local: the softmax
 // over the chunk's keys, here the query's own key alone, so 1).
-func (c *Cache) decodeMerge(qh int, o []float32) {
+func (c *hostStorage) decodeMerge(qh int, o []float32) {
 	s, dc := c.shape, &c.dec
 	d, group := s.HeadDim, s.Heads/s.KVHeads
 	g, h := qh/group, qh%group
@@ -411,7 +411,7 @@ func (c *Cache) decodeMerge(qh int, o []float32) {
 	if req.none() {
 		return
 	}
-	past := c.fwd[g].Past
+	past := c.past[g]
 	acc := grow(&c.acc[qh], past+1)
 	clear(acc)
 	if req.Local {

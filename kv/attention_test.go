@@ -113,11 +113,7 @@ func TestChunkAttentionMatchesReference(t *testing.T) {
 					pasts := make([]int, s.KVHeads)
 					for g := range pasts {
 						pasts[g] = past * (g + 1) / s.KVHeads // KV heads of different lengths
-						h := &c.heads[0][g]
-						h.st.appendRows(randRows(rng, pasts[g]*d), randRows(rng, pasts[g]*d), pasts[g], d)
-						for i := 0; i < pasts[g]; i++ {
-							h.pos = append(h.pos, int32(i))
-						}
+						c.seed(0, g, randRows(rng, pasts[g]*d), randRows(rng, pasts[g]*d), pasts[g], d)
 					}
 					c.pos = past
 					mustBegin(c, model.Step{Pos: past, Rows: n, Prefill: true})
@@ -125,12 +121,12 @@ func TestChunkAttentionMatchesReference(t *testing.T) {
 					k := randRows(rng, n*s.KVHeads*d)
 					v := randRows(rng, n*s.KVHeads*d)
 					got := make([]float32, len(q))
-					c.Attend(0, q, k, v, got)
+					c.attendHost(0, q, k, v, got)
 					K, V := make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
 					reqs := make([]ScoreRequest, s.KVHeads)
 					for g := range K {
 						var kb, vb []float32
-						k, v := c.heads[0][g].st.view(&kb, &vb)
+						k, v := c.store(0, g).view(&kb, &vb)
 						K[g], V[g] = append([]float32(nil), k...), append([]float32(nil), v...)
 						f := &Forward{Head: g, Past: pasts[g], N: n}
 						reqs[g] = r.req(f)
@@ -163,14 +159,9 @@ func chunkBench(b *testing.B, s Shape, n, threads int) {
 	b.ResetTimer()
 	for b.Loop() {
 		mustBegin(c, prefillStep(c, n, true))
-		c.Attend(0, q, k, v, out)
+		c.attendHost(0, q, k, v, out)
 		b.StopTimer()
-		for g := range c.heads[0] { // empty the cache again, keeping its capacity
-			h := &c.heads[0][g]
-			h.st.truncate(0)
-			h.pos = h.pos[:0]
-		}
-		c.bytes = 0
+		c.empty() // keeping its capacity
 		b.StartTimer()
 	}
 	flops := 4 * float64(s.Heads) * float64(n) * float64(n+1) / 2 * float64(d) // QKᵀ and PV, causal
@@ -240,11 +231,7 @@ func TestDecodeAttentionMatchesReference(t *testing.T) {
 						pasts := make([]int, s.KVHeads)
 						for g := range pasts {
 							pasts[g] = past * (g + 1) / s.KVHeads
-							h := &c.heads[0][g]
-							h.st.appendRows(randRows(rng, pasts[g]*d), randRows(rng, pasts[g]*d), pasts[g], d)
-							for i := 0; i < pasts[g]; i++ {
-								h.pos = append(h.pos, int32(i))
-							}
+							c.seed(0, g, randRows(rng, pasts[g]*d), randRows(rng, pasts[g]*d), pasts[g], d)
 						}
 						c.pos = past
 						mustBegin(c, decodeStep(c))
@@ -255,12 +242,12 @@ func TestDecodeAttentionMatchesReference(t *testing.T) {
 						k := randRows(rng, s.KVHeads*d)
 						v := randRows(rng, s.KVHeads*d)
 						got := make([]float32, len(q))
-						c.Attend(0, q, k, v, got)
+						c.attendHost(0, q, k, v, got)
 						K, V := make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
 						reqs := make([]ScoreRequest, s.KVHeads)
 						for g := range K {
 							var kb, vb []float32
-							k, v := c.heads[0][g].st.view(&kb, &vb)
+							k, v := c.store(0, g).view(&kb, &vb)
 							K[g], V[g] = append([]float32(nil), k...), append([]float32(nil), v...)
 							reqs[g] = r.req(&Forward{Head: g, Past: pasts[g], N: 1})
 							reqs[g].From, reqs[g].To = max(reqs[g].From, 0), min(reqs[g].To, 1)

@@ -25,27 +25,13 @@ func fill(c *Cache, ctx int, seed uint64) {
 				rows[i] = float32(rng.NormFloat64())
 				rows2[i] = float32(rng.NormFloat64())
 			}
-			h := &c.heads[l][g]
-			h.st.appendRows(rows, rows2, ctx, d)
-			for i := 0; i < ctx; i++ {
-				h.pos = append(h.pos, int32(i))
-			}
-			f := Forward{Layer: l, Head: g, Layers: c.shape.Layers, N: ctx, Prefill: true, Final: true, Pos: h.pos}
+			c.seed(l, g, rows, rows2, ctx, d)
+			f := Forward{Layer: l, Head: g, Layers: c.shape.Layers, N: ctx, Prefill: true, Final: true, Pos: c.heads[l][g]}
 			if c.pol.Scores(&f).none() {
 				if keep := c.pol.Keep(&f); keep != nil {
-					h.st.keep(keep)
-					for i, j := range keep {
-						h.pos[i] = h.pos[j]
-					}
-					h.pos = h.pos[:len(keep)]
+					c.keepSeeded(l, g, keep)
 				}
 			}
-		}
-	}
-	c.bytes = 0
-	for l := range c.heads {
-		for g := range c.heads[l] {
-			c.bytes += c.heads[l][g].st.bytes()
 		}
 	}
 	c.pos = ctx
@@ -144,7 +130,7 @@ func BenchmarkDecodeAttention(b *testing.B) {
 						for b.Loop() {
 							mustBegin(c, decodeStep(c))
 							for l := 0; l < sh.s.Layers; l++ {
-								c.Attend(l, q, k, v, out)
+								c.attendHost(l, q, k, v, out)
 							}
 							c.Commit()
 							bytes += c.Bytes()

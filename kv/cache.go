@@ -36,42 +36,32 @@ type Observer interface {
 	Step(n int, prefill bool, entries int64, bytes, peakBytes int64)
 }
 
-// head is one KV head of one layer: its storage and the position of each entry.
-type head struct {
-	st  store
-	pos []int32
-}
-
-// Cache is a KV cache run by a policy; it implements model.Cache.
+// Cache is a KV cache run by a policy; it implements model.Cache. It is the
+// backend-neutral half: the policy's decisions, the positions of every entry and the
+// meter's counts; the entries themselves and the attention over them are its Storage.
 type Cache struct {
 	shape Shape // as stored: with an expanding policy, one head per query head
 	rep   int   // stored heads per model KV head (1, or the GQA group when expanded)
 	pol   Policy
 	obs   Observer
+	st    Storage
 	pos   int
-	heads [][]head   // [layer][KV head]
-	step  model.Step // the forward in progress
-	bytes int64      // storage held now
-	peak  int64      // most storage held during the forward in progress
+	heads [][][]int32 // [layer][stored head]: the positions of its entries
+	step  model.Step  // the forward in progress
+	peak  int64       // most storage held during the forward in progress
 
-	// scratch, reused across calls
-	fwd          []Forward // per KV head
-	req          []ScoreRequest
-	kbuf, vbuf   [][]float32 // per KV head: dequantized views
-	kview, vview [][]float32
-	rows         []rowStore    // per KV head: set (and no views) when decode converts tiles
-	scr          [][]float32   // per query head: decode scores
-	acc          [][]float32   // per query head: accumulated probabilities
-	ws           []attnWork    // per goroutine of the chunk kernel
-	dec          decodeScratch // the decode kernel's
+	// per stored head, reused across calls
+	fwd  []Forward
+	args AttendArgs
 }
 
 // Option configures New.
 type Option func(*config)
 
 type config struct {
-	obs Observer
-	dir string
+	obs     Observer
+	dir     string
+	storage StorageMaker
 }
 
 // WithObserver reports every attention call and step to o (a footprint.Meter).
@@ -90,7 +80,7 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 	for _, o := range options {
 		o(&cfg)
 	}
-	pol, st, err := compose(spec, s, cfg.dir)
+	pol, prec, err := compose(spec, s, cfg.dir)
 	if err != nil {
 		return nil, fmt.Errorf("kv: policy %q: %w", spec, err)
 	}
@@ -98,19 +88,20 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 	if e, ok := pol.(expander); ok && e.expand() {
 		rep, s.KVHeads = s.Heads/s.KVHeads, s.Heads
 	}
-	c := &Cache{shape: s, rep: rep, pol: pol, obs: cfg.obs, heads: make([][]head, s.Layers)}
+	mk := cfg.storage
+	if mk == nil {
+		mk = HostStorage
+	}
+	st, err := mk(s, rep, prec)
+	if err != nil {
+		return nil, fmt.Errorf("kv: policy %q: %w", spec, err)
+	}
+	c := &Cache{shape: s, rep: rep, pol: pol, obs: cfg.obs, st: st, heads: make([][][]int32, s.Layers)}
 	for l := range c.heads {
-		c.heads[l] = make([]head, s.KVHeads)
-		for g := range c.heads[l] {
-			c.heads[l][g].st = st.newStore(s.HeadDim)
-		}
+		c.heads[l] = make([][]int32, s.KVHeads)
 	}
 	c.fwd = make([]Forward, s.KVHeads)
-	c.req = make([]ScoreRequest, s.KVHeads)
-	c.kbuf, c.vbuf = make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
-	c.kview, c.vview = make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
-	c.rows = make([]rowStore, s.KVHeads)
-	c.scr, c.acc = make([][]float32, s.Heads), make([][]float32, s.Heads)
+	c.args = AttendArgs{Past: make([]int, s.KVHeads), Req: make([]ScoreRequest, s.KVHeads), Scores: make([][]float32, s.KVHeads)}
 	return c, nil
 }
 
@@ -127,13 +118,13 @@ func (c *Cache) Pos() int { return c.pos }
 func (c *Cache) Heads() int { return c.shape.KVHeads }
 
 // Len is the number of entries (layer, KV head) holds.
-func (c *Cache) Len(layer, kvHead int) int { return len(c.heads[layer][kvHead].pos) }
+func (c *Cache) Len(layer, kvHead int) int { return len(c.heads[layer][kvHead]) }
 
 // Positions are the positions of the entries (layer, KV head) holds.
-func (c *Cache) Positions(layer, kvHead int) []int32 { return c.heads[layer][kvHead].pos }
+func (c *Cache) Positions(layer, kvHead int) []int32 { return c.heads[layer][kvHead] }
 
 // Bytes is the storage the cache holds: keys, values and quantization scales.
-func (c *Cache) Bytes() int64 { return c.bytes }
+func (c *Cache) Bytes() int64 { return c.st.Bytes() }
 
 // PatchLen is how many of the prompt's last tokens the policy wants appended to every
 // non-final pre-fill chunk (SnapKV's patch, docs/METHODS.md §4.4); 0 for most policies.
@@ -170,87 +161,56 @@ func (c *Cache) Begin(s model.Step) error {
 		return fmt.Errorf("kv: a step with %d patch rows, but the policy asks for %d", s.Patch, c.PatchLen())
 	}
 	c.step = s
-	c.peak = c.bytes
+	c.peak = c.st.Bytes()
 	return nil
 }
 
 // Attend appends the forward's keys and values of layer, writes the attention of q into
 // out, and lets the policy evict. q and out are [n, Heads·HeadDim], k and v
 // [n, KVHeads·HeadDim].
-func (c *Cache) Attend(layer int, q, k, v, out []float32) {
+func (c *Cache) Attend(layer int, q, k, v, out model.Buf) {
 	n := c.step.Rows
 	if n == 0 {
 		panic("kv: Attend outside a step: the model calls Begin first")
 	}
-	s := c.shape
-	d, stride := s.HeadDim, s.KVHeads/c.rep*s.HeadDim // k and v hold the model's KV heads
+	s, a := c.shape, &c.args
+	a.N, a.Tokens = n, c.step.Tokens()
+	c.st.Append(layer, k, v, n)
 	for g := range c.heads[layer] {
-		h := &c.heads[layer][g]
-		past := len(h.pos)
-		b0 := h.st.bytes()
-		src := g / c.rep
-		h.st.appendRows(k[src*d:], v[src*d:], n, stride)
+		pos := c.heads[layer][g]
+		past := len(pos)
 		for i := 0; i < n; i++ {
-			h.pos = append(h.pos, int32(c.pos+i))
+			pos = append(pos, int32(c.pos+i))
 		}
-		c.bytes += h.st.bytes() - b0
+		c.heads[layer][g] = pos
 		f := &c.fwd[g]
-		*f = Forward{Layer: layer, Head: g, KVHead: src, Layers: s.Layers, Past: past, N: c.step.Tokens(), Patch: c.step.Patch,
-			Prefill: c.step.Prefill, Final: c.step.Final, buf: f.buf, order: f.order, pool: f.pool, Scores: f.Scores}
-		c.req[g] = c.pol.Scores(f)
-		c.req[g].From, c.req[g].To = max(c.req[g].From, 0), min(c.req[g].To, n)
-		c.rows[g] = nil
-		if rs, ok := h.st.(rowStore); ok && n == 1 {
-			c.rows[g], c.kview[g], c.vview[g] = rs, nil, nil // decode converts tiles itself
-		} else {
-			c.kview[g], c.vview[g] = h.st.view(&c.kbuf[g], &c.vbuf[g])
-		}
+		*f = Forward{Layer: layer, Head: g, KVHead: g / c.rep, Layers: s.Layers, Past: past, N: a.Tokens, Patch: c.step.Patch,
+			Prefill: c.step.Prefill, Final: c.step.Final, buf: f.buf, order: f.order, pool: f.pool}
+		r := c.pol.Scores(f)
+		r.From, r.To = max(r.From, 0), min(r.To, n)
+		a.Past[g], a.Req[g] = past, r
 	}
-	c.peak = max(c.peak, c.bytes)
-	c.attend(q, out, n)
-	group := s.Heads / s.KVHeads
+	c.peak = max(c.peak, c.st.Bytes())
+	c.st.Attend(layer, q, out, a)
 	for g := range c.heads[layer] {
-		h := &c.heads[layer][g]
 		f := &c.fwd[g]
-		b0 := h.st.bytes()
 		if f.Patch > 0 {
-			h.st.truncate(f.Len())
-			h.pos = h.pos[:f.Len()]
+			c.st.Truncate(layer, g, f.Len())
+			c.heads[layer][g] = c.heads[layer][g][:f.Len()]
 		}
-		f.Pos = h.pos
-		f.Scores = f.Scores[:0]
-		if !c.req[g].none() {
-			f.Scores = grow(&f.Scores, f.Len())
-			clear(f.Scores)
-			inv := 1 / float32(group)
-			for qh := g * group; qh < (g+1)*group; qh++ {
-				for j, p := range c.acc[qh][:f.Len()] {
-					f.Scores[j] += p * inv
-				}
-			}
-		}
+		pos := c.heads[layer][g]
+		f.Pos, f.Scores = pos, a.Scores[g]
 		if c.obs != nil {
 			c.obs.Attended(layer, g, f.Past, f.N)
 		}
 		if keep := c.pol.Keep(f); keep != nil {
-			h.st.keep(keep)
+			c.st.Keep(layer, g, keep)
 			for i, j := range keep {
-				h.pos[i] = h.pos[j]
+				pos[i] = pos[j]
 			}
-			h.pos = h.pos[:len(keep)]
+			c.heads[layer][g] = pos[:len(keep)]
 		}
-		c.bytes += h.st.bytes() - b0
 	}
-}
-
-// attend computes every query head's attention: a chunk by the tiled kernel, a decode
-// step (memory bound) by the streaming one (attention.go).
-func (c *Cache) attend(q, out []float32, n int) {
-	if n > 1 {
-		c.attendChunk(q, out, n)
-		return
-	}
-	c.attendDecode(q, out)
 }
 
 // Commit ends the forward: Pos advances by the step's tokens (patch rows excluded).
@@ -261,10 +221,10 @@ func (c *Cache) Commit() {
 		var entries int64
 		for l := range c.heads {
 			for g := range c.heads[l] {
-				entries += int64(len(c.heads[l][g].pos))
+				entries += int64(len(c.heads[l][g]))
 			}
 		}
-		c.obs.Step(real, c.step.Prefill, entries, c.bytes, c.peak)
+		c.obs.Step(real, c.step.Prefill, entries, c.st.Bytes(), c.peak)
 	}
 	c.step = model.Step{}
 }

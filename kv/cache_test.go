@@ -49,7 +49,7 @@ func forwardFn(c *Cache, s Shape, rng *rand.Rand) func(st model.Step) []float32 
 		v := randRows(rng, n*s.KVHeads*s.HeadDim)
 		out := make([]float32, len(q))
 		for l := 0; l < s.Layers; l++ {
-			c.Attend(l, q, k, v, out)
+			c.attendHost(l, q, k, v, out)
 		}
 		c.Commit()
 		return out
@@ -230,7 +230,7 @@ func TestFullMatchesReference(t *testing.T) {
 			v := randRows(rng, n*small.KVHeads*d)
 			got, want := make([]float32, len(q)), make([]float32, len(q))
 			for l := 0; l < small.Layers; l++ {
-				c.Attend(l, q, k, v, got)
+				c.attendHost(l, q, k, v, got)
 				ref.attend(l, q, k, v, want, n)
 				for i := range got {
 					if !close32(got[i], want[i], 1e-5) {
@@ -305,7 +305,7 @@ func testSnapKVSelection(t *testing.T, gqa string) {
 		k := randRows(rng, chunk*s.KVHeads*d)
 		v := randRows(rng, chunk*s.KVHeads*d)
 		mustBegin(c, prefillStep(c, chunk, ci == 1))
-		c.Attend(0, q, k, v, make([]float32, len(q)))
+		c.attendHost(0, q, k, v, make([]float32, len(q)))
 		c.Commit()
 		for h := 0; h < heads; h++ {
 			votes := make([]float64, chunk-window)
@@ -453,7 +453,7 @@ func TestTOVAKeepsAttendedKey(t *testing.T) {
 	q := []float32{0, 0, 0, 0, 5, 0}
 	k := []float32{5, 0, -5, 0, 0, 0}
 	mustBegin(c, prefillStep(c, 3, true))
-	c.Attend(0, q, k, k, make([]float32, 6))
+	c.attendHost(0, q, k, k, make([]float32, 6))
 	c.Commit()
 	if got := c.Positions(0, 0); !slices.Equal(got, []int32{0, 2}) {
 		t.Errorf("kept %v, want [0 2]", got)
@@ -559,7 +559,7 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 		step := func() {
 			mustBegin(c, decodeStep(c))
 			for l := 0; l < small.Layers; l++ {
-				c.Attend(l, q, k, v, out)
+				c.attendHost(l, q, k, v, out)
 			}
 			c.Commit()
 		}
@@ -596,7 +596,7 @@ func TestExpandedCacheAttendsLikeFull(t *testing.T) {
 			}
 			mustBegin(c, st)
 			for l := 0; l < small.Layers; l++ {
-				c.Attend(l, q, k, v, outs[i])
+				c.attendHost(l, q, k, v, outs[i])
 			}
 			c.Commit()
 		}

@@ -21,10 +21,12 @@ func (r *refFull) Begin(s model.Step) error {
 	r.rows = s.Rows
 	return s.Check()
 }
-func (r *refFull) Attend(layer int, q, k, v, out []float32) { r.attend(layer, q, k, v, out, r.rows) }
-func (r *refFull) Commit()                                  { r.pos += r.rows }
-func (r *refFull) Pos() int                                 { return r.pos }
-func (r *refFull) PatchLen() int                            { return 0 }
+func (r *refFull) Attend(layer int, q, k, v, out model.Buf) {
+	r.attend(layer, model.HostOf(q), model.HostOf(k), model.HostOf(v), model.HostOf(out), r.rows)
+}
+func (r *refFull) Commit()       { r.pos += r.rows }
+func (r *refFull) Pos() int      { return r.pos }
+func (r *refFull) PatchLen() int { return 0 }
 
 func newRefFull(s Shape) *refFull {
 	r := &refFull{s: s, k: make([][][]float32, s.Layers), v: make([][][]float32, s.Layers)}

@@ -19,16 +19,16 @@ import (
 type quant struct{ bits, group, residual int }
 
 func init() {
-	mustAdd(Registration{Name: "quant", Kind: Storage, Example: "quant:bits=4,group=32,residual=32",
+	mustAdd(Registration{Name: "quant", Kind: Stored, Example: "quant:bits=4,group=32,residual=32",
 		Doc: "KIVI: keys quantized per channel, values per token, recent tokens in float32",
 		Params: []Param{
 			{Key: "bits", Type: Choice, Default: "4", Choices: []string{"2", "4", "8"}, Doc: "bits per code"},
 			{Key: "group", Type: Int, Default: "32", Min: 1, Max: 1 << 20, Doc: "tokens (keys) or channels (values) per scale"},
 			{Key: "residual", Type: Int, Default: "32", Min: 0, Max: 1 << 30, Doc: "most recent tokens held in float32"},
 		},
-		newStorage: func(a Args) (storeMaker, error) {
+		newStorage: func(a Args) (Precision, error) {
 			bits, _ := strconv.Atoi(a.Text("bits"))
-			return quant{bits: bits, group: a.Int("group"), residual: a.Int("residual")}, nil
+			return Precision{Name: "quant", Bits: bits, Group: a.Int("group"), Residual: a.Int("residual")}, nil
 		}})
 }
 

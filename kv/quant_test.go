@@ -181,8 +181,7 @@ func TestQuantDecodeMatchesReference(t *testing.T) {
 					pasts := make([]int, s.KVHeads)
 					for g := range pasts {
 						n := past * (g + 1) / s.KVHeads
-						h := &c.heads[0][g]
-						h.st.appendRows(randRows(rng, n*64), randRows(rng, n*64), n, 64)
+						c.seed(0, g, randRows(rng, n*64), randRows(rng, n*64), n, 64)
 						if evict {
 							var keep []int
 							for i := 0; i < n; i++ {
@@ -190,11 +189,8 @@ func TestQuantDecodeMatchesReference(t *testing.T) {
 									keep = append(keep, i)
 								}
 							}
-							h.st.keep(keep)
+							c.keepSeeded(0, g, keep)
 							n = len(keep)
-						}
-						for i := 0; i < n; i++ {
-							h.pos = append(h.pos, int32(i))
 						}
 						pasts[g] = n
 					}
@@ -206,12 +202,12 @@ func TestQuantDecodeMatchesReference(t *testing.T) {
 					}
 					k, v := randRows(rng, s.KVHeads*64), randRows(rng, s.KVHeads*64)
 					got := make([]float32, len(q))
-					c.Attend(0, q, k, v, got)
+					c.attendHost(0, q, k, v, got)
 					K, V := make([][]float32, s.KVHeads), make([][]float32, s.KVHeads)
 					reqs := make([]ScoreRequest, s.KVHeads)
 					for g := range K {
 						var kb, vb []float32
-						k, v := c.heads[0][g].st.view(&kb, &vb)
+						k, v := c.store(0, g).view(&kb, &vb)
 						K[g], V[g] = slices.Clone(k), slices.Clone(v)
 						reqs[g] = req(&Forward{Head: g, Past: pasts[g], N: 1})
 						reqs[g].From, reqs[g].To = max(reqs[g].From, 0), min(reqs[g].To, 1)

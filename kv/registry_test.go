@@ -37,7 +37,7 @@ func registrySpecs() (ok, refused []string) {
 			sel = append(sel, r.Example)
 		case Role:
 			role = append(role, r.Example)
-		case Storage:
+		case Stored:
 			storage = append(storage, r.Example)
 		}
 	}
@@ -233,7 +233,7 @@ func TestEveryRegisteredPolicy(t *testing.T) {
 			step := func() {
 				mustBegin(c, decodeStep(c))
 				for l := 0; l < s.Layers; l++ {
-					c.Attend(l, q, k, v, out)
+					c.attendHost(l, q, k, v, out)
 				}
 				c.Commit()
 			}
@@ -262,7 +262,7 @@ func TestFullChunkInvariance(t *testing.T) {
 			hi := min(lo+chunk, n)
 			mustBegin(c, model.Step{Pos: lo, Rows: hi - lo, Prefill: true, Final: hi == n})
 			for l := 0; l < s.Layers; l++ {
-				c.Attend(l, q[lo*s.Heads*d:hi*s.Heads*d], k[lo*s.KVHeads*d:hi*s.KVHeads*d], v[lo*s.KVHeads*d:hi*s.KVHeads*d], out[lo*s.Heads*d:hi*s.Heads*d])
+				c.attendHost(l, q[lo*s.Heads*d:hi*s.Heads*d], k[lo*s.KVHeads*d:hi*s.KVHeads*d], v[lo*s.KVHeads*d:hi*s.KVHeads*d], out[lo*s.Heads*d:hi*s.Heads*d])
 			}
 			c.Commit()
 		}

@@ -25,7 +25,7 @@ type Kind int
 const (
 	Selector Kind = iota // which entries a KV head keeps
 	Role                 // which KV heads are streaming
-	Storage              // the precision entries are stored in
+	Stored               // the precision entries are stored in
 )
 
 func (k Kind) String() string {
@@ -65,7 +65,7 @@ type Registration struct {
 	NewSelector func(Args) (Policy, error)
 
 	newRole    func(Args) (*headmask, error)
-	newStorage func(Args) (storeMaker, error)
+	newStorage func(Args) (Precision, error)
 }
 
 var registry = map[string]*Registration{}
@@ -314,16 +314,16 @@ func (r *Registration) keys() []string {
 }
 
 // compose builds the policy and the storage of a spec for a model shape.
-func compose(spec string, s Shape, dir string) (Policy, storeMaker, error) {
+func compose(spec string, s Shape, dir string) (Policy, Precision, error) {
 	parts, err := parseSpec(spec)
 	if err != nil {
-		return nil, nil, err
+		return nil, Precision{}, err
 	}
 	var byKind [3]*part
 	for i := range parts {
 		p := &parts[i]
 		if prev := byKind[p.reg.Kind]; prev != nil {
-			return nil, nil, fmt.Errorf("%s and %s are both a %s: a spec combines at most one token selector, "+
+			return nil, Precision{}, fmt.Errorf("%s and %s are both a %s: a spec combines at most one token selector, "+
 				"one head role and one storage (%s)", prev.reg.Name, p.reg.Name, p.reg.Kind, kindsList())
 		}
 		byKind[p.reg.Kind] = p
@@ -332,25 +332,25 @@ func compose(spec string, s Shape, dir string) (Policy, storeMaker, error) {
 	var pol Policy = full{}
 	if p := byKind[Selector]; p != nil {
 		if pol, err = p.reg.NewSelector(args(p)); err != nil {
-			return nil, nil, err
+			return nil, Precision{}, err
 		}
 	}
 	if p := byKind[Role]; p != nil {
 		if sel := byKind[Selector]; sel != nil && sel.reg.Name == "streaming" {
-			return nil, nil, fmt.Errorf("headmask+streaming: headmask already makes its streaming heads keep sink+window; " +
+			return nil, Precision{}, fmt.Errorf("headmask+streaming: headmask already makes its streaming heads keep sink+window; " +
 				"a streaming selector would make every head streaming (use streaming alone)")
 		}
 		hm, err := p.reg.newRole(args(p))
 		if err != nil {
-			return nil, nil, err
+			return nil, Precision{}, err
 		}
 		hm.inner = pol
 		pol = hm
 	}
-	var st storeMaker = f32Maker{}
-	if p := byKind[Storage]; p != nil {
+	st := Precision{Name: "f32"}
+	if p := byKind[Stored]; p != nil {
 		if st, err = p.reg.newStorage(args(p)); err != nil {
-			return nil, nil, err
+			return nil, Precision{}, err
 		}
 	}
 	return pol, st, nil
@@ -359,7 +359,7 @@ func compose(spec string, s Shape, dir string) (Policy, storeMaker, error) {
 // kindsList names the registrations of each kind, for error messages.
 func kindsList() string {
 	var out []string
-	for k := Selector; k <= Storage; k++ {
+	for k := Selector; k <= Stored; k++ {
 		var names []string
 		for _, r := range Registry() {
 			if r.Kind == k {
@@ -383,9 +383,9 @@ func (bf16Maker) newStore(d int) store { return &bf16Store{d: d} }
 type storeMaker interface{ newStore(d int) store }
 
 func init() {
-	mustAdd(Registration{Name: "bf16", Kind: Storage, Example: "bf16",
+	mustAdd(Registration{Name: "bf16", Kind: Stored, Example: "bf16",
 		Doc:        "keys and values stored as bfloat16 (half the bytes of float32)",
-		newStorage: func(Args) (storeMaker, error) { return bf16Maker{}, nil }})
+		newStorage: func(Args) (Precision, error) { return Precision{Name: "bf16"}, nil }})
 }
 
 // SplitSpecs splits a comma-separated list of policy specs, whose own key=value options

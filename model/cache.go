@@ -53,11 +53,12 @@ func (s Step) phase() string {
 // query sees what the cache kept from earlier steps plus the step's rows causally),
 // and may evict only after the rows have been attended to.
 //
-// q and out are [Rows, Heads·HeadDim]; k and v are [Rows, KVHeads·HeadDim]; keys
-// arrive after RoPE, at their absolute positions Pos … Pos+Rows−1.
+// q and out are [Rows, Heads·HeadDim]; k and v are [Rows, KVHeads·HeadDim], buffers
+// of the model's backend (a cache stores on the same backend); keys arrive after
+// RoPE, at their absolute positions Pos … Pos+Rows−1.
 type Cache interface {
 	Begin(s Step) error
-	Attend(layer int, q, k, v, out []float32)
+	Attend(layer int, q, k, v, out Buf)
 	Commit()
 	// Pos is the number of tokens fed so far: the position of the next token. It is
 	// independent of how many entries eviction has left in the cache.

@@ -30,7 +30,8 @@ func (c *fullCache) Begin(s model.Step) error {
 	return s.Check()
 }
 
-func (c *fullCache) Attend(layer int, q, k, v, out []float32) {
+func (c *fullCache) Attend(layer int, qb, kb, vb, ob model.Buf) {
+	q, k, v, out := model.HostOf(qb), model.HostOf(kb), model.HostOf(vb), model.HostOf(ob)
 	n := c.step.Rows
 	d, kvd := c.s.HeadDim, c.s.KVHeads*c.s.HeadDim
 	group := c.s.Heads / c.s.KVHeads

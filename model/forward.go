@@ -2,8 +2,6 @@ package model
 
 import (
 	"fmt"
-
-	"github.com/kvfoot/kvfoot/tensor"
 )
 
 // Seq is one sequence's part of a batched forward: the rows of several sequences,
@@ -22,30 +20,33 @@ type Seq struct {
 	Logits []float32
 }
 
-// Runner runs forward passes. It owns the scratch buffers, sized for the largest
-// batch seen so far, so that a steady decode loop allocates nothing. A Runner is not
-// safe for concurrent use; a Model is, so run one Runner per goroutine.
+// Runner runs forward passes on the model's backend. It owns the activation
+// buffers, sized for the largest batch seen so far, so that a steady decode loop
+// allocates nothing. A Runner is not safe for concurrent use; a Model is, so run one
+// Runner per goroutine.
 type Runner struct {
 	m    *Model
+	b    Backend
 	rows int // capacity of the buffers, in rows
 
-	x, xb    []float32 // residual stream and normed input, [rows, hidden]
-	q, att   []float32 // queries and attention output, [rows, heads·head_dim]
-	k, v     []float32 // [rows, kv_heads·head_dim]
-	gate, up []float32 // [rows, intermediate]
-	cos, sin []float32 // rotary tables of every row's position, [rows, head_dim/2]
-	hidden   []float32 // final-normed rows whose logits are asked for
-	logits   []float32 // their logits, [rows asked, vocab]
+	x, xb    Buf // residual stream and normed input, [rows, hidden]
+	q, att   Buf // queries and attention output, [rows, heads·head_dim]
+	k, v     Buf // [rows, kv_heads·head_dim]
+	gate, up Buf // [rows, intermediate]
+	cos, sin Buf // rotary tables of every row's position, [rows, head_dim/2]
+	hidden   Buf // final-normed rows whose logits are asked for
+	logits   Buf // their logits, [rows asked, vocab]
+	hostOut  []float32
 
 	one      [1]Seq // Forward's batch of one
 	decodeID [1]int
 	ids      []int // a pre-fill chunk with its patch
 }
 
-// NewRunner returns a Runner whose buffers hold forwards of up to rows rows; a larger
-// forward grows them once.
+// NewRunner returns a Runner on the model's backend whose buffers hold forwards of up
+// to rows rows; a larger forward grows them once.
 func NewRunner(m *Model, rows int) *Runner {
-	r := &Runner{m: m}
+	r := &Runner{m: m, b: m.Backend()}
 	r.grow(max(rows, 1))
 	return r
 }
@@ -54,14 +55,14 @@ func (r *Runner) grow(n int) {
 	if n <= r.rows {
 		return
 	}
-	c := &r.m.Config
+	c, b := &r.m.Config, r.b
 	qd, kvd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	r.rows = n
-	r.x, r.xb = make([]float32, n*c.Hidden), make([]float32, n*c.Hidden)
-	r.q, r.att = make([]float32, n*qd), make([]float32, n*qd)
-	r.k, r.v = make([]float32, n*kvd), make([]float32, n*kvd)
-	r.gate, r.up = make([]float32, n*c.Intermediate), make([]float32, n*c.Intermediate)
-	r.cos, r.sin = make([]float32, n*c.HeadDim/2), make([]float32, n*c.HeadDim/2)
+	r.x, r.xb = b.Alloc(n*c.Hidden), b.Alloc(n*c.Hidden)
+	r.q, r.att = b.Alloc(n*qd), b.Alloc(n*qd)
+	r.k, r.v = b.Alloc(n*kvd), b.Alloc(n*kvd)
+	r.gate, r.up = b.Alloc(n*c.Intermediate), b.Alloc(n*c.Intermediate)
+	r.cos, r.sin = b.Alloc(n*c.HeadDim/2), b.Alloc(n*c.HeadDim/2)
 }
 
 // Forward runs one step of one sequence and returns the logits of its last token
@@ -77,7 +78,7 @@ func (r *Runner) Forward(cache Cache, ids []int, step Step, all bool) ([]float32
 // ForwardBatch runs one step of every sequence in seqs as one forward pass and sets
 // each one's Logits. Nothing is fed to any cache unless every step is valid.
 func (r *Runner) ForwardBatch(seqs []Seq) error {
-	m, c := r.m, &r.m.Config
+	m, c, b := r.m, &r.m.Config, r.b
 	n, asked := 0, 0
 	for i := range seqs {
 		s := &seqs[i]
@@ -94,10 +95,11 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 		return fmt.Errorf("model: empty batch")
 	}
 	r.grow(n)
-	H, qd, kvd, F := c.Hidden, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim, c.Intermediate
-	x, xb := r.x[:n*H], r.xb[:n*H]
-	q, att, k, v := r.q[:n*qd], r.att[:n*qd], r.k[:n*kvd], r.v[:n*kvd]
-	gate, up := r.gate[:n*F], r.up[:n*F]
+	H, qd, kvd, F, half := c.Hidden, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim, c.Intermediate, len(m.invFreq)
+	x, xb := r.x.Slice(0, n*H), r.xb.Slice(0, n*H)
+	q, att, k, v := r.q.Slice(0, n*qd), r.att.Slice(0, n*qd), r.k.Slice(0, n*kvd), r.v.Slice(0, n*kvd)
+	gate, up := r.gate.Slice(0, n*F), r.up.Slice(0, n*F)
+	cos, sin := r.cos.Slice(0, n*half), r.sin.Slice(0, n*half)
 
 	row := 0
 	for i := range seqs {
@@ -107,65 +109,63 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 			// begun before it are left mid-step, so refuse loudly.
 			return fmt.Errorf("model: cache of sequence %d refused its step: %w", i, err)
 		}
-		for j, id := range s.IDs {
-			embedRow(x[(row+j)*H:(row+j+1)*H], &m.Embed, id)
-		}
-		half := len(m.invFreq)
-		tensor.RoPETables(r.cos[row*half:], r.sin[row*half:], m.invFreq, s.Step.Pos, s.Step.Rows)
-		row += s.Step.Rows
+		a, e := row, row+s.Step.Rows
+		b.Embed(x.Slice(a*H, e*H), &m.Embed, s.IDs)
+		b.RoPETables(cos.Slice(a*half, e*half), sin.Slice(a*half, e*half), m.invFreq, s.Step.Pos, s.Step.Rows)
+		row = e
 	}
 
 	for l := range m.Layers {
 		L := &m.Layers[l]
 		// attention: x += O · attend(rope(Q·norm(x)), rope(K·norm(x)), V·norm(x))
-		tensor.RMSNormRows(xb, x, L.AttnNorm, c.NormEps, n)
-		tensor.MatMulTs(xb, n, tensor.Proj{Dst: q, W: &L.Q.W}, tensor.Proj{Dst: k, W: &L.K.W}, tensor.Proj{Dst: v, W: &L.V.W})
-		addBias(q, n, &L.Q)
-		addBias(k, n, &L.K)
-		addBias(v, n, &L.V)
-		cos, sin := r.cos[:n*len(m.invFreq)], r.sin[:n*len(m.invFreq)]
-		tensor.RotateHalf(q, n, c.Heads, cos, sin, false)
-		tensor.RotateHalf(k, n, c.KVHeads, cos, sin, false)
+		b.RMSNorm(xb, x, L.AttnNorm, c.NormEps, n)
+		b.Linear(xb, n, L.Q.To(q), L.K.To(k), L.V.To(v))
+		b.RoPE(q, n, c.Heads, cos, sin)
+		b.RoPE(k, n, c.KVHeads, cos, sin)
 		row = 0
 		for i := range seqs {
-			a, b := row, row+seqs[i].Step.Rows
-			seqs[i].Cache.Attend(l, q[a*qd:b*qd], k[a*kvd:b*kvd], v[a*kvd:b*kvd], att[a*qd:b*qd])
-			row = b
+			a, e := row, row+seqs[i].Step.Rows
+			seqs[i].Cache.Attend(l, q.Slice(a*qd, e*qd), k.Slice(a*kvd, e*kvd), v.Slice(a*kvd, e*kvd), att.Slice(a*qd, e*qd))
+			row = e
 		}
-		linear(xb, att, n, &L.O)
-		tensor.Axpy(1, xb, x)
+		b.Linear(att, n, L.O.To(xb))
+		b.Add(x, xb)
 		// MLP: x += Down · (silu(Gate·norm(x)) ⊙ Up·norm(x))
-		tensor.RMSNormRows(xb, x, L.MLPNorm, c.NormEps, n)
-		tensor.MatMulTs(xb, n, tensor.Proj{Dst: gate, W: &L.Gate.W}, tensor.Proj{Dst: up, W: &L.Up.W})
-		addBias(gate, n, &L.Gate)
-		addBias(up, n, &L.Up)
-		tensor.SiLUMul(gate, up)
-		linear(xb, gate, n, &L.Down)
-		tensor.Axpy(1, xb, x)
+		b.RMSNorm(xb, x, L.MLPNorm, c.NormEps, n)
+		b.Linear(xb, n, L.Gate.To(gate), L.Up.To(up))
+		b.SwiGLU(gate, up)
+		b.Linear(gate, n, L.Down.To(xb))
+		b.Add(x, xb)
 	}
 	for i := range seqs {
 		seqs[i].Cache.Commit()
 	}
 
 	// final norm and LM head for the asked rows of every sequence, as one matrix
-	if len(r.hidden) < asked*H {
-		r.hidden = make([]float32, asked*H)
+	if r.hidden.Len() < asked*H {
+		r.hidden = b.Alloc(asked * H)
 	}
-	if len(r.logits) < asked*c.Vocab {
-		r.logits = make([]float32, asked*c.Vocab)
+	if r.logits.Len() < asked*c.Vocab {
+		r.logits = b.Alloc(asked * c.Vocab)
 	}
-	hidden, logits := r.hidden[:asked*H], r.logits[:asked*c.Vocab]
+	hidden, logits := r.hidden.Slice(0, asked*H), r.logits.Slice(0, asked*c.Vocab)
 	row, out := 0, 0
 	for i := range seqs {
 		s := &seqs[i]
 		a := s.asked()
 		first := row + s.Step.Tokens() - a
-		tensor.RMSNormRows(hidden[out*H:(out+a)*H], x[first*H:(first+a)*H], m.Norm, c.NormEps, a)
-		s.Logits = logits[out*c.Vocab : (out+a)*c.Vocab]
+		b.RMSNorm(hidden.Slice(out*H, (out+a)*H), x.Slice(first*H, (first+a)*H), m.Norm, c.NormEps, a)
 		row += s.Step.Rows
 		out += a
 	}
-	tensor.MatMulT(logits, hidden, asked, &m.Head)
+	b.Linear(hidden, asked, Out{Dst: logits, W: &m.Head})
+	r.hostOut = b.Host(logits, r.hostOut)
+	out = 0
+	for i := range seqs {
+		a := seqs[i].asked()
+		seqs[i].Logits = r.hostOut[out*c.Vocab : (out+a)*c.Vocab]
+		out += a
+	}
 	return nil
 }
 
@@ -203,32 +203,4 @@ func (r *Runner) check(s *Seq) error {
 		}
 	}
 	return nil
-}
-
-// linear computes dst[n, out] = x[n, in] · Wᵀ + bias.
-func linear(dst, x []float32, n int, l *Linear) {
-	tensor.MatMulT(dst, x, n, &l.W)
-	addBias(dst, n, l)
-}
-
-// addBias adds l's bias, if it has one, to each of the n rows of dst.
-func addBias(dst []float32, n int, l *Linear) {
-	if l.Bias == nil {
-		return
-	}
-	out := l.W.Rows
-	for i := 0; i < n; i++ {
-		tensor.Axpy(1, l.Bias, dst[i*out:(i+1)*out])
-	}
-}
-
-func embedRow(dst []float32, e *tensor.Mat, id int) {
-	h := e.Cols
-	if e.F32 != nil {
-		copy(dst, e.F32[id*h:(id+1)*h])
-		return
-	}
-	for j, b := range e.BF16[id*h : (id+1)*h] {
-		dst[j] = tensor.BF16ToFloat(b)
-	}
 }

@@ -35,7 +35,20 @@ type Model struct {
 	// invFreq are the rotary inverse frequencies, head_dim/2 of them.
 	invFreq []float32
 	ckpt    *safetensors.Checkpoint
+	backend Backend // nil: CPU
 }
+
+// Backend is the backend the model's weights are on: CPU unless SetBackend moved them.
+func (m *Model) Backend() Backend {
+	if m.backend == nil {
+		return CPU
+	}
+	return m.backend
+}
+
+// SetBackend makes b the backend of every Runner made afterwards; b must hold (or have
+// uploaded) the model's weights.
+func (m *Model) SetBackend(b Backend) { m.backend = b }
 
 // Shape returns the attention geometry (kv.Shape(m.Shape()) converts it).
 func (m *Model) Shape() Shape { return m.Config.Shape() }

@@ -8,15 +8,6 @@ import (
 	"math"
 )
 
-// Mat is a row-major weight matrix of Rows x Cols, stored as float32 or as bf16
-// (exactly one of F32 and BF16 is set). A Hugging Face Linear weight [out, in] is a
-// Mat with Rows = out, Cols = in.
-type Mat struct {
-	Rows, Cols int
-	F32        []float32
-	BF16       []uint16
-}
-
 // MatMulT computes dst[m, w.Rows] = x[m, w.Cols] · wᵀ: a Linear layer without bias,
 // for m tokens at once (m = 1 is a matrix-vector product). It panics if a slice is
 // shorter than the shapes say, as copy-like kernels do on a caller's bug.

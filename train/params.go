@@ -37,10 +37,8 @@ type Params struct {
 // widen returns w's values as float32 (a copy, so the model's storage is never written).
 func widen(w tensor.Mat) []float32 {
 	out := make([]float32, w.Rows*w.Cols)
-	if w.F32 != nil {
-		copy(out, w.F32)
-	} else {
-		tensor.BF16ToFloats(out, w.BF16[:len(out)])
+	for i := range w.Rows {
+		w.Row(out[i*w.Cols:(i+1)*w.Cols], i)
 	}
 	return out
 }

@@ -252,7 +252,7 @@ func printScaling(w *bufio.Writer, rows []benchRow, threads []int) {
 // weightBytes is the bytes of weight matrices a decode step reads: every layer's and
 // the LM head (the embedding row and the norms are negligible).
 func weightBytes(m *model.Model) int64 {
-	size := func(w *tensor.Mat) int64 { return int64(4*len(w.F32) + 2*len(w.BF16)) }
+	size := (*tensor.Mat).Bytes
 	n := size(&m.Head)
 	for i := range m.Layers {
 		L := &m.Layers[i]
