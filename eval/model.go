@@ -58,7 +58,6 @@ func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([
 		MaxTokens:  maxNew,
 		Chunk:      mb.Chunk,
 		DecodeLast: mb.DecodeLast,
-		Tail:       cache.LocalChunk(),
 		Stop:       mb.M.Config.EOS,
 		OnToken: func(id int) bool {
 			out = append(out, id)

@@ -45,6 +45,7 @@ type Cache struct {
 	pol   Policy
 	obs   Observer
 	st    Storage
+	facts *Facts
 	pos   int
 	heads [][][]int32 // [layer][stored head]: the positions of its entries
 	step  model.Step  // the forward in progress
@@ -80,14 +81,13 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 	for _, o := range options {
 		o(&cfg)
 	}
-	pol, prec, err := compose(spec, s, cfg.dir)
+	facts, err := Describe(s, spec, options...)
 	if err != nil {
-		return nil, fmt.Errorf("kv: policy %q: %w", spec, err)
+		return nil, err
 	}
-	rep := 1
-	if e, ok := pol.(expander); ok && e.expand() {
-		rep, s.KVHeads = s.Heads/s.KVHeads, s.Heads
-	}
+	pol, prec := facts.pol, facts.Precision
+	rep := facts.StoredHeads / s.KVHeads
+	s.KVHeads = facts.StoredHeads
 	mk := cfg.storage
 	if mk == nil {
 		mk = HostStorage
@@ -96,7 +96,7 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kv: policy %q: %w", spec, err)
 	}
-	c := &Cache{shape: s, rep: rep, pol: pol, obs: cfg.obs, st: st, heads: make([][][]int32, s.Layers)}
+	c := &Cache{shape: s, rep: rep, pol: pol, obs: cfg.obs, st: st, facts: facts, heads: make([][][]int32, s.Layers)}
 	for l := range c.heads {
 		c.heads[l] = make([][]int32, s.KVHeads)
 	}
@@ -109,6 +109,9 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 // to every query head (SnapKV's gqa=expand): each KV head is stored once per query
 // head of its group, and the group's query heads attend to their own copies.
 type expander interface{ expand() bool }
+
+// Facts are the cache's policy's facts (Describe).
+func (c *Cache) Facts() *Facts { return c.facts }
 
 // Pos is the number of tokens fed so far: the position of the next token.
 func (c *Cache) Pos() int { return c.pos }
@@ -128,26 +131,12 @@ func (c *Cache) Bytes() int64 { return c.st.Bytes() }
 
 // PatchLen is how many of the prompt's last tokens the policy wants appended to every
 // non-final pre-fill chunk (SnapKV's patch, docs/METHODS.md §4.4); 0 for most policies.
-func (c *Cache) PatchLen() int {
-	if p, ok := c.pol.(patcher); ok {
-		return p.patchLen()
-	}
-	return 0
-}
+func (c *Cache) PatchLen() int { return c.facts.PatchLen }
 
 // LocalChunk is how many of the prompt's last pre-filled tokens the policy wants
-// pre-filled as a chunk of their own (Locret's local chunk; model.PrefillOptions.Tail);
+// pre-filled as a chunk of their own (Locret's local chunk; model.PlanChunks);
 // 0 for most policies.
-func (c *Cache) LocalChunk() int {
-	pol := c.pol
-	if h, ok := pol.(*headmask); ok {
-		pol = h.inner
-	}
-	if l, ok := pol.(interface{ localChunk() int }); ok {
-		return l.localChunk()
-	}
-	return 0
-}
+func (c *Cache) LocalChunk() int { return c.facts.LocalChunk }
 
 // Begin starts the forward described by s; the model calls it once, before layer 0.
 func (c *Cache) Begin(s model.Step) error {

@@ -24,9 +24,10 @@ func (r *refFull) Begin(s model.Step) error {
 func (r *refFull) Attend(layer int, q, k, v, out model.Buf) {
 	r.attend(layer, model.HostOf(q), model.HostOf(k), model.HostOf(v), model.HostOf(out), r.rows)
 }
-func (r *refFull) Commit()       { r.pos += r.rows }
-func (r *refFull) Pos() int      { return r.pos }
-func (r *refFull) PatchLen() int { return 0 }
+func (r *refFull) Commit()         { r.pos += r.rows }
+func (r *refFull) Pos() int        { return r.pos }
+func (r *refFull) PatchLen() int   { return 0 }
+func (r *refFull) LocalChunk() int { return 0 }
 
 func newRefFull(s Shape) *refFull {
 	r := &refFull{s: s, k: make([][][]float32, s.Layers), v: make([][][]float32, s.Layers)}
@@ -271,7 +272,7 @@ func TestLocretMatchesExact(t *testing.T) {
 		t.Fatalf("LocalChunk %d, want %d", c.LocalChunk(), local)
 	}
 	var held []int
-	res, err := model.Generate(m, c, prompt, model.GenerateOptions{MaxTokens: 5, Chunk: 32, DecodeLast: true, Tail: c.LocalChunk(),
+	res, err := model.Generate(m, c, prompt, model.GenerateOptions{MaxTokens: 5, Chunk: 32, DecodeLast: true,
 		OnToken: func(int) bool {
 			if len(held) == 0 {
 				held = append(held, c.Len(0, 0))

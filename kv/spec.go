@@ -314,11 +314,8 @@ func (r *Registration) keys() []string {
 }
 
 // compose builds the policy and the storage of a spec for a model shape.
-func compose(spec string, s Shape, dir string) (Policy, Precision, error) {
-	parts, err := parseSpec(spec)
-	if err != nil {
-		return nil, Precision{}, err
-	}
+func compose(parts []part, s Shape, dir string) (Policy, Precision, error) {
+	var err error
 	var byKind [3]*part
 	for i := range parts {
 		p := &parts[i]

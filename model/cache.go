@@ -66,4 +66,7 @@ type Cache interface {
 	// PatchLen is how many of the prompt's last tokens the cache wants appended to
 	// every non-final pre-fill chunk (0: none).
 	PatchLen() int
+	// LocalChunk is how many of the prompt's last tokens the cache wants pre-filled
+	// as a final chunk of their own (0: none; PlanChunks).
+	LocalChunk() int
 }

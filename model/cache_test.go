@@ -21,9 +21,10 @@ func newFullCache(s model.Shape) *fullCache {
 	return &fullCache{s: s, k: make([][]float32, s.Layers), v: make([][]float32, s.Layers)}
 }
 
-func (c *fullCache) Pos() int      { return c.pos }
-func (c *fullCache) PatchLen() int { return 0 }
-func (c *fullCache) Commit()       { c.pos += c.step.Tokens() }
+func (c *fullCache) Pos() int        { return c.pos }
+func (c *fullCache) PatchLen() int   { return 0 }
+func (c *fullCache) LocalChunk() int { return 0 }
+func (c *fullCache) Commit()         { c.pos += c.step.Tokens() }
 
 func (c *fullCache) Begin(s model.Step) error {
 	c.step = s

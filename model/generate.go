@@ -145,9 +145,6 @@ type GenerateOptions struct {
 	// DecodeLast pre-fills all but the prompt's last token and feeds that one as the
 	// first decode step, as the paper's harness does (docs/METHODS.md §4.1, §6.5).
 	DecodeLast bool
-	// Tail pre-fills the last Tail pre-filled tokens as a chunk of their own (Locret's
-	// local chunk; PrefillOptions.Tail).
-	Tail int
 	// OnToken, when set, is called with each generated id as soon as it is chosen;
 	// returning false ends generation.
 	OnToken func(id int) bool
@@ -197,7 +194,7 @@ func (r *Runner) Generate(cache Cache, prompt []int, opts GenerateOptions) (Resu
 	if opts.DecodeLast && len(prompt) > 1 {
 		pre = prompt[:len(prompt)-1]
 	}
-	logits, err := r.Prefill(cache, pre, PrefillOptions{Chunk: opts.Chunk, Tail: opts.Tail})
+	logits, err := r.Prefill(cache, pre, PrefillOptions{Chunk: opts.Chunk})
 	if err != nil {
 		return res, err
 	}
@@ -255,10 +252,6 @@ func CheckFinite(logits []float32, pos int) error {
 type PrefillOptions struct {
 	Chunk int  // tokens per pre-fill forward; 0 feeds the whole prompt at once
 	All   bool // pass every position's logits to OnChunk, not only the chunk's last
-	// Tail, when positive and shorter than the prompt, makes the prompt's last Tail
-	// tokens a chunk of their own after chunks of Chunk over the rest (Locret's local
-	// chunk, which the harness pre-fills last).
-	Tail int
 	// OnChunk, when set, is called after each chunk with the prompt offset of its
 	// first token and its logits ([tokens, vocab] with All, else [vocab]), valid
 	// until the next forward; an error stops the pre-fill.
@@ -278,21 +271,11 @@ func (r *Runner) Prefill(cache Cache, prompt []int, opts PrefillOptions) ([]floa
 	if opts.Chunk < 0 {
 		return nil, fmt.Errorf("prefill: chunk %d, want ≥ 0", opts.Chunk)
 	}
-	body := len(prompt)
-	if opts.Tail > 0 && opts.Tail < len(prompt) {
-		body -= opts.Tail
-	}
-	chunk := opts.Chunk
-	if chunk == 0 || chunk > body {
-		chunk = body
-	}
+	plan := PlanChunks(len(prompt), opts.Chunk, cache.LocalChunk())
 	patch := min(cache.PatchLen(), len(prompt))
 	var logits []float32
 	for lo, hi := 0, 0; lo < len(prompt); lo = hi {
-		hi = min(lo+chunk, body)
-		if lo >= body {
-			hi = len(prompt)
-		}
+		hi = plan.End(lo)
 		step := Step{Pos: cache.Pos(), Rows: hi - lo, Prefill: true, Final: hi == len(prompt)}
 		ids := prompt[lo:hi]
 		if patch > 0 && !step.Final {
@@ -314,6 +297,33 @@ func (r *Runner) Prefill(cache Cache, prompt []int, opts PrefillOptions) ([]floa
 		logits = logits[len(logits)-r.m.Config.Vocab:]
 	}
 	return logits, nil
+}
+
+// Chunks is a pre-fill's plan: chunks of at most Chunk tokens, except that a cache's
+// local final chunk (Cache.LocalChunk: Locret's, which the harness pre-fills last)
+// makes the prompt's last tokens a chunk of their own. It is the one chunk planner of
+// kvfoot: Prefill and the server's ticks both follow it.
+type Chunks struct{ n, chunk, body int }
+
+// PlanChunks plans a pre-fill of n tokens in chunks of chunk (0: all at once) with a
+// local final chunk of tail tokens (0: none; tail ≥ n: none either).
+func PlanChunks(n, chunk, tail int) Chunks {
+	body := n
+	if tail > 0 && tail < n {
+		body -= tail
+	}
+	if chunk <= 0 || chunk > body {
+		chunk = body
+	}
+	return Chunks{n: n, chunk: chunk, body: body}
+}
+
+// End is the end of the chunk that starts at lo.
+func (c Chunks) End(lo int) int {
+	if lo >= c.body {
+		return c.n
+	}
+	return min(lo+c.chunk, c.body)
 }
 
 // Decode feeds one token as a decode step and returns its logits ([vocab]).

@@ -168,20 +168,24 @@ func TestToBF16(t *testing.T) {
 type stepLog struct {
 	*fullCache
 	steps []model.Step
+	tail  int
 }
+
+func (c *stepLog) LocalChunk() int { return c.tail }
 
 func (c *stepLog) Begin(s model.Step) error {
 	c.steps = append(c.steps, s)
 	return c.fullCache.Begin(s)
 }
 
-// Prefill with Tail: chunks of Chunk over all but the last Tail tokens, then the tail
-// as one final chunk (Locret's schedule: 23 tokens, chunk 8, tail 5 → 8, 8, 2, 5).
+// Prefill with a local final chunk: chunks of Chunk over all but the cache's last
+// LocalChunk tokens, then those as one final chunk (Locret's schedule: 23 tokens,
+// chunk 8, tail 5 → 8, 8, 2, 5).
 func TestPrefillTail(t *testing.T) {
 	m := model.NewRandom(tiny(), 3)
 	ids := make([]int, 23)
-	c := &stepLog{fullCache: newFullCache(m.Shape())}
-	if _, err := model.NewRunner(m, 8).Prefill(c, ids, model.PrefillOptions{Chunk: 8, Tail: 5}); err != nil {
+	c := &stepLog{fullCache: newFullCache(m.Shape()), tail: 5}
+	if _, err := model.NewRunner(m, 8).Prefill(c, ids, model.PrefillOptions{Chunk: 8}); err != nil {
 		t.Fatal(err)
 	}
 	var rows []int

@@ -256,11 +256,11 @@ func (e *engine) tick() {
 	}
 }
 
-// chunkOf is the next pre-fill chunk of j: prompt[pos : pos+chunk], with the prompt's
-// last patch tokens appended when it is not the last chunk.
+// chunkOf is the next pre-fill chunk of j, as model.PlanChunks plans every pre-fill,
+// with the prompt's last patch tokens appended when it is not the last chunk.
 func (e *engine) chunkOf(j *job) model.Seq {
 	pos, p := j.cache.Pos(), len(j.prompt)
-	end := min(pos+e.chunk, p)
+	end := model.PlanChunks(p, e.chunk, j.cache.LocalChunk()).End(pos)
 	ids := j.prompt[pos:end]
 	st := model.Step{Pos: pos, Rows: end - pos, Prefill: true, Final: end == p}
 	if j.patch > 0 && !st.Final {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tokenizer"
 )
@@ -296,7 +297,7 @@ func (s *Server) newJob(r *http.Request, g *gen) (*job, *apiError) {
 				g.policy, patch, end-1, s.cfg.Context)
 		}
 	}
-	reserve, err := predictPeak(g.policy, s.shape, s.masks, p, g.maxTokens, s.cfg.Chunk)
+	reserve, err := cache.Facts().PeakBytes(kv.Workload{Prompt: p, MaxTokens: g.maxTokens, Chunk: s.cfg.Chunk})
 	if err != nil {
 		return nil, unprocessable("kv_policy", "invalid_kv_policy", "%v", err)
 	}

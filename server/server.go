@@ -63,7 +63,7 @@ type Server struct {
 	eos      []int // stop ids of every request
 	turnEnd  int   // the chat template's end-of-turn token, or -1
 	masksDir string
-	masks    map[string]maskInfo
+	masks    map[string]struct{} // the masks files' base names
 	met      *metrics
 	adm      *admission
 	eng      *engine
@@ -155,7 +155,7 @@ func turnEndToken(tok *tokenizer.Tokenizer) int {
 // loadMasks copies every masks file into a private folder under its base name, which
 // is then the only place headmask reads from.
 func (s *Server) loadMasks() error {
-	s.masks = map[string]maskInfo{}
+	s.masks = map[string]struct{}{}
 	if len(s.cfg.Masks) == 0 {
 		return nil
 	}
@@ -179,21 +179,9 @@ func (s *Server) loadMasks() error {
 		if _, err := kv.New(s.shape, "headmask:masks="+name, kv.WithDir(dir)); err != nil {
 			return fmt.Errorf("server: masks %s: %w", f, err)
 		}
-		s.masks[name] = maskInfo{streamingAt05: countStreaming(data)}
+		s.masks[name] = struct{}{}
 	}
 	return nil
-}
-
-// countStreaming counts the heads of a masks TSV (already checked by kv) whose value
-// is at most 0.5: those headmask makes streaming when no sparsity is given.
-func countStreaming(tsv []byte) int {
-	n := 0
-	for _, f := range strings.Fields(string(tsv)) {
-		if x, err := strconv.ParseFloat(f, 64); err == nil && x <= 0.5 {
-			n++
-		}
-	}
-	return n
 }
 
 func (s *Server) removeMasks() {
@@ -205,23 +193,21 @@ func (s *Server) removeMasks() {
 // newCache builds a cache for spec, after checking that every file it names (a
 // headmask masks file) is one the server loaded.
 func (s *Server) newCache(spec string, obs kv.Observer) (*kv.Cache, *apiError) {
-	for _, p := range splitSpec(spec) {
-		for key, name := range p.kv {
-			if pr := p.param(key); pr == nil || pr.Type != kv.File {
-				continue
-			}
-			if _, loaded := s.masks[name]; loaded {
-				continue
-			}
-			loaded := "none"
-			if len(s.masks) > 0 {
-				names := slices.Sorted(maps.Keys(s.masks))
-				loaded = strings.Join(names, ", ")
-			}
-			return nil, unprocessable("kv_policy", "unknown_masks",
-				"kv_policy %q: %s=%s is not a masks file this server loaded (loaded: %s); a policy names loaded files by name, never by path",
-				spec, key, name, loaded)
+	files, err := kv.Files(spec)
+	if err != nil {
+		return nil, unprocessable("kv_policy", "invalid_kv_policy", "kv_policy: %v", err)
+	}
+	for _, f := range files {
+		if _, loaded := s.masks[f.Name]; loaded {
+			continue
 		}
+		loaded := "none"
+		if len(s.masks) > 0 {
+			loaded = strings.Join(slices.Sorted(maps.Keys(s.masks)), ", ")
+		}
+		return nil, unprocessable("kv_policy", "unknown_masks",
+			"kv_policy %q: %s=%s is not a masks file this server loaded (loaded: %s); a policy names loaded files by name, never by path",
+			spec, f.Key, f.Name, loaded)
 	}
 	opts := []kv.Option{kv.WithDir(s.masksDir)}
 	if obs != nil {

@@ -1,4 +1,4 @@
-package server
+package kv_test
 
 import (
 	"math"
@@ -11,17 +11,19 @@ import (
 	"github.com/kvfoot/kvfoot/model"
 )
 
-// TestPredictPeak: for every kind of policy, the predicted peak bounds the bytes the
-// cache really held during a generation, and equals the meter's peak entries (the
-// entries every KV head held in the forward that held most) for the policies the
-// analytic calculator models.
-func TestPredictPeak(t *testing.T) {
-	m, _ := fixture(t)
+// TestPeakBytes: for every kind of policy, the bound on a request's peak bytes bounds
+// the bytes the cache really held during a generation, and equals the meter's peak
+// entries (the entries every KV head held in the forward that held most) for the
+// policies the analytic calculator models.
+func TestPeakBytes(t *testing.T) {
+	m := model.NewRandom(model.Config{
+		Arch: "LlamaForCausalLM", Hidden: 64, Intermediate: 128, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 16,
+		Vocab: 4096, NormEps: 1e-5, MaxPositions: 512, Rope: model.Rope{Theta: 10000, Type: "default", Factor: 1},
+	}, 7)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "m.tsv"), []byte("0.9 0.2\n0.4 0.7\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	masks := map[string]maskInfo{"m.tsv": {streamingAt05: 2}}
 	s := kv.Shape(m.Shape())
 	const prompt, maxTokens = 70, 12
 	ids := make([]int, prompt)
@@ -63,7 +65,7 @@ func TestPredictPeak(t *testing.T) {
 			t.Fatal(err)
 		}
 		rep := meter.Report(false)
-		got, err := predictPeak(c.spec, s, masks, prompt, maxTokens, c.chunk)
+		got, err := peak(c.spec, s, dir, kv.Workload{Prompt: prompt, MaxTokens: maxTokens, Chunk: c.chunk})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,9 +82,17 @@ func TestPredictPeak(t *testing.T) {
 		}
 	}
 	// quantized storage is predicted smaller than float32 over a long generation
-	f, _ := predictPeak("full", s, nil, 400, 100, 64)
-	q, _ := predictPeak("quant:bits=4", s, nil, 400, 100, 64)
+	f, _ := peak("full", s, dir, kv.Workload{Prompt: 400, MaxTokens: 100, Chunk: 64})
+	q, _ := peak("quant:bits=4", s, dir, kv.Workload{Prompt: 400, MaxTokens: 100, Chunk: 64})
 	if q >= f/2 {
 		t.Errorf("quant:bits=4 predicted %d bytes, full %d: want well under half", q, f)
 	}
+}
+
+func peak(spec string, s kv.Shape, dir string, w kv.Workload) (int64, error) {
+	f, err := kv.Describe(s, spec, kv.WithDir(dir))
+	if err != nil {
+		return 0, err
+	}
+	return f.PeakBytes(w)
 }
