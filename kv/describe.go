@@ -201,13 +201,16 @@ func analyticPeak(p footprint.Params, w Workload) (int64, error) {
 	return int64(math.Round(r.Peak * float64(w.Prompt+resp))), nil
 }
 
+// A sink or window longer than the whole sequence keeps all of it, as one of exactly
+// its length does; the calculator takes lengths up to its own bound.
 func (p streaming) peakEntries(_ Shape, w Workload) (int64, error) {
-	return analyticPeak(footprint.Params{Sink: p.sink, Window: p.window, HeadSparsity: 1}, w)
+	total := w.Prompt + max(w.MaxTokens-1, 0)
+	return analyticPeak(footprint.Params{Sink: min(p.sink, total), Window: min(p.window, total), HeadSparsity: 1}, w)
 }
 
 func (p *snapkv) peakEntries(s Shape, w Workload) (int64, error) {
 	resp := max(w.MaxTokens-1, 0)
-	fp := footprint.Params{Prompt: w.Prompt, Response: resp, Chunk: w.Chunk, KVSparsity: p.sparsity, KVWindow: p.window,
+	fp := footprint.Params{Prompt: w.Prompt, Response: resp, Chunk: w.Chunk, KVSparsity: p.sparsity, KVWindow: min(p.window, w.Prompt+resp),
 		PostFill: !p.chunked, Patch: p.patch > 0}
 	if p.pyramid {
 		fp.Layers, fp.Beta = s.Layers, p.beta

@@ -56,13 +56,22 @@ func (r ScoreRequest) none() bool { return r.To <= r.From }
 // tokens appended (SnapKV's patch; docs/METHODS.md §4.4).
 type patcher interface{ patchLen() int }
 
+// kept is an empty list of kept entries, never nil: nil means "keep all", so a
+// policy that keeps none (a zero sink and window) must say so with an empty list.
+func (f *Forward) kept() []int {
+	if f.buf == nil {
+		f.buf = make([]int, 0, 64)
+	}
+	return f.buf[:0]
+}
+
 // keepSinkWindow keeps the first sink and the last window entries.
 func (f *Forward) keepSinkWindow(sink, window int) []int {
 	n := f.Len()
 	if n <= sink+window {
 		return nil
 	}
-	k := f.buf[:0]
+	k := f.kept()
 	for i := 0; i < sink; i++ {
 		k = append(k, i)
 	}
@@ -89,7 +98,7 @@ func (f *Forward) keepTop(score []float32, lo, hi, k int) []int {
 	})
 	top := o[:k]
 	slices.Sort(top)
-	out := f.buf[:0]
+	out := f.kept()
 	for i := 0; i < lo; i++ {
 		out = append(out, i)
 	}
