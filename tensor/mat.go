@@ -10,6 +10,10 @@ type Mat struct {
 	Rows, Cols int
 	F32        []float32
 	BF16       []uint16
+	// Blocks holds the rows of a block type (F16, Q8_0, Q4_K, ...), each
+	// Cols/Block.Values blocks of Block.Bytes bytes, as GGUF files store them.
+	Blocks []byte
+	Block  *BlockType
 }
 
 // DType is a matrix's element type.
@@ -18,6 +22,7 @@ type DType uint8
 const (
 	F32 DType = iota
 	BF16
+	Blocked // a BlockType's blocks: Mat.Block names it
 )
 
 func (t DType) String() string {
@@ -26,20 +31,33 @@ func (t DType) String() string {
 		return "F32"
 	case BF16:
 		return "BF16"
+	case Blocked:
+		return "blocks"
 	}
 	return fmt.Sprintf("DType(%d)", uint8(t))
 }
 
 // Type is the element type the matrix is stored in.
 func (m *Mat) Type() DType {
-	if m.BF16 != nil {
+	switch {
+	case m.Block != nil:
+		return Blocked
+	case m.BF16 != nil:
 		return BF16
 	}
 	return F32
 }
 
+// TypeName names the element type: F32, BF16, or the block type's name.
+func (m *Mat) TypeName() string {
+	if m.Block != nil {
+		return m.Block.Name
+	}
+	return m.Type().String()
+}
+
 // Bytes is the matrix's storage in bytes.
-func (m *Mat) Bytes() int64 { return int64(4*len(m.F32) + 2*len(m.BF16)) }
+func (m *Mat) Bytes() int64 { return int64(4*len(m.F32) + 2*len(m.BF16) + len(m.Blocks)) }
 
 // Row widens row i into dst [Cols] (an embedding lookup).
 func (m *Mat) Row(dst []float32, i int) {
@@ -49,6 +67,9 @@ func (m *Mat) Row(dst []float32, i int) {
 		copy(dst[:c], m.F32[i*c:(i+1)*c])
 	case BF16:
 		BF16ToFloats(dst[:c], m.BF16[i*c:(i+1)*c])
+	case Blocked:
+		rb := m.Block.RowBytes(c)
+		m.Block.Dequant(dst[:c], m.Blocks[i*rb:(i+1)*rb])
 	}
 }
 

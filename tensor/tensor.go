@@ -40,7 +40,12 @@ func MatMulTs(x []float32, m int, ps ...Proj) {
 			panic(fmt.Sprintf("tensor.MatMulT: m=%d, w %dx%d needs x's width %d, len(x) ≥ %d, len(dst) ≥ %d; have %d, %d",
 				m, n, w.Cols, k, m*w.Cols, m*n, len(x), len(p.Dst)))
 		}
-		if n*k > 0 && ((w.F32 == nil) == (w.BF16 == nil) || len(w.F32)+len(w.BF16) < n*k) {
+		if w.Block != nil {
+			if k%w.Block.Values != 0 || len(w.Blocks) < n*w.Block.RowBytes(k) {
+				panic(fmt.Sprintf("tensor.MatMulT: %s w %dx%d needs whole blocks and %d bytes; have %d",
+					w.Block.Name, n, k, n*w.Block.RowBytes(k), len(w.Blocks)))
+			}
+		} else if n*k > 0 && ((w.F32 == nil) == (w.BF16 == nil) || len(w.F32)+len(w.BF16) < n*k) {
 			panic(fmt.Sprintf("tensor.MatMulT: w %dx%d needs exactly one of F32, BF16 with ≥ %d values; have %d, %d",
 				n, k, n*k, len(w.F32), len(w.BF16)))
 		}
@@ -51,11 +56,19 @@ func MatMulTs(x []float32, m int, ps ...Proj) {
 	}
 	if m > smallM && k > 0 {
 		var outs [maxOuts]gemmOut
-		for i, p := range ps {
+		no := 0
+		for _, p := range ps {
 			w := p.W
-			outs[i] = gemmOut{b: operand{f32: w.F32, bf16: w.BF16, rs: k, cs: 1}, n: w.Rows, dst: p.Dst, ldc: w.Rows}
+			if w.Block != nil {
+				matMulBlocks(x, m, p)
+				continue
+			}
+			outs[no] = gemmOut{b: operand{f32: w.F32, bf16: w.BF16, rs: k, cs: 1}, n: w.Rows, dst: p.Dst, ldc: w.Rows}
+			no++
 		}
-		gemm(active, threads, m, k, operand{f32: x, rs: k, cs: 1}, outs[:len(ps)]...)
+		if no > 0 {
+			gemm(active, threads, m, k, operand{f32: x, rs: k, cs: 1}, outs[:no]...)
+		}
 		return
 	}
 	// Decode: memory-bound, so stream each weight row once through the multi-row
@@ -128,6 +141,16 @@ func (j *matvecJob) Do(_, _, u int) {
 	rows, k := wm.Rows, wm.Cols
 	a := (u - j.units[o]) * mvUnit
 	b := min(a+mvUnit, rows)
+	if wm.Block != nil {
+		rb := wm.Block.RowBytes(k)
+		for i := 0; i < j.m; i++ {
+			x, dst := j.x[i*k:(i+1)*k], p.Dst[i*rows+a:i*rows+b]
+			for r := a; r < b; r++ {
+				dst[r-a] = wm.Block.Dot(wm.Blocks[r*rb:(r+1)*rb], x)
+			}
+		}
+		return
+	}
 	for i := 0; i < j.m; i++ {
 		x, dst := j.x[i*k:(i+1)*k], p.Dst[i*rows+a:i*rows+b]
 		if wm.F32 != nil {

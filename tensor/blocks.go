@@ -1,0 +1,56 @@
+package tensor
+
+import "fmt"
+
+// BlockType is a weight type stored in blocks of Values values in Bytes bytes (F16,
+// Q8_0, Q4_K, ...): its kernels widen a row and dot a row with a float32 vector,
+// computing on the blocks directly. Adding a type is a file of its kernels and its
+// BlockType value; MatMulTs and Mat.Row dispatch on it.
+type BlockType struct {
+	Name          string
+	Values, Bytes int
+	// Dequant widens one row of len(dst) values (a multiple of Values) from src.
+	Dequant func(dst []float32, src []byte)
+	// Dot returns Σ row[i]·x[i] over len(x) values (a multiple of Values).
+	Dot func(row []byte, x []float32) float32
+}
+
+// RowBytes is the bytes of a row of cols values.
+func (t *BlockType) RowBytes(cols int) int { return cols / t.Values * t.Bytes }
+
+// NewBlockMat is a rows x cols matrix of type t over data, checked: cols a multiple
+// of the block's values and data exactly the rows' bytes.
+func NewBlockMat(rows, cols int, t *BlockType, data []byte) (Mat, error) {
+	switch {
+	case rows < 0 || cols < 0:
+		return Mat{}, fmt.Errorf("tensor: %s matrix %dx%d: negative size", t.Name, rows, cols)
+	case cols%t.Values != 0:
+		return Mat{}, fmt.Errorf("tensor: %s matrix %dx%d: a row of %d values is not a whole number of %d-value blocks", t.Name, rows, cols, cols, t.Values)
+	case int64(len(data)) != int64(rows)*int64(t.RowBytes(cols)):
+		return Mat{}, fmt.Errorf("tensor: %s matrix %dx%d: %d bytes, want %d", t.Name, rows, cols, len(data), int64(rows)*int64(t.RowBytes(cols)))
+	}
+	return Mat{Rows: rows, Cols: cols, Blocks: data, Block: t}, nil
+}
+
+// blockPanel is the rows of a block matrix widened at once for the GEMM: 64 rows of
+// a 4096-wide matrix are 1 MiB of float32, reused by every row of x.
+const blockPanel = 64
+
+// matMulBlocks computes dst[m, w.Rows] = x[m, w.Cols] · wᵀ for a block matrix and more
+// than a few rows: panels of blockPanel weight rows are widened (by all threads) and
+// multiplied by the float32 GEMM, each row widened once per call.
+func matMulBlocks(x []float32, m int, p Proj) {
+	w := p.W
+	k, rb := w.Cols, w.Block.RowBytes(w.Cols)
+	panel := make([]float32, blockPanel*k)
+	for r0 := 0; r0 < w.Rows; r0 += blockPanel {
+		n := min(blockPanel, w.Rows-r0)
+		parallelFor(threads, n, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				w.Block.Dequant(panel[r*k:(r+1)*k], w.Blocks[(r0+r)*rb:(r0+r+1)*rb])
+			}
+		})
+		gemm(active, threads, m, k, operand{f32: x, rs: k, cs: 1},
+			gemmOut{b: operand{f32: panel, rs: k, cs: 1}, n: n, dst: p.Dst[r0:], ldc: w.Rows})
+	}
+}

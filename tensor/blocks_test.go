@@ -1,0 +1,108 @@
+package tensor
+
+import (
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// testQ8 is a block type made for the test: 32 int8 codes after a float32 scale.
+var testQ8 = &BlockType{Name: "testQ8", Values: 32, Bytes: 36,
+	Dequant: func(dst []float32, src []byte) {
+		for b := 0; b < len(dst)/32; b++ {
+			blk := src[b*36:]
+			d := math.Float32frombits(binary.LittleEndian.Uint32(blk))
+			for i := range 32 {
+				dst[b*32+i] = d * float32(int8(blk[4+i]))
+			}
+		}
+	},
+	Dot: func(row []byte, x []float32) float32 {
+		var s float32
+		for b := 0; b < len(x)/32; b++ {
+			blk := row[b*36:]
+			d := math.Float32frombits(binary.LittleEndian.Uint32(blk))
+			var t float32
+			for i := range 32 {
+				t += float32(int8(blk[4+i])) * x[b*32+i]
+			}
+			s += d * t
+		}
+		return s
+	}}
+
+func randBlocks(rng *rand.Rand, rows, cols int) []byte {
+	out := make([]byte, rows*testQ8.RowBytes(cols))
+	for b := 0; b < len(out); b += 36 {
+		binary.LittleEndian.PutUint32(out[b:], math.Float32bits(float32(rng.Float64()*0.1+0.01)))
+		for i := range 32 {
+			out[b+4+i] = byte(int8(rng.IntN(255) - 127))
+		}
+	}
+	return out
+}
+
+// TestBlockMatMul: products with a block-typed matrix, through the matrix-vector
+// route (few rows) and the panel GEMM route (more rows than smallM, more weight rows
+// than a panel), alone and beside a float32 product of the same x, agree with float64
+// sums over the values the block type's own Dequant gives.
+func TestBlockMatMul(t *testing.T) {
+	defer SetThreads(Threads())
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, th := range []int{1, 3} {
+		SetThreads(th)
+		for _, m := range []int{1, 3, 17, 40} {
+			for _, rows := range []int{5, 70, 130} {
+				const k = 96
+				w, err := NewBlockMat(rows, k, testQ8, randBlocks(rng, rows, k))
+				if err != nil {
+					t.Fatal(err)
+				}
+				f := Mat{Rows: 7, Cols: k, F32: make([]float32, 7*k)}
+				for i := range f.F32 {
+					f.F32[i] = float32(rng.NormFloat64())
+				}
+				x := make([]float32, m*k)
+				for i := range x {
+					x[i] = float32(rng.NormFloat64())
+				}
+				got, gotF := make([]float32, m*rows), make([]float32, m*7)
+				MatMulTs(x, m, Proj{Dst: got, W: &w}, Proj{Dst: gotF, W: &f})
+				wv := make([]float32, k)
+				check := func(name string, dst []float32, wrows int, row func(r int) []float32) {
+					for i := range m {
+						for r := range wrows {
+							var want float64
+							for p, v := range row(r) {
+								want += float64(v) * float64(x[i*k+p])
+							}
+							if d := math.Abs(float64(dst[i*wrows+r]) - want); d > 1e-4*(1+math.Abs(want)) {
+								t.Fatalf("threads %d, m %d, rows %d: %s[%d,%d] = %g, want %g", th, m, rows, name, i, r, dst[i*wrows+r], want)
+							}
+						}
+					}
+				}
+				check("blocks", got, rows, func(r int) []float32 { w.Row(wv, r); return wv })
+				check("f32", gotF, 7, func(r int) []float32 { return f.F32[r*k : (r+1)*k] })
+			}
+		}
+	}
+}
+
+func TestNewBlockMatRefuses(t *testing.T) {
+	for _, c := range []struct {
+		rows, cols, bytes int
+		want              string
+	}{
+		{2, 40, 80, "whole number"},
+		{2, 64, 100, "bytes, want 144"},
+		{-1, 32, 0, "negative"},
+	} {
+		_, err := NewBlockMat(c.rows, c.cols, testQ8, make([]byte, c.bytes))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want an error with %q", c, err, c.want)
+		}
+	}
+}
