@@ -24,7 +24,7 @@ var ggufArchs = map[string]struct {
 // blockFormats are the block-quantized GGUF types the loader widens at load.
 var blockFormats = map[gguf.Type]*tensor.BlockFormat{
 	gguf.F16: &tensor.BlockF16, gguf.Q8_0: &tensor.BlockQ8_0, gguf.Q4_0: &tensor.BlockQ4_0,
-	gguf.Q4_K: &tensor.BlockQ4_K, gguf.Q5_K: &tensor.BlockQ5_K, gguf.Q6_K: &tensor.BlockQ6_K,
+	gguf.Q4_1: &tensor.BlockQ4_1, gguf.Q5_0: &tensor.BlockQ5_0, gguf.Q5_1: &tensor.BlockQ5_1, gguf.Q4_K: &tensor.BlockQ4_K, gguf.Q5_K: &tensor.BlockQ5_K, gguf.Q6_K: &tensor.BlockQ6_K,
 }
 
 // LoadGGUF reads a model from a GGUF file (general.architecture llama, mistral or
@@ -355,7 +355,7 @@ func (l ggufLoader) floats(t *gguf.TensorInfo, keepBF16 bool) ([]float32, []uint
 	}
 	bf, ok := blockFormats[t.Type]
 	if !ok {
-		return nil, nil, fmt.Errorf("%s: tensor %q: type %s is not supported (want F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K or Q6_K)", l.f.Path, t.Name, t.Type)
+		return nil, nil, fmt.Errorf("%s: tensor %q: type %s is not supported (want F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K)", l.f.Path, t.Name, t.Type)
 	}
 	v := make([]float32, n)
 	// The reader checked that rows are whole blocks.

@@ -477,7 +477,7 @@ func TestGGUFErrors(t *testing.T) {
 		{"ok q8_0", nil, gguf.Q8_0, ""},
 		{"qwen3", set("general.architecture", "qwen3"), gguf.F32, "qwen3 needs per-head q/k norms"},
 		{"gemma", set("general.architecture", "gemma"), gguf.F32, `"gemma" is not supported`},
-		{"type", nil, gguf.Q4_1, `tensor "token_embd.weight": type Q4_1 is not supported`},
+		{"type", nil, gguf.IQ4_NL, `tensor "token_embd.weight": type IQ4_NL is not supported`},
 		{"heads", set("llama.attention.head_count_kv", uint32(3)), gguf.F32, "does not divide"},
 		{"absurd layers", set("llama.block_count", uint32(1<<20)), gguf.F32, `"llama.block_count": 1048576`},
 		{"missing tensor", set("llama.block_count", uint32(2)), gguf.F32, `tensor "blk.1.attn_q.weight": missing`},
@@ -509,7 +509,8 @@ func TestGGUFQuantizedLoad(t *testing.T) {
 		typ gguf.Type
 		bf  *tensor.BlockFormat
 	}{{gguf.Q8_0, &tensor.BlockQ8_0}, {gguf.Q4_0, &tensor.BlockQ4_0}, {gguf.Q4_K, &tensor.BlockQ4_K},
-		{gguf.Q5_K, &tensor.BlockQ5_K}, {gguf.Q6_K, &tensor.BlockQ6_K}, {gguf.F16, &tensor.BlockF16}} {
+		{gguf.Q5_K, &tensor.BlockQ5_K}, {gguf.Q6_K, &tensor.BlockQ6_K}, {gguf.F16, &tensor.BlockF16},
+		{gguf.Q4_1, &tensor.BlockQ4_1}, {gguf.Q5_0, &tensor.BlockQ5_0}, {gguf.Q5_1, &tensor.BlockQ5_1}} {
 		var quant, wide []gguf.Tensor
 		add := func(name string, rows, cols int) {
 			v := make([]float32, rows*cols)

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-var blockFormats = []*BlockFormat{&BlockF16, &BlockQ8_0, &BlockQ4_0, &BlockQ4_K, &BlockQ5_K, &BlockQ6_K}
+var blockFormats = []*BlockFormat{&BlockF16, &BlockQ8_0, &BlockQ4_0, &BlockQ4_1, &BlockQ5_0, &BlockQ5_1, &BlockQ4_K, &BlockQ5_K, &BlockQ6_K}
 
 // f16Value is the value of a half-precision bit pattern by the IEEE formula.
 func f16Value(h uint16) float64 {
@@ -125,6 +125,53 @@ func TestBlockQ4_0Hand(t *testing.T) {
 	})
 }
 
+func TestBlockQ4_1Hand(t *testing.T) {
+	blk := make([]byte, 20)
+	put16(blk, 0.5)
+	put16(blk[2:], -2)
+	for j := range 16 {
+		blk[4+j] = byte(j) | byte(15-j)<<4
+	}
+	checkDequant(t, &BlockQ4_1, blk, func(i int) float64 {
+		if i < 16 {
+			return 0.5*float64(i) - 2
+		}
+		return 0.5*float64(15-(i-16)) - 2
+	})
+}
+
+func TestBlockQ5_0Hand(t *testing.T) {
+	blk := make([]byte, 22)
+	put16(blk, 1)
+	binary.LittleEndian.PutUint32(blk[2:], 0xaaaaaaaa) // fifth bits of the odd values
+	for j := range 16 {
+		blk[6+j] = byte(j) | byte(15-j)<<4
+	}
+	checkDequant(t, &BlockQ5_0, blk, func(i int) float64 {
+		low := i
+		if i >= 16 {
+			low = 15 - (i - 16)
+		}
+		return float64(low + 16*(i&1) - 16)
+	})
+}
+
+func TestBlockQ5_1Hand(t *testing.T) {
+	blk := make([]byte, 24)
+	put16(blk, 0.25)
+	put16(blk[2:], 1)
+	binary.LittleEndian.PutUint32(blk[4:], 0x0000ffff) // fifth bits of values 0…15
+	for j := range 16 {
+		blk[8+j] = byte(j) | byte(15-j)<<4
+	}
+	checkDequant(t, &BlockQ5_1, blk, func(i int) float64 {
+		if i < 16 {
+			return 0.25*float64(i+16) + 1
+		}
+		return 0.25*float64(15-(i-16)) + 1
+	})
+}
+
 // packScalesK4 packs 8 six-bit scales and mins as ggml's Q4_K/Q5_K do, written out
 // from the layout's description rather than through the package's quantizer.
 func packScalesK4(sc, m [8]uint8) []byte {
@@ -230,7 +277,7 @@ func TestBlockDot(t *testing.T) {
 // by 1000x, and the relative RMS error on Gaussian rows.
 func TestBlockQuantizeError(t *testing.T) {
 	const f16 = 1.0 / 1024 // half precision's relative spacing, for the stored scales
-	rmsMax := map[string]float64{"F16": 5e-4, "Q8_0": 0.01, "Q4_0": 0.15, "Q4_K": 0.12, "Q5_K": 0.06, "Q6_K": 0.03}
+	rmsMax := map[string]float64{"F16": 3e-4, "Q8_0": 0.007, "Q4_0": 0.1, "Q4_1": 0.09, "Q5_0": 0.05, "Q5_1": 0.045, "Q4_K": 0.09, "Q5_K": 0.045, "Q6_K": 0.022}
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, f := range blockFormats {
 		for _, uneven := range []bool{false, true} {
@@ -255,7 +302,9 @@ func TestBlockQuantizeError(t *testing.T) {
 					t.Fatalf("%s uneven=%v: value %d: %g quantized to %g, error above the bound %g", f.Name, uneven, i, x[i], y[i], b)
 				}
 			}
-			if rms := math.Sqrt(se / sx); !uneven && rms > rmsMax[f.Name] {
+			rms := math.Sqrt(se / sx)
+			t.Logf("%s uneven=%v: relative RMS error %.4f", f.Name, uneven, rms)
+			if !uneven && rms > rmsMax[f.Name] {
 				t.Errorf("%s: relative RMS error %.4f, want ≤ %g", f.Name, rms, rmsMax[f.Name])
 			}
 		}
@@ -284,6 +333,17 @@ func errBound(name string, x []float32, i int, f16 float64) float64 {
 	case "Q4_0":
 		_, _, amax := group(32)
 		return amax/8 + 8*amax/8*f16
+	case "Q5_0":
+		_, _, amax := group(32)
+		return amax/16 + 16*amax/16*f16
+	case "Q4_1", "Q5_1":
+		nmax := 15.0
+		if name == "Q5_1" {
+			nmax = 31
+		}
+		lo, hi, _ := group(32)
+		step := (hi - lo) / nmax
+		return step/2 + nmax*step*f16 + math.Abs(lo)*f16
 	case "Q4_K", "Q5_K":
 		nmax := 15.0
 		if name == "Q5_K" {
