@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/kvfoot/kvfoot/format/gguf"
 	"github.com/kvfoot/kvfoot/tensor"
@@ -152,15 +153,27 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 		}
 		c.BOS = int(bos)
 	}
-	if f.Has("tokenizer.ggml.eos_token_id") {
-		eos, err := f.Int("tokenizer.ggml.eos_token_id")
+	// Generation stops at the end of text and, for chat models, at the end of a turn
+	// or message, which llama.cpp keeps under their own keys.
+	for _, key := range []string{"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"} {
+		if !f.Has(key) {
+			continue
+		}
+		id, err := f.Int(key)
 		if err != nil {
 			return Config{}, err
 		}
-		if eos < 0 || eos >= int64(c.Vocab) {
-			return Config{}, fmt.Errorf("%s: metadata \"tokenizer.ggml.eos_token_id\": %d is outside the vocabulary [0, %d)", f.Path, eos, c.Vocab)
+		if id < 0 || id >= int64(c.Vocab) {
+			return Config{}, fmt.Errorf("%s: metadata %q: %d is outside the vocabulary [0, %d)", f.Path, key, id, c.Vocab)
 		}
-		c.EOS = []int{int(eos)}
+		if !slices.Contains(c.EOS, int(id)) {
+			c.EOS = append(c.EOS, int(id))
+		}
+	}
+	if f.Has(arch + ".attention.sliding_window") {
+		if err := num("attention.sliding_window", &c.SlidingWindow, 1<<30, true); err != nil {
+			return Config{}, err
+		}
 	}
 	return c, nil
 }

@@ -225,6 +225,11 @@ func TestGGUFPeerModels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			cfg := m.Config
+			if cfg.Hidden != 256 || cfg.Layers != 4 || cfg.Heads != 8 || cfg.KVHeads != 2 || cfg.HeadDim != 32 || cfg.Intermediate != 688 ||
+				cfg.Vocab != 512 || cfg.BOS != 1 || fmt.Sprint(cfg.EOS) != "[2]" || cfg.TieEmbeddings || cfg.MaxPositions != 4096 || cfg.NormEps != 1e-5 {
+				t.Errorf("config %+v", cfg)
+			}
 			all := allLogits(t, m, ids, 0)
 			got := all[len(all)-m.Config.Vocab:]
 			want := readFloats(t, filepath.Join(peerDir, c.name+".ref-f64.logits.txt"))
@@ -483,6 +488,7 @@ func TestGGUFErrors(t *testing.T) {
 		{"missing tensor", set("llama.block_count", uint32(2)), gguf.F32, `tensor "blk.1.attn_q.weight": missing`},
 		{"wrong type", set("llama.embedding_length", "32"), gguf.F32, `"llama.embedding_length": string`},
 		{"scaling", set("llama.rope.scaling.type", "yarn"), gguf.F32, `"yarn" is not supported`},
+		{"eot", set("tokenizer.ggml.eot_token_id", uint32(8)), gguf.F32, `"tokenizer.ggml.eot_token_id": 8 is outside the vocabulary [0, 8)`},
 		{"shape", set("llama.feed_forward_length", uint32(64)), gguf.F32, `tensor "blk.0.ffn_gate.weight": dimensions [32 32], want [32 64]`},
 	}
 	for _, c := range cases {

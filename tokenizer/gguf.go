@@ -202,6 +202,10 @@ func loadGGUF(f *gguf.File) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The tokenizer has no use for the padding id, but a file whose id lies is refused.
+	if _, _, err := id("tokenizer.ggml.padding_token_id"); err != nil {
+		return nil, err
+	}
 	addBOS, err := flag("tokenizer.ggml.add_bos_token", addBOSDefault)
 	if err != nil {
 		return nil, err

@@ -200,6 +200,7 @@ func TestGGUFTokenizerErrors(t *testing.T) {
 		{"model", set("tokenizer.ggml.model", "bert"), `"tokenizer.ggml.model": "bert" is not supported`},
 		{"pre", set("tokenizer.ggml.pre", "deepseek-llm"), `"tokenizer.ggml.pre": "deepseek-llm" is not supported`},
 		{"bos", set("tokenizer.ggml.bos_token_id", uint32(3)), `"tokenizer.ggml.bos_token_id": 3 is outside`},
+		{"pad", set("tokenizer.ggml.padding_token_id", int32(-1)), `"tokenizer.ggml.padding_token_id": -1 is outside`},
 		{"types", set("tokenizer.ggml.token_type", gguf.Array{Elem: gguf.TypeInt32, Values: []int32{1}}), "1 entries for 3 tokens"},
 		{"merge", set("tokenizer.ggml.merges", gguf.Array{Elem: gguf.TypeString, Values: []string{"ab"}}), `entry 0, "ab"`},
 		{"dup", set("tokenizer.ggml.tokens", gguf.Array{Elem: gguf.TypeString, Values: []string{"a", "b", "a"}}), `"a" is token 0 and 2`},
