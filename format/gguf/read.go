@@ -554,7 +554,8 @@ func (f *File) Tensor(name string) (*TensorInfo, bool) {
 // ReadTensor reads a tensor's bytes into a new slice.
 func (f *File) ReadTensor(t *TensorInfo) ([]byte, error) {
 	b := make([]byte, t.Size)
-	if _, err := f.r.ReadAt(b, int64(f.DataOffset+t.Offset)); err != nil && !(errors.Is(err, io.EOF) && len(b) == 0) {
+	// A ReaderAt may report EOF with a full read that ends at the end of the file.
+	if n, err := f.r.ReadAt(b, int64(f.DataOffset+t.Offset)); n < len(b) {
 		return nil, fmt.Errorf("%s: tensor %q: %w", f.Path, t.Name, err)
 	}
 	return b, nil
