@@ -1,0 +1,29 @@
+package tensor
+
+import "fmt"
+
+// BlockFormat describes a weight type stored in blocks, as GGUF files hold them: a
+// row of n values (n a multiple of Values) takes n/Values·Bytes bytes. The functions
+// are the portable kernels of the type; each file w*.go defines one format.
+type BlockFormat struct {
+	Name          string
+	Values, Bytes int
+	// Dequant widens one row of len(dst) values from its blocks.
+	Dequant func(dst []float32, src []byte)
+	// Dot returns Σ row[i]·x[i] over len(x) values, computed on the blocks.
+	Dot func(row []byte, x []float32) float32
+	// Quantize writes one row of len(src) values as blocks.
+	Quantize func(dst []byte, src []float32)
+}
+
+// RowBytes is the size of a row of n values; n must be a multiple of f.Values.
+func (f *BlockFormat) RowBytes(n int) int { return n / f.Values * f.Bytes }
+
+// checkBlocks panics, as copy-like kernels do on a caller's bug, unless n values
+// are whole blocks and the byte slice holds them.
+func checkBlocks(name string, n, per, size, have int) int {
+	if n%per != 0 || have < n/per*size {
+		panic(fmt.Sprintf("tensor.%s: %d values need whole blocks of %d (%d bytes each), have %d bytes", name, n, per, size, have))
+	}
+	return n / per
+}
