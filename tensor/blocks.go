@@ -2,25 +2,9 @@ package tensor
 
 import "fmt"
 
-// BlockType is a weight type stored in blocks of Values values in Bytes bytes (F16,
-// Q8_0, Q4_K, ...): its kernels widen a row and dot a row with a float32 vector,
-// computing on the blocks directly. Adding a type is a file of its kernels and its
-// BlockType value; MatMulTs and Mat.Row dispatch on it.
-type BlockType struct {
-	Name          string
-	Values, Bytes int
-	// Dequant widens one row of len(dst) values (a multiple of Values) from src.
-	Dequant func(dst []float32, src []byte)
-	// Dot returns Σ row[i]·x[i] over len(x) values (a multiple of Values).
-	Dot func(row []byte, x []float32) float32
-}
-
-// RowBytes is the bytes of a row of cols values.
-func (t *BlockType) RowBytes(cols int) int { return cols / t.Values * t.Bytes }
-
 // NewBlockMat is a rows x cols matrix of type t over data, checked: cols a multiple
 // of the block's values and data exactly the rows' bytes.
-func NewBlockMat(rows, cols int, t *BlockType, data []byte) (Mat, error) {
+func NewBlockMat(rows, cols int, t *BlockFormat, data []byte) (Mat, error) {
 	switch {
 	case rows < 0 || cols < 0:
 		return Mat{}, fmt.Errorf("tensor: %s matrix %dx%d: negative size", t.Name, rows, cols)

@@ -9,7 +9,7 @@ import (
 )
 
 // testQ8 is a block type made for the test: 32 int8 codes after a float32 scale.
-var testQ8 = &BlockType{Name: "testQ8", Values: 32, Bytes: 36,
+var testQ8 = &BlockFormat{Name: "testQ8", Values: 32, Bytes: 36,
 	Dequant: func(dst []float32, src []byte) {
 		for b := 0; b < len(dst)/32; b++ {
 			blk := src[b*36:]
@@ -51,41 +51,58 @@ func randBlocks(rng *rand.Rand, rows, cols int) []byte {
 func TestBlockMatMul(t *testing.T) {
 	defer SetThreads(Threads())
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, th := range []int{1, 3} {
-		SetThreads(th)
-		for _, m := range []int{1, 3, 17, 40} {
-			for _, rows := range []int{5, 70, 130} {
-				const k = 96
-				w, err := NewBlockMat(rows, k, testQ8, randBlocks(rng, rows, k))
-				if err != nil {
-					t.Fatal(err)
-				}
-				f := Mat{Rows: 7, Cols: k, F32: make([]float32, 7*k)}
-				for i := range f.F32 {
-					f.F32[i] = float32(rng.NormFloat64())
-				}
-				x := make([]float32, m*k)
-				for i := range x {
-					x[i] = float32(rng.NormFloat64())
-				}
-				got, gotF := make([]float32, m*rows), make([]float32, m*7)
-				MatMulTs(x, m, Proj{Dst: got, W: &w}, Proj{Dst: gotF, W: &f})
-				wv := make([]float32, k)
-				check := func(name string, dst []float32, wrows int, row func(r int) []float32) {
-					for i := range m {
-						for r := range wrows {
-							var want float64
-							for p, v := range row(r) {
-								want += float64(v) * float64(x[i*k+p])
-							}
-							if d := math.Abs(float64(dst[i*wrows+r]) - want); d > 1e-4*(1+math.Abs(want)) {
-								t.Fatalf("threads %d, m %d, rows %d: %s[%d,%d] = %g, want %g", th, m, rows, name, i, r, dst[i*wrows+r], want)
+	// a matrix of each format: testQ8's random codes, the others quantized from
+	// Gaussian rows by their own Quantize
+	makeMat := func(f *BlockFormat, rows, k int) Mat {
+		var data []byte
+		if f == testQ8 {
+			data = randBlocks(rng, rows, k)
+		} else {
+			data = make([]byte, rows*f.RowBytes(k))
+			for r := range rows {
+				f.Quantize(data[r*f.RowBytes(k):(r+1)*f.RowBytes(k)], gaussRow(rng, k, 1))
+			}
+		}
+		w, err := NewBlockMat(rows, k, f, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	for _, format := range append([]*BlockFormat{testQ8}, blockFormats...) {
+		for _, th := range []int{1, 3} {
+			SetThreads(th)
+			for _, m := range []int{1, 3, 17, 40} {
+				for _, rows := range []int{5, 70} {
+					const k = 256
+					w := makeMat(format, rows, k)
+					f := Mat{Rows: 7, Cols: k, F32: make([]float32, 7*k)}
+					for i := range f.F32 {
+						f.F32[i] = float32(rng.NormFloat64())
+					}
+					x := make([]float32, m*k)
+					for i := range x {
+						x[i] = float32(rng.NormFloat64())
+					}
+					got, gotF := make([]float32, m*rows), make([]float32, m*7)
+					MatMulTs(x, m, Proj{Dst: got, W: &w}, Proj{Dst: gotF, W: &f})
+					wv := make([]float32, k)
+					check := func(name string, dst []float32, wrows int, row func(r int) []float32) {
+						for i := range m {
+							for r := range wrows {
+								var want float64
+								for p, v := range row(r) {
+									want += float64(v) * float64(x[i*k+p])
+								}
+								if d := math.Abs(float64(dst[i*wrows+r]) - want); d > 1e-4*(1+math.Abs(want)) {
+									t.Fatalf("threads %d, m %d, rows %d: %s[%d,%d] = %g, want %g", th, m, rows, name, i, r, dst[i*wrows+r], want)
+								}
 							}
 						}
 					}
+					check(format.Name, got, rows, func(r int) []float32 { w.Row(wv, r); return wv })
+					check("f32", gotF, 7, func(r int) []float32 { return f.F32[r*k : (r+1)*k] })
 				}
-				check("blocks", got, rows, func(r int) []float32 { w.Row(wv, r); return wv })
-				check("f32", gotF, 7, func(r int) []float32 { return f.F32[r*k : (r+1)*k] })
 			}
 		}
 	}

@@ -10,10 +10,10 @@ type Mat struct {
 	Rows, Cols int
 	F32        []float32
 	BF16       []uint16
-	// Blocks holds the rows of a block type (F16, Q8_0, Q4_K, ...), each
+	// Blocks holds the rows of a block format (Q8_0, Q4_K, ...; wblock.go), each
 	// Cols/Block.Values blocks of Block.Bytes bytes, as GGUF files store them.
 	Blocks []byte
-	Block  *BlockType
+	Block  *BlockFormat
 }
 
 // DType is a matrix's element type.
@@ -22,7 +22,7 @@ type DType uint8
 const (
 	F32 DType = iota
 	BF16
-	Blocked // a BlockType's blocks: Mat.Block names it
+	Blocked // a BlockFormat's blocks: Mat.Block names it
 )
 
 func (t DType) String() string {
