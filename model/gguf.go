@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/kvfoot/kvfoot/format/gguf"
 	"github.com/kvfoot/kvfoot/tensor"
@@ -64,7 +65,7 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 	case !ok:
 		return Config{}, fmt.Errorf("%s: metadata \"general.architecture\": %q is not supported (want llama, mistral or qwen2)", f.Path, arch)
 	}
-	c := Config{Arch: a.hf, BOS: -1, WeightsDtypeHint: "gguf"}
+	c := Config{Arch: a.hf, BOS: -1, WeightsDtypeHint: mainType(f)}
 	num := func(key string, dst *int, max int64, required bool) error {
 		if !f.Has(arch+"."+key) && !required {
 			return nil
@@ -176,6 +177,20 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// mainType names the tensor type that holds most of the file's bytes, lower case
+// ("q4_k", "f16"), for the weights' dtype as reports give it.
+func mainType(f *gguf.File) string {
+	bytes := map[gguf.Type]uint64{}
+	var top gguf.Type
+	for _, t := range f.Tensors {
+		bytes[t.Type] += t.Size
+		if bytes[t.Type] > bytes[top] || bytes[t.Type] == bytes[top] && t.Type < top {
+			top = t.Type
+		}
+	}
+	return strings.ToLower(top.String())
 }
 
 // ggufRope reads rope.freq_base and the rope.scaling.* keys. Llama 3's scaling is in

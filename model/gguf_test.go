@@ -227,7 +227,8 @@ func TestGGUFPeerModels(t *testing.T) {
 			}
 			cfg := m.Config
 			if cfg.Hidden != 256 || cfg.Layers != 4 || cfg.Heads != 8 || cfg.KVHeads != 2 || cfg.HeadDim != 32 || cfg.Intermediate != 688 ||
-				cfg.Vocab != 512 || cfg.BOS != 1 || fmt.Sprint(cfg.EOS) != "[2]" || cfg.TieEmbeddings || cfg.MaxPositions != 4096 || cfg.NormEps != 1e-5 {
+				cfg.Vocab != 512 || cfg.BOS != 1 || fmt.Sprint(cfg.EOS) != "[2]" || cfg.TieEmbeddings || cfg.MaxPositions != 4096 || cfg.NormEps != 1e-5 ||
+				cfg.WeightsDtypeHint != strings.ToLower(c.typ.String()) {
 				t.Errorf("config %+v", cfg)
 			}
 			all := allLogits(t, m, ids, 0)

@@ -411,3 +411,36 @@ func TestBlockShortSlicePanics(t *testing.T) {
 		}()
 	}
 }
+
+// BenchmarkBlockDot measures the portable on-block dot products over a 256 x 4096
+// weight matrix (bytes/s counts the weight bytes read), and Dot on float32 rows
+// for scale.
+func BenchmarkBlockDot(b *testing.B) {
+	const rows, cols = 256, 4096
+	r := rand.New(rand.NewPCG(7, 8))
+	w := gaussRow(r, rows*cols, 0.02)
+	x := gaussRow(r, cols, 1)
+	b.Run("F32", func(b *testing.B) {
+		b.SetBytes(rows * cols * 4)
+		for b.Loop() {
+			for i := range rows {
+				Dot(w[i*cols:(i+1)*cols], x)
+			}
+		}
+	})
+	for _, f := range blockFormats {
+		rb := f.RowBytes(cols)
+		q := make([]byte, rows*rb)
+		for i := range rows {
+			f.Quantize(q[i*rb:(i+1)*rb], w[i*cols:(i+1)*cols])
+		}
+		b.Run(f.Name, func(b *testing.B) {
+			b.SetBytes(int64(len(q)))
+			for b.Loop() {
+				for i := range rows {
+					f.Dot(q[i*rb:(i+1)*rb], x)
+				}
+			}
+		})
+	}
+}
