@@ -123,3 +123,37 @@ func TestNewBlockMatRefuses(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkBlockMatVec: one decode row against a 2048x2048 weight matrix in each
+// storage, one thread: GB/s of weights read.
+func BenchmarkBlockMatVec(b *testing.B) {
+	defer SetThreads(Threads())
+	SetThreads(1)
+	const n = 2048
+	rng := rand.New(rand.NewPCG(1, 2))
+	x := gaussRow(rng, n, 1)
+	f32 := Mat{Rows: n, Cols: n, F32: gaussRow(rng, n*n, 1)}
+	bf := Mat{Rows: n, Cols: n, BF16: make([]uint16, n*n)}
+	for i, v := range f32.F32 {
+		bf.BF16[i] = FloatToBF16(v)
+	}
+	mats := map[string]Mat{"f32": f32, "bf16": bf}
+	for _, f := range []*BlockFormat{&BlockQ8_0, &BlockQ4_K, &BlockQ6_K} {
+		data := make([]byte, n*f.RowBytes(n))
+		for r := range n {
+			f.Quantize(data[r*f.RowBytes(n):(r+1)*f.RowBytes(n)], f32.F32[r*n:(r+1)*n])
+		}
+		w, _ := NewBlockMat(n, n, f, data)
+		mats[f.Name] = w
+	}
+	dst := make([]float32, n)
+	for _, name := range []string{"f32", "bf16", "Q8_0", "Q4_K", "Q6_K"} {
+		w := mats[name]
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(w.Bytes())
+			for b.Loop() {
+				MatMulT(dst, x, 1, &w)
+			}
+		})
+	}
+}

@@ -1,0 +1,51 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// Hand-written: Q8_0's dot on the blocks (wq8_0.go's DotQ8_0). A block is a half-
+// precision scale d and 32 int8 codes; its 32 codes are widened to float32 in four
+// ymm, multiplied with x, summed into one ymm, and scaled by d into the total, so a
+// block costs about fifteen instructions and the 34 bytes are read once.
+
+// func dotQ8_0AVX2(row *byte, x *float32, nb int) float32
+TEXT ·dotQ8_0AVX2(SB), NOSPLIT, $0-28
+	MOVQ   row+0(FP), SI
+	MOVQ   x+8(FP), DI
+	MOVQ   nb+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ  CX, CX
+	JZ     done
+
+loop:
+	MOVWLZX      (SI), AX
+	VMOVD        AX, X2
+	VCVTPH2PS    X2, X2
+	VBROADCASTSS X2, Y2
+	VPMOVSXBD    2(SI), Y3
+	VPMOVSXBD    10(SI), Y4
+	VPMOVSXBD    18(SI), Y5
+	VPMOVSXBD    26(SI), Y6
+	VCVTDQ2PS    Y3, Y3
+	VCVTDQ2PS    Y4, Y4
+	VCVTDQ2PS    Y5, Y5
+	VCVTDQ2PS    Y6, Y6
+	VMULPS       (DI), Y3, Y3
+	VMULPS       32(DI), Y4, Y4
+	VFMADD231PS  64(DI), Y5, Y3
+	VFMADD231PS  96(DI), Y6, Y4
+	VADDPS       Y4, Y3, Y3
+	VFMADD231PS  Y3, Y2, Y0
+	ADDQ         $34, SI
+	ADDQ         $128, DI
+	DECQ         CX
+	JNZ          loop
+
+done:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VZEROUPPER
+	MOVSS        X0, ret+24(FP)
+	RET
