@@ -84,14 +84,9 @@ func runBench(args []string) error {
 	if err != nil {
 		return err
 	}
-	threads, err := parseCounts("--threads", *threadsFlag)
+	threads, err := parseThreadList("--threads", *threadsFlag)
 	if err != nil {
 		return err
-	}
-	for _, t := range threads {
-		if t > maxThreads {
-			return fmt.Errorf("--threads %d: want at most %d", t, maxThreads)
-		}
 	}
 	if *scaling && !slices.Contains(threads, 1) {
 		threads = append([]int{1}, threads...)
@@ -329,18 +324,6 @@ func stats(threads int, test string, ctx, tokens int, v []float64) benchRow {
 		sd = math.Sqrt(ss / float64(len(v)-1))
 	}
 	return benchRow{Threads: threads, Test: test, Context: ctx, Tokens: tokens, Mean: mean, SD: sd, Reps: len(v), Samples: v}
-}
-
-func parseCounts(flag, s string) ([]int, error) {
-	var out []int
-	for _, p := range strings.Split(s, ",") {
-		v, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || v < 1 {
-			return nil, fmt.Errorf("%s: %q is not a positive integer", flag, p)
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }
 
 func presetNames() []string {
