@@ -50,6 +50,8 @@ func TestRefusals(t *testing.T) {
 		{"footprint negative", runFootprint, []string{"--prompt-len", "10", "--window", "-1"}, "--window -1"},
 		{"footprint locret sink", runFootprint, []string{"--prompt-len", "10", "--locret", "--sink", "4"}, "--sink has no effect with --locret"},
 		{"footprint stabilizers", runFootprint, []string{"--prompt-len", "10", "--stabilizers", "4"}, "--stabilizers has no effect without --locret"},
+		{"footprint layers", runFootprint, []string{"--prompt-len", "10", "--exact", "--layers", "5000"}, "--layers 5000: want 0 (SnapKV) to 4096"},
+		{"footprint beta", runFootprint, []string{"--prompt-len", "10", "--exact", "--layers", "4", "--beta", "-1"}, "--beta -1"},
 		{"footprint dtype", runFootprint, []string{"--prompt-len", "10", "--dtype", "f32"}, "--dtype has no effect without --model"},
 		{"tasks list stray", runTasks, []string{"list", "x"}, `unexpected arguments ["x"]`},
 		{"tasks show index", runTasks, []string{"show", "--tokenizer", tok, "--task", "json_kv", "--length", "900", "--index", "-1"}, "index -1"},
