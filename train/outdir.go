@@ -89,6 +89,9 @@ func claimOut(c *RunConfig, m method) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(c.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("output folder: %w", err)
+	}
 	files, _ := OutputFiles(m.kind(), m.trainsWeights())
 	b, _ := json.MarshalIndent(marker{WrittenBy: "kvfoot " + m.kind(), Files: files}, "", "  ")
 	err = writeAtomic(filepath.Join(c.Out, runMarker), func(w *bufio.Writer) error {

@@ -308,3 +308,16 @@ func TestRunKeepsForeignFiles(t *testing.T) {
 		t.Errorf("steps logged %v, want [1 2 3 4 5]", steps)
 	}
 }
+
+// A run refused before it starts (bad data, bad settings) leaves no output folder.
+func TestRefusedRunLeavesNoFolder(t *testing.T) {
+	m, _ := tinyRun(t)
+	out := filepath.Join(t.TempDir(), "out")
+	rc := RunConfig{Out: out, Steps: 2, SeqLen: 64, Batch: 1, Seed: 1, Sink: 2, Window: 8}
+	if _, err := PruLong(newTinyNet(t, m), &PruLongConfig{RunConfig: rc, TargetSparsity: 0.5}, []Doc{{IDs: make([]int, 10)}}); err == nil {
+		t.Fatal("documents shorter than --seq-len accepted")
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("a refused run left its output folder %s", out)
+	}
+}

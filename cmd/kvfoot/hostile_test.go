@@ -128,6 +128,19 @@ func TestNoOverwriteWithoutForce(t *testing.T) {
 		t.Errorf("tokenizer train --force: %v", err)
 	}
 
+	prof := put("cpu.pprof")
+	benchArgs := []string{"--model", gqa, "--ctx", "8", "--threads", "1", "--reps", "1", "--decode", "1", "--cpuprofile", prof}
+	if _, err := capture(t, func() error { return runBench(benchArgs) }); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("bench --cpuprofile over an existing file: %v", err)
+	}
+	untouched(prof)
+	if _, err := capture(t, func() error { return runBench(append(benchArgs, "--force")) }); err != nil {
+		t.Errorf("bench --cpuprofile --force: %v", err)
+	}
+	if b, _ := os.ReadFile(prof); len(b) == 0 || string(b) == string(mine) {
+		t.Errorf("bench --cpuprofile --force wrote no profile")
+	}
+
 	// prulong and duo: a folder with a user's masks TSV and log
 	docs := filepath.Join(dir, "docs.jsonl")
 	os.WriteFile(docs, []byte(`{"ids":[`+strings.TrimSuffix(strings.Repeat("7,", 40), ",")+`],"answer_spans":[[20,30]]}`+"\n"), 0o644)
