@@ -125,6 +125,28 @@ func loadModelWith(dir string, withTokenizer bool) (*model.Model, *tokenizer.Tok
 	return m, tok, dir, nil
 }
 
+// loadTokenizer loads --tokenizer (a tokenizer.json, or a folder holding one and
+// perhaps its tokenizer_config.json and chat_template.jinja); when path is empty,
+// the --model folder's (the built-in model's when model is empty too).
+func loadTokenizer(path, model string) (*tokenizer.Tokenizer, error) {
+	if path != "" {
+		tok, err := tokenizer.Load(path)
+		if err != nil {
+			return nil, fmt.Errorf("--tokenizer: %w", err)
+		}
+		return tok, nil
+	}
+	dir, err := modeldir.Find(model)
+	if err != nil {
+		return nil, fmt.Errorf("--tokenizer not given: %w", err)
+	}
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("--model: %w", err)
+	}
+	return tok, nil
+}
+
 // checkOutput checks, before any work, that the file path given to flag may be
 // written: its folder exists and it does not (unless force).
 func checkOutput(flag, path string, force bool) error {

@@ -11,7 +11,6 @@ import (
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tasks"
 	"github.com/kvfoot/kvfoot/tensor"
-	"github.com/kvfoot/kvfoot/tokenizer"
 	"github.com/kvfoot/kvfoot/train"
 )
 
@@ -129,7 +128,7 @@ func (f runFlags) setup(method string, tasksMix []string, weightGrads bool) (*mo
 // would, from seeds 1000 + --seed of the training split (the built-in model was
 // pre-trained on seed 1; evaluation uses another split).
 func (f runFlags) generate(modelDir string, names []string) ([]train.Doc, error) {
-	tok, err := tokenizer.Load(modelDir)
+	tok, err := loadTokenizer("", modelDir)
 	if err != nil {
 		return nil, err
 	}

@@ -5,11 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
-	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/internal/outfile"
 	"github.com/kvfoot/kvfoot/tasks"
 	"github.com/kvfoot/kvfoot/tokenizer"
@@ -64,15 +62,7 @@ func addTaskInputs(fs *flag.FlagSet) taskInputs {
 }
 
 func (ti taskInputs) load() (*tokenizer.Tokenizer, *tasks.Corpus, error) {
-	path := *ti.tokenizer
-	if path == "" {
-		dir, err := modeldir.Find(*ti.model)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--tokenizer not given: %w", err)
-		}
-		path = filepath.Join(dir, "tokenizer.json")
-	}
-	tok, err := tokenizer.Load(path)
+	tok, err := loadTokenizer(*ti.tokenizer, *ti.model)
 	if err != nil {
 		return nil, nil, err
 	}
