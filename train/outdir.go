@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -56,7 +57,10 @@ func CheckOut(dir, method string, trainWeights, force bool) (own map[string]bool
 		return nil, err
 	}
 	var m marker
-	if b, err := os.ReadFile(filepath.Join(dir, runMarker)); err == nil {
+	if f, err := os.Open(filepath.Join(dir, runMarker)); err == nil {
+		// a marker is a few hundred bytes: a larger file is not one
+		b, _ := io.ReadAll(io.LimitReader(f, 1<<16))
+		f.Close()
 		if json.Unmarshal(b, &m) != nil || m.WrittenBy != "kvfoot "+method {
 			m = marker{} // another method's folder, or not kvfoot's marker at all
 		}
