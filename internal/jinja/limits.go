@@ -240,6 +240,56 @@ func replaceChecked(s, old, new string, n int) string {
 	return strings.Replace(s, old, new, n)
 }
 
+// checkNesting refuses a template whose blocks ({% if %} … {% endif %} and the
+// like) or whose brackets within one tag nest more than maxNesting deep: the
+// parser and the evaluator recurse on them, and parsing deep brackets takes time
+// quadratic in their depth.
+func checkNesting(segs []segment) error {
+	blocks := 0
+	for _, s := range segs {
+		if s.kind != segExpr && s.kind != segStmt {
+			continue
+		}
+		depth := 0
+		var quote byte
+		for i := 0; i < len(s.text); i++ {
+			switch c := s.text[i]; {
+			case quote != 0:
+				if c == '\\' {
+					i++
+				} else if c == quote {
+					quote = 0
+				}
+			case c == '"' || c == '\'':
+				quote = c
+			case c == '(' || c == '[' || c == '{':
+				if depth++; depth > maxNesting {
+					return fmt.Errorf("line %d: brackets nested more than %d deep", s.line, maxNesting)
+				}
+			case c == ')' || c == ']' || c == '}':
+				depth--
+			}
+		}
+		if s.kind != segStmt {
+			continue
+		}
+		words := strings.Fields(s.text)
+		if len(words) == 0 {
+			continue
+		}
+		switch w := words[0]; {
+		case w == "if" || w == "for" || w == "macro" || w == "call" || w == "filter" || w == "raw" ||
+			(w == "set" && !strings.Contains(s.text, "=")):
+			if blocks++; blocks > maxNesting {
+				return fmt.Errorf("line %d: blocks nested more than %d deep", s.line, maxNesting)
+			}
+		case strings.HasPrefix(w, "end"):
+			blocks--
+		}
+	}
+	return nil
+}
+
 // RenderLimited renders the template within lim. A render stopped at a limit
 // returns a *LimitError; one that fails inside the engine (a panic) returns an
 // error too, never taking the process down.

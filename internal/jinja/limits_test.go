@@ -85,3 +85,28 @@ func TestLimitsKeepSemantics(t *testing.T) {
 		}
 	}
 }
+
+// Compile refuses nesting the parser would recurse on past maxNesting (and whose
+// parse time grows with the square of its depth); up to it a template compiles.
+func TestCompileNesting(t *testing.T) {
+	nest := func(open, mid, close string, n int) string {
+		return strings.Repeat(open, n) + mid + strings.Repeat(close, n)
+	}
+	for _, c := range []struct {
+		src  string
+		want string // "" for none
+	}{
+		{"{{ " + nest("(", "1", ")", 128) + " }}", ""},
+		{"{{ " + nest("(", "1", ")", 129) + " }}", "brackets nested more than 128 deep"},
+		{"{{ " + nest("[", "", "]", 100000) + " }}", "brackets nested more than 128 deep"},
+		{"{{ '" + strings.Repeat("(", 1000) + "' }}", ""}, // in a string, not nesting
+		{nest("{% if 1 %}", "x", "{% endif %}", 128), ""},
+		{nest("{% for i in [1] %}", "x", "{% endfor %}", 129), "blocks nested more than 128 deep"},
+		{strings.Repeat("{% if 1 %}x{% endif %}", 1000), ""}, // many, not nested
+	} {
+		_, err := Compile(c.src)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%.40s…: error %v, want %q", c.src, err, c.want)
+		}
+	}
+}

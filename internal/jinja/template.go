@@ -18,6 +18,9 @@ func Compile(source string) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jinja scan: %w", err)
 	}
+	if err := checkNesting(segs); err != nil { // kvfoot: the parser recurses on nesting
+		return nil, fmt.Errorf("jinja parse: %w", err)
+	}
 
 	nodes, err := parseTemplate(segs)
 	if err != nil {
