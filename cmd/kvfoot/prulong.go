@@ -91,6 +91,11 @@ func (f runFlags) setup(method string, tasksMix []string, weightGrads bool) (*mo
 			return nil, nil, nil, fmt.Errorf("%s %d: want at least %d", c.flag, c.v, c.min)
 		}
 	}
+	// generated documents take seeds 1000 + --seed: past this they would wrap around
+	// onto other seeds
+	if *f.data == "" && *f.seed > math.MaxUint64-1000 {
+		return nil, nil, nil, fmt.Errorf("--seed %d: want at most %d with generated documents (they use seeds 1000 + --seed)", *f.seed, uint64(math.MaxUint64-1000))
+	}
 	// time.Duration holds about 153 million minutes; NaN would mean no limit at all
 	if !(*f.maxMinutes >= 0 && *f.maxMinutes <= 1e8) {
 		return nil, nil, nil, fmt.Errorf("--max-minutes %v: want 0 (no limit) to 1e8", *f.maxMinutes)
