@@ -13,6 +13,7 @@ import (
 	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/internal/outfile"
 	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tasks"
 	"github.com/kvfoot/kvfoot/tensor"
 	"github.com/kvfoot/kvfoot/tokenizer"
 )
@@ -91,6 +92,46 @@ func parseIntList(flag, s string, lo int, what, list string) ([]int, error) {
 		out[i] = v
 	}
 	return out, nil
+}
+
+// parseLengths reads a comma-separated list of token counts; "4k" means 4096.
+func parseLengths(flagName, s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, fmt.Errorf("%s is required (comma-separated token counts, e.g. 2048,4096 or 2k,4k)", flagName)
+	}
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		orig, mul := p, 1
+		if strings.HasSuffix(p, "k") || strings.HasSuffix(p, "K") {
+			p, mul = p[:len(p)-1], 1024
+		}
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 1 {
+			return nil, fmt.Errorf("%s: %q is not a positive token count", flagName, orig)
+		}
+		if v > tasks.MaxLength/mul {
+			return nil, fmt.Errorf("%s: %s is longer than the %d tokens a task can have", flagName, orig, tasks.MaxLength)
+		}
+		out = append(out, v*mul)
+	}
+	if d, ok := duplicate(out); ok {
+		return nil, fmt.Errorf("%s: %d is given twice", flagName, d)
+	}
+	return out, nil
+}
+
+// duplicate returns a value that occurs more than once in xs.
+func duplicate[T comparable](xs []T) (T, bool) {
+	seen := map[T]bool{}
+	for _, x := range xs {
+		if seen[x] {
+			return x, true
+		}
+		seen[x] = true
+	}
+	var zero T
+	return zero, false
 }
 
 // loadModel loads --model, or the built-in model when dir is empty.
