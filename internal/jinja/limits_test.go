@@ -2,6 +2,7 @@ package jinja
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,38 @@ func TestCompileNesting(t *testing.T) {
 		_, err := Compile(c.src)
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%.40s…: error %v, want %q", c.src, err, c.want)
+		}
+	}
+}
+
+// Renders and compilations from many goroutines at once are safe (run with -race)
+// and each counts only its own work.
+func TestConcurrentRenders(t *testing.T) {
+	done := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for range 20 {
+				tm, err := Compile(`{% for i in range(n) %}{{ i }}{% endfor %}`)
+				if err != nil {
+					done <- err
+					return
+				}
+				lim := DefaultLimits
+				lim.MaxSteps = 1000
+				// 300 iterations of two steps each fit; 600 do not, whoever else renders
+				n := 300 * (1 + g%2)
+				_, err = tm.RenderLimited(map[string]any{"n": n}, lim)
+				if (err != nil) != (n == 600) {
+					done <- fmt.Errorf("n = %d: %v", n, err)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Error(err)
 		}
 	}
 }

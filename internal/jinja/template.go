@@ -13,7 +13,11 @@ type Template struct {
 
 // Compile parses a Jinja template source string and returns a compiled
 // template that can be rendered multiple times with different data.
+//
+// kvfoot: under renderMu, as the literals it makes read the render state.
 func Compile(source string) (*Template, error) {
+	renderMu.Lock()
+	defer renderMu.Unlock()
 	segs, err := scan(source)
 	if err != nil {
 		return nil, fmt.Errorf("jinja scan: %w", err)
