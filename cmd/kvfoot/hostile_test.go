@@ -64,6 +64,7 @@ func TestRefusals(t *testing.T) {
 		{"prulong bench threads", runPruLong, []string{"--model", gqa, "--bench", "--bench-threads", "1,99999"}, "--bench-threads 99999"},
 		{"prulong stray", runPruLong, []string{"--model", gqa, "--out", filepath.Join(dir, "p"), "x", "--steps", "1"}, `unexpected arguments ["x" "--steps" "1"]`},
 		{"prulong seed wraps", runPruLong, []string{"--model", gqa, "--out", filepath.Join(dir, "p"), "--seed", "18446744073709551615"}, "--seed 18446744073709551615: want at most 18446744073709550615"},
+		{"prulong out is a file", runPruLong, []string{"--model", gqa, "--out", "../../README.md"}, "--out ../../README.md is a file"},
 		{"prulong max minutes", runPruLong, []string{"--model", gqa, "--out", filepath.Join(dir, "p"), "--max-minutes", "NaN"}, "--max-minutes NaN"},
 		{"tokenizer train huge vocab", runTokenizer, []string{"train", "--vocab-size", "99999999999", "--out", filepath.Join(dir, "t.json"), tok}, "--vocab-size 99999999999"},
 		{"tokenizer train missing file", runTokenizer, []string{"train", "--out", filepath.Join(dir, "t.json"), filepath.Join(dir, "none.txt")}, "none.txt"},

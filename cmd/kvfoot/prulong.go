@@ -76,7 +76,9 @@ func (f runFlags) setup(method string, tasksMix []string, weightGrads bool) (*mo
 			return nil, nil, nil, fmt.Errorf("--out is required")
 		}
 		// Refuse a folder of someone else's files before the model and data load.
-		if st, err := os.Stat(*f.out); err == nil && st.IsDir() {
+		if st, err := os.Stat(*f.out); err == nil && !st.IsDir() {
+			return nil, nil, nil, fmt.Errorf("--out %s is a file; want a folder", *f.out)
+		} else if err == nil {
 			if _, err := train.CheckOut(*f.out, method, weightGrads, *f.force); err != nil {
 				return nil, nil, nil, fmt.Errorf("--out: %w", err)
 			}
