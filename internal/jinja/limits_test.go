@@ -143,3 +143,32 @@ func TestConcurrentRenders(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTemplate: no template, however malformed or hostile, ends the process or
+// runs past its limits; every failure is an error.
+func FuzzTemplate(f *testing.F) {
+	for _, s := range []string{
+		`{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}`,
+		`{% set l = [] %}{% set _ = l.append(l) %}{{ l }}`,
+		`{% for m in messages %}{{ m.role ~ ': ' ~ m.content | trim }}{% if not loop.last %}\n{% endif %}{% endfor %}`,
+		`{{ (messages | tojson(indent=2))[1:-1:3] | replace('a', 'bb') | indent(4) }}`,
+		`{% set ns = namespace(x=[1]) %}{% for i in range(30) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}{{ ns.x | length }}`,
+		`{% call(x) m() %}{{ x }}{% endcall %}{{ 'x'.format(1, 2) }}{{ 'a,b'.split(',') | join('-') }}`,
+	} {
+		f.Add(s)
+	}
+	lim := DefaultLimits
+	lim.Timeout = 2 * time.Second
+	data := map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hi"}}}
+	f.Fuzz(func(t *testing.T, src string) {
+		tm, err := Compile(src)
+		if err != nil {
+			return
+		}
+		start := time.Now()
+		tm.RenderLimited(data, lim)
+		if d := time.Since(start); d > 10*lim.Timeout {
+			t.Errorf("render took %v, past its %v limit", d, lim.Timeout)
+		}
+	})
+}

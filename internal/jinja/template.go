@@ -14,10 +14,16 @@ type Template struct {
 // Compile parses a Jinja template source string and returns a compiled
 // template that can be rendered multiple times with different data.
 //
-// kvfoot: under renderMu, as the literals it makes read the render state.
-func Compile(source string) (*Template, error) {
+// kvfoot: under renderMu, as the literals it makes read the render state; a panic
+// in the parser is an error.
+func Compile(source string) (t *Template, err error) {
 	renderMu.Lock()
 	defer renderMu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			t, err = nil, fmt.Errorf("jinja parse: %v", r)
+		}
+	}()
 	segs, err := scan(source)
 	if err != nil {
 		return nil, fmt.Errorf("jinja scan: %w", err)
