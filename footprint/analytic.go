@@ -75,8 +75,16 @@ func (p Params) check() error {
 			return fmt.Errorf("footprint: %s %d: want at most %d tokens (2^26)", v.name, v.n, MaxTokens)
 		}
 	}
-	if p.Prompt < 1 || p.Response < 0 || p.Sink < 0 || p.Window < 0 || p.KVWindow < 0 || p.Prompt+p.Response > MaxTokens {
-		return fmt.Errorf("footprint: %+v: want prompt ≥ 1, non-negative lengths and prompt + response ≤ %d (2^26)", p, MaxTokens)
+	for _, v := range []struct {
+		name   string
+		n, min int
+	}{{"prompt", p.Prompt, 1}, {"response", p.Response, 0}, {"sink", p.Sink, 0}, {"window", p.Window, 0}, {"kv window", p.KVWindow, 0}} {
+		if v.n < v.min {
+			return fmt.Errorf("footprint: %s %d: want at least %d", v.name, v.n, v.min)
+		}
+	}
+	if p.Prompt+p.Response > MaxTokens {
+		return fmt.Errorf("footprint: prompt %d + response %d: want at most %d tokens (2^26)", p.Prompt, p.Response, MaxTokens)
 	}
 	if !(p.HeadSparsity >= 0 && p.HeadSparsity <= 1) || !(p.KVSparsity >= 0 && p.KVSparsity <= 1) {
 		return fmt.Errorf("footprint: head sparsity %g, KV sparsity %g: want 0…1", p.HeadSparsity, p.KVSparsity)

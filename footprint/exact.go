@@ -20,31 +20,50 @@ import "fmt"
 //     §5.3), averaged over layers;
 //   - the decode phase counts its largest step, and there is no decode phase without
 //     decoded tokens (the published formula's last-step and R = 0 quirks).
+//
+// It walks the chunks once with O(Layers) memory (a one-token chunk size makes
+// Prompt chunks).
 func Exact(p Params) (Result, error) {
 	if err := p.checkExact(); err != nil {
 		return Result{}, err
 	}
-	se, sp := exactStreaming(p)
 	layers := max(p.Layers, 1)
-	var ge float64
-	gp := make([]float64, len(sp))
-	for l := range layers {
-		e, pk := exactGlobal(p, l)
-		ge += e / float64(layers)
-		for i := range pk {
-			gp[i] += pk[i] / float64(layers)
-		}
-	}
-	total := p.Prompt + p.Response
-	full := causal(total)
 	h := p.HeadSparsity
-	r := Result{Footprint: se/full*h + ge/full*(1-h)}
+	var se float64                // the streaming heads' entries
+	ge := make([]float64, layers) // each layer's global heads' entries
+	past := make([]int, layers)   // each layer's global entries kept
 	peak := 0.0
-	for i := range sp {
-		peak = max(peak, h*sp[i]+(1-h)*gp[i])
+	// step counts a pre-fill chunk or the decode phase: sp is the streaming heads'
+	// largest step, and the global heads see their kept entries and n new ones.
+	step := func(sp float64, n int, keep func(l int)) {
+		gp := 0.0
+		for l := range layers {
+			ge[l] += causal(n) + float64(past[l]*n)
+			gp += float64(past[l]+n) / float64(layers)
+			if keep != nil {
+				keep(l)
+			}
+		}
+		peak = max(peak, h*sp+(1-h)*gp)
 	}
-	r.Peak = peak / float64(total)
-	return r, nil
+	eachChunk(p.Prompt, p.Chunk, func(a, n int, final bool) {
+		// a chunk sees the sink and window kept before it plus itself causally
+		local := min(a, p.Window)
+		sink := min(a-local, p.Sink)
+		se += causal(n) + float64(n*(local+sink))
+		step(float64(n+local+sink), n, func(l int) { past[l] = p.keep(past[l], n, final, l) })
+	})
+	if p.Response > 0 {
+		// decode step t sees min(t, S+W) older entries and itself
+		se += float64(p.Response) + sumMin(p.Prompt, 1, p.Response, p.Sink+p.Window)
+		step(float64(1+min(p.Prompt+p.Response-1, p.Sink+p.Window)), p.Response, nil)
+	}
+	var g float64
+	for _, e := range ge {
+		g += e / float64(layers)
+	}
+	full := causal(p.Prompt + p.Response)
+	return Result{Footprint: se/full*h + g/full*(1-h), Peak: peak / float64(p.Prompt+p.Response)}, nil
 }
 
 func (p Params) checkExact() error {
@@ -53,73 +72,47 @@ func (p Params) checkExact() error {
 	if err := q.check(); err != nil {
 		return err
 	}
-	if p.Prompt < 0 || p.Prompt+p.Response < 1 || p.Layers < 0 || p.Layers > 1<<12 || p.Beta < 0 {
-		return fmt.Errorf("footprint: %+v: want prompt ≥ 0, prompt+response ≥ 1, 0 ≤ layers ≤ 4096, beta ≥ 0", p)
+	switch {
+	case p.Prompt < 0:
+		return fmt.Errorf("footprint: prompt %d: want ≥ 0", p.Prompt)
+	case p.Prompt+p.Response < 1:
+		return fmt.Errorf("footprint: prompt %d + response %d: want at least one token", p.Prompt, p.Response)
+	case p.Layers < 0 || p.Layers > MaxLayers:
+		return fmt.Errorf("footprint: layers %d: want 0 to %d", p.Layers, MaxLayers)
+	case p.Beta < 0:
+		return fmt.Errorf("footprint: beta %d: want ≥ 0 (0: 20)", p.Beta)
 	}
 	return nil
 }
 
-// exactStreaming counts the streaming heads: a chunk sees the sink and window kept
-// before it plus itself causally; decoding likewise, one token at a time.
-func exactStreaming(p Params) (float64, []float64) {
-	var entries float64
-	var peaks []float64
-	b := boundaries(p.Prompt, p.Chunk)
-	for i := 0; i+1 < len(b); i++ {
-		a, n := b[i], b[i+1]-b[i]
-		local := min(a, p.Window)
-		sink := min(a-local, p.Sink)
-		entries += causal(n) + float64(n*(local+sink))
-		peaks = append(peaks, float64(n+local+sink))
-	}
-	if p.Response > 0 {
-		// decode step t sees min(t, S+W) older entries and itself
-		entries += float64(p.Response) + sumMin(p.Prompt, 1, p.Response, p.Sink+p.Window)
-		peaks = append(peaks, float64(1+min(p.Prompt+p.Response-1, p.Sink+p.Window)))
-	}
-	return entries, peaks
-}
+// MaxLayers bounds Params.Layers.
+const MaxLayers = 1 << 12
 
-// boundaries are np.arange(0, P, C) + [P]: the starts of the pre-fill chunks and the end.
-func boundaries(p, c int) []int {
+// eachChunk calls f with the start, length and finality of every pre-fill chunk of
+// np.arange(0, P, C) + [P], in order, without making the list.
+func eachChunk(p, c int, f func(a, n int, final bool)) {
 	if c <= 0 {
 		c = p
 	}
-	var b []int
 	for a := 0; a < p; a += c {
-		b = append(b, a)
+		n := min(c, p-a)
+		f(a, n, a+n == p)
 	}
-	return append(b, p)
 }
 
-// exactGlobal counts the global heads of one layer.
-func exactGlobal(p Params, layer int) (float64, []float64) {
-	var entries float64
-	var peaks []float64
-	past := 0
-	b := boundaries(p.Prompt, p.Chunk)
-	for i := 0; i+1 < len(b); i++ {
-		n := b[i+1] - b[i]
-		entries += causal(n) + float64(past*n)
-		peaks = append(peaks, float64(past+n))
-		final := i+2 == len(b)
-		switch {
-		case p.PostFill && final:
-			past = p.cluster(past+n, PostFillCapacity(p.KVSparsity, p.Prompt+1, p.KVWindow), layer)
-		case p.PostFill:
-			past += n
-		case p.Patch && !final:
-			w := p.KVWindow
-			past += p.cluster(n+w, ChunkCapacity(p.KVSparsity, n)+w, layer) - w
-		default:
-			past += p.cluster(n, ChunkCapacity(p.KVSparsity, n), layer)
-		}
+// keep is how many global entries a layer keeps after a pre-fill chunk of n tokens,
+// past kept before it.
+func (p Params) keep(past, n int, final bool, layer int) int {
+	switch {
+	case p.PostFill && final:
+		return p.cluster(past+n, PostFillCapacity(p.KVSparsity, p.Prompt+1, p.KVWindow), layer)
+	case p.PostFill:
+		return past + n
+	case p.Patch && !final:
+		w := p.KVWindow
+		return past + p.cluster(n+w, ChunkCapacity(p.KVSparsity, n)+w, layer) - w
 	}
-	if p.Response > 0 {
-		entries += causal(p.Response) + float64(past*p.Response)
-		peaks = append(peaks, float64(past+p.Response))
-	}
-	return entries, peaks
+	return past + p.cluster(n, ChunkCapacity(p.KVSparsity, n), layer)
 }
 
 // ChunkCapacity is the harness's capacity for a pre-fill chunk of n tokens at KV
@@ -211,21 +204,20 @@ func LocretExact(prompt, response, chunk int, sparsity float64, localLen, stabil
 		return Result{}, fmt.Errorf("footprint: locret: prompt %d, response %d, local %d, stabilizers %d, sparsity %g: "+
 			"want prompt, response, local, stabilizers ≥ 0, prompt+response ≥ 1, 0 ≤ sparsity ≤ 1", prompt, response, localLen, stabilizers, sparsity)
 	}
-	b := []int{0}
+	var entries float64
+	peak, past := 0.0, 0
+	prefill := func(a, n int) {
+		entries += causal(n) + float64(past*n)
+		peak = max(peak, float64(past+n))
+		past = min(LocretBudget(sparsity, a+n, stabilizers), past+n)
+	}
 	switch {
 	case prompt == 0:
 	case localLen >= prompt:
-		b = append(b, prompt)
+		prefill(0, prompt)
 	default:
-		b = append(boundaries(prompt-localLen, chunk), prompt)
-	}
-	var entries float64
-	peak, past := 0.0, 0
-	for i := 0; i+1 < len(b); i++ {
-		n := b[i+1] - b[i]
-		entries += causal(n) + float64(past*n)
-		peak = max(peak, float64(past+n))
-		past = min(LocretBudget(sparsity, b[i+1], stabilizers), past+n)
+		eachChunk(prompt-localLen, chunk, func(a, n int, _ bool) { prefill(a, n) })
+		prefill(prompt-localLen, localLen)
 	}
 	if response > 0 {
 		entries += causal(response) + float64(past*response)

@@ -1,7 +1,11 @@
 package footprint
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -102,12 +106,184 @@ func TestLocretExactHandComputed(t *testing.T) {
 }
 
 func TestExactErrors(t *testing.T) {
-	for _, p := range []Params{{Prompt: 0}, {Prompt: -1, Response: 3}, {Prompt: 10, KVSparsity: 2}, {Prompt: 10, Layers: -1}} {
-		if _, err := Exact(p); err == nil {
-			t.Errorf("%+v: no error", p)
+	for _, c := range []struct {
+		p    Params
+		want string
+	}{
+		{Params{Prompt: 0}, "prompt 0 + response 0: want at least one token"},
+		{Params{Prompt: -1, Response: 3}, "prompt -1: want ≥ 0"},
+		{Params{Prompt: 10, KVSparsity: 2}, "KV sparsity 2"},
+		{Params{Prompt: 10, Layers: -1}, "layers -1: want 0 to 4096"},
+		{Params{Prompt: 10, Layers: 5000}, "layers 5000: want 0 to 4096"},
+		{Params{Prompt: 10, Beta: -2}, "beta -2"},
+		{Params{Prompt: 10, Window: -2}, "window -2: want at least 0"},
+	} {
+		// the error names the parameter, never prints the struct
+		if _, err := Exact(c.p); err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "{") {
+			t.Errorf("%+v: error %v, want one containing %q", c.p, err, c.want)
 		}
 	}
 	if _, err := Exact(Params{Prompt: 0, Response: 1}); err != nil {
 		t.Errorf("a decoded one-token prompt: %v", err)
 	}
+}
+
+// Exact walks the chunks with O(layers) memory; it gives, bit for bit, what the
+// list-building version it replaced gives (kept below as the reference), over
+// random geometries, and allocates no more for a million one-token chunks.
+func TestExactStreamsTheChunks(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 3000 {
+		p := Params{Prompt: r.IntN(3000), Response: r.IntN(300), Chunk: r.IntN(400) - 10, Sink: r.IntN(20), Window: r.IntN(300),
+			HeadSparsity: r.Float64(), KVSparsity: r.Float64(), KVWindow: r.IntN(100), PostFill: r.IntN(3) == 0, Patch: r.IntN(3) == 0,
+			Layers: r.IntN(6), Beta: r.IntN(30)}
+		if p.Prompt+p.Response == 0 {
+			continue
+		}
+		got, err := Exact(p)
+		want, _ := exactByLists(p)
+		if err != nil || got != want {
+			t.Fatalf("%+v: %+v, %v; the list version %+v", p, got, err, want)
+		}
+		lp, lr, lc, ls, ll, lst := r.IntN(3000), r.IntN(300), r.IntN(400)-10, r.Float64(), r.IntN(500), r.IntN(3000)
+		if lp+lr == 0 {
+			continue
+		}
+		gl, err := LocretExact(lp, lr, lc, ls, ll, lst)
+		wl, _ := locretByLists(lp, lr, lc, ls, ll, lst)
+		if err != nil || gl != wl {
+			t.Fatalf("locret %d %d %d %g %d %d: %+v, %v; the list version %+v", lp, lr, lc, ls, ll, lst, gl, err, wl)
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := Exact(Params{Prompt: 1 << 20, Response: 5, Chunk: 1, KVSparsity: 0.5, KVWindow: 8, Layers: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LocretExact(1<<20, 5, 1, 0.5, 100, 64); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if b := after.TotalAlloc - before.TotalAlloc; b > 1<<16 {
+		t.Errorf("2^20 one-token chunks allocated %d bytes; the chunks should not be listed", b)
+	}
+}
+
+func exactByLists(p Params) (Result, error) {
+	if err := p.checkExact(); err != nil {
+		return Result{}, err
+	}
+	se, sp := listStreaming(p)
+	layers := max(p.Layers, 1)
+	var ge float64
+	gp := make([]float64, len(sp))
+	for l := range layers {
+		e, pk := listGlobal(p, l)
+		ge += e / float64(layers)
+		for i := range pk {
+			gp[i] += pk[i] / float64(layers)
+		}
+	}
+	total := p.Prompt + p.Response
+	full := causal(total)
+	h := p.HeadSparsity
+	r := Result{Footprint: se/full*h + ge/full*(1-h)}
+	peak := 0.0
+	for i := range sp {
+		peak = max(peak, h*sp[i]+(1-h)*gp[i])
+	}
+	r.Peak = peak / float64(total)
+	return r, nil
+}
+
+// listStreaming counts the streaming heads: a chunk sees the sink and window kept
+// before it plus itself causally; decoding likewise, one token at a time.
+func listStreaming(p Params) (float64, []float64) {
+	var entries float64
+	var peaks []float64
+	b := listBoundaries(p.Prompt, p.Chunk)
+	for i := 0; i+1 < len(b); i++ {
+		a, n := b[i], b[i+1]-b[i]
+		local := min(a, p.Window)
+		sink := min(a-local, p.Sink)
+		entries += causal(n) + float64(n*(local+sink))
+		peaks = append(peaks, float64(n+local+sink))
+	}
+	if p.Response > 0 {
+		// decode step t sees min(t, S+W) older entries and itself
+		entries += float64(p.Response) + sumMin(p.Prompt, 1, p.Response, p.Sink+p.Window)
+		peaks = append(peaks, float64(1+min(p.Prompt+p.Response-1, p.Sink+p.Window)))
+	}
+	return entries, peaks
+}
+
+// listBoundaries are np.arange(0, P, C) + [P]: the starts of the pre-fill chunks and the end.
+func listBoundaries(p, c int) []int {
+	if c <= 0 {
+		c = p
+	}
+	var b []int
+	for a := 0; a < p; a += c {
+		b = append(b, a)
+	}
+	return append(b, p)
+}
+
+// listGlobal counts the global heads of one layer.
+func listGlobal(p Params, layer int) (float64, []float64) {
+	var entries float64
+	var peaks []float64
+	past := 0
+	b := listBoundaries(p.Prompt, p.Chunk)
+	for i := 0; i+1 < len(b); i++ {
+		n := b[i+1] - b[i]
+		entries += causal(n) + float64(past*n)
+		peaks = append(peaks, float64(past+n))
+		final := i+2 == len(b)
+		switch {
+		case p.PostFill && final:
+			past = p.cluster(past+n, PostFillCapacity(p.KVSparsity, p.Prompt+1, p.KVWindow), layer)
+		case p.PostFill:
+			past += n
+		case p.Patch && !final:
+			w := p.KVWindow
+			past += p.cluster(n+w, ChunkCapacity(p.KVSparsity, n)+w, layer) - w
+		default:
+			past += p.cluster(n, ChunkCapacity(p.KVSparsity, n), layer)
+		}
+	}
+	if p.Response > 0 {
+		entries += causal(p.Response) + float64(past*p.Response)
+		peaks = append(peaks, float64(past+p.Response))
+	}
+	return entries, peaks
+}
+
+func locretByLists(prompt, response, chunk int, sparsity float64, localLen, stabilizers int) (Result, error) {
+	if prompt < 0 || response < 0 || prompt+response < 1 || localLen < 0 || stabilizers < 0 || !(sparsity >= 0 && sparsity <= 1) {
+		return Result{}, fmt.Errorf("footprint: locret: prompt %d, response %d, local %d, stabilizers %d, sparsity %g: "+
+			"want prompt, response, local, stabilizers ≥ 0, prompt+response ≥ 1, 0 ≤ sparsity ≤ 1", prompt, response, localLen, stabilizers, sparsity)
+	}
+	b := []int{0}
+	switch {
+	case prompt == 0:
+	case localLen >= prompt:
+		b = append(b, prompt)
+	default:
+		b = append(listBoundaries(prompt-localLen, chunk), prompt)
+	}
+	var entries float64
+	peak, past := 0.0, 0
+	for i := 0; i+1 < len(b); i++ {
+		n := b[i+1] - b[i]
+		entries += causal(n) + float64(past*n)
+		peak = max(peak, float64(past+n))
+		past = min(LocretBudget(sparsity, b[i+1], stabilizers), past+n)
+	}
+	if response > 0 {
+		entries += causal(response) + float64(past*response)
+		peak = max(peak, float64(past+response))
+	}
+	total := prompt + response
+	return Result{Footprint: entries / causal(total), Peak: peak / float64(total)}, nil
 }

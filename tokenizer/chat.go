@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/ardanlabs/jinja"
+	"github.com/kvfoot/kvfoot/internal/jinja"
 )
 
 // Message is one turn of a conversation.
@@ -23,8 +23,13 @@ type ChatTemplate struct {
 
 // NewChatTemplate compiles a Jinja chat template. The engine follows
 // transformers' settings (trim_blocks, lstrip_blocks, raise_exception,
-// strftime_now, tojson).
+// strftime_now, tojson). A template comes from a model folder, which may be
+// hostile: it has at most MaxChatTemplateBytes, and renders within limits on
+// steps, call depth, output, memory and time (internal/jinja's DefaultLimits).
 func NewChatTemplate(source, bosToken, eosToken string) (*ChatTemplate, error) {
+	if len(source) > MaxChatTemplateBytes {
+		return nil, fmt.Errorf("chat template: %d bytes, more than the %d a template may have", len(source), MaxChatTemplateBytes)
+	}
 	tm, err := jinja.Compile(source)
 	if err != nil {
 		return nil, fmt.Errorf("chat template: %w", err)
@@ -52,9 +57,9 @@ func (c *ChatTemplate) Render(messages []Message, addGenerationPrompt bool) (str
 	return out, nil
 }
 
-// ErrNoChatTemplate is returned by ApplyChatTemplate when tokenizer_config.json
-// had no chat_template.
-var ErrNoChatTemplate = errors.New("tokenizer has no chat template (tokenizer_config.json chat_template)")
+// ErrNoChatTemplate is returned by ApplyChatTemplate when the tokenizer's folder
+// had neither chat_template.jinja nor a chat_template in tokenizer_config.json.
+var ErrNoChatTemplate = errors.New("tokenizer has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json)")
 
 // chatCompiled holds the tokenizer's template, compiled on first use.
 type chatCompiled struct {

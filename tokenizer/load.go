@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,10 +86,20 @@ type templatePiece struct {
 	} `json:"Sequence"`
 }
 
+// The most bytes Load reads of each file: far above any real one, and a bound on
+// what a model folder can make kvfoot allocate.
+const (
+	MaxTokenizerBytes    = 512 << 20 // tokenizer.json (after gunzip)
+	MaxConfigBytes       = 64 << 20  // tokenizer_config.json
+	MaxChatTemplateBytes = 1 << 20   // a chat template, from either file
+)
+
 // Load reads a tokenizer from a tokenizer.json file (optionally gzip-compressed,
 // named *.gz) or from a folder holding tokenizer.json, in which case
 // tokenizer_config.json beside it, when present, supplies the chat template and
-// the BOS/EOS names.
+// the BOS/EOS names, and chat_template.jinja beside it (the newer layout), when
+// present, the chat template: it wins over tokenizer_config.json's, as in
+// transformers.
 func Load(path string) (*Tokenizer, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -111,19 +122,62 @@ func Load(path string) (*Tokenizer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	var cfg []byte
-	if c, err := os.ReadFile(cfgPath); err == nil {
-		cfg = c
+	cfg, err := readOptional(cfgPath, MaxConfigBytes)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	jinjaPath := filepath.Join(filepath.Dir(cfgPath), "chat_template.jinja")
+	tmpl, err := readOptional(jinjaPath, MaxChatTemplateBytes)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
 	t, err := Parse(data, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %s: %w", file, err)
 	}
+	if tmpl != nil {
+		t.chatTemplate = string(tmpl)
+	}
 	return t, nil
 }
 
+// readLimited reads the file path, refusing one over max bytes before reading it.
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > max {
+		return nil, fmt.Errorf("%s: %d bytes, more than the %d this file may have", path, st.Size(), max)
+	}
+	return readAllLimited(f, path, max)
+}
+
+// readAllLimited reads r to its end, failing past max bytes (a pipe, a growing
+// file or a gzip stream may be longer than its size said).
+func readAllLimited(r io.Reader, path string, max int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%s: more than the %d bytes this file may have", path, max)
+	}
+	return data, nil
+}
+
+// readOptional reads a file that may be absent (nil, nil then).
+func readOptional(path string, max int64) ([]byte, error) {
+	data, err := readLimited(path, max)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return data, err
+}
+
 func readMaybeGzip(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := readLimited(path, MaxTokenizerBytes)
 	if err != nil || !strings.HasSuffix(path, ".gz") {
 		return data, err
 	}
@@ -131,11 +185,7 @@ func readMaybeGzip(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	out, err := io.ReadAll(zr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return out, nil
+	return readAllLimited(zr, path+" (uncompressed)", MaxTokenizerBytes)
 }
 
 // Parse builds a tokenizer from the bytes of tokenizer.json and, when config is

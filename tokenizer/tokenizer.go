@@ -102,7 +102,8 @@ func (t *Tokenizer) Token(id int) (string, bool) {
 // IsSpecial reports whether id is an added token marked special.
 func (t *Tokenizer) IsSpecial(id int) bool { return t.special[id] }
 
-// ChatTemplate returns the Jinja chat template from tokenizer_config.json, or "".
+// ChatTemplate returns the Jinja chat template (from chat_template.jinja, else
+// tokenizer_config.json), or "".
 func (t *Tokenizer) ChatTemplate() string { return t.chatTemplate }
 
 // Encode returns the ids of text without the post-processor's special tokens.

@@ -1,10 +1,10 @@
 package train
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strconv"
 )
@@ -57,7 +57,8 @@ func Duo(n *Net, c *DuoConfig, docs []Doc) (Result, error) {
 	return run(&c.RunConfig, n, d, seqs)
 }
 
-func (d *duo) kind() string { return "duo" }
+func (d *duo) kind() string        { return "duo" }
+func (d *duo) trainsWeights() bool { return false }
 
 func (d *duo) hyper() map[string]string {
 	return map[string]string{"lr": strconv.FormatFloat(d.cfg.LR, 'g', -1, 64), "reg": strconv.FormatFloat(d.cfg.Reg, 'g', -1, 64)}
@@ -138,8 +139,8 @@ func (d *duo) finish(dir string, st Status) error {
 		return err
 	}
 	cfg, _ := json.MarshalIndent(map[string]int{"sink_size": d.cfg.Sink, "recent_size": d.cfg.Window}, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), append(cfg, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write config.json: %w", err)
-	}
-	return nil
+	return writeAtomic(filepath.Join(dir, "config.json"), func(w *bufio.Writer) error {
+		_, err := w.Write(append(cfg, '\n'))
+		return err
+	})
 }

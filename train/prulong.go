@@ -86,7 +86,8 @@ func PruLong(n *Net, c *PruLongConfig, docs []Doc) (Result, error) {
 	return run(&c.RunConfig, n, p, seqs)
 }
 
-func (p *pruLong) kind() string { return "prulong" }
+func (p *pruLong) kind() string        { return "prulong" }
+func (p *pruLong) trainsWeights() bool { return p.cfg.TrainWeights }
 
 func (p *pruLong) hyper() map[string]string {
 	return map[string]string{"target_sparsity": strconv.FormatFloat(p.cfg.TargetSparsity, 'g', -1, 64),

@@ -19,7 +19,10 @@ import (
 // RunConfig is what the two mask trainers share: the run's shape, its output folder
 // and its stopping points.
 type RunConfig struct {
-	Out          string // folder for checkpoint.safetensors, log.jsonl and the masks
+	Out string // folder for checkpoint.safetensors, log.jsonl and the masks
+	// Force lets a run replace files in Out that an earlier run of the same method
+	// did not write there (see CheckOut).
+	Force        bool
 	Steps        int    // optimizer steps of the whole run
 	SeqLen       int    // tokens per sequence (documents are cut to this length)
 	Batch        int    // sequences per step
@@ -72,16 +75,7 @@ func (c *RunConfig) check(m *model.Config) error {
 	case c.Out == "":
 		return fmt.Errorf("an output folder is required")
 	}
-	if err := os.MkdirAll(c.Out, 0o755); err != nil {
-		return fmt.Errorf("output folder: %w", err)
-	}
-	probe, err := os.CreateTemp(c.Out, ".probe*")
-	if err != nil {
-		return fmt.Errorf("output folder %s is not writable: %w", c.Out, err)
-	}
-	probe.Close()
-	os.Remove(probe.Name())
-	return nil
+	return nil // the folder is made when the run starts (claimOut): a refused run leaves none
 }
 
 // vec is one named piece of a run's state: float64 (masks, λ, optimizer moments) or
@@ -95,6 +89,7 @@ type vec struct {
 // method is what differs between PruLong and DuoAttention.
 type method interface {
 	kind() string                               // "prulong" or "duo"
+	trainsWeights() bool                        // the weights are outputs too
 	hyper() map[string]string                   // settings a resumed run must share
 	state() []vec                               // everything the checkpoint holds
 	step(step int, batch []Doc) (Status, error) // one optimizer step
@@ -200,14 +195,26 @@ func loadCheckpoint(path string, meta map[string]string, vs []vec) (int, int64, 
 // at the end and when stopping.
 func run(c *RunConfig, n *Net, m method, seqs []Doc) (Result, error) {
 	meta := c.hyper(n, m)
+	own, err := claimOut(c, m)
+	if err != nil {
+		return Result{}, err
+	}
 	ckpt := filepath.Join(c.Out, checkpointName)
 	start, tokens := 0, int64(0)
-	if _, err := os.Stat(ckpt); err == nil {
+	if own[checkpointName] { // a checkpoint that is not the method's own is replaced
 		if start, tokens, err = loadCheckpoint(ckpt, meta, m.state()); err != nil {
 			return Result{}, err
 		}
 	}
-	logf, err := os.OpenFile(filepath.Join(c.Out, "log.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logPath := filepath.Join(c.Out, "log.jsonl")
+	logMode := os.O_TRUNC // a fresh run starts a fresh log
+	if start > 0 {
+		if err := trimLog(logPath, start); err != nil {
+			return Result{}, err
+		}
+		logMode = os.O_APPEND
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|logMode, 0o644)
 	if err != nil {
 		return Result{}, fmt.Errorf("log: %w", err)
 	}

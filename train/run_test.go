@@ -2,6 +2,8 @@ package train
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -237,5 +239,85 @@ func TestRunErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
 		}
+	}
+}
+
+// A run writes only into a folder that holds none of its files, or that a run of
+// the same method wrote (which it resumes); anything else needs Force.
+func TestRunKeepsForeignFiles(t *testing.T) {
+	m, docs := tinyRun(t)
+	mine := []byte("the user's own file\n")
+	prulong := func(dir string, force bool, stopAt int) error {
+		rc := RunConfig{Out: dir, Force: force, Steps: 5, SeqLen: 64, Batch: 1, Seed: 3, Sink: 2, Window: 8, CheckpointEvery: 2, StopAt: stopAt}
+		_, err := PruLong(newTinyNet(t, m), &PruLongConfig{RunConfig: rc, TargetSparsity: 0.5}, docs)
+		return err
+	}
+	for _, name := range []string{"masks_sp0.5.tsv", "log.jsonl", checkpointName, "masks_soft.tsv"} {
+		dir := t.TempDir()
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, mine, 0o644)
+		if err := prulong(dir, false, 0); err == nil || !strings.Contains(err.Error(), name+" exists") || !strings.Contains(err.Error(), "--force") {
+			t.Errorf("%s in the folder: error %v, want a refusal naming it and --force", name, err)
+		}
+		if b, _ := os.ReadFile(p); !bytes.Equal(b, mine) {
+			t.Errorf("%s was changed by a refused run", name)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+			t.Errorf("a refused run left %d files, want only the user's", len(ents))
+		}
+		if err := prulong(dir, true, 0); err != nil {
+			t.Errorf("%s with force: %v", name, err)
+		}
+		if b, _ := os.ReadFile(p); bytes.Equal(b, mine) {
+			t.Errorf("%s not replaced with force", name)
+		}
+	}
+
+	// duo refuses a prulong folder: the rounded masks there are not its own
+	dir := t.TempDir()
+	if err := prulong(dir, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	rc := RunConfig{Out: dir, Steps: 2, SeqLen: 64, Batch: 1, Seed: 1, Sink: 2, Window: 8}
+	if _, err := Duo(newTinyNet(t, m), &DuoConfig{RunConfig: rc, LR: 0.02}, docs); err == nil || !strings.Contains(err.Error(), "kvfoot duo run") {
+		t.Errorf("duo in a prulong folder: %v", err)
+	}
+
+	// a resumed run logs every step once, even when the stopped run logged steps
+	// past its last checkpoint
+	dir = t.TempDir()
+	if err := prulong(dir, false, 3); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "log.jsonl")
+	f, _ := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"step":4,"loss":1}` + "\n" + `{"step":5,"lo`)
+	f.Close()
+	if err := prulong(dir, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	var steps []int
+	for line := range strings.Lines(string(readAll(t, dir, "log.jsonl"))) {
+		var l struct{ Step int }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		steps = append(steps, l.Step)
+	}
+	if fmt.Sprint(steps) != "[1 2 3 4 5]" {
+		t.Errorf("steps logged %v, want [1 2 3 4 5]", steps)
+	}
+}
+
+// A run refused before it starts (bad data, bad settings) leaves no output folder.
+func TestRefusedRunLeavesNoFolder(t *testing.T) {
+	m, _ := tinyRun(t)
+	out := filepath.Join(t.TempDir(), "out")
+	rc := RunConfig{Out: out, Steps: 2, SeqLen: 64, Batch: 1, Seed: 1, Sink: 2, Window: 8}
+	if _, err := PruLong(newTinyNet(t, m), &PruLongConfig{RunConfig: rc, TargetSparsity: 0.5}, []Doc{{IDs: make([]int, 10)}}); err == nil {
+		t.Fatal("documents shorter than --seq-len accepted")
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("a refused run left its output folder %s", out)
 	}
 }

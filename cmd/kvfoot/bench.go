@@ -59,7 +59,7 @@ type benchOutput struct {
 	Rows   []benchRow         `json:"rows"`
 }
 
-func runBench(args []string) error {
+func runBench(args []string) (err error) {
 	fs := newFlags("bench")
 	dir := fs.String("model", "", "model folder to benchmark")
 	random := fs.String("random", "", "benchmark a random-weight model of a preset shape instead: "+strings.Join(presetNames(), ", "))
@@ -74,6 +74,7 @@ func runBench(args []string) error {
 	scaling := fs.Bool("scaling", false, "also print each test's speed-up over one thread (one thread is added to --threads)")
 	bandwidth := fs.Bool("bandwidth", false, "measure the memory read bandwidth at each thread count and set decode rows against it")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measurements to this file")
+	force := fs.Bool("force", false, "replace --cpuprofile if it exists")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -84,20 +85,22 @@ func runBench(args []string) error {
 	if err != nil {
 		return err
 	}
-	threads, err := parseCounts("--threads", *threadsFlag)
+	threads, err := parseThreadList("--threads", *threadsFlag)
 	if err != nil {
 		return err
-	}
-	for _, t := range threads {
-		if t > maxThreads {
-			return fmt.Errorf("--threads %d: want at most %d", t, maxThreads)
-		}
 	}
 	if *scaling && !slices.Contains(threads, 1) {
 		threads = append([]int{1}, threads...)
 	}
 	if *reps < 1 || *decode < 0 || *chunk < 0 {
 		return errors.New("--reps must be ≥ 1, --decode and --chunk ≥ 0")
+	}
+	if *cpuprofile != "" {
+		if err := checkOutput("--cpuprofile", *cpuprofile, *force); err != nil {
+			return err
+		}
+	} else if *force {
+		return errors.New("--force applies to --cpuprofile")
 	}
 	var m *model.Model
 	out := benchOutput{CPU: cpuName(), Go: runtime.Version(), Chunk: *chunk, KV: *spec}
@@ -146,15 +149,22 @@ func runBench(args []string) error {
 		}
 	}
 	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+		f, err := createOutput("--cpuprofile", *cpuprofile, *force)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer f.Abort() // a no-op once committed
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+		// the profile is put in place only when the measurements are done
+		defer func() {
+			if err == nil {
+				pprof.StopCPUProfile()
+				err = f.Commit()
+			}
+		}()
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, t := range threads {
@@ -329,18 +339,6 @@ func stats(threads int, test string, ctx, tokens int, v []float64) benchRow {
 		sd = math.Sqrt(ss / float64(len(v)-1))
 	}
 	return benchRow{Threads: threads, Test: test, Context: ctx, Tokens: tokens, Mean: mean, SD: sd, Reps: len(v), Samples: v}
-}
-
-func parseCounts(flag, s string) ([]int, error) {
-	var out []int
-	for _, p := range strings.Split(s, ",") {
-		v, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || v < 1 {
-			return nil, fmt.Errorf("%s: %q is not a positive integer", flag, p)
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }
 
 func presetNames() []string {

@@ -21,7 +21,10 @@ func runDetokenize(args []string) error {
 	if err != nil {
 		return err
 	}
-	tok, err := loadTokenizer(*path)
+	if *path == "" {
+		return errNoTokenizer
+	}
+	tok, err := loadTokenizer(*path, "")
 	if err != nil {
 		return err
 	}

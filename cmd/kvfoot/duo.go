@@ -13,10 +13,10 @@ func runDuo(args []string) error {
 	rf := addRunFlags(fs, 200, 4096)
 	lr := fs.Float64("lr", 0.02, "AdamW learning rate of the gates")
 	reg := fs.Float64("reg", 0.05, "weight of the L1 penalty on the gates")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	m, n, docs, err := rf.setup(train.RecallTasks, false)
+	m, n, docs, err := rf.setup("duo", train.RecallTasks, false)
 	if err != nil {
 		return err
 	}

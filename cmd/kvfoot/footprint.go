@@ -60,6 +60,12 @@ func runFootprint(args []string) error {
 			return fmt.Errorf("--%s %d: want %d…%d", f.name, f.v, f.lo, footprint.MaxTokens)
 		}
 	}
+	if p.Layers < 0 || p.Layers > footprint.MaxLayers {
+		return fmt.Errorf("--layers %d: want 0 (SnapKV) to %d", p.Layers, footprint.MaxLayers)
+	}
+	if p.Beta < 0 {
+		return fmt.Errorf("--beta %d: want ≥ 0", p.Beta)
+	}
 	if p.Prompt+p.Response > footprint.MaxTokens {
 		return fmt.Errorf("--prompt-len %d + --response-len %d: want at most %d tokens in all", p.Prompt, p.Response, footprint.MaxTokens)
 	}

@@ -8,7 +8,6 @@ import (
 	"strconv"
 
 	"github.com/kvfoot/kvfoot/footprint"
-	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tokenizer"
@@ -51,7 +50,7 @@ func runGenerate(args []string) error {
 	stop := fs.String("stop-ids", "", "comma-separated ids that end generation (default: the config's eos_token_id)")
 	ignoreEOS := fs.Bool("ignore-eos", false, "do not stop at the config's eos_token_id")
 	format := fs.String("format", "text", "output: text (ids as they come) or json (one object)")
-	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
+	threads := addThreadsFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -83,35 +82,29 @@ func runGenerate(args []string) error {
 	if isSet(fs, "add-special") && (*chat || !isSet(fs, "prompt")) {
 		return fmt.Errorf("--add-special applies to --prompt without --chat (a chat template writes its own special tokens; --prompt-ids are used as given)")
 	}
-	var err error
-	if *dir, err = modeldir.Find(*dir); err != nil {
-		return err
+	if isSet(fs, "prompt") && *promptText == "" {
+		return fmt.Errorf("--prompt is empty")
+	}
+	if *chat && !isSet(fs, "prompt") {
+		return fmt.Errorf("--chat needs --prompt")
 	}
 	var prompt []int
-	var tok *tokenizer.Tokenizer
-	switch {
-	case isSet(fs, "prompt"):
-		if *promptText == "" {
-			return fmt.Errorf("--prompt is empty")
-		}
-		if prompt, tok, err = encodePrompt(*dir, *promptText, *chat, *addSpecial); err != nil {
-			return err
-		}
-	default:
-		if *chat {
-			return fmt.Errorf("--chat needs --prompt")
-		}
+	var err error
+	if !isSet(fs, "prompt") {
 		if prompt, err = parseIDs("--prompt-ids", *promptIDs); err != nil {
 			return err
 		}
 	}
-	m, err := loadModel(*dir)
+	m, tok, modelDir, err := loadModelWith(*dir, isSet(fs, "prompt"))
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	if tok != nil && tok.VocabSize() > m.Config.Vocab {
-		return fmt.Errorf("--prompt: the tokenizer has %d tokens, more than the model's vocabulary of %d", tok.VocabSize(), m.Config.Vocab)
+	*dir = modelDir
+	if tok != nil {
+		if prompt, err = encodePrompt(tok, *promptText, *chat, *addSpecial); err != nil {
+			return err
+		}
 	}
 	meter := footprint.NewMeter(m.Config.Layers, m.Config.KVHeads)
 	cache, err := kv.New(kv.Shape(m.Shape()), *policy, kv.WithObserver(meter))
@@ -183,23 +176,16 @@ func runGenerate(args []string) error {
 
 // encodePrompt encodes --prompt with the model folder's tokenizer; with chat,
 // as a user turn of the folder's chat template (which writes BOS itself).
-func encodePrompt(dir, text string, chat, addSpecial bool) ([]int, *tokenizer.Tokenizer, error) {
-	if dir == "" {
-		return nil, nil, fmt.Errorf("--model is required")
-	}
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--prompt: %w", err)
-	}
+func encodePrompt(tok *tokenizer.Tokenizer, text string, chat, addSpecial bool) ([]int, error) {
 	if !chat {
 		if !addSpecial {
-			return tok.Encode(text), tok, nil
+			return tok.Encode(text), nil
 		}
-		return tok.EncodeWithSpecial(text), tok, nil
+		return tok.EncodeWithSpecial(text), nil
 	}
 	s, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: text}}, true)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--chat: %w", err)
+		return nil, fmt.Errorf("--chat: %w", err)
 	}
-	return tok.Encode(s), tok, nil
+	return tok.Encode(s), nil
 }

@@ -50,6 +50,8 @@ func TestRefusals(t *testing.T) {
 		{"footprint negative", runFootprint, []string{"--prompt-len", "10", "--window", "-1"}, "--window -1"},
 		{"footprint locret sink", runFootprint, []string{"--prompt-len", "10", "--locret", "--sink", "4"}, "--sink has no effect with --locret"},
 		{"footprint stabilizers", runFootprint, []string{"--prompt-len", "10", "--stabilizers", "4"}, "--stabilizers has no effect without --locret"},
+		{"footprint layers", runFootprint, []string{"--prompt-len", "10", "--exact", "--layers", "5000"}, "--layers 5000: want 0 (SnapKV) to 4096"},
+		{"footprint beta", runFootprint, []string{"--prompt-len", "10", "--exact", "--layers", "4", "--beta", "-1"}, "--beta -1"},
 		{"footprint dtype", runFootprint, []string{"--prompt-len", "10", "--dtype", "f32"}, "--dtype has no effect without --model"},
 		{"tasks list stray", runTasks, []string{"list", "x"}, `unexpected arguments ["x"]`},
 		{"tasks show index", runTasks, []string{"show", "--tokenizer", tok, "--task", "json_kv", "--length", "900", "--index", "-1"}, "index -1"},
@@ -57,6 +59,13 @@ func TestRefusals(t *testing.T) {
 		{"tasks show queries", runTasks, []string{"show", "--tokenizer", tok, "--task", "json_kv", "--length", "900", "--queries", "3"}, "--queries applies to --train"},
 		{"tasks show queries negative", runTasks, []string{"show", "--tokenizer", tok, "--task", "json_kv", "--length", "900", "--train", "--queries", "-3"}, "--queries -3"},
 		{"tasks dump workers", runTasks, []string{"dump", "--tokenizer", tok, "--tasks", "json_kv", "--lengths", "900", "--count", "1", "--out", filepath.Join(dir, "d.jsonl"), "--workers", "-1"}, "--workers -1"},
+		{"prulong threads", runPruLong, []string{"--model", gqa, "--threads", "-1", "--out", filepath.Join(dir, "p"), "--data", filepath.Join(dir, "none.jsonl")}, "--threads -1"},
+		{"duo threads", runDuo, []string{"--model", gqa, "--threads", "99999", "--out", filepath.Join(dir, "p"), "--data", filepath.Join(dir, "none.jsonl")}, "--threads 99999"},
+		{"prulong bench threads", runPruLong, []string{"--model", gqa, "--bench", "--bench-threads", "1,99999"}, "--bench-threads 99999"},
+		{"prulong stray", runPruLong, []string{"--model", gqa, "--out", filepath.Join(dir, "p"), "x", "--steps", "1"}, `unexpected arguments ["x" "--steps" "1"]`},
+		{"prulong seed wraps", runPruLong, []string{"--model", gqa, "--out", filepath.Join(dir, "p"), "--seed", "18446744073709551615"}, "--seed 18446744073709551615: want at most 18446744073709550615"},
+		{"prulong out is a file", runPruLong, []string{"--model", gqa, "--out", "../../README.md"}, "--out ../../README.md is a file"},
+		{"prulong max minutes", runPruLong, []string{"--model", gqa, "--out", filepath.Join(dir, "p"), "--max-minutes", "NaN"}, "--max-minutes NaN"},
 		{"tokenizer train huge vocab", runTokenizer, []string{"train", "--vocab-size", "99999999999", "--out", filepath.Join(dir, "t.json"), tok}, "--vocab-size 99999999999"},
 		{"tokenizer train missing file", runTokenizer, []string{"train", "--out", filepath.Join(dir, "t.json"), filepath.Join(dir, "none.txt")}, "none.txt"},
 		{"tokenizer train flag after files", runTokenizer, []string{"train", "--out", filepath.Join(dir, "t.json"), tok, "--vocab-size", "300"}, "--vocab-size after the training files"},
@@ -119,6 +128,44 @@ func TestNoOverwriteWithoutForce(t *testing.T) {
 		return runTokenizer([]string{"train", "--vocab-size", "300", "--out", tjson, "--force", train})
 	}); err != nil {
 		t.Errorf("tokenizer train --force: %v", err)
+	}
+
+	prof := put("cpu.pprof")
+	benchArgs := []string{"--model", gqa, "--ctx", "8", "--threads", "1", "--reps", "1", "--decode", "1", "--cpuprofile", prof}
+	if _, err := capture(t, func() error { return runBench(benchArgs) }); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("bench --cpuprofile over an existing file: %v", err)
+	}
+	untouched(prof)
+	if _, err := capture(t, func() error { return runBench(append(benchArgs, "--force")) }); err != nil {
+		t.Errorf("bench --cpuprofile --force: %v", err)
+	}
+	if b, _ := os.ReadFile(prof); len(b) == 0 || string(b) == string(mine) {
+		t.Errorf("bench --cpuprofile --force wrote no profile")
+	}
+
+	// prulong and duo: a folder with a user's masks TSV and log
+	docs := filepath.Join(dir, "docs.jsonl")
+	os.WriteFile(docs, []byte(`{"ids":[`+strings.TrimSuffix(strings.Repeat("7,", 40), ",")+`],"answer_spans":[[20,30]]}`+"\n"), 0o644)
+	for _, c := range []struct {
+		run  func([]string) error
+		file string
+	}{{runPruLong, "masks_sp0.5.tsv"}, {runDuo, "log.jsonl"}} {
+		out := filepath.Join(dir, "run-"+c.file)
+		os.Mkdir(out, 0o755)
+		p := filepath.Join(out, c.file)
+		os.WriteFile(p, mine, 0o644)
+		args := []string{"--model", gqa, "--data", docs, "--steps", "1", "--seq-len", "32", "--sink", "2", "--window", "8", "--out", out}
+		if _, err := capture(t, func() error { return c.run(args) }); err == nil || !strings.Contains(err.Error(), "--force") {
+			t.Errorf("training into a folder with the user's %s: %v", c.file, err)
+		}
+		untouched(p)
+		if _, err := capture(t, func() error { return c.run(append(args, "--force")) }); err != nil {
+			t.Errorf("training with --force: %v", err)
+		}
+		// and the run's own folder is resumed (here: already finished) without --force
+		if _, err := capture(t, func() error { return c.run(args) }); err != nil {
+			t.Errorf("training again into its own folder: %v", err)
+		}
 	}
 
 	for _, format := range []string{"jsonl", "bin"} {

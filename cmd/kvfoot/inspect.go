@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"os"
 	"sort"
 	"text/tabwriter"
@@ -48,15 +47,11 @@ func runInspect(args []string) error {
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("--format %q: want text or json", *format)
 	}
-	d, err := modeldir.Find(*dir)
+	m, _, d, err := loadModelWith(*dir, false)
 	if err != nil {
 		return err
 	}
 	*dir = d
-	m, err := loadModel(*dir)
-	if err != nil {
-		return err
-	}
 	defer m.Close()
 	c := m.Config
 	o := inspectOutput{

@@ -3,18 +3,12 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
-	"strconv"
-	"strings"
 
 	"github.com/kvfoot/kvfoot/format/safetensors"
-	"github.com/kvfoot/kvfoot/internal/modeldir"
-	"github.com/kvfoot/kvfoot/internal/outfile"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
-	"github.com/kvfoot/kvfoot/tensor"
 )
 
 func init() {
@@ -28,18 +22,15 @@ func runLogits(args []string) error {
 	chunk := fs.Int("chunk", 0, "pre-fill chunk size in tokens (0: all at once)")
 	out := fs.String("out", "", "output safetensors file (tensors logits [T, vocab] float32 and input_ids)")
 	force := fs.Bool("force", false, "replace --out if it exists")
-	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
+	threads := addThreadsFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := setThreads(*threads); err != nil {
 		return err
 	}
-	if *out == "" {
-		return errors.New("--out is required")
-	}
-	if err := outfile.Check(*out, *force); err != nil {
-		return fmt.Errorf("--out: %w", err)
+	if err := checkOutput("--out", *out, *force); err != nil {
+		return err
 	}
 	if *chunk < 0 {
 		return fmt.Errorf("--chunk %d: want ≥ 0", *chunk)
@@ -62,9 +53,9 @@ func runLogits(args []string) error {
 		n = len(ids)
 	}
 	// The logits go to the file chunk by chunk, so memory stays one chunk's worth.
-	f, err := outfile.Create(*out, *force)
+	f, err := createOutput("--out", *out, *force)
 	if err != nil {
-		return fmt.Errorf("--out: %w", err)
+		return err
 	}
 	defer f.Abort()
 	w := bufio.NewWriter(f)
@@ -99,45 +90,4 @@ func runLogits(args []string) error {
 		return fmt.Errorf("write %s: %w", *out, err)
 	}
 	return f.Commit()
-}
-
-// parseIDs reads a comma-separated list of token ids given to flag.
-func parseIDs(flag, s string) ([]int, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, fmt.Errorf("%s is required (comma-separated token ids)", flag)
-	}
-	parts := strings.Split(s, ",")
-	ids := make([]int, len(parts))
-	for i, p := range parts {
-		v, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || v < 0 {
-			return nil, fmt.Errorf("%s: %q is not a token id (want a non-negative integer)", flag, p)
-		}
-		ids[i] = v
-	}
-	return ids, nil
-}
-
-// loadModel loads the model folder given to --model.
-// loadModel loads --model, or the built-in model when it is empty.
-func loadModel(dir string) (*model.Model, error) {
-	dir, err := modeldir.Find(dir)
-	if err != nil {
-		return nil, err
-	}
-	return model.Load(dir, model.LoadOptions{})
-}
-
-// maxThreads bounds --threads: more goroutines than that only cost memory.
-const maxThreads = 4096
-
-// setThreads applies a --threads flag; 0 keeps one thread per core.
-func setThreads(n int) error {
-	if n < 0 || n > maxThreads {
-		return fmt.Errorf("--threads %d: want 0 (one per core) to %d", n, maxThreads)
-	}
-	if n > 0 {
-		tensor.SetThreads(n)
-	}
-	return nil
 }

@@ -56,7 +56,26 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
-	// An interrupted command leaves no half-written output file.
+	if !stopsItself[os.Args[1]] {
+		exitOnSignal()
+	}
+	if err := cmd.run(os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "kvfoot %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// stopsItself names the commands that handle SIGINT and SIGTERM themselves: serve
+// drains (503 to new requests, running ones finish within --drain-timeout), which
+// exiting at the signal would cut short.
+var stopsItself = map[string]bool{"serve": true}
+
+// exitOnSignal ends the process at SIGINT or SIGTERM, with the status a shell
+// reports for it, leaving no half-written output file.
+func exitOnSignal() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -69,13 +88,6 @@ func main() {
 		}
 		os.Exit(code)
 	}()
-	if err := cmd.run(os.Args[2:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "kvfoot %s: %v\n", os.Args[1], err)
-		os.Exit(1)
-	}
 }
 
 // newFlags returns a FlagSet for a subcommand that reports errors instead of exiting.

@@ -8,9 +8,7 @@ import (
 
 	"github.com/kvfoot/kvfoot/eval"
 	"github.com/kvfoot/kvfoot/internal/goroot"
-	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/tasks"
-	"github.com/kvfoot/kvfoot/tokenizer"
 )
 
 func init() {
@@ -25,7 +23,7 @@ func runPerplexity(args []string) error {
 	windows := fs.Int("windows", 8, "number of consecutive windows")
 	chunk := fs.Int("chunk", 0, "pre-fill chunk size (0: whole window)")
 	format := fs.String("format", "text", "text or json")
-	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
+	threads := addThreadsFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -42,14 +40,6 @@ func runPerplexity(args []string) error {
 	case *chunk < 0:
 		return fmt.Errorf("--chunk %d: want ≥ 0 (0: the whole window)", *chunk)
 	}
-	modelDir, err := modeldir.Find(*dir)
-	if err != nil {
-		return err
-	}
-	tok, err := tokenizer.Load(filepath.Join(modelDir, "tokenizer.json"))
-	if err != nil {
-		return err
-	}
 	if *corpus == "" {
 		*corpus = filepath.Join(goroot.Dir(), "src", "go")
 	}
@@ -57,7 +47,7 @@ func runPerplexity(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--corpus: %w", err)
 	}
-	m, err := loadModel(modelDir)
+	m, tok, modelDir, err := loadModelWith(*dir, true)
 	if err != nil {
 		return err
 	}

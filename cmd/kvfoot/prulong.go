@@ -5,15 +5,12 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tasks"
 	"github.com/kvfoot/kvfoot/tensor"
-	"github.com/kvfoot/kvfoot/tokenizer"
 	"github.com/kvfoot/kvfoot/train"
 )
 
@@ -28,7 +25,7 @@ type runFlags struct {
 	window, every, docs, threads *int
 	seed                         *uint64
 	maxMinutes                   *float64
-	bench                        *bool
+	bench, force                 *bool
 	benchThreads                 *string
 	benchReps                    *int
 }
@@ -36,7 +33,8 @@ type runFlags struct {
 func addRunFlags(fs *flag.FlagSet, steps, seqLen int) runFlags {
 	return runFlags{
 		model:        fs.String("model", "", "model folder (default: the built-in model)"),
-		out:          fs.String("out", "", "output folder: checkpoint, log.jsonl, masks (a checkpoint there is resumed)"),
+		out:          fs.String("out", "", "output folder: checkpoint, log.jsonl, masks (a checkpoint an earlier run of the command left there is resumed)"),
+		force:        fs.Bool("force", false, "replace files in --out that an earlier run of this command did not write there"),
 		data:         fs.String("data", "", "training documents: a `kvfoot tasks dump` JSONL file (default: generated, training split)"),
 		corpus:       fs.String("corpus", "", "with no --data: folder of text files for haystacks and plain text (default: the Go sources of $(go env GOROOT)/src)"),
 		docs:         fs.Int("docs", 0, "with no --data: documents per task (0: enough for steps × batch, at most 64)"),
@@ -48,7 +46,7 @@ func addRunFlags(fs *flag.FlagSet, steps, seqLen int) runFlags {
 		seed:         fs.Uint64("seed", 0, "seed of the masks' noise, the data order and the generated data"),
 		every:        fs.Int("checkpoint-every", 10, "write the checkpoint every N steps"),
 		maxMinutes:   fs.Float64("max-minutes", 0, "stop (with a checkpoint) after this many minutes; run again to resume"),
-		threads:      fs.Int("threads", 0, "kernel threads (0: all cores)"),
+		threads:      addThreadsFlag(fs),
 		bench:        fs.Bool("bench", false, "time training steps instead of training (tokens/s per thread count)"),
 		benchThreads: fs.String("bench-threads", "1,2", "with --bench: comma-separated thread counts"),
 		benchReps:    fs.Int("bench-reps", 3, "with --bench: timed steps per thread count"),
@@ -56,15 +54,35 @@ func addRunFlags(fs *flag.FlagSet, steps, seqLen int) runFlags {
 }
 
 func (f runFlags) config() train.RunConfig {
-	return train.RunConfig{Out: *f.out, Steps: *f.steps, SeqLen: *f.seqLen, Batch: *f.batch, Seed: *f.seed,
+	return train.RunConfig{Out: *f.out, Force: *f.force, Steps: *f.steps, SeqLen: *f.seqLen, Batch: *f.batch, Seed: *f.seed,
 		Sink: *f.sink, Window: *f.window, CheckpointEvery: *f.every,
 		MaxDuration: time.Duration(*f.maxMinutes * float64(time.Minute)), Progress: newProgress(os.Stderr)}
 }
 
-// setup loads the model and the documents and makes the Net.
-func (f runFlags) setup(tasksMix []string, weightGrads bool) (*model.Model, *train.Net, []train.Doc, error) {
-	if *f.out == "" && !*f.bench {
-		return nil, nil, nil, fmt.Errorf("--out is required")
+// setup checks the flags, loads the model and the documents and makes the Net.
+func (f runFlags) setup(method string, tasksMix []string, weightGrads bool) (*model.Model, *train.Net, []train.Doc, error) {
+	if err := setThreads(*f.threads); err != nil {
+		return nil, nil, nil, err
+	}
+	if *f.bench {
+		if _, err := parseThreadList("--bench-threads", *f.benchThreads); err != nil {
+			return nil, nil, nil, err
+		}
+		if *f.benchReps < 1 {
+			return nil, nil, nil, fmt.Errorf("--bench-reps %d: want at least 1", *f.benchReps)
+		}
+	} else {
+		if *f.out == "" {
+			return nil, nil, nil, fmt.Errorf("--out is required")
+		}
+		// Refuse a folder of someone else's files before the model and data load.
+		if st, err := os.Stat(*f.out); err == nil && !st.IsDir() {
+			return nil, nil, nil, fmt.Errorf("--out %s is a file; want a folder", *f.out)
+		} else if err == nil {
+			if _, err := train.CheckOut(*f.out, method, weightGrads, *f.force); err != nil {
+				return nil, nil, nil, fmt.Errorf("--out: %w", err)
+			}
+		}
 	}
 	for _, c := range []struct {
 		flag   string
@@ -75,12 +93,16 @@ func (f runFlags) setup(tasksMix []string, weightGrads bool) (*model.Model, *tra
 			return nil, nil, nil, fmt.Errorf("%s %d: want at least %d", c.flag, c.v, c.min)
 		}
 	}
-	dir, err := modeldir.Find(*f.model)
-	if err != nil {
-		return nil, nil, nil, err
+	// generated documents take seeds 1000 + --seed: past this they would wrap around
+	// onto other seeds
+	if *f.data == "" && *f.seed > math.MaxUint64-1000 {
+		return nil, nil, nil, fmt.Errorf("--seed %d: want at most %d with generated documents (they use seeds 1000 + --seed)", *f.seed, uint64(math.MaxUint64-1000))
 	}
-	setThreads(*f.threads)
-	m, err := model.Load(dir, model.LoadOptions{})
+	// time.Duration holds about 153 million minutes; NaN would mean no limit at all
+	if !(*f.maxMinutes >= 0 && *f.maxMinutes <= 1e8) {
+		return nil, nil, nil, fmt.Errorf("--max-minutes %v: want 0 (no limit) to 1e8", *f.maxMinutes)
+	}
+	m, _, dir, err := loadModelWith(*f.model, false)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -113,7 +135,7 @@ func (f runFlags) setup(tasksMix []string, weightGrads bool) (*model.Model, *tra
 // would, from seeds 1000 + --seed of the training split (the built-in model was
 // pre-trained on seed 1; evaluation uses another split).
 func (f runFlags) generate(modelDir string, names []string) ([]train.Doc, error) {
-	tok, err := tokenizer.Load(filepath.Join(modelDir, "tokenizer.json"))
+	tok, err := loadTokenizer("", modelDir)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +158,7 @@ func (f runFlags) generate(modelDir string, names []string) ([]train.Doc, error)
 
 // runBench times training steps for every --bench-threads count.
 func (f runFlags) runBench(m *model.Model, gated bool) error {
-	threads, err := parseCounts("--bench-threads", *f.benchThreads)
+	threads, err := parseThreadList("--bench-threads", *f.benchThreads)
 	if err != nil {
 		return err
 	}
@@ -181,13 +203,13 @@ func runPruLong(args []string) error {
 	rf := addRunFlags(fs, 200, 4096)
 	target := fs.Float64("target-sparsity", 0.7, "head sparsity to reach (fraction of streaming KV heads), in [0, 1)")
 	weights := fs.Bool("train-weights", false, "also train the weights (lr 1e-5; written as OUT/model.safetensors)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if !(*target >= 0 && *target < 1) {
 		return fmt.Errorf("--target-sparsity %v is outside [0, 1)", *target)
 	}
-	m, n, docs, err := rf.setup(train.MixTasks, *weights)
+	m, n, docs, err := rf.setup("prulong", train.MixTasks, *weights)
 	if err != nil {
 		return err
 	}

@@ -5,12 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 
-	"github.com/kvfoot/kvfoot/internal/modeldir"
-	"github.com/kvfoot/kvfoot/internal/outfile"
 	"github.com/kvfoot/kvfoot/tasks"
 	"github.com/kvfoot/kvfoot/tokenizer"
 )
@@ -64,15 +60,7 @@ func addTaskInputs(fs *flag.FlagSet) taskInputs {
 }
 
 func (ti taskInputs) load() (*tokenizer.Tokenizer, *tasks.Corpus, error) {
-	path := *ti.tokenizer
-	if path == "" {
-		dir, err := modeldir.Find(*ti.model)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--tokenizer not given: %w", err)
-		}
-		path = filepath.Join(dir, "tokenizer.json")
-	}
-	tok, err := tokenizer.Load(path)
+	tok, err := loadTokenizer(*ti.tokenizer, *ti.model)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -86,46 +74,6 @@ func (ti taskInputs) load() (*tokenizer.Tokenizer, *tasks.Corpus, error) {
 		return nil, nil, fmt.Errorf("--corpus: %w", err)
 	}
 	return tok, c, nil
-}
-
-// parseLengths reads a comma-separated list of token counts; "4k" means 4096.
-func parseLengths(flagName, s string) ([]int, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, fmt.Errorf("%s is required (comma-separated token counts, e.g. 2048,4096 or 2k,4k)", flagName)
-	}
-	var out []int
-	for _, p := range strings.Split(s, ",") {
-		p = strings.TrimSpace(p)
-		orig, mul := p, 1
-		if strings.HasSuffix(p, "k") || strings.HasSuffix(p, "K") {
-			p, mul = p[:len(p)-1], 1024
-		}
-		v, err := strconv.Atoi(p)
-		if err != nil || v < 1 {
-			return nil, fmt.Errorf("%s: %q is not a positive token count", flagName, orig)
-		}
-		if v > tasks.MaxLength/mul {
-			return nil, fmt.Errorf("%s: %s is longer than the %d tokens a task can have", flagName, orig, tasks.MaxLength)
-		}
-		out = append(out, v*mul)
-	}
-	if d, ok := duplicate(out); ok {
-		return nil, fmt.Errorf("%s: %d is given twice", flagName, d)
-	}
-	return out, nil
-}
-
-// duplicate returns a value that occurs more than once in xs.
-func duplicate[T comparable](xs []T) (T, bool) {
-	seen := map[T]bool{}
-	for _, x := range xs {
-		if seen[x] {
-			return x, true
-		}
-		seen[x] = true
-	}
-	var zero T
-	return zero, false
 }
 
 // parseTaskList reads a comma-separated list of task names.
@@ -259,8 +207,8 @@ func runTasksDump(args []string) error {
 		outs = []string{base + ".bin", base + ".mask", base + ".docs"}
 	}
 	for _, p := range outs {
-		if err := outfile.Check(p, *force); err != nil {
-			return fmt.Errorf("--out: %w", err)
+		if err := checkOutput("--out", p, *force); err != nil {
+			return err
 		}
 	}
 	tok, c, err := ti.load()

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-
-	"github.com/kvfoot/kvfoot/tokenizer"
 )
 
 func init() {
@@ -30,7 +28,10 @@ func runTokenize(args []string) error {
 	if textSet == (*input != "") {
 		return errors.New("give exactly one of --text and --input")
 	}
-	tok, err := loadTokenizer(*path)
+	if *path == "" {
+		return errNoTokenizer
+	}
+	tok, err := loadTokenizer(*path, "")
 	if err != nil {
 		return err
 	}
@@ -75,10 +76,5 @@ func runTokenize(args []string) error {
 	return nil
 }
 
-// loadTokenizer loads the tokenizer given to --tokenizer.
-func loadTokenizer(path string) (*tokenizer.Tokenizer, error) {
-	if path == "" {
-		return nil, errors.New("--tokenizer is required (a tokenizer.json or a folder holding one)")
-	}
-	return tokenizer.Load(path)
-}
+// errNoTokenizer is the error of a command that needs --tokenizer.
+var errNoTokenizer = errors.New("--tokenizer is required (a tokenizer.json or a folder holding one)")

@@ -50,8 +50,8 @@ func runTokenizerTrain(args []string) error {
 		return fmt.Errorf("--out %s: that name is the tokenizer_config.json written beside --out", *out)
 	}
 	for _, p := range []string{*out, cfgPath} {
-		if err := outfile.Check(p, *force); err != nil {
-			return fmt.Errorf("--out: %w", err)
+		if err := checkOutput("--out", p, *force); err != nil {
+			return err
 		}
 	}
 	for _, f := range fs.Args() {
