@@ -164,3 +164,15 @@ func TestBoundsMeanWhatTheySay(t *testing.T) {
 		}
 	}
 }
+
+// TestIntKeysCompareExactly: an integer key one past its maximum is refused, however
+// large the maximum (2^62 is random's seed bound; float64 cannot tell 2^62+1 from it).
+func TestIntKeysCompareExactly(t *testing.T) {
+	s := kv.Shape{Layers: 1, Heads: 2, KVHeads: 1, HeadDim: 8}
+	if _, err := kv.New(s, "random:sparsity=0.5,seed=4611686018427387904"); err != nil {
+		t.Errorf("seed=2^62: %v", err)
+	}
+	if _, err := kv.New(s, "random:sparsity=0.5,seed=4611686018427387905"); err == nil || !strings.Contains(err.Error(), "seed") {
+		t.Errorf("seed=2^62+1: %v, want a refusal naming seed", err)
+	}
+}

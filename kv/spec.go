@@ -147,7 +147,7 @@ func (p Param) parse(name, s string) (value, error) {
 		if err != nil {
 			return value{}, fmt.Errorf("%s: %s=%q: want an integer", name, p.Key, s)
 		}
-		if float64(x) < p.Min || float64(x) > p.Max {
+		if lo, hi := intBound(p.Min), intBound(p.Max); int64(x) < lo || int64(x) > hi {
 			return value{}, fmt.Errorf("%s: %s=%d: want %s", name, p.Key, x, p.Range())
 		}
 		return value{i: x}, nil
@@ -172,6 +172,18 @@ func (p Param) parse(name, s string) (value, error) {
 		}
 	}
 	return value{s: s}, nil
+}
+
+// intBound is an Int key's bound as an integer, so that values near 2^62 compare
+// exactly (a float comparison took 2^62+1 for 2^62).
+func intBound(b float64) int64 {
+	switch {
+	case b >= math.MaxInt64:
+		return math.MaxInt64
+	case b <= math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(b)
 }
 
 // Range is the values p accepts, as help texts and errors write them.
