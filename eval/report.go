@@ -2,9 +2,9 @@ package eval
 
 import (
 	"encoding/csv"
-	"maps"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
