@@ -590,5 +590,8 @@ func ReadStudyFile(dir string) (StudyFile, error) {
 	if len(f.Methods) == 0 || len(f.Lengths) == 0 || len(f.Tasks) == 0 || f.Samples < 1 || !(f.Threshold > 0) || f.Bootstrap < 1 {
 		return f, fmt.Errorf("report: %s lacks methods, tasks, lengths, samples, threshold or bootstrap", filepath.Join(dir, StudyFileName))
 	}
+	if f.Bootstrap > MaxBootstrap {
+		return f, fmt.Errorf("report: %s: bootstrap %d: want at most %d resamples", filepath.Join(dir, StudyFileName), f.Bootstrap, MaxBootstrap)
+	}
 	return f, nil
 }

@@ -62,6 +62,10 @@ type Study struct {
 	Ctx context.Context
 }
 
+// MaxBootstrap bounds the bootstrap resamples: the paper's 1000 to 2000 are ample,
+// and a million would run for hours after the study.
+const MaxBootstrap = 100000
+
 // ErrInterrupted is returned by RunStudy when its context ends it.
 var ErrInterrupted = errors.New("interrupted")
 
@@ -83,8 +87,11 @@ func (st *Study) check(b Backend) error {
 	if !(st.Threshold > 0 && st.Threshold <= 1) {
 		return fmt.Errorf("threshold %v: want a fraction in (0, 1]", st.Threshold)
 	}
-	if len(st.Grid) == 0 || !(st.Tol > 0) || !(st.Step > 0) || st.Probes < 0 || st.Bootstrap < 1 {
-		return fmt.Errorf("study: want a grid, a positive tolerance and step, probes ≥ 0 and bootstrap ≥ 1")
+	if len(st.Grid) == 0 || !(st.Tol > 0) || !(st.Step > 0) || st.Probes < 0 {
+		return fmt.Errorf("study: want a grid, a positive tolerance and step, and probes ≥ 0")
+	}
+	if st.Bootstrap < 1 || st.Bootstrap > MaxBootstrap {
+		return fmt.Errorf("bootstrap %d: want 1 to %d resamples (the intervals settle long before; each resample redoes the analysis)", st.Bootstrap, MaxBootstrap)
 	}
 	for _, x := range st.Grid {
 		if !(x >= 0 && x <= 1) {
@@ -484,15 +491,18 @@ func (p *progress) add(ran bool, what string) {
 		return
 	}
 	p.last = now
-	eta := "?"
+	// The total counts every bisection step a study may take, so the samples left are
+	// an upper bound; the time they take is an estimate from the mean so far, which
+	// later samples can change either way: it is said as "about", never "at most".
+	eta := "unknown"
 	if p.runs > 0 {
 		left := time.Duration(float64(p.ranFor) / float64(p.runs) * float64(max(p.total-p.done, 0)))
-		eta = left.Round(time.Second).String()
+		eta = "about " + left.Round(time.Second).String()
 	}
 	const width = 30
 	fill := min(width, width*p.done/p.total)
 	bar := strings.Repeat("=", fill) + strings.Repeat(" ", width-fill)
-	line := fmt.Sprintf("[%s] %d/%d samples, %s elapsed, at most %s left: %s", bar, p.done, p.total,
+	line := fmt.Sprintf("[%s] %d of up to %d samples, %s elapsed, %s left if all are needed: %s", bar, p.done, p.total,
 		now.Sub(p.start).Round(time.Second), eta, what)
 	if p.tty {
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
