@@ -29,8 +29,9 @@ type Folder struct {
 }
 
 const (
-	lockName    = ".kvfoot.lock"
-	writtenName = ".kvfoot-written.json"
+	lockName     = ".kvfoot.lock"
+	planLockName = ".kvfoot-plan.lock"
+	writtenName  = ".kvfoot-written.json"
 )
 
 // Lock modes: a single process (eval, report, the Slurm driver) holds a folder
@@ -74,13 +75,27 @@ func OpenFolder(dir string, mode int, force bool) (*Folder, error) {
 	lf.Truncate(0)
 	fmt.Fprintf(lf, "kvfoot process %d on %s\n", os.Getpid(), host)
 	f.lock = lf
-	if b, err := os.ReadFile(filepath.Join(dir, writtenName)); err == nil {
-		if err := json.Unmarshal(b, &f.written); err != nil {
-			f.Close(false)
-			return nil, fmt.Errorf("--out %s: %s: %w", dir, writtenName, err)
-		}
+	if err := f.readWritten(); err != nil {
+		f.Close(false)
+		return nil, err
 	}
 	return f, nil
+}
+
+// readWritten reads the record of kvfoot's files anew: the shards that share a folder
+// may have added to it.
+func (f *Folder) readWritten() error {
+	b, err := os.ReadFile(filepath.Join(f.Dir, writtenName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &f.written)
+	}
+	if err != nil {
+		return fmt.Errorf("--out %s: %s: %w", f.Dir, writtenName, err)
+	}
+	return nil
 }
 
 // Close releases the lock. After a failure (failed), a folder this command created is
@@ -104,11 +119,12 @@ func (f *Folder) removeIfCreated() {
 		return
 	}
 	for _, e := range ents {
-		if e.Name() != lockName {
+		if e.Name() != lockName && e.Name() != planLockName {
 			return
 		}
 	}
 	os.Remove(filepath.Join(f.Dir, lockName))
+	os.Remove(filepath.Join(f.Dir, planLockName))
 	os.Remove(f.Dir)
 }
 
@@ -118,6 +134,9 @@ func (f *Folder) Path(name string) string { return filepath.Join(f.Dir, name) }
 // mayWrite reports whether name may be (re)placed: it is absent, or holds what kvfoot
 // last wrote there, or Force is set.
 func (f *Folder) mayWrite(name string) error {
+	if err := f.readWritten(); err != nil {
+		return err
+	}
 	data, err := os.ReadFile(f.Path(name))
 	switch {
 	case errors.Is(err, fs.ErrNotExist) || f.Force:

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // resultsFormat is the version of a results line; every line carries it in the field
@@ -89,6 +90,11 @@ func openStore(path string, warn io.Writer) (*store, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("results: %w", err)
+	}
+	// one writer a file: two runs appending the same samples would each run them
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("results %s is being written by another kvfoot process; wait for it to end or give another file", path)
 	}
 	s.f = f
 	return s, nil

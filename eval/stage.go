@@ -237,11 +237,12 @@ func (p *Progress) Missing(units []Unit) []Unit {
 }
 
 // CurrentStage returns the folder's unfinished stage, or plans the next one from the
-// results in it (and, with write, writes it); nil when the study is complete. It holds
-// the folder's planning lock meanwhile, so that shards starting together agree on one
-// stage.
-func CurrentStage(dir string, st Study, b Backend, write bool) (*Stage, error) {
-	unlock, err := lockFile(filepath.Join(dir, ".kvfoot-plan.lock"), syscall.LOCK_EX)
+// results in it (and, with write, writes it and the study's settings f); nil when the
+// study is complete. It holds the folder's planning lock meanwhile, so that shards
+// starting together agree on one stage.
+func CurrentStage(out *Folder, st Study, b Backend, f StudyFile, write bool) (*Stage, error) {
+	dir := out.Dir
+	unlock, err := lockFile(filepath.Join(dir, planLockName), syscall.LOCK_EX)
 	if err != nil {
 		return nil, err
 	}
@@ -269,6 +270,9 @@ func CurrentStage(dir string, st Study, b Backend, write bool) (*Stage, error) {
 	}
 	stage := &Stage{Number: next, Cells: cells}
 	if write {
+		if err := WriteStudyFile(out, f); err != nil {
+			return nil, err
+		}
 		if err := WriteStage(dir, stage); err != nil {
 			return nil, err
 		}

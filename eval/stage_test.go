@@ -14,8 +14,13 @@ import (
 func runStages(t *testing.T, st Study, f *knobFake, dir string, n int, before func(stage *Stage, i int, sh *Study)) int {
 	t.Helper()
 	stages := 0
+	out, err := OpenFolder(dir, Shared, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close(false)
 	for {
-		stage, err := CurrentStage(dir, st, f, true)
+		stage, err := CurrentStage(out, st, f, st.File(nil), true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,9 +92,6 @@ func compareReports(t *testing.T, st Study, one, many string) {
 		t.Fatal(err)
 	}
 	defer out.Close(false)
-	if err := WriteStudyFile(out, st.File(nil)); err != nil {
-		t.Fatal(err)
-	}
 	file, samples, err := Reopen(many)
 	if err != nil {
 		t.Fatal(err)
