@@ -7,7 +7,17 @@
 # It prints "skip: REASON" and exits 3 when Slurm cannot be installed or started here.
 set -u
 state=${KVFOOT_SLURM_STATE:-/tmp/kvfoot-slurm}
+# the daemons this caller started, so that stop leaves alone the ones someone else did
+started=${KVFOOT_SLURM_STARTED:-$state/started}
 skip() { echo "skip: $*"; exit 3; }
+
+# running NAME: a live process of that name (not a zombie left by a daemon's fork)
+running() {
+	for p in $(pgrep -x "$1"); do
+		[ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] && return 0
+	done
+	return 1
+}
 
 start() {
 	[ "$(id -u)" = 0 ] || skip "not root (the one-node cluster runs its daemons as root)"
@@ -54,17 +64,17 @@ CONF
 		dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null
 		chmod 400 /etc/munge/munge.key
 	fi
-	if ! pgrep -x munged >/dev/null; then
-		munged --force || skip "munged does not start"
-		echo munged >>"$state/started"
+	if ! running munged; then
+		munged --force 2>/dev/null || skip "munged does not start"
+		echo munged >>"$started"
 	fi
-	if ! pgrep -x slurmctld >/dev/null; then
+	if ! running slurmctld; then
 		slurmctld -i || skip "slurmctld does not start (see $state/log/slurmctld.log)"
-		echo slurmctld >>"$state/started"
+		echo slurmctld >>"$started"
 	fi
-	if ! pgrep -x slurmd >/dev/null; then
+	if ! running slurmd; then
 		slurmd || skip "slurmd does not start (see $state/log/slurmd.log)"
-		echo slurmd >>"$state/started"
+		echo slurmd >>"$started"
 	fi
 	# the node is up once sinfo shows it idle (or mixed, allocated)
 	for _ in $(seq 60); do
@@ -78,17 +88,17 @@ CONF
 }
 
 stop() {
-	[ -f "$state/started" ] || exit 0
+	[ -f "$started" ] || exit 0
 	# the daemons' own pid files, for the ones this script started
 	for d in slurmd slurmctld; do
-		if grep -qx $d "$state/started" && [ -f "$state/$d.pid" ]; then
+		if grep -qx $d "$started" && [ -f "$state/$d.pid" ]; then
 			kill "$(cat "$state/$d.pid")" 2>/dev/null
 		fi
 	done
-	if grep -qx munged "$state/started" && [ -f /run/munge/munged.pid ]; then
+	if grep -qx munged "$started" && [ -f /run/munge/munged.pid ]; then
 		kill "$(cat /run/munge/munged.pid)" 2>/dev/null
 	fi
-	rm -f "$state/started"
+	rm -f "$started"
 }
 
 case "${1:-}" in
