@@ -2,6 +2,7 @@ package eval
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -166,5 +167,40 @@ func TestParseShard(t *testing.T) {
 		if _, _, err := ParseShard(bad); err == nil || !strings.Contains(err.Error(), "--shard") {
 			t.Errorf("%q: %v", bad, err)
 		}
+	}
+}
+
+// A sample in the folder's results twice (two files, or twice in one) is counted once:
+// the report is the same.
+func TestReopenCountsSamplesOnce(t *testing.T) {
+	st, f := knobStudy(t)
+	dir := t.TempDir()
+	st.Results = ResultsPath(dir)
+	rep, err := RunStudy(st, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeStudy(t, dir, st.File(nil), rep); err != nil {
+		t.Fatal(err)
+	}
+	_, once, err := Reopen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(st.Results)
+	os.WriteFile(st.Results, append(data, data...), 0o644)
+	os.MkdirAll(filepath.Join(dir, shardDir), 0o755)
+	os.WriteFile(ShardPath(dir, 1, 0, 1), data, 0o644)
+	file, twice, err := Reopen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(twice) != len(once) || len(once) != f.runs {
+		t.Fatalf("%d samples read from three copies, %d from one, %d run", len(twice), len(once), f.runs)
+	}
+	a, _ := json.Marshal(rep)
+	b, _ := json.Marshal(Analyze(file, twice))
+	if string(a) != string(b) {
+		t.Errorf("the report of the doubled results differs:\n%s\n%s", a, b)
 	}
 }

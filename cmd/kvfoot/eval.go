@@ -200,12 +200,16 @@ func (o *evalFlags) openOut() (out *eval.Folder, results string, err error) {
 	if out, err = eval.OpenFolder(*o.out, mode, *o.force); err != nil {
 		return nil, "", err
 	}
-	if *o.shard == "" && !*o.slurm {
-		results = eval.ResultsPath(*o.out)
+	// the report is written at the end, by this run or the last driver step: a file in
+	// its way is refused now, not after the study
+	if *o.shard == "" {
 		if err := out.CheckWritable(); err != nil {
 			out.Close(true)
 			return nil, "", err
 		}
+	}
+	if *o.shard == "" && !*o.slurm {
+		results = eval.ResultsPath(*o.out)
 		if err := eval.CheckResults(results); err != nil {
 			out.Close(true)
 			return nil, "", fmt.Errorf("--out: %w", err)

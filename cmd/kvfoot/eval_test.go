@@ -312,3 +312,28 @@ func TestEvalStageFlagsBadInput(t *testing.T) {
 		t.Errorf("status of an empty folder: %v", err)
 	}
 }
+
+// --slurm --dry-run prints the stage's job array (every study flag passed through, the
+// threads set to the task's CPUs) and the driver step, and leaves no folder.
+func TestEvalSlurmDryRun(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "study")
+	out, err := quiet(t, func() error {
+		return runEval(append(smallStudy, "--out", dir, "--slurm", "--dry-run", "--cpus-per-task", "2", "--partition", "cpu", "--shards", "4"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# sbatch --array=0-3 (the job array)", "#SBATCH --partition=cpu", "#SBATCH --cpus-per-task=2",
+		"--model=../../testdata/models/llama-gqa", "--out=" + dir + " --probes=1", `--threads=2 --shard "$SLURM_ARRAY_TASK_ID/4"`,
+		"--slurm=true", "# sbatch --dependency=afterany:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "--dry-run") {
+		t.Errorf("the driver step would be a dry run:\n%s", out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the dry run left the folder: %v", err)
+	}
+}
