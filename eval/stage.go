@@ -208,25 +208,25 @@ func WriteStage(dir string, st *Stage) error {
 	return outfile.Write(StagePath(dir, st.Number), append(js, '\n'), true)
 }
 
-// Progress is what of a folder's stages is in: the results of every results file.
-type Progress struct{ store *store }
+// Finished is which samples a study folder holds, in any of its results files.
+type Finished struct{ store *store }
 
-// ReadProgress reads every results file of a study folder.
-func ReadProgress(dir string) (*Progress, error) {
+// ReadFinished reads every results file of a study folder.
+func ReadFinished(dir string) (*Finished, error) {
 	s := &store{byID: map[sampleID][]stored{}}
 	for _, p := range ResultsFiles(dir) {
 		if err := s.readOther(p); err != nil {
 			return nil, err
 		}
 	}
-	return &Progress{s}, nil
+	return &Finished{s}, nil
 }
 
 // Done reports whether a sample is in.
-func (p *Progress) Done(u Unit) bool { return p.store.has(u.id()) }
+func (p *Finished) Done(u Unit) bool { return p.store.has(u.id()) }
 
 // Missing are the stage's samples not in yet.
-func (p *Progress) Missing(units []Unit) []Unit {
+func (p *Finished) Missing(units []Unit) []Unit {
 	var out []Unit
 	for _, u := range units {
 		if !p.Done(u) {
@@ -254,7 +254,7 @@ func CurrentStage(out *Folder, st Study, b Backend, f StudyFile, write bool) (*S
 	next := 1
 	if n := len(stages); n > 0 {
 		last := stages[n-1]
-		prog, err := ReadProgress(dir)
+		prog, err := ReadFinished(dir)
 		if err != nil {
 			return nil, err
 		}

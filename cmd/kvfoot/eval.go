@@ -468,8 +468,11 @@ func (r *evalRun) printPlan(out *eval.Folder) error {
 			return err
 		}
 		r.st.Also = eval.ResultsFiles(out.Dir)
+	}
+	if len(done) > 0 {
 		stage, err = eval.CurrentStage(out, r.st, r.backend, r.st.File(r.settings), false)
 	} else {
+		// no stage yet: the first, after what a single process may have run
 		var cells []eval.Cell
 		cells, err = eval.PlanNext(r.st, r.backend)
 		if len(cells) > 0 {

@@ -34,7 +34,7 @@ func runStatus(args []string) error {
 	if err != nil {
 		return err
 	}
-	prog, err := eval.ReadProgress(dir)
+	prog, err := eval.ReadFinished(dir)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ const (
 // one runs, pending otherwise. A shard's state is Slurm's when the stage was submitted
 // and Slurm knows the task; else running while its process holds its lock, ended when
 // its results file exists, and pending before.
-func stageStatus(dir string, st *eval.Stage, prog *eval.Progress) [5]int {
+func stageStatus(dir string, st *eval.Stage, prog *eval.Finished) [5]int {
 	var out [5]int
 	n := st.Shards
 	if n == 0 {

@@ -72,7 +72,7 @@ func (s *Study) Step(dryRun bool) (done bool, err error) {
 	if err != nil || stage == nil {
 		return stage == nil && err == nil, err
 	}
-	prog, err := eval.ReadProgress(s.Dir)
+	prog, err := eval.ReadFinished(s.Dir)
 	if err != nil {
 		return false, err
 	}
@@ -334,8 +334,8 @@ func parse(into map[int]string, text, sep string) {
 	}
 }
 
-// Running lists the states that mean a task has not ended.
-var Running = []string{"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+// notEnded are the task states of a task that has not ended.
+var notEnded = []string{"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
 // Ended reports whether a task state is final.
-func Ended(state string) bool { return !slices.Contains(Running, state) }
+func Ended(state string) bool { return !slices.Contains(notEnded, state) }
