@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -247,6 +248,9 @@ func CurrentStage(out *Folder, st Study, b Backend, f StudyFile, write bool) (*S
 		return nil, err
 	}
 	defer unlock()
+	if err := sameStudy(dir, f); err != nil {
+		return nil, err
+	}
 	stages, err := ReadStages(dir)
 	if err != nil {
 		return nil, err
@@ -337,4 +341,21 @@ func ParseShard(s string) (i, n int, err error) {
 		return 0, 0, fmt.Errorf("--shard %q: want i/N with 0 ≤ i < N (Slurm's $SLURM_ARRAY_TASK_ID/N)", s)
 	}
 	return i, n, nil
+}
+
+// sameStudy refuses to go on, in a folder whose stages were planned, with other study
+// settings than the folder's: its stages would not be the ones the settings ask for.
+func sameStudy(dir string, f StudyFile) error {
+	old, err := os.ReadFile(filepath.Join(dir, StudyFileName))
+	if err != nil {
+		return nil // a new study
+	}
+	cur, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	if string(bytes.TrimSpace(old)) != string(cur) {
+		return fmt.Errorf("%s holds another study's settings (methods, tasks, lengths, samples, grid, chunk, …): give the flags it was started with, or another --out", filepath.Join(dir, StudyFileName))
+	}
+	return nil
 }

@@ -204,3 +204,24 @@ func TestReopenCountsSamplesOnce(t *testing.T) {
 		t.Errorf("the report of the doubled results differs:\n%s\n%s", a, b)
 	}
 }
+
+// The stages of a folder go on only with the study they were planned for.
+func TestStageRefusesAnotherStudy(t *testing.T) {
+	st, f := knobStudy(t)
+	dir := t.TempDir()
+	st.Results = ""
+	runStages(t, st, f, dir, 1, nil)
+	out, err := OpenFolder(dir, Shared, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close(false)
+	other := st
+	other.Grid = []float64{0.1, 0.9}
+	if _, err := CurrentStage(out, other, f, other.File(nil), true); err == nil || !strings.Contains(err.Error(), "holds another study's settings") {
+		t.Errorf("another grid: %v", err)
+	}
+	if stage, err := CurrentStage(out, st, f, st.File(nil), true); err != nil || stage != nil {
+		t.Errorf("the same study, complete: %v, %v", stage, err)
+	}
+}
