@@ -75,7 +75,10 @@ type Config struct {
 	Data []Dataset
 	// Results is the JSONL file of per-sample results ("" for none); samples already
 	// in it are not run again.
-	Results  string
+	Results string
+	// Also are other results files (the other shards'), read but never written:
+	// samples in them are not run again either.
+	Also     []string
 	Progress io.Writer
 }
 
@@ -355,6 +358,15 @@ func newRunner(cfg *Config, b Backend) (*runner, error) {
 	st, err := openStore(cfg.Results, cfg.Progress)
 	if err != nil {
 		return nil, err
+	}
+	for _, path := range cfg.Also {
+		if path == cfg.Results {
+			continue
+		}
+		if err := st.readOther(path); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	cs, err := cfg.cells(b)
 	if err != nil {

@@ -1,10 +1,10 @@
 package eval
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"image/color"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,18 +22,18 @@ import (
 // footprint per category with the threshold line (the paper's main figure), KV entries
 // over the time of one request per method, and the head masks of the methods that
 // have them as layer × KV head maps.
-func (r *StudyReport) plots(dir string) error {
+func (r *StudyReport) plots(out *Folder) error {
 	for _, cat := range r.categoryColumns() {
 		p := r.scorePlot(cat)
 		if p == nil {
 			continue
 		}
-		if err := save(p, 16, 11, filepath.Join(dir, "score_vs_footprint_"+cat)); err != nil {
+		if err := save(out, p, 16, 11, "score_vs_footprint_"+cat); err != nil {
 			return err
 		}
 	}
 	if p := r.timelinePlot(); p != nil {
-		if err := save(p, 16, 11, filepath.Join(dir, "kv_timeline")); err != nil {
+		if err := save(out, p, 16, 11, "kv_timeline"); err != nil {
 			return err
 		}
 	}
@@ -43,7 +43,7 @@ func (r *StudyReport) plots(dir string) error {
 			return err
 		}
 		if p != nil {
-			if err := save(p, 12, 16, filepath.Join(dir, "head_masks_"+fileName(m.Name))); err != nil {
+			if err := save(out, p, 12, 16, "head_masks_"+fileName(m.Name)); err != nil {
 				return err
 			}
 		}
@@ -51,10 +51,20 @@ func (r *StudyReport) plots(dir string) error {
 	return nil
 }
 
-func save(p *plot.Plot, w, h vg.Length, base string) error {
-	for _, ext := range []string{".png", ".svg"} {
-		if err := p.Save(w*vg.Centimeter, h*vg.Centimeter, base+ext); err != nil {
-			return fmt.Errorf("report: plot %s: %w", base+ext, err)
+// save renders the plot in memory and writes it as the folder writes every file
+// (a temporary file renamed into place), as PNG and SVG.
+func save(out *Folder, p *plot.Plot, w, h vg.Length, base string) error {
+	for _, ext := range []string{"png", "svg"} {
+		wt, err := p.WriterTo(w*vg.Centimeter, h*vg.Centimeter, ext)
+		if err != nil {
+			return fmt.Errorf("report: plot %s.%s: %w", base, ext, err)
+		}
+		var b bytes.Buffer
+		if _, err := wt.WriteTo(&b); err != nil {
+			return fmt.Errorf("report: plot %s.%s: %w", base, ext, err)
+		}
+		if err := out.write(base+"."+ext, b.Bytes()); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -480,12 +481,9 @@ func joinInts(xs []int) string {
 	return strings.Join(s, ", ")
 }
 
-// WriteReport writes the report into dir: report.md, report.json, results.csv,
+// WriteReport writes the report into the folder: report.md, report.json, results.csv,
 // critical.csv and the plots (PNG and SVG).
-func (r *StudyReport) WriteReport(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("report: %w", err)
-	}
+func (r *StudyReport) WriteReport(out *Folder) error {
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
@@ -531,75 +529,69 @@ func (r *StudyReport) WriteReport(dir string) error {
 		w.WriteAll(recs)
 		files[name] = []byte(sb.String())
 	}
-	for name, data := range files {
-		if err := writeFileAtomic(filepath.Join(dir, name), data); err != nil {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if err := out.write(name, files[name]); err != nil {
 			return err
 		}
 	}
-	return r.plots(dir)
-}
-
-// writeFileAtomic writes data to path through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return fmt.Errorf("report: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("report: %w", err)
-	}
-	return nil
+	return r.plots(out)
 }
 
 // StudyFileName is the study's settings in its folder (StudyFile).
 const StudyFileName = "study.json"
 
-// WriteStudy writes a study's settings and its report into dir (kvfoot report DIR
-// reads the first and the results to redo the second).
-func WriteStudy(dir string, f StudyFile, r *StudyReport) error {
+// WriteStudy writes a study's settings and its report into the folder (kvfoot report
+// DIR reads the first and the results to redo the second).
+func WriteStudy(out *Folder, f StudyFile, r *StudyReport) error {
+	if err := WriteStudyFile(out, f); err != nil {
+		return err
+	}
+	return r.WriteReport(out)
+}
+
+// WriteStudyFile writes a study's settings into the folder.
+func WriteStudyFile(out *Folder, f StudyFile) error {
 	js, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, StudyFileName), append(js, '\n')); err != nil {
-		return err
-	}
-	return r.WriteReport(dir)
+	return out.write(StudyFileName, append(js, '\n'))
 }
 
-// Reopen reads a study's folder: its settings and every result in its results file,
-// for kvfoot report.
+// Reopen reads a study's folder: its settings and every result in its results files
+// (results.jsonl and the shards' files), each sample once, for kvfoot report.
 func Reopen(dir string) (StudyFile, []*Sample, error) {
+	f, err := ReadStudyFile(dir)
+	if err != nil {
+		return f, nil, err
+	}
+	st := &store{byID: map[sampleID][]stored{}}
+	if len(ResultsFiles(dir)) == 0 {
+		return f, nil, fmt.Errorf("report: %s holds no results (results.jsonl or shards/*.jsonl)", dir)
+	}
+	for _, path := range ResultsFiles(dir) {
+		if err := st.readOther(path); err != nil {
+			return f, nil, fmt.Errorf("report: %w", err)
+		}
+	}
+	return f, st.samples(), nil
+}
+
+// ReadStudyFile reads a study's settings from its folder.
+func ReadStudyFile(dir string) (StudyFile, error) {
 	var f StudyFile
 	data, err := os.ReadFile(filepath.Join(dir, StudyFileName))
 	if err != nil {
-		return f, nil, fmt.Errorf("report: %w (a folder written by kvfoot eval --out DIR holds it)", err)
+		return f, fmt.Errorf("report: %w (a folder written by kvfoot eval --out DIR holds it)", err)
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
-		return f, nil, fmt.Errorf("report: %s: %w", filepath.Join(dir, StudyFileName), err)
+		return f, fmt.Errorf("report: %s: %w", filepath.Join(dir, StudyFileName), err)
 	}
 	if len(f.Methods) == 0 || len(f.Lengths) == 0 || len(f.Tasks) == 0 || f.Samples < 1 || !(f.Threshold > 0) || f.Bootstrap < 1 {
-		return f, nil, fmt.Errorf("report: %s lacks methods, tasks, lengths, samples, threshold or bootstrap", filepath.Join(dir, StudyFileName))
+		return f, fmt.Errorf("report: %s lacks methods, tasks, lengths, samples, threshold or bootstrap", filepath.Join(dir, StudyFileName))
 	}
-	path := ResultsPath(dir)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return f, nil, fmt.Errorf("report: %w", err)
+	if f.Bootstrap > MaxBootstrap {
+		return f, fmt.Errorf("report: %s: bootstrap %d: want at most %d resamples", filepath.Join(dir, StudyFileName), f.Bootstrap, MaxBootstrap)
 	}
-	var out []*Sample
-	lines := strings.Split(string(raw), "\n")
-	for i, l := range lines {
-		if strings.TrimSpace(l) == "" {
-			continue
-		}
-		s, err := parseResult([]byte(l))
-		if err != nil {
-			if i == len(lines)-1 {
-				break // a last line cut short by an interrupted write
-			}
-			return f, nil, fmt.Errorf("report: results %s line %d: %w", path, i+1, err)
-		}
-		out = append(out, s)
-	}
-	return f, out, nil
+	return f, nil
 }

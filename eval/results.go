@@ -2,6 +2,7 @@ package eval
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -10,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // resultsFormat is the version of a results line; every line carries it in the field
@@ -35,6 +38,7 @@ func (id sampleID) String() string {
 
 // stored is one result read from the file, with its line number.
 type stored struct {
+	path string
 	line int
 	s    *Sample
 }
@@ -80,6 +84,35 @@ func openStore(path string, warn io.Writer) (*store, error) {
 	if err != nil && !s.created {
 		return nil, fmt.Errorf("results %s: %w", path, err)
 	}
+	if err := s.read(path, data, warn); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	// one writer a file: two runs appending the same samples would each run them
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("results %s is being written by another kvfoot process; wait for it to end or give another file", path)
+	}
+	s.f = f
+	return s, nil
+}
+
+// readOther adds the results of another file (a shard's) to the store, read-only: a
+// last line cut short there is its writer's to repair, and is skipped.
+func (s *store) readOther(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("results %s: %w", path, err)
+	}
+	o := &store{byID: s.byID}
+	return o.read(path, data, nil)
+}
+
+// read parses a results file's data into the store (see openStore).
+func (s *store) read(path string, data []byte, warn io.Writer) error {
 	var damaged []int
 	var firstErr error
 	results := false // a result was read
@@ -101,10 +134,10 @@ func openStore(path string, warn io.Writer) (*store, error) {
 		switch {
 		case perr == nil:
 			results = true
-			s.byID[smp.id()] = append(s.byID[smp.id()], stored{line, smp})
+			s.byID[smp.id()] = append(s.byID[smp.id()], stored{path, line, smp})
 			s.good, s.noEOL = int64(min(off, len(data))), nl < 0
 		case !results && len(damaged) == 0 && !bytes.HasPrefix(l, []byte(`{"kvfoot_results":`)):
-			return nil, fmt.Errorf("results %s is not a kvfoot results file (line %d does not begin with {\"kvfoot_results\":…}); it was left untouched: give a new or empty file", path, line)
+			return fmt.Errorf("results %s is not a kvfoot results file (line %d does not begin with {\"kvfoot_results\":…}); it was left untouched: give a new or empty file", path, line)
 		case nl < 0 && len(damaged) == 0 && bytes.HasPrefix(l, []byte(resultsPrefix)):
 			s.torn = true
 			if warn != nil {
@@ -118,15 +151,38 @@ func openStore(path string, warn io.Writer) (*store, error) {
 		}
 	}
 	if len(damaged) > 0 {
-		return nil, fmt.Errorf("results %s: %s damaged (first: %v); the file was left untouched: repair or remove %s",
+		return fmt.Errorf("results %s: %s damaged (first: %v); the file was left untouched: repair or remove %s",
 			path, lineList(damaged), firstErr, pronoun(len(damaged)))
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("results: %w", err)
+	return nil
+}
+
+// has reports whether the store holds a result for the sample.
+func (s *store) has(id sampleID) bool { return len(s.byID[id]) > 0 }
+
+// samples are the store's results, each sample once (the first read or run: a results
+// file that holds a sample twice, or two files that both do, count it once), in a
+// fixed order.
+func (s *store) samples() []*Sample {
+	out := make([]*Sample, 0, len(s.byID))
+	for _, sts := range s.byID {
+		out = append(out, sts[0].s)
 	}
-	s.f = f
-	return s, nil
+	slices.SortFunc(out, func(a, b *Sample) int {
+		return cmp.Or(strings.Compare(a.Method, b.Method), strings.Compare(a.Task, b.Task), cmp.Compare(a.Length, b.Length), cmp.Compare(a.Index, b.Index))
+	})
+	return out
+}
+
+// ResultsFiles are a study folder's results files: results.jsonl and the shards'.
+func ResultsFiles(dir string) []string {
+	var out []string
+	if _, err := os.Stat(ResultsPath(dir)); err == nil {
+		out = append(out, ResultsPath(dir))
+	}
+	shards, _ := filepath.Glob(filepath.Join(dir, shardDir, "*.jsonl"))
+	slices.Sort(shards)
+	return append(out, shards...)
 }
 
 // parseResult reads one line as a results line of this format.
@@ -223,7 +279,7 @@ func (s *store) lookup(smp *Sample) (*Sample, error) {
 
 func (s *store) mismatch(st stored, diff string) error {
 	return fmt.Errorf("results %s line %d: %s was made with %s; refusing to mix settings in one results file: use another file, or remove the line to run the sample again",
-		s.path, st.line, st.s.id(), diff)
+		st.path, st.line, st.s.id(), diff)
 }
 
 // diffSettings describes the first setting (in key order) whose value differs, or "".
@@ -256,7 +312,7 @@ func diffSettings(old, cur map[string]string) string {
 // on disk whole or (if the run dies mid-write) reported and cut at the next start.
 func (s *store) add(smp *Sample) error {
 	smp.Format = resultsFormat
-	s.byID[smp.id()] = append(s.byID[smp.id()], stored{0, smp})
+	s.byID[smp.id()] = append(s.byID[smp.id()], stored{s.path, 0, smp})
 	if s.f == nil {
 		return nil
 	}

@@ -62,6 +62,10 @@ type Study struct {
 	Ctx context.Context
 }
 
+// MaxBootstrap bounds the bootstrap resamples: the paper's 1000 to 2000 are ample,
+// and a million would run for hours after the study.
+const MaxBootstrap = 100000
+
 // ErrInterrupted is returned by RunStudy when its context ends it.
 var ErrInterrupted = errors.New("interrupted")
 
@@ -83,8 +87,11 @@ func (st *Study) check(b Backend) error {
 	if !(st.Threshold > 0 && st.Threshold <= 1) {
 		return fmt.Errorf("threshold %v: want a fraction in (0, 1]", st.Threshold)
 	}
-	if len(st.Grid) == 0 || !(st.Tol > 0) || !(st.Step > 0) || st.Probes < 0 || st.Bootstrap < 1 {
-		return fmt.Errorf("study: want a grid, a positive tolerance and step, probes ≥ 0 and bootstrap ≥ 1")
+	if len(st.Grid) == 0 || !(st.Tol > 0) || !(st.Step > 0) || st.Probes < 0 {
+		return fmt.Errorf("study: want a grid, a positive tolerance and step, and probes ≥ 0")
+	}
+	if st.Bootstrap < 1 || st.Bootstrap > MaxBootstrap {
+		return fmt.Errorf("bootstrap %d: want 1 to %d resamples (the intervals settle long before; each resample redoes the analysis)", st.Bootstrap, MaxBootstrap)
 	}
 	for _, x := range st.Grid {
 		if !(x >= 0 && x <= 1) {
@@ -116,11 +123,25 @@ type studyRun struct {
 	r        *runner
 	targets  []target
 	progress *progress
+	plan     *planner // set when planning the next stage instead of running
 }
 
 // RunStudy runs the study, skipping samples already in the results file, and returns
 // its report; settings are recorded in it (the chunk size, the generation mode).
 func RunStudy(st Study, b Backend, settings map[string]string) (*StudyReport, error) {
+	s, err := startStudy(&st, b)
+	if err != nil {
+		return nil, err
+	}
+	defer s.r.close()
+	s.progress = newProgress(st.Progress, s.maxSamples())
+	err = s.walk()
+	s.progress.finish()
+	return Analyze(st.File(settings), s.r.samples()), err
+}
+
+// startStudy checks the study and opens its results.
+func startStudy(st *Study, b Backend) (*studyRun, error) {
 	if err := st.check(b); err != nil {
 		return nil, err
 	}
@@ -128,25 +149,25 @@ func RunStudy(st Study, b Backend, settings map[string]string) (*StudyReport, er
 	if err != nil {
 		return nil, err
 	}
-	defer r.close()
 	st.Tasks, st.Lengths = st.taskNames(), st.lengths(b)
-	s := &studyRun{Study: &st, r: r, targets: targetsOf(st.Tasks, st.categories()), progress: newProgress(st.Progress, 0)}
-	s.progress.total = max(s.plan(), 1)
-	for _, l := range st.Lengths {
-		for _, m := range st.withReference() {
+	return &studyRun{Study: st, r: r, targets: targetsOf(st.Tasks, st.categories()), progress: newProgress(nil, 0)}, nil
+}
+
+// walk runs (or, planning, plans) every method at every length.
+func (s *studyRun) walk() error {
+	for _, l := range s.Lengths {
+		for _, m := range s.withReference() {
 			if err := s.method(m, l); err != nil {
-				s.progress.finish()
-				return Analyze(st.File(settings), r.samples()), err
+				return err
 			}
 		}
 	}
-	s.progress.finish()
-	return Analyze(st.File(settings), r.samples()), nil
+	return nil
 }
 
-// plan is the number of samples a study runs at most: every setting of the grid on
+// maxSamples is the number of samples a study runs at most: every setting of the grid on
 // every task, and every probe on its target's tasks.
-func (s *studyRun) plan() int {
+func (s *studyRun) maxSamples() int {
 	all := 0
 	for _, c := range s.r.cells {
 		all += c.samples
@@ -222,41 +243,81 @@ func (st *Study) lengths(b Backend) []int {
 }
 
 // method runs one method at one length: its grid on every task, then bisection on
-// every target.
+// every target. Planning (s.plan set), it stops at the first step whose samples are
+// not all in yet and that a later step depends on.
 func (s *studyRun) method(m Method, length int) error {
 	if m.Missing != "" {
 		return nil
 	}
 	if !m.Knob() {
-		return s.setting(m, 0, length, s.Tasks)
+		return s.pendingOK(s.setting(m, 0, length, s.Tasks, "its one setting"))
 	}
 	var grid []float64
-	for _, x := range s.Grid {
-		if err := s.setting(m, x, length, s.Tasks); err != nil {
+	pending := false
+	for i, x := range s.Grid {
+		step := "grid"
+		if s.StopAtFail && i > 0 {
+			step = fmt.Sprintf("grid, after s=%g passed a target", s.Grid[i-1])
+		}
+		err := s.setting(m, x, length, s.Tasks, step)
+		grid = append(grid, x)
+		if errors.Is(err, errPending) {
+			if s.StopAtFail {
+				return nil // the next grid step depends on this one
+			}
+			pending = true
+			continue
+		}
+		if err != nil {
 			return err
 		}
-		grid = append(grid, x)
-		if s.StopAtFail && s.failsAll(m, length, x) {
-			break // sparser settings are taken to fail too
+		if s.StopAtFail {
+			if !s.decided(length) {
+				return nil // the next grid step depends on full attention's results
+			}
+			if s.failsAll(m, length, x) {
+				break // sparser settings are taken to fail too
+			}
 		}
+	}
+	if pending || !s.decided(length) {
+		return nil
 	}
 	// Each target bisects over the grid and its own probes only, so that a resumed study
 	// (whose results file may hold other targets' probes) asks for the same settings.
 	for _, t := range s.targets {
 		knobs := slices.Clone(grid)
-		for range s.Probes {
+		for i := range s.Probes {
 			pts, ref := s.points(m, length, t, knobs)
 			x, ok := nextProbe(pts, ref, t, s.Threshold, s.Tol, s.Step)
 			if !ok {
 				break
 			}
-			if err := s.setting(m, x, length, t.tasks()); err != nil {
+			err := s.setting(m, x, length, t.tasks(), fmt.Sprintf("bisection step %d for %s", i+1, t.name))
+			if errors.Is(err, errPending) {
+				break // this target's next step depends on this one
+			}
+			if err != nil {
 				return err
 			}
 			knobs = append(knobs, x)
 		}
 	}
 	return nil
+}
+
+// decided reports whether the study may take decisions at length: planning, full
+// attention's results there (every score's reference) must all be in.
+func (s *studyRun) decided(length int) bool {
+	return s.plan == nil || !s.plan.refPending[length]
+}
+
+// pendingOK ignores errPending (a step nothing depends on).
+func (s *studyRun) pendingOK(err error) error {
+	if errors.Is(err, errPending) {
+		return nil
+	}
+	return err
 }
 
 // failsAll reports whether m at knob x misses the threshold on every target.
@@ -270,9 +331,12 @@ func (s *studyRun) failsAll(m Method, length int, x float64) bool {
 	return true
 }
 
-// setting runs method m at knob x on every sample of tasks at length.
-func (s *studyRun) setting(m Method, x float64, length int, tasks []string) error {
+// setting runs method m at knob x on every sample of tasks at length. Planning, it
+// runs nothing: it notes the samples not in yet as cells of the next stage (step says
+// which step of the study they are) and returns errPending if there are any.
+func (s *studyRun) setting(m Method, x float64, length int, tasks []string, step string) error {
 	spec := m.At(x, length)
+	pending := false
 	for _, task := range tasks {
 		c := s.r.cell(task, length)
 		if c == nil {
@@ -282,6 +346,13 @@ func (s *studyRun) setting(m Method, x float64, length int, tasks []string) erro
 			if s.Ctx != nil && s.Ctx.Err() != nil {
 				return ErrInterrupted
 			}
+			if s.plan != nil {
+				if !s.r.store.has(sampleID{spec, task, length, i}) {
+					s.plan.add(Unit{Name: m.Name, Template: m.Spec, Knob: x, Task: task, Length: length, Index: i}, step)
+					pending = true
+				}
+				continue
+			}
 			smp, ran, err := s.r.sample(spec, c, i, func(smp *Sample) {
 				smp.Name, smp.Template, smp.Knob = m.Name, m.Spec, x
 			})
@@ -290,6 +361,12 @@ func (s *studyRun) setting(m Method, x float64, length int, tasks []string) erro
 			}
 			s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %.0f", m.Name, knobLabel(m, x), task, i, smp.Score))
 		}
+	}
+	if pending {
+		if m.Name == reference {
+			s.plan.refPending[length] = true
+		}
+		return errPending
 	}
 	return nil
 }
@@ -318,20 +395,8 @@ func (s *studyRun) points(m Method, length int, t target, knobs []float64) ([]*p
 	return pts, ref.settings[0]
 }
 
-// samples are every result the runner holds (read from the file or run now).
-func (r *runner) samples() []*Sample {
-	var out []*Sample
-	for _, sts := range r.store.byID {
-		for _, st := range sts {
-			out = append(out, st.s)
-		}
-	}
-	slices.SortFunc(out, func(a, b *Sample) int {
-		return strings.Compare(fmt.Sprintf("%s\x00%s\x00%08d\x00%08d", a.Method, a.Task, a.Length, a.Index),
-			fmt.Sprintf("%s\x00%s\x00%08d\x00%08d", b.Method, b.Task, b.Length, b.Index))
-	})
-	return out
-}
+// samples are every result the runner holds (read from the files or run now).
+func (r *runner) samples() []*Sample { return r.store.samples() }
 
 // pointKey is a method at a length.
 type pointKey struct {
@@ -426,15 +491,18 @@ func (p *progress) add(ran bool, what string) {
 		return
 	}
 	p.last = now
-	eta := "?"
+	// The total counts every bisection step a study may take, so the samples left are
+	// an upper bound; the time they take is an estimate from the mean so far, which
+	// later samples can change either way: it is said as "about", never "at most".
+	eta := "unknown"
 	if p.runs > 0 {
 		left := time.Duration(float64(p.ranFor) / float64(p.runs) * float64(max(p.total-p.done, 0)))
-		eta = left.Round(time.Second).String()
+		eta = "about " + left.Round(time.Second).String()
 	}
 	const width = 30
 	fill := min(width, width*p.done/p.total)
 	bar := strings.Repeat("=", fill) + strings.Repeat(" ", width-fill)
-	line := fmt.Sprintf("[%s] %d/%d samples, %s elapsed, at most %s left: %s", bar, p.done, p.total,
+	line := fmt.Sprintf("[%s] %d of up to %d samples, %s elapsed, %s left if all are needed: %s", bar, p.done, p.total,
 		now.Sub(p.start).Round(time.Second), eta, what)
 	if p.tty {
 		fmt.Fprintf(p.w, "\r\033[K%s", line)

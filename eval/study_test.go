@@ -140,7 +140,7 @@ func TestStudyInterruptAndResume(t *testing.T) {
 	}
 	// kvfoot report's path: the folder's settings and results give the same report.
 	dir := filepath.Dir(st.Results)
-	if err := WriteStudy(dir, st.File(nil), rep); err != nil {
+	if err := writeStudy(t, dir, st.File(nil), rep); err != nil {
 		t.Fatal(err)
 	}
 	file, samples, err := Reopen(dir)
@@ -267,7 +267,7 @@ func TestStudyMaskPlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := WriteStudy(dir, st.File(nil), rep); err != nil {
+	if err := writeStudy(t, dir, st.File(nil), rep); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"head_masks_duo.png", "head_masks_duo.svg", "score_vs_footprint_recall.svg"} {
@@ -280,4 +280,15 @@ func TestStudyMaskPlot(t *testing.T) {
 	if n := strings.Count(string(svg), ">s</text>"); n != 3 {
 		t.Errorf("%d heads marked streaming in the SVG, want 3", n)
 	}
+}
+
+// writeStudy writes a study's report into dir as kvfoot eval --out does.
+func writeStudy(t *testing.T, dir string, f StudyFile, rep *StudyReport) error {
+	t.Helper()
+	out, err := OpenFolder(dir, Exclusive, false)
+	if err != nil {
+		return err
+	}
+	defer out.Close(false)
+	return WriteStudy(out, f, rep)
 }

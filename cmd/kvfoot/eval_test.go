@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvfoot/kvfoot/eval"
 )
 
 // kvfoot eval --format json ends its standard output with the report object.
@@ -168,5 +171,169 @@ func TestEvalDefaultStudy(t *testing.T) {
 	}
 	if err := runReport([]string{t.TempDir()}); err == nil || !strings.Contains(err.Error(), "study.json") {
 		t.Errorf("report of an empty folder: %v", err)
+	}
+}
+
+// quiet is capture with standard error dropped (the progress lines).
+func quiet(t *testing.T, fn func() error) (string, error) {
+	t.Helper()
+	stderr := os.Stderr
+	os.Stderr, _ = os.Open(os.DevNull)
+	defer func() { os.Stderr = stderr }()
+	return capture(t, fn)
+}
+
+var smallStudy = []string{"--model", "../../testdata/models/llama-gqa", "--tokenizer", "../../eval/testdata/bytes_tokenizer.json",
+	"--samples", "2", "--grid", "0.2,0.5", "--probes", "1", "--bootstrap", "20", "--methods", "full;streaming;snapkv*", "--tasks", "json_kv,ruler_mv", "--study", "default"}
+
+// kvfoot eval --plan lists the next stage's cells; --shard i/N runs the stages in
+// shards; kvfoot status shows them; kvfoot report merges the shards into the report
+// one process writes, byte for byte.
+func TestEvalPlanShardReport(t *testing.T) {
+	one, many := t.TempDir(), filepath.Join(t.TempDir(), "many")
+	if _, err := quiet(t, func() error { return runEval(append(smallStudy, "--out", one)) }); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := quiet(t, func() error { return runEval(append(smallStudy, "--plan")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"stage 1 (next to run): 12 samples in 6 cells; it depends on nothing",
+		"full full json_kv 896 0–1 its one setting", "streaming streaming:sink=16,window=716 ruler_mv 896 0–1 grid",
+		"snapkv* snapkv:sparsity=0.2,window=64,chunked=true,patch=64 ruler_mv 896 0–1 grid", "bisection steps"} {
+		if !strings.Contains(strings.Join(strings.Fields(plan), " "), want) {
+			t.Errorf("plan lacks %q:\n%s", want, plan)
+		}
+	}
+	if _, err := os.Stat(many); err == nil {
+		t.Error("--plan created the folder")
+	}
+	for round := 0; ; round++ {
+		if round == 10 {
+			t.Fatal("the study is not complete after 10 rounds of shards")
+		}
+		for i := range 2 {
+			if _, err := quiet(t, func() error { return runEval(append(smallStudy, "--out", many, "--shard", fmt.Sprintf("%d/2", i))) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		status, err := quiet(t, func() error { return runStatus([]string{many}) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(status, "samples finished") || strings.Contains(status, "pending") && !strings.Contains(status, "finished") {
+			t.Errorf("status:\n%s", status)
+		}
+		plan, err := quiet(t, func() error { return runEval(append(smallStudy, "--out", many, "--plan")) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(plan, "the study is complete") {
+			break
+		}
+	}
+	if _, err := quiet(t, func() error { return runReport([]string{many}) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"report.md", "report.json", "results.csv", "critical.csv", "study.json", "score_vs_footprint_recall.png", "kv_timeline.svg"} {
+		a, _ := os.ReadFile(filepath.Join(one, name))
+		b, err := os.ReadFile(filepath.Join(many, name))
+		if err != nil || string(a) != string(b) {
+			t.Errorf("%s: the shards' report differs from one process's (%v)", name, err)
+		}
+	}
+	status, _ := quiet(t, func() error { return runStatus([]string{many}) })
+	if !strings.Contains(strings.Join(strings.Fields(status), " "), "1 6 6 0 0 0 12/12") {
+		t.Errorf("status after the study:\n%s", status)
+	}
+}
+
+// --out never replaces a file kvfoot did not write without --force; two commands on
+// one folder are refused, naming the holder; a failed run leaves no folder it made.
+func TestEvalOutFolder(t *testing.T) {
+	dir := t.TempDir()
+	mine := filepath.Join(dir, "report.md")
+	os.WriteFile(mine, []byte("my notes\n"), 0o644)
+	args := append(smallStudy, "--out", dir, "--probes", "0", "--grid", "0.5")
+	_, err := quiet(t, func() error { return runEval(args) })
+	if err == nil || !strings.Contains(err.Error(), "report.md was not written by kvfoot; pass --force") {
+		t.Errorf("a user's report.md: %v", err)
+	}
+	if b, _ := os.ReadFile(mine); string(b) != "my notes\n" {
+		t.Errorf("report.md is now %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "results.jsonl")); err == nil {
+		t.Error("the refused run wrote results")
+	}
+	if _, err := quiet(t, func() error { return runEval(append(args, "--force")) }); err != nil {
+		t.Errorf("with --force: %v", err)
+	}
+	held, err := eval.OpenFolder(dir, eval.Exclusive, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = quiet(t, func() error { return runEval(args) })
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("in use by another kvfoot command (kvfoot process %d", os.Getpid())) {
+		t.Errorf("a second command on the folder: %v", err)
+	}
+	if _, err := quiet(t, func() error { return runReport([]string{dir}) }); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("kvfoot report on a held folder: %v", err)
+	}
+	held.Close(false)
+	fresh := filepath.Join(t.TempDir(), "new")
+	_, err = quiet(t, func() error { return runEval(append(smallStudy, "--out", fresh, "--methods", "full;nosuch:x=1")) })
+	if err == nil {
+		t.Fatal("a bad method ran")
+	}
+	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+		t.Errorf("the failed run left its folder: %v", err)
+	}
+}
+
+func TestEvalStageFlagsBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bootstrap", "0"}, "--bootstrap 0: want 1 to 100000"},
+		{[]string{"--bootstrap", "100000000"}, "--bootstrap 100000000: want 1 to 100000"},
+		{[]string{"--shard", "2/2", "--out", "x"}, `--shard "2/2": want i/N`},
+		{[]string{"--shard", "0/2"}, "give --out DIR"},
+		{[]string{"--slurm", "--out", "r.jsonl"}, "give --out DIR"},
+		{[]string{"--partition", "cpu"}, "--partition goes with --slurm"},
+		{[]string{"--plan", "--slurm", "--out", "x"}, "give one"},
+		{[]string{"--slurm", "--out", "x", "--shards", "5000"}, "--shards 5000"},
+	} {
+		if _, err := quiet(t, func() error { return runEval(append(smallStudy, tc.args...)) }); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+	if err := runStatus([]string{t.TempDir()}); err == nil || !strings.Contains(err.Error(), "not a study folder") {
+		t.Errorf("status of an empty folder: %v", err)
+	}
+}
+
+// --slurm --dry-run prints the stage's job array (every study flag passed through, the
+// threads set to the task's CPUs) and the driver step, and leaves no folder.
+func TestEvalSlurmDryRun(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "study")
+	out, err := quiet(t, func() error {
+		return runEval(append(smallStudy, "--out", dir, "--slurm", "--dry-run", "--cpus-per-task", "2", "--partition", "cpu", "--shards", "4"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# sbatch --array=0-3 (the job array)", "#SBATCH --partition=cpu", "#SBATCH --cpus-per-task=2",
+		"--model=../../testdata/models/llama-gqa", "--out=" + dir + " --probes=1", `--threads=2 --shard "$SLURM_ARRAY_TASK_ID/4"`,
+		"--slurm=true", "# sbatch --dependency=afterany:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "--dry-run") {
+		t.Errorf("the driver step would be a dry run:\n%s", out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the dry run left the folder: %v", err)
 	}
 }
