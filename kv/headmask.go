@@ -180,3 +180,11 @@ func (h *headmask) patchLen() int {
 	}
 	return 0
 }
+
+// dropFront forwards a window's eviction to the inner policy (which holds no state for
+// streaming heads, so dropping there drops nothing).
+func (h *headmask) dropFront(layer, head, n int) {
+	if d, ok := h.inner.(frontDropper); ok {
+		d.dropFront(layer, head, n)
+	}
+}
