@@ -104,7 +104,7 @@ type hostStorage struct {
 	// the layer in progress (Attend's arguments) and scratch reused across calls
 	past         []int
 	req          []ScoreRequest
-	lo           [][]int // AttendArgs.Lo
+	lo           [][]int     // AttendArgs.Lo
 	kbuf, vbuf   [][]float32 // per head: dequantized views
 	kview, vview [][]float32
 	rows         []rowStore    // per head: set (and no views) when decode converts tiles
