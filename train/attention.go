@@ -64,6 +64,7 @@ func (b band) visible(i int, out *[2]span) []span {
 // attnShape is the attention geometry of a layer.
 type attnShape struct {
 	heads, kvHeads, headDim int
+	scale                   float32 // of q·k: the model's (Gemma's query_pre_attn_scalar); 0: 1/√headDim
 }
 
 // attnScratch is one worker's buffers, sized for sequences of up to t tokens.
@@ -88,6 +89,9 @@ type attention struct {
 }
 
 func newAttention(t int, s attnShape, workers int) *attention {
+	if s.scale == 0 {
+		s.scale = float32(1 / math.Sqrt(float64(s.headDim)))
+	}
 	a := &attention{shape: s}
 	for range workers {
 		a.scratch = append(a.scratch, newAttnScratch(t, s))
@@ -125,7 +129,7 @@ func (a *attention) run(heads, n int, firstFirst bool, fn func(w *attnScratch, h
 	wg.Wait()
 }
 
-// scores fills w.p [i1−i0, nk] with the scaled scores q·k/√d of queries [i0, i1) of
+// scores fills w.p [i1−i0, nk] with the scaled scores q·k·scale of queries [i0, i1) of
 // head h against the key ranges ks (columns in range order) and returns nk.
 func (a *attention) scores(w *attnScratch, q, k []float32, h, i0, i1 int, ks []span) int {
 	d, qd, kvd := a.shape.headDim, a.shape.heads*a.shape.headDim, a.shape.kvHeads*a.shape.headDim
@@ -139,7 +143,7 @@ func (a *attention) scores(w *attnScratch, q, k []float32, h, i0, i1 int, ks []s
 		tensor.MulNT(w.p[col:], nk, q[i0*qd+h*d:], qd, k[r.lo*kvd+g*d:], kvd, i1-i0, r.hi-r.lo, d)
 		col += r.hi - r.lo
 	}
-	scale := float32(1 / math.Sqrt(float64(d)))
+	scale := a.shape.scale
 	for j := range w.p[:(i1-i0)*nk] {
 		w.p[j] *= scale
 	}
@@ -226,12 +230,12 @@ func (a *attention) forward(b band, out, lse, q, k, v []float32, n int) {
 // backward adds to dq, dk, dv the gradients of the band's attention given dout, the
 // gradient of its output out (lse from forward; delta holds heads·n values). With P
 // the probabilities and S the scaled scores (FlashAttention-2's backward):
-// D = rowsum(dO ⊙ O), dP = dO·Vᵀ, dS = P ⊙ (dP − D), dQ = dS·K/√d, dK = dSᵀ·Q/√d,
+// D = rowsum(dO ⊙ O), dP = dO·Vᵀ, dS = P ⊙ (dP − D), dQ = dS·K·scale, dK = dSᵀ·Q·scale,
 // dV = Pᵀ·dO. dQ is computed by units of query rows, dK and dV by units of key rows.
 func (a *attention) backward(b band, dq, dk, dv, dout, out, lse, delta, q, k, v []float32, n int) {
 	d, qd, kvd := a.shape.headDim, a.shape.heads*a.shape.headDim, a.shape.kvHeads*a.shape.headDim
 	group := a.shape.heads / a.shape.kvHeads
-	scale := float32(1 / math.Sqrt(float64(d)))
+	scale := a.shape.scale
 	// dS of a block of query rows [i0, i1) against the key ranges ks, left in w.dp
 	// (w.p keeps P); returns the number of columns.
 	dScores := func(w *attnScratch, h, i0, i1 int, ks []span) int {
