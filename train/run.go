@@ -71,6 +71,8 @@ func (c *RunConfig) check(m *model.Config) error {
 		return fmt.Errorf("sink %d, window %d: need sink ≥ 0 and window ≥ 1", c.Sink, c.Window)
 	case c.Out == "":
 		return fmt.Errorf("an output folder is required")
+	case m.LocalLayers() == m.Layers:
+		return fmt.Errorf("every layer of this %s is local (sliding window %d): no head has a full cache to give up, so there are no masks to learn", m.Arch, m.Window[0])
 	}
 	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return fmt.Errorf("output folder: %w", err)
