@@ -4,10 +4,13 @@ Run where torch and transformers are installed:
 
     python3 grad_reference.py MODEL_DIR OUT.safetensors SEQ_LEN SINK WINDOW [--weights]
 
-The model runs in float64 through transformers' own Llama/Qwen2/Mistral modules, with
-the eager attention function replaced by PruLong's gated attention: per KV head g,
-out = z_g * full + (1 - z_g) * streaming, both exact, streaming seeing the first SINK
-positions and the WINDOW most recent ones (itself included). OUT holds:
+The model runs in float64 through transformers' own Llama/Qwen2/Mistral/Qwen3/Gemma 3
+modules, with the eager attention function replaced by PruLong's gated attention: per KV
+head g, out = z_g * full + (1 - z_g) * streaming, both exact, streaming seeing the first
+SINK positions and the WINDOW most recent ones (itself included). A layer with its own
+sliding window (module.sliding_window: Gemma 3's local layers, Qwen's with
+use_sliding_window) is not gated: it attends within its window, as the model does, and
+its gates get no gradient. Soft-capped attention (Gemma 2) is refused. OUT holds:
 
   input_ids [T] (int64, seeded), gates [layers, kv_heads] (uniform, seeded),
   ce_loss [1]      mean next-token cross-entropy over positions 0..T-2,
@@ -31,9 +34,12 @@ from safetensors.torch import save_file
 STATE = {"gates": None, "sink": 0, "window": 1}
 
 
-def gated_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+def gated_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     # query [B, H, T, d]; key, value [B, KV, T, d]
-    _, H, n, _ = query.shape
+    assert kwargs.get("softcap") is None, "attention soft-capping is not supported"
+    _, H, n, d = query.shape
+    if scaling is None:
+        scaling = d ** -0.5
     rep = H // key.shape[1]
     k = key.repeat_interleave(rep, dim=1)  # HF's repeat_kv layout: query head h reads KV head h // rep
     v = value.repeat_interleave(rep, dim=1)
@@ -46,8 +52,15 @@ def gated_attention(module, query, key, value, attention_mask, scaling, dropout=
         p = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1)
         return torch.matmul(p, v)
 
+    local = getattr(module, "sliding_window", None)
+    if local is not None:
+        causal = causal & (i - j < local)  # transformers' sliding_window_overlay
+    if torch.is_tensor(attention_mask) and attention_mask.dim() == 4:
+        m = attention_mask[0, 0, :n, -n:]
+        allowed = m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2
+        assert torch.equal(allowed, causal), f"layer {module.layer_idx}: the model's mask differs from the rebuilt one"
     out = attend(causal)
-    if STATE["gates"] is not None:
+    if STATE["gates"] is not None and local is None:
         stream = causal & ((j < STATE["sink"]) | (i - j < STATE["window"]))
         z = STATE["gates"][module.layer_idx].repeat_interleave(rep).view(1, H, 1, 1)
         out = z * out + (1 - z) * attend(stream)
@@ -56,7 +69,7 @@ def gated_attention(module, query, key, value, attention_mask, scaling, dropout=
 
 def patch():
     import importlib
-    for name in ["llama", "qwen2", "mistral"]:
+    for name in ["llama", "qwen2", "mistral", "qwen3", "gemma3"]:
         mod = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
         mod.eager_attention_forward = gated_attention
 
