@@ -189,3 +189,42 @@ func TestWindowPeakBytes(t *testing.T) {
 		t.Errorf("measured peak %d bytes above the bound %d", r.PeakBytes, got)
 	}
 }
+
+// Every registered policy and composition runs on a model with a local layer: the
+// local layer never holds an entry its next query cannot see, nor more than window − 1,
+// and the peak bytes stay within Describe's bound (the server admits by it).
+func TestEveryPolicyOnLocalLayers(t *testing.T) {
+	s := registryShape
+	s.Window = []int{6, 0}
+	dir := writeRegistryMasks(t)
+	specs, _ := registrySpecs()
+	for _, spec := range specs {
+		t.Run(spec, func(t *testing.T) {
+			meter := footprint.NewMeter(s.Layers, s.KVHeads)
+			c, err := New(s, spec, WithDir(dir), WithObserver(meter))
+			if err != nil {
+				t.Fatal(err)
+			}
+			const prompt, chunk, decode = 40, 16, 9
+			generate(c, s, prompt, chunk, decode, 4, func() {
+				for g := range c.Heads() {
+					pos := c.Positions(0, g)
+					if len(pos) > 5 || (len(pos) > 0 && int(pos[0]) <= c.Pos()-6) {
+						t.Fatalf("at %d the local layer's head %d holds positions %v", c.Pos(), g, pos)
+					}
+				}
+			})
+			f, err := Describe(s, spec, WithDir(dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			bound, err := f.PeakBytes(Workload{Prompt: prompt, MaxTokens: decode + 1, Chunk: chunk})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := meter.Report(false); r.PeakBytes > bound {
+				t.Errorf("peak %d bytes above Describe's bound %d", r.PeakBytes, bound)
+			}
+		})
+	}
+}
