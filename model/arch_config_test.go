@@ -125,6 +125,7 @@ func TestUnsupportedArchitecturesRefusedByName(t *testing.T) {
 			"layer_types": []any{"full_attention", "chunked_attention"}}},
 		{"Gemma3ForCausalLM", "field sliding_window: missing", map[string]any{"sliding_window": nil}},
 		{"MistralForCausalLM", "field sliding_window: 0", map[string]any{"sliding_window": 0}},
+		{"Gemma3ForCausalLM", "field use_bidirectional_attention", map[string]any{"sliding_window": 8, "use_bidirectional_attention": true}},
 	} {
 		m := map[string]any{"architectures": []any{tc.arch}, "hidden_size": 64, "intermediate_size": 128,
 			"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}

@@ -141,6 +141,7 @@ type hfConfig struct {
 	NumLocalExperts *int            `json:"num_local_experts"`
 	AttnChunkSize   *int            `json:"attention_chunk_size"`
 	PartialRotary   *float64        `json:"partial_rotary_factor"`
+	Bidirectional   *bool           `json:"use_bidirectional_attention"`
 	VisionConfig    json.RawMessage `json:"vision_config"`
 	RopeTheta       *float64        `json:"rope_theta"`
 	RopeScaling     map[string]any  `json:"rope_scaling"`
@@ -199,9 +200,10 @@ func ParseConfig(raw []byte) (Config, error) {
 		set  bool
 	}{{"num_experts", h.NumExperts != nil && *h.NumExperts > 0}, {"num_local_experts", h.NumLocalExperts != nil && *h.NumLocalExperts > 0},
 		{"attention_chunk_size", h.AttnChunkSize != nil}, {"partial_rotary_factor", h.PartialRotary != nil && *h.PartialRotary != 1},
-		{"vision_config", len(h.VisionConfig) > 0 && string(h.VisionConfig) != "null"}} {
+		{"vision_config", len(h.VisionConfig) > 0 && string(h.VisionConfig) != "null"},
+		{"use_bidirectional_attention", h.Bidirectional != nil && *h.Bidirectional}} {
 		if f.set {
-			return Config{}, fmt.Errorf("field %s: set, but kvfoot does not implement it for %s (mixture-of-experts, chunked attention, partial RoPE and vision towers are not supported)", f.name, arch)
+			return Config{}, fmt.Errorf("field %s: set, but kvfoot does not implement it for %s (mixture-of-experts, chunked attention, partial RoPE, vision towers and bidirectional embedding models are not supported)", f.name, arch)
 		}
 	}
 	c := Config{Arch: arch, BOS: -1, WeightsDtypeHint: h.Dtype}
