@@ -116,12 +116,14 @@ type loader struct {
 // for Gemma.
 func (l loader) norm(name string, n int) ([]float32, error) {
 	w, err := l.vec(name, n)
-	if err == nil && l.plus1 {
-		for i := range w {
-			w[i]++
-		}
+	if err != nil || !l.plus1 {
+		return w, err
 	}
-	return w, err
+	out := make([]float32, len(w)) // w may alias the read-only mapping of an f32 file
+	for i, x := range w {
+		out[i] = 1 + x
+	}
+	return out, nil
 }
 
 func (l loader) get(name string, shape ...int) (safetensors.Tensor, error) {
