@@ -357,3 +357,27 @@ func checkLogitsTol(t *testing.T, got, want []float32, tol float64) {
 		t.Errorf("logit %d: got %g, want %g (|diff| %g > %g)", at, got[at], want[at], worst, tol*big)
 	}
 }
+
+// The CPU backend's GeGLU and soft cap against their formulas in float64, over more
+// values than one parallel block.
+func TestCPUGeGLUAndSoftCap(t *testing.T) {
+	const n = 10007
+	r := rand.New(rand.NewPCG(1, 2))
+	g, u, x := make([]float32, n), make([]float32, n), make([]float32, n)
+	for i := range g {
+		g[i], u[i], x[i] = float32(3*r.NormFloat64()), float32(r.NormFloat64()), float32(40*r.NormFloat64())
+	}
+	gate, logits := append([]float32(nil), g...), append([]float32(nil), x...)
+	model.CPU.GeGLU(model.Host(gate), model.Host(u))
+	model.CPU.SoftCap(model.Host(logits), 30)
+	for i := range g {
+		v := float64(g[i])
+		want := 0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v))) * float64(u[i])
+		if math.Abs(float64(gate[i])-want) > 1e-6*(1+math.Abs(want)) {
+			t.Fatalf("GeGLU[%d] = %v, want %v", i, gate[i], want)
+		}
+		if want := 30 * math.Tanh(float64(x[i])/30); math.Abs(float64(logits[i])-want) > 1e-6*(1+math.Abs(want)) {
+			t.Fatalf("SoftCap[%d] = %v, want %v", i, logits[i], want)
+		}
+	}
+}

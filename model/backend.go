@@ -144,11 +144,20 @@ func (cpu) SwiGLU(gate, up Buf) { tensor.SiLUMul(gate.H, up.H) }
 
 func (cpu) Add(dst, x Buf) { tensor.Axpy(1, x.H, dst.H) }
 
+// elementwise runs fn over [0, n) in blocks of 4096 on tensor's pool: the tanh of
+// GeGLU and of the logits' soft cap cost enough to share out.
+func elementwise(n int, fn func(lo, hi int)) {
+	const block = 4096
+	tensor.Parallel((n+block-1)/block, func(a, b int) { fn(a*block, min(b*block, n)) })
+}
+
 func (cpu) GeGLU(gate, up Buf) {
-	u := up.H[:len(gate.H)]
-	for i, g := range gate.H {
-		gate.H[i] = GELUTanh(g) * u[i]
-	}
+	g, u := gate.H, up.H[:len(gate.H)]
+	elementwise(len(g), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			g[i] = GELUTanh(g[i]) * u[i]
+		}
+	})
 }
 
 func (cpu) Scale(x Buf, s float32) {
@@ -158,9 +167,12 @@ func (cpu) Scale(x Buf, s float32) {
 }
 
 func (cpu) SoftCap(x Buf, cap float32) {
-	for i, v := range x.H {
-		x.H[i] = SoftCap(v, cap)
-	}
+	v := x.H
+	elementwise(len(v), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			v[i] = SoftCap(v[i], cap)
+		}
+	})
 }
 
 // GELUTanh is GELU's tanh approximation, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))),
