@@ -136,6 +136,13 @@ type hfConfig struct {
 	FinalSoftCap      json.RawMessage `json:"final_logit_softcapping"`
 	RopeLocalBase     *float64        `json:"rope_local_base_freq"`
 	TextConfig        json.RawMessage `json:"text_config"`
+	RopeTheta         *float64        `json:"rope_theta"`
+	RopeScaling       map[string]any  `json:"rope_scaling"`
+	RopeParameters    map[string]any  `json:"rope_parameters"`
+	BOSTokenID        *int            `json:"bos_token_id"`
+	EOSTokenID        json.RawMessage `json:"eos_token_id"`
+	Dtype             string          `json:"dtype"`
+	TorchDtype        string          `json:"torch_dtype"`
 	// fields of computations kvfoot does not implement: refused when set
 	NumExperts      *int            `json:"num_experts"`
 	NumLocalExperts *int            `json:"num_local_experts"`
@@ -143,13 +150,6 @@ type hfConfig struct {
 	PartialRotary   *float64        `json:"partial_rotary_factor"`
 	Bidirectional   *bool           `json:"use_bidirectional_attention"`
 	VisionConfig    json.RawMessage `json:"vision_config"`
-	RopeTheta       *float64        `json:"rope_theta"`
-	RopeScaling     map[string]any  `json:"rope_scaling"`
-	RopeParameters  map[string]any  `json:"rope_parameters"`
-	BOSTokenID      *int            `json:"bos_token_id"`
-	EOSTokenID      json.RawMessage `json:"eos_token_id"`
-	Dtype           string          `json:"dtype"`
-	TorchDtype      string          `json:"torch_dtype"`
 }
 
 // LoadConfig reads dir/config.json.
