@@ -40,7 +40,7 @@ func TestArchConfigs(t *testing.T) {
 		{"mistral window on every layer", small("MistralForCausalLM", map[string]any{"sliding_window": 4096}),
 			w(4096, 4096, 4096, 4096, 4096, 4096), 16, false, false, false, 0, 0, 0, 0, 10000, 0},
 		{"mistral null window", small("MistralForCausalLM", map[string]any{"sliding_window": nil}), "[]", 16, false, false, false, 0, 0, 0, 0, 10000, 0},
-		{"gemma2 defaults", small("Gemma2ForCausalLM", map[string]any{"sliding_window": 4096}),
+		{"gemma2 defaults", small("Gemma2ForCausalLM", nil),
 			w(4096, 0, 4096, 0, 4096, 0), 256, true, false, true, 1.0 / 16, 50, 30, 8, 10000, 0},
 		{"gemma2 null caps", small("Gemma2ForCausalLM", map[string]any{"sliding_window": 8, "attn_logit_softcapping": nil, "final_logit_softcapping": nil,
 			"query_pre_attn_scalar": 64, "head_dim": 32}),
@@ -123,7 +123,7 @@ func TestUnsupportedArchitecturesRefusedByName(t *testing.T) {
 		{"Gemma2ForCausalLM", "field hidden_activation", map[string]any{"hidden_activation": "gelu", "sliding_window": 8}},
 		{"Gemma3ForCausalLM", `layer_types[1]: "chunked_attention"`, map[string]any{"sliding_window": 8,
 			"layer_types": []any{"full_attention", "chunked_attention"}}},
-		{"Gemma3ForCausalLM", "field sliding_window: missing", map[string]any{"sliding_window": nil}},
+		{"Gemma3ForCausalLM", "field sliding_window: null", map[string]any{"sliding_window": nil}},
 		{"MistralForCausalLM", "field sliding_window: 0", map[string]any{"sliding_window": 0}},
 		{"Gemma3ForCausalLM", "field use_bidirectional_attention", map[string]any{"sliding_window": 8, "use_bidirectional_attention": true}},
 	} {

@@ -125,7 +125,7 @@ type hfConfig struct {
 	AttentionBias     bool            `json:"attention_bias"`
 	MLPBias           bool            `json:"mlp_bias"`
 	MaxPositions      int             `json:"max_position_embeddings"`
-	SlidingWindow     *int            `json:"sliding_window"`
+	SlidingWindow     json.RawMessage `json:"sliding_window"` // null is "none", absent the default
 	UseSlidingWindow  *bool           `json:"use_sliding_window"`
 	MaxWindowLayers   *int            `json:"max_window_layers"`
 	LayerTypes        []string        `json:"layer_types"`
@@ -344,10 +344,15 @@ func refused(arch string) string {
 // layers before each global one).
 func parseWindows(c *Config, h hfConfig) error {
 	w := 0
-	if h.SlidingWindow != nil {
-		w = *h.SlidingWindow
-		if w <= 0 {
-			return fmt.Errorf("field sliding_window: %d, want a positive integer (or null)", w)
+	switch raw := string(h.SlidingWindow); {
+	case raw == "":
+		if c.Gemma {
+			w = 4096 // Gemma2Config's and Gemma3TextConfig's default
+		}
+	case raw == "null":
+	default:
+		if err := json.Unmarshal(h.SlidingWindow, &w); err != nil || w <= 0 {
+			return fmt.Errorf("field sliding_window: %s, want a positive integer (or null)", raw)
 		}
 	}
 	qwen := c.Arch == "Qwen2ForCausalLM" || c.Arch == "Qwen3ForCausalLM"
@@ -399,7 +404,7 @@ func parseWindows(c *Config, h hfConfig) error {
 	}
 	if w == 0 {
 		if c.Gemma && slices.Contains(local, true) {
-			return fmt.Errorf("field sliding_window: missing, but %s has sliding-window layers", c.Arch)
+			return fmt.Errorf("field sliding_window: null, but %s has sliding-window layers", c.Arch)
 		}
 		return nil
 	}
