@@ -68,6 +68,11 @@ func archNet(t *testing.T, cfgJSON string, T int) *Net {
 }
 
 var archTrainConfigs = map[string]string{
+	// soft caps small enough to bite
+	"gemma2": `{"architectures":["Gemma2ForCausalLM"],"vocab_size":41,"hidden_size":32,"intermediate_size":48,
+		"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"rms_norm_eps":1e-6,
+		"hidden_activation":"gelu_pytorch_tanh","query_pre_attn_scalar":12,"sliding_window":6,
+		"attn_logit_softcapping":0.3,"final_logit_softcapping":0.5,"rope_theta":10000.0}`,
 	"qwen3": `{"architectures":["Qwen3ForCausalLM"],"vocab_size":41,"hidden_size":32,"intermediate_size":48,
 		"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":12,"rms_norm_eps":1e-6,
 		"rope_theta":10000.0,"tie_word_embeddings":false}`,
@@ -185,6 +190,11 @@ func TestArchForwardMatchesModel(t *testing.T) {
 			got := make([]float32, T*cfg.Vocab)
 			head := mat(net.Params.Head, cfg.Vocab, cfg.Hidden)
 			tensor.MatMulT(got, net.Hidden(), T, &head)
+			if cp := float64(cfg.FinalSoftCap); cp != 0 {
+				for i, z := range got {
+					got[i] = float32(cp * math.Tanh(float64(z)/cp))
+				}
+			}
 			cache, err := kv.New(kv.Shape(m.Shape()), "full")
 			if err != nil {
 				t.Fatal(err)

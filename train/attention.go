@@ -65,16 +65,22 @@ func (b band) visible(i int, out *[2]span) []span {
 type attnShape struct {
 	heads, kvHeads, headDim int
 	scale                   float32 // of q·k: the model's (Gemma's query_pre_attn_scalar); 0: 1/√headDim
+	softCap                 float32 // scores become softCap·tanh(s/softCap) (Gemma 2); 0: none
 }
 
 // attnScratch is one worker's buffers, sized for sequences of up to t tokens.
 type attnScratch struct {
 	p, dp []float32 // [qBlock, t]: probabilities, and their gradient
+	dcap  []float32 // [qBlock, t]: the soft cap's derivative 1 − (s/cap)² (nil without one)
 	tmp   []float32 // [t, headDim]
 }
 
 func newAttnScratch(t int, s attnShape) *attnScratch {
-	return &attnScratch{p: make([]float32, qBlock*t), dp: make([]float32, qBlock*t), tmp: make([]float32, t*s.headDim)}
+	w := &attnScratch{p: make([]float32, qBlock*t), dp: make([]float32, qBlock*t), tmp: make([]float32, t*s.headDim)}
+	if s.softCap != 0 {
+		w.dcap = make([]float32, qBlock*t)
+	}
+	return w
 }
 
 // attention runs causal attention of a band over n tokens: out [n, heads·d] from
@@ -129,7 +135,7 @@ func (a *attention) run(heads, n int, firstFirst bool, fn func(w *attnScratch, h
 	wg.Wait()
 }
 
-// scores fills w.p [i1−i0, nk] with the scaled scores q·k·scale of queries [i0, i1) of
+// scores fills w.p [i1−i0, nk] with the scaled (and soft-capped) scores q·k·scale of queries [i0, i1) of
 // head h against the key ranges ks (columns in range order) and returns nk.
 func (a *attention) scores(w *attnScratch, q, k []float32, h, i0, i1 int, ks []span) int {
 	d, qd, kvd := a.shape.headDim, a.shape.heads*a.shape.headDim, a.shape.kvHeads*a.shape.headDim
@@ -146,6 +152,12 @@ func (a *attention) scores(w *attnScratch, q, k []float32, h, i0, i1 int, ks []s
 	scale := a.shape.scale
 	for j := range w.p[:(i1-i0)*nk] {
 		w.p[j] *= scale
+	}
+	if c := a.shape.softCap; c != 0 {
+		for j, v := range w.p[:(i1-i0)*nk] {
+			t := float32(math.Tanh(float64(v / c)))
+			w.p[j], w.dcap[j] = c*t, 1-t*t
+		}
 	}
 	return nk
 }
@@ -255,6 +267,11 @@ func (a *attention) backward(b band, dq, dk, dv, dout, out, lse, delta, q, k, v 
 			D := delta[h*n+i]
 			for j := range dp {
 				dp[j] = p[j] * (dp[j] - D) * scale
+			}
+			if w.dcap != nil {
+				for j, f := range w.dcap[(i-i0)*nk : (i-i0+1)*nk] {
+					dp[j] *= f
+				}
 			}
 		}
 		return nk

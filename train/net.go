@@ -98,9 +98,6 @@ func New(m *model.Model, opts Options) (*Net, error) {
 	if c.Heads%c.KVHeads != 0 {
 		return nil, fmt.Errorf("train: %d query heads are not a multiple of %d KV heads", c.Heads, c.KVHeads)
 	}
-	if c.AttnSoftCap != 0 || c.FinalSoftCap != 0 {
-		return nil, fmt.Errorf("train: %s soft-caps its attention or final logits (attn_logit_softcapping, final_logit_softcapping), which mask training does not implement", c.Arch)
-	}
 	if opts.Workers <= 0 {
 		opts.Workers = tensor.Threads()
 	}
@@ -115,7 +112,7 @@ func New(m *model.Model, opts Options) (*Net, error) {
 		n.Grad = zerosLike(n.Params)
 	}
 	n.GateGrad = make([]float64, c.Layers*c.KVHeads)
-	n.attn = newAttention(T, attnShape{c.Heads, c.KVHeads, c.HeadDim, c.AttnScale}, opts.Workers)
+	n.attn = newAttention(T, attnShape{c.Heads, c.KVHeads, c.HeadDim, c.AttnScale, c.AttnSoftCap}, opts.Workers)
 	f := func(k int) []float32 { return make([]float32, k) }
 	n.xs = make([][]float32, c.Layers+1)
 	for i := range n.xs {

@@ -127,6 +127,11 @@ func checkAgainstAutograd(t *testing.T, dir, refPath string) {
 	logits := make([]float32, T*c.Vocab)
 	head := mat(net.Params.Head, c.Vocab, c.Hidden)
 	tensor.MatMulT(logits, net.Hidden(), T, &head)
+	if cp := float64(c.FinalSoftCap); cp != 0 {
+		for i, z := range logits {
+			logits[i] = float32(cp * math.Tanh(float64(z)/cp))
+		}
+	}
 	rl := 0.0 // the built-in model's reference leaves its logits to TestBuiltinModel (8 MB)
 	if ref.has("full_logits") {
 		rl = closeTo(t, "full-attention logits", logits, ref.floats(t, "full_logits"), 1e-4)
@@ -210,8 +215,9 @@ func TestAgainstAutograd(t *testing.T) {
 }
 
 // archOracles are issue 21's checkpoints with gradient references (local layers in
-// qwen3-window and gemma3); they skip until the reference machine has made them.
-var archOracles = []string{"qwen3", "qwen3-window", "gemma3"}
+// qwen3-window, gemma2 and gemma3; soft caps in gemma2); they skip until the reference
+// machine has made them.
+var archOracles = []string{"qwen3", "qwen3-window", "gemma2", "gemma3"}
 
 func TestArchAgainstAutograd(t *testing.T) {
 	for _, name := range archOracles {

@@ -8,9 +8,10 @@ The model runs in float64 through transformers' own Llama/Qwen2/Mistral/Qwen3/Ge
 modules, with the eager attention function replaced by PruLong's gated attention: per KV
 head g, out = z_g * full + (1 - z_g) * streaming, both exact, streaming seeing the first
 SINK positions and the WINDOW most recent ones (itself included). A layer with its own
-sliding window (module.sliding_window: Gemma 3's local layers, Qwen's with
-use_sliding_window) is not gated: it attends within its window, as the model does, and
-its gates get no gradient. Soft-capped attention (Gemma 2) is refused. OUT holds:
+sliding window (the sliding_window the model passes, or module.sliding_window: Gemma's
+local layers, Mistral's and Qwen's with a sliding_window) is not gated: it attends within its window, as the model does, and
+its gates get no gradient. Gemma 2's attention soft cap applies to the scaled scores
+before the mask, as its eager attention does. OUT holds:
 
   input_ids [T] (int64, seeded), gates [layers, kv_heads] (uniform, seeded),
   ce_loss [1]      mean next-token cross-entropy over positions 0..T-2,
@@ -36,7 +37,6 @@ STATE = {"gates": None, "sink": 0, "window": 1}
 
 def gated_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     # query [B, H, T, d]; key, value [B, KV, T, d]
-    assert kwargs.get("softcap") is None, "attention soft-capping is not supported"
     _, H, n, d = query.shape
     if scaling is None:
         scaling = d ** -0.5
@@ -44,6 +44,11 @@ def gated_attention(module, query, key, value, attention_mask, scaling=None, dro
     k = key.repeat_interleave(rep, dim=1)  # HF's repeat_kv layout: query head h reads KV head h // rep
     v = value.repeat_interleave(rep, dim=1)
     s = torch.matmul(query, k.transpose(2, 3)) * scaling
+    softcap = kwargs.get("softcap")
+    if softcap is None:
+        softcap = getattr(module, "attn_logit_softcapping", None)
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
     i = torch.arange(n, device=query.device)[:, None]
     j = torch.arange(n, device=query.device)[None, :]
     causal = j <= i
@@ -52,7 +57,9 @@ def gated_attention(module, query, key, value, attention_mask, scaling=None, dro
         p = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1)
         return torch.matmul(p, v)
 
-    local = getattr(module, "sliding_window", None)
+    local = kwargs.get("sliding_window")
+    if local is None:
+        local = getattr(module, "sliding_window", None)
     if local is not None:
         causal = causal & (i - j < local)  # transformers' sliding_window_overlay
     if torch.is_tensor(attention_mask) and attention_mask.dim() == 4:
@@ -69,7 +76,7 @@ def gated_attention(module, query, key, value, attention_mask, scaling=None, dro
 
 def patch():
     import importlib
-    for name in ["llama", "qwen2", "mistral", "qwen3", "gemma3"]:
+    for name in ["llama", "qwen2", "mistral", "qwen3", "gemma2", "gemma3"]:
         mod = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
         mod.eager_attention_forward = gated_attention
 
