@@ -15,7 +15,9 @@ before the mask, as its eager attention does. OUT holds:
 
   input_ids [T] (int64, seeded), gates [layers, kv_heads] (uniform, seeded),
   ce_loss [1]      mean next-token cross-entropy over positions 0..T-2,
-  ce_gates [L, KV] dLoss/dgates, ce_inputs [T, hidden] dLoss/d(input embeddings),
+  ce_gates [L, KV] dLoss/dgates, ce_inputs [T, hidden] dLoss/d(input embeddings: the
+                   embedding module's output, which Gemma 3 scales and Gemma 2 does not;
+                   metadata inputs_scaled says which),
   ce.<param name>  dLoss/dparam for every parameter that gets one (with --weights;
                    not an untied embedding: the embeddings enter as a leaf),
   mse_rows [R]     the rows of the DuoAttention loss,
@@ -108,6 +110,9 @@ def main():
         print(f"{model_dir}: gated function with full attention vs stock model: max |logit diff| {diff:.3g}")
         assert diff < 1e-4, diff
         emb0 = model.get_input_embeddings()(ids)
+        # Gemma 3 scales the embeddings in its embedding module (the inputs below are
+        # scaled), Gemma 2 in the model's forward (they are not): the test needs to know
+        inputs_scaled = not torch.equal(emb0[0], model.get_input_embeddings().weight[ids[0]])
         teacher = model.model(inputs_embeds=emb0).last_hidden_state[0]
     res["full_logits"] = full_logits.float().contiguous()
 
@@ -143,7 +148,8 @@ def main():
     res["mse_gates"] = z.grad.float().contiguous()
     res["mse_inputs"] = emb.grad[0].float().contiguous()
 
-    save_file(res, out, metadata={"oracle": "grad-1", "sink": str(sink), "window": str(window)})
+    save_file(res, out, metadata={"oracle": "grad-1", "sink": str(sink), "window": str(window),
+                                  "inputs_scaled": str(int(inputs_scaled))})
     print(f"{model_dir}: ce {res['ce_loss'].item():.6f} mse {res['mse_loss'].item():.6g} -> {out}")
 
 
