@@ -50,19 +50,19 @@ func NewMeter(layers, kvHeads int) *Meter {
 	return m
 }
 
-// Attended implements kv.Observer: n queries each saw past entries plus the chunk up
-// to themselves.
-func (m *Meter) Attended(layer, head, past, n int) {
+// Attended implements kv.Observer: a forward's queries of (layer, head) saw entries in
+// all (past entries plus the chunk up to themselves, within a local layer's window),
+// its last query last of them.
+func (m *Meter) Attended(layer, head int, entries int64, last int) {
 	if head >= m.kvHeads {
 		m.kvHeads = head + 1
 		for l := range m.perHead {
 			m.perHead[l] = append(m.perHead[l], make([]int64, m.kvHeads-len(m.perHead[l]))...)
 		}
 	}
-	e := int64(n)*int64(past) + int64(n)*int64(n+1)/2
-	m.entries += e
-	m.perHead[layer][head] += e
-	m.forward += int64(past + n)
+	m.entries += entries
+	m.perHead[layer][head] += entries
+	m.forward += int64(last)
 }
 
 // Step implements kv.Observer.

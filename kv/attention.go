@@ -102,7 +102,7 @@ func (c *hostStorage) attendBlock(w *attnWork, q, out []float32, n, g, i0, i1 in
 	K, V, past := c.kview[g], c.vview[g], c.past[g]
 	nq := i1 - i0
 	R := group * nq
-	scale := float32(1 / math.Sqrt(float64(d)))
+	scale, cap := s.scale(), s.SoftCap
 	Q := grow(&w.q, R*d)
 	O := grow(&w.o, R*d)
 	S := grow(&w.s, R*attnKeys)
@@ -123,24 +123,35 @@ func (c *hostStorage) attendBlock(w *attnWork, q, out []float32, n, g, i0, i1 in
 		M[r], L[r] = float32(math.Inf(-1)), 0
 	}
 	keys := past + i1 // keys visible to the block's last query
-	for j0 := 0; j0 < keys; j0 += attnKeys {
+	first := 0        // the first key any row of the block sees (rows' Lo are nondecreasing)
+	if c.lo != nil {
+		first = c.lo[g][i0]
+	}
+	for j0 := first; j0 < keys; j0 += attnKeys {
 		nk := min(attnKeys, keys-j0)
 		tensor.MulNT(S, attnKeys, Q, d, K[j0*d:], d, R, nk, d)
 		diag := j0+nk > past+i0 // some row of the block sees only part of this tile
 		for r := 0; r < R; r++ {
 			row := S[r*attnKeys : r*attnKeys+nk]
-			vis := nk
+			vis, from := nk, 0
 			if diag {
 				vis = min(nk, past+i0+r%nq+1-j0)
 			}
-			if vis <= 0 {
+			if c.lo != nil {
+				from = max(0, c.lo[g][i0+r%nq]-j0) // keys before it are out of the row's window
+			}
+			if vis <= from {
 				clear(row)
 				A[r] = 1
 				continue
 			}
-			mnew := max(M[r], tensor.Max(row[:vis]))
+			if cap != 0 {
+				softCap(row[from:vis], cap)
+			}
+			mnew := max(M[r], tensor.Max(row[from:vis]))
 			A[r] = float32(math.Exp(float64(M[r] - mnew)))
-			L[r] = L[r]*A[r] + tensor.ExpSum(row[:vis], mnew)
+			L[r] = L[r]*A[r] + tensor.ExpSum(row[from:vis], mnew)
+			clear(row[:from])
 			clear(row[vis:])
 			M[r] = mnew
 		}
@@ -182,7 +193,7 @@ func (c *hostStorage) scoreHead(w *attnWork, q []float32, n, qh int) {
 	if req.none() {
 		return
 	}
-	scale := float32(1 / math.Sqrt(float64(d)))
+	scale, cap := s.scale(), s.SoftCap
 	acc := grow(&c.acc[qh], past+n)
 	clear(acc)
 	rb := max(4, min(64, scoreBuf/(past+req.To))) // asked queries per GEMM
@@ -192,24 +203,39 @@ func (c *hostStorage) scoreHead(w *attnWork, q []float32, n, qh int) {
 		P := grow(&w.p, (i1-i0)*ld)
 		tensor.MulNT(P, ld, q[(i0*s.Heads+qh)*d:], s.Heads*d, K, d, i1-i0, ld, d)
 		for i := i0; i < i1; i++ {
-			visible := P[(i-i0)*ld : (i-i0)*ld+past+i+1]
+			lo := 0 // entries before it are out of the query's window
+			if c.lo != nil {
+				lo = c.lo[g][i]
+			}
+			visible := P[(i-i0)*ld+lo : (i-i0)*ld+past+i+1]
 			for j := range visible {
 				visible[j] *= scale
 			}
+			if cap != 0 {
+				softCap(visible, cap)
+			}
 			if req.Local {
-				t := grow(&w.tmp, i+1)
-				copy(t, visible[past:])
+				from := max(past, lo)
+				t := grow(&w.tmp, past+i+1-from)
+				copy(t, visible[from-lo:])
 				tensor.Softmax(t)
 				for j, p := range t {
-					acc[past+j] += p
+					acc[from+j] += p
 				}
 				continue
 			}
 			tensor.Softmax(visible)
 			for j, p := range visible {
-				acc[j] += p
+				acc[lo+j] += p
 			}
 		}
+	}
+}
+
+// softCap sets x = cap·tanh(x/cap) (Gemma 2's attention logit soft-capping).
+func softCap(x []float32, cap float32) {
+	for i, v := range x {
+		x[i] = float32(float64(cap) * math.Tanh(float64(v)/float64(cap)))
 	}
 }
 
@@ -241,7 +267,8 @@ type decodeScratch struct {
 	o      []float32 // [piece, group, d]: un-normalised partial outputs
 	m, l   []float32 // [piece, group]: partial max and sum of exp
 	lo, hi []int     // [piece]: the piece's keys within its KV head (lo = hi: none)
-	off    []int     // [KVHeads+1]: offsets of the KV heads' keys in their concatenation
+	off    []int     // [KVHeads+1]: offsets of the KV heads' visible keys in their concatenation
+	first  []int     // [KVHeads]: each KV head's first visible key (0 but on a local layer)
 	keys   int       // all KV heads' keys
 	units  int       // units; piece g*units+i is unit i's part of KV head g
 	parts  []decodePart
@@ -266,17 +293,22 @@ func (c *hostStorage) attendDecode(q, out []float32) {
 	s := c.shape
 	d, group := s.HeadDim, s.Heads/s.KVHeads
 	dc := &c.dec
-	scale := float32(1 / math.Sqrt(float64(d)))
+	scale := s.scale()
 	qs := growN(&dc.q, s.Heads*d)
 	for i, v := range q[:s.Heads*d] {
 		qs[i] = v * scale
 	}
 	off := growN(&dc.off, s.KVHeads+1)
+	first := growN(&dc.first, s.KVHeads)
 	keys := 0
 	for g := range s.KVHeads {
 		off[g] = keys
+		first[g] = 0
+		if c.lo != nil {
+			first[g] = c.lo[g][0]
+		}
 		n := c.past[g] + 1
-		keys += n
+		keys += n - first[g]
 		for qh := g * group; qh < (g+1)*group; qh++ {
 			grow(&c.scr[qh], n)
 		}
@@ -318,7 +350,7 @@ func (c *hostStorage) decodeRange(w, i int) {
 			dc.lo[p], dc.hi[p] = 0, 0
 			continue
 		}
-		dc.lo[p], dc.hi[p] = lo-dc.off[g], hi-dc.off[g]
+		dc.lo[p], dc.hi[p] = lo-dc.off[g]+dc.first[g], hi-dc.off[g]+dc.first[g]
 		c.decodePiece(g, p, &dc.parts[w])
 	}
 }
@@ -354,6 +386,9 @@ func (c *hostStorage) decodePiece(g, p int, pt *decodePart) {
 	}
 	for h := range group {
 		row := c.scr[g*group+h][j0:j1]
+		if s.SoftCap != 0 {
+			softCap(row, s.SoftCap)
+		}
 		r := p*group + h
 		dc.m[r] = tensor.Max(row)
 		dc.l[r] = tensor.ExpSum(row, dc.m[r])

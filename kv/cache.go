@@ -9,6 +9,7 @@ package kv
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/kvfoot/kvfoot/model"
 )
@@ -16,21 +17,56 @@ import (
 // Shape is the attention geometry of a model.
 type Shape struct {
 	Layers, Heads, KVHeads, HeadDim int
+	// Window is each layer's sliding window (0: global), as the model was trained: a
+	// query at position i sees keys j with i − j < Window[l]. The cache evicts what a
+	// local layer will never see again, whatever the policy keeps. Nil: all global.
+	Window []int
+	// Scale multiplies q·k (0: 1/√HeadDim); SoftCap caps the scaled scores at
+	// SoftCap·tanh(s/SoftCap) (0: none).
+	Scale, SoftCap float32
 }
 
 func (s Shape) check() error {
 	if s.Layers < 1 || s.Heads < 1 || s.KVHeads < 1 || s.HeadDim < 1 || s.Heads%s.KVHeads != 0 {
 		return fmt.Errorf("kv: shape %+v: want positive sizes and Heads a multiple of KVHeads", s)
 	}
+	if s.Window != nil && len(s.Window) != s.Layers {
+		return fmt.Errorf("kv: shape: %d windows for %d layers", len(s.Window), s.Layers)
+	}
+	for l, w := range s.Window {
+		if w < 0 {
+			return fmt.Errorf("kv: shape: layer %d's window %d, want ≥ 0", l, w)
+		}
+	}
+	if s.Scale < 0 || s.SoftCap < 0 {
+		return fmt.Errorf("kv: shape: scale %g and soft cap %g, want ≥ 0", s.Scale, s.SoftCap)
+	}
 	return nil
+}
+
+// window is layer l's sliding window (0: global).
+func (s Shape) window(l int) int {
+	if l < len(s.Window) {
+		return s.Window[l]
+	}
+	return 0
+}
+
+// scale is the factor of q·k.
+func (s Shape) scale() float32 {
+	if s.Scale > 0 {
+		return s.Scale
+	}
+	return float32(1 / math.Sqrt(float64(s.HeadDim)))
 }
 
 // Observer is told what every attention call saw and what the cache holds after
 // every forward; footprint.Meter implements it.
 type Observer interface {
-	// Attended: in (layer, KV head) a forward's n queries each saw the past entries
-	// kept before it plus the chunk causally (patch tokens are not counted).
-	Attended(layer, head, past, n int)
+	// Attended: in (layer, KV head) a forward's queries saw entries in all (the past
+	// entries kept before it plus the chunk causally, within a local layer's window;
+	// patch tokens are not counted), its last query last of them.
+	Attended(layer, head int, entries int64, last int)
 	// Step ends a forward of n tokens: entries and bytes held now (after eviction) and
 	// the most bytes held at any moment during the forward.
 	Step(n int, prefill bool, entries int64, bytes, peakBytes int64)
@@ -54,7 +90,13 @@ type Cache struct {
 	// per stored head, reused across calls
 	fwd  []Forward
 	args AttendArgs
+	lo   [][]int // a local layer's AttendArgs.Lo
+	drop []int   // the entries a window keeps
 }
+
+// frontDropper is implemented by policies that hold state per entry: a local layer's
+// window dropped the oldest n entries of (layer, head) after their Keep.
+type frontDropper interface{ dropFront(layer, head, n int) }
 
 // Option configures New.
 type Option func(*config)
@@ -101,6 +143,7 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 		c.heads[l] = make([][]int32, s.KVHeads)
 	}
 	c.fwd = make([]Forward, s.KVHeads)
+	c.lo = make([][]int, s.KVHeads)
 	c.args = AttendArgs{Past: make([]int, s.KVHeads), Req: make([]ScoreRequest, s.KVHeads), Scores: make([][]float32, s.KVHeads)}
 	return c, nil
 }
@@ -164,6 +207,11 @@ func (c *Cache) Attend(layer int, q, k, v, out model.Buf) {
 	}
 	s, a := c.shape, &c.args
 	a.N, a.Tokens = n, c.step.Tokens()
+	win := s.window(layer)
+	a.Lo = nil
+	if win > 0 {
+		a.Lo = c.lo
+	}
 	c.st.Append(layer, k, v, n)
 	for g := range c.heads[layer] {
 		pos := c.heads[layer][g]
@@ -172,6 +220,16 @@ func (c *Cache) Attend(layer int, q, k, v, out model.Buf) {
 			pos = append(pos, int32(c.pos+i))
 		}
 		c.heads[layer][g] = pos
+		if win > 0 {
+			// row i (at position pos+i) sees the entries after position pos+i−win
+			lo, j := growN(&c.lo[g], n), 0
+			for i := range lo {
+				for int(pos[j]) <= c.pos+i-win {
+					j++
+				}
+				lo[i] = j
+			}
+		}
 		f := &c.fwd[g]
 		*f = Forward{Layer: layer, Head: g, KVHead: g / c.rep, Layers: s.Layers, Past: past, N: a.Tokens, Patch: c.step.Patch,
 			Prefill: c.step.Prefill, Final: c.step.Final, buf: f.buf, order: f.order, pool: f.pool}
@@ -190,7 +248,7 @@ func (c *Cache) Attend(layer int, q, k, v, out model.Buf) {
 		pos := c.heads[layer][g]
 		f.Pos, f.Scores = pos, a.Scores[g]
 		if c.obs != nil {
-			c.obs.Attended(layer, g, f.Past, f.N)
+			c.obs.Attended(layer, g, c.attended(g, f, win), f.Past+f.N-a.lo(g, max(f.N-1, 0)))
 		}
 		if keep := c.pol.Keep(f); keep != nil {
 			c.st.Keep(layer, g, keep)
@@ -199,6 +257,45 @@ func (c *Cache) Attend(layer int, q, k, v, out model.Buf) {
 			}
 			c.heads[layer][g] = pos[:len(keep)]
 		}
+		if win > 0 {
+			c.dropOutOfWindow(layer, g, c.pos+a.Tokens-win)
+		}
+	}
+}
+
+// attended is the entries the forward's queries of stored head g saw in all.
+func (c *Cache) attended(g int, f *Forward, win int) int64 {
+	n, past := int64(f.N), int64(f.Past)
+	e := n*past + n*(n+1)/2
+	if win > 0 {
+		for _, lo := range c.lo[g][:f.N] {
+			e -= int64(lo)
+		}
+	}
+	return e
+}
+
+// dropOutOfWindow evicts the entries of (layer, head g) at or before position last:
+// a local layer's next query is past their window, and so is every later one.
+func (c *Cache) dropOutOfWindow(layer, g, last int) {
+	pos := c.heads[layer][g]
+	d := 0
+	for d < len(pos) && int(pos[d]) <= last {
+		d++
+	}
+	if d == 0 {
+		return
+	}
+	keep := c.drop[:0]
+	for j := d; j < len(pos); j++ {
+		keep = append(keep, j)
+	}
+	c.drop = keep
+	c.st.Keep(layer, g, keep)
+	copy(pos, pos[d:])
+	c.heads[layer][g] = pos[:len(pos)-d]
+	if fd, ok := c.pol.(frontDropper); ok {
+		fd.dropFront(layer, g, d)
 	}
 }
 

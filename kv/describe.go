@@ -124,7 +124,8 @@ func (f *Facts) StreamingCount() int {
 // head, a bound on its entries (its selector's, or sink+window for a head a role
 // makes streaming) times its storage's bytes; patch rows, which sit in the cache
 // during their forward, are added. The bound is the meter's peak exactly for full
-// attention, streaming heads, SnapKV and PyramidKV (tested).
+// attention, streaming heads, SnapKV and PyramidKV (tested) on global layers; a local
+// layer's heads hold at most its window − 1 entries plus one forward's rows.
 func (f *Facts) PeakBytes(w Workload) (int64, error) {
 	if w.Prompt < 1 || w.MaxTokens < 0 || w.Chunk < 0 {
 		return 0, fmt.Errorf("kv: workload %+v: want a prompt ≥ 1, max tokens ≥ 0, chunk ≥ 0", w)
@@ -147,10 +148,8 @@ func (f *Facts) PeakBytes(w Workload) (int64, error) {
 		global = min(e, total)
 	}
 	rep := int64(f.StoredHeads / s.KVHeads)
-	heads := int64(s.Layers*s.KVHeads) * rep
-	streamHeads := int64(f.StreamingCount()) * rep
 	var stream int64
-	if streamHeads > 0 {
+	if f.StreamingCount() > 0 {
 		h := f.pol.(*headmask)
 		var err error
 		if stream, err = h.streaming.peakEntries(s, w); err != nil {
@@ -160,11 +159,26 @@ func (f *Facts) PeakBytes(w Workload) (int64, error) {
 	// every head holds the patch rows during a non-final chunk, and appends total
 	// tokens plus the patch of every non-final chunk over the generation
 	patch := int64(f.PatchLen)
-	global += patch
-	stream += patch
 	appended := total + patch*int64((w.Prompt+w.Chunk-1)/w.Chunk-1)
 	b := f.Precision.entryBytes(s.HeadDim, appended)
-	return (heads-streamHeads)*b(global) + streamHeads*b(stream), nil
+	var sum int64
+	for l := range s.Layers {
+		g, st := global, stream
+		if win := int64(s.window(l)); win > 0 {
+			// a local layer keeps win−1 entries between forwards and adds one forward's rows
+			g, st = min(g, win-1+int64(w.Chunk)), min(st, win-1+int64(w.Chunk))
+		}
+		streamHeads := int64(0)
+		if f.Streaming != nil {
+			for _, on := range f.Streaming[l] {
+				if on {
+					streamHeads += rep
+				}
+			}
+		}
+		sum += (int64(s.KVHeads)*rep-streamHeads)*b(g+patch) + streamHeads*b(st+patch)
+	}
+	return sum, nil
 }
 
 // entryBytes returns the bytes a head of this precision holds with e entries,

@@ -52,3 +52,10 @@ func (p *h2o) Keep(f *Forward) []int {
 	p.acc[f.Layer][f.Head] = acc[:len(keep)]
 	return keep
 }
+
+// dropFront drops the state of the entries a local layer's window evicted.
+func (p *h2o) dropFront(layer, head, n int) {
+	x := p.acc[layer][head]
+	n = min(n, len(x))
+	p.acc[layer][head] = x[:copy(x, x[n:])]
+}

@@ -25,7 +25,9 @@ import (
 // makes streaming through numpy's linear quantile (docs/METHODS.md §3.2); ties are broken
 // deterministically instead of by noise: among equal values the head earlier in
 // layer-major order becomes streaming first. Without sparsity, a head is streaming
-// iff its value ≤ 0.5 (DuoAttention's inference rule: full iff > 0.5).
+// iff its value ≤ 0.5 (DuoAttention's inference rule: full iff > 0.5). A model's own
+// local layers (Shape.Window) never become streaming and are not counted in N: their
+// heads already see no more than their window.
 type headmask struct {
 	stream    [][]bool // [layer][KV head]
 	streaming streaming
@@ -52,14 +54,30 @@ func newHeadmask(a Args) (*headmask, error) {
 		return nil, err
 	}
 	h := &headmask{streaming: newStreaming(a)}
+	win := a.Shape().Window
 	if a.Has("sparsity") {
-		h.stream = StreamingHeads(vals, a.Float("sparsity"))
+		// over the global layers' heads: a local layer's have no full cache to give up
+		var global [][]float64
+		for l, row := range vals {
+			if win == nil || win[l] == 0 {
+				global = append(global, row)
+			}
+		}
+		gs := StreamingHeads(global, a.Float("sparsity"))
+		h.stream = make([][]bool, len(vals))
+		for l, row := range vals {
+			if win != nil && win[l] > 0 {
+				h.stream[l] = make([]bool, len(row))
+				continue
+			}
+			h.stream[l], gs = gs[0], gs[1:]
+		}
 	} else {
 		h.stream = make([][]bool, len(vals))
 		for l, row := range vals {
 			h.stream[l] = make([]bool, len(row))
 			for g, x := range row {
-				h.stream[l][g] = x <= 0.5
+				h.stream[l][g] = x <= 0.5 && (win == nil || win[l] == 0)
 			}
 		}
 	}
@@ -179,4 +197,12 @@ func (h *headmask) patchLen() int {
 		return p.patchLen()
 	}
 	return 0
+}
+
+// dropFront forwards a window's eviction to the inner policy (which holds no state for
+// streaming heads, so dropping there drops nothing).
+func (h *headmask) dropFront(layer, head, n int) {
+	if d, ok := h.inner.(frontDropper); ok {
+		d.dropFront(layer, head, n)
+	}
 }

@@ -75,3 +75,10 @@ func (p *locret) Keep(f *Forward) []int {
 	p.score[f.Layer][f.Head] = slices.Clip(sc[:len(keep)])
 	return keep
 }
+
+// dropFront drops the state of the entries a local layer's window evicted.
+func (p *locret) dropFront(layer, head, n int) {
+	x := p.score[layer][head]
+	n = min(n, len(x))
+	p.score[layer][head] = x[:copy(x, x[n:])]
+}

@@ -18,7 +18,8 @@ type Storage interface {
 	Append(layer int, k, v model.Buf, n int)
 	// Attend writes into out [n, Heads·HeadDim] the attention of q [n, Heads·HeadDim]:
 	// each query of stored head g sees its Past[g] entries from before the forward
-	// and the forward's rows causally. For every head whose Req is not empty it writes
+	// and the forward's rows causally (on a local layer, from entry Lo[g][i] on), its
+	// scores q·k times the shape's Scale and capped by its SoftCap. For every head whose Req is not empty it writes
 	// Scores[g] [Past[g]+Tokens]: the asked queries' probabilities summed, averaged
 	// over the head's query heads.
 	Attend(layer int, q, out model.Buf, a *AttendArgs)
@@ -36,6 +37,18 @@ type AttendArgs struct {
 	Past      []int          // per stored head: entries kept before the forward
 	Req       []ScoreRequest // per stored head
 	Scores    [][]float32    // per stored head: set for asked heads
+	// Lo is, on a local layer (a sliding window), per stored head the first entry each
+	// of the forward's N rows sees (nondecreasing); nil on a global layer, where every
+	// row sees from entry 0.
+	Lo [][]int
+}
+
+// lo is the first entry row i of head g sees.
+func (a *AttendArgs) lo(g, i int) int {
+	if a.Lo == nil {
+		return 0
+	}
+	return a.Lo[g][i]
 }
 
 // Precision is the storage part of a spec: how a cache holds its entries.
@@ -91,6 +104,7 @@ type hostStorage struct {
 	// the layer in progress (Attend's arguments) and scratch reused across calls
 	past         []int
 	req          []ScoreRequest
+	lo           [][]int     // AttendArgs.Lo
 	kbuf, vbuf   [][]float32 // per head: dequantized views
 	kview, vview [][]float32
 	rows         []rowStore    // per head: set (and no views) when decode converts tiles
@@ -116,7 +130,7 @@ func (c *hostStorage) Append(layer int, kb, vb model.Buf, n int) {
 
 func (c *hostStorage) Attend(layer int, qb, ob model.Buf, a *AttendArgs) {
 	q, out := model.HostOf(qb), model.HostOf(ob)
-	c.past, c.req = a.Past, a.Req
+	c.past, c.req, c.lo = a.Past, a.Req, a.Lo
 	for g, st := range c.stores[layer] {
 		c.rows[g] = nil
 		if rs, ok := st.(rowStore); ok && a.N == 1 {

@@ -1,6 +1,10 @@
 package model
 
-import "github.com/kvfoot/kvfoot/tensor"
+import (
+	"math"
+
+	"github.com/kvfoot/kvfoot/tensor"
+)
 
 // Backend computes the forward pass's operations. forward.go states the pass once,
 // over these names; a backend holds the activations where it computes (the CPU's in
@@ -29,6 +33,13 @@ type Backend interface {
 	RoPE(x Buf, rows, heads int, cos, sin Buf)
 	// SwiGLU sets gate = silu(gate) ⊙ up.
 	SwiGLU(gate, up Buf)
+	// GeGLU sets gate = gelu_tanh(gate) ⊙ up, GELU's tanh approximation (Gemma's
+	// gelu_pytorch_tanh).
+	GeGLU(gate, up Buf)
+	// Scale sets x *= s (Gemma's embedding normalizer).
+	Scale(x Buf, s float32)
+	// SoftCap sets x = cap·tanh(x/cap) (Gemma 2's final logit soft-capping).
+	SoftCap(x Buf, cap float32)
 	// Add sets dst += x.
 	Add(dst, x Buf)
 	// Host returns b's values in host memory: b itself on the CPU, else a copy in dst
@@ -132,3 +143,46 @@ func (cpu) RoPE(x Buf, rows, heads int, cos, sin Buf) {
 func (cpu) SwiGLU(gate, up Buf) { tensor.SiLUMul(gate.H, up.H) }
 
 func (cpu) Add(dst, x Buf) { tensor.Axpy(1, x.H, dst.H) }
+
+// elementwise runs fn over [0, n) in blocks of 4096 on tensor's pool: the tanh of
+// GeGLU and of the logits' soft cap cost enough to share out.
+func elementwise(n int, fn func(lo, hi int)) {
+	const block = 4096
+	tensor.Parallel((n+block-1)/block, func(a, b int) { fn(a*block, min(b*block, n)) })
+}
+
+func (cpu) GeGLU(gate, up Buf) {
+	g, u := gate.H, up.H[:len(gate.H)]
+	elementwise(len(g), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			g[i] = GELUTanh(g[i]) * u[i]
+		}
+	})
+}
+
+func (cpu) Scale(x Buf, s float32) {
+	for i := range x.H {
+		x.H[i] *= s
+	}
+}
+
+func (cpu) SoftCap(x Buf, cap float32) {
+	v := x.H
+	elementwise(len(v), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			v[i] = SoftCap(v[i], cap)
+		}
+	})
+}
+
+// GELUTanh is GELU's tanh approximation, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))),
+// computed in float64 and rounded once.
+func GELUTanh(x float32) float32 {
+	v := float64(x)
+	return float32(0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v))))
+}
+
+// SoftCap is cap·tanh(x/cap).
+func SoftCap(x, cap float32) float32 {
+	return float32(float64(cap) * math.Tanh(float64(x)/float64(cap)))
+}

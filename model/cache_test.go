@@ -7,7 +7,9 @@ import (
 )
 
 // fullCache is the plainest correct model.Cache: it keeps every key and value and
-// computes causal softmax attention in float64, one query head at a time. The
+// computes causal softmax attention in float64, one query head at a time (with the
+// shape's scale, soft cap and each layer's sliding window: a query at position i sees
+// keys j with i − j < window). The
 // model's tests use it so that they check the forward pass alone (the kv package
 // has its own tests against the model).
 type fullCache struct {
@@ -40,20 +42,34 @@ func (c *fullCache) Attend(layer int, qb, kb, vb, ob model.Buf) {
 	c.v[layer] = append(c.v[layer], v[:n*kvd]...)
 	K, V := c.k[layer], c.v[layer]
 	scale := 1 / math.Sqrt(float64(d))
+	if c.s.Scale != 0 {
+		scale = float64(c.s.Scale)
+	}
 	for i := 0; i < n; i++ {
 		visible := c.pos + i + 1
+		from := 0
+		if c.s.Window != nil && c.s.Window[layer] > 0 {
+			from = max(0, visible-c.s.Window[layer])
+		}
 		for h := 0; h < c.s.Heads; h++ {
 			g := h / group
 			qi := q[(i*c.s.Heads+h)*d : (i*c.s.Heads+h+1)*d]
 			sc := make([]float64, visible)
 			mx := math.Inf(-1)
 			for j := range sc {
+				if j < from {
+					sc[j] = math.Inf(-1)
+					continue
+				}
 				kj := K[j*kvd+g*d : j*kvd+(g+1)*d]
 				var s float64
 				for x := range qi {
 					s += float64(qi[x]) * float64(kj[x])
 				}
 				sc[j] = s * scale
+				if cp := float64(c.s.SoftCap); cp != 0 {
+					sc[j] = cp * math.Tanh(sc[j]/cp)
+				}
 				mx = math.Max(mx, sc[j])
 			}
 			var sum float64

@@ -34,9 +34,11 @@ type Runner struct {
 	k, v     Buf // [rows, kv_heads·head_dim]
 	gate, up Buf // [rows, intermediate]
 	cos, sin Buf // rotary tables of every row's position, [rows, head_dim/2]
-	hidden   Buf // final-normed rows whose logits are asked for
-	logits   Buf // their logits, [rows asked, vocab]
-	hostOut  []float32
+	// lcos, lsin are local layers' tables when their RoPE differs (Gemma 3)
+	lcos, lsin Buf
+	hidden     Buf // final-normed rows whose logits are asked for
+	logits     Buf // their logits, [rows asked, vocab]
+	hostOut    []float32
 
 	one      [1]Seq // Forward's batch of one
 	decodeID [1]int
@@ -63,6 +65,9 @@ func (r *Runner) grow(n int) {
 	r.k, r.v = b.Alloc(n*kvd), b.Alloc(n*kvd)
 	r.gate, r.up = b.Alloc(n*c.Intermediate), b.Alloc(n*c.Intermediate)
 	r.cos, r.sin = b.Alloc(n*c.HeadDim/2), b.Alloc(n*c.HeadDim/2)
+	if r.m.localInvFreq != nil {
+		r.lcos, r.lsin = b.Alloc(n*c.HeadDim/2), b.Alloc(n*c.HeadDim/2)
+	}
 }
 
 // Forward runs one step of one sequence and returns the logits of its last token
@@ -100,6 +105,10 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 	q, att, k, v := r.q.Slice(0, n*qd), r.att.Slice(0, n*qd), r.k.Slice(0, n*kvd), r.v.Slice(0, n*kvd)
 	gate, up := r.gate.Slice(0, n*F), r.up.Slice(0, n*F)
 	cos, sin := r.cos.Slice(0, n*half), r.sin.Slice(0, n*half)
+	var lcos, lsin Buf
+	if m.localInvFreq != nil {
+		lcos, lsin = r.lcos.Slice(0, n*half), r.lsin.Slice(0, n*half)
+	}
 
 	row := 0
 	for i := range seqs {
@@ -112,16 +121,32 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 		a, e := row, row+s.Step.Rows
 		b.Embed(x.Slice(a*H, e*H), &m.Embed, s.IDs)
 		b.RoPETables(cos.Slice(a*half, e*half), sin.Slice(a*half, e*half), m.invFreq, s.Step.Pos, s.Step.Rows)
+		if m.localInvFreq != nil {
+			b.RoPETables(lcos.Slice(a*half, e*half), lsin.Slice(a*half, e*half), m.localInvFreq, s.Step.Pos, s.Step.Rows)
+		}
 		row = e
+	}
+
+	if c.EmbedScale != 0 {
+		b.Scale(x, c.EmbedScale)
 	}
 
 	for l := range m.Layers {
 		L := &m.Layers[l]
-		// attention: x += O · attend(rope(Q·norm(x)), rope(K·norm(x)), V·norm(x))
+		// attention: x += O · attend(rope(Q·norm(x)), rope(K·norm(x)), V·norm(x)), with
+		// q and k normed per head before RoPE (QKNorm) and the output normed (Gemma)
 		b.RMSNorm(xb, x, L.AttnNorm, c.NormEps, n)
 		b.Linear(xb, n, L.Q.To(q), L.K.To(k), L.V.To(v))
-		b.RoPE(q, n, c.Heads, cos, sin)
-		b.RoPE(k, n, c.KVHeads, cos, sin)
+		if L.QNorm != nil {
+			b.RMSNorm(q, q, L.QNorm, c.NormEps, n*c.Heads)
+			b.RMSNorm(k, k, L.KNorm, c.NormEps, n*c.KVHeads)
+		}
+		lc, ls := cos, sin
+		if m.localInvFreq != nil && c.Window[l] > 0 {
+			lc, ls = lcos, lsin
+		}
+		b.RoPE(q, n, c.Heads, lc, ls)
+		b.RoPE(k, n, c.KVHeads, lc, ls)
 		row = 0
 		for i := range seqs {
 			a, e := row, row+seqs[i].Step.Rows
@@ -129,12 +154,22 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 			row = e
 		}
 		b.Linear(att, n, L.O.To(xb))
+		if L.PostAttnNorm != nil {
+			b.RMSNorm(xb, xb, L.PostAttnNorm, c.NormEps, n)
+		}
 		b.Add(x, xb)
-		// MLP: x += Down · (silu(Gate·norm(x)) ⊙ Up·norm(x))
+		// MLP: x += Down · (act(Gate·norm(x)) ⊙ Up·norm(x)), act silu or (Gemma) tanh GELU
 		b.RMSNorm(xb, x, L.MLPNorm, c.NormEps, n)
 		b.Linear(xb, n, L.Gate.To(gate), L.Up.To(up))
-		b.SwiGLU(gate, up)
+		if c.Gemma {
+			b.GeGLU(gate, up)
+		} else {
+			b.SwiGLU(gate, up)
+		}
 		b.Linear(gate, n, L.Down.To(xb))
+		if L.PostMLPNorm != nil {
+			b.RMSNorm(xb, xb, L.PostMLPNorm, c.NormEps, n)
+		}
 		b.Add(x, xb)
 	}
 	for i := range seqs {
@@ -159,6 +194,9 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 		out += a
 	}
 	b.Linear(hidden, asked, Out{Dst: logits, W: &m.Head})
+	if c.FinalSoftCap != 0 {
+		b.SoftCap(logits, c.FinalSoftCap)
+	}
 	r.hostOut = b.Host(logits, r.hostOut)
 	out = 0
 	for i := range seqs {

@@ -19,9 +19,15 @@ type Linear struct {
 
 // Layer holds one transformer block's weights.
 type Layer struct {
-	AttnNorm, MLPNorm []float32
+	AttnNorm, MLPNorm []float32 // the inputs' norms of attention and MLP
 	Q, K, V, O        Linear
 	Gate, Up, Down    Linear
+	// QNorm and KNorm normalise each head of q and k before RoPE ([head_dim]; nil
+	// without Config.QKNorm).
+	QNorm, KNorm []float32
+	// PostAttnNorm and PostMLPNorm normalise the outputs of attention and MLP before
+	// the residual add (Gemma; nil otherwise).
+	PostAttnNorm, PostMLPNorm []float32
 }
 
 // Model is a loaded model: config and weights. It is read-only once loaded, so one
@@ -32,10 +38,11 @@ type Model struct {
 	Layers []Layer
 	Norm   []float32
 	Head   tensor.Mat // [vocab, hidden]; the same storage as Embed when tied
-	// invFreq are the rotary inverse frequencies, head_dim/2 of them.
-	invFreq []float32
-	ckpt    *safetensors.Checkpoint
-	backend Backend // nil: CPU
+	// invFreq are the rotary inverse frequencies, head_dim/2 of them; localInvFreq
+	// those of local layers when their RoPE differs (nil otherwise).
+	invFreq, localInvFreq []float32
+	ckpt                  *safetensors.Checkpoint
+	backend               Backend // nil: CPU
 }
 
 // Backend is the backend the model's weights are on: CPU unless SetBackend moved them.
@@ -78,7 +85,8 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: cfg, ckpt: ckpt, invFreq: cfg.Rope.InvFreq(cfg.HeadDim)}
+	m := &Model{Config: cfg, ckpt: ckpt}
+	m.setInvFreq()
 	if err := m.loadWeights(opts); err != nil {
 		ckpt.Close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
@@ -86,14 +94,40 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	return m, nil
 }
 
+func (m *Model) setInvFreq() {
+	c := &m.Config
+	m.invFreq = c.Rope.InvFreq(c.HeadDim)
+	if c.LocalRope.Theta != 0 && c.LocalLayers() > 0 {
+		m.localInvFreq = c.LocalRope.InvFreq(c.HeadDim)
+	}
+}
+
 // loader fetches tensors by name and checks them against the config's shapes.
 type loader struct {
 	ckpt *safetensors.Checkpoint
 	opts LoadOptions
+	// prefix of every tensor's name: "" or, for a text model saved from its multimodal
+	// parent (Gemma 3), "model.language_model." with "model." dropped from the names.
+	prefix string
+	plus1  bool // Gemma's norms scale by (1 + w): vecs of norms are stored plus one
+}
+
+// norm loads a norm's weight: w, or 1 + w (computed in float32, as transformers does)
+// for Gemma.
+func (l loader) norm(name string, n int) ([]float32, error) {
+	w, err := l.vec(name, n)
+	if err != nil || !l.plus1 {
+		return w, err
+	}
+	out := make([]float32, len(w)) // w may alias the read-only mapping of an f32 file
+	for i, x := range w {
+		out[i] = 1 + x
+	}
+	return out, nil
 }
 
 func (l loader) get(name string, shape ...int) (safetensors.Tensor, error) {
-	t, f, err := l.ckpt.Tensor(name)
+	t, f, err := l.ckpt.Tensor(l.prefix + name)
 	if err != nil {
 		return t, err
 	}
@@ -155,24 +189,36 @@ func (l loader) linear(prefix string, out, in int, bias bool) (Linear, error) {
 
 func (m *Model) loadWeights(opts LoadOptions) error {
 	c := &m.Config
-	l := loader{m.ckpt, opts}
+	l := loader{ckpt: m.ckpt, opts: opts, plus1: c.Gemma}
+	if _, _, err := m.ckpt.Tensor("model.embed_tokens.weight"); err != nil {
+		if _, _, err2 := m.ckpt.Tensor("model.language_model.embed_tokens.weight"); err2 == nil {
+			l.prefix = "model.language_model."
+		}
+	}
+	// names below are relative to "model." (the head is "lm_head.weight" in both layouts)
+	mname := func(n string) string {
+		if l.prefix != "" {
+			return n
+		}
+		return "model." + n
+	}
 	var err error
-	if m.Embed, err = l.mat("model.embed_tokens.weight", c.Vocab, c.Hidden); err != nil {
+	if m.Embed, err = l.mat(mname("embed_tokens.weight"), c.Vocab, c.Hidden); err != nil {
 		return err
 	}
-	if m.Norm, err = l.vec("model.norm.weight", c.Hidden); err != nil {
+	if m.Norm, err = l.norm(mname("norm.weight"), c.Hidden); err != nil {
 		return err
 	}
 	// Some tied checkpoints still store lm_head; the tie decides, as in transformers.
 	if c.TieEmbeddings {
 		m.Head = m.Embed
-	} else if m.Head, err = l.mat("lm_head.weight", c.Vocab, c.Hidden); err != nil {
+	} else if m.Head, err = (loader{ckpt: l.ckpt, opts: l.opts}).mat("lm_head.weight", c.Vocab, c.Hidden); err != nil {
 		return err
 	}
 	q, kv := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	m.Layers = make([]Layer, c.Layers)
 	for i := range m.Layers {
-		p := fmt.Sprintf("model.layers.%d.", i)
+		p := mname(fmt.Sprintf("layers.%d.", i))
 		L := &m.Layers[i]
 		steps := []struct {
 			dst     *Linear
@@ -193,11 +239,36 @@ func (m *Model) loadWeights(opts LoadOptions) error {
 				return err
 			}
 		}
-		if L.AttnNorm, err = l.vec(p+"input_layernorm.weight", c.Hidden); err != nil {
-			return err
+		norms := []struct {
+			dst  *[]float32
+			name string
+			n    int
+		}{{&L.AttnNorm, "input_layernorm", c.Hidden}}
+		if c.Gemma {
+			norms = append(norms, []struct {
+				dst  *[]float32
+				name string
+				n    int
+			}{{&L.PostAttnNorm, "post_attention_layernorm", c.Hidden}, {&L.MLPNorm, "pre_feedforward_layernorm", c.Hidden},
+				{&L.PostMLPNorm, "post_feedforward_layernorm", c.Hidden}}...)
+		} else {
+			norms = append(norms, struct {
+				dst  *[]float32
+				name string
+				n    int
+			}{&L.MLPNorm, "post_attention_layernorm", c.Hidden})
 		}
-		if L.MLPNorm, err = l.vec(p+"post_attention_layernorm.weight", c.Hidden); err != nil {
-			return err
+		if c.QKNorm {
+			norms = append(norms, []struct {
+				dst  *[]float32
+				name string
+				n    int
+			}{{&L.QNorm, "self_attn.q_norm", c.HeadDim}, {&L.KNorm, "self_attn.k_norm", c.HeadDim}}...)
+		}
+		for _, nm := range norms {
+			if *nm.dst, err = l.norm(p+nm.name+".weight", nm.n); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -229,7 +300,8 @@ func NewRandom(cfg Config, seed uint64) *Model {
 		return l
 	}
 	c := cfg
-	m := &Model{Config: c, invFreq: c.Rope.InvFreq(c.HeadDim), Norm: ones(c.Hidden)}
+	m := &Model{Config: c, Norm: ones(c.Hidden)}
+	m.setInvFreq()
 	m.Embed = tensor.Mat{Rows: c.Vocab, Cols: c.Hidden, F32: fill(c.Vocab * c.Hidden)}
 	m.Head = m.Embed
 	if !c.TieEmbeddings {
@@ -244,6 +316,12 @@ func NewRandom(cfg Config, seed uint64) *Model {
 			O:    lin(c.Hidden, q, c.OBias),
 			Gate: lin(c.Intermediate, c.Hidden, c.MLPBias), Up: lin(c.Intermediate, c.Hidden, c.MLPBias),
 			Down: lin(c.Hidden, c.Intermediate, c.MLPBias),
+		}
+		if c.QKNorm {
+			m.Layers[i].QNorm, m.Layers[i].KNorm = ones(c.HeadDim), ones(c.HeadDim)
+		}
+		if c.Gemma {
+			m.Layers[i].PostAttnNorm, m.Layers[i].PostMLPNorm = ones(c.Hidden), ones(c.Hidden)
 		}
 	}
 	return m
@@ -263,6 +341,12 @@ func (c *Config) Params() int64 {
 	q, kv := int64(c.Heads*c.HeadDim), int64(c.KVHeads*c.HeadDim)
 	h, f := int64(c.Hidden), int64(c.Intermediate)
 	layer := 2*h + h*q + 2*h*kv + q*h + 3*h*f
+	if c.QKNorm {
+		layer += 2 * int64(c.HeadDim)
+	}
+	if c.Gemma {
+		layer += 2 * h
+	}
 	if c.QKVBias {
 		layer += q + 2*kv
 	}

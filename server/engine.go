@@ -93,7 +93,9 @@ type observer struct {
 	entries, bytes, stepPeak int64
 }
 
-func (o *observer) Attended(layer, head, past, n int) { o.meter.Attended(layer, head, past, n) }
+func (o *observer) Attended(layer, head int, entries int64, last int) {
+	o.meter.Attended(layer, head, entries, last)
+}
 
 func (o *observer) Step(n int, prefill bool, entries, bytes, peakBytes int64) {
 	o.meter.Step(n, prefill, entries, bytes, peakBytes)

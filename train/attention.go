@@ -64,16 +64,23 @@ func (b band) visible(i int, out *[2]span) []span {
 // attnShape is the attention geometry of a layer.
 type attnShape struct {
 	heads, kvHeads, headDim int
+	scale                   float32 // of q·k: the model's (Gemma's query_pre_attn_scalar); 0: 1/√headDim
+	softCap                 float32 // scores become softCap·tanh(s/softCap) (Gemma 2); 0: none
 }
 
 // attnScratch is one worker's buffers, sized for sequences of up to t tokens.
 type attnScratch struct {
 	p, dp []float32 // [qBlock, t]: probabilities, and their gradient
+	dcap  []float32 // [qBlock, t]: the soft cap's derivative 1 − (s/cap)² (nil without one)
 	tmp   []float32 // [t, headDim]
 }
 
 func newAttnScratch(t int, s attnShape) *attnScratch {
-	return &attnScratch{p: make([]float32, qBlock*t), dp: make([]float32, qBlock*t), tmp: make([]float32, t*s.headDim)}
+	w := &attnScratch{p: make([]float32, qBlock*t), dp: make([]float32, qBlock*t), tmp: make([]float32, t*s.headDim)}
+	if s.softCap != 0 {
+		w.dcap = make([]float32, qBlock*t)
+	}
+	return w
 }
 
 // attention runs causal attention of a band over n tokens: out [n, heads·d] from
@@ -88,6 +95,9 @@ type attention struct {
 }
 
 func newAttention(t int, s attnShape, workers int) *attention {
+	if s.scale == 0 {
+		s.scale = float32(1 / math.Sqrt(float64(s.headDim)))
+	}
 	a := &attention{shape: s}
 	for range workers {
 		a.scratch = append(a.scratch, newAttnScratch(t, s))
@@ -125,7 +135,7 @@ func (a *attention) run(heads, n int, firstFirst bool, fn func(w *attnScratch, h
 	wg.Wait()
 }
 
-// scores fills w.p [i1−i0, nk] with the scaled scores q·k/√d of queries [i0, i1) of
+// scores fills w.p [i1−i0, nk] with the scaled (and soft-capped) scores q·k·scale of queries [i0, i1) of
 // head h against the key ranges ks (columns in range order) and returns nk.
 func (a *attention) scores(w *attnScratch, q, k []float32, h, i0, i1 int, ks []span) int {
 	d, qd, kvd := a.shape.headDim, a.shape.heads*a.shape.headDim, a.shape.kvHeads*a.shape.headDim
@@ -139,9 +149,15 @@ func (a *attention) scores(w *attnScratch, q, k []float32, h, i0, i1 int, ks []s
 		tensor.MulNT(w.p[col:], nk, q[i0*qd+h*d:], qd, k[r.lo*kvd+g*d:], kvd, i1-i0, r.hi-r.lo, d)
 		col += r.hi - r.lo
 	}
-	scale := float32(1 / math.Sqrt(float64(d)))
+	scale := a.shape.scale
 	for j := range w.p[:(i1-i0)*nk] {
 		w.p[j] *= scale
+	}
+	if c := a.shape.softCap; c != 0 {
+		for j, v := range w.p[:(i1-i0)*nk] {
+			t := float32(math.Tanh(float64(v / c)))
+			w.p[j], w.dcap[j] = c*t, 1-t*t
+		}
 	}
 	return nk
 }
@@ -226,12 +242,12 @@ func (a *attention) forward(b band, out, lse, q, k, v []float32, n int) {
 // backward adds to dq, dk, dv the gradients of the band's attention given dout, the
 // gradient of its output out (lse from forward; delta holds heads·n values). With P
 // the probabilities and S the scaled scores (FlashAttention-2's backward):
-// D = rowsum(dO ⊙ O), dP = dO·Vᵀ, dS = P ⊙ (dP − D), dQ = dS·K/√d, dK = dSᵀ·Q/√d,
+// D = rowsum(dO ⊙ O), dP = dO·Vᵀ, dS = P ⊙ (dP − D), dQ = dS·K·scale, dK = dSᵀ·Q·scale,
 // dV = Pᵀ·dO. dQ is computed by units of query rows, dK and dV by units of key rows.
 func (a *attention) backward(b band, dq, dk, dv, dout, out, lse, delta, q, k, v []float32, n int) {
 	d, qd, kvd := a.shape.headDim, a.shape.heads*a.shape.headDim, a.shape.kvHeads*a.shape.headDim
 	group := a.shape.heads / a.shape.kvHeads
-	scale := float32(1 / math.Sqrt(float64(d)))
+	scale := a.shape.scale
 	// dS of a block of query rows [i0, i1) against the key ranges ks, left in w.dp
 	// (w.p keeps P); returns the number of columns.
 	dScores := func(w *attnScratch, h, i0, i1 int, ks []span) int {
@@ -251,6 +267,11 @@ func (a *attention) backward(b band, dq, dk, dv, dout, out, lse, delta, q, k, v 
 			D := delta[h*n+i]
 			for j := range dp {
 				dp[j] = p[j] * (dp[j] - D) * scale
+			}
+			if w.dcap != nil {
+				for j, f := range w.dcap[(i-i0)*nk : (i-i0+1)*nk] {
+					dp[j] *= f
+				}
 			}
 		}
 		return nk

@@ -76,7 +76,7 @@ func duoLR(step, steps int) float64 {
 }
 
 func (d *duo) step(step int, batch []Doc) (Status, error) {
-	n, N, B := d.net, len(d.alpha), float64(len(batch))
+	n, B := d.net, float64(len(batch))
 	for i, a := range d.alpha {
 		d.alpha[i] = min(max(a, 0), 1)
 		d.as[i] = float32(d.alpha[i])
@@ -110,11 +110,23 @@ func (d *duo) step(step int, batch []Doc) (Status, error) {
 		}
 		st.Loss += mse / B
 	}
+	// the L1 term and the sparsity count the global layers' heads: a local layer's have
+	// no full cache to give up, and their gates (which the Net ignores) stay 1
 	var mean float64
+	global := 0
+	for i := range d.alpha {
+		if n.local(i/n.Config.KVHeads) == 0 {
+			global++
+		}
+	}
 	for i, a := range d.alpha {
-		mean += a / float64(N)
+		if n.local(i/n.Config.KVHeads) > 0 {
+			d.g[i], d.alpha[i] = 0, 1
+			continue
+		}
+		mean += a / float64(global)
 		if a > 0 { // d|α|/dα; torch's sign(0) = 0
-			d.g[i] += d.cfg.Reg / float64(N)
+			d.g[i] += d.cfg.Reg / float64(global)
 		}
 	}
 	lrf := duoLR(step, d.cfg.Steps)
@@ -135,7 +147,7 @@ func (d *duo) finish(dir string, st Status) error {
 			vals[l][g] = min(max(d.alpha[l*kv+g], 0), 1)
 		}
 	}
-	if err := WriteMaskFiles(dir, "full_attention_heads.tsv", vals); err != nil {
+	if err := WriteMaskFiles(dir, "full_attention_heads.tsv", vals, localLayers(&d.net.Config)); err != nil {
 		return err
 	}
 	cfg, _ := json.MarshalIndent(map[string]int{"sink_size": d.cfg.Sink, "recent_size": d.cfg.Window}, "", "  ")

@@ -9,7 +9,8 @@ import (
 )
 
 // CrossEntropy is the next-token loss of the last Forward: the mean over labelled
-// positions i (targets[i] ≥ 0; −1 for none) of −log softmax(Head · hidden_i)[targets[i]].
+// positions i (targets[i] ≥ 0; −1 for none) of −log softmax(Head · hidden_i)[targets[i]]
+// (the logits soft-capped first where the model caps them, Gemma 2).
 // It sets the gradient that Backward starts from, scaled by scale (1/B for the mean
 // over a batch of B sequences), and, with weight gradients on, adds the LM head's.
 // Logits are made ceBlock rows at a time. It returns the loss and the labelled count.
@@ -33,6 +34,7 @@ func (n *Net) CrossEntropy(targets []int, scale float32) (float64, int, error) {
 	}
 	head := mat(n.Params.Head, V, H)
 	rowLoss := n.rowLoss
+	cp := c.FinalSoftCap
 	var total float64
 	g := scale / float32(count)
 	for b0 := 0; b0 < T; b0 += ceBlock {
@@ -44,6 +46,10 @@ func (n *Net) CrossEntropy(targets []int, scale float32) (float64, int, error) {
 		tensor.MatMulT(logits, hid, m, &head)
 		n.Timing.Matmul += time.Since(t0)
 		tensor.Parallel(m, func(lo, hi int) {
+			var capped []float32 // one row's capped logits, for the cap's derivative
+			if cp != 0 {
+				capped = make([]float32, V)
+			}
 			for r := lo; r < hi; r++ {
 				row := logits[r*V : (r+1)*V]
 				t := targets[b0+r]
@@ -51,6 +57,12 @@ func (n *Net) CrossEntropy(targets []int, scale float32) (float64, int, error) {
 					rowLoss[r] = 0
 					clear(row)
 					continue
+				}
+				if cp != 0 {
+					for j, z := range row {
+						row[j] = cp * float32(math.Tanh(float64(z/cp)))
+					}
+					copy(capped, row)
 				}
 				lt := row[t]
 				mx := tensor.Max(row)
@@ -61,6 +73,9 @@ func (n *Net) CrossEntropy(targets []int, scale float32) (float64, int, error) {
 					row[j] *= inv
 				}
 				row[t] -= g
+				for j, y := range capped {
+					row[j] *= 1 - (y/cp)*(y/cp)
+				}
 			}
 		})
 		for _, l := range rowLoss[:m] {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+
+	"github.com/kvfoot/kvfoot/model"
 )
 
 // The hard-concrete (L0) distribution of PruLong's masks (PL:prulong/training/l0.py).
@@ -103,17 +105,66 @@ var MaskSparsities = []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}
 
 // WriteMaskFiles writes soft (layers × KV heads) to dir/soft, and the masks rounded
 // at every MaskSparsities x to dir/masks_sp<x>.tsv, in the TSV the headmask policy
-// reads (one row per layer, one tab-separated column per KV head).
-func WriteMaskFiles(dir, soft string, vals [][]float64) error {
+// reads (one row per layer, one tab-separated column per KV head). The heads of local
+// layers (local[l]; nil: none) have no full cache to give up: they are 1 in every file
+// and the sparsity counts the other heads only.
+func WriteMaskFiles(dir, soft string, vals [][]float64, local []bool) error {
+	vals = fixLocal(vals, local)
 	if err := writeTSV(filepath.Join(dir, soft), vals, 6); err != nil {
 		return err
 	}
 	for _, x := range MaskSparsities {
-		if err := writeTSV(filepath.Join(dir, fmt.Sprintf("masks_sp%.1f.tsv", x)), RoundMasks(vals, x), 1); err != nil {
+		if err := writeTSV(filepath.Join(dir, fmt.Sprintf("masks_sp%.1f.tsv", x)), roundGlobal(vals, x, local), 1); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// fixLocal returns vals with the rows of local layers set to 1.
+func fixLocal(vals [][]float64, local []bool) [][]float64 {
+	out := make([][]float64, len(vals))
+	for l, row := range vals {
+		out[l] = append([]float64(nil), row...)
+		if l < len(local) && local[l] {
+			for g := range out[l] {
+				out[l][g] = 1
+			}
+		}
+	}
+	return out
+}
+
+// roundGlobal is RoundMasks over the global layers' heads, the local ones left at 1.
+func roundGlobal(vals [][]float64, x float64, local []bool) [][]float64 {
+	var global [][]float64
+	for l, row := range vals {
+		if l >= len(local) || !local[l] {
+			global = append(global, row)
+		}
+	}
+	r := RoundMasks(global, x)
+	out := make([][]float64, len(vals))
+	for l, row := range vals {
+		if l < len(local) && local[l] {
+			out[l] = row // already 1
+			continue
+		}
+		out[l], r = r[0], r[1:]
+	}
+	return out
+}
+
+// localLayers is, per layer, whether it has a sliding window (nil when none has).
+func localLayers(c *model.Config) []bool {
+	if c.Window == nil {
+		return nil
+	}
+	out := make([]bool, c.Layers)
+	for l, w := range c.Window {
+		out[l] = w > 0
+	}
+	return out
 }
 
 // writeTSV writes rows of values with prec decimals, atomically.

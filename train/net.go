@@ -51,9 +51,11 @@ type Net struct {
 
 	opts    Options
 	invFreq []float32
-	attn    *attention
-	full    band
-	stream  band
+	// localInvFreq are local layers' rotary frequencies when they differ (Gemma 3)
+	localInvFreq []float32
+	attn         *attention
+	full         band
+	stream       band
 
 	n      int
 	ids    []int
@@ -62,7 +64,11 @@ type Net struct {
 	hidden []float32   // final norm output [n, hidden]
 	dhid   []float32   // dLoss/dhidden, set by a loss
 
-	cos, sin []float32
+	cos, sin   []float32
+	lcos, lsin []float32 // local layers' (nil unless their RoPE differs)
+	// qRaw, kRaw: q and k before their per-head norms (QKNorm); oRaw, dnRaw: attention's
+	// and the MLP's outputs before Gemma's norms; dqRaw, dkRaw, do their gradients
+	qRaw, kRaw, oRaw, dnRaw, dqRaw, dkRaw, do []float32
 	// one layer's activations, recomputed by Backward
 	xb, q, k, v, afull, astream, att, h, xb2, gate, up, act []float32
 	// gradients of one layer's activations
@@ -99,11 +105,14 @@ func New(m *model.Model, opts Options) (*Net, error) {
 	qd, kvd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	n := &Net{Config: c, Params: paramsOf(m), opts: opts, invFreq: c.Rope.InvFreq(c.HeadDim),
 		full: band{full: true}, stream: band{sink: opts.Sink, window: opts.Window}}
+	if c.LocalRope.Theta != 0 && c.LocalLayers() > 0 {
+		n.localInvFreq = c.LocalRope.InvFreq(c.HeadDim)
+	}
 	if opts.WeightGrads {
 		n.Grad = zerosLike(n.Params)
 	}
 	n.GateGrad = make([]float64, c.Layers*c.KVHeads)
-	n.attn = newAttention(T, attnShape{c.Heads, c.KVHeads, c.HeadDim}, opts.Workers)
+	n.attn = newAttention(T, attnShape{c.Heads, c.KVHeads, c.HeadDim, c.AttnScale, c.AttnSoftCap}, opts.Workers)
 	f := func(k int) []float32 { return make([]float32, k) }
 	n.xs = make([][]float32, c.Layers+1)
 	for i := range n.xs {
@@ -111,6 +120,15 @@ func New(m *model.Model, opts Options) (*Net, error) {
 	}
 	n.hidden, n.dhid, n.InputGrad = f(T*H), f(T*H), f(T*H)
 	n.cos, n.sin = f(T*c.HeadDim/2), f(T*c.HeadDim/2)
+	if n.localInvFreq != nil {
+		n.lcos, n.lsin = f(T*c.HeadDim/2), f(T*c.HeadDim/2)
+	}
+	if c.QKNorm {
+		n.qRaw, n.kRaw, n.dqRaw, n.dkRaw = f(T*qd), f(T*kvd), f(T*qd), f(T*kvd)
+	}
+	if c.Gemma {
+		n.oRaw, n.dnRaw, n.do = f(T*H), f(T*H), f(T*H)
+	}
 	n.xb, n.h, n.xb2 = f(T*H), f(T*H), f(T*H)
 	n.q, n.afull, n.astream, n.att = f(T*qd), f(T*qd), f(T*qd), f(T*qd)
 	n.k, n.v = f(T*kvd), f(T*kvd)
@@ -164,7 +182,13 @@ func (n *Net) Forward(ids []int, gates []float32) error {
 	n.n, n.ids, n.gates = len(ids), ids, gates
 	T, H := n.n, c.Hidden
 	embedForward(n.xs[0], n.Params.Embed, ids, H)
+	if c.EmbedScale != 0 {
+		scaleVec(n.xs[0][:T*H], c.EmbedScale)
+	}
 	tensor.RoPETables(n.cos, n.sin, n.invFreq, 0, T)
+	if n.localInvFreq != nil {
+		tensor.RoPETables(n.lcos, n.lsin, n.localInvFreq, 0, T)
+	}
 	for l := range c.Layers {
 		n.layerForward(l, n.xs[l][:T*H], n.xs[l+1][:T*H])
 	}
@@ -180,20 +204,27 @@ func (n *Net) layerForward(l int, x, out []float32) {
 	T, H, F := n.n, c.Hidden, c.Intermediate
 	qd, kvd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	xb, q, k, v := n.xb[:T*H], n.q[:T*qd], n.k[:T*kvd], n.v[:T*kvd]
-	cos, sin := n.cos[:T*c.HeadDim/2], n.sin[:T*c.HeadDim/2]
-	// attention: h = x + O · mix(attend(rope(Q·norm(x)), rope(K·norm(x)), V·norm(x)))
+	cos, sin := n.rope(l)
+	// attention: h = x + O · mix(attend(rope(Q·norm(x)), rope(K·norm(x)), V·norm(x))),
+	// q and k normed per head before RoPE (QKNorm), O's output normed (Gemma)
 	rmsNormForward(xb, x, L.AttnNorm, c.NormEps, T)
 	t0 := time.Now()
 	linearForward(q, xb, T, &L.Q)
 	linearForward(k, xb, T, &L.K)
 	linearForward(v, xb, T, &L.V)
 	n.Timing.Matmul += time.Since(t0)
+	if c.QKNorm {
+		copy(n.qRaw, q)
+		copy(n.kRaw, k)
+		rmsNormForward(q, n.qRaw[:T*qd], L.QNorm, c.NormEps, T*c.Heads)
+		rmsNormForward(k, n.kRaw[:T*kvd], L.KNorm, c.NormEps, T*c.KVHeads)
+	}
 	tensor.RotateHalf(q, T, c.Heads, cos, sin, false)
 	tensor.RotateHalf(k, T, c.KVHeads, cos, sin, false)
 	t0 = time.Now()
-	n.attn.forward(n.full, n.afull[:T*qd], n.lseFull, q, k, v, T)
+	n.attn.forward(n.band(l), n.afull[:T*qd], n.lseFull, q, k, v, T)
 	att := n.afull[:T*qd]
-	if n.gates != nil {
+	if n.gated(l) {
 		n.attn.forward(n.stream, n.astream[:T*qd], n.lseStream, q, k, v, T)
 		att = n.att[:T*qd]
 		mixForward(att, n.afull[:T*qd], n.astream[:T*qd], n.layerGates(l), T, c.Heads, c.HeadDim)
@@ -201,24 +232,74 @@ func (n *Net) layerForward(l int, x, out []float32) {
 	t1 := time.Now()
 	n.Timing.Attention += t1.Sub(t0)
 	h := n.h[:T*H]
-	linearForward(h, att, T, &L.O)
+	if c.Gemma {
+		linearForward(n.oRaw[:T*H], att, T, &L.O)
+		rmsNormForward(h, n.oRaw[:T*H], L.PostAttnNorm, c.NormEps, T)
+	} else {
+		linearForward(h, att, T, &L.O)
+	}
 	n.Timing.Matmul += time.Since(t1)
 	tensor.Axpy(1, x, h)
-	// MLP: out = h + Down · (silu(Gate·norm(h)) ⊙ Up·norm(h))
+	// MLP: out = h + Down · (act(Gate·norm(h)) ⊙ Up·norm(h)), act silu or (Gemma) tanh
+	// GELU, Down's output normed (Gemma)
 	xb2, gate, up, act := n.xb2[:T*H], n.gate[:T*F], n.up[:T*F], n.act[:T*F]
 	rmsNormForward(xb2, h, L.MLPNorm, c.NormEps, T)
 	t0 = time.Now()
 	linearForward(gate, xb2, T, &L.Gate)
 	linearForward(up, xb2, T, &L.Up)
 	n.Timing.Matmul += time.Since(t0)
-	swigluForward(act, gate, up)
+	if c.Gemma {
+		gegluForward(act, gate, up)
+	} else {
+		swigluForward(act, gate, up)
+	}
 	if out == nil {
 		return
 	}
 	t0 = time.Now()
-	linearForward(out, act, T, &L.Down)
+	if c.Gemma {
+		linearForward(n.dnRaw[:T*H], act, T, &L.Down)
+		rmsNormForward(out, n.dnRaw[:T*H], L.PostMLPNorm, c.NormEps, T)
+	} else {
+		linearForward(out, act, T, &L.Down)
+	}
 	n.Timing.Matmul += time.Since(t0)
 	tensor.Axpy(1, h, out)
+}
+
+// local is layer l's sliding window (0: a global layer).
+func (n *Net) local(l int) int {
+	if n.Config.Window == nil {
+		return 0
+	}
+	return n.Config.Window[l]
+}
+
+// band is layer l's own attention: full, or a local layer's window. Gates mix streaming
+// attention into global layers only: a local layer has no full cache to give up.
+func (n *Net) band(l int) band {
+	if w := n.local(l); w > 0 {
+		return band{window: w}
+	}
+	return n.full
+}
+
+func (n *Net) gated(l int) bool { return n.gates != nil && n.local(l) == 0 }
+
+// rope is layer l's rotary tables.
+func (n *Net) rope(l int) (cos, sin []float32) {
+	T, half := n.n, n.Config.HeadDim/2
+	if n.lcos != nil && n.local(l) > 0 {
+		return n.lcos[:T*half], n.lsin[:T*half]
+	}
+	return n.cos[:T*half], n.sin[:T*half]
+}
+
+// scaleVec sets x *= s.
+func scaleVec(x []float32, s float32) {
+	for i := range x {
+		x[i] *= s
+	}
 }
 
 func (n *Net) layerGates(l int) []float32 {
@@ -274,33 +355,50 @@ func (n *Net) Backward() {
 		n.layerForward(l, x, nil)
 		xb, q, k, v := n.xb[:T*H], n.q[:T*qd], n.k[:T*kvd], n.v[:T*kvd]
 		h, xb2, gate, up, act := n.h[:T*H], n.xb2[:T*H], n.gate[:T*F], n.up[:T*F], n.act[:T*F]
-		cos, sin := n.cos[:T*c.HeadDim/2], n.sin[:T*c.HeadDim/2]
+		cos, sin := n.rope(l)
 		dh, dxb, dact, dgate, dup := n.dh[:T*H], n.dxb[:T*H], n.dact[:T*F], n.dgate[:T*F], n.dup[:T*F]
 		datt, dq, dk, dv := n.datt[:T*qd], n.dq[:T*qd], n.dk[:T*kvd], n.dv[:T*kvd]
 
-		// MLP, in reverse: out = h + Down·act, act = silu(gate) ⊙ up, gate|up = W·norm(h)
+		// MLP, in reverse: out = h + [norm](Down·act), act = act(gate) ⊙ up, gate|up = W·norm(h)
 		copy(dh, dres)
 		clear(dact)
-		n.linearBackward(dact, dres, act, T, &L.Down, gradLin(G, func(p *LayerParams) *Linear { return &p.Down }), n.tmp, n.tmpW)
-		swigluBackward(dgate, dup, dact, gate, up)
+		ddown := dres
+		if c.Gemma {
+			linearForward(n.dnRaw[:T*H], act, T, &L.Down)
+			ddown = n.do[:T*H]
+			clear(ddown)
+			rmsNormBackward(ddown, gradVec(G, func(p *LayerParams) []float32 { return p.PostMLPNorm }), dres, n.dnRaw[:T*H], L.PostMLPNorm, c.NormEps, T)
+		}
+		n.linearBackward(dact, ddown, act, T, &L.Down, gradLin(G, func(p *LayerParams) *Linear { return &p.Down }), n.tmp, n.tmpW)
+		if c.Gemma {
+			gegluBackward(dgate, dup, dact, gate, up)
+		} else {
+			swigluBackward(dgate, dup, dact, gate, up)
+		}
 		clear(dxb)
 		n.linearBackward(dxb, dgate, xb2, T, &L.Gate, gradLin(G, func(p *LayerParams) *Linear { return &p.Gate }), n.tmp, n.tmpW)
 		n.linearBackward(dxb, dup, xb2, T, &L.Up, gradLin(G, func(p *LayerParams) *Linear { return &p.Up }), n.tmp, n.tmpW)
 		rmsNormBackward(dh, gradVec(G, func(p *LayerParams) []float32 { return p.MLPNorm }), dxb, h, L.MLPNorm, c.NormEps, T)
 
-		// attention, in reverse: h = x + O·att
+		// attention, in reverse: h = x + [norm](O·att)
 		clear(datt)
 		att := n.afull[:T*qd]
-		if n.gates != nil {
+		if n.gated(l) {
 			att = n.att[:T*qd]
 		}
-		n.linearBackward(datt, dh, att, T, &L.O, gradLin(G, func(p *LayerParams) *Linear { return &p.O }), n.tmp, n.tmpW)
+		dO := dh
+		if c.Gemma {
+			dO = n.do[:T*H]
+			clear(dO)
+			rmsNormBackward(dO, gradVec(G, func(p *LayerParams) []float32 { return p.PostAttnNorm }), dh, n.oRaw[:T*H], L.PostAttnNorm, c.NormEps, T)
+		}
+		n.linearBackward(datt, dO, att, T, &L.O, gradLin(G, func(p *LayerParams) *Linear { return &p.O }), n.tmp, n.tmpW)
 		clear(dq)
 		clear(dk)
 		clear(dv)
 		t0 := time.Now()
-		if n.gates == nil {
-			n.attn.backward(n.full, dq, dk, dv, datt, n.afull, n.lseFull, n.delta, q, k, v, T)
+		if !n.gated(l) {
+			n.attn.backward(n.band(l), dq, dk, dv, datt, n.afull, n.lseFull, n.delta, q, k, v, T)
 		} else {
 			dfull, dstream := n.dfull[:T*qd], n.dstream[:T*qd]
 			n.mixBackward(l, dfull, dstream, datt)
@@ -310,6 +408,14 @@ func (n *Net) Backward() {
 		n.Timing.Attention += time.Since(t0)
 		tensor.RotateHalf(dq, T, c.Heads, cos, sin, true)
 		tensor.RotateHalf(dk, T, c.KVHeads, cos, sin, true)
+		if c.QKNorm {
+			dqr, dkr := n.dqRaw[:T*qd], n.dkRaw[:T*kvd]
+			clear(dqr)
+			clear(dkr)
+			rmsNormBackward(dqr, gradVec(G, func(p *LayerParams) []float32 { return p.QNorm }), dq, n.qRaw[:T*qd], L.QNorm, c.NormEps, T*c.Heads)
+			rmsNormBackward(dkr, gradVec(G, func(p *LayerParams) []float32 { return p.KNorm }), dk, n.kRaw[:T*kvd], L.KNorm, c.NormEps, T*c.KVHeads)
+			dq, dk = dqr, dkr
+		}
 		clear(dxb)
 		n.linearBackward(dxb, dq, xb, T, &L.Q, gradLin(G, func(p *LayerParams) *Linear { return &p.Q }), n.tmp, n.tmpW)
 		n.linearBackward(dxb, dk, xb, T, &L.K, gradLin(G, func(p *LayerParams) *Linear { return &p.K }), n.tmp, n.tmpW)
@@ -319,6 +425,9 @@ func (n *Net) Backward() {
 	}
 	copy(n.InputGrad[:T*H], dres)
 	if g != nil {
+		if c.EmbedScale != 0 {
+			scaleVec(dres, c.EmbedScale) // the lookup's rows were scaled
+		}
 		embedBackward(g.Embed, dres, n.ids, H)
 	}
 }

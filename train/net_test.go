@@ -127,6 +127,11 @@ func checkAgainstAutograd(t *testing.T, dir, refPath string) {
 	logits := make([]float32, T*c.Vocab)
 	head := mat(net.Params.Head, c.Vocab, c.Hidden)
 	tensor.MatMulT(logits, net.Hidden(), T, &head)
+	if cp := float64(c.FinalSoftCap); cp != 0 {
+		for i, z := range logits {
+			logits[i] = float32(cp * math.Tanh(float64(z)/cp))
+		}
+	}
 	rl := 0.0 // the built-in model's reference leaves its logits to TestBuiltinModel (8 MB)
 	if ref.has("full_logits") {
 		rl = closeTo(t, "full-attention logits", logits, ref.floats(t, "full_logits"), 1e-4)
@@ -147,8 +152,25 @@ func checkAgainstAutograd(t *testing.T, dir, refPath string) {
 	if math.Abs(loss-want) > 1e-5*want {
 		t.Errorf("cross-entropy %.7f, autograd %.7f", loss, want)
 	}
+	// The reference's inputs are the embedding module's output: Gemma 3's is scaled
+	// (the Net's InputGrad is its gradient), Gemma 2's is not (the model scales it
+	// afterwards, so its gradient is InputGrad times the scale).
+	embScale, inScale := float32(1), float32(1)
+	if c.EmbedScale != 0 {
+		embScale = c.EmbedScale
+		if ref.f.Metadata["inputs_scaled"] == "0" {
+			inScale = c.EmbedScale
+		}
+	}
+	inputGrad := func() []float32 {
+		g := append([]float32(nil), net.InputGrad[:T*c.Hidden]...)
+		for i := range g {
+			g[i] *= inScale
+		}
+		return g
+	}
 	rg := closeTo(t, "dCE/dgates", net.GateGrad, ref.floats(t, "ce_gates"), 1e-3)
-	ri := closeTo(t, "dCE/dinputs", net.InputGrad, ref.floats(t, "ce_inputs"), 1e-3)
+	ri := closeTo(t, "dCE/dinputs", inputGrad(), ref.floats(t, "ce_inputs"), 1e-3)
 	rw := 0.0
 	if weights {
 		net.Grad.Each(func(name string, g []float32) {
@@ -159,11 +181,12 @@ func checkAgainstAutograd(t *testing.T, dir, refPath string) {
 			if name == "model.embed_tokens.weight" {
 				// The reference's embeddings enter as a leaf, so its gradient of the tied
 				// matrix is the LM head's alone: add the lookup's share, dCE/dinputs
-				// scattered to each token's row.
+				// scattered to each token's row (times Gemma's embedding scale where the
+				// reference's inputs are already scaled).
 				want = append([]float32(nil), want...)
 				in, H := ref.floats(t, "ce_inputs"), c.Hidden
 				for i, id := range ref.ids {
-					tensor.Axpy(1, in[i*H:(i+1)*H], want[id*H:(id+1)*H])
+					tensor.Axpy(embScale/inScale, in[i*H:(i+1)*H], want[id*H:(id+1)*H])
 				}
 			}
 			rw = max(rw, closeTo(t, "dCE/d"+name, g, want, 1e-3))
@@ -185,7 +208,7 @@ func checkAgainstAutograd(t *testing.T, dir, refPath string) {
 		t.Errorf("hidden MSE %.7g, autograd %.7g", mse, want)
 	}
 	rmg := closeTo(t, "dMSE/dgates", net.GateGrad, ref.floats(t, "mse_gates"), 2e-3)
-	rmi := closeTo(t, "dMSE/dinputs", net.InputGrad, ref.floats(t, "mse_inputs"), 2e-3)
+	rmi := closeTo(t, "dMSE/dinputs", inputGrad(), ref.floats(t, "mse_inputs"), 2e-3)
 	t.Logf("%s (T=%d, sink %d, window %d): relative max |diff|: logits %.2g; CE %.7f: gates %.2g, inputs %.2g, weights %.2g; MSE %.4g: gates %.2g, inputs %.2g",
 		filepath.Base(dir), T, ref.sink, ref.window, rl, loss, rg, ri, rw, mse, rmg, rmi)
 }
@@ -199,6 +222,24 @@ func TestAgainstAutograd(t *testing.T) {
 			ref := filepath.Join(dir, "grad_reference.safetensors")
 			if _, err := os.Stat(ref); err != nil {
 				t.Skipf("%s not made yet: run tools/oracle/grad_reference.py %s %s T 4 32 on the reference machine", ref, dir, ref)
+			}
+			checkAgainstAutograd(t, dir, ref)
+		})
+	}
+}
+
+// archOracles are issue 21's checkpoints with gradient references (local layers in
+// qwen3-window, gemma2 and gemma3; soft caps in gemma2); they skip until the reference
+// machine has made them.
+var archOracles = []string{"qwen3", "qwen3-window", "gemma2", "gemma3"}
+
+func TestArchAgainstAutograd(t *testing.T) {
+	for _, name := range archOracles {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join("..", "testdata", "models", name)
+			ref := filepath.Join(dir, "grad_reference.safetensors")
+			if _, err := os.Stat(ref); err != nil {
+				t.Skipf("%s not made yet: run tools/oracle/grad_reference.py %s %s 96 4 32 --weights on the reference machine", ref, dir, ref)
 			}
 			checkAgainstAutograd(t, dir, ref)
 		})

@@ -3,6 +3,7 @@ package train
 import (
 	"math"
 
+	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tensor"
 )
 
@@ -137,4 +138,28 @@ func sigmoid32(x float32) float32 {
 	}
 	e := float32(math.Exp(float64(x)))
 	return e / (1 + e)
+}
+
+// gegluForward sets act = gelu_tanh(gate) ⊙ up (Gemma), keeping gate and up.
+func gegluForward(act, gate, up []float32) {
+	tensor.Parallel(len(act)/1024+1, func(lo, hi int) {
+		for i := lo * 1024; i < min(hi*1024, len(act)); i++ {
+			act[i] = model.GELUTanh(gate[i]) * up[i]
+		}
+	})
+}
+
+// gegluBackward sets dgate and dup from dact: with u = c·(g + 0.044715·g³), c = √(2/π),
+// gelu(g) = ½·g·(1 + tanh u) and gelu'(g) = ½·(1 + tanh u) + ½·g·(1 − tanh²u)·c·(1 + 3·0.044715·g²).
+func gegluBackward(dgate, dup, dact, gate, up []float32) {
+	c := math.Sqrt(2 / math.Pi)
+	tensor.Parallel(len(dact)/1024+1, func(lo, hi int) {
+		for i := lo * 1024; i < min(hi*1024, len(dact)); i++ {
+			g := float64(gate[i])
+			th := math.Tanh(c * (g + 0.044715*g*g*g))
+			dgelu := 0.5*(1+th) + 0.5*g*(1-th*th)*c*(1+3*0.044715*g*g)
+			dup[i] = dact[i] * model.GELUTanh(gate[i])
+			dgate[i] = float32(float64(dact[i]) * float64(up[i]) * dgelu)
+		}
+	})
 }

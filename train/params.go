@@ -3,6 +3,7 @@ package train
 import (
 	"bufio"
 	"strconv"
+	"strings"
 
 	"github.com/kvfoot/kvfoot/format/safetensors"
 	"github.com/kvfoot/kvfoot/model"
@@ -23,6 +24,8 @@ type LayerParams struct {
 	AttnNorm, MLPNorm []float32
 	Q, K, V, O        Linear
 	Gate, Up, Down    Linear
+	// per-head q/k norms (Qwen3, Gemma 3) and Gemma's output norms; nil when absent
+	QNorm, KNorm, PostAttnNorm, PostMLPNorm []float32
 }
 
 // Params are a model's parameters in float32, laid out as Hugging Face stores them, or
@@ -32,6 +35,8 @@ type Params struct {
 	Layers []LayerParams
 	Norm   []float32
 	Head   []float32 // [vocab, hidden]; the same slice as Embed when tied
+	// Gemma: norms scale by 1 + w; they are held as 1 + w (model's convention) and saved as w
+	gemma bool
 }
 
 // widen returns w's values as float32 (a copy, so the model's storage is never written).
@@ -48,7 +53,7 @@ func clone(v []float32) []float32 { return append([]float32(nil), v...) }
 // paramsOf copies m's weights into float32 Params.
 func paramsOf(m *model.Model) *Params {
 	lin := func(l model.Linear) Linear { return Linear{widen(l.W), clone(l.Bias), l.W.Rows, l.W.Cols} }
-	p := &Params{Embed: widen(m.Embed), Norm: clone(m.Norm)}
+	p := &Params{Embed: widen(m.Embed), Norm: clone(m.Norm), gemma: m.Config.Gemma}
 	p.Head = p.Embed
 	if !m.Config.TieEmbeddings {
 		p.Head = widen(m.Head)
@@ -60,6 +65,7 @@ func paramsOf(m *model.Model) *Params {
 			AttnNorm: clone(L.AttnNorm), MLPNorm: clone(L.MLPNorm),
 			Q: lin(L.Q), K: lin(L.K), V: lin(L.V), O: lin(L.O),
 			Gate: lin(L.Gate), Up: lin(L.Up), Down: lin(L.Down),
+			QNorm: clone(L.QNorm), KNorm: clone(L.KNorm), PostAttnNorm: clone(L.PostAttnNorm), PostMLPNorm: clone(L.PostMLPNorm),
 		}
 	}
 	return p
@@ -74,7 +80,7 @@ func zerosLike(p *Params) *Params {
 		return make([]float32, len(v))
 	}
 	lin := func(l Linear) Linear { return Linear{z(l.W), z(l.B), l.Out, l.In} }
-	g := &Params{Embed: z(p.Embed), Norm: z(p.Norm)}
+	g := &Params{Embed: z(p.Embed), Norm: z(p.Norm), gemma: p.gemma}
 	g.Head = g.Embed
 	if &p.Head[0] != &p.Embed[0] {
 		g.Head = z(p.Head)
@@ -85,6 +91,7 @@ func zerosLike(p *Params) *Params {
 			AttnNorm: z(L.AttnNorm), MLPNorm: z(L.MLPNorm),
 			Q: lin(L.Q), K: lin(L.K), V: lin(L.V), O: lin(L.O),
 			Gate: lin(L.Gate), Up: lin(L.Up), Down: lin(L.Down),
+			QNorm: z(L.QNorm), KNorm: z(L.KNorm), PostAttnNorm: z(L.PostAttnNorm), PostMLPNorm: z(L.PostMLPNorm),
 		}
 	}
 	return g
@@ -116,8 +123,27 @@ func (p *Params) EachShaped(fn func(name string, shape []int, v []float32)) {
 				fn(pre+s.name+".bias", []int{s.l.Out}, s.l.B)
 			}
 		}
-		fn(pre+"input_layernorm.weight", []int{h}, L.AttnNorm)
-		fn(pre+"post_attention_layernorm.weight", []int{h}, L.MLPNorm)
+		norms := []struct {
+			name string
+			v    []float32
+		}{{"input_layernorm", L.AttnNorm}, {"post_attention_layernorm", L.MLPNorm}}
+		if p.gemma {
+			norms = norms[:1]
+			norms = append(norms, []struct {
+				name string
+				v    []float32
+			}{{"post_attention_layernorm", L.PostAttnNorm}, {"pre_feedforward_layernorm", L.MLPNorm},
+				{"post_feedforward_layernorm", L.PostMLPNorm}}...)
+		}
+		norms = append(norms, []struct {
+			name string
+			v    []float32
+		}{{"self_attn.q_norm", L.QNorm}, {"self_attn.k_norm", L.KNorm}}...)
+		for _, nm := range norms {
+			if nm.v != nil {
+				fn(pre+nm.name+".weight", []int{len(nm.v)}, nm.v)
+			}
+		}
 	}
 	fn("model.norm.weight", []int{h}, p.Norm)
 	if &p.Head[0] != &p.Embed[0] {
@@ -132,6 +158,13 @@ func (p *Params) Zero() { p.Each(func(_ string, v []float32) { clear(v) }) }
 func (p *Params) Save(path string) error {
 	var ts []safetensors.Tensor
 	p.EachShaped(func(name string, shape []int, v []float32) {
+		if p.gemma && strings.Contains(name, "norm") {
+			w := make([]float32, len(v))
+			for i, x := range v {
+				w[i] = x - 1 // held as 1 + w
+			}
+			v = w
+		}
 		ts = append(ts, safetensors.FromFloat32s(name, shape, v))
 	})
 	return writeAtomic(path, func(w *bufio.Writer) error { return safetensors.Write(w, ts, map[string]string{"format": "pt"}) })

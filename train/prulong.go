@@ -42,6 +42,10 @@ type pruLong struct {
 	mW, vW         [][]float32 // per weight slice (TrainWeights)
 	weights        []vec       // the weights, named
 	decay          []bool      // weight decay applies (not norms, not biases)
+	// global is, per (layer, KV head), whether its layer is global: a local layer's heads
+	// have no full cache to give up, so their gates stay 1 and the sparsity counts the others
+	global  []bool
+	nGlobal int
 	// one step's buffers
 	z, dz, gA []float64
 	zs        []float32
@@ -71,6 +75,13 @@ func PruLong(n *Net, c *PruLongConfig, docs []Doc) (Result, error) {
 		mA: make([]float64, N), vA: make([]float64, N), mL: make([]float64, 2), vL: make([]float64, 2),
 		z: make([]float64, N), dz: make([]float64, N), gA: make([]float64, N), zs: make([]float32, N),
 		targets: make([]int, c.SeqLen)}
+	p.global = make([]bool, N)
+	for i := range p.global {
+		p.global[i] = n.local(i/n.Config.KVHeads) == 0
+		if p.global[i] {
+			p.nGlobal++
+		}
+	}
 	r := rand.New(rand.NewPCG(c.Seed, 0x6c6f67616c706861))
 	for i := range p.logAlpha {
 		p.logAlpha[i] = pruLongInitMean + pruLongInitStd*r.NormFloat64()
@@ -115,7 +126,7 @@ func (p *pruLong) targetSparsity(step int) float64 {
 
 func (p *pruLong) step(step int, batch []Doc) (Status, error) {
 	n, c := p.net, p.cfg
-	N, B := len(p.logAlpha), float64(len(batch))
+	N, B := p.nGlobal, float64(len(batch))
 	t := p.targetSparsity(step)
 	l1, l2 := p.lambda[0], p.lambda[1]
 	clear(p.gA)
@@ -130,8 +141,13 @@ func (p *pruLong) step(step int, batch []Doc) (Status, error) {
 		var sum float64
 		for i, a := range p.logAlpha {
 			p.z[i], p.dz[i] = hardConcrete(a, r.Float64())
+			if !p.global[i] {
+				p.z[i], p.dz[i] = 1, 0 // fixed (the Net gates no local layer anyway)
+			}
 			p.zs[i] = float32(p.z[i])
-			sum += p.z[i]
+			if p.global[i] {
+				sum += p.z[i]
+			}
 		}
 		for i := range p.targets {
 			p.targets[i] = -1
@@ -230,7 +246,7 @@ func (p *pruLong) masks() [][]float64 {
 }
 
 func (p *pruLong) finish(dir string, st Status) error {
-	if err := WriteMaskFiles(dir, "masks_soft.tsv", p.masks()); err != nil {
+	if err := WriteMaskFiles(dir, "masks_soft.tsv", p.masks(), localLayers(&p.net.Config)); err != nil {
 		return err
 	}
 	kv := p.net.Config.KVHeads

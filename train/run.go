@@ -74,6 +74,8 @@ func (c *RunConfig) check(m *model.Config) error {
 		return fmt.Errorf("sink %d, window %d: need sink ≥ 0 and window ≥ 1", c.Sink, c.Window)
 	case c.Out == "":
 		return fmt.Errorf("an output folder is required")
+	case m.LocalLayers() == m.Layers:
+		return fmt.Errorf("every layer of this %s is local (sliding window %d): no head has a full cache to give up, so there are no masks to learn", m.Arch, m.Window[0])
 	}
 	return nil // the folder is made when the run starts (claimOut): a refused run leaves none
 }

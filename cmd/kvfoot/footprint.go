@@ -21,6 +21,11 @@ type footprintOutput struct {
 	Variant     string           `json:"variant"`
 	Model       string           `json:"model,omitempty"`
 	Bytes       *footprint.Bytes `json:"bytes,omitempty"`
+	// With a --model that has local (sliding-window) layers: how many, and the method's
+	// footprint and peak on global layers alone (Result is then the model's).
+	LocalLayers  int               `json:"local_layers,omitempty"`
+	Layers       int               `json:"layers,omitempty"`
+	GlobalResult *footprint.Result `json:"global,omitempty"`
 }
 
 func runFootprint(args []string) error {
@@ -42,7 +47,7 @@ func runFootprint(args []string) error {
 	locret := fs.Bool("locret", false, "Locret's variant: chunks over P−local-len, then one chunk of local-len; stabilizers replace kv-window")
 	localLen := fs.Int("local-len", 100, "Locret: length of the last pre-fill chunk")
 	stabilizers := fs.Int("stabilizers", 2500, "Locret: tokens kept per chunk on top of round((1−s)·chunk)")
-	dir := fs.String("model", "", "model folder: add bytes (peak and mean) for its config")
+	dir := fs.String("model", "", "model folder: add bytes (peak and mean) for its config; its own sliding-window layers count as what they see")
 	dtype := fs.String("dtype", "bfloat16", "with --model: KV element type (float32, bfloat16, float16)")
 	format := fs.String("format", "text", "output: text or json")
 	if err := parseFlags(fs, args); err != nil {
@@ -115,6 +120,11 @@ func runFootprint(args []string) error {
 		if err != nil {
 			return fmt.Errorf("--model: %w", err)
 		}
+		if n := cfg.LocalLayers(); n > 0 {
+			g := out.Result
+			out.GlobalResult, out.LocalLayers, out.Layers = &g, n, cfg.Layers
+			out.Result = footprint.WithLocalLayers(g, p.Prompt+p.Response, cfg.Window)
+		}
 		per, err := footprint.BytesPerToken(cfg.Layers, cfg.KVHeads, cfg.HeadDim, *dtype)
 		if err != nil {
 			return fmt.Errorf("--dtype: %w", err)
@@ -127,6 +137,10 @@ func runFootprint(args []string) error {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "footprint %.6f\npeak      %.6f\n", out.Footprint, out.Peak)
+	if g := out.GlobalResult; g != nil {
+		fmt.Fprintf(&sb, "local layers %d of %d see only their window (native footprint below 1 under full attention); on global layers alone: footprint %.6f, peak %.6f\n",
+			out.LocalLayers, out.Layers, g.Footprint, g.Peak)
+	}
 	if b := out.Bytes; b != nil {
 		fmt.Fprintf(&sb, "bytes/token %d (%s)\npeak      %.3f GiB\nmean      %.3f GiB\n", b.PerToken, *dtype, b.PeakGiB, b.MeanGiB)
 	}

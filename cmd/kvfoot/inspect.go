@@ -30,7 +30,10 @@ type inspectOutput struct {
 	OBias            bool           `json:"o_bias"`
 	Rope             model.Rope     `json:"rope"`
 	MaxPositions     int            `json:"max_positions"`
-	SlidingWindow    int            `json:"sliding_window,omitempty"`
+	LocalLayers      []int          `json:"local_layers,omitempty"` // layers with a sliding window
+	Windows          []int          `json:"windows,omitempty"`      // each local layer's window
+	LocalRope        *model.Rope    `json:"local_rope,omitempty"`   // local layers' RoPE when it differs
+	KVBytesPerLayer  int            `json:"kv_bytes_per_token_per_layer"`
 	WeightBytes      map[string]int `json:"weight_bytes_by_dtype"`
 	Files            int            `json:"files"`
 	KVBytesPerToken  int            `json:"kv_bytes_per_token"`
@@ -57,9 +60,18 @@ func runInspect(args []string) error {
 	o := inspectOutput{
 		Architecture: c.Arch, Params: c.Params(), Layers: c.Layers, Hidden: c.Hidden, Intermediate: c.Intermediate,
 		Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Vocab: c.Vocab, TiedEmbeddings: c.TieEmbeddings,
-		QKVBias: c.QKVBias, OBias: c.OBias, Rope: c.Rope, MaxPositions: c.MaxPositions, SlidingWindow: c.SlidingWindow,
+		QKVBias: c.QKVBias, OBias: c.OBias, Rope: c.Rope, MaxPositions: c.MaxPositions,
+		KVBytesPerLayer: 2 * c.KVHeads * c.HeadDim * 4,
 		KVBytesPerToken: c.KVBytesPerToken(), KVBytesPerTokenB: c.KVBytesPerToken() / 2,
 		WeightBytes: map[string]int{},
+	}
+	for l, win := range c.Window {
+		if win > 0 {
+			o.LocalLayers, o.Windows = append(o.LocalLayers, l), append(o.Windows, win)
+		}
+	}
+	if c.LocalRope.Theta != 0 && len(o.LocalLayers) > 0 {
+		o.LocalRope = &c.LocalRope
 	}
 	ckpt, err := safetensors.OpenCheckpoint(*dir)
 	if err != nil {
@@ -96,9 +108,14 @@ func runInspect(args []string) error {
 	}
 	row("rope", rope)
 	row("max positions", o.MaxPositions)
-	if o.SlidingWindow > 0 {
-		row("sliding window", fmt.Sprintf("%d (not applied: the cache policy decides what is kept)", o.SlidingWindow))
+	if n := len(o.LocalLayers); n > 0 {
+		row("layers local / global", fmt.Sprintf("%d / %d (local %v, windows %v)", n, o.Layers-n, o.LocalLayers, o.Windows))
+		row("KV bytes per token, local layer", fmt.Sprintf("%d (float32) while within its window, 0 after", o.KVBytesPerLayer))
+		if o.LocalRope != nil {
+			row("local rope", fmt.Sprintf("%s, theta %g", o.LocalRope.Type, o.LocalRope.Theta))
+		}
 	}
+	row("KV bytes per token per layer", fmt.Sprintf("%d (float32), %d (bf16)", o.KVBytesPerLayer, o.KVBytesPerLayer/2))
 	dtypes := make([]string, 0, len(o.WeightBytes))
 	for d := range o.WeightBytes {
 		dtypes = append(dtypes, d)

@@ -4,14 +4,20 @@ Run where torch and transformers are installed:
 
     python3 grad_reference.py MODEL_DIR OUT.safetensors SEQ_LEN SINK WINDOW [--weights]
 
-The model runs in float64 through transformers' own Llama/Qwen2/Mistral modules, with
-the eager attention function replaced by PruLong's gated attention: per KV head g,
-out = z_g * full + (1 - z_g) * streaming, both exact, streaming seeing the first SINK
-positions and the WINDOW most recent ones (itself included). OUT holds:
+The model runs in float64 through transformers' own Llama/Qwen2/Mistral/Qwen3/Gemma 3
+modules, with the eager attention function replaced by PruLong's gated attention: per KV
+head g, out = z_g * full + (1 - z_g) * streaming, both exact, streaming seeing the first
+SINK positions and the WINDOW most recent ones (itself included). A layer with its own
+sliding window (the sliding_window the model passes, or module.sliding_window: Gemma's
+local layers, Mistral's and Qwen's with a sliding_window) is not gated: it attends within its window, as the model does, and
+its gates get no gradient. Gemma 2's attention soft cap applies to the scaled scores
+before the mask, as its eager attention does. OUT holds:
 
   input_ids [T] (int64, seeded), gates [layers, kv_heads] (uniform, seeded),
   ce_loss [1]      mean next-token cross-entropy over positions 0..T-2,
-  ce_gates [L, KV] dLoss/dgates, ce_inputs [T, hidden] dLoss/d(input embeddings),
+  ce_gates [L, KV] dLoss/dgates, ce_inputs [T, hidden] dLoss/d(input embeddings: the
+                   embedding module's output, which Gemma 3 scales and Gemma 2 does not;
+                   metadata inputs_scaled says which),
   ce.<param name>  dLoss/dparam for every parameter that gets one (with --weights;
                    not an untied embedding: the embeddings enter as a leaf),
   mse_rows [R]     the rows of the DuoAttention loss,
@@ -31,13 +37,20 @@ from safetensors.torch import save_file
 STATE = {"gates": None, "sink": 0, "window": 1}
 
 
-def gated_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+def gated_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     # query [B, H, T, d]; key, value [B, KV, T, d]
-    _, H, n, _ = query.shape
+    _, H, n, d = query.shape
+    if scaling is None:
+        scaling = d ** -0.5
     rep = H // key.shape[1]
     k = key.repeat_interleave(rep, dim=1)  # HF's repeat_kv layout: query head h reads KV head h // rep
     v = value.repeat_interleave(rep, dim=1)
     s = torch.matmul(query, k.transpose(2, 3)) * scaling
+    softcap = kwargs.get("softcap")
+    if softcap is None:
+        softcap = getattr(module, "attn_logit_softcapping", None)
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
     i = torch.arange(n, device=query.device)[:, None]
     j = torch.arange(n, device=query.device)[None, :]
     causal = j <= i
@@ -46,8 +59,17 @@ def gated_attention(module, query, key, value, attention_mask, scaling, dropout=
         p = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1)
         return torch.matmul(p, v)
 
+    local = kwargs.get("sliding_window")
+    if local is None:
+        local = getattr(module, "sliding_window", None)
+    if local is not None:
+        causal = causal & (i - j < local)  # transformers' sliding_window_overlay
+    if torch.is_tensor(attention_mask) and attention_mask.dim() == 4:
+        m = attention_mask[0, 0, :n, -n:]
+        allowed = m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2
+        assert torch.equal(allowed, causal), f"layer {module.layer_idx}: the model's mask differs from the rebuilt one"
     out = attend(causal)
-    if STATE["gates"] is not None:
+    if STATE["gates"] is not None and local is None:
         stream = causal & ((j < STATE["sink"]) | (i - j < STATE["window"]))
         z = STATE["gates"][module.layer_idx].repeat_interleave(rep).view(1, H, 1, 1)
         out = z * out + (1 - z) * attend(stream)
@@ -56,7 +78,7 @@ def gated_attention(module, query, key, value, attention_mask, scaling, dropout=
 
 def patch():
     import importlib
-    for name in ["llama", "qwen2", "mistral"]:
+    for name in ["llama", "qwen2", "mistral", "qwen3", "gemma2", "gemma3"]:
         mod = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
         mod.eager_attention_forward = gated_attention
 
@@ -88,6 +110,9 @@ def main():
         print(f"{model_dir}: gated function with full attention vs stock model: max |logit diff| {diff:.3g}")
         assert diff < 1e-4, diff
         emb0 = model.get_input_embeddings()(ids)
+        # Gemma 3 scales the embeddings in its embedding module (the inputs below are
+        # scaled), Gemma 2 in the model's forward (they are not): the test needs to know
+        inputs_scaled = not torch.equal(emb0[0], model.get_input_embeddings().weight[ids[0]])
         teacher = model.model(inputs_embeds=emb0).last_hidden_state[0]
     res["full_logits"] = full_logits.float().contiguous()
 
@@ -123,7 +148,8 @@ def main():
     res["mse_gates"] = z.grad.float().contiguous()
     res["mse_inputs"] = emb.grad[0].float().contiguous()
 
-    save_file(res, out, metadata={"oracle": "grad-1", "sink": str(sink), "window": str(window)})
+    save_file(res, out, metadata={"oracle": "grad-1", "sink": str(sink), "window": str(window),
+                                  "inputs_scaled": str(int(inputs_scaled))})
     print(f"{model_dir}: ce {res['ce_loss'].item():.6f} mse {res['mse_loss'].item():.6g} -> {out}")
 
 
