@@ -172,8 +172,13 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 		}
 	}
 	if f.Has(arch + ".attention.sliding_window") {
-		if err := num("attention.sliding_window", &c.SlidingWindow, 1<<30, true); err != nil {
+		var w int
+		if err := num("attention.sliding_window", &w, 1<<30, true); err != nil {
 			return Config{}, err
+		}
+		c.Window = make([]int, c.Layers) // every layer local, as Mistral's config means it
+		for l := range c.Window {
+			c.Window[l] = w
 		}
 	}
 	return c, nil

@@ -413,7 +413,6 @@ func TestGGUFFromHF(t *testing.T) {
 			want.Rope, got.Rope = model.Rope{}, model.Rope{}
 			want.WeightsDtypeHint, got.WeightsDtypeHint = "", ""
 			want.EOS, got.EOS = nil, nil
-			want.SlidingWindow = 0
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("config\n got %+v\nwant %+v", got, want)
 			}
