@@ -177,7 +177,7 @@ func writeRandomLlama(t *testing.T, dir, fam string, vocab int) {
  "max_position_embeddings": 2048, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": false}`, hidden, inter, heads, kvHeads, layers, vocab)
 	tokDir := filepath.Join("..", "..", "testdata", "tokenizers", fam)
 	for name, data := range map[string][]byte{"model.safetensors": buf.Bytes(), "config.json": []byte(cfg),
-		"tokenizer.json.gz": must(os.ReadFile(filepath.Join(tokDir, "tokenizer.json.gz"))),
+		"tokenizer.json.gz":     must(os.ReadFile(filepath.Join(tokDir, "tokenizer.json.gz"))),
 		"tokenizer_config.json": must(os.ReadFile(filepath.Join(tokDir, "tokenizer_config.json")))} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			t.Fatal(err)
