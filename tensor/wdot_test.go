@@ -7,8 +7,17 @@ import (
 	"testing"
 )
 
+// namedDot is a vector kernel of a format, tested beside the format's Dot.
+type namedDot struct {
+	name string
+	dot  func([]byte, []float32) float32
+}
+
+// extraDots are the vector kernels this CPU can run, by format name (wdot_amd64_test.go).
+var extraDots = map[string][]namedDot{}
+
 // TestBlockDotRandomBytes checks each format's Dot (the vector kernel where init
-// installed one) and its portable twin against the float64 sum of Dequant's values
+// installed one), every other vector kernel the CPU runs, and the portable twin against the float64 sum of Dequant's values
 // times x, on blocks of random bytes: every code, scale and min bit pattern, not only
 // those the quantizers write, with the half-precision scales finite. Rows of 1 to 5
 // blocks, so that the kernels' loops run once and more.
@@ -46,9 +55,9 @@ func TestBlockDotRandomBytes(t *testing.T) {
 					want += float64(w[i]) * float64(x[i])
 					mag += math.Abs(float64(w[i]) * float64(x[i]))
 				}
-				for name, dot := range map[string]func([]byte, []float32) float32{"Dot": f.Dot, "portable": c.portable} {
-					if got := dot(row, x); math.Abs(float64(got)-want) > 1e-5*mag {
-						t.Fatalf("%s %s, %d blocks, trial %d: %g, float64 sum %g (magnitude %g)", f.Name, name, nb, trial, got, want, mag)
+				for _, k := range append([]namedDot{{"Dot", f.Dot}, {"portable", c.portable}}, extraDots[f.Name]...) {
+					if got := k.dot(row, x); math.Abs(float64(got)-want) > 1e-5*mag {
+						t.Fatalf("%s %s, %d blocks, trial %d: %g, float64 sum %g (magnitude %g)", f.Name, k.name, nb, trial, got, want, mag)
 					}
 				}
 			}
