@@ -73,7 +73,7 @@ func TestBlockMatMul(t *testing.T) {
 		for _, th := range []int{1, 3} {
 			SetThreads(th)
 			for _, m := range []int{1, 3, 17, 40} {
-				for _, rows := range []int{5, 70} {
+				for _, rows := range []int{5, 70, 530} {
 					const k = 256
 					w := makeMat(format, rows, k)
 					f := Mat{Rows: 7, Cols: k, F32: make([]float32, 7*k)}
