@@ -64,3 +64,56 @@ func TestBlockDotRandomBytes(t *testing.T) {
 		}
 	}
 }
+
+// namedDequant is a vector row-dequantization kernel of a format.
+type namedDequant struct {
+	name    string
+	dequant func([]float32, []byte)
+}
+
+// extraDequants are the vector dequantization kernels this CPU can run, by format
+// name (wdot_amd64_test.go).
+var extraDequants = map[string][]namedDequant{}
+
+// TestBlockDequantRandomBytes checks each vector dequantization kernel against the
+// portable one on random-byte blocks (finite half-precision scales), 1 to 5 blocks:
+// equal up to the rounding a fused multiply-subtract saves.
+func TestBlockDequantRandomBytes(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, c := range []struct {
+		f        *BlockFormat
+		portable func([]float32, []byte)
+		halves   []int
+	}{
+		{&BlockQ4_K, DequantQ4_K, []int{0, 2}},
+		{&BlockQ6_K, DequantQ6_K, []int{208}},
+	} {
+		f := c.f
+		for nb := 1; nb <= 5; nb++ {
+			row := make([]byte, nb*f.Bytes)
+			for i := range row {
+				row[i] = byte(r.Uint32())
+			}
+			for b := range nb {
+				for _, o := range c.halves {
+					binary.LittleEndian.PutUint16(row[b*f.Bytes+o:], FloatToF16(float32(r.NormFloat64()/64)))
+				}
+			}
+			want := make([]float32, nb*f.Values)
+			c.portable(want, row)
+			var big float64
+			for _, v := range want {
+				big = max(big, math.Abs(float64(v)))
+			}
+			for _, k := range append([]namedDequant{{"Dequant", f.Dequant}}, extraDequants[f.Name]...) {
+				got := make([]float32, len(want))
+				k.dequant(got, row)
+				for i := range want {
+					if math.Abs(float64(got[i])-float64(want[i])) > 1e-6*big {
+						t.Fatalf("%s %s, %d blocks: value %d is %g, portable %g", f.Name, k.name, nb, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}

@@ -10,10 +10,14 @@ func dotQ4_KAVX2(row *byte, x *float32, nb int) float32
 //go:noescape
 func dotQ4_KAVX512(row *byte, x *float32, nb int) float32
 
+//go:noescape
+func dequantQ4_KAVX512(dst *float32, src *byte, nb int)
+
 func init() {
 	switch {
 	case cpu.X86.HasAVX512F && cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C:
 		BlockQ4_K.Dot = dotQ4_KFast512
+		BlockQ4_K.Dequant = dequantQ4_KFast512
 	case cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C:
 		BlockQ4_K.Dot = dotQ4_KFast
 	}
@@ -35,4 +39,13 @@ func dotQ4_KFast512(row []byte, x []float32) float32 {
 		return 0
 	}
 	return dotQ4_KAVX512(&row[0], &x[0], nb)
+}
+
+// dequantQ4_KFast512 is DequantQ4_K in one AVX-512 kernel call.
+func dequantQ4_KFast512(dst []float32, src []byte) {
+	nb := checkBlocks("DequantQ4_K", len(dst), kBlock, 144, len(src))
+	if nb == 0 {
+		return
+	}
+	dequantQ4_KAVX512(&dst[0], &src[0], nb)
 }

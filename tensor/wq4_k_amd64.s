@@ -243,3 +243,112 @@ done512:
 	VZEROUPPER
 	MOVSS         X0, ret+24(FP)
 	RET
+
+// dequantQ4_KAVX512 is DequantQ4_K's rows with the kernel above, storing the values
+// w = d·sc·q − dmin·m instead of multiplying them with x (the pre-fill panels).
+#define Q4KWIDEN512(qoff, doff, NIB) \
+	VPMOVZXBD   qoff(SI), Z8; \
+	NIB; \
+	VCVTDQ2PS   Z8, Z8; \
+	VFMSUB213PS Z7, Z6, Z8; \
+	VMOVUPS     Z8, doff(DI)
+
+// func dequantQ4_KAVX512(dst *float32, src *byte, nb int)
+TEXT ·dequantQ4_KAVX512(SB), NOSPLIT, $64-24
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	MOVQ         nb+16(FP), CX
+	MOVL         $15, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, Z15
+	TESTQ        CX, CX
+	JZ           wdone
+
+wloop:
+	MOVWLZX      (SI), AX
+	VMOVD        AX, X2
+	VCVTPH2PS    X2, X2
+	VBROADCASTSS X2, Y2 // d
+	MOVWLZX      2(SI), AX
+	VMOVD        AX, X3
+	VCVTPH2PS    X3, X3
+	VBROADCASTSS X3, Y3 // dmin
+
+	// Scales of sub-blocks 0-3: low 6 bits of bytes 4-7; mins: of bytes 8-11.
+	// Sub-blocks 4-7: low nibbles of bytes 12-15 (mins: high nibbles) below the
+	// top 2 bits of bytes 4-7 (mins: of bytes 8-11).
+	MOVL  4(SI), AX
+	MOVL  8(SI), BX
+	MOVL  12(SI), DX
+	MOVL  AX, R8
+	ANDL  $0x3f3f3f3f, R8
+	MOVL  BX, R9
+	ANDL  $0x3f3f3f3f, R9
+	MOVL  DX, R10
+	ANDL  $0x0f0f0f0f, R10
+	SHRL  $6, AX
+	ANDL  $0x03030303, AX
+	SHLL  $4, AX
+	ORL   AX, R10
+	SHRL  $4, DX
+	ANDL  $0x0f0f0f0f, DX
+	SHRL  $6, BX
+	ANDL  $0x03030303, BX
+	SHLL  $4, BX
+	ORL   BX, DX
+	SHLQ  $32, R10
+	ORQ   R10, R8 // the 8 scales, a byte each
+	SHLQ  $32, DX
+	ORQ   DX, R9  // the 8 mins
+	VMOVQ R8, X4
+	VMOVQ R9, X5
+	VPMOVZXBD X4, Y4
+	VPMOVZXBD X5, Y5
+	VCVTDQ2PS Y4, Y4
+	VCVTDQ2PS Y5, Y5
+	VMULPS    Y2, Y4, Y4
+	VMULPS    Y3, Y5, Y5
+	VMOVUPS   Y4, 0(SP)
+	VMOVUPS   Y5, 32(SP)
+
+	VBROADCASTSS 0(SP), Z6
+	VBROADCASTSS 32(SP), Z7
+	Q4KWIDEN512(16, 0, LOW512)
+	Q4KWIDEN512(32, 64, LOW512)
+	VBROADCASTSS 4(SP), Z6
+	VBROADCASTSS 36(SP), Z7
+	Q4KWIDEN512(16, 128, HIGH512)
+	Q4KWIDEN512(32, 192, HIGH512)
+	VBROADCASTSS 8(SP), Z6
+	VBROADCASTSS 40(SP), Z7
+	Q4KWIDEN512(48, 256, LOW512)
+	Q4KWIDEN512(64, 320, LOW512)
+	VBROADCASTSS 12(SP), Z6
+	VBROADCASTSS 44(SP), Z7
+	Q4KWIDEN512(48, 384, HIGH512)
+	Q4KWIDEN512(64, 448, HIGH512)
+	VBROADCASTSS 16(SP), Z6
+	VBROADCASTSS 48(SP), Z7
+	Q4KWIDEN512(80, 512, LOW512)
+	Q4KWIDEN512(96, 576, LOW512)
+	VBROADCASTSS 20(SP), Z6
+	VBROADCASTSS 52(SP), Z7
+	Q4KWIDEN512(80, 640, HIGH512)
+	Q4KWIDEN512(96, 704, HIGH512)
+	VBROADCASTSS 24(SP), Z6
+	VBROADCASTSS 56(SP), Z7
+	Q4KWIDEN512(112, 768, LOW512)
+	Q4KWIDEN512(128, 832, LOW512)
+	VBROADCASTSS 28(SP), Z6
+	VBROADCASTSS 60(SP), Z7
+	Q4KWIDEN512(112, 896, HIGH512)
+	Q4KWIDEN512(128, 960, HIGH512)
+
+	ADDQ $144, SI
+	ADDQ $1024, DI
+	DECQ CX
+	JNZ  wloop
+
+wdone:
+	VZEROUPPER
+	RET

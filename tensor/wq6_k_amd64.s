@@ -228,3 +228,76 @@ done512:
 	VZEROUPPER
 	MOVSS         X0, ret+24(FP)
 	RET
+
+// dequantQ6_KAVX512 is DequantQ6_K's rows with the kernel above, storing the values
+// d·scale·(q − 32) instead of multiplying them with x (the pre-fill panels).
+#define Q6KWIDEN512(LO, HI, soff, doff) \
+	LO; \
+	HI; \
+	VPORD        Z9, Z8, Z8; \
+	VPSUBD       Z14, Z8, Z8; \
+	VCVTDQ2PS    Z8, Z8; \
+	VBROADCASTSS soff(SP), Z6; \
+	VMULPS       Z6, Z8, Z8; \
+	VMOVUPS      Z8, doff(DI)
+
+// func dequantQ6_KAVX512(dst *float32, src *byte, nb int)
+TEXT ·dequantQ6_KAVX512(SB), NOSPLIT, $64-24
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	MOVQ         nb+16(FP), CX
+	MOVL         $15, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, Z15
+	MOVL         $0x30, AX
+	VMOVD        AX, X13
+	VPBROADCASTD X13, Z13
+	MOVL         $32, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, Z14
+	TESTQ        CX, CX
+	JZ           wdone
+
+wloop:
+	MOVWLZX      208(SI), AX
+	VMOVD        AX, X5
+	VCVTPH2PS    X5, X5
+	VBROADCASTSS X5, Y5 // d
+	VPMOVSXBD    192(SI), Y2
+	VPMOVSXBD    200(SI), Y3
+	VCVTDQ2PS    Y2, Y2
+	VCVTDQ2PS    Y3, Y3
+	VMULPS       Y5, Y2, Y2
+	VMULPS       Y5, Y3, Y3
+	VMOVUPS      Y2, 0(SP)
+	VMOVUPS      Y3, 32(SP)
+
+	Q6KLOAD512(128, 0, 32)
+	Q6KWIDEN512(LO0Z, HI0Z, 0, 0)
+	Q6KWIDEN512(LO1Z, HI1Z, 8, 128)
+	Q6KWIDEN512(LO2Z, HI2Z, 16, 256)
+	Q6KWIDEN512(LO3Z, HI3Z, 24, 384)
+	Q6KLOAD512(144, 16, 48)
+	Q6KWIDEN512(LO0Z, HI0Z, 4, 64)
+	Q6KWIDEN512(LO1Z, HI1Z, 12, 192)
+	Q6KWIDEN512(LO2Z, HI2Z, 20, 320)
+	Q6KWIDEN512(LO3Z, HI3Z, 28, 448)
+	Q6KLOAD512(160, 64, 96)
+	Q6KWIDEN512(LO0Z, HI0Z, 32, 512)
+	Q6KWIDEN512(LO1Z, HI1Z, 40, 640)
+	Q6KWIDEN512(LO2Z, HI2Z, 48, 768)
+	Q6KWIDEN512(LO3Z, HI3Z, 56, 896)
+	Q6KLOAD512(176, 80, 112)
+	Q6KWIDEN512(LO0Z, HI0Z, 36, 576)
+	Q6KWIDEN512(LO1Z, HI1Z, 44, 704)
+	Q6KWIDEN512(LO2Z, HI2Z, 52, 832)
+	Q6KWIDEN512(LO3Z, HI3Z, 60, 960)
+
+	ADDQ $210, SI
+	ADDQ $1024, DI
+	DECQ CX
+	JNZ  wloop
+
+wdone:
+	VZEROUPPER
+	RET
