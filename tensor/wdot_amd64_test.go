@@ -16,6 +16,9 @@ func init() {
 		extraDots["Q6_K"] = append(extraDots["Q6_K"], namedDot{"AVX2", dotQ6_KFast})
 	}
 	if avx2 && cpu.X86.HasAVX512F {
+		extraDots["Q8_0"] = append(extraDots["Q8_0"], namedDot{"AVX-512", dotQ8_0Fast512})
+	}
+	if avx2 && cpu.X86.HasAVX512F {
 		extraDots["Q4_K"] = append(extraDots["Q4_K"], namedDot{"AVX-512", dotQ4_KFast512})
 		extraDots["Q5_K"] = append(extraDots["Q5_K"], namedDot{"AVX-512", dotQ5_KFast512})
 		extraDots["Q6_K"] = append(extraDots["Q6_K"], namedDot{"AVX-512", dotQ6_KFast512})

@@ -38,10 +38,13 @@ func TestBlockDotRandomBytes(t *testing.T) {
 		for nb := 1; nb <= 5; nb++ {
 			for trial := range 20 {
 				n := nb * f.Values
-				row := make([]byte, nb*f.Bytes)
+				// The row and x sit in longer buffers of random bytes and NaNs, so a
+				// kernel that reads past either changes its result.
+				row := make([]byte, (nb+2)*f.Bytes)
 				for i := range row {
 					row[i] = byte(r.Uint32())
 				}
+				row = row[:nb*f.Bytes]
 				for b := range nb {
 					for _, o := range c.halves {
 						binary.LittleEndian.PutUint16(row[b*f.Bytes+o:], FloatToF16(float32(r.NormFloat64()/64)))
@@ -49,14 +52,18 @@ func TestBlockDotRandomBytes(t *testing.T) {
 				}
 				w := make([]float32, n)
 				f.Dequant(w, row)
-				x := gaussRow(r, n, 1)
+				x := append(gaussRow(r, n, 1), make([]float32, 2*f.Values)...)
+				for i := n; i < len(x); i++ {
+					x[i] = float32(math.NaN())
+				}
+				x = x[:n]
 				var want, mag float64
 				for i := range w {
 					want += float64(w[i]) * float64(x[i])
 					mag += math.Abs(float64(w[i]) * float64(x[i]))
 				}
 				for _, k := range append([]namedDot{{"Dot", f.Dot}, {"portable", c.portable}}, extraDots[f.Name]...) {
-					if got := k.dot(row, x); math.Abs(float64(got)-want) > 1e-5*mag {
+					if got := k.dot(row, x); !(math.Abs(float64(got)-want) <= 1e-5*mag) {
 						t.Fatalf("%s %s, %d blocks, trial %d: %g, float64 sum %g (magnitude %g)", f.Name, k.name, nb, trial, got, want, mag)
 					}
 				}
@@ -106,10 +113,20 @@ func TestBlockDequantRandomBytes(t *testing.T) {
 				big = max(big, math.Abs(float64(v)))
 			}
 			for _, k := range append([]namedDequant{{"Dequant", f.Dequant}}, extraDequants[f.Name]...) {
-				got := make([]float32, len(want))
+				// Past the row's values a sentinel that a kernel writing too far changes.
+				buf := make([]float32, len(want)+f.Values)
+				for i := range buf {
+					buf[i] = -7
+				}
+				got := buf[:len(want)]
 				k.dequant(got, row)
+				for i, v := range buf[len(want):] {
+					if v != -7 {
+						t.Fatalf("%s %s, %d blocks: wrote %g past the row at %d", f.Name, k.name, nb, v, len(want)+i)
+					}
+				}
 				for i := range want {
-					if math.Abs(float64(got[i])-float64(want[i])) > 1e-6*big {
+					if !(math.Abs(float64(got[i])-float64(want[i])) <= 1e-6*big) {
 						t.Fatalf("%s %s, %d blocks: value %d is %g, portable %g", f.Name, k.name, nb, i, got[i], want[i])
 					}
 				}
