@@ -23,15 +23,18 @@ var ggufArchs = map[string]struct {
 	"qwen2":   {"Qwen2ForCausalLM", false},
 }
 
-// blockFormats are the block-quantized GGUF types the loader widens at load.
+// blockFormats are the GGUF block types. Weight matrices of the quantized ones stay
+// in their blocks (the kernels compute on them); F16, and everything under
+// LoadOptions.F32, is widened to float32 at load (exactly, for F16).
 var blockFormats = map[gguf.Type]*tensor.BlockFormat{
 	gguf.F16: &tensor.BlockF16, gguf.Q8_0: &tensor.BlockQ8_0, gguf.Q4_0: &tensor.BlockQ4_0,
 	gguf.Q4_1: &tensor.BlockQ4_1, gguf.Q5_0: &tensor.BlockQ5_0, gguf.Q5_1: &tensor.BlockQ5_1, gguf.Q4_K: &tensor.BlockQ4_K, gguf.Q5_K: &tensor.BlockQ5_K, gguf.Q6_K: &tensor.BlockQ6_K,
 }
 
 // LoadGGUF reads a model from a GGUF file (general.architecture llama, mistral or
-// qwen2). Weights are read into memory: F32 as is, BF16 as bf16 (unless opts.F32),
-// F16 and the quantized types widened to float32. The file is closed on return.
+// qwen2). Weights are read into memory: F32 as is, BF16 as bf16, the quantized
+// matrices in their blocks, and F16 widened to float32; opts.F32 widens everything.
+// The file is closed on return.
 func LoadGGUF(path string, opts LoadOptions) (*Model, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
@@ -415,6 +418,17 @@ func (l ggufLoader) mat(name string, rows, cols int) (tensor.Mat, error) {
 	if err != nil {
 		return tensor.Mat{}, err
 	}
+	if bf, ok := blockFormats[t.Type]; ok && t.Type != gguf.F16 && !l.opts.F32 {
+		raw, err := l.f.ReadTensor(t)
+		if err != nil {
+			return tensor.Mat{}, err
+		}
+		m, err := tensor.NewBlockMat(rows, cols, bf, raw)
+		if err != nil {
+			return tensor.Mat{}, fmt.Errorf("%s: tensor %q: %w", l.f.Path, name, err)
+		}
+		return m, nil
+	}
 	m := tensor.Mat{Rows: rows, Cols: cols}
 	m.F32, m.BF16, err = l.floats(t, !l.opts.F32)
 	return m, err
@@ -493,10 +507,13 @@ func (l ggufLoader) weights(m *Model, permuted bool) error {
 // h·d + s·d/2 + i. kvfoot rotates halves, so it takes the rows back.
 func unpermuteRoPE(l *Linear, heads, headDim int) {
 	w := &l.W
-	if w.F32 != nil {
+	switch w.Type() {
+	case tensor.F32:
 		w.F32 = unpermuteRows(w.F32, heads, headDim, w.Cols)
-	} else {
+	case tensor.BF16:
 		w.BF16 = unpermuteRows(w.BF16, heads, headDim, w.Cols)
+	case tensor.Blocked:
+		w.Blocks = unpermuteRows(w.Blocks, heads, headDim, w.Block.RowBytes(w.Cols))
 	}
 	if l.Bias != nil {
 		l.Bias = unpermuteRows(l.Bias, heads, headDim, 1)

@@ -506,8 +506,10 @@ func TestGGUFErrors(t *testing.T) {
 }
 
 // TestGGUFQuantizedLoad writes one random model twice, with quantized matrices and
-// with their dequantized values as F32, and expects the same logits from both:
-// the loader widens every row of every type exactly as the format defines it.
+// with their dequantized values as F32. Loaded with LoadOptions.F32 the quantized
+// file gives exactly the dequantized file's logits (the loader widens every row of
+// every type as the format defines it); loaded by default its matrices stay in
+// their blocks and the kernels' on-block products agree to float rounding.
 func TestGGUFQuantizedLoad(t *testing.T) {
 	const D, F, V = 256, 512, 64
 	r := &splitmix64{s: 7}
@@ -564,22 +566,56 @@ func TestGGUFQuantizedLoad(t *testing.T) {
 			{Key: "llama.feed_forward_length", Value: uint32(F)},
 			{Key: "llama.attention.head_count", Value: uint32(4)},
 		}
-		var logits [2][]float32
-		for i, ts := range [][]gguf.Tensor{quant, wide} {
+		// 20 tokens at once go through the GEMM on widened panels.
+		ids := []int{1, 5, 9, 63, 0, 2, 7, 11, 40, 33, 3, 8, 60, 12, 19, 25, 4, 6, 50, 31}
+		var logits [3][]float32
+		var onBlocks []float32
+		for i, run := range []struct {
+			ts   []gguf.Tensor
+			opts model.LoadOptions
+		}{{wide, model.LoadOptions{}}, {quant, model.LoadOptions{F32: true}}, {quant, model.LoadOptions{}}} {
 			path := filepath.Join(t.TempDir(), "m.gguf")
-			if err := gguf.WriteFile(path, kv, ts, false); err != nil {
+			if err := gguf.WriteFile(path, kv, run.ts, false); err != nil {
 				t.Fatal(err)
 			}
-			m, err := model.LoadGGUF(path, model.LoadOptions{})
+			m, err := model.LoadGGUF(path, run.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			logits[i] = allLogits(t, m, []int{1, 5, 9, 63, 0}, 0)
+			want := "F32"
+			if i == 2 && c.typ != gguf.F16 {
+				want = c.bf.Name
+			}
+			for _, w := range []*tensor.Mat{&m.Embed, &m.Layers[0].Q.W, &m.Layers[0].Down.W} {
+				if w.TypeName() != want {
+					t.Fatalf("%s (load %d): a matrix held as %s, want %s", c.typ, i, w.TypeName(), want)
+				}
+			}
+			logits[i] = allLogits(t, m, ids, 0)
+			if i == 2 { // one token at a time: the matrix-vector kernels' on-block dots
+				onBlocks = allLogits(t, m, ids, 1)
+			}
 		}
 		for i := range logits[0] {
-			if logits[0][i] != logits[1][i] {
-				t.Fatalf("%s: logit %d is %g from the quantized file, %g from its dequantized values", c.typ, i, logits[0][i], logits[1][i])
+			if logits[1][i] != logits[0][i] {
+				t.Fatalf("%s: logit %d is %g from the quantized file widened, %g from its dequantized values", c.typ, i, logits[1][i], logits[0][i])
+			}
+		}
+		for _, got := range [][]float32{logits[2], onBlocks} {
+			if e := relL2(got, logits[0]); !(e <= 1e-5) {
+				t.Errorf("%s: logits on the blocks are %.3g rel L2 from the dequantized values', want ≤ 1e-5", c.typ, e)
 			}
 		}
 	}
+}
+
+// relL2 is ‖got − want‖ / ‖want‖ in float64.
+func relL2(got, want []float32) float64 {
+	var num, den float64
+	for i, w := range want {
+		d := float64(got[i]) - float64(w)
+		num += d * d
+		den += float64(w) * float64(w)
+	}
+	return math.Sqrt(num / den)
 }

@@ -16,19 +16,26 @@ func NewBlockMat(rows, cols int, t *BlockFormat, data []byte) (Mat, error) {
 	return Mat{Rows: rows, Cols: cols, Blocks: data, Block: t}, nil
 }
 
-// blockPanel is the rows of a block matrix widened at once for the GEMM: 64 rows of
-// a 4096-wide matrix are 1 MiB of float32, reused by every row of x.
-const blockPanel = 64
+// blockPanelBytes bounds the panel of weight rows widened at once for the GEMM, and
+// blockPanel bounds its rows: panels of a few hundred rows give the GEMM enough
+// columns to split between threads (64-row panels ran pre-fill of a Q4_K_M model at
+// 2 threads 1.5x slower than 512-row ones), and 8 MiB keeps wide matrices' panels
+// from growing past the caches.
+const (
+	blockPanel      = 512
+	blockPanelBytes = 8 << 20
+)
 
 // matMulBlocks computes dst[m, w.Rows] = x[m, w.Cols] · wᵀ for a block matrix and more
-// than a few rows: panels of blockPanel weight rows are widened (by all threads) and
+// than a few rows: panels of weight rows are widened (by all threads) and
 // multiplied by the float32 GEMM, each row widened once per call.
 func matMulBlocks(x []float32, m int, p Proj) {
 	w := p.W
 	k, rb := w.Cols, w.Block.RowBytes(w.Cols)
-	panel := make([]float32, blockPanel*k)
-	for r0 := 0; r0 < w.Rows; r0 += blockPanel {
-		n := min(blockPanel, w.Rows-r0)
+	rows := max(16, min(blockPanel, blockPanelBytes/(4*max(k, 1)))/16*16)
+	panel := make([]float32, min(rows, w.Rows)*k)
+	for r0 := 0; r0 < w.Rows; r0 += rows {
+		n := min(rows, w.Rows-r0)
 		parallelFor(threads, n, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				w.Block.Dequant(panel[r*k:(r+1)*k], w.Blocks[(r0+r)*rb:(r0+r+1)*rb])

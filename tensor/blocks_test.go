@@ -73,7 +73,7 @@ func TestBlockMatMul(t *testing.T) {
 		for _, th := range []int{1, 3} {
 			SetThreads(th)
 			for _, m := range []int{1, 3, 17, 40} {
-				for _, rows := range []int{5, 70} {
+				for _, rows := range []int{5, 70, 530} {
 					const k = 256
 					w := makeMat(format, rows, k)
 					f := Mat{Rows: 7, Cols: k, F32: make([]float32, 7*k)}
@@ -138,7 +138,7 @@ func BenchmarkBlockMatVec(b *testing.B) {
 		bf.BF16[i] = FloatToBF16(v)
 	}
 	mats := map[string]Mat{"f32": f32, "bf16": bf}
-	for _, f := range []*BlockFormat{&BlockQ8_0, &BlockQ4_K, &BlockQ6_K} {
+	for _, f := range []*BlockFormat{&BlockQ8_0, &BlockQ4_0, &BlockQ4_K, &BlockQ5_K, &BlockQ6_K} {
 		data := make([]byte, n*f.RowBytes(n))
 		for r := range n {
 			f.Quantize(data[r*f.RowBytes(n):(r+1)*f.RowBytes(n)], f32.F32[r*n:(r+1)*n])
@@ -147,7 +147,7 @@ func BenchmarkBlockMatVec(b *testing.B) {
 		mats[f.Name] = w
 	}
 	dst := make([]float32, n)
-	for _, name := range []string{"f32", "bf16", "Q8_0", "Q4_K", "Q6_K"} {
+	for _, name := range []string{"f32", "bf16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"} {
 		w := mats[name]
 		b.Run(name, func(b *testing.B) {
 			b.SetBytes(w.Bytes())

@@ -49,3 +49,52 @@ done:
 	VZEROUPPER
 	MOVSS        X0, ret+24(FP)
 	RET
+
+// The same with AVX-512: a block's 32 codes are two zmm, and two blocks go into two
+// accumulators a trip, so the scale FMAs of neighbouring blocks do not wait on each other.
+#define Q8BLOCK512(off, acc) \
+	VPBROADCASTW (off)(SI), Y2; \
+	VCVTPH2PS    Y2, Z2; \
+	VPMOVSXBD    (off+2)(SI), Z3; \
+	VPMOVSXBD    (off+18)(SI), Z4; \
+	VCVTDQ2PS    Z3, Z3; \
+	VCVTDQ2PS    Z4, Z4; \
+	VMULPS       (2*off/34*64)(DI), Z3, Z3; \
+	VFMADD231PS  (2*off/34*64+64)(DI), Z4, Z3; \
+	VFMADD231PS  Z3, Z2, acc
+
+// func dotQ8_0AVX512(row *byte, x *float32, nb int) float32
+TEXT ·dotQ8_0AVX512(SB), NOSPLIT, $0-28
+	MOVQ   row+0(FP), SI
+	MOVQ   x+8(FP), DI
+	MOVQ   nb+16(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	CMPQ   CX, $2
+	JLT    tail512
+
+pair512:
+	Q8BLOCK512(0, Z0)
+	Q8BLOCK512(34, Z1)
+	ADDQ $68, SI
+	ADDQ $256, DI
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JGE  pair512
+
+tail512:
+	TESTQ CX, CX
+	JZ    done512
+	Q8BLOCK512(0, Z0)
+
+done512:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF32X8 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VZEROUPPER
+	MOVSS         X0, ret+24(FP)
+	RET

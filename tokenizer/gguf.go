@@ -1,8 +1,11 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -307,4 +310,167 @@ func spmMerges(f *gguf.File, toks []string, types []int64) ([][2]string, error) 
 		out[i] = [2]string{toks[c.l], toks[c.r]}
 	}
 	return out, nil
+}
+
+// GGUFMetadata is the tokenizer.ggml.* metadata (and tokenizer.chat_template) of
+// the Hugging Face tokenizer in folder dir, laid out as llama.cpp's converter writes
+// it: one dense token list (holes as unused [PADn] tokens) with token types (added
+// special tokens control, other added tokens user-defined, <0xNN> bytes, the unknown
+// token); a byte-level BPE vocabulary as "gpt2" with its merges and the
+// pre-tokenizer's llama.cpp name (llama-bpe, qwen2 or gpt2, recognized by its split
+// pattern); a SentencePiece-style one (byte fallback) as "llama" with scores, the
+// negated rank of the merge that makes each piece, which orders merges as the
+// SentencePiece scores they came from did. The result is checked: the tokenizer
+// LoadGGUF builds from it must encode sample texts as the folder's does.
+func GGUFMetadata(dir string) ([]gguf.KV, error) {
+	tok, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	file := filepath.Join(dir, "tokenizer.json")
+	raw, err := readMaybeGzip(file)
+	if err != nil {
+		file += ".gz"
+		if raw, err = readMaybeGzip(file); err != nil {
+			return nil, fmt.Errorf("tokenizer: %w", err)
+		}
+	}
+	kv, err := ggufMetadata(tok, raw)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: %w", file, err)
+	}
+	return kv, nil
+}
+
+// ggufSamples are the texts a tokenizer written as GGUF metadata must encode as the
+// folder's tokenizer does.
+var ggufSamples = []string{
+	"Hello, world! It's 2026: 12345 tokens.", "  leading spaces\tand\ttabs\n\nnew lines ",
+	"ünïcödé — 日本語のテキスト, emoji 🙂", "don't won't I'm we've they'll she'd",
+}
+
+func ggufMetadata(tok *Tokenizer, raw []byte) ([]gguf.KV, error) {
+	var f fileJSON
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, err
+	}
+	if f.Model == nil || f.Model.Type != "BPE" {
+		return nil, fmt.Errorf("model.type: GGUF holds BPE vocabularies only")
+	}
+	ids := map[string]int{}
+	n := 0
+	for t, id := range f.Model.Vocab {
+		n, ids[t] = max(n, id+1), id
+	}
+	for _, a := range f.AddedTokens {
+		n, ids[a.Content] = max(n, a.ID+1), a.ID
+	}
+	toks := make([]string, n)
+	types := make([]int32, n)
+	for i := range toks {
+		toks[i], types[i] = fmt.Sprintf("[PAD%d]", i), ggufUnused
+	}
+	for t, id := range f.Model.Vocab {
+		toks[id], types[id] = t, ggufNormal
+		if tok.byteFallback && len(t) == 6 && strings.HasPrefix(t, "<0x") && strings.HasSuffix(t, ">") {
+			types[id] = ggufByte
+		}
+	}
+	for _, a := range f.AddedTokens {
+		toks[a.ID], types[a.ID] = a.Content, ggufUserDefined
+		if a.Special {
+			types[a.ID] = ggufControl
+		}
+	}
+	merges, err := parseMerges(f.Model.Merges)
+	if err != nil {
+		return nil, err
+	}
+	var kv []gguf.KV
+	switch {
+	case tok.byteLevel:
+		pre := "gpt2"
+		switch {
+		case strings.Contains(string(f.PreTokenizer), jsonString(llama3Pattern)):
+			pre = "llama-bpe"
+		case strings.Contains(string(f.PreTokenizer), jsonString(qwen2Pattern)):
+			pre = "qwen2"
+		}
+		ms := make([]string, len(merges))
+		for i, m := range merges {
+			ms[i] = m[0] + " " + m[1]
+		}
+		kv = append(kv, gguf.KV{Key: "tokenizer.ggml.model", Value: "gpt2"}, gguf.KV{Key: "tokenizer.ggml.pre", Value: pre},
+			gguf.KV{Key: "tokenizer.ggml.merges", Value: gguf.Array{Elem: gguf.TypeString, Values: ms}})
+	case tok.byteFallback:
+		scores := make([]float32, n)
+		for i := range scores {
+			scores[i] = -1e9
+		}
+		for rank, m := range slices.Backward(merges) {
+			if id, ok := ids[m[0]+m[1]]; ok {
+				scores[id] = -float32(rank)
+			}
+		}
+		space := strings.Contains(string(f.Normalizer), `"Prepend"`) || strings.Contains(string(f.PreTokenizer), `"prepend_scheme":"first"`) ||
+			strings.Contains(string(f.PreTokenizer), `"prepend_scheme":"always"`)
+		kv = append(kv, gguf.KV{Key: "tokenizer.ggml.model", Value: "llama"},
+			gguf.KV{Key: "tokenizer.ggml.scores", Value: gguf.Array{Elem: gguf.TypeFloat32, Values: scores}},
+			gguf.KV{Key: "tokenizer.ggml.add_space_prefix", Value: space})
+	default:
+		return nil, fmt.Errorf("model: neither byte-level nor byte-fallback BPE, which GGUF's gpt2 and llama vocabularies are")
+	}
+	if f.Model.UnkToken != nil {
+		if id, ok := ids[*f.Model.UnkToken]; ok {
+			types[id] = ggufUnknown
+			kv = append(kv, gguf.KV{Key: "tokenizer.ggml.unknown_token_id", Value: uint32(id)})
+		}
+	}
+	kv = append(kv, gguf.KV{Key: "tokenizer.ggml.tokens", Value: gguf.Array{Elem: gguf.TypeString, Values: toks}},
+		gguf.KV{Key: "tokenizer.ggml.token_type", Value: gguf.Array{Elem: gguf.TypeInt32, Values: types}},
+		gguf.KV{Key: "tokenizer.ggml.add_bos_token", Value: tok.bos >= 0 && slices.Contains(tok.prefix, tok.bos)},
+		gguf.KV{Key: "tokenizer.ggml.add_eos_token", Value: tok.eos >= 0 && slices.Contains(tok.suffix, tok.eos)})
+	if tok.bos >= 0 {
+		kv = append(kv, gguf.KV{Key: "tokenizer.ggml.bos_token_id", Value: uint32(tok.bos)})
+	}
+	if tok.eos >= 0 {
+		kv = append(kv, gguf.KV{Key: "tokenizer.ggml.eos_token_id", Value: uint32(tok.eos)})
+	}
+	if tok.chatTemplate != "" {
+		kv = append(kv, gguf.KV{Key: "tokenizer.chat_template", Value: tok.chatTemplate})
+	}
+	if err := checkGGUFMetadata(tok, kv); err != nil {
+		return nil, err
+	}
+	return kv, nil
+}
+
+// jsonString is s as a JSON string literal without its quotes, as it appears in a
+// tokenizer.json.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b[1 : len(b)-1])
+}
+
+// checkGGUFMetadata builds the tokenizer that LoadGGUF would from kv and compares its
+// encodings of the samples with tok's.
+func checkGGUFMetadata(tok *Tokenizer, kv []gguf.KV) error {
+	var buf bytes.Buffer
+	if err := gguf.Write(&buf, append([]gguf.KV{{Key: "general.architecture", Value: "llama"}}, kv...), nil); err != nil {
+		return err
+	}
+	f, err := gguf.Read(bytes.NewReader(buf.Bytes()), int64(buf.Len()), "metadata")
+	if err != nil {
+		return err
+	}
+	back, err := loadGGUF(f)
+	if err != nil {
+		return err
+	}
+	for _, s := range ggufSamples {
+		if got, want := back.EncodeWithSpecial(s), tok.EncodeWithSpecial(s); !slices.Equal(got, want) {
+			return fmt.Errorf("as GGUF metadata the tokenizer would encode %q as %v, not %v (a pre-tokenizer or normalizer GGUF cannot name?)", s, got, want)
+		}
+	}
+	return nil
 }

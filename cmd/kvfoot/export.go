@@ -1,0 +1,295 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+
+	"github.com/kvfoot/kvfoot/format/gguf"
+	"github.com/kvfoot/kvfoot/internal/outfile"
+	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tensor"
+	"github.com/kvfoot/kvfoot/tokenizer"
+)
+
+func init() {
+	register("export", "write a model folder as a GGUF file that llama.cpp loads (f32, f16 or q8_0 weights)", runExport)
+}
+
+func runExport(args []string) error {
+	fs := newFlags("export")
+	dir := fs.String("model", "", "model folder (config.json, safetensors weights, tokenizer.json)")
+	out := fs.String("out", "", "output .gguf file")
+	typ := fs.String("type", "f16", "weight matrix type: f32, f16 or q8_0 (norms and biases stay f32)")
+	force := fs.Bool("force", false, "replace --out if it exists")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *dir == "":
+		return errors.New("--model is required (a model folder)")
+	case *out == "":
+		return errors.New("--out is required")
+	}
+	wt, ok := exportTypes[*typ]
+	if !ok {
+		return fmt.Errorf("--type %q: want f32, f16 or q8_0", *typ)
+	}
+	if err := outfile.Check(*out, *force); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	if st, err := os.Stat(*dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("--model %s: not a model folder", *dir)
+	}
+	m, err := model.Load(*dir, model.LoadOptions{})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	tok, err := tokenizer.GGUFMetadata(*dir)
+	if err != nil {
+		return err
+	}
+	kv, ts, err := exportGGUF(m, wt)
+	if err != nil {
+		return fmt.Errorf("--model %s: %w", *dir, err)
+	}
+	if tok, err = padVocab(tok, m.Config.Vocab); err != nil {
+		return fmt.Errorf("--model %s: %w", *dir, err)
+	}
+	kv = append(kv, tok...)
+	if err := gguf.WriteFile(*out, kv, ts, *force); err != nil {
+		return err
+	}
+	var bytes uint64
+	for _, t := range ts {
+		bytes += uint64(len(t.Data))
+	}
+	fmt.Fprintf(os.Stderr, "kvfoot export: wrote %s: %s, %d tensors, %.1f MiB of weights\n", *out, *typ, len(ts), float64(bytes)/(1<<20))
+	return nil
+}
+
+// exportType is a --type: the GGUF type of the weight matrices and the
+// general.file_type (llama_ftype) that names it.
+type exportType struct {
+	gguf     gguf.Type
+	fileType uint32
+}
+
+var exportTypes = map[string]exportType{
+	"f32":  {gguf.F32, 0},  // LLAMA_FTYPE_ALL_F32
+	"f16":  {gguf.F16, 1},  // LLAMA_FTYPE_MOSTLY_F16
+	"q8_0": {gguf.Q8_0, 7}, // LLAMA_FTYPE_MOSTLY_Q8_0
+}
+
+// exportArchs maps config.json's architecture to llama.cpp's general.architecture
+// and whether its Q/K rows are permuted for llama.cpp's adjacent-pair RoPE. Mistral
+// is llama to llama.cpp's converter too.
+var exportArchs = map[string]struct {
+	name    string
+	permute bool
+}{
+	"LlamaForCausalLM":   {"llama", true},
+	"MistralForCausalLM": {"llama", true},
+	"Qwen2ForCausalLM":   {"qwen2", false},
+}
+
+// exportGGUF lays a model out as llama.cpp's convert_hf_to_gguf.py does: the {arch}.*
+// hyper-parameters, tensors by their GGUF names (ggml dimensions [cols, rows]), Q and
+// K rows permuted, Llama 3 rope scaling as the rope_freqs.weight factors; weight
+// matrices in wt (Q8_0 where a row is whole 32-value blocks, else F16, as llama.cpp
+// falls back), vectors in F32.
+func exportGGUF(m *model.Model, wt exportType) ([]gguf.KV, []gguf.Tensor, error) {
+	c := m.Config
+	a, ok := exportArchs[c.Arch]
+	if !ok {
+		return nil, nil, fmt.Errorf("config.json architecture %q: export writes Llama, Mistral and Qwen2 models", c.Arch)
+	}
+	arch := a.name
+	name := "kvfoot export"
+	kv := []gguf.KV{
+		{Key: "general.architecture", Value: arch},
+		{Key: "general.name", Value: name},
+		{Key: "general.file_type", Value: wt.fileType},
+		{Key: arch + ".context_length", Value: uint32(max(c.MaxPositions, 1))},
+		{Key: arch + ".embedding_length", Value: uint32(c.Hidden)},
+		{Key: arch + ".block_count", Value: uint32(c.Layers)},
+		{Key: arch + ".feed_forward_length", Value: uint32(c.Intermediate)},
+		{Key: arch + ".attention.head_count", Value: uint32(c.Heads)},
+		{Key: arch + ".attention.head_count_kv", Value: uint32(c.KVHeads)},
+		{Key: arch + ".attention.key_length", Value: uint32(c.HeadDim)},
+		{Key: arch + ".attention.value_length", Value: uint32(c.HeadDim)},
+		{Key: arch + ".rope.dimension_count", Value: uint32(c.HeadDim)},
+		{Key: arch + ".attention.layer_norm_rms_epsilon", Value: c.NormEps},
+		{Key: arch + ".rope.freq_base", Value: float32(c.Rope.Theta)},
+		{Key: arch + ".vocab_size", Value: uint32(c.Vocab)},
+	}
+	switch c.Rope.Type {
+	case "default":
+	case "linear":
+		kv = append(kv, gguf.KV{Key: arch + ".rope.scaling.type", Value: "linear"},
+			gguf.KV{Key: arch + ".rope.scaling.factor", Value: float32(c.Rope.Factor)})
+	case "llama3":
+	default:
+		return nil, nil, fmt.Errorf("rope scaling %q: GGUF export writes default, linear and llama3", c.Rope.Type)
+	}
+	if c.SlidingWindow > 0 {
+		kv = append(kv, gguf.KV{Key: arch + ".attention.sliding_window", Value: uint32(c.SlidingWindow)})
+	}
+	var ts []gguf.Tensor
+	mat := func(name string, w *tensor.Mat, permuteHeads int) {
+		v := w.Float32s()
+		if permuteHeads > 0 {
+			v = permuteQK(v, permuteHeads, w.Rows, w.Cols)
+		}
+		ts = append(ts, exportMatrix(name, v, w.Rows, w.Cols, wt.gguf))
+	}
+	vec := func(name string, v []float32, permuteHeads int) {
+		if permuteHeads > 0 {
+			v = permuteQK(v, permuteHeads, len(v), 1)
+		}
+		ts = append(ts, gguf.Tensor{Name: name, Dims: []uint64{uint64(len(v))}, Type: gguf.F32, Data: f32Bytes(v)})
+	}
+	qh, kh := 0, 0
+	if a.permute {
+		qh, kh = c.Heads, c.KVHeads
+	}
+	mat("token_embd.weight", &m.Embed, 0)
+	vec("output_norm.weight", m.Norm, 0)
+	if !c.TieEmbeddings {
+		mat("output.weight", &m.Head, 0)
+	}
+	if c.Rope.Type == "llama3" {
+		vec("rope_freqs.weight", llama3Factors(c.Rope, c.HeadDim), 0)
+	}
+	for i := range m.Layers {
+		L := &m.Layers[i]
+		p := fmt.Sprintf("blk.%d.", i)
+		vec(p+"attn_norm.weight", L.AttnNorm, 0)
+		vec(p+"ffn_norm.weight", L.MLPNorm, 0)
+		for _, l := range []struct {
+			name  string
+			lin   *model.Linear
+			heads int
+		}{{"attn_q", &L.Q, qh}, {"attn_k", &L.K, kh}, {"attn_v", &L.V, 0}, {"attn_output", &L.O, 0},
+			{"ffn_gate", &L.Gate, 0}, {"ffn_up", &L.Up, 0}, {"ffn_down", &L.Down, 0}} {
+			mat(p+l.name+".weight", &l.lin.W, l.heads)
+			if l.lin.Bias != nil {
+				vec(p+l.name+".bias", l.lin.Bias, l.heads)
+			}
+		}
+	}
+	return kv, ts, nil
+}
+
+// exportMatrix stores a rows x cols float32 matrix as a GGUF tensor of type t (F16
+// for a Q8_0 matrix whose rows are not whole blocks).
+func exportMatrix(name string, v []float32, rows, cols int, t gguf.Type) gguf.Tensor {
+	dims := []uint64{uint64(cols), uint64(rows)}
+	if t == gguf.Q8_0 && cols%tensor.BlockQ8_0.Values != 0 {
+		t = gguf.F16
+	}
+	switch t {
+	case gguf.F16:
+		raw := make([]byte, 2*len(v))
+		for i, x := range v {
+			binary.LittleEndian.PutUint16(raw[2*i:], tensor.FloatToF16(x))
+		}
+		return gguf.Tensor{Name: name, Dims: dims, Type: gguf.F16, Data: raw}
+	case gguf.Q8_0:
+		rb := tensor.BlockQ8_0.RowBytes(cols)
+		raw := make([]byte, rows*rb)
+		for r := range rows {
+			tensor.BlockQ8_0.Quantize(raw[r*rb:(r+1)*rb], v[r*cols:(r+1)*cols])
+		}
+		return gguf.Tensor{Name: name, Dims: dims, Type: gguf.Q8_0, Data: raw}
+	}
+	return gguf.Tensor{Name: name, Dims: dims, Type: gguf.F32, Data: f32Bytes(v)}
+}
+
+func f32Bytes(v []float32) []byte {
+	raw := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(x))
+	}
+	return raw
+}
+
+// permuteQK is llama.cpp's converter's permutation of Q and K rows for its
+// adjacent-pair RoPE: reshape(heads, 2, rows/heads/2, cols).swapaxes(1, 2), so GGUF
+// row (h, i, s) is Hugging Face row (h, s, i), whose rotate_half pairs i and i + d/2.
+func permuteQK(w []float32, heads, rows, cols int) []float32 {
+	out := make([]float32, len(w))
+	half := rows / heads / 2
+	for h := range heads {
+		for s := range 2 {
+			for i := range half {
+				src, dst := (h*2+s)*half+i, (h*half+i)*2+s
+				copy(out[dst*cols:(dst+1)*cols], w[src*cols:(src+1)*cols])
+			}
+		}
+	}
+	return out
+}
+
+// llama3Factors are the rope_freqs.weight values llama.cpp's converter writes for
+// Llama 3's rope scaling (LlamaModel.generate_extra_tensors): per frequency, 1 for
+// short wavelengths, the factor for long ones, and a smooth blend between.
+func llama3Factors(r model.Rope, headDim int) []float32 {
+	low, high := r.OriginalMaxPositions/r.LowFreqFactor, r.OriginalMaxPositions/r.HighFreqFactor
+	var out []float32
+	for i := 0; i < headDim; i += 2 {
+		wavelen := 2 * math.Pi * math.Pow(r.Theta, float64(i)/float64(headDim))
+		switch {
+		case wavelen < high:
+			out = append(out, 1)
+		case wavelen > low:
+			out = append(out, float32(r.Factor))
+		default:
+			s := (r.OriginalMaxPositions/wavelen - r.LowFreqFactor) / (r.HighFreqFactor - r.LowFreqFactor)
+			out = append(out, float32(1/((1-s)/r.Factor+s)))
+		}
+	}
+	return out
+}
+
+// padVocab extends the token list (and its types and scores) with unused [PADn]
+// tokens to the model's vocabulary size, as llama.cpp's converter does: llama.cpp
+// takes the vocabulary size from the token list and checks token_embd against it.
+func padVocab(kv []gguf.KV, vocab int) ([]gguf.KV, error) {
+	out := make([]gguf.KV, len(kv))
+	for i, e := range kv {
+		a, ok := e.Value.(gguf.Array)
+		switch {
+		case !ok:
+		case e.Key == "tokenizer.ggml.tokens":
+			toks := a.Values.([]string)
+			if len(toks) > vocab {
+				return nil, fmt.Errorf("the tokenizer has %d tokens, more than the model's vocabulary of %d", len(toks), vocab)
+			}
+			for n := len(toks); n < vocab; n++ {
+				toks = append(toks, fmt.Sprintf("[PAD%d]", n))
+			}
+			a.Values = toks
+		case e.Key == "tokenizer.ggml.token_type":
+			types := a.Values.([]int32)
+			for len(types) < vocab {
+				types = append(types, 5) // unused
+			}
+			a.Values = types
+		case e.Key == "tokenizer.ggml.scores":
+			scores := a.Values.([]float32)
+			for len(scores) < vocab {
+				scores = append(scores, -1e9)
+			}
+			a.Values = scores
+		}
+		if ok {
+			e.Value = a
+		}
+		out[i] = e
+	}
+	return out, nil
+}

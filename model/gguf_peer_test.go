@@ -1,0 +1,137 @@
+package model_test
+
+import (
+	"bufio"
+	"compress/gzip"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/kvfoot/kvfoot/model"
+)
+
+const llamaQuantDir = "testdata/gguf-peer" // from tools/gguf-peer/make.sh
+
+// TestGGUFLlamaCppQuantized runs the files llama.cpp's own quantizer made (Q8_0, Q4_K_M,
+// Q6_K; the tiny model's ffn_down fell back to F16) on their blocks and compares every
+// position's logits with llama.cpp's:
+//   - on the same file dequantized to F32 by llama.cpp (the same weights, float
+//     activations): relative L2 within 1e-5 and the same argmax everywhere;
+//   - on the quantized file itself, where llama.cpp rounds the activations to 8 bits for
+//     its integer dot products (kvfoot does not): no further from it than llama.cpp's
+//     own two runs are from each other (≈ 1e-2 on these random-weight models, whose
+//     logits are all of one size), and the argmax equal wherever llama.cpp's two runs agree.
+//
+// 16 tokens at a time run the matrix-vector kernels on the blocks; all 64 at once the
+// GEMM on widened panels.
+func TestGGUFLlamaCppQuantized(t *testing.T) {
+	ids := readInts(t, filepath.Join(llamaQuantDir, "tokens.txt"))
+	for _, c := range []struct{ name, main string }{
+		{"k256-q8_0", "Q8_0"}, {"k256-q4_k_m", "Q4_K"}, {"k256-q6_k", "Q6_K"}, {"tiny-q4_k_m", "Q4_K"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := model.LoadGGUF(filepath.Join(llamaQuantDir, c.name+".gguf"), model.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.Layers[0].Q.W.TypeName(); got != c.main {
+				t.Fatalf("attn_q held as %s, want %s on its blocks", got, c.main)
+			}
+			V := m.Config.Vocab
+			quant := readGzipFloats(t, filepath.Join(llamaQuantDir, c.name+".logits.gz"))
+			deq := readGzipFloats(t, filepath.Join(llamaQuantDir, c.name+".dequant-f32.logits.gz"))
+			if len(quant) != len(ids)*V || len(deq) != len(ids)*V {
+				t.Fatalf("%d and %d llama.cpp logits, want %d positions of %d", len(quant), len(deq), len(ids), V)
+			}
+			own, ownSame := compareLogits(quant, deq, V)
+			for _, chunk := range []int{16, 0} {
+				got32 := allLogits(t, m, ids, chunk)
+				got := make([]float64, len(got32))
+				for i, v := range got32 {
+					got[i] = float64(v)
+				}
+				rel, same := compareLogits(got, deq, V)
+				relQ, sameQ := compareLogits(got, quant, V)
+				t.Logf("chunk %d: to llama.cpp dequantized %.3g rel L2, argmax %d/%d; to llama.cpp quantized %.3g, argmax %d/%d (llama.cpp's two runs: %.3g, %d/%d)",
+					chunk, rel, same, len(ids), relQ, sameQ, len(ids), own, ownSame, len(ids))
+				if !(rel <= 1e-5) || same != len(ids) {
+					t.Errorf("chunk %d: %.3g rel L2 from llama.cpp on the dequantized weights, argmax equal at %d/%d; want ≤ 1e-5 and all", chunk, rel, same, len(ids))
+				}
+				if !(relQ <= own*1.01+1e-5) || sameQ < ownSame {
+					t.Errorf("chunk %d: %.3g rel L2 from llama.cpp on the quantized file, argmax equal at %d/%d; want ≤ %.3g and %d as llama.cpp's own runs",
+						chunk, relQ, sameQ, len(ids), own*1.01+1e-5, ownSame)
+				}
+			}
+		})
+	}
+}
+
+// compareLogits is the relative L2 distance of got from want and the number of
+// positions (rows of v values) where their argmax is the same.
+func compareLogits(got, want []float64, v int) (float64, int) {
+	var num, den float64
+	same := 0
+	for p := 0; p < len(want)/v; p++ {
+		g, w := got[p*v:(p+1)*v], want[p*v:(p+1)*v]
+		for i := range w {
+			d := g[i] - w[i]
+			num += d * d
+			den += w[i] * w[i]
+		}
+		if argmax(g) == argmax(w) {
+			same++
+		}
+	}
+	return math.Sqrt(num / den), same
+}
+
+func readInts(t *testing.T, path string) []int {
+	t.Helper()
+	var ids []int
+	for _, v := range readFloats(t, path) {
+		ids = append(ids, int(v))
+	}
+	return ids
+}
+
+func readGzipFloats(t *testing.T, path string) []float64 {
+	t.Helper()
+	fd, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	zr, err := gzip.NewReader(fd)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var out []float64
+	sc := bufio.NewScanner(zr)
+	sc.Buffer(nil, 1<<24)
+	for sc.Scan() {
+		for _, f := range strings.Fields(sc.Text()) {
+			v, err := strconv.ParseFloat(f, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			out = append(out, v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return out
+}
+
+func argmax(v []float64) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
