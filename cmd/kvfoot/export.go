@@ -135,8 +135,15 @@ func exportGGUF(m *model.Model, wt exportType) ([]gguf.KV, []gguf.Tensor, error)
 	default:
 		return nil, nil, fmt.Errorf("rope scaling %q: GGUF export writes default, linear and llama3", c.Rope.Type)
 	}
-	if c.SlidingWindow > 0 {
-		kv = append(kv, gguf.KV{Key: arch + ".attention.sliding_window", Value: uint32(c.SlidingWindow)})
+	if len(c.Window) > 0 {
+		// GGUF's llama layout has one window for every layer; a model whose layers
+		// differ (Qwen2's max_window_layers) has no GGUF form here
+		for _, w := range c.Window {
+			if w != c.Window[0] || w == 0 {
+				return nil, nil, fmt.Errorf("sliding windows %v differ between layers: GGUF export writes one window for every layer", c.Window)
+			}
+		}
+		kv = append(kv, gguf.KV{Key: arch + ".attention.sliding_window", Value: uint32(c.Window[0])})
 	}
 	var ts []gguf.Tensor
 	mat := func(name string, w *tensor.Mat, permuteHeads int) {
