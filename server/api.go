@@ -263,7 +263,8 @@ type usage struct {
 // kvUsage is what one request cost in KV memory. Footprint and peak are the paper's
 // fractions of full causal attention (footprint.Meter); peak_entries is the most
 // entries a query saw, per KV head; peak_bytes the most bytes the cache held;
-// evicted_entries the (layer, KV head, token) entries the policy dropped; reserved_bytes
+// evicted_entries the (layer, stored head, token) entries the policy dropped (a
+// gqa=expand cache stores each KV head once per query head); reserved_bytes
 // the peak that admission predicted and reserved in the budget.
 type kvUsage struct {
 	Policy         string  `json:"policy"`

@@ -233,7 +233,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, g *gen, e *apiErr
 		fail(e)
 		return
 	}
-	s.met.promptTokens.Add(float64(len(j.prompt)))
+	count(s.met.promptTokens, int64(len(j.prompt)))
 	select {
 	case s.eng.in <- j:
 	case <-s.eng.done:
@@ -248,8 +248,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, g *gen, e *apiErr
 	status = s.wholeResponse(w, r, j, g)
 }
 
-// newJob checks lengths and the policy and predicts the request's KV peak.
-func (s *Server) newJob(r *http.Request, g *gen) (*job, *apiError) {
+// newJob checks lengths and the policy and predicts the request's KV peak. A panic
+// while building the request's cache or its prediction fails this request alone.
+func (s *Server) newJob(r *http.Request, g *gen) (_ *job, e *apiError) {
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic(g.policy, r)
+			e = panicError(g.policy, r)
+		}
+	}()
 	p := len(g.prompt)
 	vocab := s.m.Config.Vocab
 	for i, id := range g.prompt {

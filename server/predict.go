@@ -168,9 +168,9 @@ func predictPeak(spec string, s kv.Shape, masks map[string]maskInfo, prompt, max
 		}
 		if _, ok := role.kv["sparsity"]; ok {
 			h := role.num("sparsity")
-			streamHeads = int(math.Ceil(h * float64(n-1)))
+			streamHeads = int(math.Ceil(h * float64(s.Layers*s.KVHeads-1))) // of the masks' heads, before rep
 			if h >= 1 {
-				streamHeads = n
+				streamHeads = s.Layers * s.KVHeads
 			}
 		} else {
 			streamHeads = masks[role.kv["masks"]].streamingAt05

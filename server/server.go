@@ -131,6 +131,7 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 		s.met.queued.Set(float64(queued))
 	})
 	s.eng = newEngine(m, tok, cfg.Chunk, cfg.MaxConcurrent, s.adm, s.met)
+	s.eng.newCache, s.eng.newMeter = s.newCache, s.newMeter
 	return s, nil
 }
 
@@ -290,11 +291,24 @@ func setStatus(w http.ResponseWriter, code int) {
 func (s *Server) counted(endpoint string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &recorder{ResponseWriter: w}
+		defer func() {
+			// a panic no guard caught ends this request with a 500, never the process
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				logPanic(r.URL.Path, p)
+				if rec.status == 0 {
+					writeError(rec, newError(http.StatusInternalServerError, "", "internal_error", "the server failed on this request (panic: %v)", p))
+				}
+				count(s.met.requests.WithLabelValues(endpoint, "500"), 1)
+			}
+		}()
 		h.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = 499
 		}
-		s.met.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
+		count(s.met.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)), 1)
 	})
 }
 
