@@ -84,15 +84,17 @@ func (s *Server) common(p *sampleParams, g *gen) *apiError {
 			g.sampling.Temperature = 0
 		}
 	}
-	if p.Seed != nil {
-		g.sampling.Seed = uint64(*p.Seed)
-	} else {
-		g.sampling.Seed = mrand.Uint64()
+	seed, set, e := parseSeed(p.Seed)
+	if e != nil {
+		return e
 	}
+	if !set {
+		seed = mrand.Uint64()
+	}
+	g.sampling.Seed = seed
 	if p.MaxTokens != nil {
 		g.maxTokens, g.maxSet = *p.MaxTokens, true
 	}
-	var e *apiError
 	if g.stops, e = parseStop(p.Stop); e != nil {
 		return e
 	}

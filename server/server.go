@@ -324,13 +324,15 @@ func (s *Server) only(method string, h http.HandlerFunc) http.HandlerFunc {
 }
 
 // auth checks the Bearer token in constant time (of hashes, so that the key's
-// length does not leak either).
+// length does not leak either). The scheme's name is case-insensitive (RFC 9110
+// §11.1).
 func (s *Server) auth(h http.Handler) http.Handler {
 	if s.cfg.APIKey == "" {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		scheme, token, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+		ok := strings.EqualFold(scheme, "Bearer")
 		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
 		if !ok || subtle.ConstantTimeCompare(got[:], s.keyHash[:]) != 1 {
 			writeError(w, newError(http.StatusUnauthorized, "", "invalid_api_key", "missing or wrong API key: send the header Authorization: Bearer KEY"))
