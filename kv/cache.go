@@ -9,6 +9,7 @@ package kv
 
 import (
 	"fmt"
+	"io/fs"
 
 	"github.com/kvfoot/kvfoot/model"
 )
@@ -70,8 +71,9 @@ type Cache struct {
 type Option func(*config)
 
 type config struct {
-	obs Observer
-	dir string
+	obs  Observer
+	dir  string
+	fsys fs.FS // WithFS
 }
 
 // WithObserver reports every attention call and step to o (a footprint.Meter).
@@ -90,7 +92,7 @@ func New(s Shape, spec string, options ...Option) (*Cache, error) {
 	for _, o := range options {
 		o(&cfg)
 	}
-	pol, st, err := compose(spec, s, cfg.dir)
+	pol, st, err := compose(spec, s, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kv: policy %q: %w", spec, err)
 	}

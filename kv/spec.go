@@ -2,6 +2,7 @@ package kv
 
 import (
 	"fmt"
+	"io/fs"
 	"math"
 	"slices"
 	"strconv"
@@ -208,6 +209,7 @@ type Args struct {
 	vals  map[string]value
 	shape Shape
 	dir   string
+	fsys  fs.FS
 }
 
 // Shape is the attention geometry of the model the cache is for.
@@ -314,7 +316,7 @@ func (r *Registration) keys() []string {
 }
 
 // compose builds the policy and the storage of a spec for a model shape.
-func compose(spec string, s Shape, dir string) (Policy, storeMaker, error) {
+func compose(spec string, s Shape, cfg config) (Policy, storeMaker, error) {
 	parts, err := parseSpec(spec)
 	if err != nil {
 		return nil, nil, err
@@ -328,7 +330,7 @@ func compose(spec string, s Shape, dir string) (Policy, storeMaker, error) {
 		}
 		byKind[p.reg.Kind] = p
 	}
-	args := func(p *part) Args { return Args{reg: p.reg, vals: p.vals, shape: s, dir: dir} }
+	args := func(p *part) Args { return Args{reg: p.reg, vals: p.vals, shape: s, dir: cfg.dir, fsys: cfg.fsys} }
 	var pol Policy = full{}
 	if p := byKind[Selector]; p != nil {
 		if pol, err = p.reg.NewSelector(args(p)); err != nil {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -106,4 +108,49 @@ func TestBearerScheme(t *testing.T) {
 			t.Errorf("Authorization %q: %d %s, want %d", auth, status, b, want)
 		}
 	}
+}
+
+// TestMasksInMemory: masks files are read once at start: the server writes no
+// temporary file, and deleting the masks file later changes nothing; a masks name the
+// server did not load is refused with a 422 that names no server path.
+func TestMasksInMemory(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	dir := t.TempDir()
+	masks := filepath.Join(dir, "m.tsv")
+	if err := os.WriteFile(masks, []byte("1\t0\n0\t1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, Config{Masks: []string{masks}})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("temporary files %v: want none", left)
+	}
+	body := `{"model":"tiny","prompt":"` + prose + `","max_tokens":4,"ignore_eos":true,"kv_policy":"headmask:masks=m.tsv,sink=2,window=4"}`
+	status, raw := h.post("/v1/completions", "Bearer "+testKey, body)
+	if status != 200 {
+		t.Fatalf("headmask after its file was deleted: %d %s", status, raw)
+	}
+	if k := kvOf(t, usageOf(t, raw)); k.EvictedEntries == 0 {
+		t.Errorf("kv %+v: want the two streaming heads to evict", k)
+	}
+	for _, spec := range []string{"headmask:masks=" + masks, "headmask:masks=../m.tsv", "headmask:masks=x.tsv"} {
+		status, raw := h.post("/v1/completions", "Bearer "+testKey, `{"model":"tiny","prompt":"a","kv_policy":"`+spec+`"}`)
+		if status != 422 || strings.Contains(raw, tmp) || strings.Contains(raw, os.TempDir()) {
+			t.Errorf("%s: %d %s; want 422 naming no server path", spec, status, raw)
+		}
+	}
+}
+
+func usageOf(t *testing.T, body string) string {
+	t.Helper()
+	var r struct {
+		Usage json.RawMessage `json:"usage"`
+	}
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatal(err)
+	}
+	return string(r.Usage)
 }

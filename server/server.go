@@ -9,12 +9,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -49,7 +51,8 @@ type Config struct {
 	MaxTokens     int   // most tokens one request may generate; Context
 	MaxBodyBytes  int64 // largest request body; 4 MiB
 	// Masks are headmask masks files (TSV) that a kv_policy may name, by their base
-	// name only (masks=NAME): they are copied at start, and no other file is read.
+	// name only (masks=NAME): they are read into memory at start, and no file is read
+	// after it.
 	Masks []string
 }
 
@@ -62,7 +65,7 @@ type Server struct {
 	shape    kv.Shape
 	eos      []int // stop ids of every request
 	turnEnd  int   // the chat template's end-of-turn token, or -1
-	masksDir string
+	masksFS  memFS
 	masks    map[string]maskInfo
 	met      *metrics
 	adm      *admission
@@ -117,11 +120,9 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 	}
 	s.turnEnd = turnEndToken(tok)
 	if err := s.loadMasks(); err != nil {
-		s.removeMasks()
 		return nil, err
 	}
 	if _, err := s.newCache(cfg.Policy, nil); err != nil {
-		s.removeMasks()
 		return nil, fmt.Errorf("server: default policy: %s", err.Message)
 	}
 	s.met.kvBudget.Set(float64(cfg.KVBudget))
@@ -153,18 +154,10 @@ func turnEndToken(tok *tokenizer.Tokenizer) int {
 	return -1
 }
 
-// loadMasks copies every masks file into a private folder under its base name, which
-// is then the only place headmask reads from.
+// loadMasks reads every masks file into memory under its base name: the only files
+// headmask reads from, so that nothing on disk can change or break them later.
 func (s *Server) loadMasks() error {
-	s.masks = map[string]maskInfo{}
-	if len(s.cfg.Masks) == 0 {
-		return nil
-	}
-	dir, err := os.MkdirTemp("", "kvfoot-masks-")
-	if err != nil {
-		return fmt.Errorf("server: masks: %w", err)
-	}
-	s.masksDir = dir
+	s.masks, s.masksFS = map[string]maskInfo{}, memFS{}
 	for _, f := range s.cfg.Masks {
 		name := filepath.Base(f)
 		if _, dup := s.masks[name]; dup {
@@ -174,16 +167,30 @@ func (s *Server) loadMasks() error {
 		if err != nil {
 			return fmt.Errorf("server: masks: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			return fmt.Errorf("server: masks: %w", err)
-		}
-		if _, err := kv.New(s.shape, "headmask:masks="+name, kv.WithDir(dir)); err != nil {
+		s.masksFS[name] = data
+		if _, err := kv.New(s.shape, "headmask:masks="+name, kv.WithFS(s.masksFS)); err != nil {
 			return fmt.Errorf("server: masks %s: %w", f, err)
 		}
 		s.masks[name] = maskInfo{streamingAt05: countStreaming(data)}
 	}
 	return nil
 }
+
+// memFS holds files in memory by name.
+type memFS map[string][]byte
+
+func (m memFS) Open(name string) (fs.File, error) {
+	data, ok := m[name]
+	if !ok {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return memFile{bytes.NewReader(data)}, nil
+}
+
+type memFile struct{ *bytes.Reader }
+
+func (memFile) Stat() (fs.FileInfo, error) { return nil, errors.ErrUnsupported }
+func (memFile) Close() error               { return nil }
 
 // countStreaming counts the heads of a masks TSV (already checked by kv) whose value
 // is at most 0.5: those headmask makes streaming when no sparsity is given.
@@ -195,12 +202,6 @@ func countStreaming(tsv []byte) int {
 		}
 	}
 	return n
-}
-
-func (s *Server) removeMasks() {
-	if s.masksDir != "" {
-		os.RemoveAll(s.masksDir)
-	}
 }
 
 // newCache builds a cache for spec, after checking that every file it names (a
@@ -224,7 +225,7 @@ func (s *Server) newCache(spec string, obs kv.Observer) (*kv.Cache, *apiError) {
 				spec, key, name, loaded)
 		}
 	}
-	opts := []kv.Option{kv.WithDir(s.masksDir)}
+	opts := []kv.Option{kv.WithFS(s.masksFS)}
 	if obs != nil {
 		opts = append(opts, kv.WithObserver(obs))
 	}
@@ -411,7 +412,6 @@ func (s *Server) Close() {
 	s.closing.Do(func() {
 		close(s.eng.quit)
 		<-s.eng.done
-		s.removeMasks()
 	})
 }
 
