@@ -50,6 +50,14 @@ type Config struct {
 	Context       int   // longest prompt plus completion; the config's max_position_embeddings
 	MaxTokens     int   // most tokens one request may generate; Context
 	MaxBodyBytes  int64 // largest request body; 4 MiB
+	// ReadTimeout bounds the reading of a request, headers and body, so that a slow
+	// client cannot hold a connection; 30 s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each write of a response: a stream's chunks each get their
+	// own, so that a long stream is not cut, but a client that stops reading is; 30 s.
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration // a keep-alive connection idle this long is closed; 2 min
+	MaxConns     int           // open connections; more wait to be accepted; 1024
 	// Masks are headmask masks files (TSV) that a kv_policy may name, by their base
 	// name only (masks=NAME): they are read into memory at start, and no file is read
 	// after it.
@@ -59,20 +67,23 @@ type Config struct {
 // Server serves one model. Create it with New, serve Handler, and end it with Drain
 // (or Close).
 type Server struct {
-	cfg      Config
-	m        *model.Model
-	tok      *tokenizer.Tokenizer
-	shape    kv.Shape
-	eos      []int // stop ids of every request
-	turnEnd  int   // the chat template's end-of-turn token, or -1
-	masksFS  memFS
-	masks    map[string]maskInfo
-	met      *metrics
-	adm      *admission
-	eng      *engine
-	created  int64
-	keyHash  [32]byte
-	closing  sync.Once
+	cfg     Config
+	m       *model.Model
+	tok     *tokenizer.Tokenizer
+	shape   kv.Shape
+	eos     []int // stop ids of every request
+	turnEnd int   // the chat template's end-of-turn token, or -1
+	masksFS memFS
+	masks   map[string]maskInfo
+	met     *metrics
+	adm     *admission
+	eng     *engine
+	created int64
+	keyHash [32]byte
+	closing sync.Once
+	hsMu    sync.Mutex
+	hs      []*http.Server // of Serve
+	closed  bool           // Drain or Close has stopped the HTTP servers
 }
 
 // New checks cfg, loads the masks files and starts the engine.
@@ -95,6 +106,15 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 4 << 20
 	}
+	durDef := func(x *time.Duration, v time.Duration) {
+		if *x == 0 {
+			*x = v
+		}
+	}
+	durDef(&cfg.ReadTimeout, 30*time.Second)
+	durDef(&cfg.WriteTimeout, 30*time.Second)
+	durDef(&cfg.IdleTimeout, 2*time.Minute)
+	def(&cfg.MaxConns, 1024)
 	def(&cfg.MaxConcurrent, 64)
 	def(&cfg.MaxQueue, 256)
 	def(&cfg.Chunk, 512)
@@ -109,6 +129,10 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 		return nil, fmt.Errorf("server: context %d tokens (the model config has no max_position_embeddings?): want ≥ 2", cfg.Context)
 	case cfg.MaxTokens < 1 || cfg.MaxBodyBytes < 1:
 		return nil, fmt.Errorf("server: max tokens %d, max body %d: want ≥ 1", cfg.MaxTokens, cfg.MaxBodyBytes)
+	case cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0:
+		return nil, fmt.Errorf("server: read timeout %v, write timeout %v, idle timeout %v: want > 0", cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout)
+	case cfg.MaxConns < 1:
+		return nil, fmt.Errorf("server: max connections %d: want ≥ 1", cfg.MaxConns)
 	case tok.VocabSize() > c.Vocab:
 		return nil, fmt.Errorf("server: the tokenizer has %d tokens, the model's vocabulary %d", tok.VocabSize(), c.Vocab)
 	}
@@ -260,9 +284,13 @@ func (s *Server) Handler() http.Handler {
 
 // recorder remembers the status of a response; a handler whose client went away, or
 // whose stream ended in an error after its 200, sets the final status itself.
+// Every write gets a fresh deadline of writeTimeout: a response may be written long
+// after its request arrived (a queued request, a long stream), and only a client that
+// stops reading should time out.
 type recorder struct {
 	http.ResponseWriter
-	status int
+	status       int
+	writeTimeout time.Duration
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -275,6 +303,9 @@ func (r *recorder) WriteHeader(code int) {
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
+	}
+	if r.writeTimeout > 0 {
+		http.NewResponseController(r.ResponseWriter).SetWriteDeadline(time.Now().Add(r.writeTimeout))
 	}
 	return r.ResponseWriter.Write(b)
 }
@@ -291,7 +322,7 @@ func setStatus(w http.ResponseWriter, code int) {
 // counted counts requests by endpoint and status (499: the client went away).
 func (s *Server) counted(endpoint string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &recorder{ResponseWriter: w}
+		rec := &recorder{ResponseWriter: w, writeTimeout: s.cfg.WriteTimeout}
 		defer func() {
 			// a panic no guard caught ends this request with a 500, never the process
 			if p := recover(); p != nil {
@@ -392,9 +423,10 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// Drain stops admitting requests (503, queued ones included), waits for the running
-// ones to finish until ctx is done, then ends whatever still runs and closes the
-// server. It returns ctx's error if requests had to be cut.
+// Drain stops admitting requests (503, queued ones included; Serve still answers
+// new connections, with 503), waits for the running ones to finish until ctx is done,
+// then ends whatever still runs and closes the server and its listeners. It returns
+// ctx's error if requests had to be cut.
 func (s *Server) Drain(ctx context.Context) error {
 	idle := s.adm.drain()
 	var err error
@@ -407,11 +439,12 @@ func (s *Server) Drain(ctx context.Context) error {
 	return err
 }
 
-// Close ends every running request (503) and stops the engine.
+// Close ends every running request (503), stops the engine and then Serve.
 func (s *Server) Close() {
 	s.closing.Do(func() {
 		close(s.eng.quit)
 		<-s.eng.done
+		s.shutdownHTTP()
 	})
 }
 
@@ -443,10 +476,18 @@ func ParseSize(s string) (int64, error) {
 // readBody reads a request body up to the limit (413 past it).
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err == nil {
+		// The read deadline has done its work; left, it would end the connection's
+		// background read, and with it the request's context, during a long generation.
+		// (After an error it stays: the connection, whose body is unread, is closed.)
+		http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
 	var mb *http.MaxBytesError
 	switch {
 	case errors.As(err, &mb):
 		return nil, newError(http.StatusRequestEntityTooLarge, "", "request_too_large", "request body over %d bytes", s.cfg.MaxBodyBytes)
+	case isTimeout(err):
+		return nil, newError(http.StatusRequestTimeout, "", "request_timeout", "the request body did not arrive within %v", s.cfg.ReadTimeout)
 	case err != nil:
 		return nil, badRequest("", "reading the request body: %v", err)
 	}
