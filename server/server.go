@@ -64,8 +64,8 @@ type Config struct {
 	Masks []string
 }
 
-// Server serves one model. Create it with New, serve Handler, and end it with Drain
-// (or Close).
+// Server serves one model. Create it with New, answer requests with Serve (or mount
+// Handler), and end it with Drain (or Close).
 type Server struct {
 	cfg     Config
 	m       *model.Model
