@@ -295,9 +295,11 @@ func (e *engine) tick() {
 		// what it was fed, then every step runs alone, so that only the request the
 		// panic comes from fails.
 		for _, j := range slices.Clone(e.batch) {
-			if e.guard(j, func() { e.replay(j) }) {
-				e.alone(j)
+			if !e.guard(j, func() { e.replay(j) }) {
+				e.r = model.NewRunner(e.m, e.chunk)
+				continue
 			}
+			e.alone(j)
 		}
 	case err != nil:
 		// The model checks every step before it feeds any cache, so the others can
