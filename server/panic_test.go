@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/kvfoot/kvfoot/kv"
 )
 
@@ -108,5 +111,21 @@ func TestEnginePanic(t *testing.T) {
 	}
 	if got := metric(t, h, `kvfoot_requests_total{code="500",endpoint="/v1/completions"}`); got != "2" {
 		t.Errorf("500s counted: %s, want 2", got)
+	}
+}
+
+// TestCountNeverNegative: a count that went backwards is dropped, not handed to the
+// counter (which would panic and end the process).
+func TestCountNeverNegative(t *testing.T) {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "c", Help: "c"})
+	count(c, 3)
+	count(c, -2)
+	count(c, 0)
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != 3 {
+		t.Errorf("counter %g after 3, −2, 0: want 3", got)
 	}
 }
