@@ -11,9 +11,9 @@ import (
 	"github.com/kvfoot/kvfoot/tokenizer"
 )
 
-// TestCompletionsURL: the address kvfoot serve prints, and its root, each with or
+// TestLoadgenURL: the address kvfoot serve prints, and its root, each with or
 // without a trailing slash, lead to the completions endpoint; others are refused.
-func TestCompletionsURL(t *testing.T) {
+func TestLoadgenURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"http://127.0.0.1:8080/v1":      "http://127.0.0.1:8080/v1/completions",
 		"http://127.0.0.1:8080/v1/":     "http://127.0.0.1:8080/v1/completions",
@@ -34,10 +34,10 @@ func TestCompletionsURL(t *testing.T) {
 	}
 }
 
-// TestRun: a load test against kvfoot's server (a tiny random-weight model) runs
+// TestLoadgenRun: a load test against kvfoot's server (a tiny random-weight model) runs
 // every request to its last token and reports full attention's KV usage, computed
 // here by hand; a request the server refuses is counted as an error with its message.
-func TestRun(t *testing.T) {
+func TestLoadgenRun(t *testing.T) {
 	cfg := model.Config{
 		Arch: "LlamaForCausalLM", Hidden: 64, Intermediate: 128, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 16,
 		Vocab: 4096, NormEps: 1e-5, MaxPositions: 512, Rope: model.Rope{Theta: 10000, Type: "default", Factor: 1},
