@@ -9,6 +9,7 @@ package kv
 
 import (
 	"fmt"
+	"io/fs"
 	"math"
 
 	"github.com/kvfoot/kvfoot/model"
@@ -104,6 +105,7 @@ type Option func(*config)
 type config struct {
 	obs     Observer
 	dir     string
+	fsys    fs.FS // WithFS
 	storage StorageMaker
 }
 

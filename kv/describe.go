@@ -56,7 +56,7 @@ func Describe(s Shape, spec string, options ...Option) (*Facts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kv: policy %q: %w", spec, err)
 	}
-	pol, prec, err := compose(parts, s, cfg.dir)
+	pol, prec, err := compose(parts, s, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kv: policy %q: %w", spec, err)
 	}

@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,11 +45,12 @@ func init() {
 }
 
 func newHeadmask(a Args) (*headmask, error) {
-	file := a.Text("masks")
-	if a.dir != "" && !filepath.IsAbs(file) {
-		file = filepath.Join(a.dir, file)
+	f, file, err := a.Open("masks")
+	if err != nil {
+		return nil, fmt.Errorf("headmask: %w", err)
 	}
-	vals, err := ReadMasks(file, a.Shape().Layers, a.Shape().KVHeads)
+	defer f.Close()
+	vals, err := readMasks(f, file, a.Shape().Layers, a.Shape().KVHeads)
 	if err != nil {
 		return nil, err
 	}
@@ -132,8 +133,12 @@ func ReadMasks(file string, layers, kvHeads int) ([][]float64, error) {
 		return nil, fmt.Errorf("headmask: %w", err)
 	}
 	defer f.Close()
+	return readMasks(f, file, layers, kvHeads)
+}
+
+func readMasks(r io.Reader, file string, layers, kvHeads int) ([][]float64, error) {
 	var rows [][]float64
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 16<<20)
 	line := 0
 	for sc.Scan() {

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"fmt"
+	"io/fs"
 	"math"
 	"slices"
 	"strconv"
@@ -220,6 +221,7 @@ type Args struct {
 	vals  map[string]value
 	shape Shape
 	dir   string
+	fsys  fs.FS
 }
 
 // Shape is the attention geometry of the model the cache is for.
@@ -326,7 +328,7 @@ func (r *Registration) keys() []string {
 }
 
 // compose builds the policy and the storage of a spec for a model shape.
-func compose(parts []part, s Shape, dir string) (Policy, Precision, error) {
+func compose(parts []part, s Shape, cfg config) (Policy, Precision, error) {
 	var err error
 	var byKind [3]*part
 	for i := range parts {
@@ -337,7 +339,7 @@ func compose(parts []part, s Shape, dir string) (Policy, Precision, error) {
 		}
 		byKind[p.reg.Kind] = p
 	}
-	args := func(p *part) Args { return Args{reg: p.reg, vals: p.vals, shape: s, dir: dir} }
+	args := func(p *part) Args { return Args{reg: p.reg, vals: p.vals, shape: s, dir: cfg.dir, fsys: cfg.fsys} }
 	var pol Policy = full{}
 	if p := byKind[Selector]; p != nil {
 		if pol, err = p.reg.NewSelector(args(p)); err != nil {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
+	"strconv"
 	"strings"
 )
 
@@ -20,7 +22,7 @@ type sampleParams struct {
 	MaxTokens     *int            `json:"max_tokens"`
 	Temperature   *float64        `json:"temperature"`
 	TopP          *float64        `json:"top_p"`
-	Seed          *int64          `json:"seed"`
+	Seed          json.RawMessage `json:"seed"` // an integer up to 2^64−1: read by parseSeed
 	N             *int            `json:"n"`
 	Stop          json.RawMessage `json:"stop"`
 	Stream        bool            `json:"stream"`
@@ -73,23 +75,80 @@ func decodeBody(body []byte, v any) *apiError {
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return badRequest(te.Field, "%s: got JSON %s, want %s", te.Field, te.Value, jsonKind(te.Type.String()))
+		field := jsonField(reflect.TypeOf(v), te.Field)
+		if field == "" {
+			return badRequest("", "request body: got JSON %s, want a JSON object", te.Value)
+		}
+		return badRequest(field, "%s: got JSON %s, want %s", field, te.Value, jsonKind(te.Type))
 	}
 	return badRequest("", "request body is not valid JSON: %v", err)
 }
 
-func jsonKind(goType string) string {
-	switch {
-	case strings.Contains(goType, "int"):
-		return "an integer"
-	case strings.Contains(goType, "float"):
-		return "a number"
-	case goType == "bool":
-		return "a boolean"
-	case goType == "string" || goType == "*string":
-		return "a string"
+// jsonField is the request's JSON path of a decoding error's field: encoding/json
+// names the Go structs embedded in the request type (sampleParams.max_tokens), which
+// the API does not have.
+func jsonField(req reflect.Type, field string) string {
+	for req.Kind() == reflect.Pointer {
+		req = req.Elem()
 	}
-	return "another type (" + goType + ")"
+	embedded := map[string]bool{}
+	if req.Kind() == reflect.Struct {
+		for i := range req.NumField() {
+			if f := req.Field(i); f.Anonymous {
+				embedded[f.Type.Name()] = true
+			}
+		}
+	}
+	var path []string
+	for _, seg := range strings.Split(field, ".") {
+		if seg != "" && !embedded[seg] {
+			path = append(path, seg)
+		}
+	}
+	return strings.Join(path, ".")
+}
+
+// jsonKind names the JSON kind a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "an object"
+}
+
+// maxSeed is the largest seed: the sampler's seed is an unsigned 64-bit integer.
+const maxSeed = math.MaxUint64
+
+// parseSeed reads `seed`: an integer from −2^63 to 2^64−1 (a negative seed is taken
+// as its two's complement), compared exactly as text, never through a float.
+func parseSeed(raw json.RawMessage) (seed uint64, set bool, e *apiError) {
+	if isNull(raw) {
+		return 0, false, nil
+	}
+	t := string(bytes.TrimSpace(raw))
+	if u, err := strconv.ParseUint(t, 10, 64); err == nil {
+		return u, true, nil
+	}
+	if i, err := strconv.ParseInt(t, 10, 64); err == nil {
+		return uint64(i), true, nil
+	}
+	if n := strings.TrimPrefix(t, "-"); n != "" && strings.Trim(n, "0123456789") == "" {
+		return 0, false, badRequest("seed", "seed %s: want an integer from %d to %d", t, math.MinInt64, uint64(maxSeed))
+	}
+	return 0, false, badRequest("seed", "seed: got JSON %s, want an integer from %d to %d", t, math.MinInt64, uint64(maxSeed))
 }
 
 // isNull reports an absent or null JSON value.
@@ -263,7 +322,8 @@ type usage struct {
 // kvUsage is what one request cost in KV memory. Footprint and peak are the paper's
 // fractions of full causal attention (footprint.Meter); peak_entries is the most
 // entries a query saw, per KV head; peak_bytes the most bytes the cache held;
-// evicted_entries the (layer, KV head, token) entries the policy dropped; reserved_bytes
+// evicted_entries the (layer, stored head, token) entries the policy dropped (a
+// gqa=expand cache stores each KV head once per query head); reserved_bytes
 // the peak that admission predicted and reserved in the budget.
 type kvUsage struct {
 	Policy         string  `json:"policy"`

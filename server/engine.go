@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"log"
 	"math"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -40,6 +42,9 @@ type job struct {
 	decoding bool
 	next     [1]int // the token the next decode step feeds
 	n        int    // tokens generated
+	gen      []int  // the tokens generated, to feed them again in replay
+	fed      int    // tokens fed by forwards that completed
+	ended    bool   // released: its last event is sent
 	stream   *tokenizer.Stream
 	pending  string // decoded text held back because a stop string may start in it
 	lastTok  time.Time
@@ -112,7 +117,6 @@ type engine struct {
 	r       *model.Runner
 	tok     *tokenizer.Tokenizer
 	chunk   int
-	heads   int64 // layers × KV heads
 	adm     *admission
 	met     *metrics
 	in      chan *job
@@ -122,6 +126,9 @@ type engine struct {
 	seqs    []model.Seq
 	batch   []*job
 	ticks   int64
+	// newCache builds a request's cache and meter again, for replay.
+	newCache func(spec string, obs kv.Observer) (*kv.Cache, *apiError)
+	newMeter func() (*footprint.Meter, *observer)
 	// beforeTick, when set (by tests, before the first request), runs before each tick.
 	beforeTick func()
 
@@ -131,8 +138,7 @@ type engine struct {
 func newEngine(m *model.Model, tok *tokenizer.Tokenizer, chunk, maxRunning int, adm *admission, met *metrics) *engine {
 	e := &engine{
 		m: m, r: model.NewRunner(m, chunk), tok: tok, chunk: chunk,
-		heads: int64(m.Config.Layers * m.Config.KVHeads),
-		adm:   adm, met: met,
+		adm: adm, met: met,
 		in: make(chan *job, maxRunning), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	go e.loop()
@@ -141,41 +147,90 @@ func newEngine(m *model.Model, tok *tokenizer.Tokenizer, chunk, maxRunning int, 
 
 func (e *engine) loop() {
 	defer close(e.done)
-	for {
-		if len(e.running) == 0 {
-			select {
-			case j := <-e.in:
-				e.start(j)
-			case <-e.quit:
-				e.failAll()
-				return
-			}
-		}
-		for more := true; more; {
-			select {
-			case j := <-e.in:
-				e.start(j)
-			case <-e.quit:
-				e.failAll()
-				return
-			default:
-				more = false
-			}
-		}
-		if e.beforeTick != nil {
-			e.beforeTick()
-		}
-		e.reap()
-		if len(e.running) > 0 {
-			e.tick()
-		}
+	for e.round() {
 	}
 }
 
+// round takes the new requests and runs one tick; false once the server closes. A
+// panic that no request's guard caught ends every running request, never the
+// process.
+func (e *engine) round() (more bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic("engine", r)
+			for len(e.running) > 0 {
+				j := e.running[0]
+				e.fail(j, panicError(j.policy, r))
+			}
+			e.r = model.NewRunner(e.m, e.chunk)
+			more = true
+		}
+	}()
+	if len(e.running) == 0 {
+		select {
+		case j := <-e.in:
+			e.start(j)
+		case <-e.quit:
+			e.failAll()
+			return false
+		}
+	}
+	for more := true; more; {
+		select {
+		case j := <-e.in:
+			e.start(j)
+		case <-e.quit:
+			e.failAll()
+			return false
+		default:
+			more = false
+		}
+	}
+	if e.beforeTick != nil {
+		e.beforeTick()
+	}
+	e.reap()
+	if len(e.running) > 0 {
+		e.tick()
+	}
+	return true
+}
+
 func (e *engine) start(j *job) {
-	j.patch = min(j.cache.PatchLen(), len(j.prompt))
-	j.stream = e.tok.NewStream(true)
 	e.running = append(e.running, j)
+	e.guard(j, func() {
+		j.patch = min(j.cache.PatchLen(), len(j.prompt))
+		j.stream = e.tok.NewStream(true)
+	})
+}
+
+// guard runs f for j; a panic in f ends j alone with a 500 that names its policy.
+func (e *engine) guard(j *job, f func()) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic(j.policy, r)
+			e.fail(j, panicError(j.policy, r))
+			ok = false
+		}
+	}()
+	f()
+	return true
+}
+
+// panicError is the 500 a request gets when the engine panicked on it.
+func panicError(policy string, r any) *apiError {
+	return newError(http.StatusInternalServerError, "kv_policy", "engine_panic",
+		"kv_policy %q: the engine failed on this request (panic: %v); the server goes on", policy, r)
+}
+
+func logPanic(where string, r any) {
+	log.Printf("kvfoot server: panic in %s: %v\n%s", where, r, debug.Stack())
+}
+
+// fail ends j with e's error.
+func (e *engine) fail(j *job, err *apiError) {
+	j.out.push(event{err: err})
+	e.release(j)
 }
 
 // reap drops the requests whose client went away: their caches are freed now.
@@ -193,9 +248,7 @@ func (e *engine) reap() {
 // failAll ends every request with 503 (the server is closing).
 func (e *engine) failAll() {
 	for len(e.running) > 0 {
-		j := e.running[0]
-		j.out.push(event{err: newError(http.StatusServiceUnavailable, "", "server_shutdown", "the server shut down before the request finished")})
-		e.release(j)
+		e.fail(e.running[0], newError(http.StatusServiceUnavailable, "", "server_shutdown", "the server shut down before the request finished"))
 	}
 	for {
 		select {
@@ -212,7 +265,7 @@ func (e *engine) tick() {
 	e.seqs, e.batch = e.seqs[:0], e.batch[:0]
 	for _, j := range e.running {
 		if j.decoding {
-			e.seqs = append(e.seqs, model.Seq{Cache: j.cache, IDs: j.next[:], Step: model.Step{Pos: j.cache.Pos(), Rows: 1}})
+			e.seqs = append(e.seqs, e.seqOf(j))
 			e.batch = append(e.batch, j)
 		}
 	}
@@ -237,25 +290,93 @@ func (e *engine) tick() {
 	}
 	e.met.batchSeqs.Observe(float64(len(e.seqs)))
 	e.met.batchRows.Observe(float64(rows))
-	if err := e.r.ForwardBatch(e.seqs); err != nil {
-		// The model checks every step before it feeds any cache, so the others can
-		// still go, one by one, and only the failing request ends.
-		for i, j := range slices.Clone(e.batch) {
-			s := e.seqs[i]
-			if s.Logits, err = e.r.Forward(s.Cache, s.IDs, s.Step, false); err != nil {
-				j.out.push(event{err: newError(http.StatusInternalServerError, "", "engine_error", "forward: %v", err)})
-				e.release(j)
+	err, panicked := e.forwardBatch()
+	switch {
+	case panicked:
+		// The caches of the batch may hold part of this step: each is built again from
+		// what it was fed, then every step runs alone, so that only the request the
+		// panic comes from fails.
+		for _, j := range slices.Clone(e.batch) {
+			if !e.guard(j, func() { e.replay(j) }) {
+				e.r = model.NewRunner(e.m, e.chunk)
 				continue
 			}
-			e.account()
-			e.advance(j, &s)
+			e.alone(j)
 		}
+	case err != nil:
+		// The model checks every step before it feeds any cache, so the others can
+		// still go, one by one, and only the failing request ends.
+		for _, j := range slices.Clone(e.batch) {
+			e.alone(j)
+		}
+	default:
+		e.account()
+		for i := range e.seqs {
+			j, s := e.batch[i], &e.seqs[i]
+			e.guard(j, func() { e.advance(j, s) })
+		}
+	}
+}
+
+// forwardBatch runs the batched forward, reporting a panic instead of passing it on.
+func (e *engine) forwardBatch() (err error, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic("a batched forward", r)
+			e.r = model.NewRunner(e.m, e.chunk) // its buffers may be half written
+			panicked = true
+		}
+	}()
+	return e.r.ForwardBatch(e.seqs), false
+}
+
+// alone runs j's next step by itself and advances it.
+func (e *engine) alone(j *job) {
+	s := e.seqOf(j)
+	var err error
+	if !e.guard(j, func() { s.Logits, err = e.r.Forward(s.Cache, s.IDs, s.Step, false) }) {
+		e.r = model.NewRunner(e.m, e.chunk)
+		return
+	}
+	if err != nil {
+		e.fail(j, newError(http.StatusInternalServerError, "kv_policy", "engine_error", "kv_policy %q: forward: %v", j.policy, err))
 		return
 	}
 	e.account()
-	for i := range e.seqs {
-		e.advance(e.batch[i], &e.seqs[i])
+	e.guard(j, func() { e.advance(j, &s) })
+}
+
+// replay builds j's cache and meter again and feeds them what the old ones were fed
+// by completed forwards, in the same steps: the pre-fill chunks, then one decode step
+// per generated token but the last.
+func (e *engine) replay(j *job) {
+	meter, obs := e.newMeter()
+	cache, ae := e.newCache(j.policy, obs)
+	if ae != nil {
+		panic(ae.Message) // it was built once from the same spec
 	}
+	fed := j.fed
+	j.cache, j.meter, j.obs, j.fed = cache, meter, obs, 0
+	for j.cache.Pos() < fed {
+		var s model.Seq
+		if pos := j.cache.Pos(); pos < len(j.prompt) {
+			s = e.chunkOf(j)
+		} else {
+			s = model.Seq{Cache: j.cache, IDs: j.gen[pos-len(j.prompt):][:1], Step: model.Step{Pos: pos, Rows: 1}}
+		}
+		if _, err := e.r.Forward(s.Cache, s.IDs, s.Step, false); err != nil {
+			panic(err)
+		}
+	}
+	j.fed = fed
+}
+
+// seqOf is j's next step: a decode step or its next pre-fill chunk.
+func (e *engine) seqOf(j *job) model.Seq {
+	if j.decoding {
+		return model.Seq{Cache: j.cache, IDs: j.next[:], Step: model.Step{Pos: j.cache.Pos(), Rows: 1}}
+	}
+	return e.chunkOf(j)
 }
 
 // chunkOf is the next pre-fill chunk of j, as model.PlanChunks plans every pre-fill,
@@ -285,9 +406,11 @@ func (e *engine) account() {
 		} else {
 			peak += j.obs.bytes
 		}
-		ev := int64(j.cache.Pos())*e.heads - j.obs.entries
-		e.met.evicted.Add(float64(ev - j.evicted))
-		j.evicted = ev
+		// entries of every stored head (a gqa=expand cache stores each KV head once
+		// per query head)
+		ev := int64(j.cache.Pos())*int64(e.m.Config.Layers*j.cache.Heads()) - j.obs.entries
+		count(e.met.evicted, ev-j.evicted)
+		j.evicted = max(j.evicted, ev)
 	}
 	e.inUse.Store(now)
 	e.met.kvInUse.Set(float64(now))
@@ -300,6 +423,7 @@ func (e *engine) account() {
 // advance handles the logits of j's forward: a finished pre-fill or a decode step
 // yields the next token.
 func (e *engine) advance(j *job, s *model.Seq) {
+	j.fed = s.Step.Pos + s.Step.Tokens()
 	if s.Step.Prefill {
 		if !s.Step.Final {
 			return
@@ -307,11 +431,11 @@ func (e *engine) advance(j *job, s *model.Seq) {
 		j.decoding = true
 	}
 	if err := model.CheckFinite(s.Logits, j.cache.Pos()-1); err != nil {
-		j.out.push(event{err: newError(http.StatusInternalServerError, "", "engine_error", "%v", err)})
-		e.release(j)
+		e.fail(j, newError(http.StatusInternalServerError, "kv_policy", "engine_error", "kv_policy %q: %v", j.policy, err))
 		return
 	}
 	id := j.sampler.Sample(s.Logits)
+	j.gen = append(j.gen, id)
 	var ev event
 	if j.logprobs {
 		ev.logprobs = []tokenLogprob{e.logprob(s.Logits, id, j.top)}
@@ -325,7 +449,7 @@ func (e *engine) advance(j *job, s *model.Seq) {
 	}
 	j.lastTok = now
 	j.next[0] = id
-	e.met.completionTokens.Inc()
+	count(e.met.completionTokens, 1)
 
 	if slices.Contains(j.stopIDs, id) {
 		ev.text = j.pending + j.stream.Flush()
@@ -441,6 +565,10 @@ func (e *engine) finish(j *job, reason string, ev event) {
 // release removes j from the running set, drops its cache and returns its
 // reservation to the budget.
 func (e *engine) release(j *job) {
+	if j.ended {
+		return
+	}
+	j.ended = true
 	if i := slices.Index(e.running, j); i >= 0 {
 		e.running = slices.Delete(e.running, i, i+1)
 	}

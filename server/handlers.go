@@ -85,15 +85,17 @@ func (s *Server) common(p *sampleParams, g *gen) *apiError {
 			g.sampling.Temperature = 0
 		}
 	}
-	if p.Seed != nil {
-		g.sampling.Seed = uint64(*p.Seed)
-	} else {
-		g.sampling.Seed = mrand.Uint64()
+	seed, set, e := parseSeed(p.Seed)
+	if e != nil {
+		return e
 	}
+	if !set {
+		seed = mrand.Uint64()
+	}
+	g.sampling.Seed = seed
 	if p.MaxTokens != nil {
 		g.maxTokens, g.maxSet = *p.MaxTokens, true
 	}
-	var e *apiError
 	if g.stops, e = parseStop(p.Stop); e != nil {
 		return e
 	}
@@ -234,7 +236,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, g *gen, e *apiErr
 		fail(e)
 		return
 	}
-	s.met.promptTokens.Add(float64(len(j.prompt)))
+	count(s.met.promptTokens, int64(len(j.prompt)))
 	select {
 	case s.eng.in <- j:
 	case <-s.eng.done:
@@ -249,8 +251,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, g *gen, e *apiErr
 	status = s.wholeResponse(w, r, j, g)
 }
 
-// newJob checks lengths and the policy and predicts the request's KV peak.
-func (s *Server) newJob(r *http.Request, g *gen) (*job, *apiError) {
+// newJob checks lengths and the policy and predicts the request's KV peak. A panic
+// while building the request's cache or its prediction fails this request alone.
+func (s *Server) newJob(r *http.Request, g *gen) (_ *job, e *apiError) {
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic(g.policy, r)
+			e = panicError(g.policy, r)
+		}
+	}()
 	p := len(g.prompt)
 	vocab := s.m.Config.Vocab
 	for i, id := range g.prompt {

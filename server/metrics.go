@@ -67,3 +67,12 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// count adds n to a counter: the one place counts are added. A counter handed a
+// negative number panics, so a count that went backwards (a bug in what it counts)
+// is dropped instead of ending the process.
+func count(c prometheus.Counter, n int64) {
+	if n > 0 {
+		c.Add(float64(n))
+	}
+}

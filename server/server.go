@@ -9,12 +9,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -48,28 +50,40 @@ type Config struct {
 	Context       int   // longest prompt plus completion; the config's max_position_embeddings
 	MaxTokens     int   // most tokens one request may generate; Context
 	MaxBodyBytes  int64 // largest request body; 4 MiB
+	// ReadTimeout bounds the reading of a request, headers and body, so that a slow
+	// client cannot hold a connection; 30 s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each write of a response: a stream's chunks each get their
+	// own, so that a long stream is not cut, but a client that stops reading is; 30 s.
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration // a keep-alive connection idle this long is closed; 2 min
+	MaxConns     int           // open connections; more wait to be accepted; 1024
 	// Masks are headmask masks files (TSV) that a kv_policy may name, by their base
-	// name only (masks=NAME): they are copied at start, and no other file is read.
+	// name only (masks=NAME): they are read into memory at start, and no file is read
+	// after it.
 	Masks []string
 }
 
-// Server serves one model. Create it with New, serve Handler, and end it with Drain
-// (or Close).
+// Server serves one model. Create it with New, answer requests with Serve (or mount
+// Handler), and end it with Drain (or Close).
 type Server struct {
-	cfg      Config
-	m        *model.Model
-	tok      *tokenizer.Tokenizer
-	shape    kv.Shape
-	eos      []int // stop ids of every request
-	turnEnd  int   // the chat template's end-of-turn token, or -1
-	masksDir string
-	masks    map[string]struct{} // the masks files' base names
-	met      *metrics
-	adm      *admission
-	eng      *engine
-	created  int64
-	keyHash  [32]byte
-	closing  sync.Once
+	cfg     Config
+	m       *model.Model
+	tok     *tokenizer.Tokenizer
+	shape   kv.Shape
+	eos     []int // stop ids of every request
+	turnEnd int   // the chat template's end-of-turn token, or -1
+	masksFS memFS
+	masks   map[string]struct{} // the masks files' base names
+	met     *metrics
+	adm     *admission
+	eng     *engine
+	created int64
+	keyHash [32]byte
+	closing sync.Once
+	hsMu    sync.Mutex
+	hs      []*http.Server // of Serve
+	closed  bool           // Drain or Close has stopped the HTTP servers
 }
 
 // New checks cfg, loads the masks files and starts the engine.
@@ -92,6 +106,15 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 4 << 20
 	}
+	durDef := func(x *time.Duration, v time.Duration) {
+		if *x == 0 {
+			*x = v
+		}
+	}
+	durDef(&cfg.ReadTimeout, 30*time.Second)
+	durDef(&cfg.WriteTimeout, 30*time.Second)
+	durDef(&cfg.IdleTimeout, 2*time.Minute)
+	def(&cfg.MaxConns, 1024)
 	def(&cfg.MaxConcurrent, 64)
 	def(&cfg.MaxQueue, 256)
 	def(&cfg.Chunk, 512)
@@ -106,6 +129,10 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 		return nil, fmt.Errorf("server: context %d tokens (the model config has no max_position_embeddings?): want ≥ 2", cfg.Context)
 	case cfg.MaxTokens < 1 || cfg.MaxBodyBytes < 1:
 		return nil, fmt.Errorf("server: max tokens %d, max body %d: want ≥ 1", cfg.MaxTokens, cfg.MaxBodyBytes)
+	case cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0:
+		return nil, fmt.Errorf("server: read timeout %v, write timeout %v, idle timeout %v: want > 0", cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout)
+	case cfg.MaxConns < 1:
+		return nil, fmt.Errorf("server: max connections %d: want ≥ 1", cfg.MaxConns)
 	case tok.VocabSize() > c.Vocab:
 		return nil, fmt.Errorf("server: the tokenizer has %d tokens, the model's vocabulary %d", tok.VocabSize(), c.Vocab)
 	}
@@ -117,11 +144,9 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 	}
 	s.turnEnd = turnEndToken(tok)
 	if err := s.loadMasks(); err != nil {
-		s.removeMasks()
 		return nil, err
 	}
 	if _, err := s.newCache(cfg.Policy, nil); err != nil {
-		s.removeMasks()
 		return nil, fmt.Errorf("server: default policy: %s", err.Message)
 	}
 	s.met.kvBudget.Set(float64(cfg.KVBudget))
@@ -131,6 +156,7 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 		s.met.queued.Set(float64(queued))
 	})
 	s.eng = newEngine(m, tok, cfg.Chunk, cfg.MaxConcurrent, s.adm, s.met)
+	s.eng.newCache, s.eng.newMeter = s.newCache, s.newMeter
 	return s, nil
 }
 
@@ -152,18 +178,10 @@ func turnEndToken(tok *tokenizer.Tokenizer) int {
 	return -1
 }
 
-// loadMasks copies every masks file into a private folder under its base name, which
-// is then the only place headmask reads from.
+// loadMasks reads every masks file into memory under its base name: the only files
+// headmask reads from, so that nothing on disk can change or break them later.
 func (s *Server) loadMasks() error {
-	s.masks = map[string]struct{}{}
-	if len(s.cfg.Masks) == 0 {
-		return nil
-	}
-	dir, err := os.MkdirTemp("", "kvfoot-masks-")
-	if err != nil {
-		return fmt.Errorf("server: masks: %w", err)
-	}
-	s.masksDir = dir
+	s.masks, s.masksFS = map[string]struct{}{}, memFS{}
 	for _, f := range s.cfg.Masks {
 		name := filepath.Base(f)
 		if _, dup := s.masks[name]; dup {
@@ -173,10 +191,8 @@ func (s *Server) loadMasks() error {
 		if err != nil {
 			return fmt.Errorf("server: masks: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			return fmt.Errorf("server: masks: %w", err)
-		}
-		if _, err := kv.New(s.shape, "headmask:masks="+name, kv.WithDir(dir)); err != nil {
+		s.masksFS[name] = data
+		if _, err := kv.New(s.shape, "headmask:masks="+name, kv.WithFS(s.masksFS)); err != nil {
 			return fmt.Errorf("server: masks %s: %w", f, err)
 		}
 		s.masks[name] = struct{}{}
@@ -184,11 +200,21 @@ func (s *Server) loadMasks() error {
 	return nil
 }
 
-func (s *Server) removeMasks() {
-	if s.masksDir != "" {
-		os.RemoveAll(s.masksDir)
+// memFS holds files in memory by name.
+type memFS map[string][]byte
+
+func (m memFS) Open(name string) (fs.File, error) {
+	data, ok := m[name]
+	if !ok {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
+	return memFile{bytes.NewReader(data)}, nil
 }
+
+type memFile struct{ *bytes.Reader }
+
+func (memFile) Stat() (fs.FileInfo, error) { return nil, errors.ErrUnsupported }
+func (memFile) Close() error               { return nil }
 
 // newCache builds a cache for spec, after checking that every file it names (a
 // headmask masks file) is one the server loaded.
@@ -209,7 +235,7 @@ func (s *Server) newCache(spec string, obs kv.Observer) (*kv.Cache, *apiError) {
 			"kv_policy %q: %s=%s is not a masks file this server loaded (loaded: %s); a policy names loaded files by name, never by path",
 			spec, f.Key, f.Name, loaded)
 	}
-	opts := []kv.Option{kv.WithDir(s.masksDir)}
+	opts := []kv.Option{kv.WithFS(s.masksFS)}
 	if obs != nil {
 		opts = append(opts, kv.WithObserver(obs))
 	}
@@ -244,9 +270,13 @@ func (s *Server) Handler() http.Handler {
 
 // recorder remembers the status of a response; a handler whose client went away, or
 // whose stream ended in an error after its 200, sets the final status itself.
+// Every write gets a fresh deadline of writeTimeout: a response may be written long
+// after its request arrived (a queued request, a long stream), and only a client that
+// stops reading should time out.
 type recorder struct {
 	http.ResponseWriter
-	status int
+	status       int
+	writeTimeout time.Duration
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -259,6 +289,9 @@ func (r *recorder) WriteHeader(code int) {
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
+	}
+	if r.writeTimeout > 0 {
+		http.NewResponseController(r.ResponseWriter).SetWriteDeadline(time.Now().Add(r.writeTimeout))
 	}
 	return r.ResponseWriter.Write(b)
 }
@@ -275,12 +308,25 @@ func setStatus(w http.ResponseWriter, code int) {
 // counted counts requests by endpoint and status (499: the client went away).
 func (s *Server) counted(endpoint string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &recorder{ResponseWriter: w}
+		rec := &recorder{ResponseWriter: w, writeTimeout: s.cfg.WriteTimeout}
+		defer func() {
+			// a panic no guard caught ends this request with a 500, never the process
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				logPanic(r.URL.Path, p)
+				if rec.status == 0 {
+					writeError(rec, newError(http.StatusInternalServerError, "", "internal_error", "the server failed on this request (panic: %v)", p))
+				}
+				count(s.met.requests.WithLabelValues(endpoint, "500"), 1)
+			}
+		}()
 		h.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = 499
 		}
-		s.met.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
+		count(s.met.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)), 1)
 	})
 }
 
@@ -296,13 +342,15 @@ func (s *Server) only(method string, h http.HandlerFunc) http.HandlerFunc {
 }
 
 // auth checks the Bearer token in constant time (of hashes, so that the key's
-// length does not leak either).
+// length does not leak either). The scheme's name is case-insensitive (RFC 9110
+// §11.1).
 func (s *Server) auth(h http.Handler) http.Handler {
 	if s.cfg.APIKey == "" {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		scheme, token, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+		ok := strings.EqualFold(scheme, "Bearer")
 		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
 		if !ok || subtle.ConstantTimeCompare(got[:], s.keyHash[:]) != 1 {
 			writeError(w, newError(http.StatusUnauthorized, "", "invalid_api_key", "missing or wrong API key: send the header Authorization: Bearer KEY"))
@@ -361,9 +409,10 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// Drain stops admitting requests (503, queued ones included), waits for the running
-// ones to finish until ctx is done, then ends whatever still runs and closes the
-// server. It returns ctx's error if requests had to be cut.
+// Drain stops admitting requests (503, queued ones included; Serve still answers
+// new connections, with 503), waits for the running ones to finish until ctx is done,
+// then ends whatever still runs and closes the server and its listeners. It returns
+// ctx's error if requests had to be cut.
 func (s *Server) Drain(ctx context.Context) error {
 	idle := s.adm.drain()
 	var err error
@@ -376,12 +425,12 @@ func (s *Server) Drain(ctx context.Context) error {
 	return err
 }
 
-// Close ends every running request (503) and stops the engine.
+// Close ends every running request (503), stops the engine and then Serve.
 func (s *Server) Close() {
 	s.closing.Do(func() {
 		close(s.eng.quit)
 		<-s.eng.done
-		s.removeMasks()
+		s.shutdownHTTP()
 	})
 }
 
@@ -413,10 +462,18 @@ func ParseSize(s string) (int64, error) {
 // readBody reads a request body up to the limit (413 past it).
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err == nil {
+		// The read deadline has done its work; left, it would end the connection's
+		// background read, and with it the request's context, during a long generation.
+		// (After an error it stays: the connection, whose body is unread, is closed.)
+		http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
 	var mb *http.MaxBytesError
 	switch {
 	case errors.As(err, &mb):
 		return nil, newError(http.StatusRequestEntityTooLarge, "", "request_too_large", "request body over %d bytes", s.cfg.MaxBodyBytes)
+	case isTimeout(err):
+		return nil, newError(http.StatusRequestTimeout, "", "request_timeout", "the request body did not arrive within %v", s.cfg.ReadTimeout)
 	case err != nil:
 		return nil, badRequest("", "reading the request body: %v", err)
 	}

@@ -70,7 +70,14 @@ type harness struct {
 // start serves cfg (model name "tiny", API key testKey unless set) on loopback.
 func start(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	m, tok := fixture(t)
+	m, _ := fixture(t)
+	return startModel(t, m, cfg)
+}
+
+// startModel is start with another model (the fixture's tokenizer).
+func startModel(t *testing.T, m *model.Model, cfg Config) *harness {
+	t.Helper()
+	_, tok := fixture(t)
 	if cfg.ModelName == "" {
 		cfg.ModelName = "tiny"
 	}

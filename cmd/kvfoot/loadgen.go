@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/kvfoot/kvfoot/server"
+	"github.com/kvfoot/kvfoot/loadgen"
 )
 
 func init() {
@@ -15,7 +15,7 @@ func init() {
 
 func runLoadgen(args []string) error {
 	fs := newFlags("loadgen")
-	url := fs.String("url", "http://127.0.0.1:8080", "the server's base URL")
+	url := fs.String("url", "http://127.0.0.1:8080/v1", "the server's address as kvfoot serve prints it (with or without /v1)")
 	apiKey := fs.String("api-key", "", "Bearer token (default $KVFOOT_API_KEY)")
 	modelName := fs.String("model", "kvfoot-small", "model id sent with every request")
 	policy := fs.String("policy", "", "kv_policy of every request (default: the server's)")
@@ -45,13 +45,16 @@ func runLoadgen(args []string) error {
 	if *promptLen < 1 || *maxTokens < 1 || *perClient < 1 {
 		return fmt.Errorf("--prompt-len %d, --max-tokens %d, --requests %d: want each at least 1", *promptLen, *maxTokens, *perClient)
 	}
+	if _, err := loadgen.CompletionsURL(*url); err != nil {
+		return fmt.Errorf("--url: %w", err)
+	}
 	if *format == "table" {
 		fmt.Printf("policy %q, prompt %d, max tokens %d, %s\n\n", *policy, *promptLen, *maxTokens, *url)
 		fmt.Println("| concurrency | requests | errors | generated tokens/s | all tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | KV peak KiB | footprint |")
 		fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	}
 	for _, c := range levels {
-		res, err := server.Load(context.Background(), server.LoadOptions{
+		res, err := loadgen.Run(context.Background(), loadgen.Options{
 			URL: *url, APIKey: *apiKey, Model: *modelName, Policy: *policy,
 			Concurrency: c, Requests: max(8, c**perClient), PromptTokens: *promptLen, MaxTokens: *maxTokens,
 		})

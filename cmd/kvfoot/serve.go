@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,16 +22,24 @@ func init() {
 	register("serve", "an OpenAI-compatible HTTP server (completions, chat, streaming) with per-request KV policies and budgets", runServe)
 }
 
+// runServe drains on the first SIGTERM or SIGINT (instead of main's exit at once); a
+// second one ends the process at once.
 func runServe(args []string) error {
+	signal.Reset(syscall.SIGTERM, os.Interrupt)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	return serve(ctx, args, func(addr string) {
 		fmt.Fprintf(os.Stderr, "kvfoot serve: listening on http://%s/v1\n", addr)
 	})
 }
 
-// serve runs the server until ctx is done (SIGTERM), then drains it; ready is told
-// the address once it listens.
+// serve runs the server until ctx is done (SIGTERM), then drains it: new requests
+// get 503 while the running ones finish, within --drain-timeout; past it they are cut
+// and serve returns an error. ready is told the address once it listens.
 func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	fs := newFlags("serve")
 	dir := fs.String("model", "", "model folder (config.json, safetensors weights, tokenizer.json; default: the built-in model)")
@@ -47,12 +54,30 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	maxTokens := fs.Int("max-tokens", 0, "most tokens one request may generate (0: the model's context)")
 	masks := fs.String("masks", "", "comma-separated headmask masks files (TSV) that a kv_policy may name by base name, e.g. masks=m.tsv")
 	name := fs.String("model-name", "", "the model id clients send (default: the model folder's name)")
-	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long running requests may take to finish")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running requests may take to finish (new ones get 503); past it they are cut and serve exits with status 1")
+	readTimeout := fs.Duration("read-timeout", 30*time.Second, "most time to read a request, headers and body")
+	writeTimeout := fs.Duration("write-timeout", 30*time.Second, "most time for each write of a response (every chunk of a stream gets its own)")
+	idleTimeout := fs.Duration("idle-timeout", 2*time.Minute, "a keep-alive connection idle this long is closed")
+	maxConns := fs.Int("max-conns", 1024, "open connections at most; more wait to be accepted")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--drain-timeout", *drain}, {"--read-timeout", *readTimeout}, {"--write-timeout", *writeTimeout}, {"--idle-timeout", *idleTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s %v: want a positive duration", d.name, d.v)
+		}
+	}
+	if *maxConns < 1 {
+		return fmt.Errorf("--max-conns %d: want at least 1", *maxConns)
+	}
+	if err := setThreads(*threads); err != nil {
+		return err
 	}
 	kvBudget, err := server.ParseSize(*budget)
 	if err != nil {
@@ -72,7 +97,6 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if *masks != "" {
 		masksFiles = strings.Split(*masks, ",")
 	}
-	setThreads(*threads)
 	tok, err := tokenizer.Load(*dir)
 	if err != nil {
 		return fmt.Errorf("--model: %w", err)
@@ -85,6 +109,7 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	srv, err := server.New(m, tok, server.Config{
 		ModelName: *name, Policy: *policy, KVBudget: kvBudget, APIKey: *apiKey,
 		MaxConcurrent: *maxConcurrent, MaxQueue: *maxQueue, Chunk: *chunk, MaxTokens: *maxTokens, Masks: masksFiles,
+		ReadTimeout: *readTimeout, WriteTimeout: *writeTimeout, IdleTimeout: *idleTimeout, MaxConns: *maxConns,
 	})
 	if err != nil {
 		return err
@@ -97,9 +122,8 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if host, _, _ := net.SplitHostPort(*addr); *apiKey == "" && !isLoopback(host) {
 		fmt.Fprintf(os.Stderr, "kvfoot serve: warning: listening on %s without --api-key\n", *addr)
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- srv.Serve(ln) }()
 	ready(ln.Addr().String())
 	select {
 	case err := <-errc:
@@ -109,14 +133,11 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
-	drained := make(chan error, 1)
-	go func() { drained <- srv.Drain(dctx) }()
-	// Shutdown stops listening at once and returns when every handler has: when its
-	// request finished, or when Drain cut it at the deadline.
-	if err := hs.Shutdown(context.Background()); err != nil {
-		return err
-	}
-	if err := <-drained; errors.Is(err, context.DeadlineExceeded) {
+	// Drain answers 503 to new requests while the running ones finish, then stops
+	// listening once every handler has returned.
+	err = srv.Drain(dctx)
+	<-errc
+	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("--drain-timeout %v passed before the running requests finished; they were cut", *drain)
 	}
 	return nil

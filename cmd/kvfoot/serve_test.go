@@ -1,10 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -76,11 +83,94 @@ func TestServeBadFlags(t *testing.T) {
 		{"--policy nonsense", "default policy"},
 		{"--masks /nonexistent/m.tsv", "masks"},
 		{"--addr 127.0.0.1:notaport", "--addr"},
+		{"--threads -1", "--threads"},
+		{"--threads 100000", "--threads"},
+		{"--read-timeout 0s", "--read-timeout"},
+		{"--write-timeout -1s", "--write-timeout"},
+		{"--idle-timeout 0s", "--idle-timeout"},
+		{"--drain-timeout 0s", "--drain-timeout"},
+		{"--max-conns 0", "--max-conns"},
 	} {
 		args := append([]string{"--model", "../../models/kvfoot-small"}, strings.Fields(c.args)...)
 		err := serve(context.Background(), args, func(string) {})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error naming %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestServeSignals runs the kvfoot binary: on SIGTERM a running stream finishes while
+// new requests get 503, and the process exits 0; on SIGINT with a drain timeout the
+// stream cannot meet, the stream is cut with an error event and the process exits 1.
+func TestServeSignals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the kvfoot binary")
+	}
+	bin := filepath.Join(t.TempDir(), "kvfoot")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, c := range []struct {
+		sig       syscall.Signal
+		drain     string
+		maxTokens int
+		code      int
+	}{{syscall.SIGTERM, "60s", 24, 0}, {syscall.SIGINT, "100ms", 4000, 1}} {
+		cmd := exec.Command(bin, "serve", "--model", "../../models/kvfoot-small", "--addr", "127.0.0.1:0", "--drain-timeout", c.drain)
+		stderr, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(stderr)
+		base := ""
+		for base == "" && sc.Scan() {
+			_, base, _ = strings.Cut(sc.Text(), "listening on ")
+		}
+		go io.Copy(io.Discard, stderr)
+		if base == "" {
+			cmd.Process.Kill()
+			t.Fatalf("%v: serve printed no address", c.sig)
+		}
+		post := func(body string) *http.Response {
+			resp, err := http.Post(base+"/completions", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp
+		}
+		stream := post(fmt.Sprintf(`{"model":"kvfoot-small","prompt":"package main","max_tokens":%d,"ignore_eos":true,"stream":true}`, c.maxTokens))
+		br := bufio.NewReader(stream.Body)
+		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
+			t.Fatalf("%v: first stream line %q, %v", c.sig, line, err)
+		}
+		cmd.Process.Signal(c.sig)
+		if c.code == 0 {
+			// the signal is handled asynchronously: once /healthz says draining, a new
+			// request is refused
+			for i := 0; ; i++ {
+				h, err := http.Get(base[:len(base)-len("/v1")] + "/healthz")
+				if err == nil && h.StatusCode == 503 {
+					break
+				}
+				if i == 500 {
+					t.Fatalf("%v: /healthz never said draining (%v, %v)", c.sig, h, err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if r := post(`{"model":"kvfoot-small","prompt":"a","max_tokens":1}`); r.StatusCode != 503 {
+				t.Errorf("%v: a request while draining: %d, want 503", c.sig, r.StatusCode)
+			}
+		}
+		rest, _ := io.ReadAll(br)
+		stream.Body.Close()
+		finished := strings.HasSuffix(string(rest), "data: [DONE]\n\n") && !strings.Contains(string(rest), `"error"`)
+		if finished != (c.code == 0) {
+			t.Errorf("%v, drain timeout %s: the stream ended %q; want it finished: %v", c.sig, c.drain, rest[max(0, len(rest)-200):], c.code == 0)
+		}
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if (err == nil && c.code != 0) || (err != nil && (!errors.As(err, &ee) || ee.ExitCode() != c.code)) {
+			t.Errorf("%v: serve exited with %v, want status %d", c.sig, err, c.code)
 		}
 	}
 }

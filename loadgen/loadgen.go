@@ -1,4 +1,7 @@
-package server
+// Package loadgen load-tests an OpenAI-compatible server (kvfoot serve, or any
+// other): streaming completions at a fixed concurrency, with tokens/s, time to first
+// token, inter-token latency and the KV usage that kvfoot reports.
+package loadgen
 
 import (
 	"bufio"
@@ -7,18 +10,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 )
 
-// LoadOptions describe a load test of an OpenAI-compatible server: Requests
+// Options describe a load test of an OpenAI-compatible server: Requests
 // streaming completions, Concurrency of them in flight at a time, each a prompt of
 // PromptTokens token ids and MaxTokens generated tokens (ignore_eos, so every request
 // generates all of them), greedy.
-type LoadOptions struct {
-	URL          string // the server's base URL, e.g. http://127.0.0.1:8080
+type Options struct {
+	// URL is the server's address as kvfoot serve prints it, http://HOST:PORT/v1, with
+	// or without /v1 and a trailing slash.
+	URL          string
 	APIKey       string
 	Model        string
 	Policy       string // kv_policy of every request ("": the server's default)
@@ -29,10 +35,10 @@ type LoadOptions struct {
 	Seed         int // varies the prompts
 }
 
-// LoadResult is what a load test measured. Latencies are in seconds: TTFT from
+// Result is what a load test measured. Latencies are in seconds: TTFT from
 // sending a request to its first streamed text, inter-token latency between
 // consecutive text chunks of a stream.
-type LoadResult struct {
+type Result struct {
 	Concurrency     int     `json:"concurrency"`
 	Requests        int     `json:"requests"`
 	Errors          int     `json:"errors"`
@@ -50,11 +56,15 @@ type LoadResult struct {
 	FirstError   string  `json:"first_error,omitempty"`
 }
 
-// Load runs a load test.
-func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
+// Run runs a load test.
+func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Concurrency < 1 || o.Requests < 1 || o.PromptTokens < 1 || o.MaxTokens < 1 {
-		return LoadResult{}, fmt.Errorf("load: concurrency %d, requests %d, prompt %d, max tokens %d: want all ≥ 1",
+		return Result{}, fmt.Errorf("load: concurrency %d, requests %d, prompt %d, max tokens %d: want all ≥ 1",
 			o.Concurrency, o.Requests, o.PromptTokens, o.MaxTokens)
+	}
+	endpoint, err := CompletionsURL(o.URL)
+	if err != nil {
+		return Result{}, err
 	}
 	type result struct {
 		ttft, footprint float64
@@ -74,7 +84,7 @@ func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
 			defer wg.Done()
 			for i := range next {
 				r := &results[i]
-				r.ttft, r.gaps, r.tokens, r.peak, r.footprint, r.err = o.one(ctx, client, i)
+				r.ttft, r.gaps, r.tokens, r.peak, r.footprint, r.err = o.one(ctx, client, endpoint, i)
 			}
 		}()
 	}
@@ -83,7 +93,7 @@ func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
 	}
 	close(next)
 	wg.Wait()
-	res := LoadResult{Concurrency: o.Concurrency, Requests: o.Requests, Seconds: time.Since(start).Seconds()}
+	res := Result{Concurrency: o.Concurrency, Requests: o.Requests, Seconds: time.Since(start).Seconds()}
 	var ttft, gaps []float64
 	for _, r := range results {
 		if r.err != nil {
@@ -119,8 +129,42 @@ func quantile(xs []float64, q float64) float64 {
 	return xs[min(max(i, 0), len(xs)-1)]
 }
 
+// CompletionsURL is the completions endpoint of a server address: the URL that kvfoot
+// serve prints (http://HOST:PORT/v1), or its root, each with or without a trailing
+// slash.
+func CompletionsURL(base string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(base))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("URL %q: want the server's address as kvfoot serve prints it, e.g. http://127.0.0.1:8080/v1", base)
+	}
+	p := strings.TrimRight(u.Path, "/")
+	p = strings.TrimSuffix(p, "/v1")
+	u.Path = p + "/v1/completions"
+	return u.String(), nil
+}
+
+// apiError is the error object of an OpenAI-style response.
+type apiError struct {
+	Message string `json:"message"`
+}
+
+// chunk is one streamed event: text, usage with kvfoot's kv object, or an error.
+type chunk struct {
+	Choices []struct {
+		Text string `json:"text"`
+	} `json:"choices"`
+	Usage *struct {
+		CompletionTokens int `json:"completion_tokens"`
+		KV               *struct {
+			PeakBytes int64   `json:"peak_bytes"`
+			Footprint float64 `json:"footprint"`
+		} `json:"kv"`
+	} `json:"usage"`
+	Error *apiError `json:"error"`
+}
+
 // one sends request i and reads its stream.
-func (o LoadOptions) one(ctx context.Context, client *http.Client, i int) (ttft float64, gaps []float64, tokens int, peak int64, fp float64, err error) {
+func (o Options) one(ctx context.Context, client *http.Client, endpoint string, i int) (ttft float64, gaps []float64, tokens int, peak int64, fp float64, err error) {
 	prompt := make([]int, o.PromptTokens)
 	x := uint32(o.Seed*1_000_003 + i*7919 + 1)
 	for k := range prompt {
@@ -135,7 +179,7 @@ func (o LoadOptions) one(ctx context.Context, client *http.Client, i int) (ttft 
 		body["kv_policy"] = o.Policy
 	}
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimSuffix(o.URL, "/")+"/v1/completions", bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, "POST", endpoint, bytes.NewReader(b))
 	if err != nil {
 		return
 	}
@@ -170,10 +214,7 @@ func (o LoadOptions) one(ctx context.Context, client *http.Client, i int) (ttft 
 			done = true
 			break
 		}
-		var c struct {
-			completionResponse
-			Error *apiError `json:"error"`
-		}
+		var c chunk
 		if err = json.Unmarshal([]byte(data), &c); err != nil {
 			return
 		}
