@@ -100,7 +100,7 @@ func gemm(im *impl, t, m, k int, a operand, outs ...gemmOut) {
 		}
 	} else {
 		pool.run(j, t)
-		pool.mu.Unlock()
+		pool.finish()
 	}
 	j.a, j.outs = operand{}, [maxOuts]gemmOut{}
 }

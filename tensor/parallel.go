@@ -1,7 +1,9 @@
 package tensor
 
 import (
+	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,7 +52,7 @@ func RunJob(j Job, n int) {
 		return
 	}
 	pool.run(j, n)
-	pool.mu.Unlock()
+	pool.finish()
 }
 
 // Parallel splits [0, n) into at most Threads() contiguous ranges and runs fn on
@@ -66,7 +68,7 @@ func parallelFor(t, n int, fn func(lo, hi int)) {
 	pool.rj = rangeJob{n: n, t: t, fn: fn}
 	pool.run(&pool.rj, t)
 	pool.rj = rangeJob{}
-	pool.mu.Unlock()
+	pool.finish()
 }
 
 // rangeJob is Parallel's job: unit u of t is [u·n/t, (u+1)·n/t).
@@ -125,6 +127,39 @@ type workerPool struct {
 	rj rangeJob   // Parallel's
 	mv matvecJob  // MatMulTs's at small m
 	el elementJob // the element-wise kernels'
+
+	fault atomic.Pointer[unitPanic] // the first unit of the job in flight that panicked
+}
+
+// unitPanic is a panic of a unit of work, with the stack of the goroutine it ran on.
+type unitPanic struct {
+	value any
+	stack []byte
+}
+
+func (u *unitPanic) Error() string {
+	return fmt.Sprintf("tensor: a unit of work panicked: %v\n%s", u.value, u.stack)
+}
+
+// do runs one unit. A panic is recorded and the unit counted as done, so that the job
+// still ends and its caller, not a worker goroutine (whose panic would end the
+// process), raises it: a server can then fail one request and go on.
+func (p *workerPool) do(j Job, w, ph, u int) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.fault.CompareAndSwap(nil, &unitPanic{value: r, stack: debug.Stack()})
+		}
+	}()
+	j.Do(w, ph, u)
+}
+
+// finish releases the pool after a job and raises the panic of any of its units.
+func (p *workerPool) finish() {
+	f := p.fault.Swap(nil)
+	p.mu.Unlock()
+	if f != nil {
+		panic(f)
+	}
 }
 
 var pool workerPool
@@ -215,7 +250,7 @@ func (p *workerPool) part(w int) {
 				if !ok {
 					break
 				}
-				j.Do(w, ph, u)
+				p.do(j, w, ph, u)
 				did++
 			}
 		}

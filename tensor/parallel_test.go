@@ -3,6 +3,7 @@ package tensor
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -221,5 +222,35 @@ func TestPartitionInvariance(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestUnitPanicReachesCaller: a unit that panics on a worker goroutine (which would end
+// the process) is raised in the caller, after the job's other units ran, and the pool
+// serves the next job.
+func TestUnitPanicReachesCaller(t *testing.T) {
+	defer SetThreads(Threads())
+	SetThreads(4)
+	var ran atomic.Int64
+	got := func() (r any) {
+		defer func() { r = recover() }()
+		Parallel(64, func(lo, hi int) {
+			ran.Add(int64(hi - lo))
+			if lo > 0 { // a worker's range, not the caller's
+				panic("boom")
+			}
+		})
+		return nil
+	}()
+	if got == nil || !strings.Contains(fmt.Sprint(got), "boom") {
+		t.Fatalf("recovered %v, want the unit's panic", got)
+	}
+	if ran.Load() != 64 {
+		t.Errorf("%d of 64 values ran", ran.Load())
+	}
+	var sum atomic.Int64
+	Parallel(64, func(lo, hi int) { sum.Add(int64(hi - lo)) })
+	if sum.Load() != 64 {
+		t.Errorf("the next job ran %d of 64 values", sum.Load())
 	}
 }

@@ -78,7 +78,7 @@ func MatMulTs(x []float32, m int, ps ...Proj) {
 		j.set(x, m, ps)
 		pool.run(j, t)
 		j.x, j.outs = nil, [maxOuts]Proj{}
-		pool.mu.Unlock()
+		pool.finish()
 		return
 	}
 	var j matvecJob
@@ -257,7 +257,7 @@ func elementwise(j elementJob, size int) {
 		pool.el = j
 		pool.run(&pool.el, t)
 		pool.el = elementJob{}
-		pool.mu.Unlock()
+		pool.finish()
 		return
 	}
 	for u := range j.Units(0) {
