@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"math"
 
+	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/model"
 )
 
@@ -202,7 +203,7 @@ func (c *Cache) Begin(s model.Step) error {
 // Attend appends the forward's keys and values of layer, writes the attention of q into
 // out, and lets the policy evict. q and out are [n, Heads·HeadDim], k and v
 // [n, KVHeads·HeadDim].
-func (c *Cache) Attend(layer int, q, k, v, out model.Buf) {
+func (c *Cache) Attend(layer int, q, k, v, out compute.Buf) {
 	n := c.step.Rows
 	if n == 0 {
 		panic("kv: Attend outside a step: the model calls Begin first")

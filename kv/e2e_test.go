@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/model"
 )
@@ -21,8 +22,8 @@ func (r *refFull) Begin(s model.Step) error {
 	r.rows = s.Rows
 	return s.Check()
 }
-func (r *refFull) Attend(layer int, q, k, v, out model.Buf) {
-	r.attend(layer, model.HostOf(q), model.HostOf(k), model.HostOf(v), model.HostOf(out), r.rows)
+func (r *refFull) Attend(layer int, q, k, v, out compute.Buf) {
+	r.attend(layer, compute.HostOf(q), compute.HostOf(k), compute.HostOf(v), compute.HostOf(out), r.rows)
 }
 func (r *refFull) Commit()         { r.pos += r.rows }
 func (r *refFull) Pos() int        { return r.pos }

@@ -3,6 +3,7 @@ package kv_test
 import (
 	"fmt"
 
+	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
@@ -23,7 +24,7 @@ func ExampleNew() {
 		}
 		q := make([]float32, s.Rows*shape.Heads*shape.HeadDim)
 		k := make([]float32, s.Rows*shape.KVHeads*shape.HeadDim)
-		cache.Attend(0, model.Host(q), model.Host(k), model.Host(k), model.Host(make([]float32, len(q))))
+		cache.Attend(0, compute.Host(q), compute.Host(k), compute.Host(k), compute.Host(make([]float32, len(q))))
 		cache.Commit()
 	}
 	forward(model.Step{Pos: 0, Rows: 4, Prefill: true})              // first chunk: full attention

@@ -1,6 +1,6 @@
 package kv
 
-import "github.com/kvfoot/kvfoot/model"
+import "github.com/kvfoot/kvfoot/compute"
 
 // Test access to a host cache's stores, below the Storage seam.
 
@@ -49,5 +49,5 @@ func (c *Cache) recount() {
 
 // attendHost is Attend on host slices.
 func (c *Cache) attendHost(layer int, q, k, v, out []float32) {
-	c.Attend(layer, model.Host(q), model.Host(k), model.Host(v), model.Host(out))
+	c.Attend(layer, compute.Host(q), compute.Host(k), compute.Host(v), compute.Host(out))
 }

@@ -3,7 +3,7 @@ package kv
 import (
 	"fmt"
 
-	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/compute"
 )
 
 // Storage is the backend half of a cache: one sequence's keys and values for every
@@ -15,14 +15,14 @@ type Storage interface {
 	// Append adds the forward's n rows of keys and values to every stored head of
 	// layer: k and v are [n, KVHeads·HeadDim] of the model (an expanded cache stores
 	// each KV head once per query head of its group).
-	Append(layer int, k, v model.Buf, n int)
+	Append(layer int, k, v compute.Buf, n int)
 	// Attend writes into out [n, Heads·HeadDim] the attention of q [n, Heads·HeadDim]:
 	// each query of stored head g sees its Past[g] entries from before the forward
 	// and the forward's rows causally (on a local layer, from entry Lo[g][i] on), its
 	// scores q·k times the shape's Scale and capped by its SoftCap. For every head whose Req is not empty it writes
 	// Scores[g] [Past[g]+Tokens]: the asked queries' probabilities summed, averaged
 	// over the head's query heads.
-	Attend(layer int, q, out model.Buf, a *AttendArgs)
+	Attend(layer int, q, out compute.Buf, a *AttendArgs)
 	// Keep keeps the entries idx (ascending, unique) of a head, in that order.
 	Keep(layer, head int, idx []int)
 	// Truncate keeps the first n entries of a head.
@@ -116,8 +116,8 @@ type hostStorage struct {
 
 func (c *hostStorage) Bytes() int64 { return c.bytes }
 
-func (c *hostStorage) Append(layer int, kb, vb model.Buf, n int) {
-	k, v := model.HostOf(kb), model.HostOf(vb)
+func (c *hostStorage) Append(layer int, kb, vb compute.Buf, n int) {
+	k, v := compute.HostOf(kb), compute.HostOf(vb)
 	s := c.shape
 	d, stride := s.HeadDim, s.KVHeads/c.rep*s.HeadDim // k and v hold the model's KV heads
 	for g, st := range c.stores[layer] {
@@ -128,8 +128,8 @@ func (c *hostStorage) Append(layer int, kb, vb model.Buf, n int) {
 	}
 }
 
-func (c *hostStorage) Attend(layer int, qb, ob model.Buf, a *AttendArgs) {
-	q, out := model.HostOf(qb), model.HostOf(ob)
+func (c *hostStorage) Attend(layer int, qb, ob compute.Buf, a *AttendArgs) {
+	q, out := compute.HostOf(qb), compute.HostOf(ob)
 	c.past, c.req, c.lo = a.Past, a.Req, a.Lo
 	for g, st := range c.stores[layer] {
 		c.rows[g] = nil

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 )
@@ -368,8 +369,8 @@ func TestCPUGeGLUAndSoftCap(t *testing.T) {
 		g[i], u[i], x[i] = float32(3*r.NormFloat64()), float32(r.NormFloat64()), float32(40*r.NormFloat64())
 	}
 	gate, logits := append([]float32(nil), g...), append([]float32(nil), x...)
-	model.CPU.GeGLU(model.Host(gate), model.Host(u))
-	model.CPU.SoftCap(model.Host(logits), 30)
+	compute.CPU.GeGLU(compute.Host(gate), compute.Host(u))
+	compute.CPU.SoftCap(compute.Host(logits), 30)
 	for i := range g {
 		v := float64(g[i])
 		want := 0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v))) * float64(u[i])

@@ -1,6 +1,10 @@
 package model
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/kvfoot/kvfoot/compute"
+)
 
 // Step is what one forward pass feeds one sequence's cache. The model tells the cache
 // once, before the first layer, so that the cache never has to guess the phase of a
@@ -58,7 +62,7 @@ func (s Step) phase() string {
 // RoPE, at their absolute positions Pos … Pos+Rows−1.
 type Cache interface {
 	Begin(s Step) error
-	Attend(layer int, q, k, v, out Buf)
+	Attend(layer int, q, k, v, out compute.Buf)
 	Commit()
 	// Pos is the number of tokens fed so far: the position of the next token. It is
 	// independent of how many entries eviction has left in the cache.

@@ -3,6 +3,7 @@ package model_test
 import (
 	"math"
 
+	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/model"
 )
 
@@ -33,8 +34,8 @@ func (c *fullCache) Begin(s model.Step) error {
 	return s.Check()
 }
 
-func (c *fullCache) Attend(layer int, qb, kb, vb, ob model.Buf) {
-	q, k, v, out := model.HostOf(qb), model.HostOf(kb), model.HostOf(vb), model.HostOf(ob)
+func (c *fullCache) Attend(layer int, qb, kb, vb, ob compute.Buf) {
+	q, k, v, out := compute.HostOf(qb), compute.HostOf(kb), compute.HostOf(vb), compute.HostOf(ob)
 	n := c.step.Rows
 	d, kvd := c.s.HeadDim, c.s.KVHeads*c.s.HeadDim
 	group := c.s.Heads / c.s.KVHeads

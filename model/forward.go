@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"github.com/kvfoot/kvfoot/compute"
 )
 
 // Seq is one sequence's part of a batched forward: the rows of several sequences,
@@ -26,18 +27,18 @@ type Seq struct {
 // Runner per goroutine.
 type Runner struct {
 	m    *Model
-	b    Backend
+	b    compute.Backend
 	rows int // capacity of the buffers, in rows
 
-	x, xb    Buf // residual stream and normed input, [rows, hidden]
-	q, att   Buf // queries and attention output, [rows, heads·head_dim]
-	k, v     Buf // [rows, kv_heads·head_dim]
-	gate, up Buf // [rows, intermediate]
-	cos, sin Buf // rotary tables of every row's position, [rows, head_dim/2]
+	x, xb    compute.Buf // residual stream and normed input, [rows, hidden]
+	q, att   compute.Buf // queries and attention output, [rows, heads·head_dim]
+	k, v     compute.Buf // [rows, kv_heads·head_dim]
+	gate, up compute.Buf // [rows, intermediate]
+	cos, sin compute.Buf // rotary tables of every row's position, [rows, head_dim/2]
 	// lcos, lsin are local layers' tables when their RoPE differs (Gemma 3)
-	lcos, lsin Buf
-	hidden     Buf // final-normed rows whose logits are asked for
-	logits     Buf // their logits, [rows asked, vocab]
+	lcos, lsin compute.Buf
+	hidden     compute.Buf // final-normed rows whose logits are asked for
+	logits     compute.Buf // their logits, [rows asked, vocab]
 	hostOut    []float32
 
 	one      [1]Seq // Forward's batch of one
@@ -105,7 +106,7 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 	q, att, k, v := r.q.Slice(0, n*qd), r.att.Slice(0, n*qd), r.k.Slice(0, n*kvd), r.v.Slice(0, n*kvd)
 	gate, up := r.gate.Slice(0, n*F), r.up.Slice(0, n*F)
 	cos, sin := r.cos.Slice(0, n*half), r.sin.Slice(0, n*half)
-	var lcos, lsin Buf
+	var lcos, lsin compute.Buf
 	if m.localInvFreq != nil {
 		lcos, lsin = r.lcos.Slice(0, n*half), r.lsin.Slice(0, n*half)
 	}
@@ -193,7 +194,7 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 		row += s.Step.Rows
 		out += a
 	}
-	b.Linear(hidden, asked, Out{Dst: logits, W: &m.Head})
+	b.Linear(hidden, asked, compute.Out{Dst: logits, W: &m.Head})
 	if c.FinalSoftCap != 0 {
 		b.SoftCap(logits, c.FinalSoftCap)
 	}

@@ -4,6 +4,7 @@ package model
 
 import (
 	"fmt"
+	"github.com/kvfoot/kvfoot/compute"
 	"math/rand/v2"
 	"path/filepath"
 
@@ -16,6 +17,9 @@ type Linear struct {
 	W    tensor.Mat
 	Bias []float32
 }
+
+// To is the product of l into dst.
+func (l *Linear) To(dst compute.Buf) compute.Out { return compute.Out{Dst: dst, W: &l.W, Bias: l.Bias} }
 
 // Layer holds one transformer block's weights.
 type Layer struct {
@@ -42,20 +46,20 @@ type Model struct {
 	// those of local layers when their RoPE differs (nil otherwise).
 	invFreq, localInvFreq []float32
 	ckpt                  *safetensors.Checkpoint
-	backend               Backend // nil: CPU
+	backend               compute.Backend // nil: CPU
 }
 
 // Backend is the backend the model's weights are on: CPU unless SetBackend moved them.
-func (m *Model) Backend() Backend {
+func (m *Model) Backend() compute.Backend {
 	if m.backend == nil {
-		return CPU
+		return compute.CPU
 	}
 	return m.backend
 }
 
 // SetBackend makes b the backend of every Runner made afterwards; b must hold (or have
 // uploaded) the model's weights.
-func (m *Model) SetBackend(b Backend) { m.backend = b }
+func (m *Model) SetBackend(b compute.Backend) { m.backend = b }
 
 // Shape returns the attention geometry (kv.Shape(m.Shape()) converts it).
 func (m *Model) Shape() Shape { return m.Config.Shape() }

@@ -3,7 +3,7 @@ package train
 import (
 	"math"
 
-	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/tensor"
 )
 
@@ -144,7 +144,7 @@ func sigmoid32(x float32) float32 {
 func gegluForward(act, gate, up []float32) {
 	tensor.Parallel(len(act)/1024+1, func(lo, hi int) {
 		for i := lo * 1024; i < min(hi*1024, len(act)); i++ {
-			act[i] = model.GELUTanh(gate[i]) * up[i]
+			act[i] = compute.GELUTanh(gate[i]) * up[i]
 		}
 	})
 }
@@ -158,7 +158,7 @@ func gegluBackward(dgate, dup, dact, gate, up []float32) {
 			g := float64(gate[i])
 			th := math.Tanh(c * (g + 0.044715*g*g*g))
 			dgelu := 0.5*(1+th) + 0.5*g*(1-th*th)*c*(1+3*0.044715*g*g)
-			dup[i] = dact[i] * model.GELUTanh(gate[i])
+			dup[i] = dact[i] * compute.GELUTanh(gate[i])
 			dgate[i] = float32(float64(dact[i]) * float64(up[i]) * dgelu)
 		}
 	})
