@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"github.com/kvfoot/kvfoot/format/gguf"
 	"io"
 	"os"
 )
@@ -42,4 +43,22 @@ func isGGUF(path string) (bool, error) {
 		return false, fmt.Errorf("model: %s: %w", path, err)
 	}
 	return string(magic[:]) == "GGUF", nil
+}
+
+// OpenConfig reads the config of the model at path: a folder's config.json, or a
+// GGUF file's metadata.
+func OpenConfig(path string) (Config, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("model: %w", err)
+	}
+	if st.IsDir() {
+		return LoadConfig(path)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return Config{}, err
+	}
+	defer f.Close()
+	return GGUFConfig(f)
 }

@@ -189,7 +189,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		}
 		rendered, err := s.tok.ApplyChatTemplate(msgs, true)
 		if err == tokenizer.ErrNoChatTemplate {
-			return unprocessable("messages", "no_chat_template", "the model has no chat template (tokenizer_config.json chat_template); use /v1/completions")
+			return unprocessable("messages", "no_chat_template", "the model has no chat template (neither chat_template.jinja nor tokenizer_config.json's chat_template); use /v1/completions")
 		}
 		if err != nil {
 			return badRequest("messages", "the chat template rejects these messages: %v", err)

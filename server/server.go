@@ -434,30 +434,6 @@ func (s *Server) Close() {
 	})
 }
 
-// ParseSize reads a byte size: a number with an optional unit B, KB, MB, GB, TB
-// (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. 2GiB or 512MiB.
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := 0
-	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
-		i++
-	}
-	x, err := strconv.ParseFloat(t[:i], 64)
-	if err != nil || i == 0 {
-		return 0, fmt.Errorf("size %q: want a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB, ...)", s)
-	}
-	units := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
-		"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-	u, ok := units[strings.ToUpper(strings.TrimSpace(t[i:]))]
-	if !ok {
-		return 0, fmt.Errorf("size %q: unknown unit %q (want B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)", s, t[i:])
-	}
-	v := x * u
-	if v < 1 || v > 1<<62 {
-		return 0, fmt.Errorf("size %q: want at least 1 byte", s)
-	}
-	return int64(v), nil
-}
 
 // readBody reads a request body up to the limit (413 past it).
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {

@@ -907,19 +907,6 @@ func TestModelsHealthMetrics(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"2GiB": 2 << 30, "512MiB": 512 << 20, "1.5KiB": 1536, "1GB": 1e9, "4096": 4096, "10 MB": 1e7} {
-		if got, err := ParseSize(in); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "GiB", "2 parsecs", "-1GiB", "0"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q): no error", in)
-		}
-	}
-}
-
 // TestCut: text is held back exactly while it may be the start of a stop string.
 func TestCut(t *testing.T) {
 	j := &job{stops: []string{"END", "xy"}}

@@ -145,17 +145,17 @@ func loadModel(dir string) (*model.Model, error) {
 // first, so that a bad tokenizer fails before the weights are read), which must
 // not have more tokens than the model's vocabulary.
 func loadModelWith(dir string, withTokenizer bool) (*model.Model, *tokenizer.Tokenizer, string, error) {
-	dir, err := modeldir.Find(dir)
+	dir, err := modeldir.Locate(dir)
 	if err != nil {
 		return nil, nil, "", err
 	}
 	var tok *tokenizer.Tokenizer
 	if withTokenizer {
-		if tok, err = tokenizer.Load(dir); err != nil {
+		if tok, err = tokenizer.Open(dir); err != nil {
 			return nil, nil, "", fmt.Errorf("--model: %w", err)
 		}
 	}
-	m, err := model.Load(dir, model.LoadOptions{})
+	m, err := model.Open(dir, model.LoadOptions{})
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -177,11 +177,11 @@ func loadTokenizer(path, model string) (*tokenizer.Tokenizer, error) {
 		}
 		return tok, nil
 	}
-	dir, err := modeldir.Find(model)
+	dir, err := modeldir.Locate(model)
 	if err != nil {
 		return nil, fmt.Errorf("--tokenizer not given: %w", err)
 	}
-	tok, err := tokenizer.Load(dir)
+	tok, err := tokenizer.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("--model: %w", err)
 	}

@@ -229,11 +229,11 @@ type evalRun struct {
 
 // setup builds the study from the flags, loads the tokenizer, corpus and model.
 func (o *evalFlags) setup(names []string, lengths []int, data []eval.Dataset, results string) (*evalRun, error) {
-	modelDir, err := modeldir.Find(*o.dir)
+	modelDir, err := modeldir.Locate(*o.dir)
 	if err != nil {
 		return nil, err
 	}
-	mcfg, err := model.LoadConfig(modelDir)
+	mcfg, err := model.OpenConfig(modelDir)
 	if err != nil {
 		return nil, err
 	}
@@ -353,9 +353,12 @@ func (o *evalFlags) override(st *eval.Study, names []string, lengths []int) erro
 // tokenizer loads --tokenizer (default: the model folder's) and hashes its file.
 func (o *evalFlags) tokenizer(modelDir string) (*tokenizer.Tokenizer, string, error) {
 	if *o.tokPath == "" {
-		*o.tokPath = filepath.Join(modelDir, "tokenizer.json")
+		*o.tokPath = modelDir // a folder's tokenizer.json, or a GGUF file's metadata
+		if st, err := os.Stat(modelDir); err == nil && st.IsDir() {
+			*o.tokPath = filepath.Join(modelDir, "tokenizer.json")
+		}
 	}
-	tok, err := tokenizer.Load(*o.tokPath)
+	tok, err := tokenizer.Open(*o.tokPath)
 	if err != nil {
 		return nil, "", err
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kvfoot/kvfoot/internal/bytesize"
 	"github.com/kvfoot/kvfoot/internal/modeldir"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/server"
@@ -79,14 +80,14 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if err := setThreads(*threads); err != nil {
 		return err
 	}
-	kvBudget, err := server.ParseSize(*budget)
+	kvBudget, err := bytesize.Parse(*budget)
 	if err != nil {
 		return fmt.Errorf("--kv-budget: %w", err)
 	}
 	if *apiKey == "" {
 		*apiKey = os.Getenv("KVFOOT_API_KEY")
 	}
-	if *dir, err = modeldir.Find(*dir); err != nil {
+	if *dir, err = modeldir.Locate(*dir); err != nil {
 		return err
 	}
 	if *name == "" {
@@ -97,11 +98,11 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if *masks != "" {
 		masksFiles = strings.Split(*masks, ",")
 	}
-	tok, err := tokenizer.Load(*dir)
+	tok, err := tokenizer.Open(*dir)
 	if err != nil {
 		return fmt.Errorf("--model: %w", err)
 	}
-	m, err := model.Load(*dir, model.LoadOptions{})
+	m, err := model.Open(*dir, model.LoadOptions{})
 	if err != nil {
 		return err
 	}

@@ -79,6 +79,9 @@ func isModel(dir string) bool {
 // Hash is the SHA-256 that identifies the model in dir: config.json and every
 // safetensors file of its checkpoint (model.safetensors, or the index and its shards).
 func Hash(dir string) (string, error) {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() { // a GGUF file is the model
+		return filehash.File(dir)
+	}
 	ckpt, err := safetensors.OpenCheckpoint(dir)
 	if err != nil {
 		return "", err

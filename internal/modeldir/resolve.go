@@ -105,6 +105,16 @@ func Resolve(arg string) (Source, error) {
 	return Source{}, fmt.Errorf("--model %q: no such file or folder; %s", arg, strings.Join(tried, "; "))
 }
 
+// Locate is the model path a --model argument names: the built-in model's folder
+// when it is empty (Find), else what Resolve finds (a folder or a GGUF file).
+func Locate(arg string) (string, error) {
+	if arg == "" {
+		return Find("")
+	}
+	s, err := Resolve(arg)
+	return s.Path, err
+}
+
 func isGGUF(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
