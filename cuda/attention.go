@@ -72,8 +72,13 @@ func (d *Device) KVWrite(p KVPool, k, v Buffer, slots []int32) error {
 	return d.launch("kv_write", grid1(len(slots), p.Dim/8), p.K, p.V, k, v, s, int32(p.Dim))
 }
 
-// KVCopy performs PagedCache.Keep's moves on the pool.
-func (d *Device) KVCopy(p KVPool, moves []Move) error {
+// KVCopyWorkBytes is the workspace KVCopy needs for moves moves of head dimension dim.
+func KVCopyWorkBytes(moves, dim int) int64 { return 2 * int64(moves) * int64(dim) * bf16Bytes }
+
+// KVCopy performs PagedCache.Keep's moves on the pool: it gathers every source entry into work
+// (KVCopyWorkBytes), then writes them to their destinations, so a destination may be another
+// move's source.
+func (d *Device) KVCopy(p KVPool, moves []Move, work Buffer) error {
 	if len(moves) == 0 {
 		return nil
 	}
@@ -87,12 +92,36 @@ func (d *Device) KVCopy(p KVPool, moves []Move) error {
 	if err := p.checkSlots("kv copy", idx); err != nil {
 		return err
 	}
+	if err := need("kv copy workspace", work, int(KVCopyWorkBytes(len(moves), p.Dim)), 1); err != nil {
+		return err
+	}
 	s, err := d.stageInts(idx)
 	if err != nil {
 		return err
 	}
+	half := int64(len(moves)) * int64(p.Dim) * bf16Bytes
+	k, v := Buffer{Ptr: work.Ptr, Bytes: half}, Buffer{Ptr: work.Ptr + uint64(half), Bytes: half}
 	dst := Buffer{Ptr: s.Ptr + uint64(len(moves))*i32Bytes, Bytes: int64(len(moves)) * i32Bytes}
-	return d.launch("kv_copy", grid1(len(moves), p.Dim/8), p.K, p.V, s, dst, int32(p.Dim))
+	if err := d.launch("kv_read", grid1(len(moves), p.Dim/8), k, v, p.K, p.V, s, int32(p.Dim)); err != nil {
+		return err
+	}
+	return d.launch("kv_write", grid1(len(moves), p.Dim/8), p.K, p.V, k, v, dst, int32(p.Dim))
+}
+
+// GrowKVPool returns a pool of blocks more blocks holding p's entries at the same slots, and
+// frees p; on failure p is unchanged. PagedCache.Grow records the new blocks.
+func (d *Device) GrowKVPool(p KVPool, blocks int) (KVPool, error) {
+	if blocks <= 0 {
+		return KVPool{}, fmt.Errorf("cuda: grow KV pool by %d blocks", blocks)
+	}
+	q, err := d.NewKVPool(p.Blocks+blocks, p.Dim)
+	if err != nil {
+		return KVPool{}, err
+	}
+	if err := errors.Join(d.Copy(q.K, p.K), d.Copy(q.V, p.V)); err != nil {
+		return KVPool{}, errors.Join(err, d.FreeKVPool(q))
+	}
+	return q, d.FreeKVPool(p)
 }
 
 // AttentionHeads describes one layer's heads for the attention kernels: hq query heads over

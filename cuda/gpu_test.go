@@ -160,13 +160,18 @@ func TestGPUElementwise(t *testing.T) {
 			tokens, heads := 5, 3
 			x, xf := randBF16(r, tokens*heads*dim, 1)
 			pos := []int32{0, 1, 17, 4095, 131071}
+			const stride = 3 // positions every third int, as a batch's shared table holds them
+			strided := make([]int32, len(pos)*stride)
+			for i, p := range pos {
+				strided[i*stride], strided[i*stride+1] = p, -7 // the gaps must not be read
+			}
 			inv := make([]float32, dim/2)
 			for j := range inv {
 				inv[j] = float32(math.Pow(500000, -float64(2*j)/float64(dim)))
 			}
 			xb := upload(t, d, x, 2)
 			scale := float32(1.1)
-			if err := d.RoPE(xb, upload(t, d, pos, 4), upload(t, d, inv, 4), tokens, heads, dim, scale); err != nil {
+			if err := d.RoPE(xb, upload(t, d, strided, 4), stride, upload(t, d, inv, 4), tokens, heads, dim, scale); err != nil {
 				t.Fatal(err)
 			}
 			want := make([]float64, len(xf))
@@ -281,9 +286,9 @@ func newCacheFixture(t *testing.T, d *Device, r *rand.Rand, dim, hq int, lens []
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.FreeKVPool(pool) })
 	cache, _ := NewPagedCache(total+4, hkv)
 	f := &cacheFixture{pool: pool, cache: cache, keys: make([][][]float64, hkv), vals: make([][][]float64, hkv)}
+	t.Cleanup(func() { d.FreeKVPool(f.pool) }) // f.pool: a test may grow it
 	write := func(h, n int) {
 		slots, err := cache.Append(h, n)
 		if err != nil {
@@ -445,8 +450,8 @@ func TestGPUDecodeAttention(t *testing.T) {
 	}
 }
 
-// Keep's moves applied by KVCopy must leave the kept entries' keys and values in the order
-// Keep reports; the dropped ones' blocks go back to the pool.
+// Keep's moves applied by KVCopy must leave kept entry keep[i] at index i (a compaction whose
+// destinations are other moves' sources: the gather before the scatter matters).
 func TestGPUKeepMovesEntries(t *testing.T) {
 	d := gpu(t)
 	r := rand.New(rand.NewPCG(9, 10))
@@ -458,21 +463,52 @@ func TestGPUKeepMovesEntries(t *testing.T) {
 			keep = append(keep, i)
 		}
 	}
-	moves, order, err := f.cache.Keep(0, keep)
+	moves, err := f.cache.Keep(0, keep)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.KVCopy(f.pool, moves); err != nil {
+	work, err := d.Alloc(KVCopyWorkBytes(len(moves), dim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(work)
+	if err := d.KVCopy(f.pool, moves, work); err != nil {
 		t.Fatal(err)
 	}
 	total := f.pool.Blocks * BlockEntries * dim
 	kAll := downloadBF16(t, d, f.pool.K, total)
 	vAll := downloadBF16(t, d, f.pool.V, total)
-	for i, old := range order {
+	for i, old := range keep {
 		s := int(f.cache.Slot(0, i)) * dim
 		for j := 0; j < dim; j++ {
 			if kAll[s+j] != f.keys[0][old][j] || vAll[s+j] != f.vals[0][old][j] {
 				t.Fatalf("entry %d (old %d) holds the wrong key or value", i, old)
+			}
+		}
+	}
+}
+
+// GrowKVPool keeps every entry at its slot.
+func TestGPUGrowKVPool(t *testing.T) {
+	d := gpu(t)
+	r := rand.New(rand.NewPCG(11, 12))
+	dim := 128
+	f := newCacheFixture(t, d, r, dim, 1, []int{100})
+	old := f.pool.Blocks
+	p, err := d.GrowKVPool(f.pool, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pool = p
+	if p.Blocks != old+3 {
+		t.Fatalf("%d blocks, want %d", p.Blocks, old+3)
+	}
+	kAll := downloadBF16(t, d, p.K, p.Blocks*BlockEntries*dim)
+	for i := 0; i < 100; i++ {
+		s := int(f.cache.Slot(0, i)) * dim
+		for j := 0; j < dim; j++ {
+			if kAll[s+j] != f.keys[0][i][j] {
+				t.Fatalf("entry %d lost its key", i)
 			}
 		}
 	}

@@ -95,10 +95,10 @@ func (d *Device) RMSNorm(out, x, weight Buffer, rows, dim int, eps float32) erro
 }
 
 // RoPE rotates x ([tokens][heads][dim] bf16) in place, rotate-half style: pairs (j, j+dim/2)
-// of token t turn by positions[t]·invFreq[j] (positions int32 [tokens], invFreq f32 [dim/2],
+// of token t turn by positions[t·posStride]·invFreq[j] (positions int32, invFreq f32 [dim/2],
 // both on the device, so every RoPE scaling is the host's choice of invFreq); cos and sin are
 // multiplied by scale (YaRN's attention factor, 1 otherwise).
-func (d *Device) RoPE(x, positions, invFreq Buffer, tokens, heads, dim int, scale float32) error {
+func (d *Device) RoPE(x, positions Buffer, posStride int, invFreq Buffer, tokens, heads, dim int, scale float32) error {
 	if err := positive("rope", 2, "dim", dim); err != nil {
 		return err
 	}
@@ -108,13 +108,16 @@ func (d *Device) RoPE(x, positions, invFreq Buffer, tokens, heads, dim int, scal
 	if err := need("rope input", x, tokens*heads*dim, bf16Bytes); err != nil {
 		return err
 	}
-	if err := need("rope positions", positions, tokens, i32Bytes); err != nil {
+	if err := positive("rope", 1, "position stride", posStride); err != nil {
+		return err
+	}
+	if err := need("rope positions", positions, (tokens-1)*posStride+1, i32Bytes); err != nil {
 		return err
 	}
 	if err := need("rope inverse frequencies", invFreq, dim/2, f32Bytes); err != nil {
 		return err
 	}
-	return d.launch("rope", grid2(tokens, heads, min(dim/2, 256)), x, positions, invFreq, int32(heads), int32(dim), scale)
+	return d.launch("rope", grid2(tokens, heads, min(dim/2, 256)), x, positions, int32(posStride), invFreq, int32(heads), int32(dim), scale)
 }
 
 // SwiGLU writes out = silu(gate) · up over count bf16 values; out may be gate or up.

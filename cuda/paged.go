@@ -8,9 +8,9 @@ const BlockEntries = 64
 // PagedCache is the host-side bookkeeping of a paged KV pool: fixed-size blocks handed to heads
 // (one per (layer, KV head)) as they grow and returned when they shrink, so that each head holds
 // only the blocks its own number of entries needs. Entry i of head h lives at pool slot
-// table[h][i/64]·64 + i%64. Attention does not depend on the order of cached entries (keys
-// carry their position through RoPE), so Keep fills the holes it makes with the head's last
-// entries instead of shifting everything down.
+// table[h][i/64]·64 + i%64. Entries stay in the order they were appended (kvfoot's policies
+// name entries by index in position order), so Keep compacts: each kept entry moves down to
+// its new index.
 type PagedCache struct {
 	blocks int
 	free   []int32 // free block ids, a stack: the most recently freed is reused first
@@ -83,42 +83,41 @@ func (c *PagedCache) Append(h, n int) ([]int32, error) {
 	return slots, nil
 }
 
-// Keep keeps the entries keep (increasing indices into head h) and drops the rest. The kept
-// entries that sit past the new length move into the slots of dropped entries below it; moves
-// lists those copies for KVCopy (no destination is a source), and order[i] is the old index of
-// the entry now at index i. Blocks past the new length return to the pool.
-func (c *PagedCache) Keep(h int, keep []int) (moves []Move, order []int, err error) {
+// Keep keeps the entries keep (increasing indices into head h) and drops the rest, compacting:
+// kept entry keep[i] becomes entry i. moves lists the copies for KVCopy (each kept entry not
+// already at its index; a destination may be another move's source, so KVCopy reads every
+// source before it writes). Blocks past the new length return to the pool.
+func (c *PagedCache) Keep(h int, keep []int) (moves []Move, err error) {
 	if err := c.checkHead("keep", h); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	n := len(keep)
-	kept := make([]bool, c.lens[h])
 	for i, k := range keep {
 		if k < 0 || k >= c.lens[h] || (i > 0 && k <= keep[i-1]) {
-			return nil, nil, fmt.Errorf("cuda: paged cache keep: index %d (%d) is not increasing within the head's %d entries", i, k, c.lens[h])
+			return nil, fmt.Errorf("cuda: paged cache keep: index %d (%d) is not increasing within the head's %d entries", i, k, c.lens[h])
 		}
-		kept[k] = true
-	}
-	order = make([]int, n)
-	for i := range order {
-		order[i] = i
-	}
-	// Holes below n (dropped entries) take the kept entries at or past n, in order.
-	hole := 0
-	for _, k := range keep {
-		if k < n {
-			continue
+		if k != i {
+			moves = append(moves, Move{Src: c.Slot(h, k), Dst: c.Slot(h, i)})
 		}
-		for kept[hole] {
-			hole++
-		}
-		moves = append(moves, Move{Src: c.Slot(h, k), Dst: c.Slot(h, hole)})
-		order[hole] = k
-		hole++
 	}
-	c.truncate(h, n)
-	return moves, order, nil
+	c.truncate(h, len(keep))
+	return moves, nil
 }
+
+// Grow adds blocks free blocks to the pool's bookkeeping (after the pool itself has grown:
+// GrowKVPool); their ids follow the existing ones.
+func (c *PagedCache) Grow(blocks int) error {
+	if blocks <= 0 {
+		return fmt.Errorf("cuda: paged cache grow: %d blocks", blocks)
+	}
+	for b := c.blocks + blocks - 1; b >= c.blocks; b-- {
+		c.free = append(c.free, int32(b))
+	}
+	c.blocks += blocks
+	return nil
+}
+
+// Blocks is the number of blocks the pool has.
+func (c *PagedCache) Blocks() int { return c.blocks }
 
 // Truncate drops head h's entries from n on and returns the blocks past them to the pool.
 func (c *PagedCache) Truncate(h, n int) error {

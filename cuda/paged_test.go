@@ -76,59 +76,62 @@ func TestPagedTruncateFreesAndReuses(t *testing.T) {
 	}
 }
 
-// Keep must leave every kept entry's data at a slot of the head's new table, in the order it
-// reports, move data only into dropped entries' slots, and free the blocks past the new length.
-func TestPagedKeepFillsHolesAndFreesBlocks(t *testing.T) {
+// Keep must compact: after its moves, applied as KVCopy does (every source read before any
+// write), entry i of the head holds old entry keep[i]; the blocks past the new length are free.
+func TestPagedKeepCompactsInOrderAndFreesBlocks(t *testing.T) {
 	c, _ := NewPagedCache(8, 1)
 	if _, err := c.Append(0, 200); err != nil {
 		t.Fatal(err)
 	}
-	// Simulated pool: slot -> old entry index.
-	pool := map[int32]int{}
+	pool := map[int32]int{} // simulated pool: slot -> old entry index
 	for i := 0; i < 200; i++ {
 		pool[c.Slot(0, i)] = i
 	}
-	keep := []int{0, 1, 2, 3} // sink
+	keep := []int{0, 1, 2, 3, 70, 130} // sink and two kept middles
 	for i := 150; i < 200; i++ {
 		keep = append(keep, i) // window
 	}
-	keep = append(keep[:4], append([]int{70, 130}, keep[4:]...)...)
-	moves, order, err := c.Keep(0, keep)
+	moves, err := c.Keep(0, keep)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dropped := map[int32]bool{}
-	keptSet := map[int]bool{}
-	for _, k := range keep {
-		keptSet[k] = true
+	read := make([]int, len(moves))
+	for i, m := range moves {
+		read[i] = pool[m.Src]
 	}
-	for s, i := range pool {
-		if !keptSet[i] {
-			dropped[s] = true
-		}
-	}
-	for _, m := range moves {
-		if !dropped[m.Dst] {
-			t.Fatalf("move %v overwrites a kept entry", m)
-		}
-		pool[m.Dst] = pool[m.Src]
+	for i, m := range moves {
+		pool[m.Dst] = read[i]
 	}
 	if c.Len(0) != len(keep) || c.HeldBlocks(0) != 1 || c.FreeBlocks() != 7 {
 		t.Fatalf("len %d held %d free %d", c.Len(0), c.HeldBlocks(0), c.FreeBlocks())
 	}
-	got := make([]int, len(keep))
-	for i := range got {
-		got[i] = pool[c.Slot(0, i)]
-		if got[i] != order[i] {
-			t.Fatalf("entry %d holds old %d, order says %d", i, got[i], order[i])
+	for i, k := range keep {
+		if got := pool[c.Slot(0, i)]; got != k {
+			t.Fatalf("entry %d holds old entry %d, want %d", i, got, k)
 		}
 	}
-	slices.Sort(got)
-	if !slices.Equal(got, keep) {
-		t.Fatalf("kept entries %v, want %v", got, keep)
+	if len(moves) != len(keep)-4 { // everything but the sink prefix moves down
+		t.Fatalf("%d moves, want %d", len(moves), len(keep)-4)
 	}
-	if len(moves) != 56-(4) { // everything but the sink prefix moves down
-		t.Fatalf("%d moves", len(moves))
+}
+
+// Grow adds free blocks after the existing ones, and a head then gets them.
+func TestPagedGrow(t *testing.T) {
+	c, _ := NewPagedCache(1, 1)
+	if _, err := c.Append(0, 65); err == nil {
+		t.Fatal("a second block from a one-block pool")
+	}
+	if err := c.Grow(2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(0, 130); err != nil {
+		t.Fatal(err)
+	}
+	if c.Blocks() != 3 || c.FreeBlocks() != 0 || c.Slot(0, 129) >= 3*BlockEntries {
+		t.Fatalf("blocks %d free %d slot %d", c.Blocks(), c.FreeBlocks(), c.Slot(0, 129))
+	}
+	if err := c.Grow(0); err == nil {
+		t.Fatal("grow by 0 blocks accepted")
 	}
 }
 
@@ -138,7 +141,7 @@ func TestPagedKeepRejectsBadIndices(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, keep := range [][]int{{3, 2}, {1, 1}, {10}, {-1}} {
-		if _, _, err := c.Keep(0, keep); err == nil {
+		if _, err := c.Keep(0, keep); err == nil {
 			t.Errorf("keep %v accepted", keep)
 		}
 	}

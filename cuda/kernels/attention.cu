@@ -21,13 +21,17 @@ extern "C" __global__ void kv_write(bf16* kpool, bf16* vpool, const bf16* k, con
   }
 }
 
-// kv_copy moves pool entries src[i] -> dst[i]; grid = moves. No destination may be another
-// move's source (PagedCache.Keep copies into fresh blocks).
-extern "C" __global__ void kv_copy(bf16* kpool, bf16* vpool, const int* src, const int* dst, int dim) {
-  size_t s = (size_t)src[blockIdx.x] * dim, d = (size_t)dst[blockIdx.x] * dim;
+// kv_read copies pool slot slots[i] into row i of k and v ([rows][D]); grid = rows. KVCopy
+// gathers every source with it before kv_write scatters them, because a compacting Keep moves
+// entries onto slots that other moves still read.
+extern "C" __global__ void kv_read(bf16* k, bf16* v, const bf16* kpool, const bf16* vpool,
+                                   const int* slots, int dim) {
+  size_t s = (size_t)slots[blockIdx.x] * dim;
+  uint4* kd = reinterpret_cast<uint4*>(k + (size_t)blockIdx.x * dim);
+  uint4* vd = reinterpret_cast<uint4*>(v + (size_t)blockIdx.x * dim);
   for (int i = threadIdx.x; i < dim / 8; i += blockDim.x) {
-    reinterpret_cast<uint4*>(kpool + d)[i] = reinterpret_cast<const uint4*>(kpool + s)[i];
-    reinterpret_cast<uint4*>(vpool + d)[i] = reinterpret_cast<const uint4*>(vpool + s)[i];
+    kd[i] = reinterpret_cast<const uint4*>(kpool + s)[i];
+    vd[i] = reinterpret_cast<const uint4*>(vpool + s)[i];
   }
 }
 

@@ -43,14 +43,15 @@ extern "C" __global__ void rmsnorm(bf16* out, const bf16* x, const bf16* w, int 
   }
 }
 
-// Rotate-half RoPE in place on x[token, head, :] at angle pos[token]·inv_freq[j], cos and sin
-// multiplied by scale (YaRN's attention factor; 1 otherwise). grid = (tokens, heads), dim/2
-// threads. sincosf, not __sincosf: angles reach 10^5 radians at long contexts.
-extern "C" __global__ void rope(bf16* x, const int* pos, const float* inv_freq, int heads, int dim,
-                                float scale) {
+// Rotate-half RoPE in place on x[token, head, :] at angle pos[token·pos_stride]·inv_freq[j], cos
+// and sin multiplied by scale (YaRN's attention factor; 1 otherwise). grid = (tokens, heads),
+// dim/2 threads. sincosf, not __sincosf: angles reach 10^5 radians at long contexts. The stride
+// lets a batch's sequences each write their positions into their own rows of a shared table.
+extern "C" __global__ void rope(bf16* x, const int* pos, int pos_stride, const float* inv_freq,
+                                int heads, int dim, float scale) {
   int half = dim / 2;
   bf16* v = x + ((size_t)blockIdx.x * heads + blockIdx.y) * dim;
-  float p = (float)pos[blockIdx.x];
+  float p = (float)pos[(size_t)blockIdx.x * pos_stride];
   for (int j = threadIdx.x; j < half; j += blockDim.x) {
     float s, c;
     sincosf(p * inv_freq[j], &s, &c);
