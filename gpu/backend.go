@@ -10,9 +10,9 @@ import (
 	"github.com/kvfoot/kvfoot/tensor"
 )
 
-// headroom is device memory Upload leaves free beyond the weights: activations, the KV pool's
+// Headroom is device memory Upload leaves free beyond the weights: activations, the KV pool's
 // first blocks and the driver's own (the JIT-loaded kernels, the context).
-const headroom = 512 << 20
+const Headroom = 512 << 20
 
 // backend is the GPU's model.Backend. Every buffer is bf16 (Elem 2); the weights are found
 // by the address of their host data, so tied embeddings are uploaded once.
@@ -49,9 +49,9 @@ func (g *GPU) Upload(m *model.Model) (model.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if need+headroom > free {
+	if need+Headroom > free {
 		return nil, fmt.Errorf("%s: the model's weights need %s in bf16 (plus %s of working memory); the GPU has %s free of %s",
-			g.Name(), gib(need), gib(headroom), gib(free), gib(total))
+			g.Name(), gib(need), gib(Headroom), gib(free), gib(total))
 	}
 	var upErr error
 	b.eachWeight(m, func(key unsafe.Pointer, n int, bf16 func() []uint16) {

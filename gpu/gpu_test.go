@@ -339,3 +339,16 @@ func BenchmarkGPUForward(b *testing.B) {
 		b.ReportMetric(float64(steps)/float64(dec)*1000, "decode-tokens/s")
 	}
 }
+
+func TestLongestContext(t *testing.T) {
+	// Llama-3.2-1B: 16 layers × 8 KV heads, head dim 64: a block of every head holds
+	// 128 heads × 64 entries × 64 dims × 2 bytes × (K, V) = 2 MiB; 10 GiB free gives half of it,
+	// 2560 blocks, less one for the rounding of the last.
+	s := kv.Shape{Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64}
+	if got := LongestContext(s, 10<<30); got != 2559*64 {
+		t.Fatalf("got %d, want %d", got, 2559*64)
+	}
+	if got := LongestContext(s, 1<<20); got != 0 {
+		t.Fatalf("1 MiB free: got %d, want 0", got)
+	}
+}

@@ -83,20 +83,39 @@ func (s *storage) entryBytes() int64 { return int64(s.shape.HeadDim) * 2 * 2 }
 
 func (s *storage) Bytes() int64 { return s.entries * s.entryBytes() }
 
-// reserve makes the pool hold at least blocks more blocks than it has free.
+// reserve makes the pool hold at least blocks more blocks than it has free. It doubles the pool
+// (keeping the copies few) or, when that does not fit, grows it by what is missing; growing
+// copies the pool, so the old and the new one are held together for a moment.
 func (s *storage) reserve(blocks int) {
 	short := blocks - s.pages.FreeBlocks()
 	if short <= 0 {
 		return
 	}
-	add := max(short, s.pages.Blocks()) // doubling keeps the copies few
+	add := max(short, s.pages.Blocks())
 	pool, err := s.d.GrowKVPool(s.mem.pool, add)
+	if err != nil && add > short {
+		add = short
+		pool, err = s.d.GrowKVPool(s.mem.pool, add)
+	}
 	if err != nil {
-		panic(Fault{fmt.Errorf("growing the KV cache by %d blocks of %d entries (%s): %w", add, cuda.BlockEntries,
-			gib(uint64(add)*cuda.BlockEntries*uint64(s.entryBytes())), err)})
+		panic(Fault{fmt.Errorf("the KV cache needs %d more blocks of %d entries (%s) beside the %d it has: %w", add,
+			cuda.BlockEntries, gib(uint64(add)*uint64(s.blockBytes())), s.pages.Blocks(), err)})
 	}
 	s.mem.pool = pool
 	check(s.pages.Grow(add))
+}
+
+// blockBytes is the device memory of one pool block: keys and values of 64 entries.
+func (s *storage) blockBytes() int64 { return cuda.BlockEntries * s.entryBytes() }
+
+// LongestContext is the longest sequence whose full-attention cache fits in free bytes of
+// device memory with a model of shape s: every (layer, KV head) holds every token, rounded up
+// to whole blocks, and the pool's last growth holds the old and the new pool at once, so the
+// cache can use about half of the memory.
+func LongestContext(s kv.Shape, free int64) int {
+	perBlock := int64(s.Layers*s.KVHeads) * cuda.BlockEntries * int64(s.HeadDim) * 2 * 2 // every head's block
+	blocks := free / 2 / perBlock
+	return int(max(blocks-1, 0) * cuda.BlockEntries)
 }
 
 // workspace returns the first bytes of the workspace, grown as needed.

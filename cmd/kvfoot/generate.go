@@ -33,7 +33,7 @@ type generateOutput struct {
 	Footprint footprint.Report `json:"footprint"`
 }
 
-func runGenerate(args []string) error {
+func runGenerate(args []string) (err error) {
 	fs := newFlags("generate")
 	dir := fs.String("model", "", "model folder (config.json and safetensors weights; default: the built-in model)")
 	promptIDs := fs.String("prompt-ids", "", "prompt as comma-separated token ids")
@@ -52,6 +52,7 @@ func runGenerate(args []string) error {
 	ignoreEOS := fs.Bool("ignore-eos", false, "do not stop at the config's eos_token_id")
 	format := fs.String("format", "text", "output: text (ids as they come) or json (one object)")
 	threads := fs.Int("threads", 0, "kernel threads (0: all cores)")
+	device := deviceFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -83,7 +84,6 @@ func runGenerate(args []string) error {
 	if isSet(fs, "add-special") && (*chat || !isSet(fs, "prompt")) {
 		return fmt.Errorf("--add-special applies to --prompt without --chat (a chat template writes its own special tokens; --prompt-ids are used as given)")
 	}
-	var err error
 	if *dir, err = modeldir.Find(*dir); err != nil {
 		return err
 	}
@@ -113,8 +113,18 @@ func runGenerate(args []string) error {
 	if tok != nil && tok.VocabSize() > m.Config.Vocab {
 		return fmt.Errorf("--prompt: the tokenizer has %d tokens, more than the model's vocabulary of %d", tok.VocabSize(), m.Config.Vocab)
 	}
+	dev, err := openDevice(*device)
+	if err != nil {
+		return err
+	}
+	defer dev.close()
+	cacheOpts, err := dev.load(m)
+	if err != nil {
+		return err
+	}
+	defer recoverFault(&err)
 	meter := footprint.NewMeter(m.Config.Layers, m.Config.KVHeads)
-	cache, err := kv.New(kv.Shape(m.Shape()), *policy, kv.WithObserver(meter))
+	cache, err := kv.New(kv.Shape(m.Shape()), *policy, append(cacheOpts, kv.WithObserver(meter))...)
 	if err != nil {
 		return fmt.Errorf("--policy: %w", err)
 	}
