@@ -214,7 +214,7 @@ func (b *backend) RoPETables(cos, _ model.Buf, invFreq []float32, pos, rows int)
 			b.ints = append(b.ints, 0)
 		}
 	}
-	check(cuda.Upload(b.d, dev(cos), b.ints))
+	check(b.d.UploadInts(dev(cos), b.ints))
 }
 
 func (b *backend) RoPE(x model.Buf, rows, heads int, cos, _ model.Buf) {
