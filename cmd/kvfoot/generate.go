@@ -32,7 +32,7 @@ type generateOutput struct {
 	Footprint footprint.Report `json:"footprint"`
 }
 
-func runGenerate(args []string) error {
+func runGenerate(args []string) (err error) {
 	fs := newFlags("generate")
 	dir := fs.String("model", "", "model folder (config.json and safetensors weights; default: the built-in model)")
 	promptIDs := fs.String("prompt-ids", "", "prompt as comma-separated token ids")
@@ -51,6 +51,7 @@ func runGenerate(args []string) error {
 	ignoreEOS := fs.Bool("ignore-eos", false, "do not stop at the config's eos_token_id")
 	format := fs.String("format", "text", "output: text (ids as they come) or json (one object)")
 	threads := addThreadsFlag(fs)
+	device := deviceFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -89,7 +90,6 @@ func runGenerate(args []string) error {
 		return fmt.Errorf("--chat needs --prompt")
 	}
 	var prompt []int
-	var err error
 	if !isSet(fs, "prompt") {
 		if prompt, err = parseIDs("--prompt-ids", *promptIDs); err != nil {
 			return err
@@ -106,8 +106,18 @@ func runGenerate(args []string) error {
 			return err
 		}
 	}
+	dev, err := openDevice(*device)
+	if err != nil {
+		return err
+	}
+	defer dev.close()
+	cacheOpts, err := dev.load(m)
+	if err != nil {
+		return err
+	}
+	defer recoverFault(&err)
 	meter := footprint.NewMeter(m.Config.Layers, m.Config.KVHeads)
-	cache, err := kv.New(kv.Shape(m.Shape()), *policy, kv.WithObserver(meter))
+	cache, err := kv.New(kv.Shape(m.Shape()), *policy, append(cacheOpts, kv.WithObserver(meter))...)
 	if err != nil {
 		return fmt.Errorf("--policy: %w", err)
 	}

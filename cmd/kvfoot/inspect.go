@@ -38,12 +38,14 @@ type inspectOutput struct {
 	Files            int            `json:"files"`
 	KVBytesPerToken  int            `json:"kv_bytes_per_token"`
 	KVBytesPerTokenB int            `json:"kv_bytes_per_token_bf16"`
+	Device           map[string]any `json:"device,omitempty"` // with --device cuda: the GPU, its memory, the longest context
 }
 
 func runInspect(args []string) error {
 	fs := newFlags("inspect")
 	dir := fs.String("model", "", "model folder (config.json and safetensors weights; default: the built-in model)")
 	format := fs.String("format", "text", "output: text or json")
+	device := deviceFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -85,7 +87,19 @@ func runInspect(args []string) error {
 			o.WeightBytes[string(t.Dtype)] += len(t.Data)
 		}
 	}
+	dev, err := openDevice(*device)
+	if err != nil {
+		return err
+	}
+	defer dev.close()
 	if *format == "json" {
+		o.Device = map[string]any{}
+		if err := dev.describe(&c, func(k string, v any) { o.Device[k] = v }); err != nil {
+			return err
+		}
+		if len(o.Device) == 0 {
+			o.Device = nil
+		}
 		return json.NewEncoder(os.Stdout).Encode(o)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -126,5 +140,8 @@ func runInspect(args []string) error {
 	}
 	row("weight files", o.Files)
 	row("KV bytes per token", fmt.Sprintf("%d (float32), %d (bf16)", o.KVBytesPerToken, o.KVBytesPerTokenB))
+	if err := dev.describe(&c, row); err != nil {
+		return err
+	}
 	return w.Flush()
 }

@@ -1,0 +1,103 @@
+//go:build !nocuda
+
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/kvfoot/kvfoot/gpu"
+	"github.com/kvfoot/kvfoot/kv"
+	"github.com/kvfoot/kvfoot/model"
+)
+
+// deviceFlag adds --device to a command. The NVIDIA driver is loaded only for cuda and auto,
+// so the default, cpu, behaves on a machine without a GPU as kvfoot always has. A build with
+// -tags nocuda leaves the GPU out (device_nocuda.go): a fully static, CPU-only binary.
+func deviceFlag(fs *flag.FlagSet) *string {
+	return fs.String("device", "cpu", "where the forward pass and the KV cache run: cpu, cuda, cuda:N, or auto (the GPU when one is usable, else the CPU)")
+}
+
+// compute is the device a command runs on: the CPU when gpu is nil.
+type compute struct{ gpu *gpu.GPU }
+
+// openDevice resolves --device. auto falls back to the CPU when no GPU is usable; both say on
+// stderr which they chose.
+func openDevice(name string) (*compute, error) {
+	switch name {
+	case "cpu":
+		return &compute{}, nil
+	case "auto":
+		g, err := gpu.Open("cuda")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "device: cpu (no usable GPU: %v)\n", err)
+			return &compute{}, nil
+		}
+		fmt.Fprintf(os.Stderr, "device: %s\n", g.Name())
+		return &compute{gpu: g}, nil
+	}
+	if _, ok, err := gpu.ParseDevice(name); err != nil || !ok {
+		return nil, fmt.Errorf("--device %q: want auto, cpu, cuda or cuda:N", name)
+	}
+	g, err := gpu.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("--device: %w", err)
+	}
+	return &compute{gpu: g}, nil
+}
+
+// load puts m's forward on the device and returns the cache options that put its caches there.
+func (c *compute) load(m *model.Model) ([]kv.Option, error) {
+	if c.gpu == nil {
+		return nil, nil
+	}
+	b, err := c.gpu.Upload(m)
+	if err != nil {
+		return nil, fmt.Errorf("--device: %w", err)
+	}
+	m.SetBackend(b)
+	return []kv.Option{kv.WithStorage(c.gpu.Storage)}, nil
+}
+
+func (c *compute) close() {
+	if c.gpu != nil {
+		c.gpu.Close()
+	}
+}
+
+// recoverFault, deferred around work on the device, turns a GPU failure inside the forward
+// pass (a gpu.Fault: a kernel launch, the memory for a growing cache) into *err.
+func recoverFault(err *error) {
+	if r := recover(); r != nil {
+		f, ok := r.(gpu.Fault)
+		if !ok {
+			panic(r)
+		}
+		*err = f
+	}
+}
+
+// describe adds the device's rows to inspect's output: the GPU, its memory, and the
+// longest full-attention context that fits beside the model's bf16 weights.
+func (c *compute) describe(cfg *model.Config, row func(string, any)) error {
+	if c.gpu == nil {
+		return nil
+	}
+	free, total, err := c.gpu.MemInfo()
+	if err != nil {
+		return err
+	}
+	row("device", c.gpu.Name())
+	row("device memory", fmt.Sprintf("%.2f GiB free of %.2f GiB", float64(free)/(1<<30), float64(total)/(1<<30)))
+	if err := gpu.Supports(cfg); err != nil {
+		row("longest context on the device", err.Error())
+		return nil
+	}
+	weights := 2 * cfg.Params()
+	left := int64(free) - weights - gpu.Headroom
+	row("weights on the device (bf16)", fmt.Sprintf("%.2f GiB", float64(weights)/(1<<30)))
+	row("longest context on the device", fmt.Sprintf("%d tokens (full attention, bf16 KV cache)",
+		gpu.LongestContext(kv.Shape(cfg.Shape()), left)))
+	return nil
+}

@@ -1,0 +1,38 @@
+//go:build nocuda
+
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/kvfoot/kvfoot/kv"
+	"github.com/kvfoot/kvfoot/model"
+)
+
+// The CPU-only build (-tags nocuda): --device takes cpu and auto (which is the CPU), and no
+// driver binding is linked, so CGO_ENABLED=0 gives a fully static binary.
+
+func deviceFlag(fs *flag.FlagSet) *string {
+	return fs.String("device", "cpu", "where the forward pass runs: cpu or auto (this build has no GPU support)")
+}
+
+type compute struct{}
+
+func openDevice(name string) (*compute, error) {
+	switch name {
+	case "cpu":
+		return &compute{}, nil
+	case "auto":
+		fmt.Fprintln(os.Stderr, "device: cpu (this kvfoot was built without GPU support)")
+		return &compute{}, nil
+	}
+	return nil, fmt.Errorf("--device %q: this kvfoot was built with -tags nocuda, without GPU support: want cpu or auto", name)
+}
+
+func (*compute) load(*model.Model) ([]kv.Option, error)          { return nil, nil }
+func (*compute) close()                                          {}
+func (*compute) describe(*model.Config, func(string, any)) error { return nil }
+
+func recoverFault(*error) {}

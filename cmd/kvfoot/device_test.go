@@ -1,0 +1,58 @@
+//go:build !nocuda
+
+package main
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kvfoot/kvfoot/gpu"
+)
+
+// --device: a bad name is refused naming the flag; cuda on a machine without a usable GPU is
+// a clear error and auto falls back to the CPU with the same tokens; on a GPU machine a model
+// whose shape the kernels do not take is refused before anything runs.
+func TestDeviceFlag(t *testing.T) {
+	gen := func(device string) (string, error) {
+		return capture(t, func() error {
+			return runGenerate([]string{"--model", gqa, "--prompt-ids", "5,6,7", "--max-tokens", "4", "--format", "json",
+				"--ignore-eos", "--device", device})
+		})
+	}
+	for _, bad := range []string{"gpu", "cuda:x", "cuda:-1"} {
+		if _, err := gen(bad); err == nil || !strings.Contains(err.Error(), "--device") {
+			t.Errorf("--device %s: %v", bad, err)
+		}
+	}
+	g, gpuErr := gpu.Open("cuda")
+	if gpuErr == nil {
+		g.Close()
+		if _, err := gen("cuda"); err == nil || !strings.Contains(err.Error(), "head dimension 8") {
+			t.Errorf("--device cuda with a head dimension of 8: %v", err)
+		}
+		return
+	}
+	if _, err := gen("cuda"); err == nil || !strings.Contains(err.Error(), "--device") {
+		t.Errorf("--device cuda without a GPU: %v", err)
+	}
+	ids := func(out string) []int {
+		var o struct{ IDs []int }
+		if err := json.Unmarshal([]byte(out), &o); err != nil {
+			t.Fatalf("output %q: %v", out, err)
+		}
+		return o.IDs
+	}
+	cpu, err := gen("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auto, err := gen("auto")
+	if err != nil {
+		t.Fatalf("--device auto without a GPU: %v", err)
+	}
+	if a, c := ids(auto), ids(cpu); len(a) != 4 || !slices.Equal(a, c) {
+		t.Errorf("auto gave %v, cpu %v", a, c)
+	}
+}

@@ -1,0 +1,232 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+)
+
+// KVPool is the device memory of a paged KV cache: K and V as [Blocks·64][Dim] bf16 each.
+// A PagedCache says which slots belong to which head.
+type KVPool struct {
+	K, V   Buffer
+	Blocks int
+	Dim    int
+}
+
+// NewKVPool allocates a pool of blocks blocks of 64 entries of head dimension dim (64 or 128).
+func (d *Device) NewKVPool(blocks, dim int) (KVPool, error) {
+	if dim != 64 && dim != 128 {
+		return KVPool{}, fmt.Errorf("cuda: KV pool: head dimension %d; the attention kernels take 64 or 128", dim)
+	}
+	if blocks <= 0 {
+		return KVPool{}, fmt.Errorf("cuda: KV pool: %d blocks", blocks)
+	}
+	bytes := int64(blocks) * BlockEntries * int64(dim) * bf16Bytes
+	k, err := d.Alloc(bytes)
+	if err != nil {
+		return KVPool{}, fmt.Errorf("KV pool keys: %w", err)
+	}
+	v, err := d.Alloc(bytes)
+	if err != nil {
+		return KVPool{}, errors.Join(fmt.Errorf("KV pool values: %w", err), d.Free(k))
+	}
+	return KVPool{K: k, V: v, Blocks: blocks, Dim: dim}, nil
+}
+
+// FreeKVPool releases a pool's memory.
+func (d *Device) FreeKVPool(p KVPool) error {
+	if err := d.Free(p.K); err != nil {
+		return err
+	}
+	return d.Free(p.V)
+}
+
+func (p KVPool) checkSlots(op string, slots []int32) error {
+	for i, s := range slots {
+		if s >= int32(p.Blocks*BlockEntries) {
+			return fmt.Errorf("cuda: %s: slot %d is %d, the pool has %d", op, i, s, p.Blocks*BlockEntries)
+		}
+	}
+	return nil
+}
+
+// KVWrite stores rows of k and v ([len(slots)][Dim] bf16; a chunk's [tokens][Hkv][Dim] is such
+// rows) at pool slots slots[i] (from PagedCache.Append); a negative slot skips its row.
+func (d *Device) KVWrite(p KVPool, k, v Buffer, slots []int32) error {
+	if len(slots) == 0 {
+		return nil
+	}
+	if err := p.checkSlots("kv write", slots); err != nil {
+		return err
+	}
+	if err := need("kv write keys", k, len(slots)*p.Dim, bf16Bytes); err != nil {
+		return err
+	}
+	if err := need("kv write values", v, len(slots)*p.Dim, bf16Bytes); err != nil {
+		return err
+	}
+	s, err := d.StageInts(slots)
+	if err != nil {
+		return err
+	}
+	return d.launch("kv_write", grid1(len(slots), p.Dim/8), p.K, p.V, k, v, s, int32(p.Dim))
+}
+
+// KVCopyWorkBytes is the workspace KVCopy needs for moves moves of head dimension dim.
+func KVCopyWorkBytes(moves, dim int) int64 { return 2 * int64(moves) * int64(dim) * bf16Bytes }
+
+// KVCopy performs PagedCache.Keep's moves on the pool: it gathers every source entry into work
+// (KVCopyWorkBytes), then writes them to their destinations, so a destination may be another
+// move's source.
+func (d *Device) KVCopy(p KVPool, moves []Move, work Buffer) error {
+	if len(moves) == 0 {
+		return nil
+	}
+	idx := make([]int32, 2*len(moves))
+	for i, m := range moves {
+		if m.Src < 0 || m.Dst < 0 {
+			return fmt.Errorf("cuda: kv copy: move %d has a negative slot", i)
+		}
+		idx[i], idx[len(moves)+i] = m.Src, m.Dst
+	}
+	if err := p.checkSlots("kv copy", idx); err != nil {
+		return err
+	}
+	if err := need("kv copy workspace", work, int(KVCopyWorkBytes(len(moves), p.Dim)), 1); err != nil {
+		return err
+	}
+	s, err := d.StageInts(idx)
+	if err != nil {
+		return err
+	}
+	half := int64(len(moves)) * int64(p.Dim) * bf16Bytes
+	k, v := Buffer{Ptr: work.Ptr, Bytes: half}, Buffer{Ptr: work.Ptr + uint64(half), Bytes: half}
+	dst := Buffer{Ptr: s.Ptr + uint64(len(moves))*i32Bytes, Bytes: int64(len(moves)) * i32Bytes}
+	if err := d.launch("kv_read", grid1(len(moves), p.Dim/8), k, v, p.K, p.V, s, int32(p.Dim)); err != nil {
+		return err
+	}
+	return d.launch("kv_write", grid1(len(moves), p.Dim/8), p.K, p.V, k, v, dst, int32(p.Dim))
+}
+
+// GrowKVPool returns a pool of blocks more blocks holding p's entries at the same slots, and
+// frees p; on failure p is unchanged. PagedCache.Grow records the new blocks.
+func (d *Device) GrowKVPool(p KVPool, blocks int) (KVPool, error) {
+	if blocks <= 0 {
+		return KVPool{}, fmt.Errorf("cuda: grow KV pool by %d blocks", blocks)
+	}
+	q, err := d.NewKVPool(p.Blocks+blocks, p.Dim)
+	if err != nil {
+		return KVPool{}, err
+	}
+	if err := errors.Join(d.Copy(q.K, p.K), d.Copy(q.V, p.V)); err != nil {
+		return KVPool{}, errors.Join(err, d.FreeKVPool(q))
+	}
+	return q, d.FreeKVPool(p)
+}
+
+// AttentionHeads describes one layer's heads for the attention kernels: hq query heads over
+// hkv KV heads (hq divisible by hkv; query head j reads KV head j/(hq/hkv)), their block
+// tables and lengths on the device as PagedCache.Tables gives them (int32 [hkv][maxBlocks]
+// and [hkv]), and the softmax scale (1/sqrt(dim) for Llama).
+type AttentionHeads struct {
+	HQ, HKV   int
+	Tables    Buffer
+	Lens      Buffer
+	MaxBlocks int
+	Scale     float32
+}
+
+func (a AttentionHeads) check(op string, p KVPool) error {
+	if a.HQ <= 0 || a.HKV <= 0 || a.HQ%a.HKV != 0 {
+		return fmt.Errorf("cuda: %s: %d query heads over %d KV heads: must be positive and divisible", op, a.HQ, a.HKV)
+	}
+	if a.MaxBlocks <= 0 {
+		return fmt.Errorf("cuda: %s: maxBlocks = %d", op, a.MaxBlocks)
+	}
+	if err := need(op+" block tables", a.Tables, a.HKV*a.MaxBlocks, i32Bytes); err != nil {
+		return err
+	}
+	if err := need(op+" lengths", a.Lens, a.HKV, i32Bytes); err != nil {
+		return err
+	}
+	if p.Dim != 64 && p.Dim != 128 {
+		return fmt.Errorf("cuda: %s: head dimension %d", op, p.Dim)
+	}
+	return nil
+}
+
+// PrefillAttention writes out ([n][HQ][Dim] bf16) for a chunk of n queries q ([n][HQ][Dim]):
+// query i of head j attends to its KV head's cached entries and to the chunk's own keys and
+// values kc, vc ([n][HKV][Dim]) 0..i. The cache holds the entries before the chunk (append the
+// chunk afterwards, or only what the policy keeps of it). out may be q.
+func (d *Device) PrefillAttention(out, q, kc, vc Buffer, p KVPool, a AttentionHeads, n int) error {
+	if err := a.check("prefill attention", p); err != nil {
+		return err
+	}
+	if n <= 0 {
+		return fmt.Errorf("cuda: prefill attention: chunk of %d queries", n)
+	}
+	for _, c := range []struct {
+		what  string
+		b     Buffer
+		heads int
+	}{{"queries", q, a.HQ}, {"output", out, a.HQ}, {"chunk keys", kc, a.HKV}, {"chunk values", vc, a.HKV}} {
+		if err := need("prefill attention "+c.what, c.b, n*c.heads*p.Dim, bf16Bytes); err != nil {
+			return err
+		}
+	}
+	dims := grid2((n+63)/64, a.HQ, 128)
+	dims.shared = uint32(prefillSharedBytes(p.Dim))
+	return d.launch(fmt.Sprintf("attn_prefill_d%d", p.Dim), dims, out, q, kc, vc, p.K, p.V, a.Tables, a.Lens,
+		int32(a.MaxBlocks), int32(n), int32(a.HQ), int32(a.HKV), softmaxScaleLog2(a.Scale))
+}
+
+// DecodeWorkspaceBytes is the workspace DecodeAttention needs for hq heads and splits splits.
+func DecodeWorkspaceBytes(hq, dim, splits int) int64 {
+	return int64(hq) * int64(splits) * int64(dim+2) * f32Bytes
+}
+
+// DecodeSplits picks the number of splits of each head's entries so that the launch fills
+// the GPU (about four blocks per multiprocessor) without splits shorter than one pool block.
+func (d *Device) DecodeSplits(hkv, longest int) int {
+	s := (4*d.sms + hkv - 1) / hkv
+	return max(1, min(s, (longest+BlockEntries-1)/BlockEntries))
+}
+
+// DecodeAttention writes out ([HQ][Dim] bf16) for one token's queries q ([HQ][Dim]) over each
+// KV head's cached entries (append the token's own key and value first). Each head's entries
+// are cut into splits parts computed in parallel and merged (split-K); work holds the partial
+// results (DecodeWorkspaceBytes). Up to 8 query heads per KV head.
+func (d *Device) DecodeAttention(out, q Buffer, p KVPool, a AttentionHeads, splits int, work Buffer) error {
+	if err := a.check("decode attention", p); err != nil {
+		return err
+	}
+	g := a.HQ / a.HKV
+	if g > 8 {
+		return fmt.Errorf("cuda: decode attention: %d query heads per KV head; the kernel takes up to 8", g)
+	}
+	if splits <= 0 {
+		return fmt.Errorf("cuda: decode attention: %d splits", splits)
+	}
+	if err := need("decode attention queries", q, a.HQ*p.Dim, bf16Bytes); err != nil {
+		return err
+	}
+	if err := need("decode attention output", out, a.HQ*p.Dim, bf16Bytes); err != nil {
+		return err
+	}
+	if err := need("decode attention workspace", work, int(DecodeWorkspaceBytes(a.HQ, p.Dim, splits)), 1); err != nil {
+		return err
+	}
+	po := Buffer{Ptr: work.Ptr, Bytes: int64(a.HQ*splits*p.Dim) * f32Bytes}
+	pml := Buffer{Ptr: work.Ptr + uint64(po.Bytes), Bytes: int64(a.HQ*splits*2) * f32Bytes}
+	maxG := 8 // the kernel's register arrays hold 4 or 8 query heads
+	if g <= 4 {
+		maxG = 4
+	}
+	kernel := fmt.Sprintf("attn_decode_d%d_g%d", p.Dim, maxG)
+	if err := d.launch(kernel, grid2(splits, a.HKV, 128), po, pml, q, p.K, p.V, a.Tables, a.Lens,
+		int32(a.MaxBlocks), int32(a.HQ), int32(a.HKV), softmaxScaleLog2(a.Scale)); err != nil {
+		return err
+	}
+	return d.launch("attn_merge", grid1(a.HQ, p.Dim), out, po, pml, int32(splits), int32(p.Dim))
+}

@@ -1,0 +1,193 @@
+package cuda
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// Benchmarks at Llama-3.1-8B shapes (hidden 4096, 32 query and 8 KV heads of 128, MLP 14336),
+// timed with device events. Each reports its rate against the H100 SXM's datasheet limits
+// (989 TFLOP/s dense bf16, 3.35 TB/s HBM3) as well as in absolute terms. Run with
+// -test.bench . -test.benchtime 20x on a GPU machine (tools/gpu-test.sh).
+
+const (
+	h100TFLOPS = 989.0
+	h100TBps   = 3.35
+)
+
+// fillRandom writes random bf16 values in [-1, 1] over b, repeating one 8 MiB pattern (the
+// values only need to be non-zero and varied: zeros run faster than real data).
+func fillRandom(b testing.TB, d *Device, buf Buffer, seed uint64) {
+	b.Helper()
+	pattern, _ := randBF16(rand.New(rand.NewPCG(seed, 1)), 4<<20, 1)
+	for off := int64(0); off < buf.Bytes; off += int64(len(pattern) * 2) {
+		part, err := buf.Slice(off, min(int64(len(pattern)*2), buf.Bytes-off))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := Upload(d, part, pattern[:part.Bytes/2]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func alloc(b testing.TB, d *Device, bytes int64) Buffer {
+	b.Helper()
+	buf, err := d.Alloc(bytes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Free(buf) })
+	return buf
+}
+
+// timeIt runs op b.N times after two warm-ups and returns the mean milliseconds per run.
+func timeIt(b *testing.B, d *Device, op func(i int) error) float64 {
+	b.Helper()
+	for i := 0; i < 2; i++ {
+		if err := op(i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	start, err := d.NewEvent()
+	if err != nil {
+		b.Fatal(err)
+	}
+	end, err := d.NewEvent()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer start.Destroy()
+	defer end.Destroy()
+	b.ResetTimer()
+	if err := start.Record(); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		if err := op(i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := end.Record(); err != nil {
+		b.Fatal(err)
+	}
+	ms, err := end.Since(start)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	return float64(ms) / float64(b.N)
+}
+
+func BenchmarkLinear(b *testing.B) {
+	d := gpu(b)
+	for _, m := range []int{1, 512, 4096} {
+		for _, s := range []struct {
+			name string
+			n, k int
+		}{{"qkv", 6144, 4096}, {"o", 4096, 4096}, {"gateup", 28672, 4096}, {"down", 4096, 14336}} {
+			b.Run(fmt.Sprintf("m%d-%s-n%d-k%d", m, s.name, s.n, s.k), func(b *testing.B) {
+				const copies = 3 // rotate weights so that repeats do not run from L2
+				var ws [copies]Buffer
+				for i := range ws {
+					ws[i] = alloc(b, d, int64(s.n*s.k*2))
+					fillRandom(b, d, ws[i], uint64(i))
+				}
+				x := alloc(b, d, int64(m*s.k*2))
+				fillRandom(b, d, x, 9)
+				out := alloc(b, d, int64(m*s.n*2))
+				ms := timeIt(b, d, func(i int) error { return d.Linear(out, x, ws[i%copies], Buffer{}, m, s.n, s.k) })
+				tflops := 2 * float64(m) * float64(s.n) * float64(s.k) / (ms * 1e-3) / 1e12
+				gbs := float64(s.n*s.k*2+m*s.k*2+m*s.n*2) / (ms * 1e-3) / 1e9
+				b.ReportMetric(ms, "ms/op")
+				b.ReportMetric(tflops, "TFLOP/s")
+				b.ReportMetric(tflops/h100TFLOPS, "of-989")
+				b.ReportMetric(gbs, "GB/s")
+				b.ReportMetric(gbs/1000/h100TBps, "of-3.35TB/s")
+			})
+		}
+	}
+}
+
+// benchCache is a paged cache of hkv heads, each holding entries entries of random data.
+func benchCache(b *testing.B, d *Device, hq, hkv, dim, entries int) (KVPool, AttentionHeads) {
+	blocks := hkv * ((entries + BlockEntries - 1) / BlockEntries)
+	pool, err := d.NewKVPool(blocks, dim)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.FreeKVPool(pool) })
+	fillRandom(b, d, pool.K, 1)
+	fillRandom(b, d, pool.V, 2)
+	cache, _ := NewPagedCache(blocks, hkv)
+	for h := 0; h < hkv; h++ {
+		if _, err := cache.Append(h, entries); err != nil {
+			b.Fatal(err)
+		}
+	}
+	table, lens, maxBlocks, err := cache.Tables(0, hkv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tb, lb := alloc(b, d, int64(len(table)*4)), alloc(b, d, int64(len(lens)*4))
+	if err := Upload(d, tb, table); err != nil {
+		b.Fatal(err)
+	}
+	if err := Upload(d, lb, lens); err != nil {
+		b.Fatal(err)
+	}
+	return pool, AttentionHeads{HQ: hq, HKV: hkv, Tables: tb, Lens: lb, MaxBlocks: maxBlocks, Scale: 0.0884}
+}
+
+func BenchmarkDecodeAttention(b *testing.B) {
+	d := gpu(b)
+	const hq, hkv, dim = 32, 8, 128
+	for _, entries := range []int{32 << 10, 128 << 10} {
+		b.Run(fmt.Sprintf("entries%dK", entries>>10), func(b *testing.B) {
+			pool, heads := benchCache(b, d, hq, hkv, dim, entries)
+			splits := d.DecodeSplits(hkv, entries)
+			work := alloc(b, d, DecodeWorkspaceBytes(hq, dim, splits))
+			q := alloc(b, d, hq*dim*2)
+			fillRandom(b, d, q, 3)
+			out := alloc(b, d, hq*dim*2)
+			ms := timeIt(b, d, func(int) error { return d.DecodeAttention(out, q, pool, heads, splits, work) })
+			gbs := float64(hkv*entries*dim*2*2) / (ms * 1e-3) / 1e9
+			b.ReportMetric(ms, "ms/op")
+			b.ReportMetric(float64(splits), "splits")
+			b.ReportMetric(gbs, "GB/s")
+			b.ReportMetric(gbs/1000/h100TBps, "of-3.35TB/s")
+		})
+	}
+}
+
+func BenchmarkPrefillAttention(b *testing.B) {
+	d := gpu(b)
+	const hq, hkv, dim = 32, 8, 128
+	for _, c := range []struct{ cached, n int }{{0, 4 << 10}, {0, 32 << 10}, {96 << 10, 32 << 10}} {
+		b.Run(fmt.Sprintf("cached%dK-chunk%dK", c.cached>>10, c.n>>10), func(b *testing.B) {
+			pool, heads := benchCache(b, d, hq, hkv, dim, max(c.cached, 1))
+			if c.cached == 0 { // an empty cache: lengths 0
+				zero := make([]int32, hkv)
+				if err := Upload(d, heads.Lens, zero); err != nil {
+					b.Fatal(err)
+				}
+			}
+			q := alloc(b, d, int64(c.n*hq*dim*2))
+			kc := alloc(b, d, int64(c.n*hkv*dim*2))
+			vc := alloc(b, d, int64(c.n*hkv*dim*2))
+			for i, buf := range []Buffer{q, kc, vc} {
+				fillRandom(b, d, buf, uint64(10+i))
+			}
+			out := alloc(b, d, int64(c.n*hq*dim*2))
+			ms := timeIt(b, d, func(int) error { return d.PrefillAttention(out, q, kc, vc, pool, heads, c.n) })
+			// Two matrix products (QKᵀ, PV) over the visible pairs: the cache plus the causal half.
+			pairs := float64(c.n)*float64(c.cached) + float64(c.n)*float64(c.n+1)/2
+			tflops := 4 * pairs * dim * hq / (ms * 1e-3) / 1e12
+			b.ReportMetric(ms, "ms/op")
+			b.ReportMetric(tflops, "TFLOP/s")
+			b.ReportMetric(tflops/h100TFLOPS, "of-989")
+			b.ReportMetric(float64(c.n)/(ms*1e-3), "tokens/s/layer")
+		})
+	}
+}

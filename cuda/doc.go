@@ -1,0 +1,16 @@
+// Package cuda runs kvfoot's forward-pass kernels on an NVIDIA GPU through the CUDA driver API,
+// loaded at run time with purego: no cgo, and only libcuda.so.1 is needed, and only once Open
+// is called. The kernels are PTX (sm_80, JIT-compiled by the driver for the GPU at hand),
+// generated from kernels/*.cu by tools/cuda-ptx.sh and embedded in the binary.
+//
+// Activations and weights are bf16 with f32 accumulation. Every method takes device buffers and
+// plain sizes, checks the sizes against the buffers, and returns an error naming what was wrong.
+// Kernels run in order on the device's one stream; Download and Sync wait for them.
+//
+// A context is current per OS thread, and Go moves goroutines between threads, so calls from
+// an arbitrary goroutine would find no context (CUDA_ERROR_INVALID_CONTEXT, 201). Every driver
+// call therefore pins its goroutine to its thread for the call (runtime.LockOSThread) and makes
+// the device's context current first: no thread switch per call, which a goroutine owning the
+// context would cost on every kernel launch. Use a Device from one goroutine at a time: a
+// forward pass is a sequence of kernels whose order is the caller's.
+package cuda

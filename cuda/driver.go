@@ -1,0 +1,169 @@
+package cuda
+
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+)
+
+// cuResult is the driver's CUresult; 0 is CUDA_SUCCESS.
+type cuResult int32
+
+// Driver-API constants used here (cuda.h).
+const (
+	attrComputeCapabilityMajor = 75
+	attrComputeCapabilityMinor = 76
+	attrMultiprocessorCount    = 16
+	funcAttrMaxDynamicShared   = 8
+	jitErrorLogBuffer          = 5
+	jitErrorLogBufferSize      = 6
+	resultNoDevice             = 100
+	resultUnsupportedPTX       = 222
+	resultInvalidPTX           = 218
+)
+
+// driver holds the libcuda entry points. Versioned names (_v2) are the ABI the current
+// headers map the plain names to.
+type driver struct {
+	cuInit                    func(flags uint32) cuResult
+	cuDriverGetVersion        func(v *int32) cuResult
+	cuGetErrorName            func(r cuResult, name **byte) cuResult
+	cuDeviceGetCount          func(n *int32) cuResult
+	cuDeviceGet               func(dev *int32, ordinal int32) cuResult
+	cuDeviceGetName           func(name *byte, n int32, dev int32) cuResult
+	cuDeviceGetAttribute      func(v *int32, attr int32, dev int32) cuResult
+	cuDeviceTotalMem          func(bytes *uint64, dev int32) cuResult
+	cuDevicePrimaryCtxRetain  func(ctx *uintptr, dev int32) cuResult
+	cuDevicePrimaryCtxRelease func(dev int32) cuResult
+	cuCtxSetCurrent           func(ctx uintptr) cuResult
+	cuMemGetInfo              func(free, total *uint64) cuResult
+	cuMemAlloc                func(ptr *uint64, bytes uint64) cuResult
+	cuMemFree                 func(ptr uint64) cuResult
+	cuMemcpyHtoD              func(dst uint64, src unsafe.Pointer, bytes uint64) cuResult
+	cuMemcpyHtoDAsync         func(dst uint64, src unsafe.Pointer, bytes uint64, stream uintptr) cuResult
+	cuMemAllocHost            func(p *unsafe.Pointer, bytes uint64) cuResult
+	cuMemFreeHost             func(p unsafe.Pointer) cuResult
+	cuMemcpyDtoH              func(dst unsafe.Pointer, src uint64, bytes uint64) cuResult
+	cuMemcpyDtoD              func(dst, src uint64, bytes uint64) cuResult
+	cuMemsetD8                func(dst uint64, v uint8, bytes uint64) cuResult
+	cuModuleLoadDataEx        func(mod *uintptr, image unsafe.Pointer, n uint32, opts *int32, vals *uintptr) cuResult
+	cuModuleUnload            func(mod uintptr) cuResult
+	cuModuleGetFunction       func(fn *uintptr, mod uintptr, name string) cuResult
+	cuFuncSetAttribute        func(fn uintptr, attr int32, v int32) cuResult
+	cuLaunchKernel            func(fn uintptr, gx, gy, gz, bx, by, bz, smem uint32, stream uintptr, params *unsafe.Pointer, extra *unsafe.Pointer) cuResult
+	cuStreamCreate            func(s *uintptr, flags uint32) cuResult
+	cuStreamDestroy           func(s uintptr) cuResult
+	cuStreamSynchronize       func(s uintptr) cuResult
+	cuEventCreate             func(e *uintptr, flags uint32) cuResult
+	cuEventRecord             func(e, s uintptr) cuResult
+	cuEventSynchronize        func(e uintptr) cuResult
+	cuEventElapsedTime        func(ms *float32, start, end uintptr) cuResult
+	cuEventDestroy            func(e uintptr) cuResult
+}
+
+var (
+	driverOnce sync.Once
+	driverAPI  *driver
+	driverErr  error
+)
+
+// loadedDriver loads libcuda.so.1 once per process.
+func loadedDriver() (*driver, error) {
+	driverOnce.Do(func() { driverAPI, driverErr = loadDriver("libcuda.so.1") })
+	return driverAPI, driverErr
+}
+
+// loadDriver opens the driver library at path and binds every entry point, failing with the
+// library's name when it or a symbol is missing.
+func loadDriver(path string) (*driver, error) {
+	lib, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	if err != nil {
+		return nil, fmt.Errorf("no NVIDIA driver (%s): %v", path, err)
+	}
+	d := &driver{}
+	binds := []struct {
+		fn    any
+		names []string
+	}{
+		{&d.cuInit, []string{"cuInit"}},
+		{&d.cuDriverGetVersion, []string{"cuDriverGetVersion"}},
+		{&d.cuGetErrorName, []string{"cuGetErrorName"}},
+		{&d.cuDeviceGetCount, []string{"cuDeviceGetCount"}},
+		{&d.cuDeviceGet, []string{"cuDeviceGet"}},
+		{&d.cuDeviceGetName, []string{"cuDeviceGetName"}},
+		{&d.cuDeviceGetAttribute, []string{"cuDeviceGetAttribute"}},
+		{&d.cuDeviceTotalMem, []string{"cuDeviceTotalMem_v2"}},
+		{&d.cuDevicePrimaryCtxRetain, []string{"cuDevicePrimaryCtxRetain"}},
+		{&d.cuDevicePrimaryCtxRelease, []string{"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease"}},
+		{&d.cuCtxSetCurrent, []string{"cuCtxSetCurrent"}},
+		{&d.cuMemGetInfo, []string{"cuMemGetInfo_v2"}},
+		{&d.cuMemAlloc, []string{"cuMemAlloc_v2"}},
+		{&d.cuMemFree, []string{"cuMemFree_v2"}},
+		{&d.cuMemcpyHtoD, []string{"cuMemcpyHtoD_v2"}},
+		{&d.cuMemcpyHtoDAsync, []string{"cuMemcpyHtoDAsync_v2"}},
+		{&d.cuMemAllocHost, []string{"cuMemAllocHost_v2"}},
+		{&d.cuMemFreeHost, []string{"cuMemFreeHost"}},
+		{&d.cuMemcpyDtoH, []string{"cuMemcpyDtoH_v2"}},
+		{&d.cuMemcpyDtoD, []string{"cuMemcpyDtoD_v2"}},
+		{&d.cuMemsetD8, []string{"cuMemsetD8_v2"}},
+		{&d.cuModuleLoadDataEx, []string{"cuModuleLoadDataEx"}},
+		{&d.cuModuleUnload, []string{"cuModuleUnload"}},
+		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}},
+		{&d.cuFuncSetAttribute, []string{"cuFuncSetAttribute"}},
+		{&d.cuLaunchKernel, []string{"cuLaunchKernel"}},
+		{&d.cuStreamCreate, []string{"cuStreamCreate"}},
+		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2"}},
+		{&d.cuStreamSynchronize, []string{"cuStreamSynchronize"}},
+		{&d.cuEventCreate, []string{"cuEventCreate"}},
+		{&d.cuEventRecord, []string{"cuEventRecord"}},
+		{&d.cuEventSynchronize, []string{"cuEventSynchronize"}},
+		{&d.cuEventElapsedTime, []string{"cuEventElapsedTime_v2", "cuEventElapsedTime"}},
+		{&d.cuEventDestroy, []string{"cuEventDestroy_v2"}},
+	}
+	for _, b := range binds {
+		var sym uintptr
+		for _, name := range b.names {
+			if sym, err = purego.Dlsym(lib, name); err == nil {
+				break
+			}
+		}
+		if sym == 0 {
+			return nil, fmt.Errorf("NVIDIA driver (%s) too old: no %s: %v", path, b.names[0], err)
+		}
+		purego.RegisterFunc(b.fn, sym)
+	}
+	return d, nil
+}
+
+// Error is a failed driver call: the operation and the CUresult with its name.
+type Error struct {
+	Op   string
+	Code int
+	Name string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("cuda: %s: %s (%d)", e.Op, e.Name, e.Code) }
+
+// check turns a CUresult into an *Error naming op, or nil on success.
+func (d *driver) check(op string, r cuResult) error {
+	if r == 0 {
+		return nil
+	}
+	name := fmt.Sprintf("CUresult %d", int(r))
+	var s *byte
+	if d.cuGetErrorName(r, &s) == 0 && s != nil {
+		name = cString(s)
+	}
+	return &Error{Op: op, Code: int(r), Name: name}
+}
+
+// cString copies a NUL-terminated C string.
+func cString(p *byte) string {
+	var b []byte
+	for ptr := unsafe.Pointer(p); *(*byte)(ptr) != 0; ptr = unsafe.Add(ptr, 1) {
+		b = append(b, *(*byte)(ptr))
+	}
+	return string(b)
+}

@@ -1,0 +1,84 @@
+package cuda
+
+import (
+	"encoding/binary"
+	"math"
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+// The packed layout must be what nvcc gives a kernel with these parameters: each at the next
+// offset aligned to its size, little-endian.
+func TestPackArgsLayout(t *testing.T) {
+	a, err := packArgs(Buffer{Ptr: 0x1122334455667788}, int32(-7), float32(1.5), int64(-2), int32(9), Buffer{Ptr: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOff := []int{0, 8, 12, 16, 24, 32}
+	for i, o := range wantOff {
+		if a.offsets[i] != o {
+			t.Fatalf("argument %d at offset %d, want %d", i, a.offsets[i], o)
+		}
+	}
+	if len(a.buf) != 40 {
+		t.Fatalf("packed %d bytes, want 40", len(a.buf))
+	}
+	le := binary.LittleEndian
+	if got := le.Uint64(a.buf[0:]); got != 0x1122334455667788 {
+		t.Errorf("pointer = %#x", got)
+	}
+	if got := int32(le.Uint32(a.buf[8:])); got != -7 {
+		t.Errorf("int32 = %d", got)
+	}
+	if got := math.Float32frombits(le.Uint32(a.buf[12:])); got != 1.5 {
+		t.Errorf("float32 = %v", got)
+	}
+	if got := int64(le.Uint64(a.buf[16:])); got != -2 {
+		t.Errorf("int64 = %d", got)
+	}
+	if got := le.Uint32(a.buf[24:]); got != 9 {
+		t.Errorf("second int32 = %d", got)
+	}
+	if got := le.Uint64(a.buf[32:]); got != 42 {
+		t.Errorf("second pointer = %d", got)
+	}
+	for i, p := range a.pointers() {
+		if uintptr(p)-uintptr(unsafe.Pointer(&a.buf[0])) != uintptr(wantOff[i]) {
+			t.Errorf("kernel parameter %d points at byte %d", i, uintptr(p)-uintptr(unsafe.Pointer(&a.buf[0])))
+		}
+	}
+}
+
+// An int32 before a pointer leaves a 4-byte hole, as in a C struct.
+func TestPackArgsPadding(t *testing.T) {
+	a, err := packArgs(int32(1), Buffer{Ptr: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.offsets[1] != 8 || len(a.buf) != 16 {
+		t.Fatalf("offsets %v, %d bytes; want pointer at 8 of 16", a.offsets, len(a.buf))
+	}
+}
+
+func TestPackArgsRejectsOtherTypes(t *testing.T) {
+	if _, err := packArgs(int32(1), 3); err == nil {
+		t.Fatal("a plain int was packed; its width is not the kernel's to guess")
+	}
+}
+
+func TestMissingDriverIsAClearError(t *testing.T) {
+	_, err := loadDriver("libcuda-kvfoot-absent.so.1")
+	if err == nil || !containsAll(err.Error(), "no NVIDIA driver", "libcuda-kvfoot-absent.so.1") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func containsAll(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}

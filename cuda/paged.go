@@ -1,0 +1,161 @@
+package cuda
+
+import "fmt"
+
+// BlockEntries is the number of KV entries per block of the paged pool (KV_BLOCK in the kernels).
+const BlockEntries = 64
+
+// PagedCache is the host-side bookkeeping of a paged KV pool: fixed-size blocks handed to heads
+// (one per (layer, KV head)) as they grow and returned when they shrink, so that each head holds
+// only the blocks its own number of entries needs. Entry i of head h lives at pool slot
+// table[h][i/64]·64 + i%64. Entries stay in the order they were appended (kvfoot's policies
+// name entries by index in position order), so Keep compacts: each kept entry moves down to
+// its new index.
+type PagedCache struct {
+	blocks int
+	free   []int32 // free block ids, a stack: the most recently freed is reused first
+	tables [][]int32
+	lens   []int
+}
+
+// Move is one entry copied from pool slot Src to pool slot Dst.
+type Move struct{ Src, Dst int32 }
+
+// NewPagedCache manages a pool of blocks shared by heads heads, all empty.
+func NewPagedCache(blocks, heads int) (*PagedCache, error) {
+	if blocks <= 0 || heads <= 0 {
+		return nil, fmt.Errorf("cuda: paged cache of %d blocks for %d heads: both must be positive", blocks, heads)
+	}
+	c := &PagedCache{blocks: blocks, tables: make([][]int32, heads), lens: make([]int, heads)}
+	for b := blocks - 1; b >= 0; b-- {
+		c.free = append(c.free, int32(b))
+	}
+	return c, nil
+}
+
+// Heads is the number of heads.
+func (c *PagedCache) Heads() int { return len(c.lens) }
+
+// Len is the number of entries head h holds.
+func (c *PagedCache) Len(h int) int { return c.lens[h] }
+
+// FreeBlocks is the number of blocks no head holds.
+func (c *PagedCache) FreeBlocks() int { return len(c.free) }
+
+// HeldBlocks is the number of blocks head h holds.
+func (c *PagedCache) HeldBlocks(h int) int { return len(c.tables[h]) }
+
+func (c *PagedCache) checkHead(op string, h int) error {
+	if h < 0 || h >= len(c.lens) {
+		return fmt.Errorf("cuda: paged cache %s: head %d of %d", op, h, len(c.lens))
+	}
+	return nil
+}
+
+// Slot is the pool slot of entry i of head h.
+func (c *PagedCache) Slot(h, i int) int32 {
+	return c.tables[h][i/BlockEntries]*BlockEntries + int32(i%BlockEntries)
+}
+
+// Append makes room for n more entries on head h and returns their pool slots, in order.
+// With too few free blocks it changes nothing and says how many were needed.
+func (c *PagedCache) Append(h, n int) ([]int32, error) {
+	if err := c.checkHead("append", h); err != nil {
+		return nil, err
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("cuda: paged cache append: %d entries", n)
+	}
+	newLen := c.lens[h] + n
+	want := (newLen+BlockEntries-1)/BlockEntries - len(c.tables[h])
+	if want > len(c.free) {
+		return nil, fmt.Errorf("cuda: paged cache: head %d needs %d more blocks of %d entries, %d of %d are free", h, want, BlockEntries, len(c.free), c.blocks)
+	}
+	for ; want > 0; want-- {
+		c.tables[h] = append(c.tables[h], c.free[len(c.free)-1])
+		c.free = c.free[:len(c.free)-1]
+	}
+	slots := make([]int32, n)
+	for i := range slots {
+		slots[i] = c.Slot(h, c.lens[h]+i)
+	}
+	c.lens[h] = newLen
+	return slots, nil
+}
+
+// Keep keeps the entries keep (increasing indices into head h) and drops the rest, compacting:
+// kept entry keep[i] becomes entry i. moves lists the copies for KVCopy (each kept entry not
+// already at its index; a destination may be another move's source, so KVCopy reads every
+// source before it writes). Blocks past the new length return to the pool.
+func (c *PagedCache) Keep(h int, keep []int) (moves []Move, err error) {
+	if err := c.checkHead("keep", h); err != nil {
+		return nil, err
+	}
+	for i, k := range keep {
+		if k < 0 || k >= c.lens[h] || (i > 0 && k <= keep[i-1]) {
+			return nil, fmt.Errorf("cuda: paged cache keep: index %d (%d) is not increasing within the head's %d entries", i, k, c.lens[h])
+		}
+		if k != i {
+			moves = append(moves, Move{Src: c.Slot(h, k), Dst: c.Slot(h, i)})
+		}
+	}
+	c.truncate(h, len(keep))
+	return moves, nil
+}
+
+// Grow adds blocks free blocks to the pool's bookkeeping (after the pool itself has grown:
+// GrowKVPool); their ids follow the existing ones.
+func (c *PagedCache) Grow(blocks int) error {
+	if blocks <= 0 {
+		return fmt.Errorf("cuda: paged cache grow: %d blocks", blocks)
+	}
+	for b := c.blocks + blocks - 1; b >= c.blocks; b-- {
+		c.free = append(c.free, int32(b))
+	}
+	c.blocks += blocks
+	return nil
+}
+
+// Blocks is the number of blocks the pool has.
+func (c *PagedCache) Blocks() int { return c.blocks }
+
+// Truncate drops head h's entries from n on and returns the blocks past them to the pool.
+func (c *PagedCache) Truncate(h, n int) error {
+	if err := c.checkHead("truncate", h); err != nil {
+		return err
+	}
+	if n < 0 || n > c.lens[h] {
+		return fmt.Errorf("cuda: paged cache truncate: head %d to %d entries, it holds %d", h, n, c.lens[h])
+	}
+	c.truncate(h, n)
+	return nil
+}
+
+func (c *PagedCache) truncate(h, n int) {
+	keepBlocks := (n + BlockEntries - 1) / BlockEntries
+	for i := len(c.tables[h]) - 1; i >= keepBlocks; i-- {
+		c.free = append(c.free, c.tables[h][i])
+	}
+	c.tables[h] = c.tables[h][:keepBlocks]
+	c.lens[h] = n
+}
+
+// Tables flattens the block tables and lengths of heads first..first+count-1 (one layer's KV
+// heads) for the attention kernels: table[i·maxBlocks + b] is block b of head first+i (unused
+// places are 0), lens[i] its length. maxBlocks is at least 1.
+func (c *PagedCache) Tables(first, count int) (table []int32, lens []int32, maxBlocks int, err error) {
+	if first < 0 || count <= 0 || first+count > len(c.lens) {
+		return nil, nil, 0, fmt.Errorf("cuda: paged cache tables: heads %d..%d of %d", first, first+count-1, len(c.lens))
+	}
+	maxBlocks = 1
+	for h := first; h < first+count; h++ {
+		maxBlocks = max(maxBlocks, len(c.tables[h]))
+	}
+	table = make([]int32, count*maxBlocks)
+	lens = make([]int32, count)
+	for i := 0; i < count; i++ {
+		copy(table[i*maxBlocks:], c.tables[first+i])
+		lens[i] = int32(c.lens[first+i])
+	}
+	return table, lens, maxBlocks, nil
+}

@@ -1,0 +1,444 @@
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kvfoot/kvfoot/kv"
+	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tensor"
+)
+
+func TestParseDevice(t *testing.T) {
+	for _, c := range []struct {
+		in      string
+		ordinal int
+		ok      bool
+		err     bool
+	}{
+		{"cuda", 0, true, false}, {"cuda:0", 0, true, false}, {"cuda:3", 3, true, false},
+		{"cpu", 0, false, false}, {"auto", 0, false, false},
+		{"cuda:", 0, true, true}, {"cuda:-1", 0, true, true}, {"cuda:x", 0, true, true},
+	} {
+		n, ok, err := ParseDevice(c.in)
+		if n != c.ordinal || ok != c.ok || (err != nil) != c.err {
+			t.Errorf("ParseDevice(%q) = %d, %v, %v; want %d, %v, error %v", c.in, n, ok, err, c.ordinal, c.ok, c.err)
+		}
+	}
+	if _, err := Open("cpu"); err == nil || !strings.Contains(err.Error(), "not a CUDA device") {
+		t.Errorf("Open(cpu): %v", err)
+	}
+}
+
+func TestSupports(t *testing.T) {
+	good := testConfig()
+	if err := Supports(&good); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		edit func(*model.Config)
+		want string
+	}{
+		{func(c *model.Config) { c.HeadDim = 96 }, "head dimension 96"},
+		{func(c *model.Config) { c.Heads, c.KVHeads = 16, 1 }, "16 query heads over 1"},
+		{func(c *model.Config) { c.Vocab = 32001 }, "vocab_size 32001"},
+		{func(c *model.Config) { c.Gemma = true }, "Gemma"},
+		{func(c *model.Config) { c.FinalSoftCap = 30 }, "soft caps"},
+		{func(c *model.Config) { c.QKNorm = true }, "q/k norms"},
+		{func(c *model.Config) { c.Window = []int{0, 64} }, "sliding windows"},
+		{func(c *model.Config) { c.AttnScale = 0.5 }, "attention scale"},
+	} {
+		cfg := good
+		c.edit(&cfg)
+		if err := Supports(&cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("got %v, want an error naming %q", err, c.want)
+		}
+	}
+}
+
+func TestRecover(t *testing.T) {
+	f := func() (err error) {
+		defer Recover(&err)
+		check(errors.New("launch failed"))
+		return nil
+	}
+	if err := f(); err == nil || err.Error() != "gpu: launch failed" {
+		t.Fatalf("got %v", err)
+	}
+	defer func() {
+		if r := recover(); r != "other" {
+			t.Fatalf("a non-Fault panic became %v", r)
+		}
+	}()
+	var err error
+	func() {
+		defer Recover(&err)
+		panic("other")
+	}()
+}
+
+// GPU tests: the forward and the caches on the GPU against the CPU path on the same model.
+// Without a usable GPU they skip, saying why.
+
+var (
+	gpuOnce sync.Once
+	gpuDev  *GPU
+	gpuErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if gpuDev != nil {
+		if err := gpuDev.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "close:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func openGPU(t *testing.T) *GPU {
+	gpuOnce.Do(func() { gpuDev, gpuErr = Open("cuda") })
+	if gpuErr != nil {
+		t.Skipf("no usable GPU: %v", gpuErr)
+	}
+	return gpuDev
+}
+
+func testConfig() model.Config {
+	return model.Config{
+		Arch: "LlamaForCausalLM", Hidden: 256, Intermediate: 512, Layers: 3, Heads: 8, KVHeads: 2, HeadDim: 64,
+		Vocab: 1024, NormEps: 1e-5, MaxPositions: 4096, Rope: model.Rope{Theta: 10000, Type: "default", Factor: 1},
+		BOS: -1, EOS: []int{-1},
+	}
+}
+
+// run feeds prompt in chunks, then steps greedy tokens, and returns every step's logits (the
+// last pre-fill chunk's, then each decode step's) and the tokens chosen.
+func run(t *testing.T, m *model.Model, c *kv.Cache, prompt []int, chunk, steps int) ([][]float32, []int) {
+	r := model.NewRunner(m, chunk)
+	var logits [][]float32
+	var toks []int
+	for pos := 0; pos < len(prompt); pos += chunk {
+		ids := prompt[pos:min(pos+chunk, len(prompt))]
+		final := pos+chunk >= len(prompt)
+		l, err := r.Forward(c, ids, model.Step{Pos: pos, Rows: len(ids), Prefill: true, Final: final}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if final {
+			logits = append(logits, append([]float32(nil), l...))
+		}
+	}
+	for s := 0; s < steps; s++ {
+		last := logits[len(logits)-1]
+		tok := argmax(last)
+		toks = append(toks, tok)
+		l, err := r.Forward(c, []int{tok}, model.Step{Pos: c.Pos(), Rows: 1}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits = append(logits, append([]float32(nil), l...))
+	}
+	return logits, toks
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// relErr is ‖got − want‖ / ‖want‖ and the largest |got − want|.
+func relErr(got, want []float32) (rel, maxAbs float64) {
+	var num, den float64
+	for i := range want {
+		d := float64(got[i]) - float64(want[i])
+		num += d * d
+		den += float64(want[i]) * float64(want[i])
+		maxAbs = max(maxAbs, math.Abs(d))
+	}
+	return math.Sqrt(num / den), maxAbs
+}
+
+// The GPU's logits agree with the CPU's within bf16 tolerance, step by step, for full
+// attention, streaming heads (which evict during pre-fill and decode, so Keep's compaction
+// runs) and a head mask; the caches hold the same entries and bytes; greedy tokens agree
+// until a step where the two choices are a near-tie on the CPU.
+func TestGPUMatchesCPU(t *testing.T) {
+	g := openGPU(t)
+	dir := t.TempDir()
+	cfg := testConfig()
+	masks := filepath.Join(dir, "masks.tsv")
+	var tsv strings.Builder
+	for l := 0; l < cfg.Layers; l++ {
+		fmt.Fprintf(&tsv, "%.2f\t%.2f\n", 0.1+0.3*float64(l), 0.9-0.3*float64(l))
+	}
+	if err := os.WriteFile(masks, []byte(tsv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	specs := []string{"full+bf16", "streaming:sink=4,window=40+bf16",
+		"headmask:masks=" + masks + ",sparsity=0.5,sink=4,window=40+bf16", "full"}
+	for _, weights := range []string{"f32", "bf16", "bf16-qkv-bias"} {
+		c := cfg
+		c.QKVBias = weights == "bf16-qkv-bias"
+		cpu, dev := model.NewRandom(c, 7), model.NewRandom(c, 7)
+		if weights != "f32" {
+			cpu.ToBF16()
+			dev.ToBF16()
+		}
+		b, err := g.Upload(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev.SetBackend(b)
+		for _, spec := range specs {
+			t.Run(weights+"/"+strings.SplitN(spec, ":", 2)[0], func(t *testing.T) {
+				r := rand.New(rand.NewPCG(1, uint64(len(spec))))
+				prompt := make([]int, 150)
+				for i := range prompt {
+					prompt[i] = r.IntN(c.Vocab)
+				}
+				shape := kv.Shape(cpu.Shape())
+				cc, err := kv.New(shape, spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gc, err := kv.New(shape, spec, kv.WithStorage(g.Storage))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var cl, gl [][]float32
+				var ct, gt []int
+				func() {
+					defer Recover(&err)
+					cl, ct = run(t, cpu, cc, prompt, 64, 24)
+					gl, gt = run(t, dev, gc, prompt, 64, 24)
+				}()
+				if err != nil {
+					t.Fatal(err)
+				}
+				worst := 0.0
+				for s := range cl {
+					rel, maxAbs := relErr(gl[s], cl[s])
+					worst = max(worst, rel)
+					if rel > 0.03 {
+						t.Fatalf("step %d: logits relative error %.3g (max abs %.3g)", s, rel, maxAbs)
+					}
+					if s < len(ct) && ct[s] != gt[s] {
+						gap := float64(cl[s][ct[s]] - cl[s][gt[s]])
+						if gap > 2*maxAbs {
+							t.Fatalf("step %d: CPU picks %d, GPU %d, a CPU logit gap of %.3g > twice the largest logit error %.3g",
+								s, ct[s], gt[s], gap, maxAbs)
+						}
+						t.Logf("step %d: greedy tokens differ on a near-tie (gap %.3g, logit error %.3g)", s, gap, maxAbs)
+						break // the sequences differ from here on
+					}
+				}
+				t.Logf("worst logits relative error %.3g over %d steps", worst, len(cl))
+				for l := 0; l < shape.Layers; l++ {
+					for h := 0; h < shape.KVHeads; h++ {
+						if cc.Len(l, h) != gc.Len(l, h) {
+							t.Fatalf("layer %d head %d: %d entries on the GPU, %d on the CPU", l, h, gc.Len(l, h), cc.Len(l, h))
+						}
+					}
+				}
+				if strings.HasSuffix(spec, "+bf16") && cc.Bytes() != gc.Bytes() {
+					t.Fatalf("GPU storage holds %d bytes, the CPU's bf16 storage %d", gc.Bytes(), cc.Bytes())
+				}
+			})
+		}
+	}
+}
+
+// What the GPU does not do yet is refused with a clear error, not run wrongly.
+func TestGPURefusals(t *testing.T) {
+	g := openGPU(t)
+	shape := kv.Shape{Layers: 2, Heads: 8, KVHeads: 2, HeadDim: 64}
+	if _, err := kv.New(shape, "full+quant:bits=4", kv.WithStorage(g.Storage)); err == nil || !strings.Contains(err.Error(), "quant") {
+		t.Errorf("quantized storage: %v", err)
+	}
+	if _, err := kv.New(shape, "snapkv:sparsity=0.5", kv.WithStorage(g.Storage)); err == nil || !strings.Contains(err.Error(), "gqa=expand") {
+		t.Errorf("an expanded cache: %v", err)
+	}
+	m := model.NewRandom(testConfig(), 3)
+	b, err := g.Upload(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetBackend(b)
+	c, err := kv.New(kv.Shape(m.Shape()), "snapkv:sparsity=0.5,gqa=mean", kv.WithStorage(g.Storage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer Recover(&err)
+		_, err = model.NewRunner(m, 8).Forward(c, []int{1, 2, 3, 4, 5, 6, 7, 8}, model.Step{Rows: 8, Prefill: true, Final: true}, false)
+	}()
+	if err == nil || !strings.Contains(err.Error(), "attention scores") {
+		t.Errorf("snapkv on the GPU: %v", err)
+	}
+}
+
+// randomBF16 builds a model of cfg with random bf16 weights filled in parallel (NewRandom draws
+// float32 normals one at a time: minutes for 8B parameters). Uniform in ±0.04, norms 1.
+func randomBF16(cfg model.Config) *model.Model {
+	small := cfg
+	small.Layers, small.Vocab, small.Hidden, small.Intermediate = 1, 8, 8, 8
+	small.Heads, small.KVHeads = 1, 1
+	m := model.NewRandom(small, 1) // for the rotary frequencies of cfg's head dim and rope
+	m.Config = cfg
+	var wg sync.WaitGroup
+	mat := func(rows, cols int, seed uint64) tensor.Mat {
+		w := tensor.Mat{Rows: rows, Cols: cols, BF16: make([]uint16, rows*cols)}
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(seed, 1))
+			for i := range w.BF16 {
+				w.BF16[i] = tensor.FloatToBF16(float32(r.Float64()*0.08 - 0.04))
+			}
+		})
+		return w
+	}
+	ones := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = 1
+		}
+		return v
+	}
+	q, kvd := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
+	m.Embed = mat(cfg.Vocab, cfg.Hidden, 1)
+	m.Head = m.Embed
+	if !cfg.TieEmbeddings {
+		m.Head = mat(cfg.Vocab, cfg.Hidden, 2)
+	}
+	m.Norm = ones(cfg.Hidden)
+	m.Layers = make([]model.Layer, cfg.Layers)
+	for i := range m.Layers {
+		s := uint64(10 * (i + 1))
+		m.Layers[i] = model.Layer{AttnNorm: ones(cfg.Hidden), MLPNorm: ones(cfg.Hidden),
+			Q: model.Linear{W: mat(q, cfg.Hidden, s)}, K: model.Linear{W: mat(kvd, cfg.Hidden, s+1)},
+			V: model.Linear{W: mat(kvd, cfg.Hidden, s+2)}, O: model.Linear{W: mat(cfg.Hidden, q, s+3)},
+			Gate: model.Linear{W: mat(cfg.Intermediate, cfg.Hidden, s+4)}, Up: model.Linear{W: mat(cfg.Intermediate, cfg.Hidden, s+5)},
+			Down: model.Linear{W: mat(cfg.Hidden, cfg.Intermediate, s+6)}}
+	}
+	wg.Wait()
+	return m
+}
+
+// BenchmarkGPUForward times whole forwards on random bf16 models of Llama-3.2-1B's and
+// Llama-3.1-8B's shapes: a pre-fill in chunks of up to 32K tokens, then decode steps at that
+// depth, with full attention and with a head mask at sparsity 0.7 (sink 128, window 1024).
+func BenchmarkGPUForward(b *testing.B) {
+	gpuOnce.Do(func() { gpuDev, gpuErr = Open("cuda") })
+	if gpuErr != nil {
+		b.Skipf("no usable GPU: %v", gpuErr)
+	}
+	g := gpuDev
+	llama := func(hidden, inter, layers, heads, kvHeads, dim int, tied bool) model.Config {
+		return model.Config{Arch: "LlamaForCausalLM", Hidden: hidden, Intermediate: inter, Layers: layers, Heads: heads,
+			KVHeads: kvHeads, HeadDim: dim, Vocab: 128256, NormEps: 1e-5, TieEmbeddings: tied, MaxPositions: 131072,
+			Rope: model.Rope{Theta: 500000, Type: "default", Factor: 1}, BOS: -1}
+	}
+	for _, c := range []struct {
+		name   string
+		cfg    model.Config
+		tokens []int
+	}{
+		{"1B", llama(2048, 8192, 16, 32, 8, 64, true), []int{4096, 32768}},
+		{"8B", llama(4096, 14336, 32, 32, 8, 128, false), []int{4096, 32768}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			m := randomBF16(c.cfg)
+			be, err := g.Upload(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			m.SetBackend(be)
+			masks := filepath.Join(b.TempDir(), "masks.tsv")
+			var tsv strings.Builder
+			r := rand.New(rand.NewPCG(5, 6))
+			for range c.cfg.Layers {
+				for h := range c.cfg.KVHeads {
+					if h > 0 {
+						tsv.WriteByte('\t')
+					}
+					fmt.Fprintf(&tsv, "%.3f", r.Float64())
+				}
+				tsv.WriteByte('\n')
+			}
+			if err := os.WriteFile(masks, []byte(tsv.String()), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			for _, n := range c.tokens {
+				for _, spec := range []string{"full", "headmask:masks=" + masks + ",sparsity=0.7,sink=128,window=1024"} {
+					name := fmt.Sprintf("%dK/%s", n/1024, strings.SplitN(spec, ":", 2)[0])
+					b.Run(name, func(b *testing.B) { benchForward(b, g, m, spec, n) })
+				}
+			}
+		})
+		runtime.GC() // the next model's weights replace this one's
+	}
+}
+
+func benchForward(b *testing.B, g *GPU, m *model.Model, spec string, n int) {
+	const chunk, steps = 32768, 32
+	prompt := make([]int, n)
+	for i := range prompt {
+		prompt[i] = (i * 7919) % m.Config.Vocab
+	}
+	for b.Loop() {
+		c, err := kv.New(kv.Shape(m.Shape()), spec, kv.WithStorage(g.Storage))
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := model.NewRunner(m, min(n, chunk))
+		start, _ := g.d.NewEvent()
+		mid, _ := g.d.NewEvent()
+		end, _ := g.d.NewEvent()
+		start.Record()
+		for pos := 0; pos < n; pos += chunk {
+			rows := min(chunk, n-pos)
+			if _, err := r.Forward(c, prompt[pos:pos+rows], model.Step{Pos: pos, Rows: rows, Prefill: true, Final: pos+rows == n}, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		mid.Record()
+		for s := 0; s < steps; s++ {
+			if _, err := r.Forward(c, []int{s}, model.Step{Pos: c.Pos(), Rows: 1}, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		end.Record()
+		pre, _ := mid.Since(start)
+		dec, _ := end.Since(mid)
+		b.ReportMetric(float64(n)/float64(pre)*1000, "prefill-tok/s")
+		b.ReportMetric(float64(steps)/float64(dec)*1000, "decode-tok/s")
+		b.ReportMetric(float64(c.Bytes())/(1<<20), "KV-MiB")
+	}
+}
+
+func TestLongestContext(t *testing.T) {
+	// Llama-3.2-1B: 16 layers × 8 KV heads, head dim 64: a block of every head holds
+	// 128 heads × 64 entries × 64 dims × 2 bytes × (K, V) = 2 MiB; 10 GiB free gives half of it,
+	// 2560 blocks, less one for the rounding of the last.
+	s := kv.Shape{Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64}
+	if got := LongestContext(s, 10<<30); got != 2559*64 {
+		t.Fatalf("got %d, want %d", got, 2559*64)
+	}
+	if got := LongestContext(s, 1<<20); got != 0 {
+		t.Fatalf("1 MiB free: got %d, want 0", got)
+	}
+}

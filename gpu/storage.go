@@ -1,0 +1,231 @@
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+
+	"github.com/kvfoot/kvfoot/compute"
+	"github.com/kvfoot/kvfoot/cuda"
+	"github.com/kvfoot/kvfoot/kv"
+)
+
+// storage is the GPU's kv.Storage: every (layer, stored head) is a head of one PagedCache over
+// a bf16 KV pool that doubles when it runs out of blocks, so each head holds the blocks its own
+// entries need and a streaming head's stay few. Entries stay in position order (Keep compacts).
+type storage struct {
+	d       *cuda.Device
+	shape   kv.Shape
+	pages   *cuda.PagedCache
+	mem     *deviceMem // the pool and workspaces, freed when the storage is collected
+	scale   float32
+	k, v    compute.Buf // the forward's keys and values (Append), which pre-fill attention reads
+	n       int         // their rows
+	ints    []int32     // block tables and lengths staged for upload
+	slots   []int32
+	pending []cuda.Move // Keep's copies not yet run (flush)
+	entries int64
+}
+
+// deviceMem is a storage's device memory, apart from the storage so that a cleanup can free
+// it once the storage is unreachable (kv.Storage has no Close).
+type deviceMem struct {
+	d    *cuda.Device
+	pool cuda.KVPool
+	work cuda.Buffer // decode attention's partial results; KVCopy's gathered entries
+}
+
+func (m *deviceMem) free() {
+	m.d.FreeKVPool(m.pool)
+	m.d.Free(m.work)
+}
+
+// Storage makes caches' storage on the GPU (pass it to kv.WithStorage). It stores bf16 entries
+// for the precisions "f32" (the default; kvfoot's CPU path stores float32) and "bf16", and
+// refuses quantized storage and expanded caches (SnapKV's gqa=expand), which the GPU does not
+// implement yet. Policies that ask for attention scores (token eviction: SnapKV, H2O, …) are
+// refused when they first ask, with a Fault.
+func (g *GPU) Storage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
+	switch p.Name {
+	case "", "f32", "bf16":
+	default:
+		return nil, fmt.Errorf("%s stores KV entries in bf16; %q storage is CPU-only for now", g.Name(), p.Name)
+	}
+	if rep != 1 {
+		return nil, fmt.Errorf("%s: caches expanded to every query head (gqa=expand) are CPU-only for now", g.Name())
+	}
+	if s.HeadDim != 64 && s.HeadDim != 128 {
+		return nil, fmt.Errorf("%s: head dimension %d; the attention kernels take 64 or 128", g.Name(), s.HeadDim)
+	}
+	if s.Heads/s.KVHeads > 8 {
+		return nil, fmt.Errorf("%s: %d query heads per KV head; the decode kernel takes up to 8", g.Name(), s.Heads/s.KVHeads)
+	}
+	heads := s.Layers * s.KVHeads
+	blocks := 2 * heads // grows by doubling
+	pages, err := cuda.NewPagedCache(blocks, heads)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := g.d.NewKVPool(blocks, s.HeadDim)
+	if err != nil {
+		return nil, fmt.Errorf("%s: KV cache: %w", g.Name(), err)
+	}
+	mem := &deviceMem{d: g.d, pool: pool}
+	st := &storage{d: g.d, shape: s, pages: pages, mem: mem, scale: float32(1 / math.Sqrt(float64(s.HeadDim)))}
+	runtime.AddCleanup(st, func(m *deviceMem) { m.free() }, mem)
+	return st, nil
+}
+
+// entryBytes is the bytes of one entry of one head: a bf16 key and value.
+func (s *storage) entryBytes() int64 { return int64(s.shape.HeadDim) * 2 * 2 }
+
+func (s *storage) Bytes() int64 { return s.entries * s.entryBytes() }
+
+// reserve makes the pool hold at least blocks more blocks than it has free. It doubles the pool
+// (keeping the copies few) or, when that does not fit, grows it by what is missing; growing
+// copies the pool, so the old and the new one are held together for a moment.
+func (s *storage) reserve(blocks int) {
+	short := blocks - s.pages.FreeBlocks()
+	if short <= 0 {
+		return
+	}
+	add := max(short, s.pages.Blocks())
+	pool, err := s.d.GrowKVPool(s.mem.pool, add)
+	if err != nil && add > short {
+		add = short
+		pool, err = s.d.GrowKVPool(s.mem.pool, add)
+	}
+	if err != nil {
+		panic(Fault{fmt.Errorf("the KV cache needs %d more blocks of %d entries (%s) beside the %d it has: %w", add,
+			cuda.BlockEntries, gib(uint64(add)*uint64(s.blockBytes())), s.pages.Blocks(), err)})
+	}
+	s.mem.pool = pool
+	check(s.pages.Grow(add))
+}
+
+// blockBytes is the device memory of one pool block: keys and values of 64 entries.
+func (s *storage) blockBytes() int64 { return cuda.BlockEntries * s.entryBytes() }
+
+// LongestContext is the longest sequence whose full-attention cache fits in free bytes of
+// device memory with a model of shape s: every (layer, KV head) holds every token, rounded up
+// to whole blocks, and the pool's last growth holds the old and the new pool at once, so the
+// cache can use about half of the memory.
+func LongestContext(s kv.Shape, free int64) int {
+	perBlock := int64(s.Layers*s.KVHeads) * cuda.BlockEntries * int64(s.HeadDim) * 2 * 2 // every head's block
+	blocks := free / 2 / perBlock
+	return int(max(blocks-1, 0) * cuda.BlockEntries)
+}
+
+// workspace returns the first bytes of the workspace, grown as needed.
+func (s *storage) workspace(bytes int64) cuda.Buffer {
+	if s.mem.work.Bytes < bytes {
+		check(s.d.Sync()) // a queued kernel may still use the old one
+		check(s.d.Free(s.mem.work))
+		s.mem.work = cuda.Buffer{}
+		w, err := s.d.Alloc(max(bytes, 1<<20))
+		check(err)
+		s.mem.work = w
+	}
+	return s.mem.work
+}
+
+func (s *storage) head(layer, g int) int { return layer*s.shape.KVHeads + g }
+
+func (s *storage) Append(layer int, k, v compute.Buf, n int) {
+	s.flush()
+	H := s.shape.KVHeads
+	need := 0
+	for g := range H {
+		h := s.head(layer, g)
+		need += (s.pages.Len(h)+n+cuda.BlockEntries-1)/cuda.BlockEntries - s.pages.HeldBlocks(h)
+	}
+	s.reserve(need)
+	s.slots = s.slots[:0]
+	s.slots = append(s.slots, make([]int32, n*H)...)
+	for g := range H {
+		slots, err := s.pages.Append(s.head(layer, g), n)
+		check(err)
+		for t, slot := range slots {
+			s.slots[t*H+g] = slot // k and v are [n][KVHeads][HeadDim]: one row per (token, head)
+		}
+	}
+	check(s.d.KVWrite(s.mem.pool, dev(k), dev(v), s.slots))
+	s.k, s.v, s.n = k, v, n
+	s.entries += int64(n * H)
+}
+
+// stageTables sends layer's block tables with each head's length from lens.
+func (s *storage) stageTables(layer int, lens func(g int, held int32) int32) cuda.AttentionHeads {
+	H := s.shape.KVHeads
+	table, held, maxBlocks, err := s.pages.Tables(s.head(layer, 0), H)
+	check(err)
+	s.ints = append(s.ints[:0], table...)
+	for g, n := range held {
+		s.ints = append(s.ints, lens(g, n))
+	}
+	staged, err := s.d.StageInts(s.ints)
+	check(err)
+	tb := int64(len(table)) * 4
+	return cuda.AttentionHeads{
+		HQ: s.shape.Heads, HKV: H, MaxBlocks: maxBlocks, Scale: s.scale,
+		Tables: cuda.Buffer{Ptr: staged.Ptr, Bytes: tb},
+		Lens:   cuda.Buffer{Ptr: staged.Ptr + uint64(tb), Bytes: int64(H) * 4},
+	}
+}
+
+func (s *storage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
+	s.flush()
+	for g, r := range a.Req {
+		if r.To > r.From {
+			panic(Fault{errors.New("the policy asks for attention scores (token eviction), which the GPU does not compute yet: use --device cpu")})
+		}
+		a.Scores[g] = a.Scores[g][:0]
+	}
+	if a.N != s.n {
+		panic(Fault{fmt.Errorf("attention over %d rows after appending %d", a.N, s.n)})
+	}
+	if a.N > 1 {
+		// The chunk's own rows come from k and v, causally; the cache part is the entries
+		// from before the forward, the first Past[g] of each head.
+		heads := s.stageTables(layer, func(g int, _ int32) int32 { return int32(a.Past[g]) })
+		check(s.d.PrefillAttention(dev(out), dev(q), dev(s.k), dev(s.v), s.mem.pool, heads, a.N))
+		return
+	}
+	longest := 0
+	heads := s.stageTables(layer, func(_ int, held int32) int32 {
+		longest = max(longest, int(held))
+		return held
+	})
+	splits := s.d.DecodeSplits(heads.HKV, longest)
+	work := s.workspace(cuda.DecodeWorkspaceBytes(heads.HQ, s.shape.HeadDim, splits))
+	check(s.d.DecodeAttention(dev(out), dev(q), s.mem.pool, heads, splits, work))
+}
+
+// Keep records the head's compaction; the copies run with the other heads' in one KVCopy
+// before the pool is next read or written (flush), not one pair of launches per head.
+func (s *storage) Keep(layer, head int, idx []int) {
+	h := s.head(layer, head)
+	before := s.pages.Len(h)
+	moves, err := s.pages.Keep(h, idx)
+	check(err)
+	s.pending = append(s.pending, moves...)
+	s.entries -= int64(before - len(idx))
+}
+
+// flush runs the pending compactions. It must come before anything that reads the pool or
+// hands out blocks: a move's source may sit in a block its head has just given back.
+func (s *storage) flush() {
+	if len(s.pending) == 0 {
+		return
+	}
+	check(s.d.KVCopy(s.mem.pool, s.pending, s.workspace(cuda.KVCopyWorkBytes(len(s.pending), s.shape.HeadDim))))
+	s.pending = s.pending[:0]
+}
+
+func (s *storage) Truncate(layer, head, n int) {
+	h := s.head(layer, head)
+	before := s.pages.Len(h)
+	check(s.pages.Truncate(h, n))
+	s.entries -= int64(before - n)
+}
