@@ -162,8 +162,11 @@ func (b *backend) weight(key unsafe.Pointer, what string) cuda.Buffer {
 }
 
 func (b *backend) mat(w *tensor.Mat) cuda.Buffer {
-	if w.Type() == tensor.BF16 {
+	switch w.Type() {
+	case tensor.BF16:
 		return b.weight(unsafe.Pointer(&w.BF16[0]), "a weight matrix")
+	case tensor.Blocked:
+		return b.weight(unsafe.Pointer(&w.Blocks[0]), "a weight matrix")
 	}
 	return b.weight(unsafe.Pointer(&w.F32[0]), "a weight matrix")
 }
