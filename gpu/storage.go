@@ -24,20 +24,21 @@ type storage struct {
 	n       int         // their rows
 	ints    []int32     // block tables and lengths staged for upload
 	slots   []int32
-	pending []cuda.Move // Keep's copies not yet run (flush)
 	entries int64
 }
 
 // deviceMem is a storage's device memory, apart from the storage so that a cleanup can free
 // it once the storage is unreachable (kv.Storage has no Close).
 type deviceMem struct {
-	d    *cuda.Device
-	pool cuda.KVPool
-	work cuda.Buffer // decode attention's partial results; KVCopy's gathered entries
+	d      *cuda.Device
+	pool   cuda.KVPool
+	tables cuda.Buffer // int32: a layer's block tables, then its lengths
+	work   cuda.Buffer // decode attention's partial results; KVCopy's gathered entries
 }
 
 func (m *deviceMem) free() {
 	m.d.FreeKVPool(m.pool)
+	m.d.Free(m.tables)
 	m.d.Free(m.work)
 }
 
@@ -133,7 +134,6 @@ func (s *storage) workspace(bytes int64) cuda.Buffer {
 func (s *storage) head(layer, g int) int { return layer*s.shape.KVHeads + g }
 
 func (s *storage) Append(layer int, k, v compute.Buf, n int) {
-	s.flush()
 	H := s.shape.KVHeads
 	need := 0
 	for g := range H {
@@ -155,7 +155,7 @@ func (s *storage) Append(layer int, k, v compute.Buf, n int) {
 	s.entries += int64(n * H)
 }
 
-// stageTables sends layer's block tables with each head's length from lens.
+// stageTables uploads layer's block tables with each head's length from lens.
 func (s *storage) stageTables(layer int, lens func(g int, held int32) int32) cuda.AttentionHeads {
 	H := s.shape.KVHeads
 	table, held, maxBlocks, err := s.pages.Tables(s.head(layer, 0), H)
@@ -164,18 +164,25 @@ func (s *storage) stageTables(layer int, lens func(g int, held int32) int32) cud
 	for g, n := range held {
 		s.ints = append(s.ints, lens(g, n))
 	}
-	staged, err := s.d.StageInts(s.ints)
-	check(err)
+	bytes := int64(len(s.ints)) * 4
+	if s.mem.tables.Bytes < bytes {
+		check(s.d.Sync())
+		check(s.d.Free(s.mem.tables))
+		s.mem.tables = cuda.Buffer{}
+		b, err := s.d.Alloc(max(2*bytes, 4096))
+		check(err)
+		s.mem.tables = b
+	}
+	check(cuda.Upload(s.d, s.mem.tables, s.ints))
 	tb := int64(len(table)) * 4
 	return cuda.AttentionHeads{
 		HQ: s.shape.Heads, HKV: H, MaxBlocks: maxBlocks, Scale: s.scale,
-		Tables: cuda.Buffer{Ptr: staged.Ptr, Bytes: tb},
-		Lens:   cuda.Buffer{Ptr: staged.Ptr + uint64(tb), Bytes: int64(H) * 4},
+		Tables: cuda.Buffer{Ptr: s.mem.tables.Ptr, Bytes: tb},
+		Lens:   cuda.Buffer{Ptr: s.mem.tables.Ptr + uint64(tb), Bytes: int64(H) * 4},
 	}
 }
 
 func (s *storage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
-	s.flush()
 	for g, r := range a.Req {
 		if r.To > r.From {
 			panic(Fault{errors.New("the policy asks for attention scores (token eviction), which the GPU does not compute yet: use --device cpu")})
@@ -202,25 +209,15 @@ func (s *storage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
 	check(s.d.DecodeAttention(dev(out), dev(q), s.mem.pool, heads, splits, work))
 }
 
-// Keep records the head's compaction; the copies run with the other heads' in one KVCopy
-// before the pool is next read or written (flush), not one pair of launches per head.
 func (s *storage) Keep(layer, head int, idx []int) {
 	h := s.head(layer, head)
 	before := s.pages.Len(h)
 	moves, err := s.pages.Keep(h, idx)
 	check(err)
-	s.pending = append(s.pending, moves...)
-	s.entries -= int64(before - len(idx))
-}
-
-// flush runs the pending compactions. It must come before anything that reads the pool or
-// hands out blocks: a move's source may sit in a block its head has just given back.
-func (s *storage) flush() {
-	if len(s.pending) == 0 {
-		return
+	if len(moves) > 0 {
+		check(s.d.KVCopy(s.mem.pool, moves, s.workspace(cuda.KVCopyWorkBytes(len(moves), s.shape.HeadDim))))
 	}
-	check(s.d.KVCopy(s.mem.pool, s.pending, s.workspace(cuda.KVCopyWorkBytes(len(s.pending), s.shape.HeadDim))))
-	s.pending = s.pending[:0]
+	s.entries -= int64(before - len(idx))
 }
 
 func (s *storage) Truncate(layer, head, n int) {
