@@ -434,7 +434,6 @@ func (s *Server) Close() {
 	})
 }
 
-
 // readBody reads a request body up to the limit (413 past it).
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
