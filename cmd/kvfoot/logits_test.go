@@ -105,7 +105,7 @@ func TestBadInput(t *testing.T) {
 		want string
 	}{
 		{"built-in model not found", runLogits, []string{"--ids", "1", "--out", out}, "$KVFOOT_MODEL"},
-		{"missing folder", runLogits, []string{"--model", filepath.Join(dir, "none"), "--ids", "1", "--out", out}, "config.json"},
+		{"missing folder", runLogits, []string{"--model", filepath.Join(dir, "none"), "--ids", "1", "--out", out}, "no such file or folder"},
 		{"truncated weights", runLogits, []string{"--model", cut, "--ids", "1", "--out", out}, "model.safetensors"},
 		{"bad ids", runLogits, []string{"--model", gqa, "--ids", "1,x", "--out", out}, `--ids: "x"`},
 		{"id outside vocab", runLogits, []string{"--model", gqa, "--ids", "1,512", "--out", out}, "outside the vocabulary"},
@@ -116,7 +116,7 @@ func TestBadInput(t *testing.T) {
 		{"bad format", runGenerate, []string{"--model", gqa, "--prompt-ids", "1", "--format", "xml"}, "--format"},
 		{"bench without model", runBench, []string{"--ctx", "8"}, "--model DIR and --random"},
 		{"bench unknown preset", runBench, []string{"--random", "gpt5"}, "unknown preset"},
-		{"inspect missing", runInspect, []string{"--model", filepath.Join(dir, "none")}, "config.json"},
+		{"inspect missing", runInspect, []string{"--model", filepath.Join(dir, "none")}, "no such file or folder"},
 	}
 	t.Setenv("KVFOOT_MODEL", filepath.Join(dir, "none"))
 	for _, c := range cases {
