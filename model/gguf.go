@@ -21,6 +21,7 @@ var ggufArchs = map[string]struct {
 	"llama":   {"LlamaForCausalLM", true},
 	"mistral": {"MistralForCausalLM", true},
 	"qwen2":   {"Qwen2ForCausalLM", false},
+	"qwen3":   {"Qwen3ForCausalLM", false},
 }
 
 // blockFormats are the GGUF block types. Weight matrices of the quantized ones stay
@@ -62,13 +63,10 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 		return Config{}, err
 	}
 	a, ok := ggufArchs[arch]
-	switch {
-	case arch == "qwen3":
-		return Config{}, fmt.Errorf("%s: metadata \"general.architecture\": qwen3 needs per-head q/k norms, which kvfoot does not run yet", f.Path)
-	case !ok:
-		return Config{}, fmt.Errorf("%s: metadata \"general.architecture\": %q is not supported (want llama, mistral or qwen2)", f.Path, arch)
+	if !ok {
+		return Config{}, fmt.Errorf("%s: metadata \"general.architecture\": %q is not supported (want llama, mistral, qwen2 or qwen3)", f.Path, arch)
 	}
-	c := Config{Arch: a.hf, BOS: -1, WeightsDtypeHint: mainType(f)}
+	c := Config{Arch: a.hf, BOS: -1, WeightsDtypeHint: mainType(f), QKNorm: arch == "qwen3"}
 	num := func(key string, dst *int, max int64, required bool) error {
 		if !f.Has(arch+"."+key) && !required {
 			return nil
@@ -492,6 +490,14 @@ func (l ggufLoader) weights(m *Model, permuted bool) error {
 		}
 		if L.MLPNorm, err = l.vec(p+"ffn_norm.weight", c.Hidden); err != nil {
 			return err
+		}
+		if c.QKNorm {
+			if L.QNorm, err = l.vec(p+"attn_q_norm.weight", c.HeadDim); err != nil {
+				return err
+			}
+			if L.KNorm, err = l.vec(p+"attn_k_norm.weight", c.HeadDim); err != nil {
+				return err
+			}
 		}
 		if permuted {
 			unpermuteRoPE(&L.Q, c.Heads, c.HeadDim)

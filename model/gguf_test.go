@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -301,7 +303,7 @@ func llama3Factors(r model.Rope, headDim int) []float32 {
 func hfToGGUF(t *testing.T, m *model.Model, path string) {
 	t.Helper()
 	c := m.Config
-	arch := map[string]string{"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}[c.Arch]
+	arch := map[string]string{"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}[c.Arch]
 	kv := []gguf.KV{
 		{Key: "general.architecture", Value: arch},
 		{Key: arch + ".context_length", Value: uint32(max(c.MaxPositions, 1))},
@@ -359,7 +361,7 @@ func hfToGGUF(t *testing.T, m *model.Model, path string) {
 		ts = append(ts, gguf.Tensor{Name: name, Dims: []uint64{uint64(len(v))}, Type: gguf.F32, Data: raw})
 	}
 	qh, kh := 0, 0
-	if arch != "qwen2" {
+	if arch == "llama" || arch == "mistral" {
 		qh, kh = c.Heads, c.KVHeads
 	}
 	mat("token_embd.weight", m.Embed, 0)
@@ -374,6 +376,10 @@ func hfToGGUF(t *testing.T, m *model.Model, path string) {
 		p := fmt.Sprintf("blk.%d.", i)
 		vec(p+"attn_norm.weight", L.AttnNorm, 0)
 		vec(p+"ffn_norm.weight", L.MLPNorm, 0)
+		if L.QNorm != nil {
+			vec(p+"attn_q_norm.weight", L.QNorm, 0)
+			vec(p+"attn_k_norm.weight", L.KNorm, 0)
+		}
 		for _, l := range []struct {
 			name  string
 			lin   model.Linear
@@ -418,6 +424,37 @@ func TestGGUFFromHF(t *testing.T) {
 			}
 			checkLogits(t, allLogits(t, m, ref.ids, 0), ref.logits)
 		})
+	}
+}
+
+// TestGGUFQwen3: a Qwen3 model (per-head q/k norms, here unequal so that a swap
+// shows; explicit head_dim) written as llama.cpp's converter lays it out loads with
+// its config and gives the same logits to the last bit (float32 weights either way).
+func TestGGUFQwen3(t *testing.T) {
+	cfg := model.Config{Arch: "Qwen3ForCausalLM", Hidden: 64, Intermediate: 96, Layers: 2, Heads: 4, KVHeads: 2,
+		HeadDim: 32, Vocab: 160, NormEps: 1e-6, MaxPositions: 256, QKNorm: true, BOS: -1,
+		Rope: model.Rope{Theta: 1000000, Type: "default", Factor: 1}}
+	src := model.NewRandom(cfg, 5)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range src.Layers {
+		for _, v := range [][]float32{src.Layers[i].QNorm, src.Layers[i].KNorm} {
+			for j := range v {
+				v[j] = 0.5 + r.Float32()
+			}
+		}
+	}
+	path := filepath.Join(t.TempDir(), "qwen3.gguf")
+	hfToGGUF(t, src, path)
+	m, err := model.LoadGGUF(path, model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Config.QKNorm || m.Config.Arch != cfg.Arch || m.Config.HeadDim != 32 {
+		t.Fatalf("config %+v", m.Config)
+	}
+	ids := []int{3, 17, 99, 5, 140, 2, 77, 31}
+	if got, want := allLogits(t, m, ids, 3), allLogits(t, src, ids, 3); !slices.Equal(got, want) {
+		t.Errorf("logits differ from the model written: rel L2 %g", relL2(got, want))
 	}
 }
 
@@ -480,7 +517,7 @@ func TestGGUFErrors(t *testing.T) {
 	}{
 		{"ok", nil, gguf.F32, ""},
 		{"ok q8_0", nil, gguf.Q8_0, ""},
-		{"qwen3", set("general.architecture", "qwen3"), gguf.F32, "qwen3 needs per-head q/k norms"},
+		{"gemma3", set("general.architecture", "gemma3"), gguf.F32, `"gemma3" is not supported (want llama, mistral, qwen2 or qwen3)`},
 		{"gemma", set("general.architecture", "gemma"), gguf.F32, `"gemma" is not supported`},
 		{"type", nil, gguf.IQ4_NL, `tensor "token_embd.weight": type IQ4_NL is not supported`},
 		{"heads", set("llama.attention.head_count_kv", uint32(3)), gguf.F32, "does not divide"},

@@ -94,6 +94,7 @@ var exportArchs = map[string]struct {
 	"LlamaForCausalLM":   {"llama", true},
 	"MistralForCausalLM": {"llama", true},
 	"Qwen2ForCausalLM":   {"qwen2", false},
+	"Qwen3ForCausalLM":   {"qwen3", false},
 }
 
 // exportGGUF lays a model out as llama.cpp's convert_hf_to_gguf.py does: the {arch}.*
@@ -105,7 +106,7 @@ func exportGGUF(m *model.Model, wt exportType) ([]gguf.KV, []gguf.Tensor, error)
 	c := m.Config
 	a, ok := exportArchs[c.Arch]
 	if !ok {
-		return nil, nil, fmt.Errorf("config.json architecture %q: export writes Llama, Mistral and Qwen2 models", c.Arch)
+		return nil, nil, fmt.Errorf("config.json architecture %q: export writes Llama, Mistral, Qwen2 and Qwen3 models", c.Arch)
 	}
 	arch := a.name
 	name := "kvfoot export"
@@ -176,6 +177,10 @@ func exportGGUF(m *model.Model, wt exportType) ([]gguf.KV, []gguf.Tensor, error)
 		p := fmt.Sprintf("blk.%d.", i)
 		vec(p+"attn_norm.weight", L.AttnNorm, 0)
 		vec(p+"ffn_norm.weight", L.MLPNorm, 0)
+		if L.QNorm != nil {
+			vec(p+"attn_q_norm.weight", L.QNorm, 0)
+			vec(p+"attn_k_norm.weight", L.KNorm, 0)
+		}
 		for _, l := range []struct {
 			name  string
 			lin   *model.Linear

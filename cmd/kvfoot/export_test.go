@@ -167,14 +167,22 @@ func writeRandomLlama(t *testing.T, dir, fam string, vocab int) {
 		add(p+"mlp.gate_proj.weight", inter, hidden)
 		add(p+"mlp.up_proj.weight", inter, hidden)
 		add(p+"mlp.down_proj.weight", hidden, inter)
+		if fam == "qwen3" {
+			add(p+"self_attn.q_norm.weight", hd)
+			add(p+"self_attn.k_norm.weight", hd)
+		}
 	}
 	var buf bytes.Buffer
 	if err := safetensors.Write(&buf, ts, nil); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`{"architectures": ["LlamaForCausalLM"], "hidden_size": %d, "intermediate_size": %d, "num_attention_heads": %d,
+	arch := "LlamaForCausalLM"
+	if fam == "qwen3" {
+		arch = "Qwen3ForCausalLM" // q/k norms; head_dim is explicit in its configs
+	}
+	cfg := fmt.Sprintf(`{"architectures": [%q], "head_dim": %d, "hidden_size": %d, "intermediate_size": %d, "num_attention_heads": %d,
  "num_key_value_heads": %d, "num_hidden_layers": %d, "vocab_size": %d, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
- "max_position_embeddings": 2048, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": false}`, hidden, inter, heads, kvHeads, layers, vocab)
+ "max_position_embeddings": 2048, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": false}`, arch, hd, hidden, inter, heads, kvHeads, layers, vocab)
 	tokDir := filepath.Join("..", "..", "testdata", "tokenizers", fam)
 	for name, data := range map[string][]byte{"model.safetensors": buf.Bytes(), "config.json": []byte(cfg),
 		"tokenizer.json.gz":     must(os.ReadFile(filepath.Join(tokDir, "tokenizer.json.gz"))),
@@ -190,6 +198,32 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestExportQwen3: a random Qwen3 folder exports to a GGUF whose model gives the
+// folder's logits exactly (f32), its per-head q/k norms carried over.
+func TestExportQwen3(t *testing.T) {
+	dir := t.TempDir()
+	writeRandomLlama(t, dir, "qwen3", 151936)
+	src, err := model.Load(dir, model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "q.gguf")
+	if _, err := quiet(t, func() error { return runExport([]string{"--model", dir, "--out", out, "--type", "f32"}) }); err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Open(out, model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Config.QKNorm {
+		t.Fatalf("the GGUF's model has no q/k norms: %+v", m.Config)
+	}
+	ids := []int{1, 415, 2936, 9060, 285, 1142, 10575, 754}
+	if e := relL2(exportLogits(t, m, ids), exportLogits(t, src, ids)); e != 0 {
+		t.Errorf("logits %.3g rel L2 from the folder's, want 0", e)
+	}
 }
 
 // TestExportCommand runs kvfoot export on a random Llama with Llama 2's tokenizer
