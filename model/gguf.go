@@ -461,27 +461,12 @@ func (l ggufLoader) weights(m *Model, permuted bool) error {
 			return err
 		}
 	}
-	q, kv := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	m.Layers = make([]Layer, c.Layers)
 	for i := range m.Layers {
 		p := fmt.Sprintf("blk.%d.", i)
 		L := &m.Layers[i]
-		steps := []struct {
-			dst     *Linear
-			name    string
-			out, in int
-			bias    bool
-		}{
-			{&L.Q, "attn_q", q, c.Hidden, c.QKVBias},
-			{&L.K, "attn_k", kv, c.Hidden, c.QKVBias},
-			{&L.V, "attn_v", kv, c.Hidden, c.QKVBias},
-			{&L.O, "attn_output", c.Hidden, q, c.OBias},
-			{&L.Gate, "ffn_gate", c.Intermediate, c.Hidden, c.MLPBias},
-			{&L.Up, "ffn_up", c.Intermediate, c.Hidden, c.MLPBias},
-			{&L.Down, "ffn_down", c.Hidden, c.Intermediate, c.MLPBias},
-		}
-		for _, s := range steps {
-			if *s.dst, err = l.linear(p+s.name, s.out, s.in, s.bias); err != nil {
+		for i, s := range c.linears(L) {
+			if *s.dst, err = l.linear(p+ggufLinearNames[i], s.out, s.in, s.bias); err != nil {
 				return err
 			}
 		}
@@ -506,6 +491,8 @@ func (l ggufLoader) weights(m *Model, permuted bool) error {
 	}
 	return nil
 }
+
+var ggufLinearNames = [7]string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
 
 // unpermuteRoPE undoes llama.cpp's converter's permutation of a Q or K projection,
 // which interleaves each head's rows so that its adjacent-pair RoPE computes what

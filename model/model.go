@@ -21,6 +21,29 @@ type Linear struct {
 // To is the product of l into dst.
 func (l *Linear) To(dst compute.Buf) compute.Out { return compute.Out{Dst: dst, W: &l.W, Bias: l.Bias} }
 
+// layerLinear is one of a layer's projections: where it goes, its shape [out, in]
+// and whether the config gives it a bias.
+type layerLinear struct {
+	dst     *Linear
+	out, in int
+	bias    bool
+}
+
+// linears lists L's seven projections in the order q, k, v, o, gate, up, down, which
+// every weight format's names follow (hfLinearNames, ggufLinearNames).
+func (c *Config) linears(L *Layer) [7]layerLinear {
+	q, kv := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	return [7]layerLinear{
+		{&L.Q, q, c.Hidden, c.QKVBias}, {&L.K, kv, c.Hidden, c.QKVBias}, {&L.V, kv, c.Hidden, c.QKVBias},
+		{&L.O, c.Hidden, q, c.OBias},
+		{&L.Gate, c.Intermediate, c.Hidden, c.MLPBias}, {&L.Up, c.Intermediate, c.Hidden, c.MLPBias},
+		{&L.Down, c.Hidden, c.Intermediate, c.MLPBias},
+	}
+}
+
+var hfLinearNames = [7]string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
+
 // Layer holds one transformer block's weights.
 type Layer struct {
 	AttnNorm, MLPNorm []float32 // the inputs' norms of attention and MLP
@@ -219,27 +242,12 @@ func (m *Model) loadWeights(opts LoadOptions) error {
 	} else if m.Head, err = (loader{ckpt: l.ckpt, opts: l.opts}).mat("lm_head.weight", c.Vocab, c.Hidden); err != nil {
 		return err
 	}
-	q, kv := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	m.Layers = make([]Layer, c.Layers)
 	for i := range m.Layers {
 		p := mname(fmt.Sprintf("layers.%d.", i))
 		L := &m.Layers[i]
-		steps := []struct {
-			dst     *Linear
-			name    string
-			out, in int
-			bias    bool
-		}{
-			{&L.Q, "self_attn.q_proj", q, c.Hidden, c.QKVBias},
-			{&L.K, "self_attn.k_proj", kv, c.Hidden, c.QKVBias},
-			{&L.V, "self_attn.v_proj", kv, c.Hidden, c.QKVBias},
-			{&L.O, "self_attn.o_proj", c.Hidden, q, c.OBias},
-			{&L.Gate, "mlp.gate_proj", c.Intermediate, c.Hidden, c.MLPBias},
-			{&L.Up, "mlp.up_proj", c.Intermediate, c.Hidden, c.MLPBias},
-			{&L.Down, "mlp.down_proj", c.Hidden, c.Intermediate, c.MLPBias},
-		}
-		for _, s := range steps {
-			if *s.dst, err = l.linear(p+s.name, s.out, s.in, s.bias); err != nil {
+		for i, s := range c.linears(L) {
+			if *s.dst, err = l.linear(p+hfLinearNames[i], s.out, s.in, s.bias); err != nil {
 				return err
 			}
 		}
