@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "wdot_amd64.h"
 
 // Hand-written: Q4_0's dot on the blocks (wq4_0.go's DotQ4_0), as Q8_0's kernel
 // (wq8_0_amd64.s): a block's 16 bytes give values 0-15 in their low nibbles and 16-31
@@ -53,10 +54,6 @@ loop:
 	JNZ          loop
 
 done:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VZEROUPPER
-	MOVSS        X0, ret+24(FP)
+	SUMY0
+	MOVSS X0, ret+24(FP)
 	RET

@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "wdot_amd64.h"
 
 // Hand-written: Q4_K's dot on the blocks (wq4_k.go's DotQ4_K). Per super-block of 256
 // values the 6-bit scales and mins are unpacked in general registers (ggml's utmp
@@ -111,12 +112,8 @@ done:
 	VADDPS       Y1, Y0, Y0
 	VADDPS       Y11, Y10, Y10
 	VADDPS       Y10, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VZEROUPPER
-	MOVSS        X0, ret+24(FP)
+	SUMY0
+	MOVSS X0, ret+24(FP)
 	RET
 
 // The same with AVX-512: 16 values a step, two steps a sub-block.
@@ -234,14 +231,8 @@ done512:
 	VADDPS        Z1, Z0, Z0
 	VADDPS        Z11, Z10, Z10
 	VADDPS        Z10, Z0, Z0
-	VEXTRACTF32X8 $1, Z0, Y1
-	VADDPS        Y1, Y0, Y0
-	VEXTRACTF128  $1, Y0, X1
-	VADDPS        X1, X0, X0
-	VHADDPS       X0, X0, X0
-	VHADDPS       X0, X0, X0
-	VZEROUPPER
-	MOVSS         X0, ret+24(FP)
+	SUMZ0
+	MOVSS X0, ret+24(FP)
 	RET
 
 // dequantQ4_KAVX512 is DequantQ4_K's rows with the kernel above, storing the values

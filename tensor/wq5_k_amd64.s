@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "wdot_amd64.h"
 
 // Hand-written: Q5_K's dot on the blocks (wq5_k.go's DotQ5_K), Q4_K's kernel
 // (wq4_k_amd64.s) with a fifth bit: sub-block j's is bit j of the qh byte of the
@@ -154,12 +155,8 @@ done:
 	VADDPS       Y1, Y0, Y0
 	VADDPS       Y11, Y10, Y10
 	VADDPS       Y10, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VZEROUPPER
-	MOVSS        X0, ret+24(FP)
+	SUMY0
+	MOVSS X0, ret+24(FP)
 	RET
 
 // The same with AVX-512: 16 values a step, two steps a sub-block.
@@ -291,12 +288,6 @@ done512:
 	VADDPS        Z1, Z0, Z0
 	VADDPS        Z11, Z10, Z10
 	VADDPS        Z10, Z0, Z0
-	VEXTRACTF32X8 $1, Z0, Y1
-	VADDPS        Y1, Y0, Y0
-	VEXTRACTF128  $1, Y0, X1
-	VADDPS        X1, X0, X0
-	VHADDPS       X0, X0, X0
-	VHADDPS       X0, X0, X0
-	VZEROUPPER
-	MOVSS         X0, ret+24(FP)
+	SUMZ0
+	MOVSS X0, ret+24(FP)
 	RET

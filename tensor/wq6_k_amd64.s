@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "wdot_amd64.h"
 
 // Hand-written: Q6_K's dot on the blocks (wq6_k.go's DotQ6_K). Per super-block the 16
 // int8 sub-block scales are widened and multiplied by d into sixteen float32 on the
@@ -121,12 +122,8 @@ done:
 	VADDPS       Y1, Y0, Y0
 	VADDPS       Y11, Y10, Y10
 	VADDPS       Y10, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VZEROUPPER
-	MOVSS        X0, ret+24(FP)
+	SUMY0
+	MOVSS X0, ret+24(FP)
 	RET
 
 // The same with AVX-512: 16 positions a run, whose values share one sub-block scale.
@@ -219,14 +216,8 @@ done512:
 	VADDPS        Z1, Z0, Z0
 	VADDPS        Z11, Z10, Z10
 	VADDPS        Z10, Z0, Z0
-	VEXTRACTF32X8 $1, Z0, Y1
-	VADDPS        Y1, Y0, Y0
-	VEXTRACTF128  $1, Y0, X1
-	VADDPS        X1, X0, X0
-	VHADDPS       X0, X0, X0
-	VHADDPS       X0, X0, X0
-	VZEROUPPER
-	MOVSS         X0, ret+24(FP)
+	SUMZ0
+	MOVSS X0, ret+24(FP)
 	RET
 
 // dequantQ6_KAVX512 is DequantQ6_K's rows with the kernel above, storing the values

@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "wdot_amd64.h"
 
 // Hand-written: Q8_0's dot on the blocks (wq8_0.go's DotQ8_0). A block is a half-
 // precision scale d and 32 int8 codes; its 32 codes are widened to float32 in four
@@ -42,12 +43,8 @@ loop:
 	JNZ          loop
 
 done:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VZEROUPPER
-	MOVSS        X0, ret+24(FP)
+	SUMY0
+	MOVSS X0, ret+24(FP)
 	RET
 
 // The same with AVX-512: a block's 32 codes are two zmm, and two blocks go into two
@@ -89,12 +86,6 @@ tail512:
 
 done512:
 	VADDPS        Z1, Z0, Z0
-	VEXTRACTF32X8 $1, Z0, Y1
-	VADDPS        Y1, Y0, Y0
-	VEXTRACTF128  $1, Y0, X1
-	VADDPS        X1, X0, X0
-	VHADDPS       X0, X0, X0
-	VHADDPS       X0, X0, X0
-	VZEROUPPER
-	MOVSS         X0, ret+24(FP)
+	SUMZ0
+	MOVSS X0, ret+24(FP)
 	RET
