@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/kvfoot/kvfoot/footprint"
@@ -20,6 +21,8 @@ type ModelBackend struct {
 	// Dir is the model's folder: the SHA-256 of its files (modeldir.Hash) identifies
 	// the model in the results; "" leaves it unrecorded.
 	Dir string
+	// CacheOptions are added to every cache's (a GPU's kv.WithStorage).
+	CacheOptions []kv.Option
 }
 
 // Context is the model's max_position_embeddings.
@@ -27,7 +30,7 @@ func (mb *ModelBackend) Context() int { return mb.M.Config.MaxPositions }
 
 // Check builds a cache of the method's policy for the model's shape.
 func (mb *ModelBackend) Check(method string) error {
-	_, err := kv.New(kv.Shape(mb.M.Shape()), method)
+	_, err := kv.New(kv.Shape(mb.M.Shape()), method, mb.CacheOptions...)
 	return err
 }
 
@@ -49,7 +52,7 @@ func (mb *ModelBackend) Settings() (map[string]string, error) {
 func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (Output, error) {
 	c := mb.M.Config
 	meter := footprint.NewMeter(c.Layers, c.KVHeads)
-	cache, err := kv.New(kv.Shape(mb.M.Shape()), method, kv.WithObserver(meter))
+	cache, err := kv.New(kv.Shape(mb.M.Shape()), method, append(slices.Clip(mb.CacheOptions), kv.WithObserver(meter))...)
 	if err != nil {
 		return Output{}, err
 	}

@@ -19,23 +19,23 @@ func deviceFlag(fs *flag.FlagSet) *string {
 	return fs.String("device", "cpu", "where the forward pass and the KV cache run: cpu, cuda, cuda:N, or auto (the GPU when one is usable, else the CPU)")
 }
 
-// compute is the device a command runs on: the CPU when gpu is nil.
-type compute struct{ gpu *gpu.GPU }
+// target is the device a command runs on: the CPU when gpu is nil.
+type target struct{ gpu *gpu.GPU }
 
 // openDevice resolves --device. auto falls back to the CPU when no GPU is usable; both say on
 // stderr which they chose.
-func openDevice(name string) (*compute, error) {
+func openDevice(name string) (*target, error) {
 	switch name {
 	case "cpu":
-		return &compute{}, nil
+		return &target{}, nil
 	case "auto":
 		g, err := gpu.Open("cuda")
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "device: cpu (no usable GPU: %v)\n", err)
-			return &compute{}, nil
+			return &target{}, nil
 		}
 		fmt.Fprintf(os.Stderr, "device: %s\n", g.Name())
-		return &compute{gpu: g}, nil
+		return &target{gpu: g}, nil
 	}
 	if _, ok, err := gpu.ParseDevice(name); err != nil || !ok {
 		return nil, fmt.Errorf("--device %q: want auto, cpu, cuda or cuda:N", name)
@@ -44,11 +44,11 @@ func openDevice(name string) (*compute, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--device: %w", err)
 	}
-	return &compute{gpu: g}, nil
+	return &target{gpu: g}, nil
 }
 
 // load puts m's forward on the device and returns the cache options that put its caches there.
-func (c *compute) load(m *model.Model) ([]kv.Option, error) {
+func (c *target) load(m *model.Model) ([]kv.Option, error) {
 	if c.gpu == nil {
 		return nil, nil
 	}
@@ -60,7 +60,10 @@ func (c *compute) load(m *model.Model) ([]kv.Option, error) {
 	return []kv.Option{kv.WithStorage(c.gpu.Storage)}, nil
 }
 
-func (c *compute) close() {
+// onGPU says whether the command runs on a GPU.
+func (c *target) onGPU() bool { return c.gpu != nil }
+
+func (c *target) close() {
 	if c.gpu != nil {
 		c.gpu.Close()
 	}
@@ -80,7 +83,7 @@ func recoverFault(err *error) {
 
 // describe adds the device's rows to inspect's output: the GPU, its memory, and the
 // longest full-attention context that fits beside the model's bf16 weights.
-func (c *compute) describe(cfg *model.Config, row func(string, any)) error {
+func (c *target) describe(cfg *model.Config, row func(string, any)) error {
 	if c.gpu == nil {
 		return nil
 	}

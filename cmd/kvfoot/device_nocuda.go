@@ -18,21 +18,22 @@ func deviceFlag(fs *flag.FlagSet) *string {
 	return fs.String("device", "cpu", "where the forward pass runs: cpu or auto (this build has no GPU support)")
 }
 
-type compute struct{}
+type target struct{}
 
-func openDevice(name string) (*compute, error) {
+func openDevice(name string) (*target, error) {
 	switch name {
 	case "cpu":
-		return &compute{}, nil
+		return &target{}, nil
 	case "auto":
 		fmt.Fprintln(os.Stderr, "device: cpu (this kvfoot was built without GPU support)")
-		return &compute{}, nil
+		return &target{}, nil
 	}
 	return nil, fmt.Errorf("--device %q: this kvfoot was built with -tags nocuda, without GPU support: want cpu or auto", name)
 }
 
-func (*compute) load(*model.Model) ([]kv.Option, error)          { return nil, nil }
-func (*compute) close()                                          {}
-func (*compute) describe(*model.Config, func(string, any)) error { return nil }
+func (*target) load(*model.Model) ([]kv.Option, error)          { return nil, nil }
+func (*target) close()                                          {}
+func (*target) onGPU() bool                                     { return false }
+func (*target) describe(*model.Config, func(string, any)) error { return nil }
 
 func recoverFault(*error) {}

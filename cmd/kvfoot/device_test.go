@@ -4,6 +4,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -54,5 +56,35 @@ func TestDeviceFlag(t *testing.T) {
 	}
 	if a, c := ids(auto), ids(cpu); len(a) != 4 || !slices.Equal(a, c) {
 		t.Errorf("auto gave %v, cpu %v", a, c)
+	}
+}
+
+// logits and eval take --device as generate does: a bad name or a missing GPU is refused
+// naming the flag before any output is made, and cpu runs as without the flag.
+func TestDeviceFlagLogitsEval(t *testing.T) {
+	if g, err := gpu.Open("cuda"); err == nil {
+		g.Close()
+		t.Skip("a GPU is present: the refusal without one cannot be seen here")
+	}
+	dir := t.TempDir()
+	for _, device := range []string{"tpu", "cuda"} {
+		out := filepath.Join(dir, device+".safetensors")
+		err := runLogits([]string{"--model", gqa, "--ids", "1,2,3", "--out", out, "--device", device})
+		if err == nil || !strings.Contains(err.Error(), "--device") {
+			t.Errorf("logits --device %s: %v", device, err)
+		}
+		if _, serr := os.Stat(out); serr == nil {
+			t.Errorf("logits --device %s left %s", device, out)
+		}
+		_, err = quiet(t, func() error {
+			return runEval([]string{"--model", gqa, "--tokenizer", "../../eval/testdata/bytes_tokenizer.json", "--tasks", "json_kv",
+				"--lengths", "256", "--samples", "1", "--methods", "full", "--device", device, "--out", filepath.Join(dir, device)})
+		})
+		if err == nil || !strings.Contains(err.Error(), "--device") {
+			t.Errorf("eval --device %s: %v", device, err)
+		}
+	}
+	if err := runLogits([]string{"--model", gqa, "--ids", "1,2,3", "--out", filepath.Join(dir, "cpu.safetensors"), "--device", "cpu"}); err != nil {
+		t.Errorf("logits --device cpu: %v", err)
 	}
 }

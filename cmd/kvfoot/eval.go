@@ -36,7 +36,7 @@ type evalFlags struct {
 	threshold, tol                              *float64
 	bos, decodeLast, taskStop, force            *bool
 	plan, slurm, dryRun                         *bool
-	shard, partition, timeLimit, mem            *string
+	shard, partition, timeLimit, mem, device    *string
 	cpus, gpus, arrayLimit, shards              *int
 }
 
@@ -60,6 +60,7 @@ func parseEvalFlags(args []string) (*evalFlags, error) {
 	o.corpus = fs.String("corpus", "", "folder of text files for haystacks (default: $(go env GOROOT)/src)")
 	o.bos = fs.Bool("bos", true, "begin every prompt with the BOS token when the tokenizer's post-processor adds one, as HELMET does (false: plain text)")
 	o.threads = fs.Int("threads", 0, "kernel threads (0: all cores)")
+	o.device = deviceFlag(fs)
 	o.helmet = fs.String("helmet", "", "HELMET recall data instead of generated tasks: comma-separated NAME=FILE.jsonl with NAME json_kv… or ruler_… (e.g. ruler_niah_mk_2=data/ruler/niah_mk_2/validation_131072.jsonl); contexts are cut at their end to fit the model")
 	o.study = fs.String("study", "", "a study that finds every method's critical KV footprint: default (what kvfoot eval runs without --tasks, --lengths and --helmet: the recall tasks, about 10 minutes on 2 cores) or full (every task at 2K and 4K, 20 samples, for a bigger machine); the flags above override its parts")
 	o.threshold = fs.Float64("threshold", 0.9, "a setting keeps performance with a score ≥ threshold × full attention's")
@@ -315,10 +316,25 @@ func (o *evalFlags) setup(names []string, lengths []int, data []eval.Dataset, re
 		m.Close()
 		return nil, fmt.Errorf("--tokenizer %s has %d tokens, more than the model's vocabulary of %d", *o.tokPath, tok.VocabSize(), m.Config.Vocab)
 	}
-	return &evalRun{st: st, preset: preset, close: m.Close,
-		backend: &eval.ModelBackend{M: m, Chunk: *o.chunk, DecodeLast: *o.decodeLast, Dir: modelDir},
-		settings: map[string]string{"chunk": fmt.Sprint(*o.chunk), "decode_last": fmt.Sprint(*o.decodeLast),
-			"bos": fmt.Sprint(st.BOS), "task_stop": fmt.Sprint(*o.taskStop), "seed": fmt.Sprint(*o.seed)}}, nil
+	dev, err := openDevice(*o.device)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	cacheOpts, err := dev.load(m)
+	if err != nil {
+		dev.close()
+		m.Close()
+		return nil, err
+	}
+	settings := map[string]string{"chunk": fmt.Sprint(*o.chunk), "decode_last": fmt.Sprint(*o.decodeLast),
+		"bos": fmt.Sprint(st.BOS), "task_stop": fmt.Sprint(*o.taskStop), "seed": fmt.Sprint(*o.seed)}
+	if dev.onGPU() { // bf16 on a GPU is another result than float32 on the CPU
+		settings["device"] = "cuda"
+	}
+	return &evalRun{st: st, preset: preset, close: func() error { dev.close(); return m.Close() },
+		backend:  &eval.ModelBackend{M: m, Chunk: *o.chunk, DecodeLast: *o.decodeLast, Dir: modelDir, CacheOptions: cacheOpts},
+		settings: settings}, nil
 }
 
 // override applies the flags that change a preset study's parts.
@@ -373,6 +389,7 @@ func (o *evalFlags) tokenizer(modelDir string) (*tokenizer.Tokenizer, string, er
 }
 
 func runEval(args []string) (err error) {
+	defer recoverFault(&err)
 	o, err := parseEvalFlags(args)
 	if err != nil {
 		return err

@@ -15,7 +15,7 @@ func init() {
 	register("logits", "write every position's logits for given token ids to a safetensors file", runLogits)
 }
 
-func runLogits(args []string) error {
+func runLogits(args []string) (err error) {
 	fs := newFlags("logits")
 	dir := fs.String("model", "", "model folder (config.json and safetensors weights; default: the built-in model)")
 	idsFlag := fs.String("ids", "", "comma-separated token ids")
@@ -23,6 +23,7 @@ func runLogits(args []string) error {
 	out := fs.String("out", "", "output safetensors file (tensors logits [T, vocab] float32 and input_ids)")
 	force := fs.Bool("force", false, "replace --out if it exists")
 	threads := addThreadsFlag(fs)
+	device := deviceFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -44,7 +45,17 @@ func runLogits(args []string) error {
 		return err
 	}
 	defer m.Close()
-	cache, err := kv.New(kv.Shape(m.Shape()), "full")
+	dev, err := openDevice(*device)
+	if err != nil {
+		return err
+	}
+	defer dev.close()
+	cacheOpts, err := dev.load(m)
+	if err != nil {
+		return err
+	}
+	defer recoverFault(&err)
+	cache, err := kv.New(kv.Shape(m.Shape()), "full", cacheOpts...)
 	if err != nil {
 		return err
 	}
