@@ -11,7 +11,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-peer=${PEER:-$(cd "$root/../shared/tools/llamacpp-peer" 2>/dev/null && pwd || echo /work/shared/tools/llamacpp-peer)}
+peer=${PEER:-$root/../shared/tools/llamacpp-peer}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$root" && KVFOOT_EXPORT_CHECK_DIR=$work go test ./cmd/kvfoot -run '^TestExportCommand$' -count=1 >/dev/null)

@@ -20,7 +20,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-peer=${PEER:-$(cd "$root/../shared/tools/llamacpp-peer" 2>/dev/null && pwd || echo /work/shared/tools/llamacpp-peer)}
+peer=${PEER:-$root/../shared/tools/llamacpp-peer}
 out=${1:-$root/model/testdata/gguf-peer}
 [ -x "$peer/llamacpp-peer.sh" ] || { echo "make.sh: no llamacpp-peer at $peer (set PEER)" >&2; exit 1; }
 mkdir -p "$out"
