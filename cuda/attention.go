@@ -65,7 +65,7 @@ func (d *Device) KVWrite(p KVPool, k, v Buffer, slots []int32) error {
 	if err := need("kv write values", v, len(slots)*p.Dim, bf16Bytes); err != nil {
 		return err
 	}
-	s, err := d.stageInts(slots)
+	s, err := d.StageInts(slots)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (d *Device) KVCopy(p KVPool, moves []Move, work Buffer) error {
 	if err := need("kv copy workspace", work, int(KVCopyWorkBytes(len(moves), p.Dim)), 1); err != nil {
 		return err
 	}
-	s, err := d.stageInts(idx)
+	s, err := d.StageInts(idx)
 	if err != nil {
 		return err
 	}

@@ -26,41 +26,27 @@ type Device struct {
 	driverMajor int
 	driverMinor int
 
-	calls   chan func()
-	mu      sync.Mutex // serialises do and Close
-	closed  bool
-	scratch Buffer // host int32 lists (ids, slots) staged for kernels
+	mu     sync.Mutex // serialises do and Close
+	closed bool
+	stg    staging // host int32 lists (ids, slots, block tables) on their way to kernels
 }
 
 var errClosed = errors.New("cuda: device is closed")
 
-// Open loads the driver, makes GPU ordinal's primary context current on a goroutine locked to
-// its thread, and loads the kernels. Without libcuda.so.1 it fails with "no NVIDIA driver".
+// Open loads the driver, retains GPU ordinal's primary context, creates the stream and loads
+// the kernels. Without libcuda.so.1 it fails with "no NVIDIA driver".
 func Open(ordinal int) (*Device, error) {
 	api, err := loadedDriver()
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{api: api, ordinal: ordinal, calls: make(chan func()), funcs: map[string]uintptr{}}
-	ready := make(chan error)
-	go d.own(ready)
-	if err := <-ready; err != nil {
+	d := &Device{api: api, ordinal: ordinal, funcs: map[string]uintptr{}}
+	runtime.LockOSThread() // setup makes the context current on this thread
+	defer runtime.UnlockOSThread()
+	if err := d.setup(); err != nil {
 		return nil, err
 	}
 	return d, nil
-}
-
-// own is the context's goroutine: it sets up the device, then runs every call sent to it.
-func (d *Device) own(ready chan<- error) {
-	runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-	if err := d.setup(); err != nil {
-		ready <- err
-		return
-	}
-	ready <- nil
-	for f := range d.calls {
-		f()
-	}
 }
 
 func (d *Device) setup() error {
@@ -119,16 +105,22 @@ func (d *Device) setup() error {
 	return d.loadModules()
 }
 
-// do runs f on the context's thread and returns its error.
+// do runs f with the device's context current on the calling thread, which it holds for the
+// call: a context is current per thread, and Go moves goroutines between threads, so each call
+// pins its goroutine and makes the context current first (cheap: no thread switch), instead of
+// finding none (CUDA_ERROR_INVALID_CONTEXT, 201). The mutex serialises calls.
 func (d *Device) do(f func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return errClosed
 	}
-	errc := make(chan error, 1)
-	d.calls <- func() { errc <- f() }
-	return <-errc
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := d.api.check("cuCtxSetCurrent", d.api.cuCtxSetCurrent(d.ctx)); err != nil {
+		return err
+	}
+	return f()
 }
 
 // Close waits for queued work, frees the device's own resources and ends its goroutine.
@@ -137,9 +129,7 @@ func (d *Device) Close() error {
 	err := d.do(func() error {
 		a := d.api
 		errs := []error{a.check("cuStreamSynchronize", a.cuStreamSynchronize(d.stream))}
-		if d.scratch.Ptr != 0 {
-			errs = append(errs, a.check("cuMemFree", a.cuMemFree(d.scratch.Ptr)))
-		}
+		errs = append(errs, d.stg.free(a))
 		for _, m := range d.modules {
 			errs = append(errs, a.check("cuModuleUnload", a.cuModuleUnload(m)))
 		}
@@ -148,10 +138,7 @@ func (d *Device) Close() error {
 		return errors.Join(errs...)
 	})
 	d.mu.Lock()
-	if !d.closed {
-		d.closed = true
-		close(d.calls)
-	}
+	d.closed = true
 	d.mu.Unlock()
 	return err
 }
@@ -176,7 +163,11 @@ func (d *Device) MemInfo() (free, total uint64, err error) {
 
 // Sync waits until every queued kernel has finished; a kernel's fault surfaces here.
 func (d *Device) Sync() error {
-	return d.do(func() error { return d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)) })
+	err := d.do(func() error { return d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)) })
+	if err == nil {
+		d.stg.used = 0 // every staged copy has landed
+	}
+	return err
 }
 
 // Event marks a point in the device's stream, for timing.
@@ -298,35 +289,13 @@ func Download[T any](d *Device, dst []T, src Buffer) error {
 	if n == 0 {
 		return nil
 	}
-	return d.do(func() error {
+	err := d.do(func() error {
 		r := d.api.cuMemcpyDtoH(unsafe.Pointer(&dst[0]), src.Ptr, uint64(n))
 		runtime.KeepAlive(dst)
 		return d.api.check("cuMemcpyDtoH", r)
 	})
-}
-
-// stageInts uploads a host int32 list into the device's scratch buffer, growing it as needed.
-// The copy runs after the queued kernels (the blocking copy joins the stream's order), so a
-// kernel still reading an earlier list is not overwritten.
-func (d *Device) stageInts(v []int32) (Buffer, error) {
-	n := int64(len(v)) * 4
-	if n > d.scratch.Bytes {
-		if err := d.Sync(); err != nil { // a queued kernel may still read the old list
-			return Buffer{}, err
-		}
-		if err := d.Free(d.scratch); err != nil {
-			return Buffer{}, err
-		}
-		d.scratch = Buffer{}
-		size := max(n, 1<<16)
-		b, err := d.Alloc(size)
-		if err != nil {
-			return Buffer{}, err
-		}
-		d.scratch = b
+	if err == nil {
+		d.stg.used = 0 // the copy waited for the stream: every staged copy has landed
 	}
-	if err := Upload(d, d.scratch, v); err != nil {
-		return Buffer{}, err
-	}
-	return Buffer{Ptr: d.scratch.Ptr, Bytes: n}, nil
+	return err
 }

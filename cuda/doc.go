@@ -7,9 +7,10 @@
 // plain sizes, checks the sizes against the buffers, and returns an error naming what was wrong.
 // Kernels run in order on the device's one stream; Download and Sync wait for them.
 //
-// One goroutine locked to its OS thread owns the CUDA context and makes every driver call: a
-// context is current per thread, and Go moves goroutines between threads, so calls from
-// arbitrary goroutines would find no context (CUDA_ERROR_INVALID_CONTEXT, 201). Every method
-// hands its work to that goroutine and waits for it. Use a Device from one goroutine at a time:
-// a forward pass is a sequence of kernels whose order is the caller's.
+// A context is current per OS thread, and Go moves goroutines between threads, so calls from
+// an arbitrary goroutine would find no context (CUDA_ERROR_INVALID_CONTEXT, 201). Every driver
+// call therefore pins its goroutine to its thread for the call (runtime.LockOSThread) and makes
+// the device's context current first: no thread switch per call, which a goroutine owning the
+// context would cost on every kernel launch. Use a Device from one goroutine at a time: a
+// forward pass is a sequence of kernels whose order is the caller's.
 package cuda

@@ -42,6 +42,9 @@ type driver struct {
 	cuMemAlloc                func(ptr *uint64, bytes uint64) cuResult
 	cuMemFree                 func(ptr uint64) cuResult
 	cuMemcpyHtoD              func(dst uint64, src unsafe.Pointer, bytes uint64) cuResult
+	cuMemcpyHtoDAsync         func(dst uint64, src unsafe.Pointer, bytes uint64, stream uintptr) cuResult
+	cuMemAllocHost            func(p *unsafe.Pointer, bytes uint64) cuResult
+	cuMemFreeHost             func(p unsafe.Pointer) cuResult
 	cuMemcpyDtoH              func(dst unsafe.Pointer, src uint64, bytes uint64) cuResult
 	cuMemcpyDtoD              func(dst, src uint64, bytes uint64) cuResult
 	cuMemsetD8                func(dst uint64, v uint8, bytes uint64) cuResult
@@ -99,6 +102,9 @@ func loadDriver(path string) (*driver, error) {
 		{&d.cuMemAlloc, []string{"cuMemAlloc_v2"}},
 		{&d.cuMemFree, []string{"cuMemFree_v2"}},
 		{&d.cuMemcpyHtoD, []string{"cuMemcpyHtoD_v2"}},
+		{&d.cuMemcpyHtoDAsync, []string{"cuMemcpyHtoDAsync_v2"}},
+		{&d.cuMemAllocHost, []string{"cuMemAllocHost_v2"}},
+		{&d.cuMemFreeHost, []string{"cuMemFreeHost"}},
 		{&d.cuMemcpyDtoH, []string{"cuMemcpyDtoH_v2"}},
 		{&d.cuMemcpyDtoD, []string{"cuMemcpyDtoD_v2"}},
 		{&d.cuMemsetD8, []string{"cuMemsetD8_v2"}},

@@ -513,3 +513,68 @@ func TestGPUGrowKVPool(t *testing.T) {
 		}
 	}
 }
+
+// Staged lists land intact in stream order: several queued before one wait, one larger than
+// the arena (which makes it wait and grow), and UploadInts into a buffer of the caller's.
+func TestGPUStaging(t *testing.T) {
+	d := gpu(t)
+	r := rand.New(rand.NewPCG(13, 14))
+	list := func(n int) []int32 {
+		v := make([]int32, n)
+		for i := range v {
+			v[i] = r.Int32()
+		}
+		return v
+	}
+	sizes := []int{1, 1000, 3 << 20, 7, 5 << 20} // 12 MiB and 20 MiB pass the 8 MiB arena
+	lists := make([][]int32, len(sizes))
+	copies := make([]Buffer, len(sizes))
+	for i, n := range sizes {
+		lists[i] = list(n)
+		b, err := d.StageInts(lists[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Copy each staged list out before the next one may reuse the arena.
+		copies[i], err = d.Alloc(int64(n) * 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Free(copies[i])
+		if err := d.Copy(copies[i], b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range lists {
+		got := make([]int32, len(want))
+		if err := Download(d, got, copies[i]); err != nil {
+			t.Fatal(err)
+		}
+		for j := range want {
+			if got[j] != want[j] {
+				t.Fatalf("list %d (%d values): value %d is %d, want %d", i, len(want), j, got[j], want[j])
+			}
+		}
+	}
+	dst, err := d.Alloc(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(dst)
+	v := list(1024)
+	if err := d.UploadInts(dst, v); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]int32, len(v))
+	if err := Download(d, got, dst); err != nil {
+		t.Fatal(err)
+	}
+	for j := range v {
+		if got[j] != v[j] {
+			t.Fatalf("UploadInts: value %d is %d, want %d", j, got[j], v[j])
+		}
+	}
+	if err := d.UploadInts(dst, list(1025)); err == nil {
+		t.Fatal("an upload past the buffer's end was accepted")
+	}
+}

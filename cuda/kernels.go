@@ -66,7 +66,7 @@ func (d *Device) Embedding(out, table Buffer, vocab, dim int, ids []int32) error
 	if err := need("embedding output", out, len(ids)*dim, bf16Bytes); err != nil {
 		return err
 	}
-	idBuf, err := d.stageInts(ids)
+	idBuf, err := d.StageInts(ids)
 	if err != nil {
 		return err
 	}

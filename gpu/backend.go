@@ -232,7 +232,7 @@ func (b *backend) RoPETables(cos, _ compute.Buf, invFreq []float32, pos, rows in
 			b.ints = append(b.ints, 0)
 		}
 	}
-	check(cuda.Upload(b.d, dev(cos), b.ints))
+	check(b.d.UploadInts(dev(cos), b.ints))
 }
 
 func (b *backend) RoPE(x compute.Buf, rows, heads int, cos, _ compute.Buf) {

@@ -7,12 +7,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tensor"
 )
 
 func TestParseDevice(t *testing.T) {
@@ -290,46 +292,126 @@ func TestGPURefusals(t *testing.T) {
 	}
 }
 
-// BenchmarkGPUForward times the whole forward on a random bf16 model of Llama-3.2-1B's shape:
-// a pre-fill of 4K tokens (one chunk) and decode steps at that depth, full attention.
+// randomBF16 builds a model of cfg with random bf16 weights filled in parallel (NewRandom draws
+// float32 normals one at a time: minutes for 8B parameters). Uniform in ±0.04, norms 1.
+func randomBF16(cfg model.Config) *model.Model {
+	small := cfg
+	small.Layers, small.Vocab, small.Hidden, small.Intermediate = 1, 8, 8, 8
+	small.Heads, small.KVHeads = 1, 1
+	m := model.NewRandom(small, 1) // for the rotary frequencies of cfg's head dim and rope
+	m.Config = cfg
+	var wg sync.WaitGroup
+	mat := func(rows, cols int, seed uint64) tensor.Mat {
+		w := tensor.Mat{Rows: rows, Cols: cols, BF16: make([]uint16, rows*cols)}
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(seed, 1))
+			for i := range w.BF16 {
+				w.BF16[i] = tensor.FloatToBF16(float32(r.Float64()*0.08 - 0.04))
+			}
+		})
+		return w
+	}
+	ones := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = 1
+		}
+		return v
+	}
+	q, kvd := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
+	m.Embed = mat(cfg.Vocab, cfg.Hidden, 1)
+	m.Head = m.Embed
+	if !cfg.TieEmbeddings {
+		m.Head = mat(cfg.Vocab, cfg.Hidden, 2)
+	}
+	m.Norm = ones(cfg.Hidden)
+	m.Layers = make([]model.Layer, cfg.Layers)
+	for i := range m.Layers {
+		s := uint64(10 * (i + 1))
+		m.Layers[i] = model.Layer{AttnNorm: ones(cfg.Hidden), MLPNorm: ones(cfg.Hidden),
+			Q: model.Linear{W: mat(q, cfg.Hidden, s)}, K: model.Linear{W: mat(kvd, cfg.Hidden, s+1)},
+			V: model.Linear{W: mat(kvd, cfg.Hidden, s+2)}, O: model.Linear{W: mat(cfg.Hidden, q, s+3)},
+			Gate: model.Linear{W: mat(cfg.Intermediate, cfg.Hidden, s+4)}, Up: model.Linear{W: mat(cfg.Intermediate, cfg.Hidden, s+5)},
+			Down: model.Linear{W: mat(cfg.Hidden, cfg.Intermediate, s+6)}}
+	}
+	wg.Wait()
+	return m
+}
+
+// BenchmarkGPUForward times whole forwards on random bf16 models of Llama-3.2-1B's and
+// Llama-3.1-8B's shapes: a pre-fill in chunks of up to 32K tokens, then decode steps at that
+// depth, with full attention and with a head mask at sparsity 0.7 (sink 128, window 1024).
 func BenchmarkGPUForward(b *testing.B) {
 	gpuOnce.Do(func() { gpuDev, gpuErr = Open("cuda") })
 	if gpuErr != nil {
 		b.Skipf("no usable GPU: %v", gpuErr)
 	}
 	g := gpuDev
-	cfg := model.Config{
-		Arch: "LlamaForCausalLM", Hidden: 2048, Intermediate: 8192, Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64,
-		Vocab: 128256, NormEps: 1e-5, TieEmbeddings: true, MaxPositions: 131072,
-		Rope: model.Rope{Theta: 500000, Type: "default", Factor: 1}, BOS: -1,
+	llama := func(hidden, inter, layers, heads, kvHeads, dim int, tied bool) model.Config {
+		return model.Config{Arch: "LlamaForCausalLM", Hidden: hidden, Intermediate: inter, Layers: layers, Heads: heads,
+			KVHeads: kvHeads, HeadDim: dim, Vocab: 128256, NormEps: 1e-5, TieEmbeddings: tied, MaxPositions: 131072,
+			Rope: model.Rope{Theta: 500000, Type: "default", Factor: 1}, BOS: -1}
 	}
-	m := model.NewRandom(cfg, 1)
-	m.ToBF16()
-	be, err := g.Upload(m)
-	if err != nil {
-		b.Fatal(err)
+	for _, c := range []struct {
+		name   string
+		cfg    model.Config
+		tokens []int
+	}{
+		{"1B", llama(2048, 8192, 16, 32, 8, 64, true), []int{4096, 32768}},
+		{"8B", llama(4096, 14336, 32, 32, 8, 128, false), []int{4096, 32768}},
+	} {
+		m := randomBF16(c.cfg)
+		be, err := g.Upload(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.SetBackend(be)
+		masks := filepath.Join(b.TempDir(), "masks.tsv")
+		var tsv strings.Builder
+		r := rand.New(rand.NewPCG(5, 6))
+		for range c.cfg.Layers {
+			for h := range c.cfg.KVHeads {
+				if h > 0 {
+					tsv.WriteByte('\t')
+				}
+				fmt.Fprintf(&tsv, "%.3f", r.Float64())
+			}
+			tsv.WriteByte('\n')
+		}
+		if err := os.WriteFile(masks, []byte(tsv.String()), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range c.tokens {
+			for _, spec := range []string{"full", "headmask:masks=" + masks + ",sparsity=0.7,sink=128,window=1024"} {
+				name := fmt.Sprintf("%s/%dK/%s", c.name, n/1024, strings.SplitN(spec, ":", 2)[0])
+				b.Run(name, func(b *testing.B) { benchForward(b, g, m, spec, n) })
+			}
+		}
+		runtime.GC() // the next model's weights replace this one's
 	}
-	m.SetBackend(be)
-	const n, steps = 4096, 64
+}
+
+func benchForward(b *testing.B, g *GPU, m *model.Model, spec string, n int) {
+	const chunk, steps = 32768, 32
 	prompt := make([]int, n)
 	for i := range prompt {
-		prompt[i] = i % cfg.Vocab
+		prompt[i] = (i * 7919) % m.Config.Vocab
 	}
 	for b.Loop() {
-		c, err := kv.New(kv.Shape(m.Shape()), "full", kv.WithStorage(g.Storage))
+		c, err := kv.New(kv.Shape(m.Shape()), spec, kv.WithStorage(g.Storage))
 		if err != nil {
 			b.Fatal(err)
 		}
-		r := model.NewRunner(m, n)
-		start, err := g.d.NewEvent()
-		if err != nil {
-			b.Fatal(err)
-		}
+		r := model.NewRunner(m, min(n, chunk))
+		start, _ := g.d.NewEvent()
 		mid, _ := g.d.NewEvent()
 		end, _ := g.d.NewEvent()
 		start.Record()
-		if _, err := r.Forward(c, prompt, model.Step{Rows: n, Prefill: true, Final: true}, false); err != nil {
-			b.Fatal(err)
+		for pos := 0; pos < n; pos += chunk {
+			rows := min(chunk, n-pos)
+			if _, err := r.Forward(c, prompt[pos:pos+rows], model.Step{Pos: pos, Rows: rows, Prefill: true, Final: pos+rows == n}, false); err != nil {
+				b.Fatal(err)
+			}
 		}
 		mid.Record()
 		for s := 0; s < steps; s++ {
@@ -340,8 +422,9 @@ func BenchmarkGPUForward(b *testing.B) {
 		end.Record()
 		pre, _ := mid.Since(start)
 		dec, _ := end.Since(mid)
-		b.ReportMetric(float64(n)/float64(pre)*1000, "prefill-tokens/s")
-		b.ReportMetric(float64(steps)/float64(dec)*1000, "decode-tokens/s")
+		b.ReportMetric(float64(n)/float64(pre)*1000, "prefill-tok/s")
+		b.ReportMetric(float64(steps)/float64(dec)*1000, "decode-tok/s")
+		b.ReportMetric(float64(c.Bytes())/(1<<20), "KV-MiB")
 	}
 }
 

@@ -30,15 +30,13 @@ type storage struct {
 // deviceMem is a storage's device memory, apart from the storage so that a cleanup can free
 // it once the storage is unreachable (kv.Storage has no Close).
 type deviceMem struct {
-	d      *cuda.Device
-	pool   cuda.KVPool
-	tables cuda.Buffer // int32: a layer's block tables, then its lengths
-	work   cuda.Buffer // decode attention's partial results; KVCopy's gathered entries
+	d    *cuda.Device
+	pool cuda.KVPool
+	work cuda.Buffer // decode attention's partial results; KVCopy's gathered entries
 }
 
 func (m *deviceMem) free() {
 	m.d.FreeKVPool(m.pool)
-	m.d.Free(m.tables)
 	m.d.Free(m.work)
 }
 
@@ -155,7 +153,7 @@ func (s *storage) Append(layer int, k, v compute.Buf, n int) {
 	s.entries += int64(n * H)
 }
 
-// stageTables uploads layer's block tables with each head's length from lens.
+// stageTables sends layer's block tables with each head's length from lens.
 func (s *storage) stageTables(layer int, lens func(g int, held int32) int32) cuda.AttentionHeads {
 	H := s.shape.KVHeads
 	table, held, maxBlocks, err := s.pages.Tables(s.head(layer, 0), H)
@@ -164,21 +162,13 @@ func (s *storage) stageTables(layer int, lens func(g int, held int32) int32) cud
 	for g, n := range held {
 		s.ints = append(s.ints, lens(g, n))
 	}
-	bytes := int64(len(s.ints)) * 4
-	if s.mem.tables.Bytes < bytes {
-		check(s.d.Sync())
-		check(s.d.Free(s.mem.tables))
-		s.mem.tables = cuda.Buffer{}
-		b, err := s.d.Alloc(max(2*bytes, 4096))
-		check(err)
-		s.mem.tables = b
-	}
-	check(cuda.Upload(s.d, s.mem.tables, s.ints))
+	staged, err := s.d.StageInts(s.ints)
+	check(err)
 	tb := int64(len(table)) * 4
 	return cuda.AttentionHeads{
 		HQ: s.shape.Heads, HKV: H, MaxBlocks: maxBlocks, Scale: s.scale,
-		Tables: cuda.Buffer{Ptr: s.mem.tables.Ptr, Bytes: tb},
-		Lens:   cuda.Buffer{Ptr: s.mem.tables.Ptr + uint64(tb), Bytes: int64(H) * 4},
+		Tables: cuda.Buffer{Ptr: staged.Ptr, Bytes: tb},
+		Lens:   cuda.Buffer{Ptr: staged.Ptr + uint64(tb), Bytes: int64(H) * 4},
 	}
 }
 
