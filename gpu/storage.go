@@ -24,6 +24,7 @@ type storage struct {
 	n       int         // their rows
 	ints    []int32     // block tables and lengths staged for upload
 	slots   []int32
+	pending []cuda.Move // Keep's copies not yet run (flush)
 	entries int64
 }
 
@@ -132,6 +133,7 @@ func (s *storage) workspace(bytes int64) cuda.Buffer {
 func (s *storage) head(layer, g int) int { return layer*s.shape.KVHeads + g }
 
 func (s *storage) Append(layer int, k, v compute.Buf, n int) {
+	s.flush()
 	H := s.shape.KVHeads
 	need := 0
 	for g := range H {
@@ -173,6 +175,7 @@ func (s *storage) stageTables(layer int, lens func(g int, held int32) int32) cud
 }
 
 func (s *storage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
+	s.flush()
 	for g, r := range a.Req {
 		if r.To > r.From {
 			panic(Fault{errors.New("the policy asks for attention scores (token eviction), which the GPU does not compute yet: use --device cpu")})
@@ -199,15 +202,25 @@ func (s *storage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
 	check(s.d.DecodeAttention(dev(out), dev(q), s.mem.pool, heads, splits, work))
 }
 
+// Keep records the head's compaction; the copies run with the other heads' in one KVCopy
+// before the pool is next read or written (flush), not one pair of launches per head.
 func (s *storage) Keep(layer, head int, idx []int) {
 	h := s.head(layer, head)
 	before := s.pages.Len(h)
 	moves, err := s.pages.Keep(h, idx)
 	check(err)
-	if len(moves) > 0 {
-		check(s.d.KVCopy(s.mem.pool, moves, s.workspace(cuda.KVCopyWorkBytes(len(moves), s.shape.HeadDim))))
-	}
+	s.pending = append(s.pending, moves...)
 	s.entries -= int64(before - len(idx))
+}
+
+// flush runs the pending compactions. It must come before anything that reads the pool or
+// hands out blocks: a move's source may sit in a block its head has just given back.
+func (s *storage) flush() {
+	if len(s.pending) == 0 {
+		return
+	}
+	check(s.d.KVCopy(s.mem.pool, s.pending, s.workspace(cuda.KVCopyWorkBytes(len(s.pending), s.shape.HeadDim))))
+	s.pending = s.pending[:0]
 }
 
 func (s *storage) Truncate(layer, head, n int) {
