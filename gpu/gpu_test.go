@@ -360,33 +360,35 @@ func BenchmarkGPUForward(b *testing.B) {
 		{"1B", llama(2048, 8192, 16, 32, 8, 64, true), []int{4096, 32768}},
 		{"8B", llama(4096, 14336, 32, 32, 8, 128, false), []int{4096, 32768}},
 	} {
-		m := randomBF16(c.cfg)
-		be, err := g.Upload(m)
-		if err != nil {
-			b.Fatal(err)
-		}
-		m.SetBackend(be)
-		masks := filepath.Join(b.TempDir(), "masks.tsv")
-		var tsv strings.Builder
-		r := rand.New(rand.NewPCG(5, 6))
-		for range c.cfg.Layers {
-			for h := range c.cfg.KVHeads {
-				if h > 0 {
-					tsv.WriteByte('\t')
+		b.Run(c.name, func(b *testing.B) {
+			m := randomBF16(c.cfg)
+			be, err := g.Upload(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			m.SetBackend(be)
+			masks := filepath.Join(b.TempDir(), "masks.tsv")
+			var tsv strings.Builder
+			r := rand.New(rand.NewPCG(5, 6))
+			for range c.cfg.Layers {
+				for h := range c.cfg.KVHeads {
+					if h > 0 {
+						tsv.WriteByte('\t')
+					}
+					fmt.Fprintf(&tsv, "%.3f", r.Float64())
 				}
-				fmt.Fprintf(&tsv, "%.3f", r.Float64())
+				tsv.WriteByte('\n')
 			}
-			tsv.WriteByte('\n')
-		}
-		if err := os.WriteFile(masks, []byte(tsv.String()), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		for _, n := range c.tokens {
-			for _, spec := range []string{"full", "headmask:masks=" + masks + ",sparsity=0.7,sink=128,window=1024"} {
-				name := fmt.Sprintf("%s/%dK/%s", c.name, n/1024, strings.SplitN(spec, ":", 2)[0])
-				b.Run(name, func(b *testing.B) { benchForward(b, g, m, spec, n) })
+			if err := os.WriteFile(masks, []byte(tsv.String()), 0o644); err != nil {
+				b.Fatal(err)
 			}
-		}
+			for _, n := range c.tokens {
+				for _, spec := range []string{"full", "headmask:masks=" + masks + ",sparsity=0.7,sink=128,window=1024"} {
+					name := fmt.Sprintf("%dK/%s", n/1024, strings.SplitN(spec, ":", 2)[0])
+					b.Run(name, func(b *testing.B) { benchForward(b, g, m, spec, n) })
+				}
+			}
+		})
 		runtime.GC() // the next model's weights replace this one's
 	}
 }
