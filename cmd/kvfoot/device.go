@@ -104,3 +104,11 @@ func (c *target) describe(cfg *model.Config, row func(string, any)) error {
 		gpu.LongestContext(kv.Shape(cfg.Shape()), left)))
 	return nil
 }
+
+// name is the device in words: the GPU's name, or "cpu".
+func (c *target) name() string {
+	if c.gpu == nil {
+		return "cpu"
+	}
+	return c.gpu.Name()
+}
