@@ -227,3 +227,156 @@ func TestOpenCublasLtReasons(t *testing.T) {
 		t.Errorf("nothing found: error %v, want \"cuBLASLt not found\"", err)
 	}
 }
+
+// uploadAt allocates a device buffer holding v at byte offset off (so that its address has
+// only off's alignment) and returns the slice holding v.
+func uploadAt(t *testing.T, d *Device, v []uint16, off int64) Buffer {
+	t.Helper()
+	whole, err := d.Alloc(int64(len(v))*2 + off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Free(whole) })
+	b, err := whole.Slice(off, int64(len(v))*2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Upload(d, b, v); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// linearRef is out[i][j] = bias[j] + Σ x[i][l]·w[j][l] in float64.
+func linearRef(x, w, bias []float64, m, n, k int) []float64 {
+	out := make([]float64, m*n)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			s := bias[j]
+			for l := 0; l < k; l++ {
+				s += x[i*k+l] * w[j*k+l]
+			}
+			out[i*n+j] = s
+		}
+	}
+	return out
+}
+
+// cuBLASLt's GEMM against the float64 reference and against the own GEMM: small shapes with
+// and without a bias (two biases in turn through one plan), buffers aligned to only 16 bytes,
+// then the Llama shapes against the own GEMM. The cuBLASLt runs may not fall back.
+func TestGPULinearCublasLt(t *testing.T) {
+	d := gpu(t)
+	if d.lt == nil {
+		t.Skipf("no cuBLASLt: %s", d.gemmNote)
+	}
+	t.Log("GEMM:", d.GEMMName())
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, c := range []struct {
+		m, n, k int
+		bias    bool
+		off     int64
+	}{
+		{9, 128, 32, false, 0}, {130, 264, 520, true, 0}, {257, 1000, 4104, false, 0},
+		{512, 512, 2048, true, 16}, {33, 136, 264, true, 16}, {100, 1024, 512, false, 48},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%d-bias%v-offset%d", c.m, c.n, c.k, c.bias, c.off), func(t *testing.T) {
+			x, xf := randBF16(r, c.m*c.k, 1)
+			w, wf := randBF16(r, c.n*c.k, 1)
+			xb, wb := uploadAt(t, d, x, c.off), uploadAt(t, d, w, 0)
+			biases := [][]float64{make([]float64, c.n)}
+			bufs := []Buffer{{}}
+			if c.bias {
+				biases, bufs = nil, nil
+				for range 2 {
+					b, bf := randBF16(r, c.n, 1)
+					biases, bufs = append(biases, bf), append(bufs, uploadAt(t, d, b, c.off))
+				}
+			}
+			for i, bias := range bufs {
+				want := linearRef(xf, wf, biases[i], c.m, c.n, c.k)
+				results := map[gemmKind][]float64{}
+				for _, kind := range []gemmKind{gemmCublasLt, gemmOwn} {
+					nan := make([]uint16, c.m*c.n)
+					for j := range nan {
+						nan[j] = 0x7fc0
+					}
+					out := uploadAt(t, d, nan, c.off)
+					if err := d.linear(kind, out, xb, wb, bias, c.m, c.n, c.k); err != nil {
+						t.Fatalf("GEMM %d: %v", kind, err)
+					}
+					results[kind] = downloadBF16(t, d, out, c.m*c.n)
+				}
+				checkClose(t, "cuBLASLt vs float64", results[gemmCublasLt], want, bf16Tol)
+				checkClose(t, "own vs float64", results[gemmOwn], want, bf16Tol)
+				checkClose(t, "cuBLASLt vs own", results[gemmCublasLt], results[gemmOwn], bf16Tol)
+			}
+		})
+	}
+	for _, s := range []struct {
+		name    string
+		m, n, k int
+		bias    bool
+	}{
+		{"8B-q", 512, 4096, 4096, false}, {"8B-kv-bias", 1000, 1024, 4096, true},
+		{"8B-gateup", 512, 14336, 4096, false}, {"8B-down", 300, 4096, 14336, false}, {"1B-o", 4096, 2048, 2048, false},
+	} {
+		t.Run(s.name, func(t *testing.T) {
+			x, _ := randBF16(r, s.m*s.k, 1)
+			w, _ := randBF16(r, s.n*s.k, 1)
+			xb, wb := upload(t, d, x, 2), upload(t, d, w, 2)
+			var bias Buffer
+			if s.bias {
+				b, _ := randBF16(r, s.n, 1)
+				bias = upload(t, d, b, 2)
+			}
+			results := map[gemmKind][]float64{}
+			for _, kind := range []gemmKind{gemmCublasLt, gemmOwn} {
+				out := poisoned(t, d, s.m*s.n)
+				if err := d.linear(kind, out, xb, wb, bias, s.m, s.n, s.k); err != nil {
+					t.Fatalf("GEMM %d: %v", kind, err)
+				}
+				results[kind] = downloadBF16(t, d, out, s.m*s.n)
+			}
+			checkClose(t, "cuBLASLt vs own", results[gemmCublasLt], results[gemmOwn], bf16Tol)
+		})
+	}
+}
+
+// A shape cuBLASLt failed on runs on the own GEMM from then on, and GEMMName says so.
+func TestGPULinearFallback(t *testing.T) {
+	d := gpu(t)
+	if d.lt == nil {
+		t.Skipf("no cuBLASLt: %s", d.gemmNote)
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	const m, n, k = 24, 64, 128
+	x, xf := randBF16(r, m*k, 1)
+	w, wf := randBF16(r, n*k, 1)
+	xb, wb := upload(t, d, x, 2), upload(t, d, w, 2)
+	out := poisoned(t, d, m*n)
+	key := gemmKey{m: m, n: n, k: k, alignX: alignment(xb.Ptr), alignW: alignment(wb.Ptr), alignOut: alignment(out.Ptr), alignBias: alignment(0)}
+	d.mu.Lock()
+	old := d.lt.plans[key]
+	d.lt.plans[key] = &gemmPlan{err: fmt.Errorf("injected failure")}
+	d.mu.Unlock()
+	t.Cleanup(func() {
+		d.mu.Lock()
+		if old == nil {
+			delete(d.lt.plans, key)
+		} else {
+			d.lt.plans[key] = old
+		}
+		d.mu.Unlock()
+	})
+	if err := d.linear(gemmCublasLt, out, xb, wb, Buffer{}, m, n, k); err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("cuBLASLt alone on the failed shape: error %v, want the injected one", err)
+	}
+	if err := d.Linear(out, xb, wb, Buffer{}, m, n, k); err != nil {
+		t.Fatalf("Linear did not fall back: %v", err)
+	}
+	checkClose(t, "fallback", downloadBF16(t, d, out, m*n), linearRef(xf, wf, make([]float64, n), m, n, k), bf16Tol)
+	if name := d.GEMMName(); !strings.Contains(name, "injected failure") {
+		t.Errorf("GEMMName %q does not mention the failed shape", name)
+	}
+}
