@@ -229,3 +229,50 @@ func BenchmarkPrefillAttention(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLaunch measures the host's cost of one call on tiny data, 1000 calls per op with
+// the stream drained at the end: an elementwise kernel (what each of a decode step's ~20
+// launches per layer costs), and a 16×64×64 Linear through each GEMM (cuBLASLt's call path:
+// plan lookup, cublasLtMatmul). When the GPU runs the tiny kernels faster than the host
+// queues them, µs/call is the host's launch overhead, which CUDA graphs would remove.
+func BenchmarkLaunch(b *testing.B) {
+	d := gpu(b)
+	const calls, m, n, k = 1000, 16, 64, 64
+	x, w, out := alloc(b, d, m*k*2), alloc(b, d, n*k*2), alloc(b, d, m*n*2)
+	for i, buf := range []Buffer{x, w} {
+		fillRandom(b, d, buf, uint64(20+i))
+	}
+	type namedCall struct {
+		name string
+		call func() error
+	}
+	ops := []namedCall{
+		{"add", func() error { return d.Add(out, out, x, 8) }},
+		{"linear-own", func() error { return d.linear(gemmOwn, out, x, w, Buffer{}, m, n, k) }},
+	}
+	if d.lt != nil {
+		ops = append(ops, namedCall{"linear-cublaslt", func() error { return d.linear(gemmCublasLt, out, x, w, Buffer{}, m, n, k) }})
+	}
+	for _, op := range ops {
+		b.Run(op.name, func(b *testing.B) {
+			if err := op.call(); err != nil { // warm: plans, lazy module loads
+				b.Fatal(err)
+			}
+			if err := d.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				for range calls {
+					if err := op.call(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := d.Sync(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*calls)/1e3, "µs/call")
+		})
+	}
+}
