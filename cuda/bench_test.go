@@ -80,20 +80,21 @@ func timeIt(b *testing.B, d *Device, op func(i int) error) float64 {
 	return float64(ms) / float64(b.N)
 }
 
-// linearShape is one projection's output and input widths.
+// linearShape is one projection's output and input widths, and whether it has a bias.
 type linearShape struct {
 	name string
 	n, k int
+	bias bool
 }
 
 // linearShapes are each model's projections: q, one of k and v, o, one of gate and up, down,
-// and the LM head.
+// and the LM head; and q with a bias (as Qwen2's), against q for the cost of the bias.
 var linearShapes = []struct {
 	model  string
 	shapes []linearShape
 }{
-	{"8B", []linearShape{{"q", 4096, 4096}, {"kv", 1024, 4096}, {"o", 4096, 4096}, {"gateup", 14336, 4096}, {"down", 4096, 14336}, {"lmhead", 128256, 4096}}},
-	{"1B", []linearShape{{"q", 2048, 2048}, {"kv", 512, 2048}, {"o", 2048, 2048}, {"gateup", 8192, 2048}, {"down", 2048, 8192}, {"lmhead", 128256, 2048}}},
+	{"8B", []linearShape{{"q", 4096, 4096, false}, {"kv", 1024, 4096, false}, {"o", 4096, 4096, false}, {"gateup", 14336, 4096, false}, {"down", 4096, 14336, false}, {"lmhead", 128256, 4096, false}, {"qbias", 4096, 4096, true}}},
+	{"1B", []linearShape{{"q", 2048, 2048, false}, {"kv", 512, 2048, false}, {"o", 2048, 2048, false}, {"gateup", 8192, 2048, false}, {"down", 2048, 8192, false}, {"lmhead", 128256, 2048, false}}},
 }
 
 // BenchmarkLinear times Linear on the Llama-3.1-8B and Llama-3.2-1B shapes: one row (decode,
@@ -111,6 +112,11 @@ func BenchmarkLinear(b *testing.B) {
 					for i := range ws {
 						ws[i] = alloc(b, d, int64(s.n*s.k*2))
 						fillRandom(b, d, ws[i], uint64(i))
+					}
+					var bias Buffer
+					if s.bias {
+						bias = alloc(b, d, int64(s.n*2))
+						fillRandom(b, d, bias, 7)
 					}
 					for _, m := range []int{1, 512, 4096, 32768} {
 						b.Run(fmt.Sprintf("m%d", m), func(b *testing.B) {
@@ -130,7 +136,7 @@ func BenchmarkLinear(b *testing.B) {
 									continue
 								}
 								b.Run(name, func(b *testing.B) {
-									ms := timeIt(b, d, func(i int) error { return d.linear(kind, out, x, ws[i%copies], Buffer{}, m, s.n, s.k) })
+									ms := timeIt(b, d, func(i int) error { return d.linear(kind, out, x, ws[i%copies], bias, m, s.n, s.k) })
 									tflops := 2 * float64(m) * float64(s.n) * float64(s.k) / (ms * 1e-3) / 1e12
 									gbs := float64(s.n*s.k*2+m*s.k*2+m*s.n*2) / (ms * 1e-3) / 1e9
 									b.ReportMetric(ms, "ms/op")
