@@ -119,6 +119,9 @@ func BenchmarkLinear(b *testing.B) {
 						fillRandom(b, d, bias, 7)
 					}
 					for _, m := range []int{1, 512, 4096, 32768} {
+						if s.name == "lmhead" && m > 4096 { // pre-fill takes logits at the last position only
+							continue
+						}
 						b.Run(fmt.Sprintf("m%d", m), func(b *testing.B) {
 							x := alloc(b, d, int64(m*s.k*2))
 							fillRandom(b, d, x, 9)
