@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
@@ -378,5 +379,42 @@ func TestGPULinearFallback(t *testing.T) {
 	checkClose(t, "fallback", downloadBF16(t, d, out, m*n), linearRef(xf, wf, make([]float64, n), m, n, k), bf16Tol)
 	if name := d.GEMMName(); !strings.Contains(name, "injected failure") {
 		t.Errorf("GEMMName %q does not mention the failed shape", name)
+	}
+}
+
+// $KVFOOT_GEMM on a GPU: own opens without cuBLASLt, cublaslt opens with it where the shared
+// device found it and fails naming the variable where not, and a bad value fails before
+// anything loads. Logs what Open costs: the first (the libraries loaded cold) and again.
+func TestGPUOpenGEMMChoice(t *testing.T) {
+	shared := gpu(t)
+	t.Logf("first Open: %v (%s)", gpuOpenTook, shared.GEMMName())
+	for _, c := range []struct {
+		value string
+		want  string // in GEMMName, or in the error when cuBLASLt is asked for and absent
+	}{{"own", "$KVFOOT_GEMM=own"}, {"cublaslt", "cuBLASLt "}, {"bogus", `"bogus"`}} {
+		t.Run(c.value, func(t *testing.T) {
+			t.Setenv(gemmEnv, c.value)
+			start := time.Now()
+			d, err := Open(0)
+			took := time.Since(start)
+			switch {
+			case c.value == "bogus" || (c.value == "cublaslt" && shared.lt == nil):
+				if err == nil {
+					d.Close()
+					t.Fatalf("%s=%s opened", gemmEnv, c.value)
+				}
+				if !strings.Contains(err.Error(), gemmEnv) {
+					t.Errorf("error %q does not name $%s", err, gemmEnv)
+				}
+				return
+			case err != nil:
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if name := d.GEMMName(); !strings.Contains(name, c.want) {
+				t.Errorf("GEMMName %q does not say %q", name, c.want)
+			}
+			t.Logf("Open with %s=%s: %v (%s)", gemmEnv, c.value, took, d.GEMMName())
+		})
 	}
 }
