@@ -7,15 +7,17 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 )
 
 // GPU tests: each kernel against a float64 reference computed here from the same bf16 inputs.
 // Without a usable GPU they skip, saying why.
 
 var (
-	gpuOnce sync.Once
-	gpuDev  *Device
-	gpuErr  error
+	gpuOnce     sync.Once
+	gpuDev      *Device
+	gpuErr      error
+	gpuOpenTook time.Duration // the process's first Open: loading the libraries cold
 )
 
 func TestMain(m *testing.M) {
@@ -30,7 +32,11 @@ func TestMain(m *testing.M) {
 }
 
 func gpu(t testing.TB) *Device {
-	gpuOnce.Do(func() { gpuDev, gpuErr = Open(0) })
+	gpuOnce.Do(func() {
+		start := time.Now()
+		gpuDev, gpuErr = Open(0)
+		gpuOpenTook = time.Since(start)
+	})
 	if gpuErr != nil {
 		t.Skipf("no usable GPU: %v", gpuErr)
 	}

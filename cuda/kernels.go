@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"math"
 )
@@ -165,8 +166,23 @@ func (d *Device) BiasAdd(x, bias Buffer, rows, cols int) error {
 // Linear writes out[m][n] = x[m][k] · w[n][k]ᵀ (+ bias[n] when bias is not the zero Buffer),
 // all bf16, w row-major as a Hugging Face Linear stores it. n and k must be divisible by 8.
 // Up to 8 rows take the matrix-vector kernel, which reads w once at memory speed; more rows
-// take the tensor-core GEMM. out must not overlap x.
+// take cuBLASLt when it loaded, else (or where it failed on the shape) kvfoot's tensor-core
+// GEMM. out must not overlap x.
 func (d *Device) Linear(out, x, w, bias Buffer, m, n, k int) error {
+	return d.linear(gemmAuto, out, x, w, bias, m, n, k)
+}
+
+// gemmKind picks the GEMM of linear: Linear's choice, or one of the two for tests and
+// benchmarks (gemmCublasLt returns cuBLASLt's error instead of falling back).
+type gemmKind int
+
+const (
+	gemmAuto gemmKind = iota
+	gemmOwn
+	gemmCublasLt
+)
+
+func (d *Device) linear(kind gemmKind, out, x, w, bias Buffer, m, n, k int) error {
 	if err := positive("linear", 8, "n", n, "k", k); err != nil {
 		return err
 	}
@@ -189,6 +205,16 @@ func (d *Device) Linear(out, x, w, bias Buffer, m, n, k int) error {
 	}
 	if m <= gemvMaxRows {
 		return d.launch("gemv_bf16", grid1((n+7)/8, 256), out, x, w, bias, int32(m), int32(n), int32(k))
+	}
+	if kind == gemmCublasLt && d.lt == nil {
+		return fmt.Errorf("cuda: linear: no cuBLASLt (%s)", d.gemmNote)
+	}
+	if kind != gemmOwn && d.lt != nil {
+		err := d.ltLinear(out, x, w, bias, m, n, k)
+		var ltErr *ltError
+		if err == nil || kind == gemmCublasLt || !errors.As(err, &ltErr) {
+			return err
+		}
 	}
 	dims := grid2((n+127)/128, (m+127)/128, 256)
 	dims.shared = gemmSharedBytes
