@@ -193,15 +193,15 @@ func BenchmarkDecodeAttention(b *testing.B) {
 	for _, entries := range []int{32 << 10, 128 << 10} {
 		b.Run(fmt.Sprintf("entries%dK", entries>>10), func(b *testing.B) {
 			pool, heads := benchCache(b, d, hq, hkv, dim, entries)
-			splits := d.DecodeSplits(hkv, entries)
-			work := alloc(b, d, DecodeWorkspaceBytes(hq, dim, splits))
+			sp := d.DecodeSplits(hkv*entries, entries)
+			work := alloc(b, d, DecodeWorkspaceBytes(hq, dim, sp.Splits))
 			q := alloc(b, d, hq*dim*2)
 			fillRandom(b, d, q, 3)
 			out := alloc(b, d, hq*dim*2)
-			ms := timeIt(b, d, func(int) error { return d.DecodeAttention(out, q, pool, heads, splits, work) })
+			ms := timeIt(b, d, func(int) error { return d.DecodeAttention(out, q, pool, heads, sp, work) })
 			gbs := float64(hkv*entries*dim*2*2) / (ms * 1e-3) / 1e9
 			b.ReportMetric(ms, "ms/op")
-			b.ReportMetric(float64(splits), "splits")
+			b.ReportMetric(float64(sp.Splits), "splits")
 			b.ReportMetric(gbs, "GB/s")
 			b.ReportMetric(gbs/1000/h100TBps, "of-3.35TB/s")
 		})
