@@ -82,8 +82,9 @@ func recoverFault(err *error) {
 }
 
 // describe adds the device's rows to inspect's output: the GPU, its memory, and the
-// longest full-attention context that fits beside the model's bf16 weights.
-func (c *target) describe(cfg *model.Config, row func(string, any)) error {
+// longest context that fits beside the model's bf16 weights with full attention and, when
+// spec is given, with that policy pre-filling in chunks of chunk tokens.
+func (c *target) describe(cfg *model.Config, row func(string, any), spec string, chunk int, opts ...kv.Option) error {
 	if c.gpu == nil {
 		return nil
 	}
@@ -101,8 +102,23 @@ func (c *target) describe(cfg *model.Config, row func(string, any)) error {
 	weights := 2 * cfg.Params()
 	left := int64(free) - weights - gpu.Headroom
 	row("weights on the device (bf16)", fmt.Sprintf("%.2f GiB", float64(weights)/(1<<30)))
-	row("longest context on the device", fmt.Sprintf("%d tokens (full attention, bf16 KV cache)",
-		gpu.LongestContext(kv.Shape(cfg.Shape()), left)))
+	shape := kv.Shape(cfg.Shape())
+	row("longest context on the device", fmt.Sprintf("%d tokens (full attention, bf16 KV cache)", gpu.LongestContext(shape, left)))
+	if spec == "" {
+		return nil
+	}
+	f, err := kv.Describe(shape, spec, opts...)
+	if err == nil && (f.Precision.Name == "" || f.Precision.Name == "f32") {
+		f, err = kv.Describe(shape, spec+"+bf16", opts...) // what the GPU stores
+	}
+	if err != nil {
+		return fmt.Errorf("--kv: %w", err)
+	}
+	n, err := gpu.LongestContextFor(shape, f, left, chunk, 1<<30)
+	if err != nil {
+		return fmt.Errorf("--kv: %w", err)
+	}
+	row("longest context on the device, "+spec, fmt.Sprintf("%d tokens (pre-fill in chunks of %d; the model's context is %d)", n, chunk, cfg.MaxPositions))
 	return nil
 }
 

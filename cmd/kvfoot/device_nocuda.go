@@ -31,10 +31,12 @@ func openDevice(name string) (*target, error) {
 	return nil, fmt.Errorf("--device %q: this kvfoot was built with -tags nocuda, without GPU support: want cpu or auto", name)
 }
 
-func (*target) load(*model.Model) ([]kv.Option, error)          { return nil, nil }
-func (*target) close()                                          {}
-func (*target) onGPU() bool                                     { return false }
-func (*target) name() string                                    { return "cpu" }
-func (*target) describe(*model.Config, func(string, any)) error { return nil }
+func (*target) load(*model.Model) ([]kv.Option, error) { return nil, nil }
+func (*target) close()                                 {}
+func (*target) onGPU() bool                            { return false }
+func (*target) name() string                           { return "cpu" }
+func (*target) describe(*model.Config, func(string, any), string, int, ...kv.Option) error {
+	return nil
+}
 
 func recoverFault(*error) {}

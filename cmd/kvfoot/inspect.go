@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/kvfoot/kvfoot/format/safetensors"
+	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 )
 
@@ -46,6 +47,8 @@ func runInspect(args []string) error {
 	dir := fs.String("model", "", "model folder (config.json and safetensors weights; default: the built-in model)")
 	format := fs.String("format", "text", "output: text or json")
 	device := deviceFlag(fs)
+	spec := fs.String("kv", "", "with --device cuda: also the longest context that fits for this KV cache policy")
+	chunk := fs.Int("chunk", 4096, "with --kv: the pre-fill chunk in tokens")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -94,7 +97,7 @@ func runInspect(args []string) error {
 	defer dev.close()
 	if *format == "json" {
 		o.Device = map[string]any{}
-		if err := dev.describe(&c, func(k string, v any) { o.Device[k] = v }); err != nil {
+		if err := dev.describe(&c, func(k string, v any) { o.Device[k] = v }, *spec, *chunk, kv.WithDir(*dir)); err != nil {
 			return err
 		}
 		if len(o.Device) == 0 {
@@ -140,7 +143,7 @@ func runInspect(args []string) error {
 	}
 	row("weight files", o.Files)
 	row("KV bytes per token", fmt.Sprintf("%d (float32), %d (bf16)", o.KVBytesPerToken, o.KVBytesPerTokenB))
-	if err := dev.describe(&c, row); err != nil {
+	if err := dev.describe(&c, row, *spec, *chunk, kv.WithDir(*dir)); err != nil {
 		return err
 	}
 	return w.Flush()
