@@ -22,6 +22,8 @@ var ggufArchs = map[string]struct {
 	"mistral": {"MistralForCausalLM", true},
 	"qwen2":   {"Qwen2ForCausalLM", false},
 	"qwen3":   {"Qwen3ForCausalLM", false},
+	"gemma2":  {"Gemma2ForCausalLM", false},
+	"gemma3":  {"Gemma3ForCausalLM", false},
 }
 
 // blockFormats are the GGUF block types. Weight matrices of the quantized ones stay
@@ -32,8 +34,8 @@ var blockFormats = map[gguf.Type]*tensor.BlockFormat{
 	gguf.Q4_1: &tensor.BlockQ4_1, gguf.Q5_0: &tensor.BlockQ5_0, gguf.Q5_1: &tensor.BlockQ5_1, gguf.Q4_K: &tensor.BlockQ4_K, gguf.Q5_K: &tensor.BlockQ5_K, gguf.Q6_K: &tensor.BlockQ6_K,
 }
 
-// LoadGGUF reads a model from a GGUF file (general.architecture llama, mistral or
-// qwen2). Weights are read into memory: F32 as is, BF16 as bf16, the quantized
+// LoadGGUF reads a model from a GGUF file (general.architecture llama, mistral,
+// qwen2, qwen3, gemma2 or gemma3). Weights are read into memory: F32 as is, BF16 as bf16, the quantized
 // matrices in their blocks, and F16 widened to float32; opts.F32 widens everything.
 // The file is closed on return.
 func LoadGGUF(path string, opts LoadOptions) (*Model, error) {
@@ -46,7 +48,8 @@ func LoadGGUF(path string, opts LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: cfg, invFreq: cfg.Rope.InvFreq(cfg.HeadDim)}
+	m := &Model{Config: cfg}
+	m.setInvFreq()
 	arch, _ := f.String("general.architecture")
 	l := ggufLoader{f: f, opts: opts}
 	if err := l.weights(m, ggufArchs[arch].permuted); err != nil {
@@ -64,9 +67,9 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 	}
 	a, ok := ggufArchs[arch]
 	if !ok {
-		return Config{}, fmt.Errorf("%s: metadata \"general.architecture\": %q is not supported (want llama, mistral, qwen2 or qwen3)", f.Path, arch)
+		return Config{}, fmt.Errorf("%s: metadata \"general.architecture\": %q is not supported (want llama, mistral, qwen2, qwen3, gemma2 or gemma3)", f.Path, arch)
 	}
-	c := Config{Arch: a.hf, BOS: -1, WeightsDtypeHint: mainType(f), QKNorm: arch == "qwen3"}
+	c := Config{Arch: a.hf, BOS: -1, WeightsDtypeHint: mainType(f), QKNorm: arch == "qwen3" || arch == "gemma3"}
 	num := func(key string, dst *int, max int64, required bool) error {
 		if !f.Has(arch+"."+key) && !required {
 			return nil
@@ -172,7 +175,11 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 			c.EOS = append(c.EOS, int(id))
 		}
 	}
-	if f.Has(arch + ".attention.sliding_window") {
+	if a.hf == "Gemma2ForCausalLM" || a.hf == "Gemma3ForCausalLM" {
+		if err := ggufGemma(f, arch, &c); err != nil {
+			return Config{}, err
+		}
+	} else if f.Has(arch + ".attention.sliding_window") {
 		var w int
 		if err := num("attention.sliding_window", &w, 1<<30, true); err != nil {
 			return Config{}, err
@@ -475,6 +482,14 @@ func (l ggufLoader) weights(m *Model, permuted bool) error {
 		}
 		if L.MLPNorm, err = l.vec(p+"ffn_norm.weight", c.Hidden); err != nil {
 			return err
+		}
+		if c.Gemma {
+			if L.PostAttnNorm, err = l.vec(p+"post_attention_norm.weight", c.Hidden); err != nil {
+				return err
+			}
+			if L.PostMLPNorm, err = l.vec(p+"post_ffw_norm.weight", c.Hidden); err != nil {
+				return err
+			}
 		}
 		if c.QKNorm {
 			if L.QNorm, err = l.vec(p+"attn_q_norm.weight", c.HeadDim); err != nil {

@@ -517,7 +517,8 @@ func TestGGUFErrors(t *testing.T) {
 	}{
 		{"ok", nil, gguf.F32, ""},
 		{"ok q8_0", nil, gguf.Q8_0, ""},
-		{"gemma3", set("general.architecture", "gemma3"), gguf.F32, `"gemma3" is not supported (want llama, mistral, qwen2 or qwen3)`},
+		{"gemma3n", set("general.architecture", "gemma3n"), gguf.F32, `"gemma3n" is not supported (want llama, mistral, qwen2, qwen3, gemma2 or gemma3)`},
+		{"gemma-embedding", set("general.architecture", "gemma-embedding"), gguf.F32, `"gemma-embedding" is not supported`},
 		{"gemma", set("general.architecture", "gemma"), gguf.F32, `"gemma" is not supported`},
 		{"type", nil, gguf.IQ4_NL, `tensor "token_embd.weight": type IQ4_NL is not supported`},
 		{"heads", set("llama.attention.head_count_kv", uint32(3)), gguf.F32, "does not divide"},
