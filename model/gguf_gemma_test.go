@@ -412,3 +412,82 @@ func TestGGUFGemmaConfig(t *testing.T) {
 		}
 	}
 }
+
+const gemmaPeerDir = "testdata/gemma-peer" // from tools/gguf-peer/gemma.sh
+
+// gemmaPeerPositions is how many of the reference sequence's last positions
+// tools/gguf-peer/gemma.sh keeps of llama.cpp's logits.
+const gemmaPeerPositions = 16
+
+// gemmaLlamaCppFile writes the checkpoint of dir as llama.cpp's converter alone would:
+// without the keys kvfoot adds where the checkpoint departs from llama.cpp's fixed
+// values (so llama.cpp's window pattern and attention scale apply), with a
+// SentencePiece vocabulary llama.cpp needs to load it.
+func gemmaLlamaCppFile(t *testing.T, dir, path string) {
+	t.Helper()
+	gemmaGGUF(t, dir, path, func(kv []gguf.KV, ts []gguf.Tensor) ([]gguf.KV, []gguf.Tensor) {
+		var out []gguf.KV
+		for _, e := range kv {
+			if !strings.HasSuffix(e.Key, ".attention.scale") && !strings.HasSuffix(e.Key, ".attention.sliding_window_pattern") {
+				out = append(out, e)
+			}
+		}
+		toks, scores, types := peerVocab(int(ts[slices.IndexFunc(ts, func(x gguf.Tensor) bool { return x.Name == "token_embd.weight" })].Dims[1]))
+		return append(out, gguf.KV{Key: "tokenizer.ggml.model", Value: "llama"},
+			gguf.KV{Key: "tokenizer.ggml.tokens", Value: gguf.Array{Elem: gguf.TypeString, Values: toks}},
+			gguf.KV{Key: "tokenizer.ggml.scores", Value: gguf.Array{Elem: gguf.TypeFloat32, Values: scores}},
+			gguf.KV{Key: "tokenizer.ggml.token_type", Value: gguf.Array{Elem: gguf.TypeInt32, Values: types}}), ts
+	})
+}
+
+// TestGGUFGemmaLlamaCpp compares the Gemma 2 and Gemma 3 checkpoints, written as
+// llama.cpp's converter writes them (its fixed window pattern and attention scale,
+// which these checkpoints do not have: so not the transformers reference), with the
+// logits llama.cpp computed on the same files (f32 KV cache, no flash attention) at
+// the reference sequence's last 16 positions, past the sliding windows.
+//
+// llama.cpp's CPU GELU reads a table of half-precision results at the input rounded
+// to half precision (GGML_GELU_FP16), which kvfoot does not imitate: that puts the two
+// about 3e-4 (Gemma 2) and 1e-3 (Gemma 3) apart in relative L2 (1e-5 with the table
+// imitated, tried by hand). A wrong window pattern or attention scale is far outside.
+//
+// KVFOOT_GEMMA_PEER_OUT=DIR writes the files and token lists there instead, for
+// gemma.sh to run llama.cpp on.
+func TestGGUFGemmaLlamaCpp(t *testing.T) {
+	out := os.Getenv("KVFOOT_GEMMA_PEER_OUT")
+	for _, name := range []string{"gemma2", "gemma3"} {
+		t.Run(name, func(t *testing.T) {
+			dir := archOracleDir(t, name)
+			ref := loadReference(t, dir)
+			if out != "" {
+				gemmaLlamaCppFile(t, dir, filepath.Join(out, name+".gguf"))
+				ids := fmt.Sprint(ref.ids)
+				if err := os.WriteFile(filepath.Join(out, name+".tokens.txt"), []byte(strings.ReplaceAll(ids[1:len(ids)-1], " ", ",")), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			path := filepath.Join(t.TempDir(), name+".gguf")
+			gemmaLlamaCppFile(t, dir, path)
+			m, err := model.LoadGGUF(path, model.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			V := m.Config.Vocab
+			want := readGzipFloats(t, filepath.Join(gemmaPeerDir, name+".logits.gz"))
+			if len(want) != gemmaPeerPositions*V {
+				t.Fatalf("%d llama.cpp logits, want %d positions of %d", len(want), gemmaPeerPositions, V)
+			}
+			all := allLogits(t, m, ref.ids, 0)
+			got := make([]float64, len(want))
+			for i := range got {
+				got[i] = float64(all[len(all)-len(want)+i])
+			}
+			rel, same := compareLogits(got, want, V)
+			t.Logf("relative L2 %.3g from llama.cpp, argmax equal at %d/%d positions", rel, same, gemmaPeerPositions)
+			if !(rel <= 3e-3) || same != gemmaPeerPositions {
+				t.Errorf("relative L2 %.3g from llama.cpp, argmax equal at %d/%d positions; want ≤ 3e-3 and all", rel, same, gemmaPeerPositions)
+			}
+		})
+	}
+}
