@@ -448,8 +448,8 @@ func gemmaLlamaCppFile(t *testing.T, dir, path string) {
 //
 // llama.cpp's CPU GELU reads a table of half-precision results at the input rounded
 // to half precision (GGML_GELU_FP16), which kvfoot does not imitate: that puts the two
-// about 3e-4 (Gemma 2) and 1e-3 (Gemma 3) apart in relative L2 (1e-5 with the table
-// imitated, tried by hand). A wrong window pattern or attention scale is far outside.
+// about 3e-4 (Gemma 2) and 1e-3 (Gemma 3) apart in relative L2 (5e-5 and 2e-4 with
+// the table imitated, tried by hand). A wrong window pattern or attention scale is far outside.
 //
 // KVFOOT_GEMMA_PEER_OUT=DIR writes the files and token lists there instead, for
 // gemma.sh to run llama.cpp on.
