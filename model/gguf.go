@@ -26,17 +26,17 @@ var ggufArchs = map[string]struct {
 	"gemma3":  {"Gemma3ForCausalLM", false},
 }
 
-// blockFormats are the GGUF block types. Weight matrices of the quantized ones stay
-// in their blocks (the kernels compute on them); F16, and everything under
-// LoadOptions.F32, is widened to float32 at load (exactly, for F16).
+// blockFormats are the GGUF block types, F16 (one value a block) among them. Weight
+// matrices stay in their blocks (the kernels compute on them); under LoadOptions.F32
+// they are widened to float32 at load.
 var blockFormats = map[gguf.Type]*tensor.BlockFormat{
 	gguf.F16: &tensor.BlockF16, gguf.Q8_0: &tensor.BlockQ8_0, gguf.Q4_0: &tensor.BlockQ4_0,
 	gguf.Q4_1: &tensor.BlockQ4_1, gguf.Q5_0: &tensor.BlockQ5_0, gguf.Q5_1: &tensor.BlockQ5_1, gguf.Q4_K: &tensor.BlockQ4_K, gguf.Q5_K: &tensor.BlockQ5_K, gguf.Q6_K: &tensor.BlockQ6_K,
 }
 
 // LoadGGUF reads a model from a GGUF file (general.architecture llama, mistral,
-// qwen2, qwen3, gemma2 or gemma3). Weights are read into memory: F32 as is, BF16 as bf16, the quantized
-// matrices in their blocks, and F16 widened to float32; opts.F32 widens everything.
+// qwen2, qwen3, gemma2 or gemma3). Weights are read into memory: F32 as is, BF16 as
+// bf16, the F16 and quantized matrices in their blocks; opts.F32 widens everything.
 // The file is closed on return.
 func LoadGGUF(path string, opts LoadOptions) (*Model, error) {
 	f, err := gguf.Open(path)
@@ -423,7 +423,7 @@ func (l ggufLoader) mat(name string, rows, cols int) (tensor.Mat, error) {
 	if err != nil {
 		return tensor.Mat{}, err
 	}
-	if bf, ok := blockFormats[t.Type]; ok && t.Type != gguf.F16 && !l.opts.F32 {
+	if bf, ok := blockFormats[t.Type]; ok && !l.opts.F32 {
 		raw, err := l.f.ReadTensor(t)
 		if err != nil {
 			return tensor.Mat{}, err

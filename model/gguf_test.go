@@ -621,7 +621,7 @@ func TestGGUFQuantizedLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := "F32"
-			if i == 2 && c.typ != gguf.F16 {
+			if i == 2 {
 				want = c.bf.Name
 			}
 			for _, w := range []*tensor.Mat{&m.Embed, &m.Layers[0].Q.W, &m.Layers[0].Down.W} {
