@@ -25,13 +25,12 @@ import (
 //
 // Where a file states one of the fixed values under a key of llama.cpp's own
 // vocabulary (attention.scale, attention.sliding_window_pattern as a period or a
-// per-layer list, rope.freq_base_swa), the key wins: no converter of llama.cpp writes
+// per-layer list, rope.freq_base_swa, embedding_scale), the key wins: no converter of llama.cpp writes
 // them for Gemma, so its files read exactly as llama.cpp reads them, and a model whose
 // config departs from the fixed values (kvfoot export writes such keys) keeps its
-// semantics.
+// semantics (a bf16 checkpoint's √hidden, which transformers rounds to bf16, among them).
 func ggufGemma(f *gguf.File, arch string, c *Config) error {
 	c.Gemma = true
-	c.EmbedScale = float32(math.Sqrt(float64(c.Hidden)))
 	key := func(k string) string { return arch + "." + k }
 	positive := func(k string, dst *float64) error {
 		if !f.Has(key(k)) {
@@ -47,6 +46,12 @@ func ggufGemma(f *gguf.File, arch string, c *Config) error {
 		*dst = v
 		return nil
 	}
+
+	embedScale := math.Sqrt(float64(c.Hidden))
+	if err := positive("embedding_scale", &embedScale); err != nil {
+		return err
+	}
+	c.EmbedScale = float32(embedScale)
 
 	large := arch == "gemma2" && c.Layers == 46 || arch == "gemma3" && c.Layers == 62
 	scale := 1 / math.Sqrt(float64(c.HeadDim))

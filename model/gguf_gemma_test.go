@@ -35,6 +35,7 @@ type gemmaHF struct {
 	AttnSoftCap    *float64                   `json:"attn_logit_softcapping"`
 	FinalSoftCap   *float64                   `json:"final_logit_softcapping"`
 	RopeParameters map[string]json.RawMessage `json:"rope_parameters"`
+	Dtype          string                     `json:"dtype"`
 	BOS            int                        `json:"bos_token_id"`
 	EOS            int                        `json:"eos_token_id"`
 }
@@ -69,7 +70,8 @@ func (h gemmaHF) ropes(t *testing.T) (global, local gemmaRope) {
 // dropped, Q and K not permuted (Gemma's RoPE is llama.cpp's NEOX mode), matrices in
 // their checkpoint dtype. Where the checkpoint departs from what llama.cpp fixes for
 // the architecture (its attention scale, window pattern, local RoPE base), the
-// departure goes under llama.cpp's own key for it, as kvfoot export writes it.
+// departure goes under llama.cpp's own key for it, as kvfoot export writes it
+// (and a bf16 checkpoint's √hidden rounded to bf16, under embedding_scale).
 // edit, if not nil, changes the metadata and tensors before writing (the mutation
 // tests).
 func gemmaGGUF(t *testing.T, dir, path string, edit func(kv []gguf.KV, ts []gguf.Tensor) ([]gguf.KV, []gguf.Tensor)) {
@@ -111,6 +113,14 @@ func gemmaGGUF(t *testing.T, dir, path string, edit func(kv []gguf.KV, ts []gguf
 		}
 		if local.Theta != 10000 {
 			kv = append(kv, gguf.KV{Key: "gemma3.rope.freq_base_swa", Value: float32(local.Theta)})
+		}
+	}
+	if h.Dtype == "bfloat16" {
+		// transformers (and Google's reference) scale the embeddings by √hidden rounded to
+		// the activations' bf16; llama.cpp by sqrtf(n_embd)
+		scale := float32(math.Sqrt(float64(h.Hidden)))
+		if bf := math.Float32frombits((math.Float32bits(scale) + 0x7fff + math.Float32bits(scale)>>16&1) &^ 0xffff); bf != scale {
+			kv = append(kv, gguf.KV{Key: arch + ".embedding_scale", Value: bf})
 		}
 	}
 	if h.QueryPreAttn != float64(h.HeadDim) {
@@ -211,24 +221,15 @@ func TestGGUFGemma(t *testing.T) {
 			if got.LayerRope(0) != want.LayerRope(0) || got.LayerRope(want.Layers-1) != want.LayerRope(want.Layers-1) {
 				t.Errorf("rope %+v / %+v, want %+v / %+v", got.LayerRope(0), got.LayerRope(got.Layers-1), want.LayerRope(0), want.LayerRope(want.Layers-1))
 			}
-			// The scale went through float32 metadata; √hidden is llama.cpp's float32 one,
-			// which transformers rounds to bf16 for a bf16 model.
+			// The scale went through float32 metadata.
 			if math.Abs(float64(got.AttnScale/want.AttnScale-1)) > 1e-7 {
 				t.Errorf("attention scale %g, want %g", got.AttnScale, want.AttnScale)
 			}
-			if got.EmbedScale != float32(math.Sqrt(float64(got.Hidden))) {
-				t.Errorf("embedding scale %g, want √%d", got.EmbedScale, got.Hidden)
-			}
 			for _, c := range []*model.Config{&want, &got} {
-				c.Rope, c.LocalRope, c.WeightsDtypeHint, c.EmbedScale, c.AttnScale = model.Rope{}, model.Rope{}, "", 0, 0
+				c.Rope, c.LocalRope, c.WeightsDtypeHint, c.AttnScale = model.Rope{}, model.Rope{}, "", 0
 			}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("config\n got %+v\nwant %+v", got, want)
-			}
-			if hf.Config.WeightsDtypeHint == "bfloat16" {
-				// transformers (and Google's reference) scale by √hidden rounded to the
-				// activations' bf16; llama.cpp's sqrtf(n_embd) is what the loader keeps
-				m.Config.EmbedScale = hf.Config.EmbedScale
 			}
 			for _, chunk := range []int{0, 7} {
 				checkLogits(t, allLogits(t, m, ref.ids, chunk), ref.logits)
@@ -265,6 +266,9 @@ func TestGGUFGemma(t *testing.T) {
 		}},
 		{"head-dim attention scale", "gemma3", func(kv []gguf.KV, ts []gguf.Tensor) ([]gguf.KV, []gguf.Tensor) {
 			return dropKeys(kv, "gemma3.attention.scale"), ts
+		}},
+		{"float32 embedding scale", "gemma3-bf16", func(kv []gguf.KV, ts []gguf.Tensor) ([]gguf.KV, []gguf.Tensor) {
+			return dropKeys(kv, "gemma3.embedding_scale"), ts
 		}},
 		{"unscaled global rope", "gemma3", func(kv []gguf.KV, ts []gguf.Tensor) ([]gguf.KV, []gguf.Tensor) {
 			return dropKeys(kv, "gemma3.rope.scaling.type", "gemma3.rope.scaling.factor"), ts
@@ -377,7 +381,8 @@ func TestGGUFGemmaConfig(t *testing.T) {
 			gguf.KV{Key: "gemma3.attention.sliding_window_pattern", Value: flags(false, true, true, false)},
 			gguf.KV{Key: "gemma3.attention.scale", Value: float32(0.125)},
 			gguf.KV{Key: "gemma3.rope.freq_base_swa", Value: float32(5000)},
-			gguf.KV{Key: "gemma3.final_logit_softcapping", Value: float32(30)}), 0.125, 0, 30, windows(40, "GLLG"), 5000},
+			gguf.KV{Key: "gemma3.final_logit_softcapping", Value: float32(30)},
+			gguf.KV{Key: "gemma3.embedding_scale", Value: float32(8.5)}), 0.125, 0, 30, windows(40, "GLLG"), 5000},
 		{"gemma3 period", write("gemma3", 7, 64, 2, 32,
 			gguf.KV{Key: "gemma3.attention.sliding_window", Value: uint32(40)},
 			gguf.KV{Key: "gemma3.attention.sliding_window_pattern", Value: uint32(3)}), float32(1 / math.Sqrt(32)), 0, 0, windows(40, "LLGLLGL"), 10000},
@@ -387,9 +392,13 @@ func TestGGUFGemmaConfig(t *testing.T) {
 			t.Errorf("%s: %v", c.name, err)
 			continue
 		}
+		embedScale := float32(math.Sqrt(float64(got.Hidden)))
+		if c.name == "gemma3 overrides" {
+			embedScale = 8.5
+		}
 		if !got.Gemma || got.AttnScale != c.scale || got.AttnSoftCap != c.attnCap || got.FinalSoftCap != c.softCap ||
 			fmt.Sprint(got.Window) != fmt.Sprint(c.window) || got.LocalRope.Theta != c.localTheta ||
-			got.EmbedScale != float32(math.Sqrt(float64(got.Hidden))) || got.QKNorm != strings.HasPrefix(c.name, "gemma3") {
+			got.EmbedScale != embedScale || got.QKNorm != strings.HasPrefix(c.name, "gemma3") {
 			t.Errorf("%s: config %+v\nwant scale %g, caps %g/%g, windows %v, local rope base %g", c.name, got, c.scale, c.attnCap, c.softCap, c.window, c.localTheta)
 		}
 	}
