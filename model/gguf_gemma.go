@@ -25,10 +25,11 @@ import (
 //
 // Where a file states one of the fixed values under a key of llama.cpp's own
 // vocabulary (attention.scale, attention.sliding_window_pattern as a period or a
-// per-layer list, rope.freq_base_swa, embedding_scale), the key wins: no converter of llama.cpp writes
-// them for Gemma, so its files read exactly as llama.cpp reads them, and a model whose
-// config departs from the fixed values (kvfoot export writes such keys) keeps its
-// semantics (a bf16 checkpoint's √hidden, which transformers rounds to bf16, among them).
+// per-layer list, rope.freq_base_swa, embedding_scale, and Gemma 3's
+// attn_logit_softcapping), the key wins: llama.cpp's converter writes none of them for
+// Gemma, so its files read exactly as llama.cpp reads them, and a model that departs
+// from the fixed values (kvfoot export writes such keys: a bf16 checkpoint's √hidden,
+// which transformers rounds to bf16, is one) keeps its semantics.
 func ggufGemma(f *gguf.File, arch string, c *Config) error {
 	c.Gemma = true
 	key := func(k string) string { return arch + "." + k }
