@@ -26,7 +26,8 @@ import (
 // Where a file states one of the fixed values under a key of llama.cpp's own
 // vocabulary (attention.scale, attention.sliding_window_pattern as a period or a
 // per-layer list, rope.freq_base_swa, embedding_scale, and Gemma 3's
-// attn_logit_softcapping), the key wins: llama.cpp's converter writes none of them for
+// attn_logit_softcapping; Ollama's converter writes the pattern and, as
+// rope.local.freq_base, the local base), the key wins: llama.cpp's converter writes none of them for
 // Gemma, so its files read exactly as llama.cpp reads them, and a model that departs
 // from the fixed values (kvfoot export writes such keys: a bf16 checkpoint's √hidden,
 // which transformers rounds to bf16, is one) keeps its semantics.
@@ -112,13 +113,18 @@ func ggufGemma(f *gguf.File, arch string, c *Config) error {
 	}
 	if arch == "gemma3" {
 		c.LocalRope = Rope{Theta: 10000, Type: "default", Factor: 1}
-		if f.Has(key("rope.freq_base_swa")) {
-			if err := positive("rope.freq_base_swa", &c.LocalRope.Theta); err != nil {
+		// llama.cpp's key, or Ollama's converter's
+		for _, k := range []string{"rope.freq_base_swa", "rope.local.freq_base"} {
+			if !f.Has(key(k)) {
+				continue
+			}
+			if err := positive(k, &c.LocalRope.Theta); err != nil {
 				return err
 			}
 			if !(c.LocalRope.Theta > 1) {
-				return fmt.Errorf("%s: metadata %q: %g, want > 1", f.Path, key("rope.freq_base_swa"), c.LocalRope.Theta)
+				return fmt.Errorf("%s: metadata %q: %g, want > 1", f.Path, key(k), c.LocalRope.Theta)
 			}
+			break
 		}
 	}
 	return nil

@@ -383,6 +383,11 @@ func TestGGUFGemmaConfig(t *testing.T) {
 			gguf.KV{Key: "gemma3.rope.freq_base_swa", Value: float32(5000)},
 			gguf.KV{Key: "gemma3.final_logit_softcapping", Value: float32(30)},
 			gguf.KV{Key: "gemma3.embedding_scale", Value: float32(8.5)}), 0.125, 0, 30, windows(40, "GLLG"), 5000},
+		// Ollama's converter: a per-layer pattern and its own key for the local base.
+		{"gemma3 ollama", write("gemma3", 3, 64, 2, 32,
+			gguf.KV{Key: "gemma3.attention.sliding_window", Value: uint32(40)},
+			gguf.KV{Key: "gemma3.attention.sliding_window_pattern", Value: flags(true, true, false)},
+			gguf.KV{Key: "gemma3.rope.local.freq_base", Value: float32(20000)}), float32(1 / math.Sqrt(32)), 0, 0, windows(40, "LLG"), 20000},
 		{"gemma3 period", write("gemma3", 7, 64, 2, 32,
 			gguf.KV{Key: "gemma3.attention.sliding_window", Value: uint32(40)},
 			gguf.KV{Key: "gemma3.attention.sliding_window_pattern", Value: uint32(3)}), float32(1 / math.Sqrt(32)), 0, 0, windows(40, "LLGLLGL"), 10000},
