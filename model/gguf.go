@@ -22,19 +22,21 @@ var ggufArchs = map[string]struct {
 	"mistral": {"MistralForCausalLM", true},
 	"qwen2":   {"Qwen2ForCausalLM", false},
 	"qwen3":   {"Qwen3ForCausalLM", false},
+	"gemma2":  {"Gemma2ForCausalLM", false},
+	"gemma3":  {"Gemma3ForCausalLM", false},
 }
 
-// blockFormats are the GGUF block types. Weight matrices of the quantized ones stay
-// in their blocks (the kernels compute on them); F16, and everything under
-// LoadOptions.F32, is widened to float32 at load (exactly, for F16).
+// blockFormats are the GGUF block types, F16 (one value a block) among them. Weight
+// matrices stay in their blocks (the kernels compute on them); under LoadOptions.F32
+// they are widened to float32 at load.
 var blockFormats = map[gguf.Type]*tensor.BlockFormat{
 	gguf.F16: &tensor.BlockF16, gguf.Q8_0: &tensor.BlockQ8_0, gguf.Q4_0: &tensor.BlockQ4_0,
 	gguf.Q4_1: &tensor.BlockQ4_1, gguf.Q5_0: &tensor.BlockQ5_0, gguf.Q5_1: &tensor.BlockQ5_1, gguf.Q4_K: &tensor.BlockQ4_K, gguf.Q5_K: &tensor.BlockQ5_K, gguf.Q6_K: &tensor.BlockQ6_K,
 }
 
-// LoadGGUF reads a model from a GGUF file (general.architecture llama, mistral or
-// qwen2). Weights are read into memory: F32 as is, BF16 as bf16, the quantized
-// matrices in their blocks, and F16 widened to float32; opts.F32 widens everything.
+// LoadGGUF reads a model from a GGUF file (general.architecture llama, mistral,
+// qwen2, qwen3, gemma2 or gemma3). Weights are read into memory: F32 as is, BF16 as
+// bf16, the F16 and quantized matrices in their blocks; opts.F32 widens everything.
 // The file is closed on return.
 func LoadGGUF(path string, opts LoadOptions) (*Model, error) {
 	f, err := gguf.Open(path)
@@ -46,7 +48,8 @@ func LoadGGUF(path string, opts LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: cfg, invFreq: cfg.Rope.InvFreq(cfg.HeadDim)}
+	m := &Model{Config: cfg}
+	m.setInvFreq()
 	arch, _ := f.String("general.architecture")
 	l := ggufLoader{f: f, opts: opts}
 	if err := l.weights(m, ggufArchs[arch].permuted); err != nil {
@@ -64,9 +67,9 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 	}
 	a, ok := ggufArchs[arch]
 	if !ok {
-		return Config{}, fmt.Errorf("%s: metadata \"general.architecture\": %q is not supported (want llama, mistral, qwen2 or qwen3)", f.Path, arch)
+		return Config{}, fmt.Errorf("%s: metadata \"general.architecture\": %q is not supported (want llama, mistral, qwen2, qwen3, gemma2 or gemma3)", f.Path, arch)
 	}
-	c := Config{Arch: a.hf, BOS: -1, WeightsDtypeHint: mainType(f), QKNorm: arch == "qwen3"}
+	c := Config{Arch: a.hf, BOS: -1, WeightsDtypeHint: mainType(f), QKNorm: arch == "qwen3" || arch == "gemma3"}
 	num := func(key string, dst *int, max int64, required bool) error {
 		if !f.Has(arch+"."+key) && !required {
 			return nil
@@ -172,7 +175,11 @@ func GGUFConfig(f *gguf.File) (Config, error) {
 			c.EOS = append(c.EOS, int(id))
 		}
 	}
-	if f.Has(arch + ".attention.sliding_window") {
+	if a.hf == "Gemma2ForCausalLM" || a.hf == "Gemma3ForCausalLM" {
+		if err := ggufGemma(f, arch, &c); err != nil {
+			return Config{}, err
+		}
+	} else if f.Has(arch + ".attention.sliding_window") {
 		var w int
 		if err := num("attention.sliding_window", &w, 1<<30, true); err != nil {
 			return Config{}, err
@@ -416,7 +423,7 @@ func (l ggufLoader) mat(name string, rows, cols int) (tensor.Mat, error) {
 	if err != nil {
 		return tensor.Mat{}, err
 	}
-	if bf, ok := blockFormats[t.Type]; ok && t.Type != gguf.F16 && !l.opts.F32 {
+	if bf, ok := blockFormats[t.Type]; ok && !l.opts.F32 {
 		raw, err := l.f.ReadTensor(t)
 		if err != nil {
 			return tensor.Mat{}, err
@@ -475,6 +482,14 @@ func (l ggufLoader) weights(m *Model, permuted bool) error {
 		}
 		if L.MLPNorm, err = l.vec(p+"ffn_norm.weight", c.Hidden); err != nil {
 			return err
+		}
+		if c.Gemma {
+			if L.PostAttnNorm, err = l.vec(p+"post_attention_norm.weight", c.Hidden); err != nil {
+				return err
+			}
+			if L.PostMLPNorm, err = l.vec(p+"post_ffw_norm.weight", c.Hidden); err != nil {
+				return err
+			}
 		}
 		if c.QKNorm {
 			if L.QNorm, err = l.vec(p+"attn_q_norm.weight", c.HeadDim); err != nil {

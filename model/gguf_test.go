@@ -517,7 +517,8 @@ func TestGGUFErrors(t *testing.T) {
 	}{
 		{"ok", nil, gguf.F32, ""},
 		{"ok q8_0", nil, gguf.Q8_0, ""},
-		{"gemma3", set("general.architecture", "gemma3"), gguf.F32, `"gemma3" is not supported (want llama, mistral, qwen2 or qwen3)`},
+		{"gemma3n", set("general.architecture", "gemma3n"), gguf.F32, `"gemma3n" is not supported (want llama, mistral, qwen2, qwen3, gemma2 or gemma3)`},
+		{"gemma-embedding", set("general.architecture", "gemma-embedding"), gguf.F32, `"gemma-embedding" is not supported`},
 		{"gemma", set("general.architecture", "gemma"), gguf.F32, `"gemma" is not supported`},
 		{"type", nil, gguf.IQ4_NL, `tensor "token_embd.weight": type IQ4_NL is not supported`},
 		{"heads", set("llama.attention.head_count_kv", uint32(3)), gguf.F32, "does not divide"},
@@ -620,7 +621,7 @@ func TestGGUFQuantizedLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := "F32"
-			if i == 2 && c.typ != gguf.F16 {
+			if i == 2 {
 				want = c.bf.Name
 			}
 			for _, w := range []*tensor.Mat{&m.Embed, &m.Layers[0].Q.W, &m.Layers[0].Down.W} {

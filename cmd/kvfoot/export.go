@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 
 	"github.com/kvfoot/kvfoot/format/gguf"
 	"github.com/kvfoot/kvfoot/internal/outfile"
@@ -63,6 +64,10 @@ func runExport(args []string) error {
 	if err := gguf.WriteFile(*out, kv, ts, *force); err != nil {
 		return err
 	}
+	if keys := llamaCppIgnores(kv); len(keys) > 0 {
+		fmt.Fprintf(os.Stderr, "kvfoot export: warning: this model departs from what llama.cpp fixes for %s; kvfoot reads %s, llama.cpp ignores them and will compute other logits\n",
+			m.Config.Arch, strings.Join(keys, ", "))
+	}
 	var bytes uint64
 	for _, t := range ts {
 		bytes += uint64(len(t.Data))
@@ -95,6 +100,8 @@ var exportArchs = map[string]struct {
 	"MistralForCausalLM": {"llama", true},
 	"Qwen2ForCausalLM":   {"qwen2", false},
 	"Qwen3ForCausalLM":   {"qwen3", false},
+	"Gemma2ForCausalLM":  {"gemma2", false},
+	"Gemma3ForCausalLM":  {"gemma3", false},
 }
 
 // exportGGUF lays a model out as llama.cpp's convert_hf_to_gguf.py does: the {arch}.*
@@ -106,7 +113,7 @@ func exportGGUF(m *model.Model, wt exportType) ([]gguf.KV, []gguf.Tensor, error)
 	c := m.Config
 	a, ok := exportArchs[c.Arch]
 	if !ok {
-		return nil, nil, fmt.Errorf("config.json architecture %q: export writes Llama, Mistral, Qwen2 and Qwen3 models", c.Arch)
+		return nil, nil, fmt.Errorf("config.json architecture %q: export writes Llama, Mistral, Qwen2, Qwen3, Gemma 2 and Gemma 3 models", c.Arch)
 	}
 	arch := a.name
 	name := "kvfoot export"
@@ -136,7 +143,13 @@ func exportGGUF(m *model.Model, wt exportType) ([]gguf.KV, []gguf.Tensor, error)
 	default:
 		return nil, nil, fmt.Errorf("rope scaling %q: GGUF export writes default, linear and llama3", c.Rope.Type)
 	}
-	if len(c.Window) > 0 {
+	if c.Gemma {
+		g, err := exportGemma(c, arch)
+		if err != nil {
+			return nil, nil, err
+		}
+		kv = append(kv, g...)
+	} else if len(c.Window) > 0 {
 		// GGUF's llama layout has one window for every layer; a model whose layers
 		// differ (Qwen2's max_window_layers) has no GGUF form here
 		for _, w := range c.Window {
@@ -177,6 +190,10 @@ func exportGGUF(m *model.Model, wt exportType) ([]gguf.KV, []gguf.Tensor, error)
 		p := fmt.Sprintf("blk.%d.", i)
 		vec(p+"attn_norm.weight", L.AttnNorm, 0)
 		vec(p+"ffn_norm.weight", L.MLPNorm, 0)
+		if c.Gemma { // the norms hold 1 + w already, as llama.cpp's converter stores them
+			vec(p+"post_attention_norm.weight", L.PostAttnNorm, 0)
+			vec(p+"post_ffw_norm.weight", L.PostMLPNorm, 0)
+		}
 		if L.QNorm != nil {
 			vec(p+"attn_q_norm.weight", L.QNorm, 0)
 			vec(p+"attn_k_norm.weight", L.KNorm, 0)
@@ -304,4 +321,78 @@ func padVocab(kv []gguf.KV, vocab int) ([]gguf.KV, error) {
 		out[i] = e
 	}
 	return out, nil
+}
+
+// exportGemma is the Gemma 2/3 metadata: what llama.cpp's converter writes (soft caps,
+// sliding window), and, under llama.cpp's own keys, whatever of the model departs from
+// what llama.cpp fixes for the architecture (model.LoadGGUF reads them; llama.cpp does
+// not: llamaCppIgnores names them). A model llama.cpp's keys cannot describe at all
+// (Gemma 2 without soft caps or windows, Gemma 3 with scaled local RoPE) is refused.
+func exportGemma(c model.Config, arch string) ([]gguf.KV, error) {
+	var kv []gguf.KV
+	add := func(key string, v any) { kv = append(kv, gguf.KV{Key: arch + "." + key, Value: v}) }
+	if arch == "gemma2" {
+		if c.AttnSoftCap == 0 || c.FinalSoftCap == 0 || len(c.Window) == 0 {
+			return nil, fmt.Errorf("a Gemma 2 model without attention and logit soft caps or without sliding windows has no GGUF form: llama.cpp caps at 50 and 30 and slides 4096 unless told otherwise")
+		}
+		add("attn_logit_softcapping", c.AttnSoftCap)
+		add("final_logit_softcapping", c.FinalSoftCap)
+	} else {
+		if c.FinalSoftCap != 0 {
+			add("final_logit_softcapping", c.FinalSoftCap)
+		}
+		if c.AttnSoftCap != 0 {
+			add("attn_logit_softcapping", c.AttnSoftCap)
+		}
+	}
+	period := map[string]int{"gemma2": 2, "gemma3": 6}[arch]
+	if len(c.Window) > 0 {
+		w, local, differs := 0, make([]bool, c.Layers), false
+		for l, lw := range c.Window {
+			if lw != 0 && w != 0 && lw != w {
+				return nil, fmt.Errorf("sliding windows %v differ between local layers: GGUF has one window", c.Window)
+			}
+			w, local[l] = max(w, lw), lw != 0
+			differs = differs || local[l] != (l%period < period-1)
+		}
+		add("attention.sliding_window", uint32(w))
+		if differs {
+			add("attention.sliding_window_pattern", gguf.Array{Elem: gguf.TypeBool, Values: local})
+		}
+	}
+	if lr := c.LocalRope; arch == "gemma3" && lr.Theta != 0 && len(c.Window) > 0 {
+		if lr.Type != "default" {
+			return nil, fmt.Errorf("local layers' rope scaling %q: GGUF has no key for it (llama.cpp leaves local layers unscaled)", lr.Type)
+		}
+		if lr.Theta != 10000 {
+			add("rope.freq_base_swa", float32(lr.Theta))
+		}
+	}
+	// llama.cpp's attention scale: 1/√(hidden/heads) for the 27B models, else 1/√head_dim.
+	scale := 1 / math.Sqrt(float64(c.HeadDim))
+	if arch == "gemma2" && c.Layers == 46 || arch == "gemma3" && c.Layers == 62 {
+		scale = 1 / math.Sqrt(float64(c.Hidden/c.Heads))
+	}
+	if math.Abs(float64(c.AttnScale)/scale-1) > 1e-6 { // more than float32 rounding
+		add("attention.scale", c.AttnScale)
+	}
+	if c.EmbedScale != float32(math.Sqrt(float64(c.Hidden))) {
+		add("embedding_scale", c.EmbedScale)
+	}
+	return kv, nil
+}
+
+// llamaCppIgnores lists the metadata keys of kv that model.LoadGGUF reads and
+// llama.cpp does not for the file's architecture: where llama.cpp's logits will
+// differ from kvfoot's on the exported file.
+func llamaCppIgnores(kv []gguf.KV) []string {
+	var out []string
+	for _, e := range kv {
+		for _, k := range []string{".attention.scale", ".attention.sliding_window_pattern", ".rope.freq_base_swa", ".embedding_scale", "gemma3.attn_logit_softcapping"} {
+			if strings.HasPrefix(e.Key, "gemma") && strings.HasSuffix(e.Key, k) {
+				out = append(out, e.Key)
+			}
+		}
+	}
+	return out
 }

@@ -340,3 +340,68 @@ func checkExportedTokenizer(t *testing.T, path, dir string) {
 		t.Fatalf("only %d reference strings", n)
 	}
 }
+
+// TestExportGemma writes the transformers Gemma 2/3 checkpoints as GGUF in each type
+// and loads them back: over 200 tokens (past every sliding window) the logits are
+// those of the folder's model with its weights rounded as the type stores them, so
+// the norms (1 + w), post-norms, soft caps, windows and their pattern, the attention
+// scale, the local RoPE and a bf16 model's embedding scale all survive; and the keys
+// llama.cpp would not honour are the ones these checkpoints need.
+func TestExportGemma(t *testing.T) {
+	ignored := map[string]string{
+		// query_pre_attn_scalar 24 ≠ head_dim 16; the alternation is llama.cpp's own
+		"gemma2": "[gemma2.attention.scale]",
+		// every third layer global, not every sixth; query_pre_attn_scalar 20
+		"gemma3": "[gemma3.attention.sliding_window_pattern gemma3.attention.scale]",
+		// and √72 rounded to bf16
+		"gemma3-bf16": "[gemma3.attention.sliding_window_pattern gemma3.embedding_scale]",
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, name := range []string{"gemma2", "gemma3", "gemma3-bf16"} {
+		for _, typ := range []string{"f32", "f16", "q8_0"} {
+			t.Run(name+"/"+typ, func(t *testing.T) {
+				dir := filepath.Join("..", "..", "testdata", "models", name)
+				src, err := model.Load(dir, model.LoadOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				kvs, ts, err := exportGGUF(src, exportTypes[typ])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := fmt.Sprint(llamaCppIgnores(kvs)); got != ignored[name] {
+					t.Errorf("keys llama.cpp ignores: %s, want %s", got, ignored[name])
+				}
+				path := filepath.Join(t.TempDir(), "m.gguf")
+				if err := gguf.WriteFile(path, kvs, ts, false); err != nil {
+					t.Fatal(err)
+				}
+				got, err := model.LoadGGUF(path, model.LoadOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ref, err := model.Load(dir, model.LoadOptions{F32: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				roundWeights(ref, typ)
+				ids := make([]int, 200)
+				for i := range ids {
+					ids[i] = r.IntN(src.Config.Vocab)
+				}
+				if e := relL2(exportLogits(t, got, ids), exportLogits(t, ref, ids)); !(e <= 1e-5) {
+					t.Errorf("logits %.3g rel L2 from the folder's model with %s weights, want ≤ 1e-5", e, typ)
+				}
+			})
+		}
+	}
+	// What no key of llama.cpp can say is refused.
+	src, err := model.Load(filepath.Join("..", "..", "testdata", "models", "gemma2"), model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Config.FinalSoftCap = 0
+	if _, _, err := exportGGUF(src, exportTypes["f32"]); err == nil || !strings.Contains(err.Error(), "without attention and logit soft caps") {
+		t.Errorf("Gemma 2 without a logit cap: %v, want a refusal", err)
+	}
+}
