@@ -132,3 +132,38 @@ func TestGPUAttentionScores(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkAttentionScores times the scores of Llama-3.1-8B's heads (32 query and 8 KV heads of
+// 128) as the policies ask for them: SnapKV's observation window after a pre-fill (64 rows of
+// the last 4K-token chunk), H2O's and Locret's every row of a 4K-token chunk, TOVA's decode step.
+func BenchmarkAttentionScores(b *testing.B) {
+	d := gpu(b)
+	const hq, hkv, dim = 32, 8, 128
+	for _, c := range []struct {
+		name            string
+		past, n, window int
+	}{
+		{"snapkv-window64-32K", 28 << 10, 4 << 10, 64},
+		{"snapkv-window64-128K", 124 << 10, 4 << 10, 64},
+		{"h2o-chunk4K-past0", 0, 4 << 10, 4 << 10},
+		{"h2o-chunk4K-past28K", 28 << 10, 4 << 10, 4 << 10},
+		{"tova-decode-32K", 32 << 10, 1, 1},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			pool, heads := benchCache(b, d, hq, hkv, dim, c.past+c.n)
+			req := make([]ScoreHead, hkv)
+			for g := range req {
+				req[g] = ScoreHead{From: c.n - c.window, To: c.n, Past: c.past, Count: c.past + c.n}
+			}
+			q := alloc(b, d, int64(c.n*hq*dim*2))
+			fillRandom(b, d, q, 4)
+			out := alloc(b, d, int64(ScoresLen(req))*4)
+			work := alloc(b, d, ScoresWorkBytes(hq, req))
+			ms := timeIt(b, d, func(int) error { return d.AttentionScores(out, q, pool, heads, c.n, req, work) })
+			// q·k twice (statistics, then probabilities) over the asked rows' visible entries
+			pairs := float64(c.window)*float64(c.past) + float64(c.window)*float64(2*c.n-c.window+1)/2
+			b.ReportMetric(ms, "ms/op")
+			b.ReportMetric(4*pairs*dim*hq/(ms*1e-3)/1e12, "TFLOP/s")
+		})
+	}
+}
