@@ -431,7 +431,6 @@ func runEviction(t *testing.T, shape kv.Shape, spec string, mk kv.StorageMaker, 
 // within bf16 rounding.
 func TestGPUEvictionMatchesCPU(t *testing.T) {
 	g := openGPU(t)
-	shape := kv.Shape{Layers: 3, Heads: 8, KVHeads: 2, HeadDim: 64}
 	const prompt, chunk, steps = 300, 64, 12
 	toHost := func(x []float32) compute.Buf { return compute.Host(x) }
 	fromHost := func(b compute.Buf) []float32 { return append([]float32{}, compute.HostOf(b)...) }
@@ -463,95 +462,98 @@ func TestGPUEvictionMatchesCPU(t *testing.T) {
 		}
 		return x
 	}
-	for _, spec := range []string{
-		"snapkv:sparsity=0.6,window=16",
-		"snapkv:sparsity=0.6,window=16,gqa=mean",
-		"snapkv:sparsity=0.6,window=16,chunked=true",
-		"snapkv:sparsity=0.6,window=16,chunked=true,gqa=mean",
-		"snapkv:sparsity=0.6,window=16,chunked=true,patch=8,gqa=mean",
-		"snapkv:sparsity=0.6,window=16,chunked=true,patch=8",
-		"pyramidkv:sparsity=0.6,window=16,chunked=true",
-		"pyramidkv:sparsity=0.6,window=16,gqa=mean",
-		"h2o:heavy=48,recent=32",
-		"tova:budget=80",
-		"locret:sparsity=0.6,local=20,stabilizers=64",
-		"random:sparsity=0.6,window=16",
-	} {
-		t.Run(spec, func(t *testing.T) {
-			var err error
-			var cpu, gpu evictionRun
-			func() {
-				defer Recover(&err)
-				cpu = runEviction(t, shape, spec+"+bf16", kv.HostStorage, prompt, chunk, steps, toHost, fromHost)
-				gpu = runEviction(t, shape, spec+"+bf16", g.Storage, prompt, chunk, steps, toDev, fromDev)
-			}()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(cpu.events) != len(gpu.events) {
-				t.Fatalf("%d scores and Keeps on the GPU, %d on the CPU", len(gpu.events), len(cpu.events))
-			}
-			diverged, worstScore, scored := -1, 0.0, 0
-			for i, ce := range cpu.events {
-				ge := gpu.events[i]
-				if ce.layer != ge.layer || ce.head != ge.head || (ce.keep == nil) != (ge.keep == nil) {
-					t.Fatalf("event %d: the GPU's is layer %d head %d keep %v, the CPU's layer %d head %d keep %v",
-						i, ge.layer, ge.head, ge.keep != nil, ce.layer, ce.head, ce.keep != nil)
+	// head dim 64 with 4 query heads per KV head; 128 with 8 (the kernels' largest group)
+	for _, shape := range []kv.Shape{{Layers: 3, Heads: 8, KVHeads: 2, HeadDim: 64}, {Layers: 2, Heads: 16, KVHeads: 2, HeadDim: 128}} {
+		for _, spec := range []string{
+			"snapkv:sparsity=0.6,window=16",
+			"snapkv:sparsity=0.6,window=16,gqa=mean",
+			"snapkv:sparsity=0.6,window=16,chunked=true",
+			"snapkv:sparsity=0.6,window=16,chunked=true,gqa=mean",
+			"snapkv:sparsity=0.6,window=16,chunked=true,patch=8,gqa=mean",
+			"snapkv:sparsity=0.6,window=16,chunked=true,patch=8",
+			"pyramidkv:sparsity=0.6,window=16,chunked=true",
+			"pyramidkv:sparsity=0.6,window=16,gqa=mean",
+			"h2o:heavy=48,recent=32",
+			"tova:budget=80",
+			"locret:sparsity=0.6,local=20,stabilizers=64",
+			"random:sparsity=0.6,window=16",
+		} {
+			t.Run(fmt.Sprintf("d%d/%s", shape.HeadDim, spec), func(t *testing.T) {
+				var err error
+				var cpu, gpu evictionRun
+				func() {
+					defer Recover(&err)
+					cpu = runEviction(t, shape, spec+"+bf16", kv.HostStorage, prompt, chunk, steps, toHost, fromHost)
+					gpu = runEviction(t, shape, spec+"+bf16", g.Storage, prompt, chunk, steps, toDev, fromDev)
+				}()
+				if err != nil {
+					t.Fatal(err)
 				}
-				if ce.keep != nil {
-					if len(ce.keep) != len(ge.keep) {
-						t.Fatalf("event %d (layer %d head %d): the GPU keeps %d entries, the CPU %d", i, ce.layer, ce.head, len(ge.keep), len(ce.keep))
+				if len(cpu.events) != len(gpu.events) {
+					t.Fatalf("%d scores and Keeps on the GPU, %d on the CPU", len(gpu.events), len(cpu.events))
+				}
+				diverged, worstScore, scored := -1, 0.0, 0
+				for i, ce := range cpu.events {
+					ge := gpu.events[i]
+					if ce.layer != ge.layer || ce.head != ge.head || (ce.keep == nil) != (ge.keep == nil) {
+						t.Fatalf("event %d: the GPU's is layer %d head %d keep %v, the CPU's layer %d head %d keep %v",
+							i, ge.layer, ge.head, ge.keep != nil, ce.layer, ce.head, ce.keep != nil)
 					}
-					if diverged < 0 && !slices.Equal(ce.keep, ge.keep) {
-						diverged = i
-						t.Logf("event %d (layer %d head %d): a near-tie kept different entries; the runs are compared by counts from here", i, ce.layer, ce.head)
+					if ce.keep != nil {
+						if len(ce.keep) != len(ge.keep) {
+							t.Fatalf("event %d (layer %d head %d): the GPU keeps %d entries, the CPU %d", i, ce.layer, ce.head, len(ge.keep), len(ce.keep))
+						}
+						if diverged < 0 && !slices.Equal(ce.keep, ge.keep) {
+							diverged = i
+							t.Logf("event %d (layer %d head %d): a near-tie kept different entries; the runs are compared by counts from here", i, ce.layer, ce.head)
+						}
+						continue
 					}
-					continue
-				}
-				if diverged >= 0 {
-					continue
-				}
-				if len(ce.scores) != len(ge.scores) {
-					t.Fatalf("event %d (layer %d head %d): %d scores on the GPU, %d on the CPU", i, ce.layer, ce.head, len(ge.scores), len(ce.scores))
-				}
-				for j, c := range ce.scores {
-					diff := math.Abs(float64(ge.scores[j] - c))
-					if diff > 1e-6+1e-3*math.Abs(float64(c)) {
-						t.Fatalf("event %d (layer %d head %d) entry %d: GPU score %g, CPU %g", i, ce.layer, ce.head, j, ge.scores[j], c)
+					if diverged >= 0 {
+						continue
 					}
-					worstScore = max(worstScore, diff/max(math.Abs(float64(c)), 1e-6))
+					if len(ce.scores) != len(ge.scores) {
+						t.Fatalf("event %d (layer %d head %d): %d scores on the GPU, %d on the CPU", i, ce.layer, ce.head, len(ge.scores), len(ce.scores))
+					}
+					for j, c := range ce.scores {
+						diff := math.Abs(float64(ge.scores[j] - c))
+						if diff > 1e-6+1e-3*math.Abs(float64(c)) {
+							t.Fatalf("event %d (layer %d head %d) entry %d: GPU score %g, CPU %g", i, ce.layer, ce.head, j, ge.scores[j], c)
+						}
+						worstScore = max(worstScore, diff/max(math.Abs(float64(c)), 1e-6))
+					}
+					scored++
 				}
-				scored++
-			}
-			if scored == 0 && !strings.HasPrefix(spec, "random") {
-				t.Fatal("no scores were compared")
-			}
-			if cpu.meter.Footprint != gpu.meter.Footprint || cpu.meter.Peak != gpu.meter.Peak || cpu.meter.PeakBytes != gpu.meter.PeakBytes {
-				t.Fatalf("meter: GPU footprint %v peak %v peak bytes %d, CPU %v %v %d", gpu.meter.Footprint, gpu.meter.Peak,
-					gpu.meter.PeakBytes, cpu.meter.Footprint, cpu.meter.Peak, cpu.meter.PeakBytes)
-			}
-			if diverged < 0 {
-				for l := range cpu.pos {
-					for h := range cpu.pos[l] {
-						if !slices.Equal(cpu.pos[l][h], gpu.pos[l][h]) {
-							t.Fatalf("layer %d head %d keeps other positions on the GPU", l, h)
+				if scored == 0 && !strings.HasPrefix(spec, "random") {
+					t.Fatal("no scores were compared")
+				}
+				if cpu.meter.Footprint != gpu.meter.Footprint || cpu.meter.Peak != gpu.meter.Peak || cpu.meter.PeakBytes != gpu.meter.PeakBytes {
+					t.Fatalf("meter: GPU footprint %v peak %v peak bytes %d, CPU %v %v %d", gpu.meter.Footprint, gpu.meter.Peak,
+						gpu.meter.PeakBytes, cpu.meter.Footprint, cpu.meter.Peak, cpu.meter.PeakBytes)
+				}
+				if diverged < 0 {
+					for l := range cpu.pos {
+						for h := range cpu.pos[l] {
+							if !slices.Equal(cpu.pos[l][h], gpu.pos[l][h]) {
+								t.Fatalf("layer %d head %d keeps other positions on the GPU", l, h)
+							}
 						}
 					}
 				}
-			}
-			worstOut := 0.0
-			for i := range cpu.outs {
-				if diverged >= 0 && cpu.before[i] > diverged {
-					break // the caches differ: so may the attention
+				worstOut := 0.0
+				for i := range cpu.outs {
+					if diverged >= 0 && cpu.before[i] > diverged {
+						break // the caches differ: so may the attention
+					}
+					rel, _ := relErr(gpu.outs[i], cpu.outs[i])
+					worstOut = max(worstOut, rel)
 				}
-				rel, _ := relErr(gpu.outs[i], cpu.outs[i])
-				worstOut = max(worstOut, rel)
-			}
-			if worstOut > 0.02 {
-				t.Fatalf("attention outputs: relative error %.3g", worstOut)
-			}
-			t.Logf("%d score vectors within %.2g relative; outputs within %.2g; footprint %.4f peak %.4f", scored, worstScore, worstOut,
-				cpu.meter.Footprint, cpu.meter.Peak)
-		})
+				if worstOut > 0.02 {
+					t.Fatalf("attention outputs: relative error %.3g", worstOut)
+				}
+				t.Logf("%d score vectors within %.2g relative; outputs within %.2g; footprint %.4f peak %.4f", scored, worstScore, worstOut,
+					cpu.meter.Footprint, cpu.meter.Peak)
+			})
+		}
 	}
 }
