@@ -231,11 +231,18 @@ func TestGPUMatchesCPU(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				// Token eviction keeps what the scores rank highest; the GPU's bf16 queries move
+				// them by about 1%, so near-ties may keep other entries and the logits agree less
+				// closely (TestGPUEvictionMatchesCPU compares kept sets from equal inputs).
+				tol := 0.03
+				if strings.HasPrefix(spec, "snapkv") || strings.HasPrefix(spec, "h2o") {
+					tol = 0.1
+				}
 				worst := 0.0
 				for s := range cl {
 					rel, maxAbs := relErr(gl[s], cl[s])
 					worst = max(worst, rel)
-					if rel > 0.03 {
+					if rel > tol {
 						t.Fatalf("step %d: logits relative error %.3g (max abs %.3g)", s, rel, maxAbs)
 					}
 					if s < len(ct) && ct[s] != gt[s] {
