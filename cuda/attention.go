@@ -72,6 +72,33 @@ func (d *Device) KVWrite(p KVPool, k, v Buffer, slots []int32) error {
 	return d.launch("kv_write", grid1(len(slots), p.Dim/8), p.K, p.V, k, v, s, int32(p.Dim))
 }
 
+// KVRead copies the entries at pool slots slots[i] into rows i of k and v ([len(slots)][Dim]
+// bf16): an expanded cache's chunk, gathered from its stored heads for the pre-fill kernel.
+func (d *Device) KVRead(p KVPool, k, v Buffer, slots []int32) error {
+	if len(slots) == 0 {
+		return nil
+	}
+	for i, s := range slots {
+		if s < 0 {
+			return fmt.Errorf("cuda: kv read: slot %d is negative", i)
+		}
+	}
+	if err := p.checkSlots("kv read", slots); err != nil {
+		return err
+	}
+	if err := need("kv read keys", k, len(slots)*p.Dim, bf16Bytes); err != nil {
+		return err
+	}
+	if err := need("kv read values", v, len(slots)*p.Dim, bf16Bytes); err != nil {
+		return err
+	}
+	s, err := d.StageInts(slots)
+	if err != nil {
+		return err
+	}
+	return d.launch("kv_read", grid1(len(slots), p.Dim/8), k, v, p.K, p.V, s, int32(p.Dim))
+}
+
 // KVCopyWorkBytes is the workspace KVCopy needs for moves moves of head dimension dim.
 func KVCopyWorkBytes(moves, dim int) int64 { return 2 * int64(moves) * int64(dim) * bf16Bytes }
 

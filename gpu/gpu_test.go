@@ -174,7 +174,7 @@ func relErr(got, want []float32) (rel, maxAbs float64) {
 
 // The GPU's logits agree with the CPU's within bf16 tolerance, step by step, for full
 // attention, streaming heads (which evict during pre-fill and decode, so Keep's compaction
-// runs) and a head mask; the caches hold the same entries and bytes; greedy tokens agree
+// runs), a head mask and token eviction (SnapKV on an expanded cache, H2O); the caches hold the same entries and bytes; greedy tokens agree
 // until a step where the two choices are a near-tie on the CPU.
 func TestGPUMatchesCPU(t *testing.T) {
 	g := openGPU(t)
@@ -189,7 +189,8 @@ func TestGPUMatchesCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	specs := []string{"full+bf16", "streaming:sink=4,window=40+bf16",
-		"headmask:masks=" + masks + ",sparsity=0.5,sink=4,window=40+bf16", "full"}
+		"headmask:masks=" + masks + ",sparsity=0.5,sink=4,window=40+bf16", "full",
+		"snapkv:sparsity=0.5,window=16+bf16", "h2o:heavy=40,recent=24+bf16"}
 	for _, weights := range []string{"f32", "bf16", "bf16-qkv-bias"} {
 		c := cfg
 		c.QKVBias = weights == "bf16-qkv-bias"
@@ -229,11 +230,18 @@ func TestGPUMatchesCPU(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				// Token eviction keeps what the scores rank highest; the GPU's bf16 queries move
+				// them by about 1%, so near-ties may keep other entries and the logits agree less
+				// closely (TestGPUEvictionMatchesCPU compares kept sets from equal inputs).
+				tol := 0.03
+				if strings.HasPrefix(spec, "snapkv") || strings.HasPrefix(spec, "h2o") {
+					tol = 0.1
+				}
 				worst := 0.0
 				for s := range cl {
 					rel, maxAbs := relErr(gl[s], cl[s])
 					worst = max(worst, rel)
-					if rel > 0.03 {
+					if rel > tol {
 						t.Fatalf("step %d: logits relative error %.3g (max abs %.3g)", s, rel, maxAbs)
 					}
 					if s < len(ct) && ct[s] != gt[s] {
@@ -269,25 +277,8 @@ func TestGPURefusals(t *testing.T) {
 	if _, err := kv.New(shape, "full+quant:bits=4", kv.WithStorage(g.Storage)); err == nil || !strings.Contains(err.Error(), "quant") {
 		t.Errorf("quantized storage: %v", err)
 	}
-	if _, err := kv.New(shape, "snapkv:sparsity=0.5", kv.WithStorage(g.Storage)); err == nil || !strings.Contains(err.Error(), "gqa=expand") {
-		t.Errorf("an expanded cache: %v", err)
-	}
-	m := model.NewRandom(testConfig(), 3)
-	b, err := g.Upload(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.SetBackend(b)
-	c, err := kv.New(kv.Shape(m.Shape()), "snapkv:sparsity=0.5,gqa=mean", kv.WithStorage(g.Storage))
-	if err != nil {
-		t.Fatal(err)
-	}
-	func() {
-		defer Recover(&err)
-		_, err = model.NewRunner(m, 8).Forward(c, []int{1, 2, 3, 4, 5, 6, 7, 8}, model.Step{Rows: 8, Prefill: true, Final: true}, false)
-	}()
-	if err == nil || !strings.Contains(err.Error(), "attention scores") {
-		t.Errorf("snapkv on the GPU: %v", err)
+	if _, err := g.Storage(shape, 3, kv.Precision{}); err == nil || !strings.Contains(err.Error(), "not 3 copies") {
+		t.Errorf("stored heads that are not copies of the KV heads: %v", err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package gpu
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -16,7 +15,8 @@ import (
 // entries need and a streaming head's stay few. Entries stay in position order (Keep compacts).
 type storage struct {
 	d       *cuda.Device
-	shape   kv.Shape
+	shape   kv.Shape // as stored: an expanded cache's KVHeads are the query heads
+	rep     int      // stored heads per model KV head
 	pages   *cuda.PagedCache
 	mem     *deviceMem // the pool and workspaces, freed when the storage is collected
 	scale   float32
@@ -26,6 +26,8 @@ type storage struct {
 	slots   []int32
 	pending []cuda.Move // Keep's copies not yet run (flush)
 	entries int64
+	req     []cuda.ScoreHead // the layer in progress's score requests (scores.go)
+	scores  []float32        // their results, downloaded
 }
 
 // deviceMem is a storage's device memory, apart from the storage so that a cleanup can free
@@ -33,27 +35,32 @@ type storage struct {
 type deviceMem struct {
 	d    *cuda.Device
 	pool cuda.KVPool
-	work cuda.Buffer // decode attention's partial results; KVCopy's gathered entries
+	work cuda.Buffer // decode attention's partial results; KVCopy's gathered entries; an expanded chunk
+	// the attention scores and their softmax statistics, apart from work, which the decode
+	// attention queued after them overwrites before they are downloaded
+	scores cuda.Buffer
 }
 
 func (m *deviceMem) free() {
 	m.d.FreeKVPool(m.pool)
 	m.d.Free(m.work)
+	m.d.Free(m.scores)
 }
 
 // Storage makes caches' storage on the GPU (pass it to kv.WithStorage). It stores bf16 entries
 // for the precisions "f32" (the default; kvfoot's CPU path stores float32) and "bf16", and
-// refuses quantized storage and expanded caches (SnapKV's gqa=expand), which the GPU does not
-// implement yet. Policies that ask for attention scores (token eviction: SnapKV, H2O, …) are
-// refused when they first ask, with a Fault.
+// refuses quantized storage, which the GPU does not implement yet. An expanded cache (rep > 1,
+// SnapKV's gqa=expand) stores each model KV head rep times, one copy per query head, which then
+// attend one to one. The attention probabilities that token-eviction policies ask for are
+// computed on the GPU (scores.go).
 func (g *GPU) Storage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
 	switch p.Name {
 	case "", "f32", "bf16":
 	default:
 		return nil, fmt.Errorf("%s stores KV entries in bf16; %q storage is CPU-only for now", g.Name(), p.Name)
 	}
-	if rep != 1 {
-		return nil, fmt.Errorf("%s: caches expanded to every query head (gqa=expand) are CPU-only for now", g.Name())
+	if rep < 1 || s.KVHeads%rep != 0 {
+		return nil, fmt.Errorf("%s: %d stored heads per layer are not %d copies of the model's KV heads", g.Name(), s.KVHeads, rep)
 	}
 	if s.HeadDim != 64 && s.HeadDim != 128 {
 		return nil, fmt.Errorf("%s: head dimension %d; the attention kernels take 64 or 128", g.Name(), s.HeadDim)
@@ -72,7 +79,7 @@ func (g *GPU) Storage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
 		return nil, fmt.Errorf("%s: KV cache: %w", g.Name(), err)
 	}
 	mem := &deviceMem{d: g.d, pool: pool}
-	st := &storage{d: g.d, shape: s, pages: pages, mem: mem, scale: float32(1 / math.Sqrt(float64(s.HeadDim)))}
+	st := &storage{d: g.d, shape: s, rep: rep, pages: pages, mem: mem, scale: float32(1 / math.Sqrt(float64(s.HeadDim)))}
 	runtime.AddCleanup(st, func(m *deviceMem) { m.free() }, mem)
 	return st, nil
 }
@@ -117,21 +124,26 @@ func LongestContext(s kv.Shape, free int64) int {
 	return int(max(blocks-1, 0) * cuda.BlockEntries)
 }
 
-// workspace returns the first bytes of the workspace, grown as needed.
-func (s *storage) workspace(bytes int64) cuda.Buffer {
-	if s.mem.work.Bytes < bytes {
+// workspace returns the workspace, grown to at least bytes as needed. Growing waits for the
+// GPU, after which staged lists are reused: grow before staging what the next launch reads.
+func (s *storage) workspace(bytes int64) cuda.Buffer { return s.grow(&s.mem.work, bytes) }
+
+func (s *storage) grow(b *cuda.Buffer, bytes int64) cuda.Buffer {
+	if b.Bytes < bytes {
 		check(s.d.Sync()) // a queued kernel may still use the old one
-		check(s.d.Free(s.mem.work))
-		s.mem.work = cuda.Buffer{}
+		check(s.d.Free(*b))
+		*b = cuda.Buffer{}
 		w, err := s.d.Alloc(max(bytes, 1<<20))
 		check(err)
-		s.mem.work = w
+		*b = w
 	}
-	return s.mem.work
+	return *b
 }
 
 func (s *storage) head(layer, g int) int { return layer*s.shape.KVHeads + g }
 
+// Append writes the forward's rows to every stored head of layer; in an expanded cache each
+// model KV head's rows go to its rep stored heads, one KVWrite per copy.
 func (s *storage) Append(layer int, k, v compute.Buf, n int) {
 	s.flush()
 	H := s.shape.KVHeads
@@ -141,18 +153,32 @@ func (s *storage) Append(layer int, k, v compute.Buf, n int) {
 		need += (s.pages.Len(h)+n+cuda.BlockEntries-1)/cuda.BlockEntries - s.pages.HeldBlocks(h)
 	}
 	s.reserve(need)
-	s.slots = s.slots[:0]
-	s.slots = append(s.slots, make([]int32, n*H)...)
-	for g := range H {
-		slots, err := s.pages.Append(s.head(layer, g), n)
+	for c := range s.rep {
+		var err error
+		s.slots, err = appendSlots(s.slots, s.pages, s.head(layer, 0), H, s.rep, c, n)
 		check(err)
-		for t, slot := range slots {
-			s.slots[t*H+g] = slot // k and v are [n][KVHeads][HeadDim]: one row per (token, head)
-		}
+		check(s.d.KVWrite(s.mem.pool, dev(k), dev(v), s.slots))
 	}
-	check(s.d.KVWrite(s.mem.pool, dev(k), dev(v), s.slots))
 	s.k, s.v, s.n = k, v, n
 	s.entries += int64(n * H)
+}
+
+// appendSlots appends n entries to copy c of every model KV head of a layer whose stored heads
+// (heads of them, rep copies of each model KV head in a row) start at pages head first, and
+// returns in dst the pool slot of each row of the forward's k and v, [n][heads/rep] rows.
+func appendSlots(dst []int32, pages *cuda.PagedCache, first, heads, rep, c, n int) ([]int32, error) {
+	kvHeads := heads / rep
+	dst = append(dst[:0], make([]int32, n*kvHeads)...)
+	for src := range kvHeads {
+		slots, err := pages.Append(first+src*rep+c, n)
+		if err != nil {
+			return nil, err
+		}
+		for t, slot := range slots {
+			dst[t*kvHeads+src] = slot
+		}
+	}
+	return dst, nil
 }
 
 // stageTables sends layer's block tables with each head's length from lens.
@@ -176,30 +202,59 @@ func (s *storage) stageTables(layer int, lens func(g int, held int32) int32) cud
 
 func (s *storage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
 	s.flush()
-	for g, r := range a.Req {
-		if r.To > r.From {
-			panic(Fault{errors.New("the policy asks for attention scores (token eviction), which the GPU does not compute yet: use --device cpu")})
-		}
-		a.Scores[g] = a.Scores[g][:0]
-	}
 	if a.N != s.n {
 		panic(Fault{fmt.Errorf("attention over %d rows after appending %d", a.N, s.n)})
 	}
+	res, asked := s.queueScores(layer, q, a) // before the attention, whose out may be q
 	if a.N > 1 {
 		// The chunk's own rows come from k and v, causally; the cache part is the entries
 		// from before the forward, the first Past[g] of each head.
+		kc, vc := dev(s.k), dev(s.v)
+		if s.rep > 1 {
+			kc, vc = s.expandChunk(layer, a)
+		}
 		heads := s.stageTables(layer, func(g int, _ int32) int32 { return int32(a.Past[g]) })
-		check(s.d.PrefillAttention(dev(out), dev(q), dev(s.k), dev(s.v), s.mem.pool, heads, a.N))
-		return
+		check(s.d.PrefillAttention(dev(out), dev(q), kc, vc, s.mem.pool, heads, a.N))
+	} else {
+		longest, total := 0, 0
+		for g := range s.shape.KVHeads {
+			n := s.pages.Len(s.head(layer, g))
+			longest, total = max(longest, n), total+n
+		}
+		sp := s.d.DecodeSplits(total, longest)
+		work := s.workspace(cuda.DecodeWorkspaceBytes(s.shape.Heads, s.shape.HeadDim, sp.Splits))
+		heads := s.stageTables(layer, func(_ int, held int32) int32 { return held })
+		check(s.d.DecodeAttention(dev(out), dev(q), s.mem.pool, heads, sp, work))
 	}
-	longest, total := 0, 0
-	heads := s.stageTables(layer, func(_ int, held int32) int32 {
-		longest, total = max(longest, int(held)), total+int(held)
-		return held
-	})
-	sp := s.d.DecodeSplits(total, longest)
-	work := s.workspace(cuda.DecodeWorkspaceBytes(heads.HQ, s.shape.HeadDim, sp.Splits))
-	check(s.d.DecodeAttention(dev(out), dev(q), s.mem.pool, heads, sp, work))
+	if asked {
+		s.collectScores(res, a)
+	}
+}
+
+// expandChunk gathers the forward's rows of every stored head of an expanded cache from the
+// pool into [n][stored heads][HeadDim] keys and values in the workspace: the pre-fill kernel
+// reads the chunk laid out by the heads it attends to, and k and v hold the model's fewer KV
+// heads.
+func (s *storage) expandChunk(layer int, a *kv.AttendArgs) (k, v cuda.Buffer) {
+	H := s.shape.KVHeads
+	half := int64(a.N*H*s.shape.HeadDim) * 2
+	w := s.workspace(2 * half)
+	s.slots = chunkSlots(s.slots, s.pages, s.head(layer, 0), a.Past, a.N)
+	k, v = cuda.Buffer{Ptr: w.Ptr, Bytes: half}, cuda.Buffer{Ptr: w.Ptr + uint64(half), Bytes: half}
+	check(s.d.KVRead(s.mem.pool, k, v, s.slots))
+	return k, v
+}
+
+// chunkSlots returns in dst the pool slots of the forward's n rows of the len(past) heads from
+// pages head first, [n][heads]: row t of head g is its entry past[g]+t.
+func chunkSlots(dst []int32, pages *cuda.PagedCache, first int, past []int, n int) []int32 {
+	dst = dst[:0]
+	for t := range n {
+		for g, p := range past {
+			dst = append(dst, pages.Slot(first+g, p+t))
+		}
+	}
+	return dst
 }
 
 // Keep records the head's compaction; the copies run with the other heads' in one KVCopy
