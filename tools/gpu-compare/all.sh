@@ -5,13 +5,14 @@
 # compressed to travel (xz -6), put in place first. Summaries go to $OUT (the device tool's
 # folder; default /tmp/gpu-all), raw output to /tmp/gpu-compare. STEPS picks and orders them:
 #   ptx       regenerate the PTX from cuda/kernels with nvcc into DIR/ptx, use it in the steps
-#             after ($KVFOOT_CUDA_PTX_DIR) and pack it into $OUT/ptx.tgz to be committed
+#             after ($KVFOOT_CUDA_PTX_DIR) and pack it (with ptxas's resource report) into $OUT/ptx.tgz, to be committed
 #   tests     the cuda and gpu packages' GPU tests (tools/gpu-test.sh, no benchmarks)
 #   bench     the cuda package's kernel benchmarks (BENCHFILTER, default all)
 #   agree     logits against a float32 reference beside transformers' bf16 (agree.py)
 #   eval      the default study's recall tasks with full, duo and prulong on the GPU and the CPU
 #             (haystacks from CORPUS, default Python's standard library: this machine has no Go)
 #   speed     kvfoot against transformers on the 8B shape (speed.sh; SHAPES to change)
+#   profile   per-kernel times of the 8B shape's pre-fill and decode at 32K (profile.sh, ncu)
 #   sanitize  the GPU tests under compute-sanitizer's memcheck
 set -u
 dir=$1
@@ -29,7 +30,8 @@ for step in ${STEPS:-tests agree eval speed sanitize}; do
 	echo "== $step $(date +%T)" >&2
 	case $step in
 	ptx)
-		RESOURCES=1 sh tools/cuda-ptx.sh cuda/kernels "$dir/ptx" >"$out/ptx.txt" 2>&1
+		mkdir -p "$dir/ptx"
+		RESOURCES=1 sh tools/cuda-ptx.sh cuda/kernels "$dir/ptx" >"$dir/ptx/resources.txt" 2>&1
 		KVFOOT_CUDA_PTX_DIR=$(cd "$dir/ptx" && pwd)
 		export KVFOOT_CUDA_PTX_DIR
 		tar czf "$out/ptx.tgz" -C "$dir/ptx" . ;;
@@ -45,6 +47,7 @@ for step in ${STEPS:-tests agree eval speed sanitize}; do
 			echo "eval --device $dev: $(($(date +%s) - t0)) s" >>"$out/eval.txt"
 		done ;;
 	speed) OUT=/tmp/gpu-compare sh tools/gpu-compare/speed.sh "$dir/kvfoot" ${SHAPES:-llama-3.1-8b} >"$out/speed.txt" 2>&1 ;;
+	profile) sh tools/gpu-compare/profile.sh "$dir/kvfoot" >"$out/profile.txt" 2>&1 ;;
 	sanitize) BENCH=0 SANITIZE=1 sh tools/gpu-test.sh "$dir" 2>&1 | grep -v -e '^=== RUN' -e '^    --- PASS' >"$out/sanitize.txt" ;;
 	*) echo "all.sh: unknown step $step" >&2 ;;
 	esac
