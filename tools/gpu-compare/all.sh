@@ -14,6 +14,9 @@
 #   speed     kvfoot against transformers on the 8B shape (speed.sh; SHAPES to change)
 #   profile   per-kernel times of the 8B shape's pre-fill and decode at 32K (profile.sh, ncu)
 #   sanitize  the GPU tests under compute-sanitizer's memcheck
+#   variant   a kernel variant under trial: DIR/variant/kernels/*.cu (with common.cuh) compiled
+#             to PTX and DIR/variant/cuda.test's attention tests and benchmarks run on it
+#             (appended to $OUT/bench.txt)
 set -u
 dir=$1
 out=${OUT:-/tmp/gpu-all}
@@ -48,6 +51,16 @@ for step in ${STEPS:-tests agree eval speed sanitize}; do
 		done ;;
 	speed) OUT=/tmp/gpu-compare sh tools/gpu-compare/speed.sh "$dir/kvfoot" ${SHAPES:-llama-3.1-8b} >"$out/speed.txt" 2>&1 ;;
 	profile) sh tools/gpu-compare/profile.sh "$dir/kvfoot" >"$out/profile.txt" 2>&1 ;;
+	variant)
+		v=$dir/variant
+		[ -f "$v/cuda.test.gz" ] && gunzip -f "$v/cuda.test.gz"
+		chmod +x "$v/cuda.test"
+		{
+			echo "== variant"
+			RESOURCES=1 sh tools/cuda-ptx.sh "$v/kernels" "$v/ptx" && tar czf "$out/variant-ptx.tgz" -C "$v/ptx" .
+			KVFOOT_CUDA_PTX_DIR=$(cd "$v/ptx" && pwd) "$v/cuda.test" -test.run 'GPU.*Attention' -test.v -test.count 1 | grep -v -e '^=== RUN' -e '^    --- PASS'
+			KVFOOT_CUDA_PTX_DIR=$(cd "$v/ptx" && pwd) "$v/cuda.test" -test.run '^$' -test.bench 'Attention' -test.benchtime 5x
+		} >>"$out/bench.txt" 2>&1 ;;
 	sanitize) BENCH=0 SANITIZE=1 sh tools/gpu-test.sh "$dir" 2>&1 | grep -v -e '^=== RUN' -e '^    --- PASS' >"$out/sanitize.txt" ;;
 	*) echo "all.sh: unknown step $step" >&2 ;;
 	esac
