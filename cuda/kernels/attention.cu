@@ -90,6 +90,9 @@ __device__ __forceinline__ void attn_prefill(bf16* out, const bf16* q, const bf1
     cp_async16(Qs + r * P + lc, ok ? src : q, ok);
   }
 
+  // The pool block of the next cache tile, read one tile ahead so that its latency hides
+  // behind a tile's compute instead of holding up the tile's loads.
+  int nextBlock = cacheTiles > 0 ? table[0] : 0;
   auto load = [&](int t, int st) {
     bf16* ks = Ks + st * 64 * P;
     bf16* vs = Vs + st * 64 * P;
@@ -97,7 +100,8 @@ __device__ __forceinline__ void attn_prefill(bf16* out, const bf16* q, const bf1
     size_t stride;
     int valid;
     if (t < cacheTiles) {  // one pool block: 64 consecutive slots
-      size_t off = (size_t)table[t] * KV_BLOCK * D;
+      size_t off = (size_t)nextBlock * KV_BLOCK * D;
+      nextBlock = t + 1 < cacheTiles ? table[t + 1] : 0;
       kb = kpool + off;
       vb = vpool + off;
       stride = D;
