@@ -134,16 +134,17 @@ __device__ __forceinline__ void attn_prefill(bf16* out, const bf16* q, const bf1
     for (int d = 0; d < D / 8; d++)
 #pragma unroll
       for (int e = 0; e < 4; e++) o[mt][d][e] = 0.f;
-  // This thread's 4 rows, i = mt·2 + hf: warp·32 + mt·16 + hf·8 + g. mrow is in log2 units
-  // (scaled by scaleLog2); lrow sums this thread's columns only, the quad's sum comes at the end.
+  // This thread's 4 rows, i = mt·2 + hf: v0 + warp·32 + mt·16 + hf·8 + g = rowOf(i). mrow is in
+  // log2 units (scaled by scaleLog2); lrow sums this thread's columns only, the quad's sum comes
+  // at the end. Positions rowOf(i)/G are recomputed where needed (edge tiles, the end) rather
+  // than held in registers, which O and S all but fill.
   int g = lane >> 2, t4 = lane & 3;
+  auto rowOf = [&](int i) { return v0 + warp * 32 + (i >> 1) * 16 + (i & 1) * 8 + g; };
   float mrow[4], lrow[4];
-  int rowPos[4];
 #pragma unroll
   for (int i = 0; i < 4; i++) {
     mrow[i] = -INFINITY;
     lrow[i] = 0.f;
-    rowPos[i] = (v0 + warp * 32 + (i >> 1) * 16 + (i & 1) * 8 + g) / G;
   }
 
   for (int t = 0; t < T; t++) {
@@ -185,7 +186,7 @@ __device__ __forceinline__ void attn_prefill(bf16* out, const bf16* q, const bf1
     if (isCache ? j0 + 64 > len : j0 + 63 > pFirst) {
 #pragma unroll
       for (int i = 0; i < 4; i++) {
-        int last = isCache ? len - 1 - j0 : rowPos[i] - j0;  // the row's last visible column
+        int last = isCache ? len - 1 - j0 : rowOf(i) / G - j0;  // the row's last visible column
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -257,9 +258,9 @@ __device__ __forceinline__ void attn_prefill(bf16* out, const bf16* q, const bf1
     l += __shfl_xor_sync(0xffffffff, l, 1);
     l += __shfl_xor_sync(0xffffffff, l, 2);
     float inv = l > 0.f ? 1.f / l : 0.f;
-    int v = v0 + warp * 32 + (i >> 1) * 16 + (i & 1) * 8 + g;
+    int v = rowOf(i);
     if (v < rows) {
-      int pos = rowPos[i];
+      int pos = v / G;
       bf16* dst = out + ((size_t)pos * Hq + kvh * G + (v - pos * G)) * D;
 #pragma unroll
       for (int d = 0; d < D / 8; d++)
