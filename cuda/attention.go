@@ -202,7 +202,9 @@ func (d *Device) PrefillAttention(out, q, kc, vc Buffer, p KVPool, a AttentionHe
 			return err
 		}
 	}
-	dims := grid2((n+63)/64, a.HQ, 128)
+	// A block takes 128 (position, query head) rows of one KV head's G query heads.
+	rows := n * (a.HQ / a.HKV)
+	dims := grid2((rows+127)/128, a.HKV, 128)
 	dims.shared = uint32(prefillSharedBytes(p.Dim))
 	return d.launch(fmt.Sprintf("attn_prefill_d%d", p.Dim), dims, out, q, kc, vc, p.K, p.V, a.Tables, a.Lens,
 		int32(a.MaxBlocks), int32(n), int32(a.HQ), int32(a.HKV), softmaxScaleLog2(a.Scale))

@@ -208,34 +208,42 @@ func BenchmarkDecodeAttention(b *testing.B) {
 	}
 }
 
+// BenchmarkPrefillAttention times pre-fill attention at Llama-3.1-8B's heads (32 query and 8 KV
+// heads of 128) and Llama-3.2-1B's (32 and 8 of 64): a 4K and a 32K chunk on an empty cache, and
+// a 32K chunk after 96K cached entries (the last chunk of a 128K pre-fill).
 func BenchmarkPrefillAttention(b *testing.B) {
 	d := gpu(b)
-	const hq, hkv, dim = 32, 8, 128
-	for _, c := range []struct{ cached, n int }{{0, 4 << 10}, {0, 32 << 10}, {96 << 10, 32 << 10}} {
-		b.Run(fmt.Sprintf("cached%dK-chunk%dK", c.cached>>10, c.n>>10), func(b *testing.B) {
-			pool, heads := benchCache(b, d, hq, hkv, dim, max(c.cached, 1))
-			if c.cached == 0 { // an empty cache: lengths 0
-				zero := make([]int32, hkv)
-				if err := Upload(d, heads.Lens, zero); err != nil {
-					b.Fatal(err)
+	for _, m := range []struct {
+		model        string
+		hq, hkv, dim int
+	}{{"8B", 32, 8, 128}, {"1B", 32, 8, 64}} {
+		for _, c := range []struct{ cached, n int }{{0, 4 << 10}, {0, 32 << 10}, {96 << 10, 32 << 10}} {
+			b.Run(fmt.Sprintf("%s-cached%dK-chunk%dK", m.model, c.cached>>10, c.n>>10), func(b *testing.B) {
+				hq, hkv, dim := m.hq, m.hkv, m.dim
+				pool, heads := benchCache(b, d, hq, hkv, dim, max(c.cached, 1))
+				if c.cached == 0 { // an empty cache: lengths 0
+					zero := make([]int32, hkv)
+					if err := Upload(d, heads.Lens, zero); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			q := alloc(b, d, int64(c.n*hq*dim*2))
-			kc := alloc(b, d, int64(c.n*hkv*dim*2))
-			vc := alloc(b, d, int64(c.n*hkv*dim*2))
-			for i, buf := range []Buffer{q, kc, vc} {
-				fillRandom(b, d, buf, uint64(10+i))
-			}
-			out := alloc(b, d, int64(c.n*hq*dim*2))
-			ms := timeIt(b, d, func(int) error { return d.PrefillAttention(out, q, kc, vc, pool, heads, c.n) })
-			// Two matrix products (QKᵀ, PV) over the visible pairs: the cache plus the causal half.
-			pairs := float64(c.n)*float64(c.cached) + float64(c.n)*float64(c.n+1)/2
-			tflops := 4 * pairs * dim * hq / (ms * 1e-3) / 1e12
-			b.ReportMetric(ms, "ms/op")
-			b.ReportMetric(tflops, "TFLOP/s")
-			b.ReportMetric(tflops/h100TFLOPS, "of-989")
-			b.ReportMetric(float64(c.n)/(ms*1e-3), "tokens/s/layer")
-		})
+				q := alloc(b, d, int64(c.n*hq*dim*2))
+				kc := alloc(b, d, int64(c.n*hkv*dim*2))
+				vc := alloc(b, d, int64(c.n*hkv*dim*2))
+				for i, buf := range []Buffer{q, kc, vc} {
+					fillRandom(b, d, buf, uint64(10+i))
+				}
+				out := alloc(b, d, int64(c.n*hq*dim*2))
+				ms := timeIt(b, d, func(int) error { return d.PrefillAttention(out, q, kc, vc, pool, heads, c.n) })
+				// Two matrix products (QKᵀ, PV) over the visible pairs: the cache plus the causal half.
+				pairs := float64(c.n)*float64(c.cached) + float64(c.n)*float64(c.n+1)/2
+				tflops := 4 * pairs * float64(dim) * float64(hq) / (ms * 1e-3) / 1e12
+				b.ReportMetric(ms, "ms/op")
+				b.ReportMetric(tflops, "TFLOP/s")
+				b.ReportMetric(tflops/h100TFLOPS, "of-989")
+				b.ReportMetric(float64(c.n)/(ms*1e-3), "tokens/s/layer")
+			})
+		}
 	}
 }
 

@@ -422,6 +422,8 @@ func TestGPUPrefillAttention(t *testing.T) {
 		{128, 32, []int{300, 17, 64, 129, 0, 90, 256, 5}, 65},
 		{64, 2, []int{1000, 3}, 200},
 		{128, 4, []int{0}, 64},
+		{128, 24, []int{70, 0, 129}, 100}, // 8 query heads per KV head: 16 positions a block
+		{64, 3, []int{65}, 130},           // 3 per KV head: blocks start mid-position
 	} {
 		t.Run(fmt.Sprintf("d%d-hq%d-hkv%d-n%d", c.dim, c.hq, len(c.lens), c.n), func(t *testing.T) {
 			f := newCacheFixture(t, d, r, c.dim, c.hq, c.lens)

@@ -18,7 +18,8 @@ const (
 	gemvMaxRows     = 8                            // gemv_bf16 keeps one accumulator per row
 )
 
-func prefillSharedBytes(dim int) int { return 5 * 64 * (dim + 8) * bf16Bytes } // Q + 2 stages of K, V
+// prefillSharedBytes holds 128 rows of Q and two stages of 64 rows of K and of V, padded.
+func prefillSharedBytes(dim int) int { return (128 + 2*2*64) * (dim + 8) * bf16Bytes }
 
 // need checks that buffer what holds at least elems elements of size bytes each.
 func need(what string, b Buffer, elems, size int) error {

@@ -25,6 +25,7 @@ const ptxDirEnv = "KVFOOT_CUDA_PTX_DIR"
 // 48 KiB limit, raised for them at load.
 var dynamicShared = map[string]int{
 	"gemm_bf16":         gemmSharedBytes,
+	"attn_prefill_d64":  prefillSharedBytes(64),
 	"attn_prefill_d128": prefillSharedBytes(128),
 }
 

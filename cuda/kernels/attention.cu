@@ -35,171 +35,237 @@ extern "C" __global__ void kv_read(bf16* k, bf16* v, const bf16* kpool, const bf
   }
 }
 
+// exp2 as the one MUFU instruction (flush-to-zero; exp2(-inf) = 0), without exp2f's fix-ups
+// for results in the denormal range, which softmax weights never need.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Pre-fill: n new queries q[n][Hq][D] see their KV head's lens[h] cached entries and the chunk's
-// own keys kc/vc [n][Hkv][D] causally (query i sees chunk entries 0..i). Flash-attention style:
-// a block of 4 warps takes 64 queries of one head, each warp 16 rows, and walks 64-entry tiles
-// (first the cache's blocks, then the chunk's tiles up to the diagonal) through two cp.async
-// stages, with the online softmax in registers; S and P never leave the warp. out may alias q.
-// grid = (ceil(n/64), Hq), 128 threads, dynamic shared memory 5·64·(D+8)·2 bytes.
+// own keys kc/vc [n][Hkv][D] causally (query i sees chunk entries 0..i). FlashAttention-2 style.
+// A block serves one KV head and 128 rows, row v being query head kvh·G + v%G at position v/G
+// (G = Hq/Hkv): each K/V tile in shared memory feeds all G heads that read it, and the causal
+// diagonal spans only 128/G positions. Each of the 4 warps takes 32 rows (two m16 tiles), so
+// every K or V fragment read from shared memory feeds two MMAs. The block walks 64-entry tiles
+// (first the cache's blocks, then the chunk's tiles up to its last position) through two
+// cp.async stages, loading tile t+1 while it computes tile t. Q is re-read from shared memory
+// per tile: O (D/2 floats a thread) and S (64) leave no registers to hold it. S and P never
+// leave the warp; masks apply only to tiles that cross the cache's end or the diagonal. out may
+// alias q (a block reads its Q rows before it writes them, and no other block reads them).
+// grid = (ceil(n·G/128), Hkv), the longest rows first; 128 threads; dynamic shared memory
+// 384·(D+8)·2 bytes.
 template <int D>
 __device__ __forceinline__ void attn_prefill(bf16* out, const bf16* q, const bf16* kc, const bf16* vc,
                                              const bf16* kpool, const bf16* vpool, const int* tables,
                                              const int* lens, int maxBlocks, int n, int Hq, int Hkv,
                                              float scaleLog2) {
-  constexpr int P = D + 8;   // padded row: ldmatrix rows land in distinct banks
-  constexpr int CH = D / 8;  // 16-byte pieces per row
+  constexpr int P = D + 8;         // padded row: ldmatrix rows land in distinct banks
+  constexpr int CH = D / 8;        // 16-byte pieces per row
+  constexpr int RSTEP = 128 / CH;  // rows between one thread's pieces in a tile load
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem);  // [64][P]
-  bf16* Ks = Qs + 64 * P;                     // [2][64][P]
+  bf16* Qs = reinterpret_cast<bf16*>(smem);  // [128][P]
+  bf16* Ks = Qs + 128 * P;                    // [2][64][P]
   bf16* Vs = Ks + 2 * 64 * P;                 // [2][64][P]
   int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  int qt = blockIdx.x, h = blockIdx.y, kvh = h / (Hq / Hkv);
-  int q0 = qt * 64;
+  int kvh = blockIdx.y, G = Hq / Hkv;
+  int rows = n * G;
+  int v0 = (gridDim.x - 1 - blockIdx.x) * 128;  // the longest rows first: a short tail
   int len = lens[kvh];
   const int* table = tables + (size_t)kvh * maxBlocks;
+  int pFirst = v0 / G, pLast = (min(rows, v0 + 128) - 1) / G;
   int cacheTiles = (len + 63) / 64;
-  int chunkTiles = min((n + 63) / 64, qt + 1);
-  int T = cacheTiles + chunkTiles;
+  int T = cacheTiles + pLast / 64 + 1;
   size_t rowStride = (size_t)Hkv * D;
+  int lr = tid / CH, lc = (tid % CH) * 8;  // this thread's first row and its column in loads
 
-  for (int c = tid; c < 64 * CH; c += 128) {
-    int r = c / CH, col = (c % CH) * 8;
-    bool ok = q0 + r < n;
-    cp_async16(Qs + r * P + col, ok ? q + ((size_t)(q0 + r) * Hq + h) * D + col : q, ok);
+  // The G query heads of one position are adjacent in q: row v is at (v/G)·Hq + kvh·G + v%G.
+#pragma unroll
+  for (int i = 0; i < CH; i++) {
+    int r = lr + i * RSTEP, v = v0 + r;
+    int pos = v / G;
+    bool ok = v < rows;
+    const bf16* src = q + ((size_t)pos * Hq + kvh * G + (v - pos * G)) * D + lc;
+    cp_async16(Qs + r * P + lc, ok ? src : q, ok);
   }
-  cp_async_commit();
 
+  // The pool block of the next cache tile, read one tile ahead so that its latency hides
+  // behind a tile's compute instead of holding up the tile's loads.
+  int nextBlock = cacheTiles > 0 ? table[0] : 0;
   auto load = [&](int t, int st) {
     bf16* ks = Ks + st * 64 * P;
     bf16* vs = Vs + st * 64 * P;
-    if (t < cacheTiles) {
-      size_t base = (size_t)table[t] * KV_BLOCK;
-      int valid = len - t * 64;
-      for (int c = tid; c < 64 * CH; c += 128) {
-        int r = c / CH, col = (c % CH) * 8;
-        bool ok = r < valid;
-        size_t off = (base + r) * D + col;
-        cp_async16(ks + r * P + col, ok ? kpool + off : kpool, ok);
-        cp_async16(vs + r * P + col, ok ? vpool + off : vpool, ok);
-      }
+    const bf16 *kb, *vb;
+    size_t stride;
+    int valid;
+    if (t < cacheTiles) {  // one pool block: 64 consecutive slots
+      size_t off = (size_t)nextBlock * KV_BLOCK * D;
+      nextBlock = t + 1 < cacheTiles ? table[t + 1] : 0;
+      kb = kpool + off;
+      vb = vpool + off;
+      stride = D;
+      valid = len - t * 64;
     } else {
       int j0 = (t - cacheTiles) * 64;
-      for (int c = tid; c < 64 * CH; c += 128) {
-        int r = c / CH, col = (c % CH) * 8;
-        bool ok = j0 + r < n;
-        size_t off = (size_t)(j0 + r) * rowStride + (size_t)kvh * D + col;
-        cp_async16(ks + r * P + col, ok ? kc + off : kc, ok);
-        cp_async16(vs + r * P + col, ok ? vc + off : vc, ok);
-      }
+      size_t off = (size_t)j0 * rowStride + (size_t)kvh * D;
+      kb = kc + off;
+      vb = vc + off;
+      stride = rowStride;
+      valid = n - j0;
+    }
+#pragma unroll
+    for (int i = 0; i < 64 / RSTEP; i++) {
+      int r = lr + i * RSTEP;
+      bool ok = r < valid;
+      size_t off = (size_t)r * stride + lc;
+      cp_async16(ks + r * P + lc, ok ? kb + off : kpool, ok);
+      cp_async16(vs + r * P + lc, ok ? vb + off : vpool, ok);
     }
   };
 
   load(0, 0);
-  cp_async_commit();
-  cp_async_wait<1>();  // Q
-  __syncthreads();
-  uint32_t qf[D / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < D / 16; kk++)
-    ldmatrix_x4(qf[kk], Qs + (warp * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8);
+  cp_async_commit();  // Q and tile 0
 
-  float o[D / 8][4];
+  float o[2][D / 8][4];
 #pragma unroll
-  for (int d = 0; d < D / 8; d++)
+  for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-    for (int e = 0; e < 4; e++) o[d][e] = 0.f;
-  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+    for (int d = 0; d < D / 8; d++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) o[mt][d][e] = 0.f;
+  // This thread's 4 rows, i = mt·2 + hf: v0 + warp·32 + mt·16 + hf·8 + g = rowOf(i). mrow is in
+  // log2 units (scaled by scaleLog2); lrow sums this thread's columns only, the quad's sum comes
+  // at the end. Positions rowOf(i)/G are recomputed where needed (edge tiles, the end) rather
+  // than held in registers, which O and S all but fill.
   int g = lane >> 2, t4 = lane & 3;
-  int qrow = q0 + warp * 16 + g;  // this thread's rows: qrow and qrow+8
+  auto rowOf = [&](int i) { return v0 + warp * 32 + (i >> 1) * 16 + (i & 1) * 8 + g; };
+  float mrow[4], lrow[4];
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    mrow[i] = -INFINITY;
+    lrow[i] = 0.f;
+  }
 
   for (int t = 0; t < T; t++) {
+    cp_async_wait<0>();
+    __syncthreads();  // tile t landed for all, and every warp is done with the stage reloaded next
     if (t + 1 < T) load(t + 1, (t + 1) & 1);
     cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
     const bf16* ks = Ks + (t & 1) * 64 * P;
     const bf16* vs = Vs + (t & 1) * 64 * P;
 
-    float s[8][4];
+    float s[2][8][4];
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+    for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) s[j][e] = 0.f;
+      for (int j = 0; j < 8; j++)
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
+        for (int e = 0; e < 4; e++) s[mt][j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      uint32_t a[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+        ldmatrix_x4(a[mt], Qs + (warp * 32 + mt * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8);
 #pragma unroll
       for (int np = 0; np < 4; np++) {
         uint32_t r[4];
         ldmatrix_x4(r, ks + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * P + kk * 16 + ((lane >> 3) & 1) * 8);
-        mma16816(s[2 * np], qf[kk], r[0], r[1]);
-        mma16816(s[2 * np + 1], qf[kk], r[2], r[3]);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+          mma16816(s[mt][2 * np], a[mt], r[0], r[1]);
+          mma16816(s[mt][2 * np + 1], a[mt], r[2], r[3]);
+        }
       }
+    }
 
+    // Columns past the cache's end, or past the row's own position on the diagonal, weigh 0.
     bool isCache = t < cacheTiles;
     int j0 = isCache ? t * 64 : (t - cacheTiles) * 64;
+    if (isCache ? j0 + 64 > len : j0 + 63 > pFirst) {
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+      for (int i = 0; i < 4; i++) {
+        int last = isCache ? len - 1 - j0 : rowOf(i) / G - j0;  // the row's last visible column
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        int idx = j0 + j * 8 + t4 * 2 + (e & 1);
-        int row = qrow + (e >> 1) * 8;
-        bool ok = isCache ? idx < len : (idx <= row && idx < n);
-        s[j][e] = ok ? s[j][e] * scaleLog2 : -INFINITY;
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+          for (int e = 0; e < 2; e++)
+            if (j * 8 + t4 * 2 + e > last) s[i >> 1][j][(i & 1) * 2 + e] = -INFINITY;
       }
+    }
 
+    float alpha[4];
 #pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-      float mx = mrow[hf];
+    for (int i = 0; i < 4; i++) {
+      float(&sr)[8][4] = s[i >> 1];
+      int e0 = (i & 1) * 2;
+      float mx = -INFINITY;
 #pragma unroll
-      for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * hf], s[j][2 * hf + 1]));
+      for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(sr[j][e0], sr[j][e0 + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-      float mu = mx == -INFINITY ? 0.f : mx;  // nothing seen yet: every p is 0
-      float alpha = exp2f(mrow[hf] - mu);
-      mrow[hf] = mx;
+      float mnew = fmaxf(mrow[i], mx * scaleLog2);
+      float mu = mnew == -INFINITY ? 0.f : mnew;  // nothing seen yet: every p is 0
+      alpha[i] = exp2_ftz(mrow[i] - mu);
+      mrow[i] = mnew;
       float sum = 0.f;
 #pragma unroll
-      for (int j = 0; j < 8; j++) {
-        s[j][2 * hf] = exp2f(s[j][2 * hf] - mu);
-        s[j][2 * hf + 1] = exp2f(s[j][2 * hf + 1] - mu);
-        sum += s[j][2 * hf] + s[j][2 * hf + 1];
-      }
-      lrow[hf] = lrow[hf] * alpha + sum;
+      for (int j = 0; j < 8; j++)
 #pragma unroll
-      for (int d = 0; d < D / 8; d++) {
-        o[d][2 * hf] *= alpha;
-        o[d][2 * hf + 1] *= alpha;
-      }
+        for (int e = e0; e < e0 + 2; e++) {
+          sr[j][e] = exp2_ftz(fmaf(sr[j][e], scaleLog2, -mu));
+          sum += sr[j][e];
+        }
+      lrow[i] = lrow[i] * alpha[i] + sum;
+    }
+    // Once the running maxima settle, most tiles change none of the warp's: skip the rescale.
+    if (__any_sync(0xffffffff, alpha[0] != 1.f || alpha[1] != 1.f || alpha[2] != 1.f || alpha[3] != 1.f)) {
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int d = 0; d < D / 8; d++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) o[mt][d][e] *= alpha[mt * 2 + (e >> 1)];
     }
 
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-      uint32_t pa[4] = {pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
-                        pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      uint32_t pa[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++) {
+        pa[mt][0] = pack2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][1] = pack2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][2] = pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][3] = pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int dp = 0; dp < D / 16; dp++) {
         uint32_t r[4];
         ldmatrix_x4_trans(r, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * P + dp * 16 + (lane >> 4) * 8);
-        mma16816(o[2 * dp], pa, r[0], r[1]);
-        mma16816(o[2 * dp + 1], pa, r[2], r[3]);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+          mma16816(o[mt][2 * dp], pa[mt], r[0], r[1]);
+          mma16816(o[mt][2 * dp + 1], pa[mt], r[2], r[3]);
+        }
       }
     }
-    __syncthreads();  // the stage just read is the one the next iteration reloads
   }
 
 #pragma unroll
-  for (int hf = 0; hf < 2; hf++) {
-    float l = lrow[hf];
+  for (int i = 0; i < 4; i++) {
+    float l = lrow[i];
     l += __shfl_xor_sync(0xffffffff, l, 1);
     l += __shfl_xor_sync(0xffffffff, l, 2);
     float inv = l > 0.f ? 1.f / l : 0.f;
-    int row = qrow + hf * 8;
-    if (row < n) {
-      bf16* dst = out + ((size_t)row * Hq + h) * D;
+    int v = rowOf(i);
+    if (v < rows) {
+      int pos = v / G;
+      bf16* dst = out + ((size_t)pos * Hq + kvh * G + (v - pos * G)) * D;
 #pragma unroll
       for (int d = 0; d < D / 8; d++)
         *reinterpret_cast<__nv_bfloat162*>(dst + d * 8 + t4 * 2) =
-            __floats2bfloat162_rn(o[d][2 * hf] * inv, o[d][2 * hf + 1] * inv);
+            __floats2bfloat162_rn(o[i >> 1][d][(i & 1) * 2] * inv, o[i >> 1][d][(i & 1) * 2 + 1] * inv);
     }
   }
 }
