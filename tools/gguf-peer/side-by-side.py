@@ -19,7 +19,8 @@ after CTX of context (tgNGEN@dCTX). A shape's cells of one type and thread count
 one llamapeer-bench, then one kvfoot bench, on the same file (each loads the model once).
 llama.cpp runs with its defaults (f16 KV cache, flash attention auto, llama-bench's
 warm-up), kvfoot with its own (kvfoot bench --model FILE: full KV cache; F16 matrices
-widened to float32). Decode rows also give each engine's read GB/s (its weights as it
+widened to float32; one more repetition whose figures are left out is its warm-up: its
+first run of each size allocates what later ones reuse). Decode rows also give each engine's read GB/s (its weights as it
 holds them, and its KV cache) as a fraction of the read bandwidth that kvfoot bench
 --bandwidth measures at that thread count. Rows are printed as each step ends; progress
 goes to stderr.
@@ -46,6 +47,9 @@ Environment (defaults in brackets):
                         with the same kvfoot binary and NGEN (otherwise their rows are
                         reprinted and they are skipped, so a run cut short resumes).
   QTHREADS [all cores]  quantizer threads (its output does not depend on them)
+  WARMUP   [1]          0: neither engine warms up (llama.cpp's --no-warmup; kvfoot's
+                        extra first repetition, left out of its figures, not run). Saves
+                        a pre-fill of each CTX in each engine where that costs minutes.
   LLAMA_ARGS, KVFOOT_ARGS  extra options for llamapeer-bench and kvfoot bench
 """
 import fnmatch
@@ -146,6 +150,9 @@ class Config:
         self.work = os.path.join(os.environ.get("WORK", "/tmp"), "gguf-side-by-side")
         self.llama_args = os.environ.get("LLAMA_ARGS", "").split()
         self.kvfoot_args = os.environ.get("KVFOOT_ARGS", "").split()
+        self.warmup = env_int("WARMUP", 1, 0)
+        if self.warmup > 1:
+            die("WARMUP=%d: want 1 or 0" % self.warmup)
         for s in self.shapes:
             for n in self.ctx:
                 if n + self.ngen > SHAPES[s]["ctx"]:
@@ -211,8 +218,7 @@ def est_step(cfg, shape, typ, t, ctxs):
         dec_l = cfg.ngen * matmul * EST_BITS[typ] / 8 / bw
         dec_k = cfg.ngen * matmul * EST_KVFOOT_BITS[typ] / 8 / bw
         # llama.cpp: a warm-up pre-fill, the timed ones, and one before each timed decode
-        warm = 0 if "--no-warmup" in cfg.llama_args else 1
-        sec += (warm + 2 * cfg.reps) * pre + cfg.reps * dec_l + cfg.reps * (pre + dec_k)
+        sec += (cfg.warmup + 2 * cfg.reps) * pre + cfg.reps * dec_l + (cfg.warmup + cfg.reps) * (pre + dec_k)
     return sec
 
 
@@ -346,6 +352,9 @@ def make_files(cfg, d, shape, types, clock):
         if rc != 0:
             die("%s failed (exit %d), see %s" % (" ".join(args), rc, logf))
         os.rename(tmp, out)
+        # write-back of gigabytes would later count as other processes' CPU time, which
+        # llamapeer-bench waits out before each repetition
+        os.sync()
         took = time.time() - start
         clock.record(shape, est, took)
         log("file %s: %.2f GB in %.0f s (estimated %.0f s)" % (out, os.path.getsize(out) / 1e9, took, est))
@@ -391,34 +400,52 @@ def llama_results(out):
     return res
 
 
+def warmed(row, warm):
+    """A kvfoot bench row without its first warm repetitions: its first run of each
+    size pays for allocations that later ones reuse (SmolLM2 Q8_0 pp64 on one core:
+    116 tokens/s, then 352 and 361), and llama.cpp's figures come after a warm-up."""
+    v = row["samples"][warm:]
+    mean = sum(v) / len(v)
+    sd = (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+    if row.get("read_gb_per_s"):
+        row["read_gb_per_s"] *= mean / row["tokens_per_second"]
+    row["tokens_per_second"], row["sd"] = mean, sd
+    return row
+
+
 def run_logged(args, logf):
+    """Runs args with stderr to logf; returns the exit code, stdout and seconds taken."""
     with open(logf, "a") as lf:
         lf.write("$ %s\n" % " ".join(args))
         lf.flush()
+        start = time.time()
         p = subprocess.run(args, stdout=subprocess.PIPE, stderr=lf, universal_newlines=True)
         lf.write(p.stdout)
-    return p.returncode, p.stdout
+    return p.returncode, p.stdout, time.time() - start
 
 
 def measure(cfg, d, shape, typ, t, ctxs):
-    """Runs both engines on the cells and returns {ctx: (rows, whole)}: the cell's table
-    rows, and whether both engines gave both of its figures."""
+    """Runs both engines on the cells and returns {ctx: (rows, whole)}, the cell's table
+    rows and whether both engines gave both of its figures, and a line on their times."""
     path = cfg.path(shape, typ)
     logf = os.path.join(cfg.work, "engines.log")
     cs = ",".join(str(n) for n in ctxs)
-    rc, out = run_logged([os.path.join(d, "llamapeer-bench"), "--libdir", os.path.join(d, "lib"), "-m", path,
-                          "-t", str(t), "-r", str(cfg.reps), "--kv", "f16", "--fa", "auto", "-p", cs,
-                          "-n", str(cfg.ngen), "--tg-depths", cs] + cfg.llama_args, logf)
+    llama_args = [os.path.join(d, "llamapeer-bench"), "--libdir", os.path.join(d, "lib"), "-m", path,
+                  "-t", str(t), "-r", str(cfg.reps), "--kv", "f16", "--fa", "auto", "-p", cs,
+                  "-n", str(cfg.ngen), "--tg-depths", cs] + (["--no-warmup"] if not cfg.warmup else []) + cfg.llama_args
+    kvfoot_args = [os.path.join(d, "kvfoot"), "bench", "--model", path, "--threads", str(t),
+                   "--ctx", cs, "--decode", str(cfg.ngen), "--reps", str(cfg.warmup + cfg.reps),
+                   "--bandwidth", "--format", "json"] + cfg.kvfoot_args
+    rc, out, took_l = run_logged(llama_args, logf)
     llama = llama_results(out)
     if rc != 0 or not llama:
         log("llama.cpp failed on %s (exit %d), see %s" % (path, rc, logf))
-    rc, out = run_logged([os.path.join(d, "kvfoot"), "bench", "--model", path, "--threads", str(t),
-                          "--ctx", cs, "--decode", str(cfg.ngen), "--reps", str(cfg.reps),
-                          "--bandwidth", "--format", "json"] + cfg.kvfoot_args, logf)
+    load = re.search(r"\| load ([\d.]+) s", out)
+    rc, out, took_k = run_logged(kvfoot_args, logf)
     kv, bw, dtype = {}, 0.0, "?"
     try:
         doc = json.loads(out.strip().splitlines()[-1])
-        kv = {r["test"]: r for r in doc["rows"]}
+        kv = {r["test"]: warmed(r, cfg.warmup) for r in doc["rows"]}
         bw = doc.get("read_bw_gb_per_s", {}).get(str(t), 0.0)
         dtype = doc.get("dtype", "?")
     except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
@@ -448,7 +475,7 @@ def measure(cfg, d, shape, typ, t, ctxs):
             rows.append("| %s | %s (%s) | %d | %s | %s | %s | %s | %s | %s | %s |"
                         % (shape, typ, dtype, t, test, fa, fb, ratio, ra, rb, fbw))
         res[n] = (rows, whole)
-    return res
+    return res, "llama.cpp %.0f s (load %s s), kvfoot %.0f s" % (took_l, load[1] if load else "?", took_k)
 
 
 def file_hash(path):
@@ -537,7 +564,7 @@ def cmd_run(d, files_only=False):
             continue
         est = est_step(cfg, shape, typ, t, todo)
         start = time.time()
-        res = measure(cfg, d, shape, typ, t, todo)
+        res, times = measure(cfg, d, shape, typ, t, todo)
         took = time.time() - start
         clock.record(shape, est, took)
         for n in todo:
@@ -546,8 +573,8 @@ def cmd_run(d, files_only=False):
             if whole:
                 with open(done_path, "a") as f:
                     f.write("".join("%s\t%s\n" % (dkey(n), r) for r in rows))
-        log("[%d/%d] %s/%s/%d/%s: %.0f s (estimated %.0f s)"
-            % (i + 1, len(steps), shape, typ, t, ",".join(map(str, todo)), took, est))
+        log("[%d/%d] %s/%s/%d/%s: %.0f s (estimated %.0f s): %s"
+            % (i + 1, len(steps), shape, typ, t, ",".join(map(str, todo)), took, est, times))
 
 
 def cmd_plan():
