@@ -18,12 +18,12 @@ A cell is SHAPE/TYPE/THREADS/CTX: pre-fill of CTX tokens (ppCTX) and NGEN decode
 after CTX of context (tgNGEN@dCTX). A shape's cells of one type and thread count run as
 one llamapeer-bench, then one kvfoot bench, on the same file (each loads the model once).
 llama.cpp runs with its defaults (f16 KV cache, flash attention auto, llama-bench's
-warm-up), kvfoot with its own (kvfoot bench --model FILE: full KV cache; F16 matrices
-widened to float32; one more repetition whose figures are left out is its warm-up: its
-first run of each size allocates what later ones reuse). Decode rows also give each engine's read GB/s (its weights as it
-holds them, and its KV cache) as a fraction of the read bandwidth that kvfoot bench
---bandwidth measures at that thread count. Rows are printed as each step ends; progress
-goes to stderr.
+warm-up), kvfoot with its own (kvfoot bench --model FILE: full KV cache, F16 matrices
+widened to float32), plus a warm-up: one more repetition, left out of its figures (its
+first run of each size allocates what later ones reuse). Decode rows also give each
+engine's read GB/s (its weights as it holds them, and its KV cache) as a fraction of the
+read bandwidth that kvfoot bench --bandwidth measures at that thread count. Rows are
+printed as each step ends; progress goes to stderr.
 
 Environment (defaults in brackets):
   SHAPES   [smollm2-135m llama-3.2-1b llama-3.1-8b]
@@ -217,7 +217,8 @@ def est_step(cfg, shape, typ, t, ctxs):
         pre = flops / (EST_GFLOPS1 * t ** EST_FLOPS_EXP * 1e9)
         dec_l = cfg.ngen * matmul * EST_BITS[typ] / 8 / bw
         dec_k = cfg.ngen * matmul * EST_KVFOOT_BITS[typ] / 8 / bw
-        # llama.cpp: a warm-up pre-fill, the timed ones, and one before each timed decode
+        # llama.cpp: a warm-up pre-fill, the timed ones, and one before each timed decode;
+        # kvfoot: its warm-up and timed repetitions, each a pre-fill and a decode
         sec += (cfg.warmup + 2 * cfg.reps) * pre + cfg.reps * dec_l + (cfg.warmup + cfg.reps) * (pre + dec_k)
     return sec
 
@@ -450,7 +451,10 @@ def measure(cfg, d, shape, typ, t, ctxs):
         dtype = doc.get("dtype", "?")
     except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
         log("kvfoot bench gave no JSON on %s (exit %d: %s), see %s" % (path, rc, e, logf))
-    wbytes, kvtok = decode_reads(path)
+    try:
+        wbytes, kvtok = decode_reads(path)
+    except (OSError, ValueError, KeyError, struct.error) as e:
+        die("%s: cannot read the GGUF header (%s)" % (path, e))
     kw = next((r.get("weight_bytes") for r in kv.values() if r.get("weight_bytes")), None)
     if kw and typ != "f16" and kw != wbytes:  # both hold the file's blocks: a check on the header reading
         log("%s: kvfoot reads %d weight bytes a token, the GGUF header says %d" % (path, kw, wbytes))
