@@ -26,6 +26,7 @@ type storage struct {
 	slots   []int32
 	pending []cuda.Move // Keep's copies not yet run (flush)
 	entries int64
+	cleanup runtime.Cleanup // frees mem once the storage is unreachable, unless Close did
 }
 
 // deviceMem is a storage's device memory, apart from the storage so that a cleanup can free
@@ -41,25 +42,25 @@ func (m *deviceMem) free() {
 	m.d.Free(m.work)
 }
 
+// Close frees the storage's device memory now rather than when the storage is collected: a
+// server closes a finished request's cache so that the next request finds its memory free.
+// The storage must not be used afterwards.
+func (s *storage) Close() error {
+	s.cleanup.Stop()
+	m := s.mem
+	err := errors.Join(s.d.Sync(), m.d.FreeKVPool(m.pool), m.d.Free(m.work)) // Sync: a queued kernel may still use them
+	m.pool, m.work = cuda.KVPool{}, cuda.Buffer{}
+	return err
+}
+
 // Storage makes caches' storage on the GPU (pass it to kv.WithStorage). It stores bf16 entries
 // for the precisions "f32" (the default; kvfoot's CPU path stores float32) and "bf16", and
 // refuses quantized storage and expanded caches (SnapKV's gqa=expand), which the GPU does not
 // implement yet. Policies that ask for attention scores (token eviction: SnapKV, H2O, …) are
 // refused when they first ask, with a Fault.
 func (g *GPU) Storage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
-	switch p.Name {
-	case "", "f32", "bf16":
-	default:
-		return nil, fmt.Errorf("%s stores KV entries in bf16; %q storage is CPU-only for now", g.Name(), p.Name)
-	}
-	if rep != 1 {
-		return nil, fmt.Errorf("%s: caches expanded to every query head (gqa=expand) are CPU-only for now", g.Name())
-	}
-	if s.HeadDim != 64 && s.HeadDim != 128 {
-		return nil, fmt.Errorf("%s: head dimension %d; the attention kernels take 64 or 128", g.Name(), s.HeadDim)
-	}
-	if s.Heads/s.KVHeads > 8 {
-		return nil, fmt.Errorf("%s: %d query heads per KV head; the decode kernel takes up to 8", g.Name(), s.Heads/s.KVHeads)
+	if err := g.CheckStorage(s, rep, p); err != nil {
+		return nil, err
 	}
 	heads := s.Layers * s.KVHeads
 	blocks := 2 * heads // grows by doubling
@@ -73,8 +74,40 @@ func (g *GPU) Storage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
 	}
 	mem := &deviceMem{d: g.d, pool: pool}
 	st := &storage{d: g.d, shape: s, pages: pages, mem: mem, scale: float32(1 / math.Sqrt(float64(s.HeadDim)))}
-	runtime.AddCleanup(st, func(m *deviceMem) { m.free() }, mem)
+	st.cleanup = runtime.AddCleanup(st, func(m *deviceMem) { m.free() }, mem)
 	return st, nil
+}
+
+// CheckStorage says, without allocating anything, whether Storage takes a cache of this
+// geometry and precision: a server asks it when it admits a request, so that a policy the GPU
+// cannot hold is refused then rather than failing mid-stream.
+func (g *GPU) CheckStorage(s kv.Shape, rep int, p kv.Precision) error {
+	switch p.Name {
+	case "", "f32", "bf16":
+	default:
+		return fmt.Errorf("%s stores KV entries in bf16; %q storage is CPU-only for now", g.Name(), p.Name)
+	}
+	if rep != 1 {
+		return fmt.Errorf("%s: caches expanded to every query head (gqa=expand) are CPU-only for now", g.Name())
+	}
+	if s.HeadDim != 64 && s.HeadDim != 128 {
+		return fmt.Errorf("%s: head dimension %d; the attention kernels take 64 or 128", g.Name(), s.HeadDim)
+	}
+	if s.Heads/s.KVHeads > 8 {
+		return fmt.Errorf("%s: %d query heads per KV head; the decode kernel takes up to 8", g.Name(), s.Heads/s.KVHeads)
+	}
+	return nil
+}
+
+// StoredPrecision is the precision Storage keeps entries of precision p in: bf16 for "f32"
+// and "bf16". A server predicts a request's KV bytes with it, so that its admission counts
+// the bytes the GPU holds (2·2·HeadDim per entry), not the CPU's float32 (2·4·HeadDim).
+func StoredPrecision(p kv.Precision) kv.Precision {
+	switch p.Name {
+	case "", "f32", "bf16":
+		return kv.Precision{Name: "bf16"}
+	}
+	return p
 }
 
 // entryBytes is the bytes of one entry of one head: a bf16 key and value.
