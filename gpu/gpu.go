@@ -87,6 +87,22 @@ func OutOfMemory(err error) bool {
 // cudaErrorOutOfMemory is CUDA_ERROR_OUT_OF_MEMORY (cuda.h).
 const cudaErrorOutOfMemory = 2
 
+// Classify says whether v, a panic value or an error, is a failure of the GPU (a Fault, or
+// an error of the driver), and whether the GPU ran out of memory: a server fails the
+// request with 503 then, 500 otherwise.
+func Classify(v any) (fault, outOfMemory bool) {
+	err, ok := v.(error)
+	if !ok {
+		return false, false
+	}
+	var f Fault
+	var e *cuda.Error
+	if !errors.As(err, &f) && !errors.As(err, &e) {
+		return false, false
+	}
+	return true, OutOfMemory(err)
+}
+
 // Recover turns a Fault panic into *err; use it deferred around a forward pass or a
 // generation on the GPU. Other panics go on.
 func Recover(err *error) {

@@ -33,6 +33,22 @@ func TestOutOfMemory(t *testing.T) {
 			t.Errorf("OutOfMemory(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
+	for _, c := range []struct {
+		v          any
+		fault, oom bool
+	}{
+		{Fault{oom}, true, true},
+		{Fault{errors.New("the policy asks for attention scores")}, true, false},
+		{fmt.Errorf("KV cache: %w", oom), true, true}, // Storage's error for its first pool
+		{fmt.Errorf("launch: %w", launch), true, false},
+		{errors.New("kv: policy: bad"), false, false},
+		{"a string panic", false, false},
+		{nil, false, false},
+	} {
+		if fault, isOOM := Classify(c.v); fault != c.fault || isOOM != c.oom {
+			t.Errorf("Classify(%v) = %v, %v; want %v, %v", c.v, fault, isOOM, c.fault, c.oom)
+		}
+	}
 }
 
 // A full-attention request of 100 prompt tokens and 20 generated (the last never fed: 119
