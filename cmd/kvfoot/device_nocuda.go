@@ -9,6 +9,7 @@ import (
 
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/server"
 )
 
 // The CPU-only build (-tags nocuda): --device takes cpu and auto (which is the CPU), and no
@@ -37,3 +38,7 @@ func (*target) onGPU() bool                                     { return false }
 func (*target) describe(*model.Config, func(string, any)) error { return nil }
 
 func recoverFault(*error) {}
+
+func (*target) serverDevice(budget int64, _ bool) (*server.Device, int64, error) {
+	return nil, budget, nil
+}

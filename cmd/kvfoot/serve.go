@@ -46,7 +46,9 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	dir := fs.String("model", "", "model folder (config.json, safetensors weights, tokenizer.json; default: the built-in model)")
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback unless told otherwise)")
 	policy := fs.String("policy", "full", "KV cache policy of requests without kv_policy (the spec grammar of every command)")
-	budget := fs.String("kv-budget", "2GiB", "KV memory the running requests' predicted peaks may reserve in all (e.g. 512MiB, 2GiB)")
+	budget := fs.String("kv-budget", "", "KV memory the running requests' predicted peaks may reserve in all, e.g. 512MiB or 2GiB "+
+		"(default: 2GiB on the CPU; on a GPU, a third of its memory free after the weights, less 512MiB of working memory)")
+	device := deviceFlag(fs)
 	apiKey := fs.String("api-key", "", "Bearer token required on /v1 and /metrics (default $KVFOOT_API_KEY; none: no check)")
 	maxConcurrent := fs.Int("max-concurrent", 64, "requests running (batched) at once")
 	maxQueue := fs.Int("max-queue", 256, "requests waiting for admission; past it, 429 with Retry-After")
@@ -80,9 +82,12 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if err := setThreads(*threads); err != nil {
 		return err
 	}
-	kvBudget, err := bytesize.Parse(*budget)
-	if err != nil {
-		return fmt.Errorf("--kv-budget: %w", err)
+	var kvBudget int64 = 2 << 30 // the CPU's default; on a GPU serverDevice sets it unless given
+	var err error
+	if *budget != "" {
+		if kvBudget, err = bytesize.Parse(*budget); err != nil {
+			return fmt.Errorf("--kv-budget: %w", err)
+		}
 	}
 	if *apiKey == "" {
 		*apiKey = os.Getenv("KVFOOT_API_KEY")
@@ -102,13 +107,26 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if err != nil {
 		return fmt.Errorf("--model: %w", err)
 	}
+	dev, err := openDevice(*device)
+	if err != nil {
+		return err
+	}
+	defer dev.close()
 	m, err := model.Open(*dir, model.LoadOptions{})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	// the weights go up once; every request's cache is made on the device by the server
+	if _, err := dev.load(m); err != nil {
+		return err
+	}
+	sd, kvBudget, err := dev.serverDevice(kvBudget, *budget != "")
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(m, tok, server.Config{
-		ModelName: *name, Policy: *policy, KVBudget: kvBudget, APIKey: *apiKey,
+		ModelName: *name, Policy: *policy, KVBudget: kvBudget, APIKey: *apiKey, Device: sd,
 		MaxConcurrent: *maxConcurrent, MaxQueue: *maxQueue, Chunk: *chunk, MaxTokens: *maxTokens, Masks: masksFiles,
 		ReadTimeout: *readTimeout, WriteTimeout: *writeTimeout, IdleTimeout: *idleTimeout, MaxConns: *maxConns,
 	})
