@@ -1,0 +1,64 @@
+#!/bin/sh
+# Load-tests `kvfoot serve` on a device: for each budget in $BUDGETS (default: the device's own,
+# then a tight 32MiB that makes requests queue), starts kvfoot serve --device DEVICE on the
+# built-in model, drives `kvfoot loadgen` at concurrency 1, 4, 16 and 64 under full attention
+# and under streaming heads (headmask at sparsity 0.5 on the model's PruLong masks), then
+# reads the server's /metrics and checks that the KV bytes held never exceeded the budget.
+# A few minutes at most on an H100:
+#   CGO_ENABLED=0 go build -o DIR/kvfoot ./cmd/kvfoot       (on the build machine)
+#   tools/serve-load.sh DIR/kvfoot cuda                      (from a checkout: models/kvfoot-small)
+# $MODEL, $MASKS, $CONCURRENCY, $PROMPT_LEN, $MAX_TOKENS, $REQUESTS (per unit of concurrency),
+# $PORT and $BUDGETS change the defaults. Exits 1 if a request failed or a budget was exceeded.
+set -eu
+bin=${1:?usage: tools/serve-load.sh KVFOOT [DEVICE]}
+device=${2:-cuda}
+model=${MODEL:-models/kvfoot-small}
+masks=${MASKS:-$model/masks/prulong/masks_soft.tsv}
+port=${PORT:-18080}
+url=http://127.0.0.1:$port
+log=$(mktemp)
+pid=
+trap 'test -n "$pid" && kill "$pid" 2>/dev/null; rm -f "$log"' EXIT
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+get() { curl -sf "$1" 2>/dev/null || wget -qO- "$1"; }
+metric() { get "$url/metrics" | awk -v m="$1" '$1 == m { printf "%.0f", $2 }'; }
+
+status=0
+for budget in ${BUDGETS:-default 32MiB}; do
+	flag=
+	[ "$budget" = default ] || flag="--kv-budget=$budget"
+	# shellcheck disable=SC2086 # $flag is one word or none
+	"$bin" serve --model "$model" --device "$device" --addr "127.0.0.1:$port" --masks "$masks" --max-concurrent 64 $flag 2>"$log" &
+	pid=$!
+	i=0
+	until grep -q "listening on" "$log"; do
+		i=$((i + 1))
+		if [ $i -gt 600 ] || ! kill -0 "$pid" 2>/dev/null; then
+			cat "$log" >&2
+			exit 1
+		fi
+		sleep 0.1
+	done
+	echo
+	echo "## kvfoot serve --device $device, budget $budget"
+	cat "$log"
+	for policy in full "headmask:masks=$(basename "$masks"),sparsity=0.5,sink=64,window=256"; do
+		echo
+		"$bin" loadgen --url "$url/v1" --policy "$policy" --concurrency "${CONCURRENCY:-1,4,16,64}" \
+			--prompt-len "${PROMPT_LEN:-512}" --max-tokens "${MAX_TOKENS:-128}" --requests "${REQUESTS:-2}" || status=1
+	done
+	peak=$(metric kvfoot_kv_bytes_peak)
+	limit=$(metric kvfoot_kv_budget_bytes)
+	echo
+	if [ -n "$peak" ] && [ -n "$limit" ] && [ "$peak" -le "$limit" ]; then
+		echo "KV bytes held at most $peak of the budget's $limit: within it"
+	else
+		echo "KV bytes held at most '$peak' against a budget of '$limit': OVER (or unread)"
+		status=1
+	fi
+	kill "$pid"
+	wait "$pid" || true
+	pid=
+done
+exit $status
