@@ -20,12 +20,12 @@ import (
 // its caches in bf16, refuses what the GPU refuses (quantized storage, expanded caches), and
 // counts the storages it makes and closes. A cache whose spec asks for bf16 explicitly
 // panics with fault in the Append of layer 1 (mid-forward, after layer 0 of the whole batch)
-// of its decode step faultStep.
+// of its forward faultAt (1: the first pre-fill chunk).
 type fakeDevice struct {
 	mu           sync.Mutex
 	made, closed int
 	fault        gpu.Fault
-	faultStep    int
+	faultAt      int
 }
 
 var (
@@ -50,7 +50,7 @@ func (d *fakeDevice) device() *Device {
 			d.mu.Unlock()
 			f := &fakeStorage{Storage: st, d: d}
 			if p.Name == "bf16" {
-				f.faultStep = d.faultStep
+				f.faultAt = d.faultAt
 			}
 			return f, nil
 		},
@@ -76,20 +76,31 @@ func (d *fakeDevice) counts() (made, closed int) {
 	return d.made, d.closed
 }
 
+// settled waits until every storage made is closed and nothing runs: a request's answer
+// can reach its client just before the engine releases it.
+func (d *fakeDevice) settled(t *testing.T, h *harness) (made, closed int) {
+	t.Helper()
+	waitFor(t, func() bool {
+		made, closed := d.counts()
+		return made == closed && h.s.Stats().Running == 0
+	})
+	return d.counts()
+}
+
 type fakeStorage struct {
 	kv.Storage
-	d                *fakeDevice
-	faultStep, steps int // 0: never
-	closed           bool
+	d                 *fakeDevice
+	faultAt, forwards int // faultAt 0: never
+	closed            bool
 }
 
 func (f *fakeStorage) Append(layer int, k, v compute.Buf, n int) {
 	if f.closed {
 		panic("fakeStorage: used after Close")
 	}
-	if n == 1 && layer == 1 {
-		f.steps++
-		if f.steps == f.faultStep {
+	if layer == 1 {
+		f.forwards++
+		if f.forwards == f.faultAt {
 			panic(f.d.fault)
 		}
 	}
@@ -193,7 +204,7 @@ func TestDeviceAdmission(t *testing.T) {
 				i, res.Choices[0].Text, k.ReservedBytes, k.PeakBytes, tok.DecodeSkipSpecial(ids), want, want, rep.PeakBytes)
 		}
 	}
-	if made, closed := d.counts(); made != 2 || closed != 2 {
+	if made, closed := d.settled(t, h); made != 2 || closed != 2 {
 		t.Errorf("%d storages made, %d closed; want 2 and 2", made, closed)
 	}
 }
@@ -215,7 +226,7 @@ func TestDeviceFault(t *testing.T) {
 		{errOOM, 503, "device_out_of_memory", "the GPU is out of memory for this request's KV cache; retry later", "CUDA_ERROR_OUT_OF_MEMORY"},
 		{errLaunch, 500, "device_error", "the device fake:0 failed on this request", "CUDA_ERROR_LAUNCH_FAILED"},
 	} {
-		d := &fakeDevice{fault: c.fault, faultStep: 4}
+		d := &fakeDevice{fault: c.fault, faultAt: 5} // the pre-fill, then the fourth decode step
 		h := start(t, Config{Device: d.device(), MaxConcurrent: 4})
 		type answer struct {
 			status int
@@ -258,12 +269,12 @@ func TestDeviceFault(t *testing.T) {
 				t.Errorf("%s beside the fault: %q %+v, want %q and the meter's %+v", specs[i], res.Choices[0].Text, *k, tok.DecodeSkipSpecial(ids), rep)
 			}
 		}
+		// three first storages, and the batch's three built again after the fault
+		if made, closed := d.settled(t, h); made != 6 || closed != 6 {
+			t.Errorf("%d storages made, %d closed; want 6 and 6", made, closed)
+		}
 		if st := h.s.Stats(); st.Running != 0 || st.KVBytesReserved != 0 || st.KVBytesInUse != 0 || st.KVBytesPeak > h.s.cfg.KVBudget {
 			t.Errorf("after the fault: %+v, want nothing running, reserved or held, and a peak within the budget", st)
-		}
-		// three first storages, and the batch's three built again after the fault
-		if made, closed := d.counts(); made != 6 || closed != 6 {
-			t.Errorf("%d storages made, %d closed; want 6 and 6", made, closed)
 		}
 		if status, body, _ := h.postIDs(prompt, "full", 2); status != 200 {
 			t.Errorf("after the fault: %d %s", status, body)
@@ -274,5 +285,39 @@ func TestDeviceFault(t *testing.T) {
 		if got := metric(t, h, "kvfoot_kv_bytes_in_use"); got != "0" {
 			t.Errorf("KV bytes in use after every request: %s, want 0", got)
 		}
+	}
+}
+
+// A stream whose request fails before its first token (its pre-fill ran the device out of
+// memory) is answered with the 503 itself, Retry-After included, not a 200 and an error
+// event; one that fails later ends its stream with an error event.
+func TestDeviceFaultStream(t *testing.T) {
+	_, tok := fixture(t)
+	prompt := tok.EncodeWithSpecial(prose)
+	for _, c := range []struct {
+		faultAt int
+		status  int
+	}{{1, 503}, {4, 200}} {
+		d := &fakeDevice{fault: errOOM, faultAt: c.faultAt}
+		h := start(t, Config{Device: d.device()})
+		b, _ := json.Marshal(map[string]any{"model": "tiny", "prompt": prompt, "max_tokens": 8, "temperature": 0,
+			"ignore_eos": true, "kv_policy": "full+bf16", "stream": true})
+		req, _ := http.NewRequest("POST", h.ts.URL+"/v1/completions", strings.NewReader(string(b)))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(raw)
+		oom := strings.Contains(body, "device_out_of_memory")
+		switch {
+		case c.status == 503 && (resp.StatusCode != 503 || !oom || resp.Header.Get("Retry-After") == "" || strings.HasPrefix(body, "data:")):
+			t.Errorf("a fault in the pre-fill: %d %s; want a plain 503 with Retry-After", resp.StatusCode, body)
+		case c.status == 200 && (resp.StatusCode != 200 || !oom || !strings.HasPrefix(body, "data:") || !strings.HasSuffix(body, "data: [DONE]\n\n")):
+			t.Errorf("a fault after the first tokens: %d %s; want a stream ending in an error event", resp.StatusCode, body)
+		}
+		d.settled(t, h)
 	}
 }

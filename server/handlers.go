@@ -411,8 +411,19 @@ func legacyLogprobs(lps []tokenLogprob, offset int) *completionLogprobs {
 }
 
 // streamResponse sends j's events as server-sent events: one chunk per event, the
-// finish reason, the usage chunk when asked for, then data: [DONE].
+// finish reason, the usage chunk when asked for, then data: [DONE]. The headers wait for
+// the first event, so that a request that fails before its first token (the device out of
+// memory for its pre-fill, a policy the device turns down when it first runs) is answered
+// with its status rather than a 200 and an error event.
 func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, g *gen) int {
+	evs := wait(r, j, nil)
+	if evs == nil {
+		return 499
+	}
+	if e := evs[0].err; e != nil {
+		writeError(w, e)
+		return e.Status
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -461,12 +472,7 @@ func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, 
 			return 499
 		}
 	}
-	var buf []event
 	for {
-		evs := wait(r, j, buf)
-		if evs == nil {
-			return 499
-		}
 		for _, ev := range evs {
 			if ev.err != nil {
 				w.Write(append(append([]byte("data: "), errorBody(ev.err)...), '\n', '\n'))
@@ -501,6 +507,8 @@ func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, 
 			rc.Flush()
 			return http.StatusOK
 		}
-		buf = evs
+		if evs = wait(r, j, evs); evs == nil {
+			return 499
+		}
 	}
 }
