@@ -47,9 +47,9 @@ func (m *deviceMem) free() {
 // The storage must not be used afterwards.
 func (s *storage) Close() error {
 	s.cleanup.Stop()
-	m := s.mem
-	err := errors.Join(s.d.Sync(), m.d.FreeKVPool(m.pool), m.d.Free(m.work)) // Sync: a queued kernel may still use them
-	m.pool, m.work = cuda.KVPool{}, cuda.Buffer{}
+	err := s.d.Sync() // a queued kernel may still use the memory
+	s.mem.free()
+	*s.mem = deviceMem{d: s.d} // nothing left to free: a second Close frees nothing
 	return err
 }
 
