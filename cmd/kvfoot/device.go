@@ -82,30 +82,6 @@ func recoverFault(err *error) {
 	}
 }
 
-// describe adds the device's rows to inspect's output: the GPU, its memory, and the
-// longest full-attention context that fits beside the model's bf16 weights.
-func (c *target) describe(cfg *model.Config, row func(string, any)) error {
-	if c.gpu == nil {
-		return nil
-	}
-	free, total, err := c.gpu.MemInfo()
-	if err != nil {
-		return err
-	}
-	row("device", c.gpu.Name())
-	row("device memory", fmt.Sprintf("%.2f GiB free of %.2f GiB", float64(free)/(1<<30), float64(total)/(1<<30)))
-	if err := gpu.Supports(cfg); err != nil {
-		row("longest context on the device", err.Error())
-		return nil
-	}
-	weights := 2 * cfg.Params()
-	left := int64(free) - weights - gpu.Headroom
-	row("weights on the device (bf16)", fmt.Sprintf("%.2f GiB", float64(weights)/(1<<30)))
-	row("longest context on the device", fmt.Sprintf("%d tokens (full attention, bf16 KV cache)",
-		gpu.LongestContext(kv.Shape(cfg.Shape()), left)))
-	return nil
-}
-
 // serverDevice is what kvfoot serve tells the server about the device, after load: where the
 // requests' caches live (nil on the CPU) and the KV budget, budget when set, else by default.
 // On the GPU the default is a third of the memory free after the weights, less gpu.Headroom
@@ -141,3 +117,27 @@ func (c *target) serverDevice(budget int64, set bool) (*server.Device, int64, er
 
 // gibs formats bytes in GiB for messages.
 func gibs(b int64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }
+
+// describe adds the device's rows to inspect's output: the GPU, its memory, and the
+// longest full-attention context that fits beside the model's bf16 weights.
+func (c *target) describe(cfg *model.Config, row func(string, any)) error {
+	if c.gpu == nil {
+		return nil
+	}
+	free, total, err := c.gpu.MemInfo()
+	if err != nil {
+		return err
+	}
+	row("device", c.gpu.Name())
+	row("device memory", fmt.Sprintf("%.2f GiB free of %.2f GiB", float64(free)/(1<<30), float64(total)/(1<<30)))
+	if err := gpu.Supports(cfg); err != nil {
+		row("longest context on the device", err.Error())
+		return nil
+	}
+	weights := 2 * cfg.Params()
+	left := int64(free) - weights - gpu.Headroom
+	row("weights on the device (bf16)", fmt.Sprintf("%.2f GiB", float64(weights)/(1<<30)))
+	row("longest context on the device", fmt.Sprintf("%d tokens (full attention, bf16 KV cache)",
+		gpu.LongestContext(kv.Shape(cfg.Shape()), left)))
+	return nil
+}
