@@ -186,18 +186,27 @@ func DecodeWorkspaceBytes(hq, dim, splits int) int64 {
 	return int64(hq) * int64(splits) * int64(dim+2) * f32Bytes
 }
 
-// DecodeSplits picks the number of splits of each head's entries so that the launch fills
-// the GPU (about four blocks per multiprocessor) without splits shorter than one pool block.
-func (d *Device) DecodeSplits(hkv, longest int) int {
-	s := (4*d.sms + hkv - 1) / hkv
-	return max(1, min(s, (longest+BlockEntries-1)/BlockEntries))
+// DecodeSplit is how decode attention cuts the heads' entries: Per entries a split, Splits
+// splits a head (enough for the longest; a shorter head's last splits are empty).
+type DecodeSplit struct{ Splits, Per int }
+
+// DecodeSplits cuts total entries over all heads, the longest head holding longest, into about
+// four blocks of work per multiprocessor, splits no shorter than one pool block. The same
+// length a split for every head spreads the work by entries: a layer whose heads are mostly
+// short (streaming heads beside a few full ones) still fills the GPU.
+func (d *Device) DecodeSplits(total, longest int) DecodeSplit {
+	per := (total + 4*d.sms - 1) / (4 * d.sms)
+	per = max(BlockEntries, (per+BlockEntries-1)/BlockEntries*BlockEntries)
+	return DecodeSplit{Splits: max(1, (longest+per-1)/per), Per: per}
 }
 
 // DecodeAttention writes out ([HQ][Dim] bf16) for one token's queries q ([HQ][Dim]) over each
 // KV head's cached entries (append the token's own key and value first). Each head's entries
-// are cut into splits parts computed in parallel and merged (split-K); work holds the partial
-// results (DecodeWorkspaceBytes). Up to 8 query heads per KV head.
-func (d *Device) DecodeAttention(out, q Buffer, p KVPool, a AttentionHeads, splits int, work Buffer) error {
+// are cut into sp.Splits parts of sp.Per computed in parallel and merged (split-K; the last
+// part takes what is left); work holds the partial results (DecodeWorkspaceBytes). Up to 8
+// query heads per KV head.
+func (d *Device) DecodeAttention(out, q Buffer, p KVPool, a AttentionHeads, sp DecodeSplit, work Buffer) error {
+	splits := sp.Splits
 	if err := a.check("decode attention", p); err != nil {
 		return err
 	}
@@ -205,8 +214,8 @@ func (d *Device) DecodeAttention(out, q Buffer, p KVPool, a AttentionHeads, spli
 	if g > 8 {
 		return fmt.Errorf("cuda: decode attention: %d query heads per KV head; the kernel takes up to 8", g)
 	}
-	if splits <= 0 {
-		return fmt.Errorf("cuda: decode attention: %d splits", splits)
+	if splits <= 0 || sp.Per <= 0 {
+		return fmt.Errorf("cuda: decode attention: %d splits of %d entries", splits, sp.Per)
 	}
 	if err := need("decode attention queries", q, a.HQ*p.Dim, bf16Bytes); err != nil {
 		return err
@@ -225,7 +234,7 @@ func (d *Device) DecodeAttention(out, q Buffer, p KVPool, a AttentionHeads, spli
 	}
 	kernel := fmt.Sprintf("attn_decode_d%d_g%d", p.Dim, maxG)
 	if err := d.launch(kernel, grid2(splits, a.HKV, 128), po, pml, q, p.K, p.V, a.Tables, a.Lens,
-		int32(a.MaxBlocks), int32(a.HQ), int32(a.HKV), softmaxScaleLog2(a.Scale)); err != nil {
+		int32(a.MaxBlocks), int32(sp.Per), int32(a.HQ), int32(a.HKV), softmaxScaleLog2(a.Scale)); err != nil {
 		return err
 	}
 	return d.launch("attn_merge", grid1(a.HQ, p.Dim), out, po, pml, int32(splits), int32(p.Dim))

@@ -3,6 +3,7 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -29,13 +30,21 @@ type Device struct {
 	mu     sync.Mutex // serialises do and Close
 	closed bool
 	stg    staging // host int32 lists (ids, slots, block tables) on their way to kernels
+
+	lt       *ltGEMM // cuBLASLt, when it loaded (cublaslt.go)
+	gemmNote string  // why it did not, when lt is nil
 }
 
 var errClosed = errors.New("cuda: device is closed")
 
-// Open loads the driver, retains GPU ordinal's primary context, creates the stream and loads
-// the kernels. Without libcuda.so.1 it fails with "no NVIDIA driver".
+// Open loads the driver, retains GPU ordinal's primary context, creates the stream, loads
+// the kernels and, when the machine has it, cuBLASLt for the GEMMs (see GEMMName). Without
+// libcuda.so.1 it fails with "no NVIDIA driver".
 func Open(ordinal int) (*Device, error) {
+	gemm, err := gemmChoice(os.Getenv(gemmEnv))
+	if err != nil {
+		return nil, err
+	}
 	api, err := loadedDriver()
 	if err != nil {
 		return nil, err
@@ -43,13 +52,13 @@ func Open(ordinal int) (*Device, error) {
 	d := &Device{api: api, ordinal: ordinal, funcs: map[string]uintptr{}}
 	runtime.LockOSThread() // setup makes the context current on this thread
 	defer runtime.UnlockOSThread()
-	if err := d.setup(); err != nil {
+	if err := d.setup(gemm); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-func (d *Device) setup() error {
+func (d *Device) setup(gemm string) error {
 	a := d.api
 	if err := a.check("cuInit", a.cuInit(0)); err != nil {
 		var e *Error
@@ -102,7 +111,10 @@ func (d *Device) setup() error {
 	if err := a.check("cuStreamCreate", a.cuStreamCreate(&d.stream, 0)); err != nil {
 		return err
 	}
-	return d.loadModules()
+	if err := d.loadModules(); err != nil {
+		return err
+	}
+	return d.setupGEMM(gemm)
 }
 
 // do runs f with the device's context current on the calling thread, which it holds for the
@@ -130,6 +142,9 @@ func (d *Device) Close() error {
 		a := d.api
 		errs := []error{a.check("cuStreamSynchronize", a.cuStreamSynchronize(d.stream))}
 		errs = append(errs, d.stg.free(a))
+		if d.lt != nil {
+			errs = append(errs, d.lt.close(a))
+		}
 		for _, m := range d.modules {
 			errs = append(errs, a.check("cuModuleUnload", a.cuModuleUnload(m)))
 		}

@@ -3,6 +3,12 @@
 // is called. The kernels are PTX (sm_80, JIT-compiled by the driver for the GPU at hand),
 // generated from kernels/*.cu by tools/cuda-ptx.sh and embedded in the binary.
 //
+// Linear's matrix products above 8 rows run on NVIDIA's cuBLASLt when the machine has it
+// (libcublasLt.so.13 or .so.12, found on the loader's path, in the CUDA toolkit or in pip's
+// nvidia wheels; $KVFOOT_CUBLASLT names a file to try first), else on kvfoot's own tensor-core
+// GEMM; $KVFOOT_GEMM=own forces the latter, =cublaslt makes Open fail without the former.
+// GEMMName says which runs.
+//
 // Activations and weights are bf16 with f32 accumulation. Every method takes device buffers and
 // plain sizes, checks the sizes against the buffers, and returns an error naming what was wrong.
 // Kernels run in order on the device's one stream; Download and Sync wait for them.

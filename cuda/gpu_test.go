@@ -7,15 +7,17 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 )
 
 // GPU tests: each kernel against a float64 reference computed here from the same bf16 inputs.
 // Without a usable GPU they skip, saying why.
 
 var (
-	gpuOnce sync.Once
-	gpuDev  *Device
-	gpuErr  error
+	gpuOnce     sync.Once
+	gpuDev      *Device
+	gpuErr      error
+	gpuOpenTook time.Duration // the process's first Open: loading the libraries cold
 )
 
 func TestMain(m *testing.M) {
@@ -30,7 +32,11 @@ func TestMain(m *testing.M) {
 }
 
 func gpu(t testing.TB) *Device {
-	gpuOnce.Do(func() { gpuDev, gpuErr = Open(0) })
+	gpuOnce.Do(func() {
+		start := time.Now()
+		gpuDev, gpuErr = Open(0)
+		gpuOpenTook = time.Since(start)
+	})
 	if gpuErr != nil {
 		t.Skipf("no usable GPU: %v", gpuErr)
 	}
@@ -266,6 +272,50 @@ func TestGPULinear(t *testing.T) {
 	}
 }
 
+// Linears' outputs equal Linear's one by one, bit for bit (the same kernel arithmetic per
+// column), for four outputs (a launch of three and one of one), biases on some, and on rows
+// above the matrix-vector limit.
+func TestGPULinears(t *testing.T) {
+	d := gpu(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	const k = 264
+	ns := []int{64, 16, 24, 136}
+	for _, m := range []int{1, 5, 12} {
+		t.Run(fmt.Sprintf("m%d", m), func(t *testing.T) {
+			xh, _ := randBF16(r, m*k, 1)
+			x := upload(t, d, xh, 2)
+			var outs []LinearOut
+			for i, n := range ns {
+				wh, _ := randBF16(r, n*k, 1)
+				o := LinearOut{Out: poisoned(t, d, m*n), W: upload(t, d, wh, 2), N: n}
+				if i%2 == 1 {
+					bh, _ := randBF16(r, n, 1)
+					o.Bias = upload(t, d, bh, 2)
+				}
+				outs = append(outs, o)
+			}
+			if err := d.Linears(x, m, k, outs...); err != nil {
+				t.Fatal(err)
+			}
+			for i, o := range outs {
+				one := poisoned(t, d, m*o.N)
+				if err := d.Linear(one, x, o.W, o.Bias, m, o.N, k); err != nil {
+					t.Fatal(err)
+				}
+				got, want := downloadBF16(t, d, o.Out, m*o.N), downloadBF16(t, d, one, m*o.N)
+				for j := range want {
+					if got[j] != want[j] {
+						t.Fatalf("output %d, value %d: Linears %v, Linear %v", i, j, got[j], want[j])
+					}
+				}
+			}
+		})
+	}
+	if err := d.Linears(Buffer{}, 1, k, LinearOut{N: 12}); err == nil {
+		t.Error("Linears took an output of 12 columns (not a multiple of 8) and no buffers")
+	}
+}
+
 // cacheFixture is a paged cache on the device holding random keys and values per KV head,
 // filled in interleaved pieces with truncations so that block tables are scattered.
 type cacheFixture struct {
@@ -409,25 +459,27 @@ func TestGPUDecodeAttention(t *testing.T) {
 	for _, c := range []struct {
 		dim, hq int
 		lens    []int
-		splits  int
+		sp      DecodeSplit
 	}{
-		{128, 4, []int{1, 63}, 1},
-		{128, 32, []int{64, 65, 1000, 5000, 0, 7, 128, 333}, 3},
-		{64, 8, []int{4000}, 16},
-		{64, 4, []int{100, 200, 2, 9}, 5}, // one query head per KV head
-		{128, 16, []int{2000, 10}, 64},
+		{128, 4, []int{1, 63}, DecodeSplit{1, 64}},
+		{128, 32, []int{64, 65, 1000, 5000, 0, 7, 128, 333}, DecodeSplit{3, 1700}},
+		{64, 8, []int{4000}, DecodeSplit{16, 250}},
+		{64, 4, []int{100, 200, 2, 9}, DecodeSplit{5, 40}}, // one query head per KV head
+		{128, 16, []int{2000, 10}, DecodeSplit{64, 32}},
+		{128, 16, []int{2000, 10}, DecodeSplit{4, 64}},                                               // the last split takes the rest
+		{64, 32, []int{9000, 1152, 1152, 9000, 1152, 1152, 1152, 1152}, d.DecodeSplits(24000, 9000)}, // a head mask's layer
 	} {
-		t.Run(fmt.Sprintf("d%d-hq%d-hkv%d-s%d", c.dim, c.hq, len(c.lens), c.splits), func(t *testing.T) {
+		t.Run(fmt.Sprintf("d%d-hq%d-hkv%d-s%dx%d", c.dim, c.hq, len(c.lens), c.sp.Splits, c.sp.Per), func(t *testing.T) {
 			f := newCacheFixture(t, d, r, c.dim, c.hq, c.lens)
 			g := c.hq / len(c.lens)
 			q, qf := randBF16(r, c.hq*c.dim, 1)
 			out := poisoned(t, d, c.hq*c.dim)
-			work, err := d.Alloc(DecodeWorkspaceBytes(c.hq, c.dim, c.splits))
+			work, err := d.Alloc(DecodeWorkspaceBytes(c.hq, c.dim, c.sp.Splits))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { d.Free(work) })
-			if err := d.DecodeAttention(out, upload(t, d, q, 2), f.pool, f.heads, c.splits, work); err != nil {
+			if err := d.DecodeAttention(out, upload(t, d, q, 2), f.pool, f.heads, c.sp, work); err != nil {
 				t.Fatal(err)
 			}
 			var want []float64

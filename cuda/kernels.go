@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"math"
 )
@@ -165,8 +166,89 @@ func (d *Device) BiasAdd(x, bias Buffer, rows, cols int) error {
 // Linear writes out[m][n] = x[m][k] · w[n][k]ᵀ (+ bias[n] when bias is not the zero Buffer),
 // all bf16, w row-major as a Hugging Face Linear stores it. n and k must be divisible by 8.
 // Up to 8 rows take the matrix-vector kernel, which reads w once at memory speed; more rows
-// take the tensor-core GEMM. out must not overlap x.
+// take cuBLASLt when it loaded, else (or where it failed on the shape) kvfoot's tensor-core
+// GEMM. out must not overlap x.
 func (d *Device) Linear(out, x, w, bias Buffer, m, n, k int) error {
+	return d.linear(gemmAuto, out, x, w, bias, m, n, k)
+}
+
+// LinearOut is one output of Linears: Out[m][N] = x·Wᵀ (+ Bias).
+type LinearOut struct {
+	Out, W, Bias Buffer
+	N            int
+}
+
+// Linears computes several Linear outputs of the same input x[m][k] (q, k and v; gate and up).
+// Up to 8 rows, every three take one matrix-vector launch: a decode step's small projections
+// then read their weights in one pass instead of three short ones.
+func (d *Device) Linears(x Buffer, m, k int, outs ...LinearOut) error {
+	if m > gemvMaxRows {
+		for _, o := range outs {
+			if err := d.Linear(o.Out, x, o.W, o.Bias, m, o.N, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, o := range outs {
+		if err := checkLinear(o.Out, x, o.W, o.Bias, m, o.N, k); err != nil {
+			return err
+		}
+	}
+	for len(outs) > 0 {
+		g := outs[:min(3, len(outs))]
+		outs = outs[len(g):]
+		if err := d.gemv(x, m, k, g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// gemv launches the matrix-vector kernel for up to three checked outputs.
+func (d *Device) gemv(x Buffer, m, k int, outs []LinearOut) error {
+	var o [3]LinearOut
+	copy(o[:], outs)
+	cols := o[0].N + o[1].N + o[2].N
+	return d.launch("gemv_bf16", grid1((cols+7)/8, 256),
+		o[0].Out, o[0].W, o[0].Bias, int32(o[0].N), o[1].Out, o[1].W, o[1].Bias, int32(o[1].N),
+		o[2].Out, o[2].W, o[2].Bias, int32(o[2].N), x, int32(m), int32(k))
+}
+
+// gemmKind picks the GEMM of linear: Linear's choice, or one of the two for tests and
+// benchmarks (gemmCublasLt returns cuBLASLt's error instead of falling back).
+type gemmKind int
+
+const (
+	gemmAuto gemmKind = iota
+	gemmOwn
+	gemmCublasLt
+)
+
+func (d *Device) linear(kind gemmKind, out, x, w, bias Buffer, m, n, k int) error {
+	if err := checkLinear(out, x, w, bias, m, n, k); err != nil {
+		return err
+	}
+	if m <= gemvMaxRows {
+		return d.gemv(x, m, k, []LinearOut{{out, w, bias, n}})
+	}
+	if kind == gemmCublasLt && d.lt == nil {
+		return fmt.Errorf("cuda: linear: no cuBLASLt (%s)", d.gemmNote)
+	}
+	if kind != gemmOwn && d.lt != nil {
+		err := d.ltLinear(out, x, w, bias, m, n, k)
+		var ltErr *ltError
+		if err == nil || kind == gemmCublasLt || !errors.As(err, &ltErr) {
+			return err
+		}
+	}
+	dims := grid2((n+127)/128, (m+127)/128, 256)
+	dims.shared = gemmSharedBytes
+	return d.launch("gemm_bf16", dims, out, x, w, bias, int32(m), int32(n), int32(k))
+}
+
+// checkLinear checks a Linear's sizes against its buffers.
+func checkLinear(out, x, w, bias Buffer, m, n, k int) error {
 	if err := positive("linear", 8, "n", n, "k", k); err != nil {
 		return err
 	}
@@ -187,12 +269,7 @@ func (d *Device) Linear(out, x, w, bias Buffer, m, n, k int) error {
 			return err
 		}
 	}
-	if m <= gemvMaxRows {
-		return d.launch("gemv_bf16", grid1((n+7)/8, 256), out, x, w, bias, int32(m), int32(n), int32(k))
-	}
-	dims := grid2((n+127)/128, (m+127)/128, 256)
-	dims.shared = gemmSharedBytes
-	return d.launch("gemm_bf16", dims, out, x, w, bias, int32(m), int32(n), int32(k))
+	return nil
 }
 
 // softmaxScaleLog2 turns an attention scale into the kernels' base-2 exponent scale.

@@ -26,6 +26,7 @@ type backend struct {
 	half    int                            // len(invFreq)
 	ints    []int32                        // RoPETables' staging
 	raw     []uint16                       // Host's staging
+	outs    []cuda.LinearOut               // Linear's outputs
 }
 
 // Upload copies m's weights to the GPU in bf16 (f32 matrices, norms and biases are rounded)
@@ -207,9 +208,11 @@ func (b *backend) RMSNorm(dst, x compute.Buf, w []float32, eps float32, rows int
 }
 
 func (b *backend) Linear(x compute.Buf, rows int, outs ...compute.Out) {
+	b.outs = b.outs[:0]
 	for _, o := range outs {
-		check(b.d.Linear(dev(o.Dst), dev(x), b.mat(o.W), b.vec(o.Bias), rows, o.W.Rows, o.W.Cols))
+		b.outs = append(b.outs, cuda.LinearOut{Out: dev(o.Dst), W: b.mat(o.W), Bias: b.vec(o.Bias), N: o.W.Rows})
 	}
+	check(b.d.Linears(dev(x), rows, outs[0].W.Cols, b.outs...))
 }
 
 // RoPETables writes the positions, not their cosines and sines: the rope kernel computes the

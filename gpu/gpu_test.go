@@ -14,7 +14,6 @@ import (
 
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
-	"github.com/kvfoot/kvfoot/tensor"
 )
 
 func TestParseDevice(t *testing.T) {
@@ -292,52 +291,6 @@ func TestGPURefusals(t *testing.T) {
 	}
 }
 
-// randomBF16 builds a model of cfg with random bf16 weights filled in parallel (NewRandom draws
-// float32 normals one at a time: minutes for 8B parameters). Uniform in ±0.04, norms 1.
-func randomBF16(cfg model.Config) *model.Model {
-	small := cfg
-	small.Layers, small.Vocab, small.Hidden, small.Intermediate = 1, 8, 8, 8
-	small.Heads, small.KVHeads = 1, 1
-	m := model.NewRandom(small, 1) // for the rotary frequencies of cfg's head dim and rope
-	m.Config = cfg
-	var wg sync.WaitGroup
-	mat := func(rows, cols int, seed uint64) tensor.Mat {
-		w := tensor.Mat{Rows: rows, Cols: cols, BF16: make([]uint16, rows*cols)}
-		wg.Go(func() {
-			r := rand.New(rand.NewPCG(seed, 1))
-			for i := range w.BF16 {
-				w.BF16[i] = tensor.FloatToBF16(float32(r.Float64()*0.08 - 0.04))
-			}
-		})
-		return w
-	}
-	ones := func(n int) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = 1
-		}
-		return v
-	}
-	q, kvd := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
-	m.Embed = mat(cfg.Vocab, cfg.Hidden, 1)
-	m.Head = m.Embed
-	if !cfg.TieEmbeddings {
-		m.Head = mat(cfg.Vocab, cfg.Hidden, 2)
-	}
-	m.Norm = ones(cfg.Hidden)
-	m.Layers = make([]model.Layer, cfg.Layers)
-	for i := range m.Layers {
-		s := uint64(10 * (i + 1))
-		m.Layers[i] = model.Layer{AttnNorm: ones(cfg.Hidden), MLPNorm: ones(cfg.Hidden),
-			Q: model.Linear{W: mat(q, cfg.Hidden, s)}, K: model.Linear{W: mat(kvd, cfg.Hidden, s+1)},
-			V: model.Linear{W: mat(kvd, cfg.Hidden, s+2)}, O: model.Linear{W: mat(cfg.Hidden, q, s+3)},
-			Gate: model.Linear{W: mat(cfg.Intermediate, cfg.Hidden, s+4)}, Up: model.Linear{W: mat(cfg.Intermediate, cfg.Hidden, s+5)},
-			Down: model.Linear{W: mat(cfg.Hidden, cfg.Intermediate, s+6)}}
-	}
-	wg.Wait()
-	return m
-}
-
 // BenchmarkGPUForward times whole forwards on random bf16 models of Llama-3.2-1B's and
 // Llama-3.1-8B's shapes: a pre-fill in chunks of up to 32K tokens, then decode steps at that
 // depth, with full attention and with a head mask at sparsity 0.7 (sink 128, window 1024).
@@ -361,7 +314,7 @@ func BenchmarkGPUForward(b *testing.B) {
 		{"8B", llama(4096, 14336, 32, 32, 8, 128, false), []int{4096, 32768}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			m := randomBF16(c.cfg)
+			m := model.NewRandomBF16(c.cfg, 1)
 			be, err := g.Upload(m)
 			if err != nil {
 				b.Fatal(err)

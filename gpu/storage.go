@@ -225,14 +225,14 @@ func (s *storage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
 		check(s.d.PrefillAttention(dev(out), dev(q), dev(s.k), dev(s.v), s.mem.pool, heads, a.N))
 		return
 	}
-	longest := 0
+	longest, total := 0, 0
 	heads := s.stageTables(layer, func(_ int, held int32) int32 {
-		longest = max(longest, int(held))
+		longest, total = max(longest, int(held)), total+int(held)
 		return held
 	})
-	splits := s.d.DecodeSplits(heads.HKV, longest)
-	work := s.workspace(cuda.DecodeWorkspaceBytes(heads.HQ, s.shape.HeadDim, splits))
-	check(s.d.DecodeAttention(dev(out), dev(q), s.mem.pool, heads, splits, work))
+	sp := s.d.DecodeSplits(total, longest)
+	work := s.workspace(cuda.DecodeWorkspaceBytes(heads.HQ, s.shape.HeadDim, sp.Splits))
+	check(s.d.DecodeAttention(dev(out), dev(q), s.mem.pool, heads, sp, work))
 }
 
 // Keep records the head's compaction; the copies run with the other heads' in one KVCopy

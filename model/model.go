@@ -4,10 +4,12 @@ package model
 
 import (
 	"fmt"
-	"github.com/kvfoot/kvfoot/compute"
 	"math/rand/v2"
 	"path/filepath"
+	"runtime"
+	"sync"
 
+	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/format/safetensors"
 	"github.com/kvfoot/kvfoot/tensor"
 )
@@ -297,6 +299,51 @@ func NewRandom(cfg Config, seed uint64) *Model {
 		}
 		return v
 	}
+	return newRandom(cfg, func(rows, cols int) tensor.Mat {
+		return tensor.Mat{Rows: rows, Cols: cols, F32: fill(rows * cols)}
+	}, fill)
+}
+
+// NewRandomBF16 is NewRandom with bf16 weight matrices filled in parallel (other weights than
+// NewRandom's: each piece of a matrix has its own generator), for benchmarks of models whose
+// float32 weights would not fit in memory or take minutes to draw (8B parameters).
+func NewRandomBF16(cfg Config, seed uint64) *Model {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	piece := uint64(0)
+	mat := func(rows, cols int) tensor.Mat {
+		w := tensor.Mat{Rows: rows, Cols: cols, BF16: make([]uint16, rows*cols)}
+		const size = 1 << 22
+		for lo := 0; lo < len(w.BF16); lo += size {
+			part := w.BF16[lo:min(lo+size, len(w.BF16))]
+			piece++
+			r := rand.New(rand.NewPCG(seed, piece))
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				for i := range part {
+					part[i] = tensor.FloatToBF16(float32(r.NormFloat64() * 0.02))
+				}
+			})
+		}
+		return w
+	}
+	r := rand.New(rand.NewPCG(seed, 0))
+	fill := func(n int) []float32 { // biases: few
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * 0.02)
+		}
+		return v
+	}
+	m := newRandom(cfg, mat, fill)
+	wg.Wait()
+	return m
+}
+
+// newRandom builds a model of cfg whose weight matrices come from mat and biases from fill,
+// called in a fixed order; norms are 1.
+func newRandom(c Config, mat func(rows, cols int) tensor.Mat, fill func(n int) []float32) *Model {
 	ones := func(n int) []float32 {
 		v := make([]float32, n)
 		for i := range v {
@@ -305,19 +352,18 @@ func NewRandom(cfg Config, seed uint64) *Model {
 		return v
 	}
 	lin := func(out, in int, bias bool) Linear {
-		l := Linear{W: tensor.Mat{Rows: out, Cols: in, F32: fill(out * in)}}
+		l := Linear{W: mat(out, in)}
 		if bias {
 			l.Bias = fill(out)
 		}
 		return l
 	}
-	c := cfg
 	m := &Model{Config: c, Norm: ones(c.Hidden)}
 	m.setInvFreq()
-	m.Embed = tensor.Mat{Rows: c.Vocab, Cols: c.Hidden, F32: fill(c.Vocab * c.Hidden)}
+	m.Embed = mat(c.Vocab, c.Hidden)
 	m.Head = m.Embed
 	if !c.TieEmbeddings {
-		m.Head = tensor.Mat{Rows: c.Vocab, Cols: c.Hidden, F32: fill(c.Vocab * c.Hidden)}
+		m.Head = mat(c.Vocab, c.Hidden)
 	}
 	q, kv := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	m.Layers = make([]Layer, c.Layers)
@@ -346,6 +392,22 @@ var Presets = map[string]Config{
 		HeadDim: 64, Vocab: 49152, NormEps: 1e-5, TieEmbeddings: true, MaxPositions: 8192,
 		Rope: Rope{Theta: 100000, Type: "default", Factor: 1}, BOS: 1, EOS: []int{2},
 	},
+	"llama-3.2-1b": {
+		Arch: "LlamaForCausalLM", Hidden: 2048, Intermediate: 8192, Layers: 16, Heads: 32, KVHeads: 8,
+		HeadDim: 64, Vocab: 128256, NormEps: 1e-5, TieEmbeddings: true, MaxPositions: 131072,
+		Rope: llama3Rope(32), BOS: 128000, EOS: []int{128001},
+	},
+	"llama-3.1-8b": {
+		Arch: "LlamaForCausalLM", Hidden: 4096, Intermediate: 14336, Layers: 32, Heads: 32, KVHeads: 8,
+		HeadDim: 128, Vocab: 128256, NormEps: 1e-5, MaxPositions: 131072,
+		Rope: llama3Rope(8), BOS: 128000, EOS: []int{128001},
+	},
+}
+
+// llama3Rope is Llama 3.1's and 3.2's rotary scaling (their config.json's rope_scaling:
+// factor 8 for 3.1, 32 for 3.2).
+func llama3Rope(factor float64) Rope {
+	return Rope{Theta: 500000, Type: "llama3", Factor: factor, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositions: 8192}
 }
 
 // Params is the number of parameters (tied embeddings counted once).

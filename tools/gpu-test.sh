@@ -7,7 +7,10 @@
 # REBUILD=1 first regenerates the PTX from DIR/kernels/*.cu with tools/cuda-ptx.sh (needs nvcc;
 # DIR/cuda-ptx.sh is used when this tree has no tools/cuda-ptx.sh) into DIR/ptx and runs
 # against it ($KVFOOT_CUDA_PTX_DIR). SANITIZE=1 runs the tests again under compute-sanitizer's
-# memcheck. BENCHTIME (default 20x) is go test's -test.benchtime; BENCH=0 skips benchmarks.
+# memcheck. BENCHTIME (default 20x) is go test's -test.benchtime; BENCH=0 skips benchmarks;
+# RUN (default GPU) and BENCHFILTER (default .) are go test's -test.run and -test.bench
+# patterns, e.g. BENCHFILTER='Linear/8B' RUN='GPULinear'. $KVFOOT_GEMM=own runs the package's
+# Linear on the own GEMM instead of cuBLASLt (BenchmarkLinear times both regardless).
 set -eu
 dir=${1:-.gpu}
 here=$(dirname "$0")
@@ -24,16 +27,16 @@ status=0
 tests="$dir/cuda.test"
 [ -f "$dir/gpu.test" ] && tests="$tests $dir/gpu.test"
 for t in $tests; do
-	"$t" -test.run 'GPU' -test.v -test.count 1 || status=1
+	"$t" -test.run "${RUN:-GPU}" -test.v -test.count 1 || status=1
 done
 if [ "${BENCH:-1}" = 1 ]; then
 	for t in $tests; do
-		"$t" -test.run '^$' -test.bench . -test.benchtime "${BENCHTIME:-20x}" || status=1
+		"$t" -test.run '^$' -test.bench "${BENCHFILTER:-.}" -test.benchtime "${BENCHTIME:-20x}" || status=1
 	done
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
 	for t in $tests; do
-		compute-sanitizer --tool memcheck --print-limit 20 "$t" -test.run 'GPU' -test.count 1 || status=1
+		compute-sanitizer --tool memcheck --print-limit 20 "$t" -test.run "${RUN:-GPU}" -test.count 1 || status=1
 	done
 fi
 exit $status

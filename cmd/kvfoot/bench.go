@@ -51,6 +51,7 @@ type benchOutput struct {
 	Dtype  string `json:"dtype"`
 	KV     string `json:"kv"`
 	CPU    string `json:"cpu"`
+	Device string `json:"device"`
 	Go     string `json:"go"`
 	Chunk  int    `json:"chunk"`
 	// ReadBW is the memory read bandwidth measured at each thread count (--bandwidth),
@@ -74,6 +75,7 @@ func runBench(args []string) (err error) {
 	scaling := fs.Bool("scaling", false, "also print each test's speed-up over one thread (one thread is added to --threads)")
 	bandwidth := fs.Bool("bandwidth", false, "measure the memory read bandwidth at each thread count and set decode rows against it")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measurements to this file")
+	device := deviceFlag(fs)
 	force := fs.Bool("force", false, "replace --cpuprofile if it exists")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -102,8 +104,16 @@ func runBench(args []string) (err error) {
 	} else if *force {
 		return errors.New("--force applies to --cpuprofile")
 	}
+	dev, err := openDevice(*device)
+	if err != nil {
+		return err
+	}
+	defer dev.close()
+	if dev.onGPU() && !flagGiven(fs, "threads") {
+		threads = []int{runtime.NumCPU()} // the host's part of a GPU forward: all cores
+	}
 	var m *model.Model
-	out := benchOutput{CPU: cpuName(), Go: runtime.Version(), Chunk: *chunk, KV: *spec}
+	out := benchOutput{CPU: cpuName(), Go: runtime.Version(), Chunk: *chunk, KV: *spec, Device: dev.name()}
 	switch {
 	case (*dir == "") == (*random == ""):
 		return errors.New("give exactly one of --model DIR and --random PRESET")
@@ -114,11 +124,11 @@ func runBench(args []string) (err error) {
 		}
 		// Random weights have no trained context: let the longest test fit.
 		cfg.MaxPositions = max(cfg.MaxPositions, slices.Max(ctxs)+*decode)
-		m = model.NewRandom(cfg, 1)
 		out.Model, out.Dtype = *random+" (random weights)", "F32"
 		if *bf16 {
-			m.ToBF16()
-			out.Dtype = "BF16"
+			m, out.Dtype = model.NewRandomBF16(cfg, 1), "BF16"
+		} else {
+			m = model.NewRandom(cfg, 1)
 		}
 	default:
 		if m, err = loadModel(*dir); err != nil {
@@ -137,6 +147,15 @@ func runBench(args []string) (err error) {
 	}
 	out.Params = m.Config.Params()
 	wbytes := weightBytes(m)
+	cacheOpts, err := dev.load(m)
+	if err != nil {
+		return err
+	}
+	if dev.onGPU() {
+		out.Dtype = "BF16 (on the device)"
+		wbytes = 2 * weightElements(m)
+	}
+	defer recoverFault(&err)
 	if *bandwidth {
 		out.ReadBW = map[string]float64{}
 		for _, t := range threads {
@@ -173,7 +192,7 @@ func runBench(args []string) (err error) {
 			var pre, dec []float64
 			var kvBytes int64
 			for range *reps {
-				p, d, kb, err := benchOnce(m, *spec, r, n, *decode, *chunk)
+				p, d, kb, err := benchOnce(m, *spec, cacheOpts, r, n, *decode, *chunk)
 				if err != nil {
 					return err
 				}
@@ -209,7 +228,7 @@ func runBench(args []string) (err error) {
 	if *format == "json" {
 		return json.NewEncoder(w).Encode(out)
 	}
-	fmt.Fprintf(w, "model: %s, %.1fM params, %s, KV %s; cpu: %s; pre-fill chunk %d\n\n", out.Model, float64(out.Params)/1e6, out.Dtype, out.KV, out.CPU, out.Chunk)
+	fmt.Fprintf(w, "model: %s, %.1fM params, %s, KV %s; cpu: %s; device: %s; pre-fill chunk %d\n\n", out.Model, float64(out.Params)/1e6, out.Dtype, out.KV, out.CPU, out.Device, out.Chunk)
 	fmt.Fprintln(w, "| threads | test | tokens/s | ± sd | reps | speed-up | decode GB/s | read BW GB/s |")
 	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|--:|--:|--:|")
 	for _, row := range out.Rows {
@@ -261,8 +280,14 @@ func printScaling(w *bufio.Writer, rows []benchRow, threads []int) {
 
 // weightBytes is the bytes of weight matrices a decode step reads: every layer's and
 // the LM head (the embedding row and the norms are negligible).
-func weightBytes(m *model.Model) int64 {
-	size := (*tensor.Mat).Bytes
+func weightBytes(m *model.Model) int64 { return sumMats(m, (*tensor.Mat).Bytes) }
+
+// weightElements is the values of the same matrices (a GPU holds each in bf16).
+func weightElements(m *model.Model) int64 {
+	return sumMats(m, func(w *tensor.Mat) int64 { return int64(w.Rows) * int64(w.Cols) })
+}
+
+func sumMats(m *model.Model, size func(*tensor.Mat) int64) int64 {
 	n := size(&m.Head)
 	for i := range m.Layers {
 		L := &m.Layers[i]
@@ -294,8 +319,8 @@ func readBandwidth() (float64, error) {
 
 // benchOnce pre-fills n random tokens into a fresh cache and then decodes decode more,
 // returning tokens/s of each phase and the cache's bytes averaged over the decode.
-func benchOnce(m *model.Model, spec string, r *rand.Rand, n, decode, chunk int) (prefill, dec float64, kvBytes int64, err error) {
-	cache, err := kv.New(kv.Shape(m.Shape()), spec)
+func benchOnce(m *model.Model, spec string, opts []kv.Option, r *rand.Rand, n, decode, chunk int) (prefill, dec float64, kvBytes int64, err error) {
+	cache, err := kv.New(kv.Shape(m.Shape()), spec, opts...)
 	if err != nil {
 		return 0, 0, 0, err
 	}

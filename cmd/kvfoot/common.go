@@ -212,3 +212,10 @@ func createOutput(flag, path string, force bool) (*outfile.File, error) {
 	}
 	return f, nil
 }
+
+// flagGiven says whether name was set on the command line (not left at its default).
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}

@@ -129,6 +129,7 @@ func (c *target) describe(cfg *model.Config, row func(string, any)) error {
 		return err
 	}
 	row("device", c.gpu.Name())
+	row("matrix products (GEMM)", c.gpu.Device().GEMMName())
 	row("device memory", fmt.Sprintf("%.2f GiB free of %.2f GiB", float64(free)/(1<<30), float64(total)/(1<<30)))
 	if err := gpu.Supports(cfg); err != nil {
 		row("longest context on the device", err.Error())
@@ -140,4 +141,12 @@ func (c *target) describe(cfg *model.Config, row func(string, any)) error {
 	row("longest context on the device", fmt.Sprintf("%d tokens (full attention, bf16 KV cache)",
 		gpu.LongestContext(kv.Shape(cfg.Shape()), left)))
 	return nil
+}
+
+// name is the device in words: the GPU's name, or "cpu".
+func (c *target) name() string {
+	if c.gpu == nil {
+		return "cpu"
+	}
+	return c.gpu.Name()
 }

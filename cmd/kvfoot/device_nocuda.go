@@ -35,6 +35,7 @@ func openDevice(name string) (*target, error) {
 func (*target) load(*model.Model) ([]kv.Option, error)          { return nil, nil }
 func (*target) close()                                          {}
 func (*target) onGPU() bool                                     { return false }
+func (*target) name() string                                    { return "cpu" }
 func (*target) describe(*model.Config, func(string, any)) error { return nil }
 
 func recoverFault(*error) {}

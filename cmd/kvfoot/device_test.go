@@ -59,7 +59,7 @@ func TestDeviceFlag(t *testing.T) {
 	}
 }
 
-// logits and eval take --device as generate does: a bad name or a missing GPU is refused
+// logits, eval and bench take --device as generate does: a bad name or a missing GPU is refused
 // naming the flag before any output is made, and cpu runs as without the flag.
 func TestDeviceFlagLogitsEval(t *testing.T) {
 	if g, err := gpu.Open("cuda"); err == nil {
@@ -86,5 +86,24 @@ func TestDeviceFlagLogitsEval(t *testing.T) {
 	}
 	if err := runLogits([]string{"--model", gqa, "--ids", "1,2,3", "--out", filepath.Join(dir, "cpu.safetensors"), "--device", "cpu"}); err != nil {
 		t.Errorf("logits --device cpu: %v", err)
+	}
+	bench := func(device string) (string, error) {
+		return capture(t, func() error {
+			return runBench([]string{"--random", "smollm2-135m", "--ctx", "8", "--threads", "1", "--reps", "1", "--decode", "1",
+				"--format", "json", "--device", device})
+		})
+	}
+	for _, device := range []string{"tpu", "cuda"} {
+		if out, err := bench(device); err == nil || !strings.Contains(err.Error(), "--device") || out != "" {
+			t.Errorf("bench --device %s: %v, output %q", device, err, out)
+		}
+	}
+	out, err := bench("cpu")
+	var o struct {
+		Device string
+		Rows   []struct{ Test string }
+	}
+	if err != nil || json.Unmarshal([]byte(out), &o) != nil || o.Device != "cpu" || len(o.Rows) != 2 {
+		t.Errorf("bench --device cpu: %v, output %q", err, out)
 	}
 }

@@ -205,7 +205,7 @@ __device__ __forceinline__ void attn_prefill(bf16* out, const bf16* q, const bf1
 }
 
 // Decode, split-K: one token's q[Hq][D] against each KV head's cache. Block (split, kvh) takes
-// the split's share of that head's entries for all G = Hq/Hkv query heads at once, so K and V
+// entries split·per onwards of that head for all G = Hq/Hkv query heads at once, so K and V
 // are read from memory once per KV head. D/8 lanes own one entry (16 bytes of K and of V each),
 // several entries per warp and U steps of loads in flight; each lane group keeps an online
 // softmax, merged across groups and warps at the end. Writes the split's unnormalised
@@ -214,7 +214,7 @@ __device__ __forceinline__ void attn_prefill(bf16* out, const bf16* q, const bf1
 template <int D, int MAXG>
 __device__ __forceinline__ void attn_decode(float* po, float* pml, const bf16* q, const bf16* kpool,
                                             const bf16* vpool, const int* tables, const int* lens,
-                                            int maxBlocks, int Hq, int Hkv, float scaleLog2) {
+                                            int maxBlocks, int per, int Hq, int Hkv, float scaleLog2) {
   constexpr int LPE = D / 8;
   constexpr int EPW = 32 / LPE;
   constexpr int STEP = 4 * EPW;
@@ -226,8 +226,10 @@ __device__ __forceinline__ void attn_decode(float* po, float* pml, const bf16* q
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int sub = lane / LPE, li = lane % LPE;
   int len = lens[kvh];
-  int per = (len + splits - 1) / splits;
-  int start = split * per, end = min(len, start + per);
+  // per entries a split, the same for every head (a head shorter than the longest leaves its
+  // last splits empty), so that the work spreads by entries, not by heads; the last split
+  // takes whatever is left
+  int start = split * per, end = split == splits - 1 ? len : min(len, start + per);
   const int* table = tables + (size_t)kvh * maxBlocks;
 
   float qv[MAXG][8], m[MAXG], l[MAXG], acc[MAXG][8];
@@ -367,8 +369,8 @@ extern "C" __global__ void attn_merge(bf16* out, const float* po, const float* p
   extern "C" __global__ void __launch_bounds__(128)                                                 \
       attn_decode_d##D##_g##G(float* po, float* pml, const bf16* q, const bf16* kpool,              \
                               const bf16* vpool, const int* tables, const int* lens, int maxBlocks, \
-                              int Hq, int Hkv, float scaleLog2) {                                    \
-    attn_decode<D, G>(po, pml, q, kpool, vpool, tables, lens, maxBlocks, Hq, Hkv, scaleLog2);        \
+                              int per, int Hq, int Hkv, float scaleLog2) {                           \
+    attn_decode<D, G>(po, pml, q, kpool, vpool, tables, lens, maxBlocks, per, Hq, Hkv, scaleLog2);   \
   }
 PREFILL(64)
 PREFILL(128)

@@ -95,11 +95,22 @@ extern "C" __global__ void __launch_bounds__(256) gemm_bf16(bf16* C, const bf16*
 
 // Matrix-vector path for M <= 8 rows (decode): one warp per output column streams W's row once
 // with 16-byte loads, four in flight per lane, and dots it with every row of A (A stays in L1).
-// grid = ceil(N/8), 256 threads.
-extern "C" __global__ void __launch_bounds__(256) gemv_bf16(bf16* C, const bf16* A, const bf16* W,
-                                                            const bf16* bias, int M, int N, int K) {
+// Up to three outputs that read the same A (q, k and v; gate and up) share one launch: the
+// blocks are numbered over their columns in order (N0 and N1 are multiples of 8, so a block
+// stays within one output; an unused output has N = 0). grid = ceil((N0+N1+N2)/8), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) gemv_bf16(bf16* C0, const bf16* W0, const bf16* b0, int N0,
+                                                            bf16* C1, const bf16* W1, const bf16* b1, int N1,
+                                                            bf16* C2, const bf16* W2, const bf16* b2, int N2,
+                                                            const bf16* A, int M, int K) {
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int n = blockIdx.x * 8 + warp;
+  bf16* C = C0;
+  const bf16 *W = W0, *bias = b0;
+  int N = N0;
+  if (n >= N0) {
+    n -= N0, C = C1, W = W1, bias = b1, N = N1;
+    if (n >= N1) n -= N1, C = C2, W = W2, bias = b2, N = N2;
+  }
   if (n >= N) return;
   const uint4* w = reinterpret_cast<const uint4*>(W + (size_t)n * K);
   int k8 = K / 8;

@@ -1,0 +1,51 @@
+#!/bin/sh
+# all.sh DIR: issue 18's checks and figures in one command on the GPU machine, run from the
+# repository root. DIR holds kvfoot, cuda.test and gpu.test (each may be gzipped: carried files
+# are few megabytes that way) and, optionally, model.safetensors.xz: the built-in model's weights,
+# compressed to travel (xz -6), put in place first. Summaries go to $OUT (the device tool's
+# folder; default /tmp/gpu-all), raw output to /tmp/gpu-compare. STEPS picks and orders them:
+#   ptx       regenerate the PTX from cuda/kernels with nvcc into DIR/ptx, use it in the steps
+#             after ($KVFOOT_CUDA_PTX_DIR) and pack it into $OUT/ptx.tgz to be committed
+#   tests     the cuda and gpu packages' GPU tests (tools/gpu-test.sh, no benchmarks)
+#   bench     the cuda package's kernel benchmarks (BENCHFILTER, default all)
+#   agree     logits against a float32 reference beside transformers' bf16 (agree.py)
+#   eval      the default study's recall tasks with full, duo and prulong on the GPU and the CPU
+#             (haystacks from CORPUS, default Python's standard library: this machine has no Go)
+#   speed     kvfoot against transformers on the 8B shape (speed.sh; SHAPES to change)
+#   sanitize  the GPU tests under compute-sanitizer's memcheck
+set -u
+dir=$1
+out=${OUT:-/tmp/gpu-all}
+mkdir -p "$out"
+for f in kvfoot cuda.test gpu.test; do
+	[ -f "$dir/$f.gz" ] && gunzip -f "$dir/$f.gz"
+	[ -f "$dir/$f" ] && chmod +x "$dir/$f"
+done
+if [ -f "$dir/model.safetensors.xz" ]; then
+	python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+		"$dir/model.safetensors.xz" models/kvfoot-small/model.safetensors
+fi
+for step in ${STEPS:-tests agree eval speed sanitize}; do
+	echo "== $step $(date +%T)" >&2
+	case $step in
+	ptx)
+		RESOURCES=1 sh tools/cuda-ptx.sh cuda/kernels "$dir/ptx" >"$out/ptx.txt" 2>&1
+		KVFOOT_CUDA_PTX_DIR=$(cd "$dir/ptx" && pwd)
+		export KVFOOT_CUDA_PTX_DIR
+		tar czf "$out/ptx.tgz" -C "$dir/ptx" . ;;
+	tests) BENCH=0 sh tools/gpu-test.sh "$dir" >"$out/tests.txt" 2>&1 ;;
+	bench) RUN='^$' BENCHFILTER=${BENCHFILTER:-'Linear|Launch|Attention'} BENCHTIME=${BENCHTIME:-5x} sh tools/gpu-test.sh "$dir" >"$out/bench.txt" 2>&1 ;;
+	agree) python3 tools/gpu-compare/agree.py "$dir/kvfoot" /tmp/gpu-compare/agree >"$out/agree.txt" 2>&1 ;;
+	eval)
+		for dev in cuda cpu; do
+			rm -rf "/tmp/gpu-compare/eval-$dev"
+			t0=$(date +%s)
+			"$dir/kvfoot" eval --device $dev --methods 'full;duo;prulong' --out "/tmp/gpu-compare/eval-$dev" \
+				--corpus "${CORPUS:-$(python3 -c 'import os; print(os.path.dirname(os.__file__))')}" >>"$out/eval.txt" 2>&1
+			echo "eval --device $dev: $(($(date +%s) - t0)) s" >>"$out/eval.txt"
+		done ;;
+	speed) OUT=/tmp/gpu-compare sh tools/gpu-compare/speed.sh "$dir/kvfoot" ${SHAPES:-llama-3.1-8b} >"$out/speed.txt" 2>&1 ;;
+	sanitize) BENCH=0 SANITIZE=1 sh tools/gpu-test.sh "$dir" 2>&1 | grep -v -e '^=== RUN' -e '^    --- PASS' >"$out/sanitize.txt" ;;
+	*) echo "all.sh: unknown step $step" >&2 ;;
+	esac
+done
