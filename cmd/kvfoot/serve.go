@@ -44,6 +44,8 @@ func runServe(args []string) error {
 func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	fs := newFlags("serve")
 	dir := fs.String("model", "", "model folder (config.json, safetensors weights, tokenizer.json; default: the built-in model)")
+	random := fs.String("random", "", "serve a model of a preset shape with random bf16 weights instead, for load tests, with --model's tokenizer: "+
+		strings.Join(presetNames(), ", "))
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback unless told otherwise)")
 	policy := fs.String("policy", "full", "KV cache policy of requests without kv_policy (the spec grammar of every command)")
 	budget := fs.String("kv-budget", "", "KV memory the running requests' predicted peaks may reserve in all, e.g. 512MiB or 2GiB "+
@@ -56,7 +58,7 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	chunk := fs.Int("chunk", 512, "pre-fill chunk size in tokens: at most this many pre-fill rows join each batched forward")
 	maxTokens := fs.Int("max-tokens", 0, "most tokens one request may generate (0: the model's context)")
 	masks := fs.String("masks", "", "comma-separated headmask masks files (TSV) that a kv_policy may name by base name, e.g. masks=m.tsv")
-	name := fs.String("model-name", "", "the model id clients send (default: the model folder's name)")
+	name := fs.String("model-name", "", "the model id clients send (default: the model folder's name, or the --random preset's)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running requests may take to finish (new ones get 503); past it they are cut and serve exits with status 1")
 	readTimeout := fs.Duration("read-timeout", 30*time.Second, "most time to read a request, headers and body")
 	writeTimeout := fs.Duration("write-timeout", 30*time.Second, "most time for each write of a response (every chunk of a stream gets its own)")
@@ -95,9 +97,19 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if *dir, err = modeldir.Locate(*dir); err != nil {
 		return err
 	}
+	var cfg model.Config
+	if *random != "" {
+		var ok bool
+		if cfg, ok = model.Presets[*random]; !ok {
+			return fmt.Errorf("--random %q: unknown preset (known: %s)", *random, strings.Join(presetNames(), ", "))
+		}
+	}
 	if *name == "" {
 		abs, _ := filepath.Abs(*dir)
 		*name = filepath.Base(abs)
+		if *random != "" {
+			*name = *random
+		}
 	}
 	var masksFiles []string
 	if *masks != "" {
@@ -112,8 +124,10 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 		return err
 	}
 	defer dev.close()
-	m, err := model.Open(*dir, model.LoadOptions{})
-	if err != nil {
+	var m *model.Model
+	if *random != "" {
+		m = model.NewRandomBF16(cfg, 1)
+	} else if m, err = model.Open(*dir, model.LoadOptions{}); err != nil {
 		return err
 	}
 	defer m.Close()

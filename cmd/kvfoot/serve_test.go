@@ -77,6 +77,42 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// kvfoot serve --random serves a preset's shape with random weights under the preset's name,
+// with the built-in model's tokenizer: a completion of token ids comes back.
+func TestServeRandom(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc, done := make(chan string, 1), make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--random", "smollm2-135m", "--addr", "127.0.0.1:0", "--threads", "1"}, func(a string) { addrc <- a })
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+addr+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"smollm2-135m","prompt":[1,2,3,4],"max_tokens":2,"temperature":0,"ignore_eos":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Model string `json:"model"`
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || out.Model != "smollm2-135m" || out.Usage.CompletionTokens != 2 {
+		t.Errorf("status %d, %+v (%v): want 2 tokens from smollm2-135m", resp.StatusCode, out, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve after SIGTERM: %v", err)
+	}
+}
+
 func TestServeBadFlags(t *testing.T) {
 	for _, c := range []struct{ args, want string }{
 		{"--kv-budget lots", "--kv-budget"},
@@ -90,6 +126,7 @@ func TestServeBadFlags(t *testing.T) {
 		{"--idle-timeout 0s", "--idle-timeout"},
 		{"--drain-timeout 0s", "--drain-timeout"},
 		{"--max-conns 0", "--max-conns"},
+		{"--random llama-9z", "--random"},
 	} {
 		args := append([]string{"--model", "../../models/kvfoot-small"}, strings.Fields(c.args)...)
 		err := serve(context.Background(), args, func(string) {})
