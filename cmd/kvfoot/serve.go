@@ -127,6 +127,7 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	var m *model.Model
 	if *random != "" {
 		m = model.NewRandomBF16(cfg, 1)
+		inVocab(m, tok.VocabSize())
 	} else if m, err = model.Open(*dir, model.LoadOptions{}); err != nil {
 		return err
 	}
@@ -174,6 +175,22 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 		return fmt.Errorf("--drain-timeout %v passed before the running requests finished; they were cut", *drain)
 	}
 	return nil
+}
+
+// inVocab zeroes the rows of a random model's LM head past the tokenizer's n tokens: their
+// logits are 0, below the largest of the thousands of other, random ones, so greedy tokens
+// stay ones the tokenizer decodes, and a load test sees every token as text and times it.
+// The shape, and so the work of each forward, is the preset's.
+func inVocab(m *model.Model, n int) {
+	h := &m.Head
+	if n >= h.Rows {
+		return
+	}
+	if h.BF16 != nil {
+		clear(h.BF16[n*h.Cols:])
+	} else {
+		clear(h.F32[n*h.Cols:])
+	}
 }
 
 func isLoopback(host string) bool {
