@@ -26,6 +26,7 @@ type fakeDevice struct {
 	made, closed int
 	fault        gpu.Fault
 	faultAt      int
+	makeErr      error // Storage's error, when set
 }
 
 var (
@@ -40,6 +41,12 @@ func (d *fakeDevice) device() *Device {
 		Storage: func(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
 			if err := d.check(s, rep, p); err != nil {
 				return nil, err
+			}
+			d.mu.Lock()
+			makeErr := d.makeErr
+			d.mu.Unlock()
+			if makeErr != nil {
+				return nil, makeErr
 			}
 			st, err := kv.HostStorage(s, rep, kv.Precision{Name: "bf16"})
 			if err != nil {
@@ -319,5 +326,26 @@ func TestDeviceFaultStream(t *testing.T) {
 			t.Errorf("a fault after the first tokens: %d %s; want a stream ending in an error event", resp.StatusCode, body)
 		}
 		d.settled(t, h)
+	}
+}
+
+// A cache the device has no memory for when its request starts (Storage's error, not a panic)
+// fails that request with 503; the server goes on.
+func TestDeviceStorageOutOfMemory(t *testing.T) {
+	d := &fakeDevice{makeErr: fmt.Errorf("fake:0: KV cache: %w", errOOM.Err)}
+	h := start(t, Config{Device: d.device()})
+	_, tok := fixture(t)
+	status, body, header := h.postIDs(tok.EncodeWithSpecial(prose), "full", 4)
+	if status != 503 || !strings.Contains(body, "device_out_of_memory") || !strings.Contains(body, "CUDA_ERROR_OUT_OF_MEMORY") || header.Get("Retry-After") == "" {
+		t.Errorf("no memory for the cache: %d %s; want 503 device_out_of_memory with Retry-After", status, body)
+	}
+	d.mu.Lock()
+	d.makeErr = nil
+	d.mu.Unlock()
+	if status, body, _ := h.postIDs(tok.EncodeWithSpecial(prose), "full", 4); status != 200 {
+		t.Errorf("once memory is free: %d %s", status, body)
+	}
+	if made, closed := d.settled(t, h); made != 1 || closed != 1 || h.s.Stats().KVBytesReserved != 0 {
+		t.Errorf("after the requests: %d storages made, %d closed, %+v; want 1, 1 and nothing reserved", made, closed, h.s.Stats())
 	}
 }
