@@ -76,6 +76,33 @@ type Fault struct{ Err error }
 func (f Fault) Error() string { return "gpu: " + f.Err.Error() }
 func (f Fault) Unwrap() error { return f.Err }
 
+// OutOfMemory says whether err is, or wraps, the driver's CUDA_ERROR_OUT_OF_MEMORY: an
+// allocation the device could not make, which may succeed once other work frees memory,
+// unlike a failed launch.
+func OutOfMemory(err error) bool {
+	var e *cuda.Error
+	return errors.As(err, &e) && e.Code == cudaErrorOutOfMemory
+}
+
+// cudaErrorOutOfMemory is CUDA_ERROR_OUT_OF_MEMORY (cuda.h).
+const cudaErrorOutOfMemory = 2
+
+// Classify says whether v, a panic value or an error, is a failure of the GPU (a Fault, or
+// an error of the driver), and whether the GPU ran out of memory: a server fails the
+// request with 503 then, 500 otherwise.
+func Classify(v any) (fault, outOfMemory bool) {
+	err, ok := v.(error)
+	if !ok {
+		return false, false
+	}
+	var f Fault
+	var e *cuda.Error
+	if !errors.As(err, &f) && !errors.As(err, &e) {
+		return false, false
+	}
+	return true, OutOfMemory(err)
+}
+
 // Recover turns a Fault panic into *err; use it deferred around a forward pass or a
 // generation on the GPU. Other panics go on.
 func Recover(err *error) {

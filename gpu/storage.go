@@ -28,6 +28,7 @@ type storage struct {
 	entries int64
 	req     []cuda.ScoreHead // the layer in progress's score requests (scores.go)
 	scores  []float32        // their results, downloaded
+	cleanup runtime.Cleanup  // frees mem once the storage is unreachable, unless Close did
 }
 
 // deviceMem is a storage's device memory, apart from the storage so that a cleanup can free
@@ -47,6 +48,17 @@ func (m *deviceMem) free() {
 	m.d.Free(m.scores)
 }
 
+// Close frees the storage's device memory now rather than when the storage is collected: a
+// server closes a finished request's cache so that the next request finds its memory free.
+// The storage must not be used afterwards.
+func (s *storage) Close() error {
+	s.cleanup.Stop()
+	err := s.d.Sync() // a queued kernel may still use the memory
+	s.mem.free()
+	*s.mem = deviceMem{d: s.d} // nothing left to free: a second Close frees nothing
+	return err
+}
+
 // Storage makes caches' storage on the GPU (pass it to kv.WithStorage). It stores bf16 entries
 // for the precisions "f32" (the default; kvfoot's CPU path stores float32) and "bf16", and
 // refuses quantized storage, which the GPU does not implement yet. An expanded cache (rep > 1,
@@ -54,19 +66,8 @@ func (m *deviceMem) free() {
 // attend one to one. The attention probabilities that token-eviction policies ask for are
 // computed on the GPU (scores.go).
 func (g *GPU) Storage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
-	switch p.Name {
-	case "", "f32", "bf16":
-	default:
-		return nil, fmt.Errorf("%s stores KV entries in bf16; %q storage is CPU-only for now", g.Name(), p.Name)
-	}
-	if rep < 1 || s.KVHeads%rep != 0 {
-		return nil, fmt.Errorf("%s: %d stored heads per layer are not %d copies of the model's KV heads", g.Name(), s.KVHeads, rep)
-	}
-	if s.HeadDim != 64 && s.HeadDim != 128 {
-		return nil, fmt.Errorf("%s: head dimension %d; the attention kernels take 64 or 128", g.Name(), s.HeadDim)
-	}
-	if s.Heads/s.KVHeads > 8 {
-		return nil, fmt.Errorf("%s: %d query heads per KV head; the decode kernel takes up to 8", g.Name(), s.Heads/s.KVHeads)
+	if err := g.CheckStorage(s, rep, p); err != nil {
+		return nil, err
 	}
 	heads := s.Layers * s.KVHeads
 	blocks := 2 * heads // grows by doubling
@@ -80,8 +81,40 @@ func (g *GPU) Storage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
 	}
 	mem := &deviceMem{d: g.d, pool: pool}
 	st := &storage{d: g.d, shape: s, rep: rep, pages: pages, mem: mem, scale: float32(1 / math.Sqrt(float64(s.HeadDim)))}
-	runtime.AddCleanup(st, func(m *deviceMem) { m.free() }, mem)
+	st.cleanup = runtime.AddCleanup(st, func(m *deviceMem) { m.free() }, mem)
 	return st, nil
+}
+
+// CheckStorage says, without allocating anything, whether Storage takes a cache of this
+// geometry and precision: a server asks it when it admits a request, so that a policy the GPU
+// cannot hold is refused then rather than failing mid-stream.
+func (g *GPU) CheckStorage(s kv.Shape, rep int, p kv.Precision) error {
+	switch p.Name {
+	case "", "f32", "bf16":
+	default:
+		return fmt.Errorf("%s stores KV entries in bf16; %q storage is CPU-only for now", g.Name(), p.Name)
+	}
+	if rep < 1 || s.KVHeads%rep != 0 {
+		return fmt.Errorf("%s: %d stored heads per layer are not %d copies of the model's KV heads", g.Name(), s.KVHeads, rep)
+	}
+	if s.HeadDim != 64 && s.HeadDim != 128 {
+		return fmt.Errorf("%s: head dimension %d; the attention kernels take 64 or 128", g.Name(), s.HeadDim)
+	}
+	if s.Heads/s.KVHeads > 8 {
+		return fmt.Errorf("%s: %d query heads per KV head; the decode kernel takes up to 8", g.Name(), s.Heads/s.KVHeads)
+	}
+	return nil
+}
+
+// StoredPrecision is the precision Storage keeps entries of precision p in: bf16 for "f32"
+// and "bf16". A server predicts a request's KV bytes with it, so that its admission counts
+// the bytes the GPU holds (2·2·HeadDim per entry), not the CPU's float32 (2·4·HeadDim).
+func StoredPrecision(p kv.Precision) kv.Precision {
+	switch p.Name {
+	case "", "f32", "bf16":
+		return kv.Precision{Name: "bf16"}
+	}
+	return p
 }
 
 // entryBytes is the bytes of one entry of one head: a bf16 key and value.

@@ -32,12 +32,13 @@ type job struct {
 	logprobs bool
 	top      int // alternatives per token in logprobs
 	policy   string
-	cache    *kv.Cache
 	meter    *footprint.Meter
 	obs      *observer
 	reserve  int64 // predicted peak bytes, reserved in the budget
 	out      outbox
 	// ---
+	cache    *kv.Cache  // built when the job starts
+	store    kv.Storage // the cache's device storage, closed when the job ends; nil on the host
 	patch    int
 	decoding bool
 	next     [1]int // the token the next decode step feeds
@@ -114,7 +115,7 @@ func (o *observer) Step(n int, prefill bool, entries, bytes, peakBytes int64) {
 // the streams.
 type engine struct {
 	m       *model.Model
-	r       *model.Runner
+	r       *model.Runner // made by runner
 	tok     *tokenizer.Tokenizer
 	chunk   int
 	adm     *admission
@@ -126,9 +127,12 @@ type engine struct {
 	seqs    []model.Seq
 	batch   []*job
 	ticks   int64
-	// newCache builds a request's cache and meter again, for replay.
-	newCache func(spec string, obs kv.Observer) (*kv.Cache, *apiError)
+	// newCache builds a request's cache when it starts, and again for replay; newMeter
+	// its meter, for replay.
+	newCache func(spec string, obs kv.Observer) (*kv.Cache, kv.Storage, *apiError)
 	newMeter func() (*footprint.Meter, *observer)
+	// failure is the error of a request the engine failed on with a panic (Device.failure).
+	failure func(policy string, r any) *apiError
 	// beforeTick, when set (by tests, before the first request), runs before each tick.
 	beforeTick func()
 
@@ -137,8 +141,7 @@ type engine struct {
 
 func newEngine(m *model.Model, tok *tokenizer.Tokenizer, chunk, maxRunning int, adm *admission, met *metrics) *engine {
 	e := &engine{
-		m: m, r: model.NewRunner(m, chunk), tok: tok, chunk: chunk,
-		adm: adm, met: met,
+		m: m, tok: tok, chunk: chunk, adm: adm, met: met, failure: panicError,
 		in: make(chan *job, maxRunning), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	go e.loop()
@@ -160,9 +163,9 @@ func (e *engine) round() (more bool) {
 			logPanic("engine", r)
 			for len(e.running) > 0 {
 				j := e.running[0]
-				e.fail(j, panicError(j.policy, r))
+				e.fail(j, e.failure(j.policy, r))
 			}
-			e.r = model.NewRunner(e.m, e.chunk)
+			e.r = nil
 			more = true
 		}
 	}()
@@ -196,20 +199,42 @@ func (e *engine) round() (more bool) {
 	return true
 }
 
+// start builds j's cache (on a device, its memory is taken now, not while j was queued)
+// and adds j to the running requests.
 func (e *engine) start(j *job) {
 	e.running = append(e.running, j)
 	e.guard(j, func() {
+		var ae *apiError
+		if j.cache, j.store, ae = e.newCache(j.policy, j.obs); ae != nil {
+			e.fail(j, ae)
+			return
+		}
 		j.patch = min(j.cache.PatchLen(), len(j.prompt))
 		j.stream = e.tok.NewStream(true)
 	})
 }
 
-// guard runs f for j; a panic in f ends j alone with a 500 that names its policy.
+// runner is the batch runner, made anew after a panic, which may have left the old one's
+// buffers half grown; making it allocates (device memory on a GPU), so it is called only
+// where panics are caught.
+func (e *engine) runner() *model.Runner {
+	if e.r == nil {
+		e.r = model.NewRunner(e.m, e.chunk)
+	}
+	return e.r
+}
+
+// guard runs f for j; a panic in f ends j alone with an error that names its policy
+// (failure: 500, or 503 when a device ran out of memory).
 func (e *engine) guard(j *job, f func()) (ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			logPanic(j.policy, r)
-			e.fail(j, panicError(j.policy, r))
+			ae, isAPI := r.(*apiError) // replay's: a cache the device could not build again
+			if !isAPI {
+				ae = e.failure(j.policy, r)
+			}
+			e.fail(j, ae)
 			ok = false
 		}
 	}()
@@ -298,7 +323,7 @@ func (e *engine) tick() {
 		// panic comes from fails.
 		for _, j := range slices.Clone(e.batch) {
 			if !e.guard(j, func() { e.replay(j) }) {
-				e.r = model.NewRunner(e.m, e.chunk)
+				e.r = nil
 				continue
 			}
 			e.alone(j)
@@ -323,19 +348,19 @@ func (e *engine) forwardBatch() (err error, panicked bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			logPanic("a batched forward", r)
-			e.r = model.NewRunner(e.m, e.chunk) // its buffers may be half written
+			e.r = nil // its buffers may be half grown
 			panicked = true
 		}
 	}()
-	return e.r.ForwardBatch(e.seqs), false
+	return e.runner().ForwardBatch(e.seqs), false
 }
 
 // alone runs j's next step by itself and advances it.
 func (e *engine) alone(j *job) {
 	s := e.seqOf(j)
 	var err error
-	if !e.guard(j, func() { s.Logits, err = e.r.Forward(s.Cache, s.IDs, s.Step, false) }) {
-		e.r = model.NewRunner(e.m, e.chunk)
+	if !e.guard(j, func() { s.Logits, err = e.runner().Forward(s.Cache, s.IDs, s.Step, false) }) {
+		e.r = nil
 		return
 	}
 	if err != nil {
@@ -348,15 +373,17 @@ func (e *engine) alone(j *job) {
 
 // replay builds j's cache and meter again and feeds them what the old ones were fed
 // by completed forwards, in the same steps: the pre-fill chunks, then one decode step
-// per generated token but the last.
+// per generated token but the last. The old cache's device memory is freed first.
 func (e *engine) replay(j *job) {
+	closeStorage(j.store)
+	j.cache, j.store = nil, nil
 	meter, obs := e.newMeter()
-	cache, ae := e.newCache(j.policy, obs)
+	cache, store, ae := e.newCache(j.policy, obs)
 	if ae != nil {
-		panic(ae.Message) // it was built once from the same spec
+		panic(ae) // it was built once from the same spec: the device failed (an *apiError names it)
 	}
 	fed := j.fed
-	j.cache, j.meter, j.obs, j.fed = cache, meter, obs, 0
+	j.cache, j.store, j.meter, j.obs, j.fed = cache, store, meter, obs, 0
 	for j.cache.Pos() < fed {
 		var s model.Seq
 		if pos := j.cache.Pos(); pos < len(j.prompt) {
@@ -364,7 +391,7 @@ func (e *engine) replay(j *job) {
 		} else {
 			s = model.Seq{Cache: j.cache, IDs: j.gen[pos-len(j.prompt):][:1], Step: model.Step{Pos: pos, Rows: 1}}
 		}
-		if _, err := e.r.Forward(s.Cache, s.IDs, s.Step, false); err != nil {
+		if _, err := e.runner().Forward(s.Cache, s.IDs, s.Step, false); err != nil {
 			panic(err)
 		}
 	}
@@ -578,6 +605,7 @@ func (e *engine) release(j *job) {
 	}
 	e.inUse.Store(now)
 	e.met.kvInUse.Set(float64(now))
-	j.cache, j.meter, j.obs.meter = nil, nil, nil
+	closeStorage(j.store)
+	j.cache, j.store, j.meter, j.obs.meter = nil, nil, nil, nil
 	e.adm.release(j.reserve)
 }

@@ -11,12 +11,14 @@ import (
 //
 //	{"error": {"message": "...", "type": "invalid_request_error", "param": "max_tokens", "code": null}}
 //
-// Statuses: 400 a malformed request or an invalid parameter; 401 a missing or wrong API
-// key; 404 an unknown model or route; 413 a body over the limit; 422 a well-formed
-// request the server cannot serve (the prompt and max_tokens exceed the context, a
-// kv_policy the spec grammar rejects or that names a masks file the server did not
-// load, a predicted KV peak above the whole budget); 429 the queue is full (with
-// Retry-After); 503 the server is draining; 500 a failure inside the engine.
+// Statuses: 400 a malformed request or an invalid parameter, or a kv_policy the server's
+// device cannot hold; 401 a missing or wrong API key; 404 an unknown model or route; 413
+// a body over the limit; 422 a well-formed request the server cannot serve (the prompt
+// and max_tokens exceed the context, a kv_policy the spec grammar rejects or that names a
+// masks file the server did not load, a predicted KV peak above the whole budget); 429
+// the queue is full (with Retry-After); 503 the server is draining, or the device ran out
+// of memory for the request's KV cache (with Retry-After); 500 a failure inside the
+// engine or on the device.
 type apiError struct {
 	Status     int    `json:"-"`
 	Message    string `json:"message"`

@@ -251,8 +251,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, g *gen, e *apiErr
 	status = s.wholeResponse(w, r, j, g)
 }
 
-// newJob checks lengths and the policy and predicts the request's KV peak. A panic
-// while building the request's cache or its prediction fails this request alone.
+// newJob checks lengths and the policy and predicts the request's KV peak; the engine
+// builds its cache when it starts. A panic while checking the policy (building its
+// selector) or predicting fails this request alone.
 func (s *Server) newJob(r *http.Request, g *gen) (_ *job, e *apiError) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -293,20 +294,20 @@ func (s *Server) newJob(r *http.Request, g *gen) (_ *job, e *apiError) {
 		return nil, unprocessable(param, "context_length_exceeded",
 			"the prompt (%d tokens) plus %s=%d exceeds the model's context of %d tokens", p, param, g.maxTokens, s.cfg.Context)
 	}
-	meter, obs := s.newMeter()
-	cache, e := s.newCache(g.policy, obs)
+	facts, e := s.policy(g.policy)
 	if e != nil {
 		return nil, e
 	}
 	// the patch rows of the last non-final chunk sit right after it
-	if patch := min(cache.PatchLen(), p); p > s.cfg.Chunk {
+	if patch := min(facts.PatchLen, p); p > s.cfg.Chunk {
 		if end := (p-1)/s.cfg.Chunk*s.cfg.Chunk + patch; end > s.cfg.Context {
 			return nil, unprocessable("kv_policy", "context_length_exceeded",
 				"kv_policy %q appends %d patch tokens to pre-fill chunks, which reach position %d past the model's context of %d tokens",
 				g.policy, patch, end-1, s.cfg.Context)
 		}
 	}
-	reserve, err := cache.Facts().PeakBytes(kv.Workload{Prompt: p, MaxTokens: g.maxTokens, Chunk: s.cfg.Chunk})
+	// in the bytes the device stores, which are what the cache's Bytes counts
+	reserve, err := s.cfg.Device.storedFacts(facts).PeakBytes(kv.Workload{Prompt: p, MaxTokens: g.maxTokens, Chunk: s.cfg.Chunk})
 	if err != nil {
 		return nil, unprocessable("kv_policy", "invalid_kv_policy", "%v", err)
 	}
@@ -321,9 +322,9 @@ func (s *Server) newJob(r *http.Request, g *gen) (_ *job, e *apiError) {
 	}
 	j := &job{
 		ctx: r.Context(), arrived: g.arrived, prompt: g.prompt, max: g.maxTokens, stops: g.stops,
-		sampler: sm, logprobs: g.logprobs, top: g.top, policy: g.policy,
-		cache: cache, meter: meter, obs: obs, reserve: reserve,
+		sampler: sm, logprobs: g.logprobs, top: g.top, policy: g.policy, reserve: reserve,
 	}
+	j.meter, j.obs = s.newMeter()
 	j.out.notify = make(chan struct{}, 1)
 	if !g.ignoreEOS {
 		j.stopIDs = s.eos
@@ -410,8 +411,19 @@ func legacyLogprobs(lps []tokenLogprob, offset int) *completionLogprobs {
 }
 
 // streamResponse sends j's events as server-sent events: one chunk per event, the
-// finish reason, the usage chunk when asked for, then data: [DONE].
+// finish reason, the usage chunk when asked for, then data: [DONE]. The headers wait for
+// the first event, so that a request that fails before its first token (the device out of
+// memory for its pre-fill, a policy the device turns down when it first runs) is answered
+// with its status rather than a 200 and an error event.
 func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, g *gen) int {
+	evs := wait(r, j, nil)
+	if evs == nil {
+		return 499
+	}
+	if e := evs[0].err; e != nil {
+		writeError(w, e)
+		return e.Status
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -460,12 +472,7 @@ func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, 
 			return 499
 		}
 	}
-	var buf []event
 	for {
-		evs := wait(r, j, buf)
-		if evs == nil {
-			return 499
-		}
 		for _, ev := range evs {
 			if ev.err != nil {
 				w.Write(append(append([]byte("data: "), errorBody(ev.err)...), '\n', '\n'))
@@ -500,6 +507,8 @@ func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, 
 			rc.Flush()
 			return http.StatusOK
 		}
-		buf = evs
+		if evs = wait(r, j, evs); evs == nil {
+			return 499
+		}
 	}
 }

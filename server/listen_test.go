@@ -206,7 +206,7 @@ func TestServeDrain(t *testing.T) {
 	}
 	defer a.resp.Body.Close()
 	all, err := io.ReadAll(a.resp.Body)
-	if err != nil || !strings.HasSuffix(string(all), "data: [DONE]\n\n") || strings.Contains(string(all), "error") {
+	if err != nil || !strings.HasSuffix(string(all), "data: [DONE]\n\n") || strings.Contains(string(all), `{"error":`) {
 		t.Errorf("the running stream: %v, ending %q; want it finished", err, all[max(0, len(all)-100):])
 	}
 	if err := <-drained; err != nil {

@@ -62,6 +62,9 @@ type Config struct {
 	// name only (masks=NAME): they are read into memory at start, and no file is read
 	// after it.
 	Masks []string
+	// Device, when set, keeps every request's KV cache on a device (a GPU) instead of in
+	// host memory; KVBudget is then device memory.
+	Device *Device
 }
 
 // Server serves one model. Create it with New, answer requests with Serve (or mount
@@ -146,7 +149,7 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 	if err := s.loadMasks(); err != nil {
 		return nil, err
 	}
-	if _, err := s.newCache(cfg.Policy, nil); err != nil {
+	if _, err := s.policy(cfg.Policy); err != nil {
 		return nil, fmt.Errorf("server: default policy: %s", err.Message)
 	}
 	s.met.kvBudget.Set(float64(cfg.KVBudget))
@@ -156,7 +159,7 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 		s.met.queued.Set(float64(queued))
 	})
 	s.eng = newEngine(m, tok, cfg.Chunk, cfg.MaxConcurrent, s.adm, s.met)
-	s.eng.newCache, s.eng.newMeter = s.newCache, s.newMeter
+	s.eng.newCache, s.eng.newMeter, s.eng.failure = s.newCache, s.newMeter, cfg.Device.failure
 	return s, nil
 }
 
@@ -216,9 +219,10 @@ type memFile struct{ *bytes.Reader }
 func (memFile) Stat() (fs.FileInfo, error) { return nil, errors.ErrUnsupported }
 func (memFile) Close() error               { return nil }
 
-// newCache builds a cache for spec, after checking that every file it names (a
-// headmask masks file) is one the server loaded.
-func (s *Server) newCache(spec string, obs kv.Observer) (*kv.Cache, *apiError) {
+// policy checks spec for a request and returns its facts: every file it names (a
+// headmask masks file) is one the server loaded, the grammar takes it, and the device, if
+// any, can hold its cache.
+func (s *Server) policy(spec string) (*kv.Facts, *apiError) {
 	files, err := kv.Files(spec)
 	if err != nil {
 		return nil, unprocessable("kv_policy", "invalid_kv_policy", "kv_policy: %v", err)
@@ -235,15 +239,41 @@ func (s *Server) newCache(spec string, obs kv.Observer) (*kv.Cache, *apiError) {
 			"kv_policy %q: %s=%s is not a masks file this server loaded (loaded: %s); a policy names loaded files by name, never by path",
 			spec, f.Key, f.Name, loaded)
 	}
+	facts, err := kv.Describe(s.shape, spec, kv.WithFS(s.masksFS))
+	if err != nil {
+		return nil, unprocessable("kv_policy", "invalid_kv_policy", "kv_policy: %v", err)
+	}
+	if e := s.cfg.Device.check(s.shape, facts); e != nil {
+		return nil, e
+	}
+	return facts, nil
+}
+
+// newCache builds a cache for spec, which policy has checked, when its request starts
+// (on a device, a queued request holds no device memory). store is the device storage
+// the cache holds, which the engine closes when the request ends; nil on the host.
+func (s *Server) newCache(spec string, obs kv.Observer) (c *kv.Cache, store kv.Storage, e *apiError) {
 	opts := []kv.Option{kv.WithFS(s.masksFS)}
 	if obs != nil {
 		opts = append(opts, kv.WithObserver(obs))
 	}
+	if d := s.cfg.Device; d != nil {
+		opts = append(opts, kv.WithStorage(func(sh kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
+			st, err := d.Storage(sh, rep, p)
+			store = st
+			return st, err
+		}))
+	}
 	c, err := kv.New(s.shape, spec, opts...)
 	if err != nil {
-		return nil, unprocessable("kv_policy", "invalid_kv_policy", "kv_policy: %v", err)
+		if d := s.cfg.Device; d != nil && d.Fault != nil {
+			if fault, _ := d.Fault(err); fault {
+				return nil, nil, d.failure(spec, err)
+			}
+		}
+		return nil, nil, unprocessable("kv_policy", "invalid_kv_policy", "kv_policy: %v", err)
 	}
-	return c, nil
+	return c, store, nil
 }
 
 // Handler returns the HTTP API.

@@ -10,6 +10,7 @@ import (
 	"github.com/kvfoot/kvfoot/gpu"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/server"
 )
 
 // deviceFlag adds --device to a command. The NVIDIA driver is loaded only for cuda and auto,
@@ -80,6 +81,42 @@ func recoverFault(err *error) {
 		*err = f
 	}
 }
+
+// serverDevice is what kvfoot serve tells the server about the device, after load: where the
+// requests' caches live (nil on the CPU) and the KV budget, budget when set, else by default.
+// On the GPU the default is a third of the memory free after the weights, less gpu.Headroom
+// (activations, the driver's own): a request's pool of blocks may hold up to twice its
+// entries once it has doubled, and while it grows the old pool and the new one are held
+// together, so a budget of a third of the memory is never short of it. A budget the free
+// memory cannot hold at all is refused.
+func (c *target) serverDevice(budget int64, set bool) (*server.Device, int64, error) {
+	if c.gpu == nil {
+		return nil, budget, nil
+	}
+	free, _, err := c.gpu.MemInfo()
+	if err != nil {
+		return nil, 0, fmt.Errorf("--device: %w", err)
+	}
+	left := int64(free) - gpu.Headroom
+	if left <= 0 {
+		return nil, 0, fmt.Errorf("--device: %s has %s free after the weights, less %s of working memory: no room for KV caches",
+			c.gpu.Name(), gibs(int64(free)), gibs(gpu.Headroom))
+	}
+	switch {
+	case !set:
+		budget = left / 3
+		fmt.Fprintf(os.Stderr, "kvfoot serve: KV budget %s: a third of the %s %s has free after the weights, less %s of working memory\n",
+			gibs(budget), gibs(int64(free)), c.gpu.Name(), gibs(gpu.Headroom))
+	case budget > left:
+		return nil, 0, fmt.Errorf("--kv-budget %s: %s has %s free after the weights, less %s of working memory; "+
+			"leave it out for a third of that, %s, which the caches' pools never outgrow", gibs(budget), c.gpu.Name(), gibs(int64(free)), gibs(gpu.Headroom), gibs(left/3))
+	}
+	g := c.gpu
+	return &server.Device{Name: g.Name(), Storage: g.Storage, Check: g.CheckStorage, Stored: gpu.StoredPrecision, Fault: gpu.Classify}, budget, nil
+}
+
+// gibs formats bytes in GiB for messages.
+func gibs(b int64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }
 
 // describe adds the device's rows to inspect's output: the GPU, its memory, and the
 // longest context that fits beside the model's bf16 weights with full attention and, when

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/server"
 )
 
 // The CPU-only build (-tags nocuda): --device takes cpu and auto (which is the CPU), and no
@@ -40,3 +41,7 @@ func (*target) describe(*model.Config, func(string, any), string, int, ...kv.Opt
 }
 
 func recoverFault(*error) {}
+
+func (*target) serverDevice(budget int64, _ bool) (*server.Device, int64, error) {
+	return nil, budget, nil
+}

@@ -44,9 +44,13 @@ func runServe(args []string) error {
 func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	fs := newFlags("serve")
 	dir := fs.String("model", "", "model folder (config.json, safetensors weights, tokenizer.json; default: the built-in model)")
+	random := fs.String("random", "", "serve a model of a preset shape with random bf16 weights instead, for load tests, with --model's tokenizer: "+
+		strings.Join(presetNames(), ", "))
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback unless told otherwise)")
 	policy := fs.String("policy", "full", "KV cache policy of requests without kv_policy (the spec grammar of every command)")
-	budget := fs.String("kv-budget", "2GiB", "KV memory the running requests' predicted peaks may reserve in all (e.g. 512MiB, 2GiB)")
+	budget := fs.String("kv-budget", "", "KV memory the running requests' predicted peaks may reserve in all, e.g. 512MiB or 2GiB "+
+		"(default: 2GiB on the CPU; on a GPU, a third of its memory free after the weights, less 512MiB of working memory)")
+	device := deviceFlag(fs)
 	apiKey := fs.String("api-key", "", "Bearer token required on /v1 and /metrics (default $KVFOOT_API_KEY; none: no check)")
 	maxConcurrent := fs.Int("max-concurrent", 64, "requests running (batched) at once")
 	maxQueue := fs.Int("max-queue", 256, "requests waiting for admission; past it, 429 with Retry-After")
@@ -54,7 +58,7 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	chunk := fs.Int("chunk", 512, "pre-fill chunk size in tokens: at most this many pre-fill rows join each batched forward")
 	maxTokens := fs.Int("max-tokens", 0, "most tokens one request may generate (0: the model's context)")
 	masks := fs.String("masks", "", "comma-separated headmask masks files (TSV) that a kv_policy may name by base name, e.g. masks=m.tsv")
-	name := fs.String("model-name", "", "the model id clients send (default: the model folder's name)")
+	name := fs.String("model-name", "", "the model id clients send (default: the model folder's name, or the --random preset's)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long running requests may take to finish (new ones get 503); past it they are cut and serve exits with status 1")
 	readTimeout := fs.Duration("read-timeout", 30*time.Second, "most time to read a request, headers and body")
 	writeTimeout := fs.Duration("write-timeout", 30*time.Second, "most time for each write of a response (every chunk of a stream gets its own)")
@@ -80,9 +84,12 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if err := setThreads(*threads); err != nil {
 		return err
 	}
-	kvBudget, err := bytesize.Parse(*budget)
-	if err != nil {
-		return fmt.Errorf("--kv-budget: %w", err)
+	var kvBudget int64 = 2 << 30 // the CPU's default; on a GPU serverDevice sets it unless given
+	var err error
+	if *budget != "" {
+		if kvBudget, err = bytesize.Parse(*budget); err != nil {
+			return fmt.Errorf("--kv-budget: %w", err)
+		}
 	}
 	if *apiKey == "" {
 		*apiKey = os.Getenv("KVFOOT_API_KEY")
@@ -90,9 +97,19 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if *dir, err = modeldir.Locate(*dir); err != nil {
 		return err
 	}
+	var cfg model.Config
+	if *random != "" {
+		var ok bool
+		if cfg, ok = model.Presets[*random]; !ok {
+			return fmt.Errorf("--random %q: unknown preset (known: %s)", *random, strings.Join(presetNames(), ", "))
+		}
+	}
 	if *name == "" {
 		abs, _ := filepath.Abs(*dir)
 		*name = filepath.Base(abs)
+		if *random != "" {
+			*name = *random
+		}
 	}
 	var masksFiles []string
 	if *masks != "" {
@@ -102,13 +119,29 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	if err != nil {
 		return fmt.Errorf("--model: %w", err)
 	}
-	m, err := model.Open(*dir, model.LoadOptions{})
+	dev, err := openDevice(*device)
 	if err != nil {
 		return err
 	}
+	defer dev.close()
+	var m *model.Model
+	if *random != "" {
+		m = model.NewRandomBF16(cfg, 1)
+		inVocab(m, tok.VocabSize())
+	} else if m, err = model.Open(*dir, model.LoadOptions{}); err != nil {
+		return err
+	}
 	defer m.Close()
+	// the weights go up once; every request's cache is made on the device by the server
+	if _, err := dev.load(m); err != nil {
+		return err
+	}
+	sd, kvBudget, err := dev.serverDevice(kvBudget, *budget != "")
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(m, tok, server.Config{
-		ModelName: *name, Policy: *policy, KVBudget: kvBudget, APIKey: *apiKey,
+		ModelName: *name, Policy: *policy, KVBudget: kvBudget, APIKey: *apiKey, Device: sd,
 		MaxConcurrent: *maxConcurrent, MaxQueue: *maxQueue, Chunk: *chunk, MaxTokens: *maxTokens, Masks: masksFiles,
 		ReadTimeout: *readTimeout, WriteTimeout: *writeTimeout, IdleTimeout: *idleTimeout, MaxConns: *maxConns,
 	})
@@ -142,6 +175,22 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 		return fmt.Errorf("--drain-timeout %v passed before the running requests finished; they were cut", *drain)
 	}
 	return nil
+}
+
+// inVocab zeroes the rows of a random model's LM head past the tokenizer's n tokens: their
+// logits are 0, below the largest of the thousands of other, random ones, so greedy tokens
+// stay ones the tokenizer decodes, and a load test sees every token as text and times it.
+// The shape, and so the work of each forward, is the preset's.
+func inVocab(m *model.Model, n int) {
+	h := &m.Head
+	if n >= h.Rows {
+		return
+	}
+	if h.BF16 != nil {
+		clear(h.BF16[n*h.Cols:])
+	} else {
+		clear(h.F32[n*h.Cols:])
+	}
 }
 
 func isLoopback(host string) bool {

@@ -77,6 +77,54 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// kvfoot serve --random serves a preset's shape with random weights under the preset's name,
+// with the built-in model's tokenizer: a completion of token ids comes back, every token one
+// the tokenizer decodes.
+func TestServeRandom(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc, done := make(chan string, 1), make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--random", "smollm2-135m", "--addr", "127.0.0.1:0", "--threads", "1"}, func(a string) { addrc <- a })
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+addr+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"smollm2-135m","prompt":[1,2,3,4],"max_tokens":4,"temperature":0,"ignore_eos":true,"logprobs":0}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Model   string `json:"model"`
+		Choices []struct {
+			Logprobs struct {
+				Tokens []string `json:"tokens"`
+			} `json:"logprobs"`
+		} `json:"choices"`
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || out.Model != "smollm2-135m" || out.Usage.CompletionTokens != 4 || len(out.Choices) != 1 {
+		t.Fatalf("status %d, %+v (%v): want 4 tokens from smollm2-135m", resp.StatusCode, out, err)
+	}
+	// greedy tokens are the tokenizer's (49152 − 4096 of the preset's ids are not): each has text
+	for i, tok := range out.Choices[0].Logprobs.Tokens {
+		if tok == "" {
+			t.Errorf("token %d of %q has no text: an id past the tokenizer's vocabulary", i, out.Choices[0].Logprobs.Tokens)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve after SIGTERM: %v", err)
+	}
+}
+
 func TestServeBadFlags(t *testing.T) {
 	for _, c := range []struct{ args, want string }{
 		{"--kv-budget lots", "--kv-budget"},
@@ -90,6 +138,7 @@ func TestServeBadFlags(t *testing.T) {
 		{"--idle-timeout 0s", "--idle-timeout"},
 		{"--drain-timeout 0s", "--drain-timeout"},
 		{"--max-conns 0", "--max-conns"},
+		{"--random llama-9z", "--random"},
 	} {
 		args := append([]string{"--model", "../../models/kvfoot-small"}, strings.Fields(c.args)...)
 		err := serve(context.Background(), args, func(string) {})
