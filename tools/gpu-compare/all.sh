@@ -13,6 +13,8 @@
 #             (haystacks from CORPUS, default Python's standard library: this machine has no Go)
 #   speed     kvfoot against transformers on the 8B shape (speed.sh; SHAPES to change)
 #   profile   per-kernel times of the 8B shape's pre-fill and decode at 32K (profile.sh, ncu)
+#   serve     kvfoot serve --device cuda's GPU tests (DIR/kvfoot.test, cmd/kvfoot's) and, with
+#             LOAD=1, tools/serve-load.sh on the built-in model
 #   sanitize  the GPU tests under compute-sanitizer's memcheck
 #   variant   a kernel variant under trial: DIR/variant/kernels/*.cu (with common.cuh) compiled
 #             to PTX and DIR/variant/cuda.test's attention tests and benchmarks run on it
@@ -21,7 +23,7 @@ set -u
 dir=$1
 out=${OUT:-/tmp/gpu-all}
 mkdir -p "$out"
-for f in kvfoot cuda.test gpu.test; do
+for f in kvfoot cuda.test gpu.test kvfoot.test; do
 	[ -f "$dir/$f.gz" ] && gunzip -f "$dir/$f.gz"
 	[ -f "$dir/$f" ] && chmod +x "$dir/$f"
 done
@@ -61,6 +63,12 @@ for step in ${STEPS:-tests agree eval speed sanitize}; do
 			KVFOOT_CUDA_PTX_DIR=$(cd "$v/ptx" && pwd) "$v/cuda.test" -test.run 'GPU.*Attention' -test.v -test.count 1 | grep -v -e '^=== RUN' -e '^    --- PASS'
 			KVFOOT_CUDA_PTX_DIR=$(cd "$v/ptx" && pwd) "$v/cuda.test" -test.run '^$' -test.bench 'Attention' -test.benchtime 5x
 		} >>"$out/bench.txt" 2>&1 ;;
+	serve)
+		{
+			mkdir -p cmd/kvfoot
+			(cd cmd/kvfoot && "../../$dir/kvfoot.test" -test.run 'TestServeGPU|TestServeDevice' -test.v -test.count 1)
+			[ "${LOAD:-0}" = 1 ] && sh tools/serve-load.sh "$dir/kvfoot" cuda
+		} >"$out/serve.txt" 2>&1 ;;
 	sanitize) BENCH=0 SANITIZE=1 sh tools/gpu-test.sh "$dir" 2>&1 | grep -v -e '^=== RUN' -e '^    --- PASS' >"$out/sanitize.txt" ;;
 	*) echo "all.sh: unknown step $step" >&2 ;;
 	esac
