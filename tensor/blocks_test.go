@@ -87,12 +87,23 @@ func TestBlockMatMul(t *testing.T) {
 					got, gotF := make([]float32, m*rows), make([]float32, m*7)
 					MatMulTs(x, m, Proj{Dst: got, W: &w}, Proj{Dst: gotF, W: &f})
 					wv := make([]float32, k)
-					check := func(name string, dst []float32, wrows int, row func(r int) []float32) {
+					// The matrix-vector route of a format with an integer dot computes
+					// with x quantized to 8 bits (wint.go): the values that stand for.
+					xw := make([]float64, len(x))
+					for i, v := range x {
+						xw[i] = float64(v)
+					}
+					if format.dotQ8 != nil && m <= smallM {
+						for i := range m {
+							copy(xw[i*k:(i+1)*k], actValues(actRow(format.act, x[i*k:(i+1)*k])))
+						}
+					}
+					check := func(name string, dst []float32, wrows int, row func(r int) []float32, x []float64) {
 						for i := range m {
 							for r := range wrows {
 								var want float64
 								for p, v := range row(r) {
-									want += float64(v) * float64(x[i*k+p])
+									want += float64(v) * x[i*k+p]
 								}
 								if d := math.Abs(float64(dst[i*wrows+r]) - want); d > 1e-4*(1+math.Abs(want)) {
 									t.Fatalf("threads %d, m %d, rows %d: %s[%d,%d] = %g, want %g", th, m, rows, name, i, r, dst[i*wrows+r], want)
@@ -100,8 +111,12 @@ func TestBlockMatMul(t *testing.T) {
 							}
 						}
 					}
-					check(format.Name, got, rows, func(r int) []float32 { w.Row(wv, r); return wv })
-					check("f32", gotF, 7, func(r int) []float32 { return f.F32[r*k : (r+1)*k] })
+					check(format.Name, got, rows, func(r int) []float32 { w.Row(wv, r); return wv }, xw)
+					xf := make([]float64, len(x))
+					for i, v := range x {
+						xf[i] = float64(v)
+					}
+					check("f32", gotF, 7, func(r int) []float32 { return f.F32[r*k : (r+1)*k] }, xf)
 				}
 			}
 		}

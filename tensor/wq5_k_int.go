@@ -1,0 +1,28 @@
+package tensor
+
+// dotQ5_KQ8 is Q5_K's integer dot against a row quantized by quantizeActQ8_K: as
+// dotQ4_KQ8, with 5-bit levels.
+func dotQ5_KQ8(row []byte, a q8Row) float32 {
+	nb := checkBlocks("dotQ5_KQ8", len(a.Qs), kBlock, 176, len(row))
+	var s float32
+	for b := range nb {
+		blk := row[b*176 : b*176+176]
+		q8, sums := a.Qs[b*kBlock:(b+1)*kBlock], a.Sums[16*b:16*b+16]
+		var isum, msum int32
+		for c := range 4 {
+			lo8, hi8 := q8[64*c:64*c+32], q8[64*c+32:64*c+64]
+			var lo, hi int32
+			for l := range 32 {
+				ql, qh := q5Levels(blk, c, l)
+				lo += int32(ql) * int32(lo8[l])
+				hi += int32(qh) * int32(hi8[l])
+			}
+			s1, m1 := scaleMinK4(2*c, blk[4:16])
+			s2, m2 := scaleMinK4(2*c+1, blk[4:16])
+			isum += int32(s1)*lo + int32(s2)*hi
+			msum += int32(m1)*(int32(sums[4*c])+int32(sums[4*c+1])) + int32(m2)*(int32(sums[4*c+2])+int32(sums[4*c+3]))
+		}
+		s += kScaled(a.D[b], f16At(blk), f16At(blk[2:]), isum, msum)
+	}
+	return s
+}
