@@ -93,9 +93,9 @@ func TestBlockMatMul(t *testing.T) {
 					for i, v := range x {
 						xw[i] = float64(v)
 					}
-					if format.dotQ8 != nil && m <= smallM {
+					if format.dotAct != nil && m <= smallM {
 						for i := range m {
-							copy(xw[i*k:(i+1)*k], actValues(actRow(format.act, x[i*k:(i+1)*k])))
+							copy(xw[i*k:(i+1)*k], actValues(quantizedRow(format.act, x[i*k:(i+1)*k])))
 						}
 					}
 					check := func(name string, dst []float32, wrows int, row func(r int) []float32, x []float64) {

@@ -119,22 +119,22 @@ type matvecJob struct {
 	nout  int
 	units [maxOuts + 1]int // prefix sums of the products' units
 	xd    []float32        // x prepared for the bf16 kernel, [m, k]
-	// x quantized to 8 bits for the block formats' integer dots (wint.go), by kind
-	q8 [actQ8_K + 1]q8Rows
+	// x in the forms the block formats' dotAct want (wint.go), by kind
+	act [actKinds]actRows
 }
 
 func (j *matvecJob) set(x []float32, m int, ps []Proj) {
 	j.im, j.x, j.m, j.nout = active, x, m, copy(j.outs[:], ps)
 	bf16 := false
-	var quantized [actQ8_K + 1]bool
+	var converted [actKinds]bool
 	k := ps[0].W.Cols
 	for i, p := range ps {
 		j.units[i+1] = j.units[i] + (p.W.Rows+mvUnit-1)/mvUnit
 		bf16 = bf16 || p.W.BF16 != nil
-		// Once per call, not per weight row: the parts share the quantized rows.
-		if b := p.W.Block; b != nil && b.dotQ8 != nil && !quantized[b.act] {
-			quantized[b.act] = true
-			j.q8[b.act].set(b.act, x, m, k)
+		// Once per call, not per weight row: the parts share the converted rows.
+		if b := p.W.Block; b != nil && b.dotAct != nil && !converted[b.act] {
+			converted[b.act] = true
+			j.act[b.act].set(b.act, x, m, k)
 		}
 	}
 	if bf16 {
@@ -160,8 +160,8 @@ func (j *matvecJob) Do(_, _, u int) {
 	b := min(a+mvUnit, rows)
 	if wm.Block != nil {
 		rb := wm.Block.RowBytes(k)
-		if dot := wm.Block.dotQ8; dot != nil {
-			q := &j.q8[wm.Block.act]
+		if dot := wm.Block.dotAct; dot != nil {
+			q := &j.act[wm.Block.act]
 			for i := 0; i < j.m; i++ {
 				xq, dst := q.row(i), p.Dst[i*rows+a:i*rows+b]
 				for r := a; r < b; r++ {

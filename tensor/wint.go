@@ -3,29 +3,30 @@ package tensor
 import "encoding/binary"
 
 // Integer dot products for decode, as llama.cpp computes its quantized matrix-vector
-// products: the activation row is quantized once per product to 8 bits (q8Row), and
-// each weight row's dot is an exact integer sum per block, with float32 only for the
-// scales. The float kernels (w*.go) stay for the GEMM and where this does not pay.
+// products: the activation row is quantized to 8 bits once per product (llama.cpp's
+// vec_dot_type of the weight type), and each weight row's dot is an exact integer sum
+// per block, with float32 only for the scales. The float kernels (w*.go) stay for the
+// GEMM (pre-fill) and where this does not pay.
 
-// actKind is the 8-bit quantization a format's integer dot wants of the activations.
+// actKind is the 8-bit form a format's dotAct wants of the activations.
 type actKind uint8
 
 const (
-	actNone actKind = iota
-	actQ8_0         // blocks of 32: one scale each (llama.cpp's block_q8_0)
-	actQ8_K         // blocks of 256: one scale and the sums of each 16 codes (block_q8_K)
+	actQ8_0 actKind = iota // blocks of 32: one scale each (llama.cpp's block_q8_0)
+	actQ8_K                // blocks of 256: one scale and the sums of each 16 codes (block_q8_K)
+	actKinds
 )
 
-// q8Row is one activation row quantized to 8 bits: value i ≈ D[i/block]·Qs[i], with
-// block 32 (actQ8_0) or 256 (actQ8_K); Sums[j] = Σ Qs[16j:16j+16] for actQ8_K.
-type q8Row struct {
+// actRow is one activation row quantized to 8 bits: value i ≈ D[i/block]·Qs[i], with
+// block 32 (actQ8_0) or 256 (actQ8_K); for actQ8_K, Sums[j] = Σ Qs[16j:16j+16].
+type actRow struct {
 	Qs   []int8
 	D    []float32
 	Sums []int16
 }
 
-// q8Rows holds m quantized activation rows of k values, reused across calls.
-type q8Rows struct {
+// actRows holds m quantized activation rows of k values, reused across calls.
+type actRows struct {
 	kind actKind
 	k    int
 	qs   []int8
@@ -34,34 +35,31 @@ type q8Rows struct {
 }
 
 // set quantizes the m rows of x (k values each) as kind, reusing the buffers.
-func (a *q8Rows) set(kind actKind, x []float32, m, k int) {
+func (a *actRows) set(kind actKind, x []float32, m, k int) {
 	a.kind, a.k = kind, k
-	per := 32
 	if kind == actQ8_K {
-		per = kBlock
+		a.d = grow(a.d, m*k/kBlock)
+		a.sums = growInt16(a.sums, m*k/16)
+	} else {
+		a.d = grow(a.d, m*k/32)
 	}
 	a.qs = growInt8(a.qs, m*k)
-	a.d = grow(a.d, m*k/per)
-	if kind == actQ8_K {
-		a.sums = growInt16(a.sums, m*k/16)
-	}
 	for i := range m {
-		r := a.row(i)
 		if kind == actQ8_K {
-			quantizeActQ8_K(r, x[i*k:(i+1)*k])
+			quantizeActQ8_K(a.row(i), x[i*k:(i+1)*k])
 		} else {
-			quantizeActQ8_0(r, x[i*k:(i+1)*k])
+			quantizeActQ8_0(a.row(i), x[i*k:(i+1)*k])
 		}
 	}
 }
 
-// row is quantized row i.
-func (a *q8Rows) row(i int) q8Row {
+// row is row i.
+func (a *actRows) row(i int) actRow {
 	k := a.k
 	if a.kind == actQ8_K {
-		return q8Row{Qs: a.qs[i*k : (i+1)*k], D: a.d[i*k/kBlock : (i+1)*k/kBlock], Sums: a.sums[i*k/16 : (i+1)*k/16]}
+		return actRow{Qs: a.qs[i*k : (i+1)*k], D: a.d[i*k/kBlock : (i+1)*k/kBlock], Sums: a.sums[i*k/16 : (i+1)*k/16]}
 	}
-	return q8Row{Qs: a.qs[i*k : (i+1)*k], D: a.d[i*k/32 : (i+1)*k/32]}
+	return actRow{Qs: a.qs[i*k : (i+1)*k], D: a.d[i*k/32 : (i+1)*k/32]}
 }
 
 func growInt8(s []int8, n int) []int8 {
@@ -88,7 +86,7 @@ var (
 // quantizeActQ8_0Go quantizes x in blocks of 32 as llama.cpp's x86 quantize_row_q8_0:
 // the scale is max|x|/127 rounded to half precision (block_q8_0 stores it so), the
 // codes round(x·127/max|x|) with ties to even (_mm256_round_ps's nearest).
-func quantizeActQ8_0Go(r q8Row, x []float32) {
+func quantizeActQ8_0Go(r actRow, x []float32) {
 	for b := range len(x) / 32 {
 		xs := x[b*32 : b*32+32]
 		var amax float32
@@ -110,7 +108,7 @@ func quantizeActQ8_0Go(r q8Row, x []float32) {
 // quantizeActQ8_KGo quantizes x in blocks of 256 as llama.cpp's quantize_row_q8_K_ref:
 // the value of largest magnitude maps to −127, codes are nearest(x·(−127/max)) capped
 // at 127, the scale is 1/(−127/max), and Sums holds the sums of each 16 codes.
-func quantizeActQ8_KGo(r q8Row, x []float32) {
+func quantizeActQ8_KGo(r actRow, x []float32) {
 	for b := range len(x) / kBlock {
 		xs := x[b*kBlock : (b+1)*kBlock]
 		q := r.Qs[b*kBlock : (b+1)*kBlock]

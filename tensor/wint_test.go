@@ -7,23 +7,23 @@ import (
 	"testing"
 )
 
-// namedDotQ8 is an integer dot kernel of a format, tested beside the portable one.
-type namedDotQ8 struct {
+// namedDotAct is an integer dot kernel of a format, tested beside the portable one.
+type namedDotAct struct {
 	name string
-	dot  func([]byte, q8Row) float32
+	dot  func([]byte, actRow) float32
 }
 
-// extraDotQ8s are the vector integer dots this CPU can run, by format name, and
+// extraDotActs are the vector integer dots this CPU can run, by format name, and
 // extraActQuantizers the vector activation quantizers, by kind (wint_amd64_test.go).
 var (
-	extraDotQ8s        = map[string][]namedDotQ8{}
-	extraActQuantizers = map[actKind][]func(q8Row, []float32){}
+	extraDotActs       = map[string][]namedDotAct{}
+	extraActQuantizers = map[actKind][]func(actRow, []float32){}
 )
 
 // intFormats are the formats with an integer dot, with the portable one.
 var intFormats = []struct {
 	f        *BlockFormat
-	portable func([]byte, q8Row) float32
+	portable func([]byte, actRow) float32
 	halves   []int // offsets of the half-precision fields in a block
 }{
 	{&BlockQ8_0, dotQ8_0Q8, []int{0}},
@@ -33,15 +33,15 @@ var intFormats = []struct {
 	{&BlockQ6_K, dotQ6_KQ8, []int{208}},
 }
 
-// actRow quantizes x as kind with the portable quantizer.
-func actRow(kind actKind, x []float32) q8Row {
-	var a q8Rows
+// quantizedRow quantizes x as kind with the portable quantizer.
+func quantizedRow(kind actKind, x []float32) actRow {
+	var a actRows
 	a.set(kind, x, 1, len(x))
 	return a.row(0)
 }
 
 // actValues are the values a quantized row stands for, D·code, in float64.
-func actValues(a q8Row) []float64 {
+func actValues(a actRow) []float64 {
 	per := len(a.Qs) / len(a.D)
 	v := make([]float64, len(a.Qs))
 	for i, q := range a.Qs {
@@ -99,7 +99,7 @@ func TestActQuantize(t *testing.T) {
 				}
 			}
 			clear(x[(nb-1)*per:]) // the last block all zero
-			a := actRow(kind, x)
+			a := quantizedRow(kind, x)
 			v, e := actValues(a), actErrBound(kind, x)
 			for i := range x {
 				if d := math.Abs(float64(x[i]) - v[i]); !(d <= e[i]) {
@@ -133,7 +133,7 @@ func TestActQuantize(t *testing.T) {
 				}
 			}
 			for vi, quant := range extraActQuantizers[kind] {
-				var b q8Rows
+				var b actRows
 				b.set(kind, x, 1, n)
 				got := b.row(0)
 				clear(got.Qs)
@@ -200,7 +200,7 @@ func TestIntDot(t *testing.T) {
 						x[i] *= s
 					}
 				}
-				a := actRow(f.act, x)
+				a := quantizedRow(f.act, x)
 				xq, e := actValues(a), actErrBound(f.act, x)
 				var wantQ, want, magQ, mag, quantErr float64
 				for i, wi := range w {
@@ -218,7 +218,7 @@ func TestIntDot(t *testing.T) {
 				if d := math.Abs(float64(got) - want); !(d <= quantErr+roundQ+float64(nb+8)*0x1p-23*mag) {
 					t.Fatalf("%s portable, %d blocks, trial %d: %g, float64 sum %g: off by %g > 8-bit bound %g", f.Name, nb, trial, got, want, d, quantErr)
 				}
-				for _, k := range extraDotQ8s[f.Name] {
+				for _, k := range extraDotActs[f.Name] {
 					if v := k.dot(row, a); math.Float32bits(v) != math.Float32bits(got) {
 						t.Fatalf("%s %s, %d blocks, trial %d: %g, portable %g", f.Name, k.name, nb, trial, v, got)
 					}
@@ -270,14 +270,14 @@ func TestIntDotExtremes(t *testing.T) {
 			}
 			w := make([]float32, n)
 			f.Dequant(w, row)
-			a := actRow(f.act, x)
+			a := quantizedRow(f.act, x)
 			xq := actValues(a)
 			var want, mag float64
 			for i := range w {
 				want += float64(w[i]) * xq[i]
 				mag += math.Abs(float64(w[i]) * xq[i])
 			}
-			for _, k := range append([]namedDotQ8{{"portable", c.portable}}, extraDotQ8s[f.Name]...) {
+			for _, k := range append([]namedDotAct{{"portable", c.portable}}, extraDotActs[f.Name]...) {
 				if got := k.dot(row, a); !(math.Abs(float64(got)-want) <= float64(nb+8)*0x1p-23*mag) {
 					t.Errorf("%s %s, sign %g: %g, float64 sum %g", f.Name, k.name, sign, got, want)
 				}

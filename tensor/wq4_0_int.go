@@ -3,7 +3,7 @@ package tensor
 // dotQ4_0Q8 is Q4_0's integer dot against a row quantized by quantizeActQ8_0, in
 // dotQ8_0Q8's order: value i of a block is its level q−8 (low nibbles values 0…15,
 // high nibbles 16…31) times code i.
-func dotQ4_0Q8(row []byte, a q8Row) float32 {
+func dotQ4_0Q8(row []byte, a actRow) float32 {
 	nb := checkBlocks("dotQ4_0Q8", len(a.Qs), 32, 18, len(row))
 	var acc [16]float32
 	for b := range nb {

@@ -6,7 +6,7 @@ package tensor
 // s += d·dₐ·isum − dmin·dₐ·msum in float32, each product rounded (no fused
 // multiply-add), in the order the vector kernels follow, so that they return the
 // same bits.
-func dotQ4_KQ8(row []byte, a q8Row) float32 {
+func dotQ4_KQ8(row []byte, a actRow) float32 {
 	nb := checkBlocks("dotQ4_KQ8", len(a.Qs), kBlock, 144, len(row))
 	var s float32
 	for b := range nb {

@@ -2,7 +2,7 @@ package tensor
 
 // dotQ5_KQ8 is Q5_K's integer dot against a row quantized by quantizeActQ8_K: as
 // dotQ4_KQ8, with 5-bit levels.
-func dotQ5_KQ8(row []byte, a q8Row) float32 {
+func dotQ5_KQ8(row []byte, a actRow) float32 {
 	nb := checkBlocks("dotQ5_KQ8", len(a.Qs), kBlock, 176, len(row))
 	var s float32
 	for b := range nb {

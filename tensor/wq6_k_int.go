@@ -4,7 +4,7 @@ package tensor
 // llama.cpp's ggml_vec_dot_q6_K_q8_K): per super-block the exact integer sum over
 // its 16 sub-blocks of scale·Σ(q−32)·a, then s += (dₐ·d)·isum, each product rounded
 // to float32, the order of the vector kernels.
-func dotQ6_KQ8(row []byte, a q8Row) float32 {
+func dotQ6_KQ8(row []byte, a actRow) float32 {
 	nb := checkBlocks("dotQ6_KQ8", len(a.Qs), kBlock, 210, len(row))
 	var s float32
 	for b := range nb {

@@ -4,7 +4,7 @@ package tensor
 // block and lane of 4 values an exact integer sum, scaled by d·dₐ into 16 lane
 // accumulators (even blocks 0…7, odd blocks 8…15), summed by sumLanes16: the order
 // of the vector kernels, which return the same bits.
-func dotQ8_0Q8(row []byte, a q8Row) float32 {
+func dotQ8_0Q8(row []byte, a actRow) float32 {
 	nb := checkBlocks("dotQ8_0Q8", len(a.Qs), 32, 34, len(row))
 	var acc [16]float32
 	for b := range nb {

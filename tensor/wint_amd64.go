@@ -1,0 +1,84 @@
+//go:build amd64 && !purego
+
+package tensor
+
+import "golang.org/x/sys/cpu"
+
+//go:noescape
+func dotQ4_KQ8AVX2(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
+func dotQ6_KQ8AVX2(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
+func dotQ5_KQ8AVX2(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
+func dotQ8_0Q8AVX2(row *byte, qs *int8, d *float32, nb int) float32
+
+//go:noescape
+func dotQ4_0Q8AVX2(row *byte, qs *int8, d *float32, nb int) float32
+
+// hasInt8AVX2: the integer kernels need AVX2 and F16C (the weights' half-precision
+// scales).
+var hasInt8AVX2 = cpu.X86.HasAVX2 && cpu.X86.HasF16C
+
+func init() {
+	if hasInt8AVX2 {
+		BlockQ4_K.dotAct = dotQ4_KQ8Fast
+		BlockQ6_K.dotAct = dotQ6_KQ8Fast
+		BlockQ5_K.dotAct = dotQ5_KQ8Fast
+		BlockQ8_0.dotAct = dotQ8_0Q8Fast
+		BlockQ4_0.dotAct = dotQ4_0Q8Fast
+	}
+}
+
+// dotQ4_KQ8Fast is dotQ4_KQ8 in one AVX2 kernel call.
+func dotQ4_KQ8Fast(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ4_KQ8", len(a.Qs), kBlock, 144, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[16*nb-1]
+	return dotQ4_KQ8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ6_KQ8Fast is dotQ6_KQ8 in one AVX2 kernel call.
+func dotQ6_KQ8Fast(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ6_KQ8", len(a.Qs), kBlock, 210, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[16*nb-1]
+	return dotQ6_KQ8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ5_KQ8Fast is dotQ5_KQ8 in one AVX2 kernel call.
+func dotQ5_KQ8Fast(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ5_KQ8", len(a.Qs), kBlock, 176, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[16*nb-1]
+	return dotQ5_KQ8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ8_0Q8Fast is dotQ8_0Q8 in one AVX2 kernel call.
+func dotQ8_0Q8Fast(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ8_0Q8", len(a.Qs), 32, 34, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_ = a.D[nb-1]
+	return dotQ8_0Q8AVX2(&row[0], &a.Qs[0], &a.D[0], nb)
+}
+
+// dotQ4_0Q8Fast is dotQ4_0Q8 in one AVX2 kernel call.
+func dotQ4_0Q8Fast(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ4_0Q8", len(a.Qs), 32, 18, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_ = a.D[nb-1]
+	return dotQ4_0Q8AVX2(&row[0], &a.Qs[0], &a.D[0], nb)
+}

@@ -1,0 +1,140 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// Hand-written: Q5_K's integer dot (wq5_k_int.go's dotQ5_KQ8) with AVX2, as
+// wq4_k_int_amd64.s's Q4_K with each nibble's fifth bit from qh (bits 2c and 2c+1
+// of qh[l] for chunk c): levels 0…31, whose pairs still fit in int16.
+// Per super-
+// block: the scales and mins unpacked as in wq4_k_amd64.s; each 32 code bytes give
+// the low and the high nibbles, each multiplied with its 32 activation codes by
+// VPMADDUBSW (unsigned 0…15 times signed: pairs fit in int16) and by the sub-block's
+// scale with VPMADDWD into int32; the mins times the pairwise sums of the row's
+// sums of 16. Both integer sums are exact and reduced to scalars; the float part is
+// dotQ5_KQ8's, operation by operation (scalar, no fused multiply-add), so the result
+// has its bits.
+
+// Chunk c: codes at 48+32c(SI), qh in Y7, bytes 0x10 in Y4, activations at 64c(DI); scales 2c and 2c+1 as int16
+// at 4c(SP) and 4c+2(SP).
+#define Q5KICHUNK(c) \
+	VMOVDQU      (48+32*c)(SI), Y8; \
+	VPSRLW       $4, Y8, Y9; \
+	VPAND        Y15, Y8, Y8; \
+	VPAND        Y15, Y9, Y9; \
+	VPSRLW       $(2*c), Y7, Y12; \
+	VPSLLW       $4, Y12, Y13; \
+	VPAND        Y4, Y13, Y13; \
+	VPOR         Y13, Y8, Y8; \
+	VPSLLW       $3, Y12, Y13; \
+	VPAND        Y4, Y13, Y13; \
+	VPOR         Y13, Y9, Y9; \
+	VPMADDUBSW   (64*c)(DI), Y8, Y8; \
+	VPMADDUBSW   (64*c+32)(DI), Y9, Y9; \
+	VPBROADCASTW (4*c)(SP), Y10; \
+	VPBROADCASTW (4*c+2)(SP), Y11; \
+	VPMADDWD     Y10, Y8, Y8; \
+	VPMADDWD     Y11, Y9, Y9; \
+	VPADDD       Y8, Y0, Y0; \
+	VPADDD       Y9, Y1, Y1
+
+// func dotQ5_KQ8AVX2(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+TEXT ·dotQ5_KQ8AVX2(SB), NOSPLIT, $16-44
+	MOVQ         row+0(FP), SI
+	MOVQ         qs+8(FP), DI
+	MOVQ         d+16(FP), R11
+	MOVQ         sums+24(FP), R12
+	MOVQ         nb+32(FP), CX
+	VXORPS       X14, X14, X14
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL         $0x10101010, AX
+	VMOVD        AX, X4
+	VPBROADCASTD X4, Y4
+	TESTQ        CX, CX
+	JZ           done
+
+loop:
+	// The 8 scales and 8 mins a byte each in R8 and R9 (see wq4_k_amd64.s).
+	MOVL  4(SI), AX
+	MOVL  8(SI), BX
+	MOVL  12(SI), DX
+	MOVL  AX, R8
+	ANDL  $0x3f3f3f3f, R8
+	MOVL  BX, R9
+	ANDL  $0x3f3f3f3f, R9
+	MOVL  DX, R10
+	ANDL  $0x0f0f0f0f, R10
+	SHRL  $6, AX
+	ANDL  $0x03030303, AX
+	SHLL  $4, AX
+	ORL   AX, R10
+	SHRL  $4, DX
+	ANDL  $0x0f0f0f0f, DX
+	SHRL  $6, BX
+	ANDL  $0x03030303, BX
+	SHLL  $4, BX
+	ORL   BX, DX
+	SHLQ  $32, R10
+	ORQ   R10, R8
+	SHLQ  $32, DX
+	ORQ   DX, R9
+	VMOVQ R8, X2
+	VPMOVZXBW X2, X2
+	VMOVDQU   X2, 0(SP) // scales as int16
+
+	// msum = Σ_j m_j·(sums[2j] + sums[2j+1])
+	VMOVQ     R9, X5
+	VPMOVZXBW X5, X5
+	VMOVDQU   (R12), X6
+	VMOVDQU   16(R12), X7
+	VPHADDW   X7, X6, X6
+	VPMADDWD  X6, X5, X5
+	VPSHUFD   $0x4e, X5, X6
+	VPADDD    X6, X5, X5
+	VPSHUFD   $0xb1, X5, X6
+	VPADDD    X6, X5, X5
+
+	VPXOR   Y0, Y0, Y0
+	VPXOR   Y1, Y1, Y1
+	VMOVDQU 16(SI), Y7
+	Q5KICHUNK(0)
+	Q5KICHUNK(1)
+	Q5KICHUNK(2)
+	Q5KICHUNK(3)
+
+	// isum, then (dₐ·d)·isum − (dₐ·dmin)·msum into the total
+	VPADDD       Y1, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPADDD       X1, X0, X0
+	VCVTDQ2PS    X0, X0
+	VCVTDQ2PS    X5, X5
+	MOVWLZX      (SI), AX
+	VMOVD        AX, X2
+	VCVTPH2PS    X2, X2
+	MOVWLZX      2(SI), AX
+	VMOVD        AX, X3
+	VCVTPH2PS    X3, X3
+	VMOVSS       (R11), X6
+	VMULSS       X6, X2, X2
+	VMULSS       X6, X3, X3
+	VMULSS       X0, X2, X2
+	VMULSS       X5, X3, X3
+	VSUBSS       X3, X2, X2
+	VADDSS       X2, X14, X14
+
+	ADDQ $176, SI
+	ADDQ $256, DI
+	ADDQ $4, R11
+	ADDQ $32, R12
+	DECQ CX
+	JNZ  loop
+
+done:
+	VZEROUPPER
+	MOVSS X14, ret+40(FP)
+	RET
