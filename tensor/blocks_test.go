@@ -140,7 +140,9 @@ func TestNewBlockMatRefuses(t *testing.T) {
 }
 
 // BenchmarkBlockMatVec: one decode row against a 2048x2048 weight matrix in each
-// storage, one thread: GB/s of weights read.
+// storage, one thread: GB/s of weights read. A format with an integer dot runs twice,
+// the float dot (/float) and the integer one with the activation row's quantization
+// (/int), so that one run compares them.
 func BenchmarkBlockMatVec(b *testing.B) {
 	defer SetThreads(Threads())
 	SetThreads(1)
@@ -164,11 +166,22 @@ func BenchmarkBlockMatVec(b *testing.B) {
 	dst := make([]float32, n)
 	for _, name := range []string{"f32", "bf16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"} {
 		w := mats[name]
-		b.Run(name, func(b *testing.B) {
-			b.SetBytes(w.Bytes())
-			for b.Loop() {
-				MatMulT(dst, x, 1, &w)
-			}
-		})
+		run := func(name string) {
+			b.Run(name, func(b *testing.B) {
+				b.SetBytes(w.Bytes())
+				for b.Loop() {
+					MatMulT(dst, x, 1, &w)
+				}
+			})
+		}
+		if w.Block == nil || w.Block.dotAct == nil {
+			run(name)
+			continue
+		}
+		dot := w.Block.dotAct
+		w.Block.dotAct = nil
+		run(name + "/float")
+		w.Block.dotAct = dot
+		run(name + "/int")
 	}
 }

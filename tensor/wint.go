@@ -1,6 +1,9 @@
 package tensor
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math"
+)
 
 // Integer dot products for decode, as llama.cpp computes its quantized matrix-vector
 // products: the activation row is quantized to 8 bits once per product (llama.cpp's
@@ -100,7 +103,7 @@ func quantizeActQ8_0Go(r actRow, x []float32) {
 		}
 		q := r.Qs[b*32 : b*32+32]
 		for i, v := range xs {
-			q[i] = int8(max(-127, min(127, nearestInt(v*id))))
+			q[i] = int8(max(-127, min(127, nearestInt32(v*id))))
 		}
 	}
 }
@@ -125,18 +128,24 @@ func quantizeActQ8_KGo(r actRow, x []float32) {
 			continue
 		}
 		iscale := -127 / mx
-		for i, v := range xs {
-			q[i] = int8(max(-127, min(127, nearestInt(iscale*v))))
-		}
-		for j := range 16 {
-			var s int16
-			for _, c := range q[16*j : 16*j+16] {
-				s += int16(c)
+		sums := r.Sums[16*b : 16*b+16]
+		for j := range sums {
+			var s int32
+			for i, v := range xs[16*j : 16*j+16] {
+				c := max(-127, min(127, nearestInt32(iscale*v)))
+				q[16*j+i] = int8(c)
+				s += c
 			}
-			r.Sums[16*b+j] = s
+			sums[j] = int16(s)
 		}
 		r.D[b] = 1 / iscale
 	}
+}
+
+// nearestInt32 rounds f (|f| < 2²²) to the nearest integer, ties to even, as ggml's
+// nearest_int: adding 1.5·2²³ leaves the integer in the low mantissa bits.
+func nearestInt32(f float32) int32 {
+	return int32(math.Float32bits(f+12582912)&0x7fffff) - 0x400000
 }
 
 // sumLanes16 adds the 16 lane accumulators of the 32-value formats' integer dots in

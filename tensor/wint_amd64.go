@@ -19,9 +19,19 @@ func dotQ8_0Q8AVX2(row *byte, qs *int8, d *float32, nb int) float32
 //go:noescape
 func dotQ4_0Q8AVX2(row *byte, qs *int8, d *float32, nb int) float32
 
+//go:noescape
+func dotQ8_0Q8VNNI(row *byte, qs *int8, d *float32, nb int) float32
+
+//go:noescape
+func dotQ4_0Q8VNNI(row *byte, qs *int8, d *float32, nb int) float32
+
 // hasInt8AVX2: the integer kernels need AVX2 and F16C (the weights' half-precision
 // scales).
 var hasInt8AVX2 = cpu.X86.HasAVX2 && cpu.X86.HasF16C
+
+// hasInt8VNNI: the AVX-512 kernels use VPDPBUSD (VNNI), byte masks (BW) and the
+// 256-bit forms of EVEX instructions (VL).
+var hasInt8VNNI = hasInt8AVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VNNI
 
 func init() {
 	if hasInt8AVX2 {
@@ -30,6 +40,10 @@ func init() {
 		BlockQ5_K.dotAct = dotQ5_KQ8Fast
 		BlockQ8_0.dotAct = dotQ8_0Q8Fast
 		BlockQ4_0.dotAct = dotQ4_0Q8Fast
+	}
+	if hasInt8VNNI {
+		BlockQ8_0.dotAct = dotQ8_0Q8Fast512
+		BlockQ4_0.dotAct = dotQ4_0Q8Fast512
 	}
 }
 
@@ -81,4 +95,24 @@ func dotQ4_0Q8Fast(row []byte, a actRow) float32 {
 	}
 	_ = a.D[nb-1]
 	return dotQ4_0Q8AVX2(&row[0], &a.Qs[0], &a.D[0], nb)
+}
+
+// dotQ8_0Q8Fast512 is dotQ8_0Q8 in one AVX-512 VNNI kernel call.
+func dotQ8_0Q8Fast512(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ8_0Q8", len(a.Qs), 32, 34, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_ = a.D[nb-1]
+	return dotQ8_0Q8VNNI(&row[0], &a.Qs[0], &a.D[0], nb)
+}
+
+// dotQ4_0Q8Fast512 is dotQ4_0Q8 in one AVX-512 VNNI kernel call.
+func dotQ4_0Q8Fast512(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ4_0Q8", len(a.Qs), 32, 18, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_ = a.D[nb-1]
+	return dotQ4_0Q8VNNI(&row[0], &a.Qs[0], &a.D[0], nb)
 }

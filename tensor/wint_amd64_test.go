@@ -12,4 +12,8 @@ func init() {
 		extraDotActs["Q8_0"] = append(extraDotActs["Q8_0"], namedDotAct{"AVX2", dotQ8_0Q8Fast})
 		extraDotActs["Q4_0"] = append(extraDotActs["Q4_0"], namedDotAct{"AVX2", dotQ4_0Q8Fast})
 	}
+	if hasInt8VNNI {
+		extraDotActs["Q8_0"] = append(extraDotActs["Q8_0"], namedDotAct{"VNNI", dotQ8_0Q8Fast512})
+		extraDotActs["Q4_0"] = append(extraDotActs["Q4_0"], namedDotAct{"VNNI", dotQ4_0Q8Fast512})
+	}
 }

@@ -285,3 +285,33 @@ func TestIntDotExtremes(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkActQuantize: one activation row of 2048 values quantized per kind.
+func BenchmarkActQuantize(b *testing.B) {
+	x := gaussRow(rand.New(rand.NewPCG(1, 2)), 2048, 1)
+	for _, kind := range []actKind{actQ8_0, actQ8_K} {
+		var a actRows
+		b.Run([]string{"Q8_0", "Q8_K"}[kind], func(b *testing.B) {
+			for b.Loop() {
+				a.set(kind, x, 1, len(x))
+			}
+		})
+	}
+}
+
+// TestNearestInt32 checks the magic-number rounding against math.RoundToEven over
+// the range the quantizers use, ties included.
+func TestNearestInt32(t *testing.T) {
+	for _, f := range []float32{0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 127, -127, 0.49999997, -0.49999997, 127.00001} {
+		if got, want := nearestInt32(f), int32(math.RoundToEven(float64(f))); got != want {
+			t.Errorf("nearestInt32(%g) = %d, want %d", f, got, want)
+		}
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	for range 100000 {
+		f := float32(r.Float64()*300 - 150)
+		if got, want := nearestInt32(f), int32(math.RoundToEven(float64(f))); got != want {
+			t.Fatalf("nearestInt32(%g) = %d, want %d", f, got, want)
+		}
+	}
+}
