@@ -20,6 +20,12 @@ func dotQ8_0Q8AVX2(row *byte, qs *int8, d *float32, nb int) float32
 func dotQ4_0Q8AVX2(row *byte, qs *int8, d *float32, nb int) float32
 
 //go:noescape
+func quantizeActQ8_KAVX512(x *float32, qs *int8, d *float32, sums *int16, nb int)
+
+//go:noescape
+func quantizeActQ8_0AVX512(x *float32, qs *int8, d *float32, nb int)
+
+//go:noescape
 func dotQ8_0Q8VNNI(row *byte, qs *int8, d *float32, nb int) float32
 
 //go:noescape
@@ -42,6 +48,8 @@ func init() {
 		BlockQ4_0.dotAct = dotQ4_0Q8Fast
 	}
 	if hasInt8VNNI {
+		quantizeActQ8_K = quantizeActQ8_KFast
+		quantizeActQ8_0 = quantizeActQ8_0Fast
 		BlockQ8_0.dotAct = dotQ8_0Q8Fast512
 		BlockQ4_0.dotAct = dotQ4_0Q8Fast512
 	}
@@ -115,4 +123,24 @@ func dotQ4_0Q8Fast512(row []byte, a actRow) float32 {
 	}
 	_ = a.D[nb-1]
 	return dotQ4_0Q8VNNI(&row[0], &a.Qs[0], &a.D[0], nb)
+}
+
+// quantizeActQ8_KFast is quantizeActQ8_KGo in one AVX-512 kernel call.
+func quantizeActQ8_KFast(r actRow, x []float32) {
+	nb := len(x) / kBlock
+	if nb == 0 {
+		return
+	}
+	_, _, _ = r.Qs[nb*kBlock-1], r.D[nb-1], r.Sums[16*nb-1]
+	quantizeActQ8_KAVX512(&x[0], &r.Qs[0], &r.D[0], &r.Sums[0], nb)
+}
+
+// quantizeActQ8_0Fast is quantizeActQ8_0Go in one AVX-512 kernel call.
+func quantizeActQ8_0Fast(r actRow, x []float32) {
+	nb := len(x) / 32
+	if nb == 0 {
+		return
+	}
+	_, _ = r.Qs[nb*32-1], r.D[nb-1]
+	quantizeActQ8_0AVX512(&x[0], &r.Qs[0], &r.D[0], nb)
 }

@@ -13,6 +13,8 @@ func init() {
 		extraDotActs["Q4_0"] = append(extraDotActs["Q4_0"], namedDotAct{"AVX2", dotQ4_0Q8Fast})
 	}
 	if hasInt8VNNI {
+		extraActQuantizers[actQ8_K] = append(extraActQuantizers[actQ8_K], quantizeActQ8_KFast)
+		extraActQuantizers[actQ8_0] = append(extraActQuantizers[actQ8_0], quantizeActQ8_0Fast)
 		extraDotActs["Q8_0"] = append(extraDotActs["Q8_0"], namedDotAct{"VNNI", dotQ8_0Q8Fast512})
 		extraDotActs["Q4_0"] = append(extraDotActs["Q4_0"], namedDotAct{"VNNI", dotQ4_0Q8Fast512})
 	}

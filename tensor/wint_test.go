@@ -33,11 +33,18 @@ var intFormats = []struct {
 	{&BlockQ6_K, dotQ6_KQ8, []int{208}},
 }
 
-// quantizedRow quantizes x as kind with the portable quantizer.
+// quantizedRow quantizes x as kind with the portable quantizer (set's buffers, then
+// the portable one over what the installed one wrote).
 func quantizedRow(kind actKind, x []float32) actRow {
 	var a actRows
 	a.set(kind, x, 1, len(x))
-	return a.row(0)
+	r := a.row(0)
+	if kind == actQ8_K {
+		quantizeActQ8_KGo(r, x)
+	} else {
+		quantizeActQ8_0Go(r, x)
+	}
+	return r
 }
 
 // actValues are the values a quantized row stands for, D·code, in float64.
