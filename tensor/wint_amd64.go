@@ -26,6 +26,12 @@ func quantizeActQ8_KAVX512(x *float32, qs *int8, d *float32, sums *int16, nb int
 func quantizeActQ8_0AVX512(x *float32, qs *int8, d *float32, nb int)
 
 //go:noescape
+func dotQ4_KQ8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
+func dotQ6_KQ8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
 func dotQ8_0Q8VNNI(row *byte, qs *int8, d *float32, nb int) float32
 
 //go:noescape
@@ -51,6 +57,8 @@ func init() {
 		quantizeActQ8_K = quantizeActQ8_KFast
 		quantizeActQ8_0 = quantizeActQ8_0Fast
 		BlockQ8_0.dotAct = dotQ8_0Q8Fast512
+		BlockQ4_K.dotAct = dotQ4_KQ8Fast512
+		BlockQ6_K.dotAct = dotQ6_KQ8Fast512
 		BlockQ4_0.dotAct = dotQ4_0Q8Fast512
 	}
 }
@@ -143,4 +151,24 @@ func quantizeActQ8_0Fast(r actRow, x []float32) {
 	}
 	_, _ = r.Qs[nb*32-1], r.D[nb-1]
 	quantizeActQ8_0AVX512(&x[0], &r.Qs[0], &r.D[0], nb)
+}
+
+// dotQ4_KQ8Fast512 is dotQ4_KQ8 in one AVX-512 VNNI kernel call.
+func dotQ4_KQ8Fast512(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ4_KQ8", len(a.Qs), kBlock, 144, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[16*nb-1]
+	return dotQ4_KQ8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ6_KQ8Fast512 is dotQ6_KQ8 in one AVX-512 VNNI kernel call.
+func dotQ6_KQ8Fast512(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ6_KQ8", len(a.Qs), kBlock, 210, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[16*nb-1]
+	return dotQ6_KQ8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
 }

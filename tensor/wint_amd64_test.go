@@ -16,6 +16,8 @@ func init() {
 		extraActQuantizers[actQ8_K] = append(extraActQuantizers[actQ8_K], quantizeActQ8_KFast)
 		extraActQuantizers[actQ8_0] = append(extraActQuantizers[actQ8_0], quantizeActQ8_0Fast)
 		extraDotActs["Q8_0"] = append(extraDotActs["Q8_0"], namedDotAct{"VNNI", dotQ8_0Q8Fast512})
+		extraDotActs["Q4_K"] = append(extraDotActs["Q4_K"], namedDotAct{"VNNI", dotQ4_KQ8Fast512})
+		extraDotActs["Q6_K"] = append(extraDotActs["Q6_K"], namedDotAct{"VNNI", dotQ6_KQ8Fast512})
 		extraDotActs["Q4_0"] = append(extraDotActs["Q4_0"], namedDotAct{"VNNI", dotQ4_0Q8Fast512})
 	}
 }
