@@ -9,14 +9,16 @@ func dotQ4_0Q8(row []byte, a actRow) float32 {
 	for b := range nb {
 		blk := row[b*18 : b*18+18]
 		dd := f16At(blk) * a.D[b]
-		q, w := a.Qs[b*32:b*32+32], blk[2:18]
-		lanes := acc[(b&1)*8 : (b&1)*8+8]
-		for l := range lanes {
-			var s int32
+		q, w := (*[32]int8)(a.Qs[b*32:]), (*[16]byte)(blk[2:])
+		lanes := (*[8]float32)(acc[(b&1)*8:])
+		for l := range 4 { // lanes l (low nibbles, values 4l…4l+3) and l+4 (high nibbles)
+			var lo, hi int32
 			for i := 4 * l; i < 4*l+4; i++ {
-				s += (int32(w[i&15]>>(4*(i>>4))&0xf) - 8) * int32(q[i])
+				lo += (int32(w[i]&0xf) - 8) * int32(q[i])
+				hi += (int32(w[i]>>4) - 8) * int32(q[i+16])
 			}
-			lanes[l] += float32(dd * float32(s))
+			lanes[l] += float32(dd * float32(lo))
+			lanes[l+4] += float32(dd * float32(hi))
 		}
 	}
 	return sumLanes16(&acc)

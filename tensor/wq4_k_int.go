@@ -14,9 +14,9 @@ func dotQ4_KQ8(row []byte, a actRow) float32 {
 		q8, sums := a.Qs[b*kBlock:(b+1)*kBlock], a.Sums[16*b:16*b+16]
 		var isum, msum int32
 		for c := range 4 {
-			lo8, hi8 := q8[64*c:64*c+32], q8[64*c+32:64*c+64]
+			qs, lo8, hi8 := (*[32]byte)(blk[16+32*c:]), (*[32]int8)(q8[64*c:]), (*[32]int8)(q8[64*c+32:])
 			var lo, hi int32
-			for l, v := range blk[16+32*c : 48+32*c] {
+			for l, v := range qs {
 				lo += int32(v&0xf) * int32(lo8[l])
 				hi += int32(v>>4) * int32(hi8[l])
 			}

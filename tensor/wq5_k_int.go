@@ -9,13 +9,14 @@ func dotQ5_KQ8(row []byte, a actRow) float32 {
 		blk := row[b*176 : b*176+176]
 		q8, sums := a.Qs[b*kBlock:(b+1)*kBlock], a.Sums[16*b:16*b+16]
 		var isum, msum int32
+		qh := (*[32]byte)(blk[16:])
 		for c := range 4 {
-			lo8, hi8 := q8[64*c:64*c+32], q8[64*c+32:64*c+64]
+			qs, lo8, hi8 := (*[32]byte)(blk[48+32*c:]), (*[32]int8)(q8[64*c:]), (*[32]int8)(q8[64*c+32:])
 			var lo, hi int32
-			for l := range 32 {
-				ql, qh := q5Levels(blk, c, l)
-				lo += int32(ql) * int32(lo8[l])
-				hi += int32(qh) * int32(hi8[l])
+			for l, v := range qs {
+				h := qh[l] >> (2 * c)
+				lo += int32(v&0xf|(h&1)<<4) * int32(lo8[l])
+				hi += int32(v>>4|(h>>1&1)<<4) * int32(hi8[l])
 			}
 			s1, m1 := scaleMinK4(2*c, blk[4:16])
 			s2, m2 := scaleMinK4(2*c+1, blk[4:16])

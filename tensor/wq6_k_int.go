@@ -12,14 +12,19 @@ func dotQ6_KQ8(row []byte, a actRow) float32 {
 		q8 := a.Qs[b*kBlock : (b+1)*kBlock]
 		var isum int32
 		for h := range 2 {
-			for k := range 4 {
-				for half := range 2 {
-					var p int32
-					for l := 16 * half; l < 16*half+16; l++ {
-						p += int32(q6Level(blk, h, k, l)) * int32(q8[128*h+32*k+l])
-					}
-					isum += int32(int8(blk[192+8*h+2*k+half])) * p
+			ql, qh, sc := (*[64]byte)(blk[64*h:]), (*[32]byte)(blk[128+32*h:]), (*[8]byte)(blk[192+8*h:])
+			a := (*[128]int8)(q8[128*h:])
+			for half := range 2 {
+				// the four 16-value sub-blocks (k = 0…3) at l in [16·half, 16·half+16)
+				var p0, p1, p2, p3 int32
+				for l := 16 * half; l < 16*half+16; l++ {
+					lo, hi, bits := ql[l], ql[l+32], qh[l]
+					p0 += (int32(lo&0xf|bits&3<<4) - 32) * int32(a[l])
+					p1 += (int32(hi&0xf|bits>>2&3<<4) - 32) * int32(a[l+32])
+					p2 += (int32(lo>>4|bits>>4&3<<4) - 32) * int32(a[l+64])
+					p3 += (int32(hi>>4|bits>>6<<4) - 32) * int32(a[l+96])
 				}
+				isum += int32(int8(sc[half]))*p0 + int32(int8(sc[2+half]))*p1 + int32(int8(sc[4+half]))*p2 + int32(int8(sc[6+half]))*p3
 			}
 		}
 		dd := a.D[b] * f16At(blk[208:])

@@ -10,13 +10,11 @@ func dotQ8_0Q8(row []byte, a actRow) float32 {
 	for b := range nb {
 		blk := row[b*34 : b*34+34]
 		dd := f16At(blk) * a.D[b]
-		q, w := a.Qs[b*32:b*32+32], blk[2:34]
-		lanes := acc[(b&1)*8 : (b&1)*8+8]
+		q, w := (*[32]int8)(a.Qs[b*32:]), (*[32]byte)(blk[2:])
+		lanes := (*[8]float32)(acc[(b&1)*8:])
 		for l := range lanes {
-			var s int32
-			for i := 4 * l; i < 4*l+4; i++ {
-				s += int32(int8(w[i])) * int32(q[i])
-			}
+			s := int32(int8(w[4*l]))*int32(q[4*l]) + int32(int8(w[4*l+1]))*int32(q[4*l+1]) +
+				int32(int8(w[4*l+2]))*int32(q[4*l+2]) + int32(int8(w[4*l+3]))*int32(q[4*l+3])
 			lanes[l] += float32(dd * float32(s))
 		}
 	}
