@@ -3,19 +3,13 @@
 #include "textflag.h"
 
 // Hand-written: Q5_K's integer dot (wq5_k_int.go's dotQ5_KQ8) with AVX2, as
-// wq4_k_int_amd64.s's Q4_K with each nibble's fifth bit from qh (bits 2c and 2c+1
-// of qh[l] for chunk c): levels 0…31, whose pairs still fit in int16.
-// Per super-
-// block: the scales and mins unpacked as in wq4_k_amd64.s; each 32 code bytes give
-// the low and the high nibbles, each multiplied with its 32 activation codes by
-// VPMADDUBSW (unsigned 0…15 times signed: pairs fit in int16) and by the sub-block's
-// scale with VPMADDWD into int32; the mins times the pairwise sums of the row's
-// sums of 16. Both integer sums are exact and reduced to scalars; the float part is
-// dotQ5_KQ8's, operation by operation (scalar, no fused multiply-add), so the result
-// has its bits.
+// wq4_k_int_amd64.s's Q4_K with each nibble's fifth bit from qh (bits 2c and 2c+1 of
+// qh[l] for chunk c): levels 0…31, whose VPMADDUBSW pairs still fit in int16. The
+// integer sums are exact, the float part is dotQ5_KQ8's operation by operation, so
+// the result has its bits.
 
-// Chunk c: codes at 48+32c(SI), qh in Y7, bytes 0x10 in Y4, activations at 64c(DI); scales 2c and 2c+1 as int16
-// at 4c(SP) and 4c+2(SP).
+// Chunk c: codes at 48+32c(SI), qh in Y7, bytes 0x10 in Y4, activations at 64c(DI);
+// scales 2c and 2c+1 as int16 at 4c(SP) and 4c+2(SP).
 #define Q5KICHUNK(c) \
 	VMOVDQU      (48+32*c)(SI), Y8; \
 	VPSRLW       $4, Y8, Y9; \
