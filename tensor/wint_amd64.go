@@ -32,6 +32,9 @@ func dotQ4_KQ8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
 func dotQ6_KQ8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
 
 //go:noescape
+func dotQ5_KQ8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
 func dotQ8_0Q8VNNI(row *byte, qs *int8, d *float32, nb int) float32
 
 //go:noescape
@@ -59,6 +62,7 @@ func init() {
 		BlockQ8_0.dotAct = dotQ8_0Q8Fast512
 		BlockQ4_K.dotAct = dotQ4_KQ8Fast512
 		BlockQ6_K.dotAct = dotQ6_KQ8Fast512
+		BlockQ5_K.dotAct = dotQ5_KQ8Fast512
 		BlockQ4_0.dotAct = dotQ4_0Q8Fast512
 	}
 }
@@ -171,4 +175,14 @@ func dotQ6_KQ8Fast512(row []byte, a actRow) float32 {
 	}
 	_, _ = a.D[nb-1], a.Sums[16*nb-1]
 	return dotQ6_KQ8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ5_KQ8Fast512 is dotQ5_KQ8 in one AVX-512 VNNI kernel call.
+func dotQ5_KQ8Fast512(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ5_KQ8", len(a.Qs), kBlock, 176, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[16*nb-1]
+	return dotQ5_KQ8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
 }

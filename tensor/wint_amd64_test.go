@@ -18,6 +18,7 @@ func init() {
 		extraDotActs["Q8_0"] = append(extraDotActs["Q8_0"], namedDotAct{"VNNI", dotQ8_0Q8Fast512})
 		extraDotActs["Q4_K"] = append(extraDotActs["Q4_K"], namedDotAct{"VNNI", dotQ4_KQ8Fast512})
 		extraDotActs["Q6_K"] = append(extraDotActs["Q6_K"], namedDotAct{"VNNI", dotQ6_KQ8Fast512})
+		extraDotActs["Q5_K"] = append(extraDotActs["Q5_K"], namedDotAct{"VNNI", dotQ5_KQ8Fast512})
 		extraDotActs["Q4_0"] = append(extraDotActs["Q4_0"], namedDotAct{"VNNI", dotQ4_0Q8Fast512})
 	}
 }
