@@ -47,7 +47,9 @@ func randBlocks(rng *rand.Rand, rows, cols int) []byte {
 // TestBlockMatMul: products with a block-typed matrix, through the matrix-vector
 // route (few rows) and the panel GEMM route (more rows than smallM, more weight rows
 // than a panel), alone and beside a float32 product of the same x, agree with float64
-// sums over the values the block type's own Dequant gives.
+// sums over the values the block type's own Dequant gives, times x (on the
+// matrix-vector route of a format with an integer dot: the values x's 8-bit
+// quantization stands for).
 func TestBlockMatMul(t *testing.T) {
 	defer SetThreads(Threads())
 	rng := rand.New(rand.NewPCG(3, 4))
