@@ -14,12 +14,7 @@ func dotQ4_KQ8(row []byte, a actRow) float32 {
 		q8, sums := a.Qs[b*kBlock:(b+1)*kBlock], a.Sums[16*b:16*b+16]
 		var isum, msum int32
 		for c := range 4 {
-			qs, lo8, hi8 := (*[32]byte)(blk[16+32*c:]), (*[32]int8)(q8[64*c:]), (*[32]int8)(q8[64*c+32:])
-			var lo, hi int32
-			for l, v := range qs {
-				lo += int32(v&0xf) * int32(lo8[l])
-				hi += int32(v>>4) * int32(hi8[l])
-			}
+			lo, hi := nibbleDots((*[32]byte)(blk[16+32*c:]), (*[32]int8)(q8[64*c:]), (*[32]int8)(q8[64*c+32:]))
 			s1, m1 := scaleMinK4(2*c, blk[4:16])
 			s2, m2 := scaleMinK4(2*c+1, blk[4:16])
 			isum += int32(s1)*lo + int32(s2)*hi
@@ -28,6 +23,18 @@ func dotQ4_KQ8(row []byte, a actRow) float32 {
 		s += kScaled(a.D[b], f16At(blk), f16At(blk[2:]), isum, msum)
 	}
 	return s
+}
+
+// nibbleDots returns Σ low nibble·lo8 and Σ high nibble·hi8 over 32 bytes. (A
+// function of its own: inlined into the block loop, its sums were kept on the stack.)
+//
+//go:noinline
+func nibbleDots(qs *[32]byte, lo8, hi8 *[32]int8) (lo, hi int32) {
+	for l, v := range qs {
+		lo += int32(v&0xf) * int32(lo8[l])
+		hi += int32(v>>4) * int32(hi8[l])
+	}
+	return lo, hi
 }
 
 // kScaled is a K super-block's float term: (dₐ·d)·isum − (dₐ·dmin)·msum, every

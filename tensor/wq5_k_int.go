@@ -11,13 +11,7 @@ func dotQ5_KQ8(row []byte, a actRow) float32 {
 		var isum, msum int32
 		qh := (*[32]byte)(blk[16:])
 		for c := range 4 {
-			qs, lo8, hi8 := (*[32]byte)(blk[48+32*c:]), (*[32]int8)(q8[64*c:]), (*[32]int8)(q8[64*c+32:])
-			var lo, hi int32
-			for l, v := range qs {
-				h := qh[l] >> (2 * c)
-				lo += int32(v&0xf|(h&1)<<4) * int32(lo8[l])
-				hi += int32(v>>4|(h>>1&1)<<4) * int32(hi8[l])
-			}
+			lo, hi := fiveBitDots((*[32]byte)(blk[48+32*c:]), qh, uint(2*c), (*[32]int8)(q8[64*c:]), (*[32]int8)(q8[64*c+32:]))
 			s1, m1 := scaleMinK4(2*c, blk[4:16])
 			s2, m2 := scaleMinK4(2*c+1, blk[4:16])
 			isum += int32(s1)*lo + int32(s2)*hi
@@ -26,4 +20,17 @@ func dotQ5_KQ8(row []byte, a actRow) float32 {
 		s += kScaled(a.D[b], f16At(blk), f16At(blk[2:]), isum, msum)
 	}
 	return s
+}
+
+// fiveBitDots returns Σ level·lo8 and Σ level·hi8 over 32 bytes of nibbles whose
+// fifth bits are bits shift and shift+1 of qh (a function of its own, as nibbleDots).
+//
+//go:noinline
+func fiveBitDots(qs, qh *[32]byte, shift uint, lo8, hi8 *[32]int8) (lo, hi int32) {
+	for l, v := range qs {
+		h := qh[l] >> shift
+		lo += int32(v&0xf|(h&1)<<4) * int32(lo8[l])
+		hi += int32(v>>4|(h>>1&1)<<4) * int32(hi8[l])
+	}
+	return lo, hi
 }
