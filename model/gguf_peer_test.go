@@ -17,20 +17,28 @@ const llamaQuantDir = "testdata/gguf-peer" // from tools/gguf-peer/make.sh
 
 // TestGGUFLlamaCppQuantized runs the files llama.cpp's own quantizer made (Q8_0, Q4_K_M,
 // Q6_K; the tiny model's ffn_down fell back to F16) on their blocks and compares every
-// position's logits with llama.cpp's:
-//   - on the same file dequantized to F32 by llama.cpp (the same weights, float
-//     activations): relative L2 within 1e-5 and the same argmax everywhere;
-//   - on the quantized file itself, where llama.cpp rounds the activations to 8 bits for
-//     its integer dot products (kvfoot does not): no further from it than llama.cpp's
-//     own two runs are from each other (≈ 1e-2 on these random-weight models, whose
-//     logits are all of one size), and the argmax equal wherever llama.cpp's two runs agree.
-//
-// 16 tokens at a time run the matrix-vector kernels on the blocks; all 64 at once the
-// GEMM on widened panels.
+// position's logits with llama.cpp's. All 64 tokens at once run the GEMM on widened
+// panels, with float activations: compared with llama.cpp on the same file dequantized
+// to F32 (the same weights, float activations), relative L2 within 1e-5 and the same
+// argmax everywhere. 16 tokens at a time run the matrix-vector kernels, which quantize
+// the activations to 8 bits as llama.cpp does for its integer dot products: compared
+// with llama.cpp on the quantized file itself,
+//   - where every matrix is quantized (k256): the same computation, so the positions
+//     within 1e-5 and with the same argmax, at least the first; later positions part
+//     once some activation rounds to the other code (the two engines' norms and
+//     attention differ in the last bits) and the KV cache carries that on, so over all
+//     positions only closer to it than llama.cpp's run on the dequantized file is (≈ 1e-2
+//     on these random-weight models, whose near-tie argmaxes then part too);
+//   - tiny: llama.cpp rounds the activations of its F16 matrices (ffn_down) to half
+//     precision, kvfoot widens F16 to float32 at load: no further from it than llama.cpp's
+//     two runs are from each other, within 10% (kvfoot sits between them).
 func TestGGUFLlamaCppQuantized(t *testing.T) {
 	ids := readInts(t, filepath.Join(llamaQuantDir, "tokens.txt"))
-	for _, c := range []struct{ name, main string }{
-		{"k256-q8_0", "Q8_0"}, {"k256-q4_k_m", "Q4_K"}, {"k256-q6_k", "Q6_K"}, {"tiny-q4_k_m", "Q4_K"},
+	for _, c := range []struct {
+		name, main string
+		f16        bool // holds F16 matrices
+	}{
+		{"k256-q8_0", "Q8_0", false}, {"k256-q4_k_m", "Q4_K", false}, {"k256-q6_k", "Q6_K", false}, {"tiny-q4_k_m", "Q4_K", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m, err := model.LoadGGUF(filepath.Join(llamaQuantDir, c.name+".gguf"), model.LoadOptions{})
@@ -55,14 +63,29 @@ func TestGGUFLlamaCppQuantized(t *testing.T) {
 				}
 				rel, same := compareLogits(got, deq, V)
 				relQ, sameQ := compareLogits(got, quant, V)
-				t.Logf("chunk %d: to llama.cpp dequantized %.3g rel L2, argmax %d/%d; to llama.cpp quantized %.3g, argmax %d/%d (llama.cpp's two runs: %.3g, %d/%d)",
-					chunk, rel, same, len(ids), relQ, sameQ, len(ids), own, ownSame, len(ids))
-				if !(rel <= 1e-5) || same != len(ids) {
-					t.Errorf("chunk %d: %.3g rel L2 from llama.cpp on the dequantized weights, argmax equal at %d/%d; want ≤ 1e-5 and all", chunk, rel, same, len(ids))
+				// the positions before the first that parts from llama.cpp's quantized run
+				exact := 0
+				for ; exact < len(ids); exact++ {
+					p := exact * V
+					if r, same := compareLogits(got[p:p+V], quant[p:p+V], V); !(r <= 1e-5) || same != 1 {
+						break
+					}
 				}
-				if !(relQ <= own*1.01+1e-5) || sameQ < ownSame {
-					t.Errorf("chunk %d: %.3g rel L2 from llama.cpp on the quantized file, argmax equal at %d/%d; want ≤ %.3g and %d as llama.cpp's own runs",
-						chunk, relQ, sameQ, len(ids), own*1.01+1e-5, ownSame)
+				t.Logf("chunk %d: to llama.cpp dequantized %.3g rel L2, argmax %d/%d; to llama.cpp quantized %.3g (the first %d positions within 1e-5), argmax %d/%d (llama.cpp's two runs: %.3g, %d/%d)",
+					chunk, rel, same, len(ids), relQ, exact, sameQ, len(ids), own, ownSame, len(ids))
+				if chunk == 0 {
+					if !(rel <= 1e-5) || same != len(ids) {
+						t.Errorf("GEMM: %.3g rel L2 from llama.cpp on the dequantized weights, argmax equal at %d/%d; want ≤ 1e-5 and all", rel, same, len(ids))
+					}
+					continue
+				}
+				switch {
+				case !c.f16 && exact == 0:
+					t.Errorf("matrix-vector: the first position parts from llama.cpp on the quantized file (rel L2 over 1e-5 or another argmax)")
+				case !c.f16 && !(relQ < own):
+					t.Errorf("matrix-vector: %.3g rel L2 from llama.cpp on the quantized file, want below its own runs' %.3g", relQ, own)
+				case c.f16 && !(relQ <= 1.1*own):
+					t.Errorf("matrix-vector: %.3g rel L2 from llama.cpp on the quantized file, want ≤ 1.1·%.3g (its own runs)", relQ, own)
 				}
 			}
 		})

@@ -47,7 +47,9 @@ func randBlocks(rng *rand.Rand, rows, cols int) []byte {
 // TestBlockMatMul: products with a block-typed matrix, through the matrix-vector
 // route (few rows) and the panel GEMM route (more rows than smallM, more weight rows
 // than a panel), alone and beside a float32 product of the same x, agree with float64
-// sums over the values the block type's own Dequant gives.
+// sums over the values the block type's own Dequant gives, times x (on the
+// matrix-vector route of a format with an integer dot: the values x's 8-bit
+// quantization stands for).
 func TestBlockMatMul(t *testing.T) {
 	defer SetThreads(Threads())
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -87,12 +89,23 @@ func TestBlockMatMul(t *testing.T) {
 					got, gotF := make([]float32, m*rows), make([]float32, m*7)
 					MatMulTs(x, m, Proj{Dst: got, W: &w}, Proj{Dst: gotF, W: &f})
 					wv := make([]float32, k)
-					check := func(name string, dst []float32, wrows int, row func(r int) []float32) {
+					// The matrix-vector route of a format with an integer dot computes
+					// with x quantized to 8 bits (wint.go): the values that stand for.
+					xw := make([]float64, len(x))
+					for i, v := range x {
+						xw[i] = float64(v)
+					}
+					if format.dotAct != nil && m <= smallM {
+						for i := range m {
+							copy(xw[i*k:(i+1)*k], actValues(quantizedRow(format.act, x[i*k:(i+1)*k])))
+						}
+					}
+					check := func(name string, dst []float32, wrows int, row func(r int) []float32, x []float64) {
 						for i := range m {
 							for r := range wrows {
 								var want float64
 								for p, v := range row(r) {
-									want += float64(v) * float64(x[i*k+p])
+									want += float64(v) * x[i*k+p]
 								}
 								if d := math.Abs(float64(dst[i*wrows+r]) - want); d > 1e-4*(1+math.Abs(want)) {
 									t.Fatalf("threads %d, m %d, rows %d: %s[%d,%d] = %g, want %g", th, m, rows, name, i, r, dst[i*wrows+r], want)
@@ -100,8 +113,12 @@ func TestBlockMatMul(t *testing.T) {
 							}
 						}
 					}
-					check(format.Name, got, rows, func(r int) []float32 { w.Row(wv, r); return wv })
-					check("f32", gotF, 7, func(r int) []float32 { return f.F32[r*k : (r+1)*k] })
+					check(format.Name, got, rows, func(r int) []float32 { w.Row(wv, r); return wv }, xw)
+					xf := make([]float64, len(x))
+					for i, v := range x {
+						xf[i] = float64(v)
+					}
+					check("f32", gotF, 7, func(r int) []float32 { return f.F32[r*k : (r+1)*k] }, xf)
 				}
 			}
 		}
@@ -125,7 +142,9 @@ func TestNewBlockMatRefuses(t *testing.T) {
 }
 
 // BenchmarkBlockMatVec: one decode row against a 2048x2048 weight matrix in each
-// storage, one thread: GB/s of weights read.
+// storage, one thread: GB/s of weights read. A format with an integer dot runs twice,
+// the float dot (/float) and the integer one with the activation row's quantization
+// (/int), so that one run compares them.
 func BenchmarkBlockMatVec(b *testing.B) {
 	defer SetThreads(Threads())
 	SetThreads(1)
@@ -149,11 +168,22 @@ func BenchmarkBlockMatVec(b *testing.B) {
 	dst := make([]float32, n)
 	for _, name := range []string{"f32", "bf16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"} {
 		w := mats[name]
-		b.Run(name, func(b *testing.B) {
-			b.SetBytes(w.Bytes())
-			for b.Loop() {
-				MatMulT(dst, x, 1, &w)
-			}
-		})
+		run := func(name string) {
+			b.Run(name, func(b *testing.B) {
+				b.SetBytes(w.Bytes())
+				for b.Loop() {
+					MatMulT(dst, x, 1, &w)
+				}
+			})
+		}
+		if w.Block == nil || w.Block.dotAct == nil {
+			run(name)
+			continue
+		}
+		dot := w.Block.dotAct
+		w.Block.dotAct = nil
+		run(name + "/float")
+		w.Block.dotAct = dot
+		run(name + "/int")
 	}
 }

@@ -6,6 +6,7 @@ package tensor
 import (
 	"fmt"
 	"math"
+	"sync"
 )
 
 // MatMulT computes dst[m, w.Rows] = x[m, w.Cols] · wᵀ: a Linear layer without bias,
@@ -81,12 +82,19 @@ func MatMulTs(x []float32, m int, ps ...Proj) {
 		pool.finish()
 		return
 	}
-	var j matvecJob
+	j := inlineJobs.Get().(*matvecJob)
 	j.set(x, m, ps)
 	for u := range j.Units(0) {
 		j.Do(0, 0, u)
 	}
+	j.x, j.outs = nil, [maxOuts]Proj{}
+	inlineJobs.Put(j)
 }
+
+// inlineJobs keep the buffers of matrix-vector products run on the calling goroutine
+// (one thread, or the pool busy with another caller), so that decode does not
+// allocate them at every product.
+var inlineJobs = sync.Pool{New: func() any { return new(matvecJob) }}
 
 // Products of up to smallM rows of x go through the matrix-vector kernel: a unit is
 // mvUnit weight rows against every row of x, so that the rows stay in L1 or L2 for the
@@ -111,16 +119,25 @@ type matvecJob struct {
 	nout  int
 	units [maxOuts + 1]int // prefix sums of the products' units
 	xd    []float32        // x prepared for the bf16 kernel, [m, k]
+	// x in the forms the block formats' dotAct want (wint.go), by kind
+	act [actKinds]actRows
 }
 
 func (j *matvecJob) set(x []float32, m int, ps []Proj) {
 	j.im, j.x, j.m, j.nout = active, x, m, copy(j.outs[:], ps)
 	bf16 := false
+	var converted [actKinds]bool
+	k := ps[0].W.Cols
 	for i, p := range ps {
 		j.units[i+1] = j.units[i] + (p.W.Rows+mvUnit-1)/mvUnit
 		bf16 = bf16 || p.W.BF16 != nil
+		// Once per call, not per weight row: the parts share the converted rows.
+		if b := p.W.Block; b != nil && b.dotAct != nil && !converted[b.act] {
+			converted[b.act] = true
+			j.act[b.act].set(b.act, x, m, k)
+		}
 	}
-	if k := ps[0].W.Cols; bf16 {
+	if bf16 {
 		j.xd = grow(j.xd, m*k)
 		for i := range m {
 			j.im.prepBF16(j.xd[i*k:(i+1)*k], x[i*k:(i+1)*k])
@@ -143,6 +160,16 @@ func (j *matvecJob) Do(_, _, u int) {
 	b := min(a+mvUnit, rows)
 	if wm.Block != nil {
 		rb := wm.Block.RowBytes(k)
+		if dot := wm.Block.dotAct; dot != nil {
+			q := &j.act[wm.Block.act]
+			for i := 0; i < j.m; i++ {
+				xq, dst := q.row(i), p.Dst[i*rows+a:i*rows+b]
+				for r := a; r < b; r++ {
+					dst[r-a] = dot(wm.Blocks[r*rb:(r+1)*rb], xq)
+				}
+			}
+			return
+		}
 		for i := 0; i < j.m; i++ {
 			x, dst := j.x[i*k:(i+1)*k], p.Dst[i*rows+a:i*rows+b]
 			for r := a; r < b; r++ {

@@ -14,6 +14,11 @@ type BlockFormat struct {
 	Dot func(row []byte, x []float32) float32
 	// Quantize writes one row of len(src) values as blocks.
 	Quantize func(dst []byte, src []float32)
+	// dotAct, where set, is Dot against the activation row converted as act says
+	// (wint.go), as llama.cpp computes it: the matrix-vector route uses it instead
+	// of Dot.
+	act    actKind
+	dotAct func(row []byte, a actRow) float32
 }
 
 // RowBytes is the size of a row of n values; n must be a multiple of f.Values.

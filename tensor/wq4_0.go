@@ -8,7 +8,8 @@ import (
 // BlockQ4_0 is ggml's Q4_0: blocks of 32 values, a half-precision scale d then 16
 // bytes whose low nibbles are values 0…15 and high nibbles values 16…31; value =
 // d·(q − 8).
-var BlockQ4_0 = BlockFormat{Name: "Q4_0", Values: 32, Bytes: 18, Dequant: DequantQ4_0, Dot: DotQ4_0, Quantize: QuantizeQ4_0}
+var BlockQ4_0 = BlockFormat{Name: "Q4_0", Values: 32, Bytes: 18, Dequant: DequantQ4_0, Dot: DotQ4_0, Quantize: QuantizeQ4_0,
+	act: actQ8_0, dotAct: dotQ4_0Q8}
 
 // DequantQ4_0 widens one row of n values (n % 32 == 0) from its blocks.
 func DequantQ4_0(dst []float32, src []byte) {

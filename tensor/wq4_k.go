@@ -6,7 +6,8 @@ import "encoding/binary"
 // (half precision), 12 bytes of 6-bit sub-block scales and mins (wkscales.go), then
 // 128 bytes of 4-bit levels. Each 64 values are 32 bytes: the low nibbles are the
 // first sub-block of 32, the high nibbles the second.
-var BlockQ4_K = BlockFormat{Name: "Q4_K", Values: kBlock, Bytes: 144, Dequant: DequantQ4_K, Dot: DotQ4_K, Quantize: QuantizeQ4_K}
+var BlockQ4_K = BlockFormat{Name: "Q4_K", Values: kBlock, Bytes: 144, Dequant: DequantQ4_K, Dot: DotQ4_K, Quantize: QuantizeQ4_K,
+	act: actQ8_K, dotAct: dotQ4_KQ8}
 
 // DequantQ4_K widens one row of n values (n % 256 == 0) from its blocks.
 func DequantQ4_K(dst []float32, src []byte) {

@@ -6,7 +6,8 @@ import "encoding/binary"
 // 12 bytes of 6-bit scales and mins (wkscales.go), 32 bytes qh of fifth bits, 128
 // bytes qs of low nibbles. Each 64 values c use qs[32c:32c+32] (low nibbles the
 // first 32, high nibbles the second) and bits 2c and 2c+1 of qh.
-var BlockQ5_K = BlockFormat{Name: "Q5_K", Values: kBlock, Bytes: 176, Dequant: DequantQ5_K, Dot: DotQ5_K, Quantize: QuantizeQ5_K}
+var BlockQ5_K = BlockFormat{Name: "Q5_K", Values: kBlock, Bytes: 176, Dequant: DequantQ5_K, Dot: DotQ5_K, Quantize: QuantizeQ5_K,
+	act: actQ8_K, dotAct: dotQ5_KQ8}
 
 // q5Levels returns the two 5-bit levels of byte l of 64-value chunk c.
 func q5Levels(blk []byte, c, l int) (lo, hi uint8) {

@@ -11,7 +11,8 @@ import (
 // values h uses ql[64h:64h+64], qh[32h:32h+32] and scales[8h:8h+8]: value 32k+l of
 // the half (k < 4, l < 32) has its low nibble in ql[l+32(k&1)] (low nibble for k <
 // 2, high for k ≥ 2) and its high bits in bits 2k, 2k+1 of qh[l].
-var BlockQ6_K = BlockFormat{Name: "Q6_K", Values: kBlock, Bytes: 210, Dequant: DequantQ6_K, Dot: DotQ6_K, Quantize: QuantizeQ6_K}
+var BlockQ6_K = BlockFormat{Name: "Q6_K", Values: kBlock, Bytes: 210, Dequant: DequantQ6_K, Dot: DotQ6_K, Quantize: QuantizeQ6_K,
+	act: actQ8_K, dotAct: dotQ6_KQ8}
 
 // q6Level returns the signed level (−32…31) of value 32k+l of half h.
 func q6Level(blk []byte, h, k, l int) int {

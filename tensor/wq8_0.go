@@ -7,7 +7,8 @@ import (
 
 // BlockQ8_0 is ggml's Q8_0: blocks of 32 values, a half-precision scale d then 32
 // int8 q; value = d·q.
-var BlockQ8_0 = BlockFormat{Name: "Q8_0", Values: 32, Bytes: 34, Dequant: DequantQ8_0, Dot: DotQ8_0, Quantize: QuantizeQ8_0}
+var BlockQ8_0 = BlockFormat{Name: "Q8_0", Values: 32, Bytes: 34, Dequant: DequantQ8_0, Dot: DotQ8_0, Quantize: QuantizeQ8_0,
+	act: actQ8_0, dotAct: dotQ8_0Q8}
 
 // DequantQ8_0 widens one row of n values (n % 32 == 0) from its blocks.
 func DequantQ8_0(dst []float32, src []byte) {

@@ -109,7 +109,9 @@ func TestExportRoundTrip(t *testing.T) {
 				if err := gguf.WriteFile(path, kvs, ts, false); err != nil {
 					t.Fatal(err)
 				}
-				got, err := model.LoadGGUF(path, model.LoadOptions{})
+				// q8_0 widened at load: on its blocks, 12 tokens take the matrix-vector
+				// kernels, which round the activations to 8 bits (tensor's integer dots).
+				got, err := model.LoadGGUF(path, model.LoadOptions{F32: typ == "q8_0"})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -261,7 +263,9 @@ func TestExportCommand(t *testing.T) {
 		got := exportLogits(t, m, ids)
 		e := relL2(got, want)
 		t.Logf("%s: logits %.3g rel L2 from the folder's", typ, e)
-		if bound := map[string]float64{"f32": 0, "f16": 2e-3, "q8_0": 2e-2}[typ]; !(e <= bound) {
+		// q8_0: the weights rounded to 8 bits, and on the matrix-vector route (16
+		// tokens) the activations too, as llama.cpp does (tensor's integer dots).
+		if bound := map[string]float64{"f32": 0, "f16": 2e-3, "q8_0": 3e-2}[typ]; !(e <= bound) {
 			t.Errorf("%s: logits %.3g rel L2 from the folder's, want ≤ %g", typ, e, bound)
 		}
 		var lines []string
