@@ -23,8 +23,9 @@ col = {n: i for i, n in enumerate(head)}
 agg = collections.defaultdict(list)
 for r in rows:
     name = r[col["Kernel Name"]].split("(")[0][:60]
-    agg[name].append((float(r[col["gpu__time_duration.sum"]]), float(r[col["dram__throughput.avg.pct_of_peak_sustained_elapsed"]]),
-                      float(r[col["sm__throughput.avg.pct_of_peak_sustained_elapsed"]])))
+    num = lambda k: float(r[col[k]].replace(",", ""))
+    agg[name].append((num("gpu__time_duration.sum"), num("dram__throughput.avg.pct_of_peak_sustained_elapsed"),
+                      num("sm__throughput.avg.pct_of_peak_sustained_elapsed")))
 print("| kernel | launches | mean time | DRAM % of peak | SM % of peak |")
 print("|:--|--:|--:|--:|--:|")
 total = 0
