@@ -95,9 +95,8 @@ func TestServeDevice(t *testing.T) {
 	}
 }
 
-// kvfoot serve --device cuda on the built-in model: 8 concurrent greedy completions equal the
-// CPU server's on most prompts, and every one that differs first does at a near-tie of the
-// CPU's; the default budget is the GPU's, and the KV bytes held stayed within it; a policy
+// kvfoot serve --device cuda on the built-in model: of 8 concurrent greedy completions, every
+// one that differs from the CPU server's first does at a near-tie of the CPU's; the default budget is the GPU's, and the KV bytes held stayed within it; a policy
 // the GPU cannot hold is refused with 400.
 func TestServeGPU(t *testing.T) {
 	g, err := gpu.Open("cuda")
