@@ -1,6 +1,9 @@
 package tensor
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // NewBlockMat is a rows x cols matrix of type t over data, checked: cols a multiple
 // of the block's values and data exactly the rows' bytes.
@@ -26,6 +29,10 @@ const (
 	blockPanelBytes = 8 << 20
 )
 
+// panels holds widened weight panels between calls: a fresh 8 MiB panel a call costs its
+// zeroing and page faults in every pre-fill's matrix product.
+var panels sync.Pool
+
 // matMulBlocks computes dst[m, w.Rows] = x[m, w.Cols] · wᵀ for a block matrix and more
 // than a few rows: panels of weight rows are widened (by all threads) and
 // multiplied by the float32 GEMM, each row widened once per call.
@@ -33,7 +40,14 @@ func matMulBlocks(x []float32, m int, p Proj) {
 	w := p.W
 	k, rb := w.Cols, w.Block.RowBytes(w.Cols)
 	rows := max(16, min(blockPanel, blockPanelBytes/(4*max(k, 1)))/16*16)
-	panel := make([]float32, min(rows, w.Rows)*k)
+	need := min(rows, w.Rows) * k
+	pp, _ := panels.Get().(*[]float32)
+	if pp == nil || cap(*pp) < need {
+		pp = new([]float32)
+		*pp = make([]float32, need)
+	}
+	defer panels.Put(pp)
+	panel := (*pp)[:need]
 	for r0 := 0; r0 < w.Rows; r0 += rows {
 		n := min(rows, w.Rows-r0)
 		parallelFor(threads, n, func(lo, hi int) {

@@ -187,3 +187,23 @@ func BenchmarkBlockMatVec(b *testing.B) {
 		run(name + "/int")
 	}
 }
+
+// BenchmarkBlockMatMul: a pre-fill's 64 rows against a 2048x2048 Q4_K matrix, one thread:
+// the widened panels and the float32 GEMM.
+func BenchmarkBlockMatMul(b *testing.B) {
+	defer SetThreads(Threads())
+	SetThreads(1)
+	const n, m = 2048, 64
+	rng := rand.New(rand.NewPCG(3, 4))
+	w32 := gaussRow(rng, n*n, 1)
+	f := &BlockQ4_K
+	data := make([]byte, n*f.RowBytes(n))
+	for r := range n {
+		f.Quantize(data[r*f.RowBytes(n):(r+1)*f.RowBytes(n)], w32[r*n:(r+1)*n])
+	}
+	w, _ := NewBlockMat(n, n, f, data)
+	x, dst := gaussRow(rng, m*n, 1), make([]float32, m*n)
+	for b.Loop() {
+		MatMulT(dst, x, m, &w)
+	}
+}
