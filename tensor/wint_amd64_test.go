@@ -11,6 +11,7 @@ func init() {
 		extraDotActs["Q5_K"] = append(extraDotActs["Q5_K"], namedDotAct{"AVX2", dotQ5_KQ8Fast})
 		extraDotActs["Q8_0"] = append(extraDotActs["Q8_0"], namedDotAct{"AVX2", dotQ8_0Q8Fast})
 		extraDotActs["Q4_0"] = append(extraDotActs["Q4_0"], namedDotAct{"AVX2", dotQ4_0Q8Fast})
+		extraDotActs["Q5_0"] = append(extraDotActs["Q5_0"], namedDotAct{"AVX2", dotQ5_0Q8Fast})
 	}
 	if hasInt8VNNI {
 		extraActQuantizers[actQ8_K] = append(extraActQuantizers[actQ8_K], quantizeActQ8_KFast)
@@ -20,5 +21,6 @@ func init() {
 		extraDotActs["Q6_K"] = append(extraDotActs["Q6_K"], namedDotAct{"VNNI", dotQ6_KQ8Fast512})
 		extraDotActs["Q5_K"] = append(extraDotActs["Q5_K"], namedDotAct{"VNNI", dotQ5_KQ8Fast512})
 		extraDotActs["Q4_0"] = append(extraDotActs["Q4_0"], namedDotAct{"VNNI", dotQ4_0Q8Fast512})
+		extraDotActs["Q5_0"] = append(extraDotActs["Q5_0"], namedDotAct{"VNNI", dotQ5_0Q8Fast512})
 	}
 }
