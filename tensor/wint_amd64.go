@@ -32,6 +32,12 @@ func dotQ4_1Q8AVX2(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
 func dotQ4_1Q8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
 
 //go:noescape
+func dotQ5_1Q8AVX2(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
+func dotQ5_1Q8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
 func quantizeActQ8_KAVX512(x *float32, qs *int8, d *float32, sums *int16, nb int)
 
 //go:noescape
@@ -69,6 +75,7 @@ func init() {
 		BlockQ4_0.dotAct = dotQ4_0Q8Fast
 		BlockQ5_0.dotAct = dotQ5_0Q8Fast
 		BlockQ4_1.dotAct = dotQ4_1Q8Fast
+		BlockQ5_1.dotAct = dotQ5_1Q8Fast
 	}
 	if hasInt8VNNI {
 		quantizeActQ8_K = quantizeActQ8_KFast
@@ -80,6 +87,7 @@ func init() {
 		BlockQ4_0.dotAct = dotQ4_0Q8Fast512
 		BlockQ5_0.dotAct = dotQ5_0Q8Fast512
 		BlockQ4_1.dotAct = dotQ4_1Q8Fast512
+		BlockQ5_1.dotAct = dotQ5_1Q8Fast512
 	}
 }
 
@@ -191,6 +199,26 @@ func dotQ4_1Q8Fast512(row []byte, a actRow) float32 {
 	}
 	_, _ = a.D[nb-1], a.Sums[nb-1]
 	return dotQ4_1Q8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ5_1Q8Fast is dotQ5_1Q8 in one AVX2 kernel call.
+func dotQ5_1Q8Fast(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ5_1Q8", len(a.Qs), 32, 24, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[nb-1]
+	return dotQ5_1Q8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ5_1Q8Fast512 is dotQ5_1Q8 in one AVX-512 VNNI kernel call.
+func dotQ5_1Q8Fast512(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ5_1Q8", len(a.Qs), 32, 24, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[nb-1]
+	return dotQ5_1Q8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
 }
 
 // quantizeActQ8_KFast is quantizeActQ8_KGo in one AVX-512 kernel call.

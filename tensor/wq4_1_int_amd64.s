@@ -7,8 +7,7 @@
 // 16 code bytes become 32 unsigned levels (low nibbles, then high nibbles), which
 // VPMADDUBSW multiplies with the activation codes in int16 pairs and VPMADDWD by
 // ones adds into exact int32 lanes of 4, scaled by d·dₐ into the even or odd
-// blocks' accumulator. The min's part m·dₐ·Σcode of a pair of blocks goes into
-// X8's lanes 0 (even) and 1 (odd), added to the lanes' sum last.
+// blocks' accumulator; the min's part as wdot_amd64.h's MINS2 says.
 
 #define Q41IBLOCK(off, acc) \
 	VMOVDQU      (off+4)(SI), X1; \
@@ -26,43 +25,6 @@
 	VBROADCASTSS X3, Y3; \
 	VMULPS       Y3, Y1, Y1; \
 	VADDPS       Y1, acc, acc
-
-// Q41MINS adds m·dₐ·Σcode of the two blocks at SI (of size bytes, m at 2) into X8.
-#define Q41MINS(size) \
-	MOVWLZX   2(SI), AX; \
-	MOVWLZX   (size+2)(SI), BX; \
-	SHLL      $16, BX; \
-	ORL       BX, AX; \
-	VMOVD     AX, X5; \
-	VCVTPH2PS X5, X5; \
-	VMOVQ     (R11), X6; \
-	VMULPS    X6, X5, X5; \
-	MOVL      (R12), AX; \
-	VMOVD     AX, X6; \
-	VPMOVSXWD X6, X6; \
-	VCVTDQ2PS X6, X6; \
-	VMULPS    X6, X5, X5; \
-	VADDPS    X5, X8, X8
-
-// Q41MIN adds the one block's m·dₐ·Σcode into X8's lane 0.
-#define Q41MIN \
-	MOVWLZX   2(SI), AX; \
-	VMOVD     AX, X5; \
-	VCVTPH2PS X5, X5; \
-	VMULSS    (R11), X5, X5; \
-	MOVWLSX   (R12), AX; \
-	VMOVD     AX, X6; \
-	VCVTDQ2PS X6, X6; \
-	VMULSS    X6, X5, X5; \
-	VADDSS    X5, X8, X8
-
-// Q41END adds X8's lanes 0 and 1 to the lanes' sum in X0 and returns it.
-#define Q41END \
-	VMOVSHDUP X8, X9; \
-	VADDSS    X9, X8, X8; \
-	VADDSS    X8, X0, X0; \
-	MOVSS     X0, ret+40(FP); \
-	RET
 
 // func dotQ4_1Q8AVX2(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
 TEXT ·dotQ4_1Q8AVX2(SB), NOSPLIT, $0-44
@@ -86,7 +48,7 @@ TEXT ·dotQ4_1Q8AVX2(SB), NOSPLIT, $0-44
 pair:
 	Q41IBLOCK(0, Y0)
 	Q41IBLOCK(20, Y4)
-	Q41MINS(20)
+	MINS2(20)
 	ADDQ $40, SI
 	ADDQ $64, DI
 	ADDQ $8, R11
@@ -99,12 +61,14 @@ tail:
 	TESTQ CX, CX
 	JZ    done
 	Q41IBLOCK(0, Y0)
-	Q41MIN
+	MINS1
 
 done:
 	VADDPS Y4, Y0, Y0
 	SUMY0
-	Q41END
+	MINSADD
+	MOVSS X0, ret+40(FP)
+	RET
 
 // The same with AVX-512 VNNI, two blocks a zmm (lanes as dotQ4_1Q8's accumulators),
 // the unsigned levels times the codes by VPDPBUSD.
@@ -147,7 +111,7 @@ pair512:
 	VPERMPS      Z4, Z14, Z4
 	VMULPS       Z4, Z3, Z3
 	VADDPS       Z3, Z0, Z0
-	Q41MINS(20)
+	MINS2(20)
 	ADDQ         $40, SI
 	ADDQ         $64, DI
 	ADDQ         $8, R11
@@ -175,11 +139,13 @@ tail512:
 	VBROADCASTSS X4, Y4
 	VMULPS       Y4, Y3, Y6
 	VADDPS       Z6, Z0, Z0
-	Q41MIN
+	MINS1
 
 done512:
 	SUMZ0
-	Q41END
+	MINSADD
+	MOVSS X0, ret+40(FP)
+	RET
 
 DATA pairIdx41<>+0(SB)/8, $0
 DATA pairIdx41<>+8(SB)/8, $0x0101010101010101
