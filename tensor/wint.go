@@ -17,7 +17,7 @@ type actKind uint8
 const (
 	actQ8_0 actKind = iota // blocks of 32: one scale each (llama.cpp's block_q8_0)
 	actQ8_K                // blocks of 256: one scale and the sums of each 16 codes (block_q8_K)
-	actQ8_1                // actQ8_0 with each block's code sum, for the formats with a min (block_q8_1)
+	actQ8_1                // actQ8_0 and each block's code sum, for the formats with a min (block_q8_1, whose sum is d·Σ in half precision)
 	actKinds
 )
 
