@@ -642,13 +642,13 @@ func TestGGUFQuantizedLoad(t *testing.T) {
 		if e := relL2(logits[2], logits[0]); !(e <= 1e-5) {
 			t.Errorf("%s: logits on the blocks are %.3g rel L2 from the dequantized values', want ≤ 1e-5", c.typ, e)
 		}
-		// The matrix-vector kernels of Q8_0, Q4_0 and the K formats round the
+		// The matrix-vector kernels of the formats with an integer dot round the
 		// activations to 8 bits, as llama.cpp does (tensor's integer dots; they agree
 		// with llama.cpp in gguf_peer_test.go): each dot then moves by up to half a step
 		// of max|x|/127 per value, about 1% of these random logits.
 		bound := 1e-5
 		switch c.typ {
-		case gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
+		case gguf.Q8_0, gguf.Q4_0, gguf.Q4_1, gguf.Q5_0, gguf.Q5_1, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
 			bound = 5e-2
 		}
 		if e := relL2(onBlocks, logits[0]); !(e <= bound) {

@@ -157,7 +157,7 @@ func BenchmarkBlockMatVec(b *testing.B) {
 		bf.BF16[i] = FloatToBF16(v)
 	}
 	mats := map[string]Mat{"f32": f32, "bf16": bf}
-	for _, f := range []*BlockFormat{&BlockQ8_0, &BlockQ4_0, &BlockQ4_K, &BlockQ5_K, &BlockQ6_K} {
+	for _, f := range []*BlockFormat{&BlockQ8_0, &BlockQ4_0, &BlockQ5_0, &BlockQ5_1, &BlockQ4_1, &BlockQ4_K, &BlockQ5_K, &BlockQ6_K} {
 		data := make([]byte, n*f.RowBytes(n))
 		for r := range n {
 			f.Quantize(data[r*f.RowBytes(n):(r+1)*f.RowBytes(n)], f32.F32[r*n:(r+1)*n])
@@ -166,7 +166,7 @@ func BenchmarkBlockMatVec(b *testing.B) {
 		mats[f.Name] = w
 	}
 	dst := make([]float32, n)
-	for _, name := range []string{"f32", "bf16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"} {
+	for _, name := range []string{"f32", "bf16", "Q8_0", "Q4_0", "Q5_0", "Q5_1", "Q4_1", "Q4_K", "Q5_K", "Q6_K"} {
 		w := mats[name]
 		run := func(name string) {
 			b.Run(name, func(b *testing.B) {

@@ -11,3 +11,41 @@
 #define SUMZ0 \
 	VEXTRACTF32X8 $1, Z0, Y1; VADDPS Y1, Y0, Y0; \
 	SUMY0
+
+// The min's part of the formats value = d·q + m (Q4_1, Q5_1), m·dₐ·Σcode per block,
+// accumulated in X8's lane 0 (even blocks) and 1 (odd) as their portable dots do; SI
+// is the first block, m at 2 in each, R11 the activation scales, R12 their code sums;
+// AX, BX, X5, X6 scratch. MINS2 adds a pair of blocks of size bytes, MINS1 one (into
+// lane 0), MINSADD adds lane 0 and 1 and then that to X0's low float.
+
+#define MINS2(size) \
+	MOVWLZX   2(SI), AX; \
+	MOVWLZX   (size+2)(SI), BX; \
+	SHLL      $16, BX; \
+	ORL       BX, AX; \
+	VMOVD     AX, X5; \
+	VCVTPH2PS X5, X5; \
+	VMOVQ     (R11), X6; \
+	VMULPS    X6, X5, X5; \
+	MOVL      (R12), AX; \
+	VMOVD     AX, X6; \
+	VPMOVSXWD X6, X6; \
+	VCVTDQ2PS X6, X6; \
+	VMULPS    X6, X5, X5; \
+	VADDPS    X5, X8, X8
+
+#define MINS1 \
+	MOVWLZX   2(SI), AX; \
+	VMOVD     AX, X5; \
+	VCVTPH2PS X5, X5; \
+	VMULSS    (R11), X5, X5; \
+	MOVWLSX   (R12), AX; \
+	VMOVD     AX, X6; \
+	VCVTDQ2PS X6, X6; \
+	VMULSS    X6, X5, X5; \
+	VADDSS    X5, X8, X8
+
+#define MINSADD \
+	VMOVSHDUP X8, X5; \
+	VADDSS    X5, X8, X8; \
+	VADDSS    X8, X0, X0

@@ -17,11 +17,13 @@ type actKind uint8
 const (
 	actQ8_0 actKind = iota // blocks of 32: one scale each (llama.cpp's block_q8_0)
 	actQ8_K                // blocks of 256: one scale and the sums of each 16 codes (block_q8_K)
+	actQ8_1                // actQ8_0 and each block's code sum, for the formats with a min (block_q8_1, whose sum is d·Σ in half precision)
 	actKinds
 )
 
 // actRow is one activation row quantized to 8 bits: value i ≈ D[i/block]·Qs[i], with
-// block 32 (actQ8_0) or 256 (actQ8_K); for actQ8_K, Sums[j] = Σ Qs[16j:16j+16].
+// block 32 (actQ8_0, actQ8_1) or 256 (actQ8_K); for actQ8_K, Sums[j] = Σ Qs[16j:16j+16],
+// for actQ8_1 Sums[j] = Σ Qs[32j:32j+32].
 type actRow struct {
 	Qs   []int8
 	D    []float32
@@ -40,17 +42,25 @@ type actRows struct {
 // set quantizes the m rows of x (k values each) as kind, reusing the buffers.
 func (a *actRows) set(kind actKind, x []float32, m, k int) {
 	a.kind, a.k = kind, k
-	if kind == actQ8_K {
+	switch kind {
+	case actQ8_K:
 		a.d = grow(a.d, m*k/kBlock)
 		a.sums = growInt16(a.sums, m*k/16)
-	} else {
+	case actQ8_1:
+		a.d = grow(a.d, m*k/32)
+		a.sums = growInt16(a.sums, m*k/32)
+	default:
 		a.d = grow(a.d, m*k/32)
 	}
 	a.qs = growInt8(a.qs, m*k)
 	for i := range m {
-		if kind == actQ8_K {
+		switch kind {
+		case actQ8_K:
 			quantizeActQ8_K(a.row(i), x[i*k:(i+1)*k])
-		} else {
+		case actQ8_1:
+			quantizeActQ8_0(a.row(i), x[i*k:(i+1)*k])
+			sumBlocks32(a.row(i))
+		default:
 			quantizeActQ8_0(a.row(i), x[i*k:(i+1)*k])
 		}
 	}
@@ -59,8 +69,11 @@ func (a *actRows) set(kind actKind, x []float32, m, k int) {
 // row is row i.
 func (a *actRows) row(i int) actRow {
 	k := a.k
-	if a.kind == actQ8_K {
+	switch a.kind {
+	case actQ8_K:
 		return actRow{Qs: a.qs[i*k : (i+1)*k], D: a.d[i*k/kBlock : (i+1)*k/kBlock], Sums: a.sums[i*k/16 : (i+1)*k/16]}
+	case actQ8_1:
+		return actRow{Qs: a.qs[i*k : (i+1)*k], D: a.d[i*k/32 : (i+1)*k/32], Sums: a.sums[i*k/32 : (i+1)*k/32]}
 	}
 	return actRow{Qs: a.qs[i*k : (i+1)*k], D: a.d[i*k/32 : (i+1)*k/32]}
 }
@@ -139,6 +152,18 @@ func quantizeActQ8_KGo(r actRow, x []float32) {
 			sums[j] = int16(s)
 		}
 		r.D[b] = 1 / iscale
+	}
+}
+
+// sumBlocks32 sets r.Sums to the sums of each 32 codes (at most 32·127 in magnitude):
+// actQ8_1's, computed once per row rather than in every weight row's dot.
+func sumBlocks32(r actRow) {
+	for j := range r.Sums {
+		var s int16
+		for _, q := range r.Qs[32*j : 32*j+32] {
+			s += int16(q)
+		}
+		r.Sums[j] = s
 	}
 }
 

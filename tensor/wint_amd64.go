@@ -20,6 +20,24 @@ func dotQ8_0Q8AVX2(row *byte, qs *int8, d *float32, nb int) float32
 func dotQ4_0Q8AVX2(row *byte, qs *int8, d *float32, nb int) float32
 
 //go:noescape
+func dotQ5_0Q8AVX2(row *byte, qs *int8, d *float32, nb int) float32
+
+//go:noescape
+func dotQ5_0Q8VNNI(row *byte, qs *int8, d *float32, nb int) float32
+
+//go:noescape
+func dotQ4_1Q8AVX2(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
+func dotQ4_1Q8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
+func dotQ5_1Q8AVX2(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
+func dotQ5_1Q8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+
+//go:noescape
 func quantizeActQ8_KAVX512(x *float32, qs *int8, d *float32, sums *int16, nb int)
 
 //go:noescape
@@ -55,6 +73,9 @@ func init() {
 		BlockQ5_K.dotAct = dotQ5_KQ8Fast
 		BlockQ8_0.dotAct = dotQ8_0Q8Fast
 		BlockQ4_0.dotAct = dotQ4_0Q8Fast
+		BlockQ5_0.dotAct = dotQ5_0Q8Fast
+		BlockQ4_1.dotAct = dotQ4_1Q8Fast
+		BlockQ5_1.dotAct = dotQ5_1Q8Fast
 	}
 	if hasInt8VNNI {
 		quantizeActQ8_K = quantizeActQ8_KFast
@@ -64,6 +85,9 @@ func init() {
 		BlockQ6_K.dotAct = dotQ6_KQ8Fast512
 		BlockQ5_K.dotAct = dotQ5_KQ8Fast512
 		BlockQ4_0.dotAct = dotQ4_0Q8Fast512
+		BlockQ5_0.dotAct = dotQ5_0Q8Fast512
+		BlockQ4_1.dotAct = dotQ4_1Q8Fast512
+		BlockQ5_1.dotAct = dotQ5_1Q8Fast512
 	}
 }
 
@@ -135,6 +159,66 @@ func dotQ4_0Q8Fast512(row []byte, a actRow) float32 {
 	}
 	_ = a.D[nb-1]
 	return dotQ4_0Q8VNNI(&row[0], &a.Qs[0], &a.D[0], nb)
+}
+
+// dotQ5_0Q8Fast is dotQ5_0Q8 in one AVX2 kernel call.
+func dotQ5_0Q8Fast(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ5_0Q8", len(a.Qs), 32, 22, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_ = a.D[nb-1]
+	return dotQ5_0Q8AVX2(&row[0], &a.Qs[0], &a.D[0], nb)
+}
+
+// dotQ5_0Q8Fast512 is dotQ5_0Q8 in one AVX-512 VNNI kernel call.
+func dotQ5_0Q8Fast512(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ5_0Q8", len(a.Qs), 32, 22, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_ = a.D[nb-1]
+	return dotQ5_0Q8VNNI(&row[0], &a.Qs[0], &a.D[0], nb)
+}
+
+// dotQ4_1Q8Fast is dotQ4_1Q8 in one AVX2 kernel call.
+func dotQ4_1Q8Fast(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ4_1Q8", len(a.Qs), 32, 20, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[nb-1]
+	return dotQ4_1Q8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ4_1Q8Fast512 is dotQ4_1Q8 in one AVX-512 VNNI kernel call.
+func dotQ4_1Q8Fast512(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ4_1Q8", len(a.Qs), 32, 20, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[nb-1]
+	return dotQ4_1Q8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ5_1Q8Fast is dotQ5_1Q8 in one AVX2 kernel call.
+func dotQ5_1Q8Fast(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ5_1Q8", len(a.Qs), 32, 24, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[nb-1]
+	return dotQ5_1Q8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+}
+
+// dotQ5_1Q8Fast512 is dotQ5_1Q8 in one AVX-512 VNNI kernel call.
+func dotQ5_1Q8Fast512(row []byte, a actRow) float32 {
+	nb := checkBlocks("dotQ5_1Q8", len(a.Qs), 32, 24, len(row))
+	if nb == 0 {
+		return 0
+	}
+	_, _ = a.D[nb-1], a.Sums[nb-1]
+	return dotQ5_1Q8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
 }
 
 // quantizeActQ8_KFast is quantizeActQ8_KGo in one AVX-512 kernel call.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -25,12 +26,42 @@ var intFormats = []struct {
 	f        *BlockFormat
 	portable func([]byte, actRow) float32
 	halves   []int // offsets of the half-precision fields in a block
+	minAt    int   // offset of the half-precision min m of value = d·q + m, or −1
 }{
-	{&BlockQ8_0, dotQ8_0Q8, []int{0}},
-	{&BlockQ4_0, dotQ4_0Q8, []int{0}},
-	{&BlockQ4_K, dotQ4_KQ8, []int{0, 2}},
-	{&BlockQ5_K, dotQ5_KQ8, []int{0, 2}},
-	{&BlockQ6_K, dotQ6_KQ8, []int{208}},
+	{&BlockQ8_0, dotQ8_0Q8, []int{0}, -1},
+	{&BlockQ4_0, dotQ4_0Q8, []int{0}, -1},
+	{&BlockQ5_0, dotQ5_0Q8, []int{0}, -1},
+	{&BlockQ4_1, dotQ4_1Q8, []int{0, 2}, 2},
+	{&BlockQ5_1, dotQ5_1Q8, []int{0, 2}, 2},
+	{&BlockQ4_K, dotQ4_KQ8, []int{0, 2}, -1},
+	{&BlockQ5_K, dotQ5_KQ8, []int{0, 2}, -1},
+	{&BlockQ6_K, dotQ6_KQ8, []int{208}, -1},
+}
+
+// dequant64 returns a row's values in float64 and the magnitudes the dots add,
+// |w|, or for a format with a min m (at minAt) |d·q| + |m|: d·q is exact in float32
+// (11 bits of d times 5 of q), so w = d·q + m is exact here, not rounded as Dequant's.
+func dequant64(f *BlockFormat, minAt int, row []byte) (w, mag []float64) {
+	n := len(row) / f.Bytes * f.Values
+	w32 := make([]float32, n)
+	w, mag = make([]float64, n), make([]float64, n)
+	if minAt < 0 {
+		f.Dequant(w32, row)
+		for i, v := range w32 {
+			w[i], mag[i] = float64(v), math.Abs(float64(v))
+		}
+		return w, mag
+	}
+	noMin := append([]byte(nil), row...)
+	for b := 0; b < len(row); b += f.Bytes {
+		binary.LittleEndian.PutUint16(noMin[b+minAt:], 0)
+	}
+	f.Dequant(w32, noMin)
+	for i, v := range w32 {
+		m := float64(f16At(row[i/f.Values*f.Bytes+minAt:]))
+		w[i], mag[i] = float64(v)+m, math.Abs(float64(v))+math.Abs(m)
+	}
+	return w, mag
 }
 
 // quantizedRow quantizes x as kind with the portable quantizer (set's buffers, then
@@ -39,9 +70,13 @@ func quantizedRow(kind actKind, x []float32) actRow {
 	var a actRows
 	a.set(kind, x, 1, len(x))
 	r := a.row(0)
-	if kind == actQ8_K {
+	switch kind {
+	case actQ8_K:
 		quantizeActQ8_KGo(r, x)
-	} else {
+	case actQ8_1:
+		quantizeActQ8_0Go(r, x)
+		sumBlocks32(r)
+	default:
 		quantizeActQ8_0Go(r, x)
 	}
 	return r
@@ -60,7 +95,7 @@ func actValues(a actRow) []float64 {
 // actErrBound is, per value of x, the bound on |x − D·code| that 8-bit rounding
 // allows: half a step of the block's ideal scale max|x|/127, plus the float32 rounding
 // of the scale's reciprocal and of x times it (a few units of 2⁻²⁴ of 127 steps),
-// and for actQ8_0 the half-precision rounding of the stored scale (2⁻¹¹ relative, or
+// and for actQ8_0 and actQ8_1 the half-precision rounding of the stored scale (2⁻¹¹ relative, or
 // 2⁻²⁵ absolute where it is subnormal) times the largest code, 127.
 func actErrBound(kind actKind, x []float32) []float64 {
 	per := 32
@@ -75,7 +110,7 @@ func actErrBound(kind actKind, x []float32) []float64 {
 		}
 		step := amax / 127
 		bound := step * (0.5 + 4*127*0x1p-24)
-		if kind == actQ8_0 {
+		if kind != actQ8_K {
 			bound += 127 * (step*0x1p-11 + 0x1p-25)
 		}
 		for i := b; i < b+per; i++ {
@@ -86,12 +121,12 @@ func actErrBound(kind actKind, x []float32) []float64 {
 }
 
 // TestActQuantize checks the activation quantizers: each value within actErrBound
-// of D·code; for actQ8_K the value of largest magnitude maps to −127 and Sums are the
-// sums of 16 codes; an all-zero block is scale 0 and codes 0; every vector
+// of D·code; for actQ8_K the value of largest magnitude maps to −127; Sums are the
+// sums of 16 codes (actQ8_K) or 32 (actQ8_1); an all-zero block is scale 0 and codes 0; every vector
 // quantizer writes the same codes and scales as the portable one.
 func TestActQuantize(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
-	for _, kind := range []actKind{actQ8_0, actQ8_K} {
+	for _, kind := range []actKind{actQ8_0, actQ8_K, actQ8_1} {
 		per := 32
 		if kind == actQ8_K {
 			per = kBlock
@@ -129,15 +164,25 @@ func TestActQuantize(t *testing.T) {
 						t.Errorf("block %d: largest magnitude %g has code %d, want -127", b, x[at], a.Qs[at])
 					}
 				}
-				for j := range n / 16 {
+			}
+			if sumOf := map[actKind]int{actQ8_K: 16, actQ8_1: 32}[kind]; sumOf > 0 {
+				if len(a.Sums) != n/sumOf {
+					t.Fatalf("kind %d: %d sums for %d codes, want %d", kind, len(a.Sums), n, n/sumOf)
+				}
+				for j := range n / sumOf {
 					var s int
-					for _, q := range a.Qs[16*j : 16*j+16] {
+					for _, q := range a.Qs[sumOf*j : sumOf*j+sumOf] {
 						s += int(q)
 					}
 					if int(a.Sums[j]) != s {
-						t.Fatalf("sum %d is %d, codes sum to %d", j, a.Sums[j], s)
+						t.Fatalf("kind %d: sum %d is %d, codes sum to %d", kind, j, a.Sums[j], s)
 					}
 				}
+			}
+			var installed actRows // set's quantizer and sums, as the products use them
+			installed.set(kind, x, 1, n)
+			if in := installed.row(0); !slices.Equal(in.Qs, a.Qs) || !slices.Equal(in.D, a.D) || !slices.Equal(in.Sums, a.Sums) {
+				t.Fatalf("kind %d, %d blocks: set's row differs from the portable quantizer's", kind, nb)
 			}
 			for vi, quant := range extraActQuantizers[kind] {
 				var b actRows
@@ -174,7 +219,8 @@ func TestActQuantize(t *testing.T) {
 //     integers and round the same float32 operations in the same order);
 //   - the portable one equals the float64 sum of the dequantized weights times the
 //     values the quantized activations stand for, up to float32 rounding of the
-//     scaling and summation: (blocks+8)·2⁻²³ of the sum of magnitudes;
+//     scaling and summation: (blocks+8)·2⁻²³ of the sum of magnitudes (of d·q and m
+//     apart for the formats with a min, which the dots add apart);
 //   - against the original activations it errs by at most Σ|wᵢ|·actErrBound(xᵢ) more.
 func TestIntDot(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
@@ -198,8 +244,7 @@ func TestIntDot(t *testing.T) {
 						}
 					}
 				}
-				w := make([]float32, n)
-				f.Dequant(w, row)
+				w, wmag := dequant64(f, c.minAt, row)
 				x := gaussRow(r, n, 1)
 				for b := 0; b < n; b += 32 {
 					s := float32(math.Pow(2, float64(r.IntN(9)-4)))
@@ -211,11 +256,11 @@ func TestIntDot(t *testing.T) {
 				xq, e := actValues(a), actErrBound(f.act, x)
 				var wantQ, want, magQ, mag, quantErr float64
 				for i, wi := range w {
-					wantQ += float64(wi) * xq[i]
-					want += float64(wi) * float64(x[i])
-					magQ += math.Abs(float64(wi) * xq[i])
-					mag += math.Abs(float64(wi) * float64(x[i]))
-					quantErr += math.Abs(float64(wi)) * e[i]
+					wantQ += wi * xq[i]
+					want += wi * float64(x[i])
+					magQ += wmag[i] * math.Abs(xq[i])
+					mag += wmag[i] * math.Abs(float64(x[i]))
+					quantErr += math.Abs(wi) * e[i]
 				}
 				roundQ := float64(nb+8) * 0x1p-23 * magQ
 				got := c.portable(row, a)
@@ -253,6 +298,10 @@ func TestIntDotExtremes(t *testing.T) {
 				for i := range row {
 					row[i] = 0x81 // −127
 				}
+			case &BlockQ5_0: // level −16
+				for b := range nb {
+					clear(row[b*f.Bytes+2 : (b+1)*f.Bytes])
+				}
 			case &BlockQ6_K: // level −32, scale −128
 				for b := range nb {
 					clear(row[b*f.Bytes : b*f.Bytes+192])
@@ -275,14 +324,13 @@ func TestIntDotExtremes(t *testing.T) {
 			for i := range x {
 				x[i] = sign
 			}
-			w := make([]float32, n)
-			f.Dequant(w, row)
+			w, wmag := dequant64(f, c.minAt, row)
 			a := quantizedRow(f.act, x)
 			xq := actValues(a)
 			var want, mag float64
 			for i := range w {
-				want += float64(w[i]) * xq[i]
-				mag += math.Abs(float64(w[i]) * xq[i])
+				want += w[i] * xq[i]
+				mag += wmag[i] * math.Abs(xq[i])
 			}
 			for _, k := range append([]namedDotAct{{"portable", c.portable}}, extraDotActs[f.Name]...) {
 				if got := k.dot(row, a); !(math.Abs(float64(got)-want) <= float64(nb+8)*0x1p-23*mag) {
@@ -296,7 +344,7 @@ func TestIntDotExtremes(t *testing.T) {
 // BenchmarkActQuantize: one activation row of 2048 values quantized per kind.
 func BenchmarkActQuantize(b *testing.B) {
 	x := gaussRow(rand.New(rand.NewPCG(1, 2)), 2048, 1)
-	for _, kind := range []actKind{actQ8_0, actQ8_K} {
+	for _, kind := range []actKind{actQ8_0, actQ8_K, actQ8_1} {
 		var a actRows
 		b.Run([]string{"Q8_0", "Q8_K"}[kind], func(b *testing.B) {
 			for b.Loop() {

@@ -7,7 +7,8 @@ import (
 
 // BlockQ4_1 is ggml's Q4_1: blocks of 32 values, half-precision d and m, then 16
 // bytes whose low nibbles are values 0…15 and high nibbles 16…31; value = d·q + m.
-var BlockQ4_1 = BlockFormat{Name: "Q4_1", Values: 32, Bytes: 20, Dequant: DequantQ4_1, Dot: DotQ4_1, Quantize: QuantizeQ4_1}
+var BlockQ4_1 = BlockFormat{Name: "Q4_1", Values: 32, Bytes: 20, Dequant: DequantQ4_1, Dot: DotQ4_1, Quantize: QuantizeQ4_1,
+	act: actQ8_1, dotAct: dotQ4_1Q8}
 
 // DequantQ4_1 widens one row of n values (n % 32 == 0) from its blocks.
 func DequantQ4_1(dst []float32, src []byte) {

@@ -8,7 +8,8 @@ import (
 // BlockQ5_0 is ggml's Q5_0: blocks of 32 values, a half-precision d, 4 bytes qh
 // (little-endian; bit j is value j's fifth bit), then 16 bytes whose low nibbles
 // are values 0…15 and high nibbles 16…31; value = d·(q − 16).
-var BlockQ5_0 = BlockFormat{Name: "Q5_0", Values: 32, Bytes: 22, Dequant: DequantQ5_0, Dot: DotQ5_0, Quantize: QuantizeQ5_0}
+var BlockQ5_0 = BlockFormat{Name: "Q5_0", Values: 32, Bytes: 22, Dequant: DequantQ5_0, Dot: DotQ5_0, Quantize: QuantizeQ5_0,
+	act: actQ8_0, dotAct: dotQ5_0Q8}
 
 // q5Pair returns the 5-bit levels of values j and j+16 of a Q5_0 or Q5_1 block
 // whose qh and qs are given.

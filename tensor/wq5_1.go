@@ -7,7 +7,8 @@ import (
 
 // BlockQ5_1 is ggml's Q5_1: blocks of 32 values, half-precision d and m, 4 bytes
 // qh of fifth bits and 16 bytes of nibbles laid out as in Q5_0; value = d·q + m.
-var BlockQ5_1 = BlockFormat{Name: "Q5_1", Values: 32, Bytes: 24, Dequant: DequantQ5_1, Dot: DotQ5_1, Quantize: QuantizeQ5_1}
+var BlockQ5_1 = BlockFormat{Name: "Q5_1", Values: 32, Bytes: 24, Dequant: DequantQ5_1, Dot: DotQ5_1, Quantize: QuantizeQ5_1,
+	act: actQ8_1, dotAct: dotQ5_1Q8}
 
 // DequantQ5_1 widens one row of n values (n % 32 == 0) from its blocks.
 func DequantQ5_1(dst []float32, src []byte) {
