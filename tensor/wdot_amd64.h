@@ -49,3 +49,19 @@
 	VMOVSHDUP X8, X5; \
 	VADDSS    X5, X8, X8; \
 	VADDSS    X8, X0, X0
+
+// KSCALES unpacks a K-format super-block's twelve bytes of 6-bit scales and mins (at 4(SI);
+// Q4_K and Q5_K pack them alike) into the 8 scales, a byte each, in R8 and the 8 mins in
+// R9. Sub-blocks 0-3: the low 6 bits of bytes 4-7 (mins: of bytes 8-11); 4-7: the low
+// nibbles of bytes 12-15 (mins: the high nibbles) below the top 2 bits of bytes 4-7 (mins:
+// of bytes 8-11). AX, BX, DX and R10 are scratch.
+#define KSCALES \
+	MOVL 4(SI), AX; MOVL 8(SI), BX; MOVL 12(SI), DX; \
+	MOVL AX, R8; ANDL $0x3f3f3f3f, R8; \
+	MOVL BX, R9; ANDL $0x3f3f3f3f, R9; \
+	MOVL DX, R10; ANDL $0x0f0f0f0f, R10; \
+	SHRL $6, AX; ANDL $0x03030303, AX; SHLL $4, AX; ORL AX, R10; \
+	SHRL $4, DX; ANDL $0x0f0f0f0f, DX; \
+	SHRL $6, BX; ANDL $0x03030303, BX; SHLL $4, BX; ORL BX, DX; \
+	SHLQ $32, R10; ORQ R10, R8; \
+	SHLQ $32, DX; ORQ DX, R9

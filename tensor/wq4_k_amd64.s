@@ -61,32 +61,7 @@ loop:
 	VCVTPH2PS    X3, X3
 	VBROADCASTSS X3, Y3 // dmin
 
-	// Scales of sub-blocks 0-3: low 6 bits of bytes 4-7; mins: of bytes 8-11.
-	// Sub-blocks 4-7: low nibbles of bytes 12-15 (mins: high nibbles) below the
-	// top 2 bits of bytes 4-7 (mins: of bytes 8-11).
-	MOVL  4(SI), AX
-	MOVL  8(SI), BX
-	MOVL  12(SI), DX
-	MOVL  AX, R8
-	ANDL  $0x3f3f3f3f, R8
-	MOVL  BX, R9
-	ANDL  $0x3f3f3f3f, R9
-	MOVL  DX, R10
-	ANDL  $0x0f0f0f0f, R10
-	SHRL  $6, AX
-	ANDL  $0x03030303, AX
-	SHLL  $4, AX
-	ORL   AX, R10
-	SHRL  $4, DX
-	ANDL  $0x0f0f0f0f, DX
-	SHRL  $6, BX
-	ANDL  $0x03030303, BX
-	SHLL  $4, BX
-	ORL   BX, DX
-	SHLQ  $32, R10
-	ORQ   R10, R8 // the 8 scales, a byte each
-	SHLQ  $32, DX
-	ORQ   DX, R9  // the 8 mins
+	KSCALES // the 8 scales in R8, the 8 mins in R9, a byte each
 	VMOVQ R8, X4
 	VMOVQ R9, X5
 	VPMOVZXBD X4, Y4
@@ -152,32 +127,7 @@ loop512:
 	VCVTPH2PS    X3, X3
 	VBROADCASTSS X3, Y3 // dmin
 
-	// Scales of sub-blocks 0-3: low 6 bits of bytes 4-7; mins: of bytes 8-11.
-	// Sub-blocks 4-7: low nibbles of bytes 12-15 (mins: high nibbles) below the
-	// top 2 bits of bytes 4-7 (mins: of bytes 8-11).
-	MOVL  4(SI), AX
-	MOVL  8(SI), BX
-	MOVL  12(SI), DX
-	MOVL  AX, R8
-	ANDL  $0x3f3f3f3f, R8
-	MOVL  BX, R9
-	ANDL  $0x3f3f3f3f, R9
-	MOVL  DX, R10
-	ANDL  $0x0f0f0f0f, R10
-	SHRL  $6, AX
-	ANDL  $0x03030303, AX
-	SHLL  $4, AX
-	ORL   AX, R10
-	SHRL  $4, DX
-	ANDL  $0x0f0f0f0f, DX
-	SHRL  $6, BX
-	ANDL  $0x03030303, BX
-	SHLL  $4, BX
-	ORL   BX, DX
-	SHLQ  $32, R10
-	ORQ   R10, R8 // the 8 scales, a byte each
-	SHLQ  $32, DX
-	ORQ   DX, R9  // the 8 mins
+	KSCALES // the 8 scales in R8, the 8 mins in R9, a byte each
 	VMOVQ R8, X4
 	VMOVQ R9, X5
 	VPMOVZXBD X4, Y4
@@ -265,32 +215,7 @@ wloop:
 	VCVTPH2PS    X3, X3
 	VBROADCASTSS X3, Y3 // dmin
 
-	// Scales of sub-blocks 0-3: low 6 bits of bytes 4-7; mins: of bytes 8-11.
-	// Sub-blocks 4-7: low nibbles of bytes 12-15 (mins: high nibbles) below the
-	// top 2 bits of bytes 4-7 (mins: of bytes 8-11).
-	MOVL  4(SI), AX
-	MOVL  8(SI), BX
-	MOVL  12(SI), DX
-	MOVL  AX, R8
-	ANDL  $0x3f3f3f3f, R8
-	MOVL  BX, R9
-	ANDL  $0x3f3f3f3f, R9
-	MOVL  DX, R10
-	ANDL  $0x0f0f0f0f, R10
-	SHRL  $6, AX
-	ANDL  $0x03030303, AX
-	SHLL  $4, AX
-	ORL   AX, R10
-	SHRL  $4, DX
-	ANDL  $0x0f0f0f0f, DX
-	SHRL  $6, BX
-	ANDL  $0x03030303, BX
-	SHLL  $4, BX
-	ORL   BX, DX
-	SHLQ  $32, R10
-	ORQ   R10, R8 // the 8 scales, a byte each
-	SHLQ  $32, DX
-	ORQ   DX, R9  // the 8 mins
+	KSCALES // the 8 scales in R8, the 8 mins in R9, a byte each
 	VMOVQ R8, X4
 	VMOVQ R9, X5
 	VPMOVZXBD X4, Y4

@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "wdot_amd64.h"
 
 // Hand-written: Q5_K's integer dot (wq5_k_int.go's dotQ5_KQ8) with AVX2, as
 // wq4_k_int_amd64.s's Q4_K with each nibble's fifth bit from qh (bits 2c and 2c+1 of
@@ -49,30 +50,7 @@ TEXT ·dotQ5_KQ8AVX2(SB), NOSPLIT, $16-44
 	JZ           done
 
 loop:
-	// The 8 scales and 8 mins a byte each in R8 and R9 (see wq4_k_amd64.s).
-	MOVL  4(SI), AX
-	MOVL  8(SI), BX
-	MOVL  12(SI), DX
-	MOVL  AX, R8
-	ANDL  $0x3f3f3f3f, R8
-	MOVL  BX, R9
-	ANDL  $0x3f3f3f3f, R9
-	MOVL  DX, R10
-	ANDL  $0x0f0f0f0f, R10
-	SHRL  $6, AX
-	ANDL  $0x03030303, AX
-	SHLL  $4, AX
-	ORL   AX, R10
-	SHRL  $4, DX
-	ANDL  $0x0f0f0f0f, DX
-	SHRL  $6, BX
-	ANDL  $0x03030303, BX
-	SHLL  $4, BX
-	ORL   BX, DX
-	SHLQ  $32, R10
-	ORQ   R10, R8
-	SHLQ  $32, DX
-	ORQ   DX, R9
+	KSCALES // the 8 scales in R8, the 8 mins in R9, a byte each
 	VMOVQ R8, X2
 	VPMOVZXBW X2, X2
 	VMOVDQU   X2, 0(SP) // scales as int16
@@ -176,29 +154,7 @@ TEXT ·dotQ5_KQ8VNNI(SB), NOSPLIT, $0-44
 	JZ           done512
 
 loop512:
-	MOVL  4(SI), AX
-	MOVL  8(SI), BX
-	MOVL  12(SI), DX
-	MOVL  AX, R8
-	ANDL  $0x3f3f3f3f, R8
-	MOVL  BX, R9
-	ANDL  $0x3f3f3f3f, R9
-	MOVL  DX, R10
-	ANDL  $0x0f0f0f0f, R10
-	SHRL  $6, AX
-	ANDL  $0x03030303, AX
-	SHLL  $4, AX
-	ORL   AX, R10
-	SHRL  $4, DX
-	ANDL  $0x0f0f0f0f, DX
-	SHRL  $6, BX
-	ANDL  $0x03030303, BX
-	SHLL  $4, BX
-	ORL   BX, DX
-	SHLQ  $32, R10
-	ORQ   R10, R8
-	SHLQ  $32, DX
-	ORQ   DX, R9
+	KSCALES // the 8 scales in R8, the 8 mins in R9, a byte each
 	VMOVQ     R8, X4
 	VPMOVZXBW X4, X4
 
