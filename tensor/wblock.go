@@ -19,6 +19,8 @@ type BlockFormat struct {
 	// of Dot.
 	act    actKind
 	dotAct func(row []byte, a actRow) float32
+	// dotActRows, where set, is dotAct over len(dst) rows of rb bytes each.
+	dotActRows func(dst []float32, rows []byte, rb int, a actRow)
 }
 
 // RowBytes is the size of a row of n values; n must be a multiple of f.Values.

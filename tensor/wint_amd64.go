@@ -66,159 +66,113 @@ var hasInt8AVX2 = cpu.X86.HasAVX2 && cpu.X86.HasF16C
 // 256-bit forms of EVEX instructions (VL).
 var hasInt8VNNI = hasInt8AVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VNNI
 
+// intKernel is one assembly integer dot of a format's blocks against its activation row:
+// the portable dot's name (for checkBlocks' panics), the values and bytes of a block, the
+// activation code sums the kernel reads a block (16: Q8_K's sums of 16 codes; 1: a 32-value
+// block's; 0: none) and the kernel, with (k5) or without (k4) the sums.
+type intKernel struct {
+	name      string
+	per, size int
+	sums      int
+	k4        func(row *byte, qs *int8, d *float32, nb int) float32
+	k5        func(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+}
+
+var (
+	q4KAVX2  = &intKernel{"dotQ4_KQ8", kBlock, 144, 16, nil, dotQ4_KQ8AVX2}
+	q5KAVX2  = &intKernel{"dotQ5_KQ8", kBlock, 176, 16, nil, dotQ5_KQ8AVX2}
+	q6KAVX2  = &intKernel{"dotQ6_KQ8", kBlock, 210, 16, nil, dotQ6_KQ8AVX2}
+	q8_0AVX2 = &intKernel{"dotQ8_0Q8", 32, 34, 0, dotQ8_0Q8AVX2, nil}
+	q4_0AVX2 = &intKernel{"dotQ4_0Q8", 32, 18, 0, dotQ4_0Q8AVX2, nil}
+	q5_0AVX2 = &intKernel{"dotQ5_0Q8", 32, 22, 0, dotQ5_0Q8AVX2, nil}
+	q4_1AVX2 = &intKernel{"dotQ4_1Q8", 32, 20, 1, nil, dotQ4_1Q8AVX2}
+	q5_1AVX2 = &intKernel{"dotQ5_1Q8", 32, 24, 1, nil, dotQ5_1Q8AVX2}
+
+	q4KVNNI  = &intKernel{"dotQ4_KQ8", kBlock, 144, 16, nil, dotQ4_KQ8VNNI}
+	q5KVNNI  = &intKernel{"dotQ5_KQ8", kBlock, 176, 16, nil, dotQ5_KQ8VNNI}
+	q6KVNNI  = &intKernel{"dotQ6_KQ8", kBlock, 210, 16, nil, dotQ6_KQ8VNNI}
+	q8_0VNNI = &intKernel{"dotQ8_0Q8", 32, 34, 0, dotQ8_0Q8VNNI, nil}
+	q4_0VNNI = &intKernel{"dotQ4_0Q8", 32, 18, 0, dotQ4_0Q8VNNI, nil}
+	q5_0VNNI = &intKernel{"dotQ5_0Q8", 32, 22, 0, dotQ5_0Q8VNNI, nil}
+	q4_1VNNI = &intKernel{"dotQ4_1Q8", 32, 20, 1, nil, dotQ4_1Q8VNNI}
+	q5_1VNNI = &intKernel{"dotQ5_1Q8", 32, 24, 1, nil, dotQ5_1Q8VNNI}
+)
+
 func init() {
+	install := func(f *BlockFormat, k *intKernel) { f.dotAct, f.dotActRows = k.dot, k.dotRows }
 	if hasInt8AVX2 {
-		BlockQ4_K.dotAct = dotQ4_KQ8Fast
-		BlockQ6_K.dotAct = dotQ6_KQ8Fast
-		BlockQ5_K.dotAct = dotQ5_KQ8Fast
-		BlockQ8_0.dotAct = dotQ8_0Q8Fast
-		BlockQ4_0.dotAct = dotQ4_0Q8Fast
-		BlockQ5_0.dotAct = dotQ5_0Q8Fast
-		BlockQ4_1.dotAct = dotQ4_1Q8Fast
-		BlockQ5_1.dotAct = dotQ5_1Q8Fast
+		install(&BlockQ4_K, q4KAVX2)
+		install(&BlockQ5_K, q5KAVX2)
+		install(&BlockQ6_K, q6KAVX2)
+		install(&BlockQ8_0, q8_0AVX2)
+		install(&BlockQ4_0, q4_0AVX2)
+		install(&BlockQ5_0, q5_0AVX2)
+		install(&BlockQ4_1, q4_1AVX2)
+		install(&BlockQ5_1, q5_1AVX2)
 	}
 	if hasInt8VNNI {
 		quantizeActQ8_K = quantizeActQ8_KFast
 		quantizeActQ8_0 = quantizeActQ8_0Fast
-		BlockQ8_0.dotAct = dotQ8_0Q8Fast512
-		BlockQ4_K.dotAct = dotQ4_KQ8Fast512
-		BlockQ6_K.dotAct = dotQ6_KQ8Fast512
-		BlockQ5_K.dotAct = dotQ5_KQ8Fast512
-		BlockQ4_0.dotAct = dotQ4_0Q8Fast512
-		BlockQ5_0.dotAct = dotQ5_0Q8Fast512
-		BlockQ4_1.dotAct = dotQ4_1Q8Fast512
-		BlockQ5_1.dotAct = dotQ5_1Q8Fast512
+		install(&BlockQ4_K, q4KVNNI)
+		install(&BlockQ5_K, q5KVNNI)
+		install(&BlockQ6_K, q6KVNNI)
+		install(&BlockQ8_0, q8_0VNNI)
+		install(&BlockQ4_0, q4_0VNNI)
+		install(&BlockQ5_0, q5_0VNNI)
+		install(&BlockQ4_1, q4_1VNNI)
+		install(&BlockQ5_1, q5_1VNNI)
 	}
 }
 
-// dotQ4_KQ8Fast is dotQ4_KQ8 in one AVX2 kernel call.
-func dotQ4_KQ8Fast(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ4_KQ8", len(a.Qs), kBlock, 144, len(row))
-	if nb == 0 {
-		return 0
+// blocks checks a row of rb bytes against a and returns its number of blocks.
+func (k *intKernel) blocks(rb int, a actRow) int {
+	nb := checkBlocks(k.name, len(a.Qs), k.per, k.size, rb)
+	if nb > 0 {
+		_ = a.D[nb-1]
+		if k.sums > 0 {
+			_ = a.Sums[k.sums*nb-1]
+		}
 	}
-	_, _ = a.D[nb-1], a.Sums[16*nb-1]
-	return dotQ4_KQ8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+	return nb
 }
 
-// dotQ6_KQ8Fast is dotQ6_KQ8 in one AVX2 kernel call.
-func dotQ6_KQ8Fast(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ6_KQ8", len(a.Qs), kBlock, 210, len(row))
+// dot is the kernel as a BlockFormat's dotAct: one row.
+func (k *intKernel) dot(row []byte, a actRow) float32 {
+	nb := k.blocks(len(row), a)
 	if nb == 0 {
 		return 0
 	}
-	_, _ = a.D[nb-1], a.Sums[16*nb-1]
-	return dotQ6_KQ8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+	if k.k5 != nil {
+		return k.k5(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
+	}
+	return k.k4(&row[0], &a.Qs[0], &a.D[0], nb)
 }
 
-// dotQ5_KQ8Fast is dotQ5_KQ8 in one AVX2 kernel call.
-func dotQ5_KQ8Fast(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ5_KQ8", len(a.Qs), kBlock, 176, len(row))
-	if nb == 0 {
-		return 0
+// dotRows is the kernel as a BlockFormat's dotActRows: dst[r] is row r of rows (rb bytes
+// each), checked once for them all: a decode step's rows can be short (576 values for
+// SmolLM2), and a check and a call through dotAct per row then cost a third of the
+// kernel's time.
+func (k *intKernel) dotRows(dst []float32, rows []byte, rb int, a actRow) {
+	if len(dst) == 0 {
+		return
 	}
-	_, _ = a.D[nb-1], a.Sums[16*nb-1]
-	return dotQ5_KQ8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
-}
-
-// dotQ8_0Q8Fast is dotQ8_0Q8 in one AVX2 kernel call.
-func dotQ8_0Q8Fast(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ8_0Q8", len(a.Qs), 32, 34, len(row))
+	nb := k.blocks(rb, a)
 	if nb == 0 {
-		return 0
+		clear(dst)
+		return
 	}
-	_ = a.D[nb-1]
-	return dotQ8_0Q8AVX2(&row[0], &a.Qs[0], &a.D[0], nb)
-}
-
-// dotQ4_0Q8Fast is dotQ4_0Q8 in one AVX2 kernel call.
-func dotQ4_0Q8Fast(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ4_0Q8", len(a.Qs), 32, 18, len(row))
-	if nb == 0 {
-		return 0
+	_ = rows[len(dst)*rb-1]
+	qs, d := &a.Qs[0], &a.D[0]
+	if k.k5 != nil {
+		sums := &a.Sums[0]
+		for r := range dst {
+			dst[r] = k.k5(&rows[r*rb], qs, d, sums, nb)
+		}
+		return
 	}
-	_ = a.D[nb-1]
-	return dotQ4_0Q8AVX2(&row[0], &a.Qs[0], &a.D[0], nb)
-}
-
-// dotQ8_0Q8Fast512 is dotQ8_0Q8 in one AVX-512 VNNI kernel call.
-func dotQ8_0Q8Fast512(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ8_0Q8", len(a.Qs), 32, 34, len(row))
-	if nb == 0 {
-		return 0
+	for r := range dst {
+		dst[r] = k.k4(&rows[r*rb], qs, d, nb)
 	}
-	_ = a.D[nb-1]
-	return dotQ8_0Q8VNNI(&row[0], &a.Qs[0], &a.D[0], nb)
-}
-
-// dotQ4_0Q8Fast512 is dotQ4_0Q8 in one AVX-512 VNNI kernel call.
-func dotQ4_0Q8Fast512(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ4_0Q8", len(a.Qs), 32, 18, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_ = a.D[nb-1]
-	return dotQ4_0Q8VNNI(&row[0], &a.Qs[0], &a.D[0], nb)
-}
-
-// dotQ5_0Q8Fast is dotQ5_0Q8 in one AVX2 kernel call.
-func dotQ5_0Q8Fast(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ5_0Q8", len(a.Qs), 32, 22, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_ = a.D[nb-1]
-	return dotQ5_0Q8AVX2(&row[0], &a.Qs[0], &a.D[0], nb)
-}
-
-// dotQ5_0Q8Fast512 is dotQ5_0Q8 in one AVX-512 VNNI kernel call.
-func dotQ5_0Q8Fast512(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ5_0Q8", len(a.Qs), 32, 22, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_ = a.D[nb-1]
-	return dotQ5_0Q8VNNI(&row[0], &a.Qs[0], &a.D[0], nb)
-}
-
-// dotQ4_1Q8Fast is dotQ4_1Q8 in one AVX2 kernel call.
-func dotQ4_1Q8Fast(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ4_1Q8", len(a.Qs), 32, 20, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_, _ = a.D[nb-1], a.Sums[nb-1]
-	return dotQ4_1Q8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
-}
-
-// dotQ4_1Q8Fast512 is dotQ4_1Q8 in one AVX-512 VNNI kernel call.
-func dotQ4_1Q8Fast512(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ4_1Q8", len(a.Qs), 32, 20, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_, _ = a.D[nb-1], a.Sums[nb-1]
-	return dotQ4_1Q8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
-}
-
-// dotQ5_1Q8Fast is dotQ5_1Q8 in one AVX2 kernel call.
-func dotQ5_1Q8Fast(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ5_1Q8", len(a.Qs), 32, 24, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_, _ = a.D[nb-1], a.Sums[nb-1]
-	return dotQ5_1Q8AVX2(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
-}
-
-// dotQ5_1Q8Fast512 is dotQ5_1Q8 in one AVX-512 VNNI kernel call.
-func dotQ5_1Q8Fast512(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ5_1Q8", len(a.Qs), 32, 24, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_, _ = a.D[nb-1], a.Sums[nb-1]
-	return dotQ5_1Q8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
 }
 
 // quantizeActQ8_KFast is quantizeActQ8_KGo in one AVX-512 kernel call.
@@ -239,34 +193,4 @@ func quantizeActQ8_0Fast(r actRow, x []float32) {
 	}
 	_, _ = r.Qs[nb*32-1], r.D[nb-1]
 	quantizeActQ8_0AVX512(&x[0], &r.Qs[0], &r.D[0], nb)
-}
-
-// dotQ4_KQ8Fast512 is dotQ4_KQ8 in one AVX-512 VNNI kernel call.
-func dotQ4_KQ8Fast512(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ4_KQ8", len(a.Qs), kBlock, 144, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_, _ = a.D[nb-1], a.Sums[16*nb-1]
-	return dotQ4_KQ8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
-}
-
-// dotQ6_KQ8Fast512 is dotQ6_KQ8 in one AVX-512 VNNI kernel call.
-func dotQ6_KQ8Fast512(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ6_KQ8", len(a.Qs), kBlock, 210, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_, _ = a.D[nb-1], a.Sums[16*nb-1]
-	return dotQ6_KQ8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
-}
-
-// dotQ5_KQ8Fast512 is dotQ5_KQ8 in one AVX-512 VNNI kernel call.
-func dotQ5_KQ8Fast512(row []byte, a actRow) float32 {
-	nb := checkBlocks("dotQ5_KQ8", len(a.Qs), kBlock, 176, len(row))
-	if nb == 0 {
-		return 0
-	}
-	_, _ = a.D[nb-1], a.Sums[16*nb-1]
-	return dotQ5_KQ8VNNI(&row[0], &a.Qs[0], &a.D[0], &a.Sums[0], nb)
 }
