@@ -7,12 +7,15 @@ import (
 	"github.com/kvfoot/kvfoot/kv"
 )
 
-// LongestContextFor is the longest prompt a cache of policy f (described for the GPU's bf16
-// storage) pre-fills in chunks of chunk tokens within free bytes of device memory, at most
+// LongestContextFor is the longest prompt a cache of policy f, its entries held as the GPU
+// holds them (StoredPrecision), pre-fills in chunks of chunk tokens within free bytes of device memory, at most
 // limit: the policy's peak bytes plus every stored head's partly filled last block, twice over,
 // because the pool's last growth holds the old and the new pool at once. 0 when not even one
 // token fits.
 func LongestContextFor(s kv.Shape, f *kv.Facts, free int64, chunk, limit int) (int, error) {
+	g := *f
+	g.Precision = StoredPrecision(f.Precision)
+	f = &g
 	heads := int64(s.Layers * f.StoredHeads)
 	slack := heads * cuda.BlockEntries * int64(s.HeadDim) * 2 * 2
 	var err error

@@ -145,11 +145,14 @@ func (c *target) describe(cfg *model.Config, row func(string, any), spec string,
 		return nil
 	}
 	f, err := kv.Describe(shape, spec, opts...)
-	if err == nil && (f.Precision.Name == "" || f.Precision.Name == "f32") {
-		f, err = kv.Describe(shape, spec+"+bf16", opts...) // what the GPU stores
-	}
 	if err != nil {
 		return fmt.Errorf("--kv: %w", err)
+	}
+	stored := shape
+	stored.KVHeads = f.StoredHeads
+	if err := c.gpu.CheckStorage(stored, f.StoredHeads/shape.KVHeads, f.Precision); err != nil {
+		row("longest context on the device, "+spec, err.Error())
+		return nil
 	}
 	n, err := gpu.LongestContextFor(shape, f, left, chunk, 1<<30)
 	if err != nil {
