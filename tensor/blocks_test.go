@@ -1,6 +1,8 @@
 package tensor
 
 import (
+	"os"
+	"strconv"
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
@@ -148,7 +150,7 @@ func TestNewBlockMatRefuses(t *testing.T) {
 func BenchmarkBlockMatVec(b *testing.B) {
 	defer SetThreads(Threads())
 	SetThreads(1)
-	const n = 2048
+	n := benchN()
 	rng := rand.New(rand.NewPCG(1, 2))
 	x := gaussRow(rng, n, 1)
 	f32 := Mat{Rows: n, Cols: n, F32: gaussRow(rng, n*n, 1)}
@@ -206,4 +208,14 @@ func BenchmarkBlockMatMul(b *testing.B) {
 	for b.Loop() {
 		MatMulT(dst, x, m, &w)
 	}
+}
+
+// benchN is BenchmarkBlockMatVec's matrix size: 2048, or $KVFOOT_BENCH_N (a multiple of
+// 256), so that small models' matrices, which stay in cache, can be timed too.
+func benchN() int {
+	if v := os.Getenv("KVFOOT_BENCH_N"); v != "" {
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+	return 2048
 }

@@ -160,15 +160,14 @@ func (j *matvecJob) Do(_, _, u int) {
 	b := min(a+mvUnit, rows)
 	if wm.Block != nil {
 		rb := wm.Block.RowBytes(k)
-		if dots := wm.Block.dotActRows; dots != nil {
-			q := &j.act[wm.Block.act]
-			for i := 0; i < j.m; i++ {
-				dots(p.Dst[i*rows+a:i*rows+b], wm.Blocks[a*rb:b*rb], rb, q.row(i))
-			}
-			return
-		}
 		if dot := wm.Block.dotAct; dot != nil {
 			q := &j.act[wm.Block.act]
+			if dots := wm.Block.dotActRows; dots != nil {
+				for i := 0; i < j.m; i++ {
+					dots(p.Dst[i*rows+a:i*rows+b], wm.Blocks[a*rb:b*rb], rb, q.row(i))
+				}
+				return
+			}
 			for i := 0; i < j.m; i++ {
 				xq, dst := q.row(i), p.Dst[i*rows+a:i*rows+b]
 				for r := a; r < b; r++ {
