@@ -7,15 +7,23 @@ const BlockEntries = 64
 
 // PagedCache is the host-side bookkeeping of a paged KV pool: fixed-size blocks handed to heads
 // (one per (layer, KV head)) as they grow and returned when they shrink, so that each head holds
-// only the blocks its own number of entries needs. Entry i of head h lives at pool slot
-// table[h][i/64]·64 + i%64. Entries stay in the order they were appended (kvfoot's policies
-// name entries by index in position order), so Keep compacts: each kept entry moves down to
-// its new index.
+// only the blocks its own number of entries needs. A head of n entries fills the places
+// 0..n-1 of its blocks (place p is pool slot table[h][p/64]·64 + p%64), which the attention
+// kernels read, in any order: attention does not depend on the entries' order. kvfoot's
+// policies name entries by index in position order, so each head maps entry i to its place;
+// Keep fills the places its dropped entries leave below the new length with the kept entries
+// above it. A streaming head, which appends one entry and drops its window's oldest a step,
+// then moves one entry a step (its window becomes a ring) instead of shifting the window.
 type PagedCache struct {
 	blocks int
 	free   []int32 // free block ids, a stack: the most recently freed is reused first
 	tables [][]int32
 	lens   []int
+	// places[h][i] is the place of head h's entry i; nil while every entry is at its own
+	// index (a head that never dropped an entry from its middle, as a full head).
+	places [][]int32
+	taken  []bool  // Keep's scratch: the places below the new length that kept entries hold
+	next   []int32 // Keep's scratch: the new places
 }
 
 // Move is one entry copied from pool slot Src to pool slot Dst.
@@ -26,7 +34,7 @@ func NewPagedCache(blocks, heads int) (*PagedCache, error) {
 	if blocks <= 0 || heads <= 0 {
 		return nil, fmt.Errorf("cuda: paged cache of %d blocks for %d heads: both must be positive", blocks, heads)
 	}
-	c := &PagedCache{blocks: blocks, tables: make([][]int32, heads), lens: make([]int, heads)}
+	c := &PagedCache{blocks: blocks, tables: make([][]int32, heads), lens: make([]int, heads), places: make([][]int32, heads)}
 	for b := blocks - 1; b >= 0; b-- {
 		c.free = append(c.free, int32(b))
 	}
@@ -53,8 +61,22 @@ func (c *PagedCache) checkHead(op string, h int) error {
 }
 
 // Slot is the pool slot of entry i of head h.
-func (c *PagedCache) Slot(h, i int) int32 {
-	return c.tables[h][i/BlockEntries]*BlockEntries + int32(i%BlockEntries)
+func (c *PagedCache) Slot(h, i int) int32 { return c.slot(h, c.place(h, i)) }
+
+// Place is where entry i of head h is among the places 0..Len(h)-1 the kernels read.
+func (c *PagedCache) place(h, i int) int {
+	if p := c.places[h]; p != nil {
+		return int(p[i])
+	}
+	return i
+}
+
+// Places returns head h's places (entry i is at place p[i]), nil when every entry is at its
+// own index: the attention scores, which the kernels compute by place, are handed out by entry.
+func (c *PagedCache) Places(h int) []int32 { return c.places[h] }
+
+func (c *PagedCache) slot(h, place int) int32 {
+	return c.tables[h][place/BlockEntries]*BlockEntries + int32(place%BlockEntries)
 }
 
 // Append makes room for n more entries on head h and returns their pool slots, in order.
@@ -77,16 +99,21 @@ func (c *PagedCache) Append(h, n int) ([]int32, error) {
 	}
 	slots := make([]int32, n)
 	for i := range slots {
-		slots[i] = c.Slot(h, c.lens[h]+i)
+		p := c.lens[h] + i // appended entries take the places after the others
+		slots[i] = c.slot(h, p)
+		if c.places[h] != nil {
+			c.places[h] = append(c.places[h], int32(p))
+		}
 	}
 	c.lens[h] = newLen
 	return slots, nil
 }
 
-// Keep keeps the entries keep (increasing indices into head h) and drops the rest, compacting:
-// kept entry keep[i] becomes entry i. moves lists the copies for KVCopy (each kept entry not
-// already at its index; a destination may be another move's source, so KVCopy reads every
-// source before it writes). Blocks past the new length return to the pool.
+// Keep keeps the entries keep (increasing indices into head h) and drops the rest: kept entry
+// keep[i] becomes entry i. moves lists the copies for KVCopy: each kept entry at a place past
+// the new length moves into a place below it that a dropped entry left, so there are as many
+// moves as dropped entries below the new length, and no move's source is another's
+// destination. Blocks past the new length return to the pool.
 func (c *PagedCache) Keep(h int, keep []int) (moves []Move, err error) {
 	if err := c.checkHead("keep", h); err != nil {
 		return nil, err
@@ -95,11 +122,39 @@ func (c *PagedCache) Keep(h int, keep []int) (moves []Move, err error) {
 		if k < 0 || k >= c.lens[h] || (i > 0 && k <= keep[i-1]) {
 			return nil, fmt.Errorf("cuda: paged cache keep: index %d (%d) is not increasing within the head's %d entries", i, k, c.lens[h])
 		}
-		if k != i {
-			moves = append(moves, Move{Src: c.Slot(h, k), Dst: c.Slot(h, i)})
+	}
+	m := len(keep)
+	if cap(c.taken) < m {
+		c.taken = make([]bool, m)
+	}
+	c.taken = c.taken[:m]
+	clear(c.taken)
+	for _, k := range keep {
+		if p := c.place(h, k); p < m {
+			c.taken[p] = true
 		}
 	}
-	c.truncate(h, len(keep))
+	c.next = c.next[:0]
+	ordered, hole := true, 0
+	for i, k := range keep {
+		p := c.place(h, k)
+		if p >= m {
+			for c.taken[hole] {
+				hole++
+			}
+			c.taken[hole] = true
+			moves = append(moves, Move{Src: c.slot(h, p), Dst: c.slot(h, hole)})
+			p = hole
+		}
+		ordered = ordered && p == i
+		c.next = append(c.next, int32(p))
+	}
+	if ordered {
+		c.places[h] = nil
+	} else {
+		c.places[h] = append(c.places[h][:0], c.next...)
+	}
+	c.truncate(h, m)
 	return moves, nil
 }
 
@@ -119,16 +174,24 @@ func (c *PagedCache) Grow(blocks int) error {
 // Blocks is the number of blocks the pool has.
 func (c *PagedCache) Blocks() int { return c.blocks }
 
-// Truncate drops head h's entries from n on and returns the blocks past them to the pool.
-func (c *PagedCache) Truncate(h, n int) error {
+// Truncate drops head h's entries from n on and returns the blocks past them to the pool;
+// moves are the copies that bring kept entries at places past n below it (as Keep's).
+func (c *PagedCache) Truncate(h, n int) (moves []Move, err error) {
 	if err := c.checkHead("truncate", h); err != nil {
-		return err
+		return nil, err
 	}
 	if n < 0 || n > c.lens[h] {
-		return fmt.Errorf("cuda: paged cache truncate: head %d to %d entries, it holds %d", h, n, c.lens[h])
+		return nil, fmt.Errorf("cuda: paged cache truncate: head %d to %d entries, it holds %d", h, n, c.lens[h])
 	}
-	c.truncate(h, n)
-	return nil
+	if c.places[h] == nil {
+		c.truncate(h, n)
+		return nil, nil
+	}
+	keep := make([]int, n)
+	for i := range keep {
+		keep[i] = i
+	}
+	return c.Keep(h, keep)
 }
 
 func (c *PagedCache) truncate(h, n int) {
@@ -138,11 +201,14 @@ func (c *PagedCache) truncate(h, n int) {
 	}
 	c.tables[h] = c.tables[h][:keepBlocks]
 	c.lens[h] = n
+	if c.places[h] != nil {
+		c.places[h] = c.places[h][:n]
+	}
 }
 
 // Tables flattens the block tables and lengths of heads first..first+count-1 (one layer's KV
-// heads) for the attention kernels: table[i·maxBlocks + b] is block b of head first+i (unused
-// places are 0), lens[i] its length. maxBlocks is at least 1.
+// heads) for the attention kernels: table[i·maxBlocks + b] is block b of head first+i (the
+// table's unused cells are 0), lens[i] its length. maxBlocks is at least 1.
 func (c *PagedCache) Tables(first, count int) (table []int32, lens []int32, maxBlocks int, err error) {
 	if first < 0 || count <= 0 || first+count > len(c.lens) {
 		return nil, nil, 0, fmt.Errorf("cuda: paged cache tables: heads %d..%d of %d", first, first+count-1, len(c.lens))

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -55,7 +56,7 @@ func TestPagedTruncateFreesAndReuses(t *testing.T) {
 	if _, err := c.Append(0, 3*64); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Truncate(0, 70); err != nil { // keeps blocks 0 and 1
+	if _, err := c.Truncate(0, 70); err != nil { // keeps blocks 0 and 1
 		t.Fatal(err)
 	}
 	if c.HeldBlocks(0) != 2 || c.FreeBlocks() != 1 {
@@ -68,50 +69,191 @@ func TestPagedTruncateFreesAndReuses(t *testing.T) {
 	if s[0] != 2*64 {
 		t.Fatalf("head 1 got slot %d, want the freed block 2's first", s[0])
 	}
-	if err := c.Truncate(0, 71); err == nil {
+	if _, err := c.Truncate(0, 71); err == nil {
 		t.Fatal("truncate past the length accepted")
 	}
-	if err := c.Truncate(0, 0); err != nil || c.FreeBlocks() != 2 {
+	if _, err := c.Truncate(0, 0); err != nil || c.FreeBlocks() != 2 {
 		t.Fatalf("err %v, free %d", err, c.FreeBlocks())
 	}
 }
 
-// Keep must compact: after its moves, applied as KVCopy does (every source read before any
-// write), entry i of the head holds old entry keep[i]; the blocks past the new length are free.
-func TestPagedKeepCompactsInOrderAndFreesBlocks(t *testing.T) {
+// simPool is a pool of entries by slot (the index of the entry each slot holds), to which
+// moves are applied as KVCopy does: every source read before any write.
+type simPool map[int32]int
+
+func (p simPool) apply(moves []Move) {
+	read := make([]int, len(moves))
+	for i, m := range moves {
+		read[i] = p[m.Src]
+	}
+	for i, m := range moves {
+		p[m.Dst] = read[i]
+	}
+}
+
+// check fails unless head h's entry i is at a slot holding want[i] and its entries fill the
+// places 0..len-1 of its blocks (the slots the kernels read), each once.
+func (p simPool) check(t *testing.T, c *PagedCache, h int, want []int) {
+	t.Helper()
+	if c.Len(h) != len(want) {
+		t.Fatalf("head %d holds %d entries, want %d", h, c.Len(h), len(want))
+	}
+	read := map[int32]bool{}
+	table, _, maxBlocks, _ := c.Tables(h, 1)
+	for i := range len(want) {
+		read[table[i/BlockEntries]*BlockEntries+int32(i%BlockEntries)] = true
+	}
+	if maxBlocks != (len(want)+BlockEntries-1)/BlockEntries && len(want) > 0 {
+		t.Fatalf("head %d holds %d blocks for %d entries", h, maxBlocks, len(want))
+	}
+	for i, w := range want {
+		s := c.Slot(h, i)
+		if p[s] != w {
+			t.Fatalf("entry %d of head %d: slot %d holds old entry %d, want %d", i, h, s, p[s], w)
+		}
+		if !read[s] {
+			t.Fatalf("entry %d of head %d is at slot %d, outside the places the kernels read", i, h, s)
+		}
+		delete(read, s)
+	}
+}
+
+// Keep moves only the kept entries past the new length, into the places dropped entries left
+// below it: entry i then holds old entry keep[i], every kept entry is among the places the
+// kernels read, and the blocks past the new length are free.
+func TestPagedKeepFillsHolesAndFreesBlocks(t *testing.T) {
 	c, _ := NewPagedCache(8, 1)
-	if _, err := c.Append(0, 200); err != nil {
+	slots, err := c.Append(0, 200)
+	if err != nil {
 		t.Fatal(err)
 	}
-	pool := map[int32]int{} // simulated pool: slot -> old entry index
-	for i := 0; i < 200; i++ {
-		pool[c.Slot(0, i)] = i
+	pool := simPool{}
+	for i, s := range slots {
+		pool[s] = i
 	}
 	keep := []int{0, 1, 2, 3, 70, 130} // sink and two kept middles
-	for i := 150; i < 200; i++ {
+	for i := 160; i < 200; i++ {
 		keep = append(keep, i) // window
 	}
 	moves, err := c.Keep(0, keep)
 	if err != nil {
 		t.Fatal(err)
 	}
-	read := make([]int, len(moves))
-	for i, m := range moves {
-		read[i] = pool[m.Src]
+	pool.apply(moves)
+	pool.check(t, c, 0, keep)
+	if c.HeldBlocks(0) != 1 || c.FreeBlocks() != 7 {
+		t.Fatalf("held %d free %d", c.HeldBlocks(0), c.FreeBlocks())
 	}
-	for i, m := range moves {
-		pool[m.Dst] = read[i]
+	// 46 kept: the sink stays, and the 42 kept past place 46 fill places 4..45.
+	if len(moves) != 42 {
+		t.Fatalf("%d moves, want 42", len(moves))
 	}
-	if c.Len(0) != len(keep) || c.HeldBlocks(0) != 1 || c.FreeBlocks() != 7 {
-		t.Fatalf("len %d held %d free %d", c.Len(0), c.HeldBlocks(0), c.FreeBlocks())
-	}
-	for i, k := range keep {
-		if got := pool[c.Slot(0, i)]; got != k {
-			t.Fatalf("entry %d holds old entry %d, want %d", i, got, k)
+}
+
+// A streaming head (sink 4, window 70) appends one entry a step and drops its window's oldest:
+// one move a step, whatever the window, and the head always holds the sink and the last 70.
+func TestPagedStreamingHeadIsARing(t *testing.T) {
+	const sink, window = 4, 70
+	c, _ := NewPagedCache(4, 1)
+	pool := simPool{}
+	held := []int{}
+	for step := range 300 {
+		slots, err := c.Append(0, 1)
+		if err != nil {
+			t.Fatal(err)
 		}
+		pool[slots[0]] = step
+		held = append(held, step)
+		if len(held) <= sink+window {
+			continue
+		}
+		keep := make([]int, 0, sink+window)
+		for i := range len(held) {
+			if i != sink {
+				keep = append(keep, i)
+			}
+		}
+		moves, err := c.Keep(0, keep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(moves) != 1 {
+			t.Fatalf("step %d: %d moves, want 1", step, len(moves))
+		}
+		pool.apply(moves)
+		held = append(held[:sink], held[sink+1:]...)
+		pool.check(t, c, 0, held)
 	}
-	if len(moves) != len(keep)-4 { // everything but the sink prefix moves down
-		t.Fatalf("%d moves, want %d", len(moves), len(keep)-4)
+	if c.HeldBlocks(0) != 2 {
+		t.Fatalf("a head of %d entries holds %d blocks", sink+window, c.HeldBlocks(0))
+	}
+}
+
+// Random appends, keeps and truncates on three heads sharing a pool: after every operation each
+// head's entries are where the bookkeeping says, within the places the kernels read.
+func TestPagedRandomKeepsAndTruncates(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	const heads = 3
+	c, _ := NewPagedCache(40, heads)
+	pool := simPool{}
+	held := make([][]int, heads)
+	next := 0
+	for op := range 2000 {
+		h := r.IntN(heads)
+		switch r.IntN(3) {
+		case 0:
+			n := r.IntN(70)
+			if (c.Len(h)+n+BlockEntries-1)/BlockEntries-c.HeldBlocks(h) > c.FreeBlocks() {
+				continue
+			}
+			slots, err := c.Append(h, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range slots {
+				pool[s] = next
+				held[h] = append(held[h], next)
+				next++
+			}
+		case 1:
+			var keep, kept []int
+			for i, e := range held[h] {
+				if r.IntN(4) != 0 {
+					keep, kept = append(keep, i), append(kept, e)
+				}
+			}
+			moves, err := c.Keep(h, keep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pool.apply(moves)
+			held[h] = kept
+		case 2:
+			n := r.IntN(len(held[h]) + 1)
+			moves, err := c.Truncate(h, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pool.apply(moves)
+			held[h] = held[h][:n]
+		}
+		for g := range heads {
+			pool.check(t, c, g, held[g])
+		}
+		counted, ids := c.FreeBlocks(), map[int32]bool{} // no block held twice, none lost
+		for g := range heads {
+			table, _, _, _ := c.Tables(g, 1)
+			for _, id := range table[:c.HeldBlocks(g)] {
+				if ids[id] {
+					t.Fatalf("op %d: block %d held twice", op, id)
+				}
+				ids[id] = true
+			}
+			counted += c.HeldBlocks(g)
+		}
+		if counted != c.Blocks() {
+			t.Fatalf("op %d: %d blocks held or free of %d", op, counted, c.Blocks())
+		}
 	}
 }
 

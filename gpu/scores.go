@@ -50,15 +50,32 @@ func (s *storage) queueScores(layer int, q compute.Buf, a *kv.AttendArgs) (cuda.
 }
 
 // collectScores waits for the scores queueScores queued in res and hands each asked head its own.
-func (s *storage) collectScores(res cuda.Buffer, a *kv.AttendArgs) {
+func (s *storage) collectScores(layer int, res cuda.Buffer, a *kv.AttendArgs) {
 	s.scores = append(s.scores[:0], make([]float32, cuda.ScoresLen(s.req))...)
 	check(cuda.Download(s.d, s.scores, res))
 	off := 0
 	for g, h := range s.req {
 		a.Scores[g] = a.Scores[g][:0]
 		if h.To > h.From {
-			a.Scores[g] = append(a.Scores[g], s.scores[off:off+h.Count]...)
+			a.Scores[g] = byEntry(a.Scores[g], s.scores[off:off+h.Count], s.pages.Places(s.head(layer, g)))
 			off += h.Count
 		}
 	}
+}
+
+// byEntry appends to dst the scores of a head's entries from the kernels' scores by place
+// (places: the head's cuda.PagedCache.Places, nil when entry i is at place i). The entries the
+// forward appended, past the places' end at the time, are at their own places.
+func byEntry(dst, byPlace []float32, places []int32) []float32 {
+	if places == nil {
+		return append(dst, byPlace...)
+	}
+	for i := range byPlace {
+		p := i
+		if i < len(places) {
+			p = int(places[i])
+		}
+		dst = append(dst, byPlace[p])
+	}
+	return dst
 }

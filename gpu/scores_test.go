@@ -179,10 +179,11 @@ func (m *modelStorage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
 		if len(want) != h.Count {
 			m.t.Fatalf("layer %d head %d: the kernels score %d entries, the host %d", layer, g, h.Count, len(want))
 		}
+		mine := byEntry(nil, got[off:off+h.Count], m.pages.Places(layer*H+g))
 		for j, w := range want {
-			if diff := math.Abs(float64(got[off+j] - w)); diff > 1e-6+1e-4*math.Abs(float64(w)) {
+			if diff := math.Abs(float64(mine[j] - w)); diff > 1e-6+1e-4*math.Abs(float64(w)) {
 				m.t.Fatalf("layer %d head %d (past %d, rows [%d, %d), first %d) entry %d: kernel model %g, host %g",
-					layer, g, h.Past, h.From, h.To, h.First, j, got[off+j], w)
+					layer, g, h.Past, h.From, h.To, h.First, j, mine[j], w)
 			}
 		}
 		off += h.Count
@@ -208,6 +209,10 @@ func (m *modelStorage) Keep(layer, head int, idx []int) {
 	if err != nil {
 		m.t.Fatal(err)
 	}
+	m.move(moves)
+}
+
+func (m *modelStorage) move(moves []cuda.Move) {
 	d := m.shape.HeadDim
 	gathered := make([][]float32, len(moves)) // KVCopy reads every source before it writes
 	for i, mv := range moves {
@@ -220,9 +225,11 @@ func (m *modelStorage) Keep(layer, head int, idx []int) {
 
 func (m *modelStorage) Truncate(layer, head, n int) {
 	m.host.Truncate(layer, head, n)
-	if err := m.pages.Truncate(layer*m.shape.KVHeads+head, n); err != nil {
+	moves, err := m.pages.Truncate(layer*m.shape.KVHeads+head, n)
+	if err != nil {
 		m.t.Fatal(err)
 	}
+	m.move(moves)
 }
 
 func (m *modelStorage) Bytes() int64 { return m.host.Bytes() }

@@ -260,7 +260,7 @@ func (s *storage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
 		check(s.d.DecodeAttention(dev(out), dev(q), s.mem.pool, heads, sp, work))
 	}
 	if asked {
-		s.collectScores(res, a)
+		s.collectScores(layer, res, a)
 	}
 }
 
@@ -290,7 +290,7 @@ func chunkSlots(dst []int32, pages *cuda.PagedCache, first int, past []int, n in
 	return dst
 }
 
-// Keep records the head's compaction; the copies run with the other heads' in one KVCopy
+// Keep records the head's moves; the copies run with the other heads' in one KVCopy
 // before the pool is next read or written (flush), not one pair of launches per head.
 func (s *storage) Keep(layer, head int, idx []int) {
 	h := s.head(layer, head)
@@ -314,6 +314,8 @@ func (s *storage) flush() {
 func (s *storage) Truncate(layer, head, n int) {
 	h := s.head(layer, head)
 	before := s.pages.Len(h)
-	check(s.pages.Truncate(h, n))
+	moves, err := s.pages.Truncate(h, n)
+	check(err)
+	s.pending = append(s.pending, moves...)
 	s.entries -= int64(before - n)
 }
