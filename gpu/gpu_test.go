@@ -436,7 +436,9 @@ func TestGPUGraphsDecode(t *testing.T) {
 				if graphs {
 					t.Logf("graph mode: %d segments launched, %d updated, %d instantiated", st.Launched-before.Launched,
 						st.Updated-before.Updated, st.Instantiated-before.Instantiated)
-					if st.Updated-before.Updated < 20 {
+					// Decode steps repeat their topology, so most replay an updated graph; a
+					// step whose compaction or workspace growth splits it differs.
+					if st.Updated-before.Updated < 12 {
 						t.Fatalf("24 decode steps updated only %d kept graphs", st.Updated-before.Updated)
 					}
 				} else if st != before {
