@@ -146,9 +146,10 @@ func (d *Device) do(f func() error) error {
 // Close waits for queued work, frees the device's own resources and ends its goroutine.
 // Buffers the caller allocated must be freed before.
 func (d *Device) Close() error {
-	err := d.eager(func() error {
+	err := d.do(func() error {
 		a := d.api
-		errs := []error{a.check("cuStreamSynchronize", a.cuStreamSynchronize(d.stream))}
+		// endSegment leaves the stream not capturing even when it fails, so the rest runs
+		errs := []error{d.endSegment(), a.check("cuStreamSynchronize", a.cuStreamSynchronize(d.stream))}
 		errs = append(errs, d.closeGraphs(), d.stg.free(a))
 		if d.lt != nil {
 			errs = append(errs, d.lt.close(a))

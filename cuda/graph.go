@@ -185,6 +185,13 @@ func (d *Device) SetGraphs(on bool) error {
 	})
 }
 
+// Graphs says whether graph mode is on.
+func (d *Device) Graphs() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.graphs.on
+}
+
 // GraphsName says whether work is launched through CUDA graphs, and why not when it cannot be.
 func (d *Device) GraphsName() string {
 	d.mu.Lock()
@@ -297,7 +304,7 @@ func (d *Device) abortSegment(cause error) error {
 	if graph != 0 {
 		d.api.cuGraphDestroy(graph)
 	}
-	return fmt.Errorf("%w (the work queued since the last wait was dropped with its CUDA graph)", cause)
+	return fmt.Errorf("%w (the work queued since the last eager operation was dropped with its CUDA graph)", cause)
 }
 
 // stillCapturing says, after a call inside a capture failed, whether the capture survived it

@@ -11,7 +11,7 @@ import (
 // asynchronous copies in the stream's order, so a forward pass queues its kernels without
 // waiting for the GPU; space is reused only once the stream has been waited for (Sync,
 // Download), when every staged copy has landed. In graph mode a captured copy reads the arena
-// when its segment is launched, which is at the latest that wait, so the rule holds.
+// when its segment's graph runs, which is launched at the latest by that wait: the rule holds.
 type staging struct {
 	host unsafe.Pointer // pinned, cuMemAllocHost
 	dev  Buffer

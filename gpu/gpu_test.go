@@ -407,7 +407,7 @@ func TestGPUGraphsDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.SetBackend(b)
-	defer g.d.SetGraphs(false)
+	defer g.d.SetGraphs(g.d.Graphs()) // as $KVFOOT_GRAPHS set it
 	for _, spec := range []string{"full+bf16", "streaming:sink=4,window=40+bf16",
 		"headmask:masks=" + masks + ",sparsity=0.5,sink=4,window=40+bf16"} {
 		t.Run(strings.SplitN(spec, ":", 2)[0], func(t *testing.T) {
@@ -464,7 +464,7 @@ func BenchmarkDecodeGraphs(b *testing.B) {
 		b.Skipf("no usable GPU: %v", gpuErr)
 	}
 	g := gpuDev
-	defer g.d.SetGraphs(false)
+	defer g.d.SetGraphs(g.d.Graphs()) // as $KVFOOT_GRAPHS set it
 	oneB := model.Config{Arch: "LlamaForCausalLM", Hidden: 2048, Intermediate: 8192, Layers: 16, Heads: 32,
 		KVHeads: 8, HeadDim: 64, Vocab: 128256, NormEps: 1e-5, TieEmbeddings: true, MaxPositions: 131072,
 		Rope: model.Rope{Theta: 500000, Type: "default", Factor: 1}, BOS: -1}
