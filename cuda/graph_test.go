@@ -464,3 +464,46 @@ func TestGraphsOffLaunchesEachKernel(t *testing.T) {
 		t.Fatalf("SetGraphs(false) mid-segment: capturing %v, %q", f.capturing, f.log)
 	}
 }
+
+// BenchmarkGraphLaunches times a decode step's worth of small launches (400 element-wise
+// kernels over 4K to 16K values, a staged list every 20) and the wait for them, launched one by one
+// and through graph mode: the host cost per launch that graph mode removes, or adds.
+func BenchmarkGraphLaunches(b *testing.B) {
+	d := gpu(b)
+	defer d.SetGraphs(d.Graphs())
+	const launches, count = 400, 4096
+	x := alloc(b, d, 4*count*2)
+	fillRandom(b, d, x, 9)
+	ids := make([]int32, 16)
+	for _, graphs := range []bool{false, true} {
+		name := "eager"
+		if graphs {
+			name = "graphs"
+		}
+		b.Run(name, func(b *testing.B) {
+			if err := d.SetGraphs(graphs); err != nil {
+				b.Skip(err)
+			}
+			step := func() {
+				for i := range launches {
+					if i%20 == 0 {
+						if _, err := d.StageInts(ids); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if err := d.Add(x, x, x, count*(1+i%4)); err != nil { // grids vary, as a step's do
+						b.Fatal(err)
+					}
+				}
+				if err := d.Sync(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			step() // graph mode instantiates here
+			for b.Loop() {
+				step()
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*launches), "µs/launch")
+		})
+	}
+}
