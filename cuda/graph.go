@@ -198,7 +198,7 @@ func (d *Device) GraphsName() string {
 	defer d.mu.Unlock()
 	switch {
 	case d.graphs.on:
-		return "on ($" + graphsEnv + "=1)"
+		return "on (the work between waits for the GPU launched as CUDA graphs)"
 	case d.graphs.note != "":
 		return "off (" + d.graphs.note + ")"
 	}
