@@ -416,12 +416,19 @@ func (d *Device) ltLinear(out, x, w, bias Buffer, m, n, k int) error {
 				return &ltError{err}
 			}
 		}
+		if err := d.capture(nodeGEMM, uint64(uintptr(unsafe.Pointer(p)))); err != nil {
+			return err
+		}
 		alpha, beta := float32(1), float32(0)
 		s := api.matmul(lt.handle, p.desc, unsafe.Pointer(&alpha), w.Ptr, p.w, x.Ptr, p.x, unsafe.Pointer(&beta),
 			out.Ptr, p.out, out.Ptr, p.out, &p.algo, lt.workspace.Ptr, uint64(lt.workspace.Bytes), d.stream)
 		if err := api.check("cublasLtMatmul", s); err != nil {
 			p.free(api)
 			p.err = fmt.Errorf("%d×%d×%d: %w", m, n, k, err)
+			if d.graphs.capturing && !d.stillCapturing() {
+				// the capture is lost with the work before it: no fallback can redo that
+				return d.abortSegment(p.err)
+			}
 			return &ltError{p.err}
 		}
 		return nil

@@ -33,15 +33,22 @@ type Device struct {
 
 	lt       *ltGEMM // cuBLASLt, when it loaded (cublaslt.go)
 	gemmNote string  // why it did not, when lt is nil
+
+	graphs graphState // graph mode (graph.go)
 }
 
 var errClosed = errors.New("cuda: device is closed")
 
 // Open loads the driver, retains GPU ordinal's primary context, creates the stream, loads
-// the kernels and, when the machine has it, cuBLASLt for the GEMMs (see GEMMName). Without
-// libcuda.so.1 it fails with "no NVIDIA driver".
+// the kernels and, when the machine has it, cuBLASLt for the GEMMs (see GEMMName).
+// $KVFOOT_GRAPHS=1 turns graph mode on (SetGraphs). Without libcuda.so.1 it fails with
+// "no NVIDIA driver".
 func Open(ordinal int) (*Device, error) {
 	gemm, err := gemmChoice(os.Getenv(gemmEnv))
+	if err != nil {
+		return nil, err
+	}
+	graphs, err := graphsChoice(os.Getenv(graphsEnv))
 	if err != nil {
 		return nil, err
 	}
@@ -55,6 +62,7 @@ func Open(ordinal int) (*Device, error) {
 	if err := d.setup(gemm); err != nil {
 		return nil, err
 	}
+	d.initGraphs(graphs)
 	return d, nil
 }
 
@@ -140,8 +148,9 @@ func (d *Device) do(f func() error) error {
 func (d *Device) Close() error {
 	err := d.do(func() error {
 		a := d.api
-		errs := []error{a.check("cuStreamSynchronize", a.cuStreamSynchronize(d.stream))}
-		errs = append(errs, d.stg.free(a))
+		// endSegment leaves the stream not capturing even when it fails, so the rest runs
+		errs := []error{d.endSegment(), a.check("cuStreamSynchronize", a.cuStreamSynchronize(d.stream))}
+		errs = append(errs, d.closeGraphs(), d.stg.free(a))
 		if d.lt != nil {
 			errs = append(errs, d.lt.close(a))
 		}
@@ -178,7 +187,7 @@ func (d *Device) MemInfo() (free, total uint64, err error) {
 
 // Sync waits until every queued kernel has finished; a kernel's fault surfaces here.
 func (d *Device) Sync() error {
-	err := d.do(func() error { return d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)) })
+	err := d.eager(func() error { return d.api.check("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)) })
 	if err == nil {
 		d.stg.used = 0 // every staged copy has landed
 	}
@@ -200,7 +209,7 @@ func (d *Device) NewEvent() (*Event, error) {
 
 // Record marks the point after the work queued so far.
 func (e *Event) Record() error {
-	return e.d.do(func() error { return e.d.api.check("cuEventRecord", e.d.api.cuEventRecord(e.h, e.d.stream)) })
+	return e.d.eager(func() error { return e.d.api.check("cuEventRecord", e.d.api.cuEventRecord(e.h, e.d.stream)) })
 }
 
 // Since waits for e and returns the milliseconds between start and e.
@@ -243,7 +252,7 @@ func (d *Device) Alloc(bytes int64) (Buffer, error) {
 		return Buffer{}, fmt.Errorf("cuda: allocate %d bytes: size must be positive", bytes)
 	}
 	b := Buffer{Bytes: bytes}
-	err := d.do(func() error {
+	err := d.eager(func() error {
 		if err := d.api.check("cuMemAlloc", d.api.cuMemAlloc(&b.Ptr, uint64(bytes))); err != nil {
 			var free, total uint64
 			if d.api.cuMemGetInfo(&free, &total) == 0 {
@@ -261,12 +270,12 @@ func (d *Device) Free(b Buffer) error {
 	if b.Ptr == 0 {
 		return nil
 	}
-	return d.do(func() error { return d.api.check("cuMemFree", d.api.cuMemFree(b.Ptr)) })
+	return d.eager(func() error { return d.api.check("cuMemFree", d.api.cuMemFree(b.Ptr)) })
 }
 
 // Memset sets every byte of b to v.
 func (d *Device) Memset(b Buffer, v byte) error {
-	return d.do(func() error { return d.api.check("cuMemsetD8", d.api.cuMemsetD8(b.Ptr, v, uint64(b.Bytes))) })
+	return d.eager(func() error { return d.api.check("cuMemsetD8", d.api.cuMemsetD8(b.Ptr, v, uint64(b.Bytes))) })
 }
 
 // Copy copies src's bytes to the start of dst after the queued work.
@@ -274,7 +283,7 @@ func (d *Device) Copy(dst, src Buffer) error {
 	if src.Bytes > dst.Bytes {
 		return fmt.Errorf("cuda: copy %d bytes into a %d-byte buffer", src.Bytes, dst.Bytes)
 	}
-	return d.do(func() error {
+	return d.eager(func() error {
 		return d.api.check("cuMemcpyDtoD", d.api.cuMemcpyDtoD(dst.Ptr, src.Ptr, uint64(src.Bytes)))
 	})
 }
@@ -288,7 +297,7 @@ func Upload[T any](d *Device, dst Buffer, src []T) error {
 	if n == 0 {
 		return nil
 	}
-	return d.do(func() error {
+	return d.eager(func() error {
 		r := d.api.cuMemcpyHtoD(dst.Ptr, unsafe.Pointer(&src[0]), uint64(n))
 		runtime.KeepAlive(src)
 		return d.api.check("cuMemcpyHtoD", r)
@@ -304,7 +313,7 @@ func Download[T any](d *Device, dst []T, src Buffer) error {
 	if n == 0 {
 		return nil
 	}
-	err := d.do(func() error {
+	err := d.eager(func() error {
 		r := d.api.cuMemcpyDtoH(unsafe.Pointer(&dst[0]), src.Ptr, uint64(n))
 		runtime.KeepAlive(dst)
 		return d.api.check("cuMemcpyDtoH", r)

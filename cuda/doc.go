@@ -13,6 +13,12 @@
 // plain sizes, checks the sizes against the buffers, and returns an error naming what was wrong.
 // Kernels run in order on the device's one stream; Download and Sync wait for them.
 //
+// $KVFOOT_GRAPHS=1 (or SetGraphs) puts the device in graph mode: the kernels, staged copies
+// and cuBLASLt matmuls queued between two eager operations (Sync, Download, Upload, Copy,
+// Memset, Alloc, Free, an event) are captured as a CUDA graph and launched with one call at
+// the eager operation, through a kept executable graph of the same topology updated with the
+// new parameters (graph.go). A decode step's hundreds of launches then cost one.
+//
 // A context is current per OS thread, and Go moves goroutines between threads, so calls from
 // an arbitrary goroutine would find no context (CUDA_ERROR_INVALID_CONTEXT, 201). Every driver
 // call therefore pins its goroutine to its thread for the call (runtime.LockOSThread) and makes

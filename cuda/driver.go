@@ -61,6 +61,22 @@ type driver struct {
 	cuEventSynchronize        func(e uintptr) cuResult
 	cuEventElapsedTime        func(ms *float32, start, end uintptr) cuResult
 	cuEventDestroy            func(e uintptr) cuResult
+
+	graphAPI // optional: nil functions and graphMissing set when the driver lacks them
+}
+
+// graphAPI is the stream-capture and graph entry points graph mode uses (graph.go).
+type graphAPI struct {
+	cuStreamBeginCapture        func(s uintptr, mode int32) cuResult
+	cuStreamEndCapture          func(s uintptr, graph *uintptr) cuResult
+	cuStreamIsCapturing         func(s uintptr, status *int32) cuResult
+	cuGraphGetNodes             func(graph uintptr, nodes *uintptr, n *uint64) cuResult
+	cuGraphInstantiateWithFlags func(exec *uintptr, graph uintptr, flags uint64) cuResult
+	cuGraphExecUpdate           func(exec, graph uintptr, info *graphExecUpdateResultInfo) cuResult
+	cuGraphLaunch               func(exec, s uintptr) cuResult
+	cuGraphDestroy              func(graph uintptr) cuResult
+	cuGraphExecDestroy          func(exec uintptr) cuResult
+	graphMissing                string // the first entry point the driver lacks, if any
 }
 
 var (
@@ -134,7 +150,35 @@ func loadDriver(path string) (*driver, error) {
 		}
 		purego.RegisterFunc(b.fn, sym)
 	}
+	bindGraphAPI(lib, &d.graphAPI)
 	return d, nil
+}
+
+// bindGraphAPI binds the graph entry points; a driver without one of them still runs, with
+// graph mode off (graphMissing names what it lacks).
+func bindGraphAPI(lib uintptr, g *graphAPI) {
+	binds := []struct {
+		fn   any
+		name string
+	}{
+		{&g.cuStreamBeginCapture, "cuStreamBeginCapture_v2"},
+		{&g.cuStreamEndCapture, "cuStreamEndCapture"},
+		{&g.cuStreamIsCapturing, "cuStreamIsCapturing"},
+		{&g.cuGraphGetNodes, "cuGraphGetNodes"},
+		{&g.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags"},
+		{&g.cuGraphExecUpdate, "cuGraphExecUpdate_v2"},
+		{&g.cuGraphLaunch, "cuGraphLaunch"},
+		{&g.cuGraphDestroy, "cuGraphDestroy"},
+		{&g.cuGraphExecDestroy, "cuGraphExecDestroy"},
+	}
+	for _, b := range binds {
+		sym, err := purego.Dlsym(lib, b.name)
+		if err != nil || sym == 0 {
+			*g = graphAPI{graphMissing: b.name}
+			return
+		}
+		purego.RegisterFunc(b.fn, sym)
+	}
 }
 
 // Error is a failed driver call: the operation and the CUresult with its name.

@@ -80,12 +80,15 @@ func (d *Device) launch(name string, dims launchDims, vals ...any) error {
 		return err
 	}
 	return d.do(func() error {
+		if err := d.capture(nodeKernel, uint64(fn)); err != nil {
+			return err
+		}
 		p := args.pointers()
 		r := d.api.cuLaunchKernel(fn, dims.grid[0], dims.grid[1], dims.grid[2],
 			dims.block[0], dims.block[1], dims.block[2], dims.shared, d.stream, &p[0], nil)
 		if r == 0 { // the op's name is built only for an error: hundreds of launches a token
 			return nil
 		}
-		return d.api.check("launch "+name, r)
+		return d.abortSegment(d.api.check("launch "+name, r))
 	})
 }

@@ -10,7 +10,8 @@ import (
 // (token ids, cache slots, block tables, positions) are copied into it and sent with
 // asynchronous copies in the stream's order, so a forward pass queues its kernels without
 // waiting for the GPU; space is reused only once the stream has been waited for (Sync,
-// Download), when every staged copy has landed.
+// Download), when every staged copy has landed. In graph mode a captured copy reads the arena
+// when its segment's graph runs, which is launched at the latest by that wait: the rule holds.
 type staging struct {
 	host unsafe.Pointer // pinned, cuMemAllocHost
 	dev  Buffer
@@ -41,7 +42,7 @@ func (d *Device) reserve(bytes int64) (int64, error) {
 		s.used += size
 		return off, nil
 	}
-	if err := d.Sync(); err != nil { // resets used
+	if err := d.Sync(); err != nil { // resets used; launches a segment under capture first
 		return 0, err
 	}
 	if size > s.dev.Bytes {
@@ -73,9 +74,15 @@ func (d *Device) reserve(bytes int64) (int64, error) {
 func (d *Device) send(v []int32, off int64, dst uint64) error {
 	n := len(v) * i32Bytes
 	return d.do(func() error {
+		if err := d.capture(nodeCopy, 0); err != nil {
+			return err
+		}
 		src := unsafe.Add(d.stg.host, off)
 		copy(unsafe.Slice((*int32)(src), len(v)), v)
-		return d.api.check("cuMemcpyHtoDAsync", d.api.cuMemcpyHtoDAsync(dst, src, uint64(n), d.stream))
+		if err := d.api.check("cuMemcpyHtoDAsync", d.api.cuMemcpyHtoDAsync(dst, src, uint64(n), d.stream)); err != nil {
+			return d.abortSegment(err)
+		}
+		return nil
 	})
 }
 

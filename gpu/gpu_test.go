@@ -386,3 +386,139 @@ func TestLongestContext(t *testing.T) {
 		t.Fatalf("1 MiB free: got %d, want 0", got)
 	}
 }
+
+// A decode in graph mode gives the same logits as with each kernel launched: for full
+// attention, streaming heads (whose compaction copies run between steps) and a head mask.
+func TestGPUGraphsDecode(t *testing.T) {
+	g := openGPU(t)
+	cfg := testConfig()
+	masks := filepath.Join(t.TempDir(), "masks.tsv")
+	var tsv strings.Builder
+	for l := 0; l < cfg.Layers; l++ {
+		fmt.Fprintf(&tsv, "%.2f\t%.2f\n", 0.1+0.3*float64(l), 0.9-0.3*float64(l))
+	}
+	if err := os.WriteFile(masks, []byte(tsv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := model.NewRandom(cfg, 11)
+	m.ToBF16()
+	b, err := g.Upload(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetBackend(b)
+	defer g.d.SetGraphs(g.d.Graphs()) // as $KVFOOT_GRAPHS set it
+	for _, spec := range []string{"full+bf16", "streaming:sink=4,window=40+bf16",
+		"headmask:masks=" + masks + ",sparsity=0.5,sink=4,window=40+bf16"} {
+		t.Run(strings.SplitN(spec, ":", 2)[0], func(t *testing.T) {
+			prompt := make([]int, 150)
+			for i := range prompt {
+				prompt[i] = (i*31 + 7) % cfg.Vocab
+			}
+			logits := map[bool][][]float32{}
+			for _, graphs := range []bool{false, true} {
+				if err := g.d.SetGraphs(graphs); err != nil {
+					t.Fatal(err)
+				}
+				before := g.d.GraphStats()
+				c, err := kv.New(kv.Shape(m.Shape()), spec, kv.WithStorage(g.Storage))
+				if err != nil {
+					t.Fatal(err)
+				}
+				func() {
+					defer Recover(&err)
+					logits[graphs], _ = run(t, m, c, prompt, 64, 24)
+				}()
+				if err != nil {
+					t.Fatal(err)
+				}
+				st := g.d.GraphStats()
+				if graphs {
+					t.Logf("graph mode: %d segments launched, %d updated, %d instantiated", st.Launched-before.Launched,
+						st.Updated-before.Updated, st.Instantiated-before.Instantiated)
+					// Decode steps repeat their topology, so most replay an updated graph; a
+					// step whose compaction or workspace growth splits it differs.
+					if st.Updated-before.Updated < 12 {
+						t.Fatalf("24 decode steps updated only %d kept graphs", st.Updated-before.Updated)
+					}
+				} else if st != before {
+					t.Fatalf("graph mode off, yet the graph counts went from %+v to %+v", before, st)
+				}
+			}
+			for s := range logits[false] {
+				if rel, maxAbs := relErr(logits[true][s], logits[false][s]); rel > 1e-6 {
+					t.Fatalf("step %d: graph mode's logits differ from eager launches' by %.3g relative (max abs %.3g)", s, rel, maxAbs)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeGraphs times a decode step, host and GPU together, with each kernel
+// launched and in graph mode, on random bf16 models of testConfig's shape and of
+// Llama-3.2-1B's at a depth of 1024 tokens: where the host's launches bound a step, graph
+// mode shows it.
+func BenchmarkDecodeGraphs(b *testing.B) {
+	gpuOnce.Do(func() { gpuDev, gpuErr = Open("cuda") })
+	if gpuErr != nil {
+		b.Skipf("no usable GPU: %v", gpuErr)
+	}
+	g := gpuDev
+	defer g.d.SetGraphs(g.d.Graphs()) // as $KVFOOT_GRAPHS set it
+	oneB := model.Config{Arch: "LlamaForCausalLM", Hidden: 2048, Intermediate: 8192, Layers: 16, Heads: 32,
+		KVHeads: 8, HeadDim: 64, Vocab: 128256, NormEps: 1e-5, TieEmbeddings: true, MaxPositions: 131072,
+		Rope: model.Rope{Theta: 500000, Type: "default", Factor: 1}, BOS: -1}
+	for _, c := range []struct {
+		name string
+		cfg  model.Config
+	}{{"test", testConfig()}, {"1B", oneB}} {
+		m := model.NewRandomBF16(c.cfg, 1)
+		be, err := g.Upload(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.SetBackend(be)
+		for _, graphs := range []bool{false, true} {
+			name := c.name + "/eager"
+			if graphs {
+				name = c.name + "/graphs"
+			}
+			b.Run(name, func(b *testing.B) {
+				if err := g.d.SetGraphs(graphs); err != nil {
+					b.Fatal(err)
+				}
+				const depth = 1024
+				cache, err := kv.New(kv.Shape(m.Shape()), "full", kv.WithStorage(g.Storage))
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := model.NewRunner(m, depth)
+				prompt := make([]int, depth)
+				for i := range prompt {
+					prompt[i] = (i * 7919) % c.cfg.Vocab
+				}
+				step := func(tok int) {
+					if _, err := r.Forward(cache, []int{tok}, model.Step{Pos: cache.Pos(), Rows: 1}, false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, err := r.Forward(cache, prompt, model.Step{Pos: 0, Rows: depth, Prefill: true, Final: true}, false); err != nil {
+					b.Fatal(err)
+				}
+				for s := range 3 { // graph mode instantiates its graphs here
+					step(s)
+				}
+				before := g.d.GraphStats()
+				steps := 0
+				for b.Loop() {
+					step(steps)
+					steps++
+				}
+				st := g.d.GraphStats()
+				b.ReportMetric(float64(st.Launched-before.Launched)/float64(steps), "graphs/op")
+				b.ReportMetric(float64(st.Instantiated-before.Instantiated)/float64(steps), "instantiated/op")
+			})
+		}
+		be.(*backend).free() // the next model's weights replace this one's
+	}
+}

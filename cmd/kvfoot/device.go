@@ -131,6 +131,7 @@ func (c *target) describe(cfg *model.Config, row func(string, any), spec string,
 	}
 	row("device", c.gpu.Name())
 	row("matrix products (GEMM)", c.gpu.Device().GEMMName())
+	row("CUDA graphs", c.gpu.Device().GraphsName())
 	row("device memory", fmt.Sprintf("%.2f GiB free of %.2f GiB", float64(free)/(1<<30), float64(total)/(1<<30)))
 	if err := gpu.Supports(cfg); err != nil {
 		row("longest context on the device", err.Error())
