@@ -112,7 +112,20 @@ func (c *target) serverDevice(budget int64, set bool) (*server.Device, int64, er
 			"leave it out for a third of that, %s, which the caches' pools never outgrow", gibs(budget), c.gpu.Name(), gibs(int64(free)), gibs(gpu.Headroom), gibs(left/3))
 	}
 	g := c.gpu
-	return &server.Device{Name: g.Name(), Storage: g.Storage, Check: g.CheckStorage, Stored: gpu.StoredPrecision, Fault: gpu.Classify}, budget, nil
+	return &server.Device{Name: g.Name(), Storage: g.Storage, Check: g.CheckStorage, Stored: gpu.StoredPrecision, Fault: gpu.Classify,
+		Healthy: c.healthy}, budget, nil
+}
+
+// healthy asks the GPU, after a fault, whether it can still run: a sticky error (an illegal
+// address, a kernel that trapped) is returned by every later call, the wait for the queued
+// work first, while out of memory leaves the context usable.
+func (c *target) healthy() error {
+	d := c.gpu.Device()
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	_, _, err := d.MemInfo()
+	return err
 }
 
 // gibs formats bytes in GiB for messages.
