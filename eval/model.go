@@ -24,9 +24,9 @@ type ModelBackend struct {
 	Dir string
 	// CacheOptions are added to every cache's.
 	CacheOptions []kv.Option
-	// Storage, when set, makes every cache's storage on a device (a GPU's); a storage with
-	// a Close method is closed when its run ends, so that the next sample finds its memory
-	// free.
+	// Storage, when set, makes every cache's storage on a device (a GPU's), in place of a
+	// kv.WithStorage among CacheOptions; a storage with a Close method is closed when its
+	// run ends, so that the next sample finds its memory free.
 	Storage kv.StorageMaker
 	// Fault, when set, says whether v (a panic inside the forward, or an error of the
 	// storage) is a failure of the device rather than a bug: Run returns it as a

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/kvfoot/kvfoot/eval"
 	"github.com/kvfoot/kvfoot/gpu"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
@@ -126,6 +127,18 @@ func (c *target) healthy() error {
 	}
 	_, _, err := d.MemInfo()
 	return err
+}
+
+// failSamples makes a study on the GPU record a sample that the device fails on (out of
+// memory for its cache, a kernel fault) as failed and go on, instead of ending; it closes
+// every sample's storage when the sample ends. On the CPU a panic stays a bug.
+func (c *target) failSamples(mb *eval.ModelBackend) {
+	if c.gpu == nil {
+		return
+	}
+	mb.Storage = c.gpu.Storage
+	mb.Fault = func(v any) bool { fault, _ := gpu.Classify(v); return fault }
+	mb.Healthy = c.healthy
 }
 
 // gibs formats bytes in GiB for messages.
