@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -156,10 +157,11 @@ func TestStudyFailedSampleScoredOverTheRest(t *testing.T) {
 	}
 }
 
-// Full attention left out (half its samples failed) leaves no reference: no critical
-// footprint, said as such.
+// Full attention left out (every sample failed) leaves no reference: no critical footprint,
+// said as such; its cell has no means to show, and the report is still valid JSON.
 func TestStudyReferenceLeftOut(t *testing.T) {
 	st, f := faultyStudy(t, 2)
+	f.failAt[failKey("full", 0)] = &DeviceFault{Err: errOOM}
 	f.failAt[failKey("full", 1)] = &DeviceFault{Err: errOOM}
 	rep, err := RunStudy(st, f, nil)
 	if err != nil {
@@ -168,6 +170,12 @@ func TestStudyReferenceLeftOut(t *testing.T) {
 	c := rep.Methods[1].Categories["recall"]
 	if c.Footprint != nil || !c.ReferenceLeftOut || fmtCritical(c, false) != "n/a (full attention failed) †" {
 		t.Errorf("recall without a reference: %+v (%q)", c, fmtCritical(c, false))
+	}
+	if md := rep.Markdown(); !strings.Contains(md, "| full | 0 | ruler_mv | 1024 | — | — | — | — | 0 | 2 of 2, left out | `full` |") {
+		t.Errorf("markdown lacks full attention's failed cell:\n%s", md)
+	}
+	if _, err := json.Marshal(rep); err != nil {
+		t.Errorf("the report as JSON: %v", err)
 	}
 }
 

@@ -534,8 +534,11 @@ func (r *StudyReport) Markdown() string {
 	writeTable(&b, []string{"method", "sparsity", "task", "length", "score", "footprint", "peak", "peak KiB", "samples", "failed", "setting"}, func(add func(...string)) {
 		for _, m := range r.Methods {
 			for _, x := range m.Results {
-				add(m.Name, fmt.Sprintf("%.3g", x.Sparsity), x.Task, strconv.Itoa(x.Length), fmt.Sprintf("%.1f", x.Score),
-					fmt.Sprintf("%.3f", x.Footprint), fmt.Sprintf("%.3f", x.Peak), fmt.Sprintf("%.0f", x.PeakBytes/1024),
+				score, fp, peak, kib := fmt.Sprintf("%.1f", x.Score), fmt.Sprintf("%.3f", x.Footprint), fmt.Sprintf("%.3f", x.Peak), fmt.Sprintf("%.0f", x.PeakBytes/1024)
+				if x.Samples == 0 { // every sample failed: nothing to average
+					score, fp, peak, kib = "—", "—", "—", "—"
+				}
+				add(m.Name, fmt.Sprintf("%.3g", x.Sparsity), x.Task, strconv.Itoa(x.Length), score, fp, peak, kib,
 					strconv.Itoa(x.Samples), x.failedCell(), "`"+x.Setting+"`")
 			}
 		}

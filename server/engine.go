@@ -348,6 +348,9 @@ func (e *engine) tick() {
 		// what it was fed, then every step runs alone, so that only the request the
 		// panic comes from fails.
 		for _, j := range slices.Clone(e.batch) {
+			if e.unusable.Load() != nil {
+				break // the next round fails the rest with the device's error
+			}
 			if !e.guard(j, func() { e.replay(j) }) {
 				e.dropRunner()
 				continue
