@@ -85,8 +85,11 @@ func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([
 	if mb.Storage != nil {
 		var store kv.Storage
 		defer func() {
+			// a kernel's fault can surface only in the wait for the queue before the free
 			if cl, ok := store.(interface{ Close() error }); ok {
-				cl.Close() // after a fault its error is the fault's, reported already
+				if cerr := cl.Close(); cerr != nil && err == nil {
+					err = fmt.Errorf("freeing the KV cache: %w", cerr)
+				}
 			}
 		}()
 		opts = append(opts, kv.WithStorage(func(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {

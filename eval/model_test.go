@@ -90,6 +90,7 @@ type faultyStorage struct {
 	faultAt, forwards int
 	bug               bool
 	closed            *int
+	closeErr          error
 }
 
 func (f *faultyStorage) Append(layer int, k, v compute.Buf, n int) {
@@ -105,7 +106,7 @@ func (f *faultyStorage) Append(layer int, k, v compute.Buf, n int) {
 	f.Storage.Append(layer, k, v, n)
 }
 
-func (f *faultyStorage) Close() error { *f.closed++; return nil }
+func (f *faultyStorage) Close() error { *f.closed++; return f.closeErr }
 
 // A device fault inside the forward, or the storage's own error, is a *DeviceFault, with the
 // device's health asked; the storage is closed after every run, failed or not; a panic that
@@ -119,7 +120,7 @@ func TestModelBackendDeviceFault(t *testing.T) {
 	var made, closed, checks int
 	var faultAt int
 	var bug bool
-	var makeErr error
+	var makeErr, closeErr error
 	var unusable error // what Healthy answers
 	b := &ModelBackend{M: m, Chunk: 16,
 		Storage: func(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
@@ -128,7 +129,7 @@ func TestModelBackendDeviceFault(t *testing.T) {
 			}
 			st, err := kv.HostStorage(s, rep, p)
 			made++
-			return &faultyStorage{Storage: st, faultAt: faultAt, bug: bug, closed: &closed}, err
+			return &faultyStorage{Storage: st, faultAt: faultAt, bug: bug, closed: &closed, closeErr: closeErr}, err
 		},
 		Fault: func(v any) bool {
 			e, ok := v.(error)
@@ -162,6 +163,11 @@ func TestModelBackendDeviceFault(t *testing.T) {
 	if err := run(); !errors.As(err, &df) || !strings.Contains(err.Error(), "CUDA_ERROR_OUT_OF_MEMORY") {
 		t.Errorf("the storage's own error: %v, want a DeviceFault", err)
 	}
+	makeErr, closeErr = nil, deviceFault{errors.New("cuStreamSynchronize: CUDA_ERROR_LAUNCH_FAILED")}
+	if err := run(); !errors.As(err, &df) || !strings.Contains(err.Error(), "freeing the KV cache") {
+		t.Errorf("a fault surfacing when the storage is freed: %v, want a DeviceFault", err)
+	}
+	closeErr = nil
 	makeErr = errors.New("kv: no such policy")
 	if err := run(); err == nil || errors.As(err, &df) {
 		t.Errorf("an error that is no device fault: %v, want it as it is", err)
