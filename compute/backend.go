@@ -47,6 +47,13 @@ type Backend interface {
 	Host(b Buf, dst []float32) []float32
 }
 
+// Freer is a Backend whose buffers hold memory that the garbage collector does not see (a
+// GPU's): Free returns a buffer from Alloc, after the work queued on it. The CPU's buffers
+// are plain Go memory and need no Free.
+type Freer interface {
+	Free(b Buf) error
+}
+
 // Out is one product of Backend.Linear: Dst = x·Wᵀ + Bias (nil: none).
 type Out struct {
 	Dst  Buf

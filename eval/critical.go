@@ -14,8 +14,34 @@ import (
 // samples (footprints are means of per-sample ratios), per category the mean over the
 // category's tasks, overall the mean over categories.
 
-// sampleStat is what the analysis needs of one sample.
-type sampleStat struct{ score, footprint, peak float64 }
+// sampleStat is what the analysis needs of one sample; a failed one (on the device) has
+// no score or footprint and is left out of every mean.
+type sampleStat struct {
+	score, footprint, peak float64
+	failed                 bool
+}
+
+// MaxFailedFraction is the most of a cell's samples (one setting on one task at one
+// length) that may have failed on the device for the cell to count towards a critical
+// footprint, scored over the samples that ran; a cell with more failures is left out, as
+// if it had not run (docs/STUDY.md).
+const MaxFailedFraction = 0.25
+
+// failedIn counts the failed samples of ss.
+func failedIn(ss []sampleStat) int {
+	n := 0
+	for _, s := range ss {
+		if s.failed {
+			n++
+		}
+	}
+	return n
+}
+
+// tooManyFailed reports whether a cell of these samples is left out for its failures.
+func tooManyFailed(ss []sampleStat) bool {
+	return float64(failedIn(ss)) > MaxFailedFraction*float64(len(ss))
+}
 
 // point is one evaluated setting of a method at one length: the samples of every task
 // it was run on, by sample index.
@@ -44,8 +70,23 @@ func (t target) tasks() []string {
 	return ts
 }
 
-// covers reports whether p holds samples of every task of t (n of each, or at least one when n is 0).
+// covers reports whether p holds samples of every task of t (n of each, or at least one
+// when n is 0), with at most MaxFailedFraction of each task's failed.
 func (p *point) covers(t target, n int) bool {
+	if !p.complete(t, n) {
+		return false
+	}
+	for _, task := range t.tasks() {
+		if tooManyFailed(p.tasks[task]) {
+			return false
+		}
+	}
+	return true
+}
+
+// complete reports whether p holds samples of every task of t (n of each, or at least
+// one when n is 0), failed or not.
+func (p *point) complete(t target, n int) bool {
 	for _, task := range t.tasks() {
 		s := p.tasks[task]
 		if len(s) == 0 || n > 0 && len(s) < n {
@@ -55,8 +96,18 @@ func (p *point) covers(t target, n int) bool {
 	return true
 }
 
+// failed counts p's failed samples on the tasks of t.
+func (p *point) failed(t target) int {
+	n := 0
+	for _, task := range t.tasks() {
+		n += failedIn(p.tasks[task])
+	}
+	return n
+}
+
 // aggregate is the target's mean score, footprint and peak at p, over the samples
-// picked by idx (task → indices; nil: every sample once).
+// picked by idx (task → indices; nil: every sample once) that did not fail; NaN when
+// every pick of a task failed (a bootstrap resample can pick only those).
 func (p *point) aggregate(t target, idx map[string][]int) (score, fp, peak float64) {
 	cats := 0
 	for _, tasks := range t.cats {
@@ -69,18 +120,26 @@ func (p *point) aggregate(t target, idx map[string][]int) (score, fp, peak float
 				n = len(pick)
 			}
 			var ts, tf, tp float64
+			ran := 0
 			for i := range n {
 				j := i
 				if pick != nil {
 					j = pick[i]
 				}
+				if s[j].failed {
+					continue
+				}
 				ts += s[j].score
 				tf += s[j].footprint
 				tp += s[j].peak
+				ran++
 			}
-			cs += ts / float64(n)
-			cf += tf / float64(n)
-			cp += tp / float64(n)
+			if ran == 0 {
+				return math.NaN(), math.NaN(), math.NaN()
+			}
+			cs += ts / float64(ran)
+			cf += tf / float64(ran)
+			cp += tp / float64(ran)
 		}
 		k := float64(len(tasks))
 		score, fp, peak = score+cs/k, fp+cf/k, peak+cp/k

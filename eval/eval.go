@@ -4,6 +4,7 @@
 package eval
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -24,8 +25,22 @@ type Backend interface {
 	// hash and the pre-fill chunk size); every results line records them, and a stored
 	// result is reused only if they match. Run asks for them only with a results file.
 	Settings() (map[string]string, error)
+	// Run's error is a *DeviceFault (errors.As) when the device failed on this prompt:
+	// the sample is recorded as failed and the run goes on. Any other error stops the run.
 	Run(method string, prompt []int, maxNew int, stop func(out []int) bool) (Output, error)
 }
+
+// DeviceFault is an error of Backend.Run that fails its sample, not the run: the device ran
+// out of memory for the sample's cache, or a kernel or the cache's storage failed on it.
+type DeviceFault struct {
+	Err error
+	// Unusable is set when the device can run nothing after the fault (a sticky CUDA
+	// error): the sample is still recorded as failed, but the run stops with it.
+	Unusable error
+}
+
+func (f *DeviceFault) Error() string { return "the device failed: " + f.Err.Error() }
+func (f *DeviceFault) Unwrap() error { return f.Err }
 
 // Output is what one run produced.
 type Output struct {
@@ -78,8 +93,11 @@ type Config struct {
 	Results string
 	// Also are other results files (the other shards'), read but never written:
 	// samples in them are not run again either.
-	Also     []string
-	Progress io.Writer
+	Also []string
+	// RetryFailed runs again the samples that the results files hold as failed on the
+	// device (DeviceFault); off, a failed sample counts as done, as a result does.
+	RetryFailed bool
+	Progress    io.Writer
 }
 
 // Dataset is a named list of loaded instances.
@@ -118,6 +136,9 @@ type Sample struct {
 	Footprint float64           `json:"kv_footprint,omitempty"`
 	Peak      float64           `json:"kv_peak,omitempty"`
 	PeakBytes int64             `json:"peak_bytes,omitempty"`
+	// Failed is why the sample failed on the device (a DeviceFault); it has no output,
+	// score or footprint then, and is left out of every mean.
+	Failed string `json:"failed,omitempty"`
 	// The study's fields: the method's name, its spec with the knob as {s}, the knob.
 	Name     string  `json:"name,omitempty"`
 	Template string  `json:"template,omitempty"`
@@ -140,13 +161,15 @@ type MethodReport struct {
 
 // Result is the mean over samples for one task and length. The footprint and peak are
 // means of the per-sample ratios, as the paper aggregates them (docs/METHODS.md §1.7), over
-// the samples that carry one.
+// the samples that carry one. Samples that failed on the device are counted in Failed and
+// left out of the means.
 type Result struct {
 	Task      string  `json:"task"`
 	Category  string  `json:"category"`
 	Length    int     `json:"length"`
-	Score     float64 `json:"score"` // 0–100
-	Samples   int     `json:"samples"`
+	Score     float64 `json:"score"`   // 0–100
+	Samples   int     `json:"samples"` // that ran
+	Failed    int     `json:"failed,omitempty"`
 	Footprint float64 `json:"kv_footprint,omitempty"`
 	Peak      float64 `json:"kv_peak,omitempty"`
 }
@@ -313,6 +336,13 @@ func Run(cfg Config, b Backend) (*Report, error) {
 				if err != nil {
 					return nil, err
 				}
+				if s.Failed != "" {
+					res.Failed++
+					if ran && cfg.Progress != nil {
+						fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: failed: %s\n", done, total, method, c.task, c.length, i, s.Failed)
+					}
+					continue
+				}
 				sum += s.Score
 				res.Samples++
 				fp.add(s.Footprint)
@@ -322,7 +352,9 @@ func Run(cfg Config, b Backend) (*Report, error) {
 						done, total, method, c.task, c.length, i, s.Score, s.InputLen, s.OutputLen, s.Footprint, s.Prefill, s.Decode)
 				}
 			}
-			res.Score = sum / float64(res.Samples)
+			if res.Samples > 0 {
+				res.Score = sum / float64(res.Samples)
+			}
 			res.Footprint, res.Peak = fp.mean(), peak.mean()
 			mr.Results = append(mr.Results, res)
 		}
@@ -359,6 +391,7 @@ func newRunner(cfg *Config, b Backend) (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.retryFailed = cfg.RetryFailed
 	for _, path := range cfg.Also {
 		if path == cfg.Results {
 			continue
@@ -430,7 +463,8 @@ func (r *runner) prepare(c *cell, i int) (*prepared, error) {
 
 // sample returns the result of method on sample i of c: the stored one, or a new run
 // (ran) appended to the results file. tag, when set, adds the study's fields to a new
-// result before it is stored.
+// result before it is stored. A sample the device failed on is stored as failed (its
+// Failed says why) and returned without an error, unless the device is unusable after it.
 func (r *runner) sample(method string, c *cell, i int, tag func(*Sample)) (s *Sample, ran bool, err error) {
 	p, err := r.prepare(c, i)
 	if err != nil {
@@ -452,6 +486,21 @@ func (r *runner) sample(method string, c *cell, i int, tag func(*Sample)) (s *Sa
 		stop = func(out []int) bool { return containsStop(r.decode(out), in.Stop) }
 	}
 	out, err := r.b.Run(method, p.prompt, in.MaxNew, stop)
+	var fault *DeviceFault
+	if errors.As(err, &fault) {
+		s.Failed, s.InputLen, s.Answers = fault.Error(), len(p.prompt), in.Answers
+		if tag != nil {
+			tag(s)
+		}
+		if err := r.store.add(s); err != nil {
+			return nil, false, err
+		}
+		if fault.Unusable != nil {
+			return s, true, fmt.Errorf("%s, %s, length %d, sample %d: %v; the device is unusable after it (%v): the sample is recorded as failed, and the run stops here; run the same command again once the device is back to go on (--retry-failed runs the failed samples again)",
+				method, c.task, c.length, i, fault, fault.Unusable)
+		}
+		return s, true, nil
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("%s, %s, length %d, sample %d: %w", method, c.task, c.length, i, err)
 	}

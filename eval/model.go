@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 
@@ -21,8 +22,19 @@ type ModelBackend struct {
 	// Dir is the model's folder: the SHA-256 of its files (modeldir.Hash) identifies
 	// the model in the results; "" leaves it unrecorded.
 	Dir string
-	// CacheOptions are added to every cache's (a GPU's kv.WithStorage).
+	// CacheOptions are added to every cache's.
 	CacheOptions []kv.Option
+	// Storage, when set, makes every cache's storage on a device (a GPU's), in place of a
+	// kv.WithStorage among CacheOptions; a storage with a Close method is closed when its
+	// run ends, so that the next sample finds its memory free.
+	Storage kv.StorageMaker
+	// Fault, when set, says whether v (a panic inside the forward, or an error of the
+	// storage) is a failure of the device rather than a bug: Run returns it as a
+	// *DeviceFault, which fails the sample and not the study.
+	Fault func(v any) bool
+	// Healthy, when set, is asked after a device failure whether the device can still run
+	// (DeviceFault.Unusable).
+	Healthy func() error
 }
 
 // Context is the model's max_position_embeddings.
@@ -49,10 +61,44 @@ func (mb *ModelBackend) Settings() (map[string]string, error) {
 
 // Run pre-fills the prompt and decodes greedily until maxNew tokens, an EOS id of
 // the config, or stop.
-func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (Output, error) {
+func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (_ Output, err error) {
+	defer func() {
+		if mb.Fault == nil {
+			return
+		}
+		switch r := recover(); {
+		case r != nil && !mb.Fault(r):
+			panic(r) // a bug, not the device
+		case r != nil:
+			e, ok := r.(error)
+			if !ok {
+				e = fmt.Errorf("%v", r)
+			}
+			err = mb.deviceFault(e)
+		case err != nil && mb.Fault(err):
+			err = mb.deviceFault(err)
+		}
+	}()
 	c := mb.M.Config
 	meter := footprint.NewMeter(c.Layers, c.KVHeads)
-	cache, err := kv.New(kv.Shape(mb.M.Shape()), method, append(slices.Clip(mb.CacheOptions), kv.WithObserver(meter))...)
+	opts := append(slices.Clip(mb.CacheOptions), kv.WithObserver(meter))
+	if mb.Storage != nil {
+		var store kv.Storage
+		defer func() {
+			// a kernel's fault can surface only in the wait for the queue before the free
+			if cl, ok := store.(interface{ Close() error }); ok {
+				if cerr := cl.Close(); cerr != nil && err == nil {
+					err = fmt.Errorf("freeing the KV cache: %w", cerr)
+				}
+			}
+		}()
+		opts = append(opts, kv.WithStorage(func(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
+			st, err := mb.Storage(s, rep, p)
+			store = st
+			return st, err
+		}))
+	}
+	cache, err := kv.New(kv.Shape(mb.M.Shape()), method, opts...)
 	if err != nil {
 		return Output{}, err
 	}
@@ -79,4 +125,13 @@ func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([
 	}
 	return Output{IDs: res.IDs, Prefill: res.Prefill, Decode: res.Decode,
 		Footprint: fr.Footprint, Peak: fr.Peak, PeakBytes: fr.PeakBytes, Timeline: tl}, nil
+}
+
+// deviceFault is err as a failed sample, saying whether the device is still usable.
+func (mb *ModelBackend) deviceFault(err error) *DeviceFault {
+	f := &DeviceFault{Err: err}
+	if mb.Healthy != nil {
+		f.Unusable = mb.Healthy()
+	}
+	return f
 }

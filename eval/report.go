@@ -76,7 +76,16 @@ type Critical struct {
 	Densest *float64 `json:"densest,omitempty"`
 	Fixed   bool     `json:"fixed,omitempty"` // the method has no knob: one setting
 	Note    string   `json:"note,omitempty"`
+	// Samples that failed on the device: Failed of the settings counted and full
+	// attention's (each scored over the samples that ran); LeftOut settings, and
+	// ReferenceLeftOut full attention, left out for more than MaxFailedFraction failed.
+	Failed           int  `json:"failed_samples,omitempty"`
+	LeftOut          int  `json:"left_out_settings,omitempty"`
+	ReferenceLeftOut bool `json:"reference_left_out,omitempty"`
 }
+
+// failures reports whether samples that failed on the device shaped c.
+func (c Critical) failures() bool { return c.Failed > 0 || c.LeftOut > 0 || c.ReferenceLeftOut }
 
 // StudyResult is the mean over samples of one setting on one task and length.
 type StudyResult struct {
@@ -89,7 +98,13 @@ type StudyResult struct {
 	Footprint float64 `json:"footprint"`
 	Peak      float64 `json:"peak"`
 	PeakBytes float64 `json:"peak_bytes"`
-	Samples   int     `json:"samples"`
+	Samples   int     `json:"samples"` // that ran: the means are over them
+	// Failed samples failed on the device, for Failures (each reason with its count);
+	// LeftOut: more than MaxFailedFraction did, and the cell counts towards no critical
+	// footprint.
+	Failed   int      `json:"failed,omitempty"`
+	Failures []string `json:"failures,omitempty"`
+	LeftOut  bool     `json:"left_out,omitempty"`
 }
 
 // Analyze computes the report of a study from its results.
@@ -97,6 +112,7 @@ func Analyze(f StudyFile, samples []*Sample) *StudyReport {
 	rep := &StudyReport{Model: f.Model, Threshold: f.Threshold, Lengths: f.Lengths, Samples: f.Samples, Settings: f.Settings}
 	sweeps := collect(samples, f.Samples)
 	bytes := peakBytes(samples, f.Samples)
+	reasons := failureReasons(samples, f.Samples)
 	longest := slices.Max(f.Lengths)
 	targets := targetsOf(f.Tasks, f.Categories)
 	for _, m := range f.Methods {
@@ -123,10 +139,14 @@ func Analyze(f StudyFile, samples []*Sample) *StudyReport {
 						if len(ss) == 0 {
 							continue
 						}
-						sc, fp, pk := p.aggregate(one(task), nil)
-						ms.Results = append(ms.Results, StudyResult{Task: task, Category: f.Categories[task], Length: l,
-							Setting: p.spec, Sparsity: p.knob, Score: sc, Footprint: fp, Peak: pk,
-							PeakBytes: bytes[bytesKey{p.spec, task, l}], Samples: len(ss)})
+						k := bytesKey{p.spec, task, l}
+						failed := failedIn(ss)
+						r := StudyResult{Task: task, Category: f.Categories[task], Length: l, Setting: p.spec, Sparsity: p.knob,
+							PeakBytes: bytes[k], Samples: len(ss) - failed, Failed: failed, Failures: reasons[k], LeftOut: tooManyFailed(ss)}
+						if r.Samples > 0 {
+							r.Score, r.Footprint, r.Peak = p.aggregate(one(task), nil)
+						}
+						ms.Results = append(ms.Results, r)
 					}
 				}
 			}
@@ -161,13 +181,22 @@ func Analyze(f StudyFile, samples []*Sample) *StudyReport {
 
 // criticalFor is the critical footprint of one target from the settings that cover it.
 func criticalFor(all []*point, ref *point, t target, f StudyFile, seed uint64, fixed bool) Critical {
+	c := Critical{Fixed: fixed}
 	var pts []*point
 	for _, p := range all {
-		if p.covers(t, f.Samples) {
+		switch {
+		case p.covers(t, f.Samples):
 			pts = append(pts, p)
+			c.Failed += p.failed(t)
+		case p.complete(t, f.Samples):
+			c.LeftOut++
 		}
 	}
-	c := Critical{Settings: len(pts), Fixed: fixed}
+	c.Settings = len(pts)
+	if ref.complete(t, f.Samples) {
+		c.Failed += ref.failed(t)
+		c.ReferenceLeftOut = !ref.covers(t, f.Samples)
+	}
 	if len(pts) == 0 || !ref.covers(t, f.Samples) {
 		return c
 	}
@@ -219,11 +248,41 @@ type bytesKey struct {
 	length     int
 }
 
-// peakBytes is the mean peak bytes per setting, task and length.
+// failureReasons are, per setting, task and length, the reasons its samples failed on
+// the device, each with its count, in order.
+func failureReasons(samples []*Sample, n int) map[bytesKey][]string {
+	counts := map[bytesKey]map[string]int{}
+	for _, s := range samples {
+		if s.Failed == "" || n > 0 && s.Index >= n {
+			continue
+		}
+		k := bytesKey{s.Method, s.Task, s.Length}
+		if counts[k] == nil {
+			counts[k] = map[string]int{}
+		}
+		counts[k][s.Failed]++
+	}
+	out := map[bytesKey][]string{}
+	for k, byReason := range counts {
+		for _, r := range slices.Sorted(maps.Keys(byReason)) {
+			out[k] = append(out[k], fmt.Sprintf("%s (%s)", r, plural(byReason[r], "sample")))
+		}
+	}
+	return out
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// peakBytes is the mean peak bytes per setting, task and length, over the samples that ran.
 func peakBytes(samples []*Sample, n int) map[bytesKey]float64 {
 	sum, cnt := map[bytesKey]float64{}, map[bytesKey]int{}
 	for _, s := range samples {
-		if n > 0 && s.Index >= n {
+		if n > 0 && s.Index >= n || s.Failed != "" {
 			continue
 		}
 		k := bytesKey{s.Method, s.Task, s.Length}
@@ -267,11 +326,19 @@ func fmtCritical(c Critical, peak bool) string {
 	if peak {
 		v = c.Peak
 	}
-	if c.Settings == 0 {
-		return "not run"
+	mark := ""
+	if c.failures() {
+		mark = " " + failedMark
 	}
-	if c.Full == 0 {
-		return "n/a (full scores 0)"
+	switch {
+	case c.ReferenceLeftOut:
+		return "n/a (full attention failed)" + mark
+	case c.Settings == 0 && c.LeftOut > 0:
+		return "left out (failed)" + mark
+	case c.Settings == 0:
+		return "not run"
+	case c.Full == 0:
+		return "n/a (full scores 0)" + mark
 	}
 	if v == nil {
 		if c.Densest != nil && !peak {
@@ -296,7 +363,26 @@ func fmtCritical(c Critical, peak bool) string {
 		}
 		s += fmt.Sprintf(" [%s, %s]", lo, hi)
 	}
-	return s
+	return s + mark
+}
+
+// failedMark marks a critical footprint that samples failed on the device shaped.
+const failedMark = "†"
+
+// failedNote explains failedMark.
+const failedNote = failedMark + ": samples failed on the device (out of memory, a kernel fault) in the settings counted or in full attention's; " +
+	"their cells are scored over the samples that ran, and a cell where more than a quarter failed is left out"
+
+// anyFailures reports whether samples failed on the device anywhere in the report.
+func (r *StudyReport) anyFailures() bool {
+	for _, m := range r.Methods {
+		for _, x := range m.Results {
+			if x.Failed > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // categoryColumns are the report's categories in the study's order, overall last.
@@ -355,6 +441,9 @@ func (r *StudyReport) Table() string {
 			fmt.Fprintf(&b, "%s: %s\n", m.Name, m.Missing)
 		}
 	}
+	if r.anyFailures() {
+		b.WriteString(failedNote + ".\n")
+	}
 	return b.String()
 }
 
@@ -406,6 +495,9 @@ func (r *StudyReport) Markdown() string {
 		})
 	}
 	criticalTable(false, 0)
+	if r.anyFailures() {
+		b.WriteString("\n" + failedNote + " (see Failed samples).\n")
+	}
 	b.WriteString("\nCritical KV peak (the peak at the critical setting):\n\n")
 	criticalTable(true, 0)
 	var missing []string
@@ -438,17 +530,45 @@ func (r *StudyReport) Markdown() string {
 		fmt.Fprintf(&b, "\n## Critical KV footprint at %d tokens\n\n", l)
 		criticalTable(false, l)
 	}
-	b.WriteString("\n## Every setting\n\nMeans over samples; footprint and peak are the meter's, as fractions of full attention; peak bytes is the most storage the cache held.\n\n")
-	writeTable(&b, []string{"method", "sparsity", "task", "length", "score", "footprint", "peak", "peak KiB", "samples", "setting"}, func(add func(...string)) {
+	b.WriteString("\n## Every setting\n\nMeans over the samples that ran; footprint and peak are the meter's, as fractions of full attention; peak bytes is the most storage the cache held; failed: samples that failed on the device.\n\n")
+	writeTable(&b, []string{"method", "sparsity", "task", "length", "score", "footprint", "peak", "peak KiB", "samples", "failed", "setting"}, func(add func(...string)) {
 		for _, m := range r.Methods {
 			for _, x := range m.Results {
-				add(m.Name, fmt.Sprintf("%.3g", x.Sparsity), x.Task, strconv.Itoa(x.Length), fmt.Sprintf("%.1f", x.Score),
-					fmt.Sprintf("%.3f", x.Footprint), fmt.Sprintf("%.3f", x.Peak), fmt.Sprintf("%.0f", x.PeakBytes/1024),
-					strconv.Itoa(x.Samples), "`"+x.Setting+"`")
+				score, fp, peak, kib := fmt.Sprintf("%.1f", x.Score), fmt.Sprintf("%.3f", x.Footprint), fmt.Sprintf("%.3f", x.Peak), fmt.Sprintf("%.0f", x.PeakBytes/1024)
+				if x.Samples == 0 { // every sample failed: nothing to average
+					score, fp, peak, kib = "—", "—", "—", "—"
+				}
+				add(m.Name, fmt.Sprintf("%.3g", x.Sparsity), x.Task, strconv.Itoa(x.Length), score, fp, peak, kib,
+					strconv.Itoa(x.Samples), x.failedCell(), "`"+x.Setting+"`")
 			}
 		}
 	})
+	if r.anyFailures() {
+		fmt.Fprintf(&b, "\n## Failed samples\n\nSamples that failed on the device, per cell, with the reasons. A cell is scored over the samples that ran; one where more than %.0f%% failed is left out of every critical footprint (marked %s there), as if it had not run. `kvfoot eval --retry-failed` with the same flags runs them again.\n\n",
+			100*MaxFailedFraction, failedMark)
+		writeTable(&b, []string{"method", "setting", "task", "length", "failed", "reasons"}, func(add func(...string)) {
+			for _, m := range r.Methods {
+				for _, x := range m.Results {
+					if x.Failed > 0 {
+						add(m.Name, "`"+x.Setting+"`", x.Task, strconv.Itoa(x.Length), x.failedCell(), strings.ReplaceAll(strings.Join(x.Failures, "; "), "|", "\\|"))
+					}
+				}
+			}
+		})
+	}
 	return b.String()
+}
+
+// failedCell is a cell's failed samples for a table: "", "1 of 3", "2 of 3, left out".
+func (x StudyResult) failedCell() string {
+	if x.Failed == 0 {
+		return ""
+	}
+	s := fmt.Sprintf("%d of %d", x.Failed, x.Failed+x.Samples)
+	if x.LeftOut {
+		s += ", left out"
+	}
+	return s
 }
 
 func (r *StudyReport) taskColumns() []string {
@@ -490,8 +610,9 @@ func (r *StudyReport) WriteReport(out *Folder) error {
 	}
 	files := map[string][]byte{"report.md": []byte(r.Markdown()), "report.json": append(js, '\n')}
 	var rows, crit [][]string
-	rows = append(rows, []string{"method", "task", "category", "length", "sparsity", "setting", "score", "footprint", "peak", "peak_bytes", "samples"})
-	crit = append(crit, []string{"method", "length", "target", "critical_footprint", "critical_peak", "below", "bracket", "interval_low", "interval_high", "sparsity", "score", "reference_score"})
+	rows = append(rows, []string{"method", "task", "category", "length", "sparsity", "setting", "score", "footprint", "peak", "peak_bytes", "samples", "failed", "left_out"})
+	crit = append(crit, []string{"method", "length", "target", "critical_footprint", "critical_peak", "below", "bracket", "interval_low", "interval_high", "sparsity", "score", "reference_score",
+		"failed_samples", "left_out_settings", "reference_left_out"})
 	num := func(p *float64) string {
 		if p == nil {
 			return ""
@@ -502,7 +623,7 @@ func (r *StudyReport) WriteReport(out *Folder) error {
 		for _, x := range m.Results {
 			rows = append(rows, []string{m.Name, x.Task, x.Category, strconv.Itoa(x.Length), strconv.FormatFloat(x.Sparsity, 'g', -1, 64),
 				x.Setting, fmt.Sprintf("%.4f", x.Score), fmt.Sprintf("%.6f", x.Footprint), fmt.Sprintf("%.6f", x.Peak),
-				fmt.Sprintf("%.0f", x.PeakBytes), strconv.Itoa(x.Samples)})
+				fmt.Sprintf("%.0f", x.PeakBytes), strconv.Itoa(x.Samples), strconv.Itoa(x.Failed), strconv.FormatBool(x.LeftOut)})
 		}
 		lengths := m.ByLength
 		if len(lengths) == 0 && len(r.Lengths) > 0 {
@@ -518,7 +639,8 @@ func (r *StudyReport) WriteReport(out *Folder) error {
 				for _, k := range names {
 					c := group[k]
 					crit = append(crit, []string{m.Name, strconv.Itoa(lc.Length), k, num(c.Footprint), num(c.Peak), strconv.FormatBool(c.Below),
-						num(c.Bracket), num(c.Interval[0]), num(c.Interval[1]), num(c.Sparsity), fmt.Sprintf("%.4f", c.Score), fmt.Sprintf("%.4f", c.Full)})
+						num(c.Bracket), num(c.Interval[0]), num(c.Interval[1]), num(c.Sparsity), fmt.Sprintf("%.4f", c.Score), fmt.Sprintf("%.4f", c.Full),
+						strconv.Itoa(c.Failed), strconv.Itoa(c.LeftOut), strconv.FormatBool(c.ReferenceLeftOut)})
 				}
 			}
 		}

@@ -18,11 +18,19 @@ import (
 )
 
 // resultsFormat is the version of a results line; every line carries it in the field
-// "kvfoot_results", which is how a kvfoot results file is told from any other file.
-const resultsFormat = 1
+// "kvfoot_results", which is how a kvfoot results file is told from any other file. A
+// sample that failed on the device is written as failedFormat, so that a kvfoot that does
+// not know failures refuses the file instead of scoring the sample 0.
+const (
+	resultsFormat = 1
+	failedFormat  = 2
+)
 
-// resultsPrefix begins every line this version writes (Sample's first field).
-var resultsPrefix = fmt.Sprintf(`{"kvfoot_results":%d,`, resultsFormat)
+// resultsPrefixes begin every line this version writes (Sample's first field).
+var resultsPrefixes = [][]byte{
+	fmt.Appendf(nil, `{"kvfoot_results":%d,`, resultsFormat),
+	fmt.Appendf(nil, `{"kvfoot_results":%d,`, failedFormat),
+}
 
 // sampleID is what a run asks for: a method on one sample of one task and length.
 type sampleID struct {
@@ -55,6 +63,8 @@ type store struct {
 	warn  io.Writer
 	// created: the file did not exist; Close removes it if nothing was added
 	created, added bool
+	// retryFailed: a failed sample read from a file is not taken as done (Config.RetryFailed)
+	retryFailed bool
 }
 
 // CheckResults reports whether path can take results (it is new, empty or a kvfoot
@@ -138,7 +148,7 @@ func (s *store) read(path string, data []byte, warn io.Writer) error {
 			s.good, s.noEOL = int64(min(off, len(data))), nl < 0
 		case !results && len(damaged) == 0 && !bytes.HasPrefix(l, []byte(`{"kvfoot_results":`)):
 			return fmt.Errorf("results %s is not a kvfoot results file (line %d does not begin with {\"kvfoot_results\":…}); it was left untouched: give a new or empty file", path, line)
-		case nl < 0 && len(damaged) == 0 && bytes.HasPrefix(l, []byte(resultsPrefix)):
+		case nl < 0 && len(damaged) == 0 && slices.ContainsFunc(resultsPrefixes, func(p []byte) bool { return bytes.HasPrefix(l, p) }):
 			s.torn = true
 			if warn != nil {
 				fmt.Fprintf(warn, "results %s: line %d is cut short (an interrupted write); it will be cut off and its sample run again\n", path, line)
@@ -157,16 +167,40 @@ func (s *store) read(path string, data []byte, warn io.Writer) error {
 	return nil
 }
 
-// has reports whether the store holds a result for the sample.
-func (s *store) has(id sampleID) bool { return len(s.byID[id]) > 0 }
+// counts reports whether st stands for its sample: a failed sample read from a file does
+// not while failed samples are retried.
+func (s *store) counts(st stored) bool {
+	return !(s.retryFailed && st.line > 0 && st.s.Failed != "")
+}
 
-// samples are the store's results, each sample once (the first read or run: a results
-// file that holds a sample twice, or two files that both do, count it once), in a
-// fixed order.
+// has reports whether the store holds a result for the sample.
+func (s *store) has(id sampleID) bool { return slices.ContainsFunc(s.byID[id], s.counts) }
+
+// best is the result that stands for a sample: the first that ran, else the first
+// failure; nil if none counts.
+func (s *store) best(sts []stored) *Sample {
+	var failed *Sample
+	for _, st := range sts {
+		switch {
+		case !s.counts(st):
+		case st.s.Failed == "":
+			return st.s
+		case failed == nil:
+			failed = st.s
+		}
+	}
+	return failed
+}
+
+// samples are the store's results, each sample once (the first that ran, else the first
+// failure: a results file that holds a sample twice, or two files that both do, count it
+// once), in a fixed order.
 func (s *store) samples() []*Sample {
 	out := make([]*Sample, 0, len(s.byID))
 	for _, sts := range s.byID {
-		out = append(out, sts[0].s)
+		if b := s.best(sts); b != nil {
+			out = append(out, b)
+		}
 	}
 	slices.SortFunc(out, func(a, b *Sample) int {
 		return cmp.Or(strings.Compare(a.Method, b.Method), strings.Compare(a.Task, b.Task), cmp.Compare(a.Length, b.Length), cmp.Compare(a.Index, b.Index))
@@ -198,8 +232,10 @@ func parseResult(l []byte) (*Sample, error) {
 	switch {
 	case smp.Format == 0:
 		return nil, errors.New(`no "kvfoot_results" field`)
-	case smp.Format != resultsFormat:
-		return nil, fmt.Errorf("results format %d, this kvfoot reads %d", smp.Format, resultsFormat)
+	case smp.Format != resultsFormat && smp.Format != failedFormat:
+		return nil, fmt.Errorf("results format %d, this kvfoot reads %d and %d (a failed sample)", smp.Format, resultsFormat, failedFormat)
+	case (smp.Format == failedFormat) != (smp.Failed != ""):
+		return nil, fmt.Errorf(`results format %d with "failed" %q: a failed sample is format %d, and only it`, smp.Format, smp.Failed, failedFormat)
 	case smp.Method == "" || smp.Task == "":
 		return nil, errors.New("no method or task")
 	}
@@ -254,7 +290,6 @@ func (s *store) check(id sampleID, settings map[string]string) error {
 // (its settings, instance seed, generation budget and prompt), nil if there is none,
 // and an error if the file holds the sample made differently.
 func (s *store) lookup(smp *Sample) (*Sample, error) {
-	var found *Sample
 	for _, st := range s.byID[smp.id()] {
 		o := st.s
 		d := diffSettings(o.Settings, smp.Settings)
@@ -270,11 +305,8 @@ func (s *store) lookup(smp *Sample) (*Sample, error) {
 		if d != "" {
 			return nil, s.mismatch(st, d)
 		}
-		if found == nil {
-			found = o
-		}
 	}
-	return found, nil
+	return s.best(s.byID[smp.id()]), nil
 }
 
 func (s *store) mismatch(st stored, diff string) error {
@@ -312,6 +344,9 @@ func diffSettings(old, cur map[string]string) string {
 // on disk whole or (if the run dies mid-write) reported and cut at the next start.
 func (s *store) add(smp *Sample) error {
 	smp.Format = resultsFormat
+	if smp.Failed != "" {
+		smp.Format = failedFormat
+	}
 	s.byID[smp.id()] = append(s.byID[smp.id()], stored{s.path, 0, smp})
 	if s.f == nil {
 		return nil

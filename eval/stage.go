@@ -155,7 +155,7 @@ func RunUnits(st Study, b Backend, units []Unit) error {
 		if err != nil {
 			return err
 		}
-		s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %.0f", u.Name, knobLabel(m, u.Knob), u.Task, u.Index, smp.Score))
+		s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %s", u.Name, knobLabel(m, u.Knob), u.Task, u.Index, outcome(smp)))
 	}
 	return nil
 }

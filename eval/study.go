@@ -290,8 +290,8 @@ func (s *studyRun) method(m Method, length int) error {
 		for i := range s.Probes {
 			pts, ref := s.points(m, length, t, knobs)
 			x, ok := nextProbe(pts, ref, t, s.Threshold, s.Tol, s.Step)
-			if !ok {
-				break
+			if !ok || slices.Contains(knobs, x) {
+				break // no probe left, or one that ran and was left out for failed samples
 			}
 			err := s.setting(m, x, length, t.tasks(), fmt.Sprintf("bisection step %d for %s", i+1, t.name))
 			if errors.Is(err, errPending) {
@@ -359,7 +359,7 @@ func (s *studyRun) setting(m Method, x float64, length int, tasks []string, step
 			if err != nil {
 				return err
 			}
-			s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %.0f", m.Name, knobLabel(m, x), task, i, smp.Score))
+			s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %s", m.Name, knobLabel(m, x), task, i, outcome(smp)))
 		}
 	}
 	if pending {
@@ -369,6 +369,14 @@ func (s *studyRun) setting(m Method, x float64, length int, tasks []string, step
 		return errPending
 	}
 	return nil
+}
+
+// outcome is a sample's score for the progress line, or why it failed.
+func outcome(smp *Sample) string {
+	if smp.Failed != "" {
+		return "failed: " + smp.Failed
+	}
+	return fmt.Sprintf("%.0f", smp.Score)
 }
 
 func knobLabel(m Method, x float64) string {
@@ -441,7 +449,7 @@ func collect(samples []*Sample, n int) map[pointKey]*sweep {
 		if n > 0 && smp.Index >= n || smp.Index != len(p.tasks[smp.Task]) {
 			continue // beyond the study's samples, or a gap in the indices
 		}
-		p.tasks[smp.Task] = append(p.tasks[smp.Task], sampleStat{smp.Score, smp.Footprint, smp.Peak})
+		p.tasks[smp.Task] = append(p.tasks[smp.Task], sampleStat{smp.Score, smp.Footprint, smp.Peak, smp.Failed != ""})
 	}
 	for _, sw := range out {
 		slices.SortFunc(sw.settings, func(a, b *point) int {

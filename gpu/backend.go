@@ -195,6 +195,17 @@ func (b *backend) Alloc(n int) compute.Buf {
 	return compute.Buf{Dev: buf.Ptr, N: n, Elem: 2}
 }
 
+// Free returns a buffer of Alloc (compute.Freer): a runner's activations are device memory
+// that the garbage collector does not see. A kernel still queued may use the buffer, so
+// the queue is waited for first (as the storage's Close does).
+func (b *backend) Free(x compute.Buf) error {
+	syncErr := b.d.Sync()
+	if err := b.d.Free(dev(x)); err != nil {
+		return err
+	}
+	return syncErr
+}
+
 func (b *backend) Embed(dst compute.Buf, e *tensor.Mat, ids []int) {
 	b.ints = b.ints[:0]
 	for _, id := range ids {

@@ -60,7 +60,11 @@ func (r *Runner) grow(n int) {
 	}
 	c, b := &r.m.Config, r.b
 	qd, kvd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	r.rows = n
+	// The old buffers go first, on a device too; rows is set only once every new one is
+	// allocated, so that an allocation that panics (the device out of memory) leaves a
+	// runner that the next grow or Close cleans up.
+	r.free(&r.x, &r.xb, &r.q, &r.att, &r.k, &r.v, &r.gate, &r.up, &r.cos, &r.sin, &r.lcos, &r.lsin)
+	r.rows = 0
 	r.x, r.xb = b.Alloc(n*c.Hidden), b.Alloc(n*c.Hidden)
 	r.q, r.att = b.Alloc(n*qd), b.Alloc(n*qd)
 	r.k, r.v = b.Alloc(n*kvd), b.Alloc(n*kvd)
@@ -69,6 +73,31 @@ func (r *Runner) grow(n int) {
 	if r.m.localInvFreq != nil {
 		r.lcos, r.lsin = b.Alloc(n*c.HeadDim/2), b.Alloc(n*c.HeadDim/2)
 	}
+	r.rows = n
+}
+
+// free returns bufs to a backend that holds memory of its own (compute.Freer) and clears
+// them; it returns the first error.
+func (r *Runner) free(bufs ...*compute.Buf) error {
+	f, ok := r.b.(compute.Freer)
+	var first error
+	for _, x := range bufs {
+		if ok && (x.Dev != 0 || x.N > 0) {
+			if err := f.Free(*x); err != nil && first == nil {
+				first = err
+			}
+		}
+		*x = compute.Buf{}
+	}
+	return first
+}
+
+// Close frees the runner's buffers now: on a GPU they are device memory that the
+// garbage collector does not return (a server drops its runner after a device fault).
+// The runner must not be used afterwards.
+func (r *Runner) Close() error {
+	r.rows = 0
+	return r.free(&r.x, &r.xb, &r.q, &r.att, &r.k, &r.v, &r.gate, &r.up, &r.cos, &r.sin, &r.lcos, &r.lsin, &r.hidden, &r.logits)
 }
 
 // Forward runs one step of one sequence and returns the logits of its last token
@@ -179,9 +208,11 @@ func (r *Runner) ForwardBatch(seqs []Seq) error {
 
 	// final norm and LM head for the asked rows of every sequence, as one matrix
 	if r.hidden.Len() < asked*H {
+		r.free(&r.hidden)
 		r.hidden = b.Alloc(asked * H)
 	}
 	if r.logits.Len() < asked*c.Vocab {
+		r.free(&r.logits)
 		r.logits = b.Alloc(asked * c.Vocab)
 	}
 	hidden, logits := r.hidden.Slice(0, asked*H), r.logits.Slice(0, asked*c.Vocab)

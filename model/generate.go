@@ -166,7 +166,9 @@ func Generate(m *Model, cache Cache, prompt []int, opts GenerateOptions) (Result
 	if chunk <= 0 || chunk > len(prompt) {
 		chunk = len(prompt)
 	}
-	return NewRunner(m, chunk+cache.PatchLen()).Generate(cache, prompt, opts)
+	r := NewRunner(m, chunk+cache.PatchLen())
+	defer r.Close() // on a GPU its buffers are device memory, which the collector does not free
+	return r.Generate(cache, prompt, opts)
 }
 
 // Generate is the package-level Generate on an existing Runner's buffers.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"log"
 	"net/http"
 
@@ -28,6 +29,11 @@ type Device struct {
 	// of the device, and whether the device ran out of memory. Such a request fails with 503
 	// (out of memory: retry later) or 500, naming the reason; the others go on.
 	Fault func(v any) (fault, outOfMemory bool)
+	// Healthy says, after a request failed with a device fault, whether the device can still
+	// run: an error (a sticky CUDA error such as an illegal address, after which every call
+	// fails) makes the server refuse every request and /healthz answer 503, naming it, until
+	// it is restarted. It is called on the engine's goroutine only. Nil: always healthy.
+	Healthy func() error
 }
 
 // storedFacts are f with the precision the device stores, for the admission's prediction.
@@ -69,6 +75,31 @@ func (d *Device) failure(policy string, v any) *apiError {
 		}
 	}
 	return panicError(policy, v)
+}
+
+// unusable is the 503 every request gets once Healthy found the device broken (err), or nil
+// while it is healthy or v was no device fault.
+func (d *Device) unusable(v any) (e *apiError) {
+	if d == nil || d.Fault == nil || d.Healthy == nil {
+		return nil
+	}
+	if fault, _ := d.Fault(v); !fault {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil { // a query that panics says as much about the device
+			e = d.unusableError(fmt.Errorf("the health query panicked: %v", r))
+		}
+	}()
+	if err := d.Healthy(); err != nil {
+		return d.unusableError(err)
+	}
+	return nil
+}
+
+func (d *Device) unusableError(err error) *apiError {
+	return newError(http.StatusServiceUnavailable, "", "device_unusable",
+		"the device %s is unusable after a failure (%v); this server cannot run requests until it is restarted", d.Name, err)
 }
 
 // closeStorage frees a request's device storage now (see Device.Storage).

@@ -131,8 +131,11 @@ type engine struct {
 	// its meter, for replay.
 	newCache func(spec string, obs kv.Observer) (*kv.Cache, kv.Storage, *apiError)
 	newMeter func() (*footprint.Meter, *observer)
-	// failure is the error of a request the engine failed on with a panic (Device.failure).
+	// failure is the error of a request the engine failed on with a panic (Server.failure).
 	failure func(policy string, r any) *apiError
+	// unusable is set, for good, once the device is found broken after a fault (a sticky
+	// CUDA error): every request then fails with it, and /healthz answers 503.
+	unusable atomic.Pointer[apiError]
 	// beforeTick, when set (by tests, before the first request), runs before each tick.
 	beforeTick func()
 
@@ -165,7 +168,7 @@ func (e *engine) round() (more bool) {
 				j := e.running[0]
 				e.fail(j, e.failure(j.policy, r))
 			}
-			e.r = nil
+			e.dropRunner()
 			more = true
 		}
 	}()
@@ -193,6 +196,13 @@ func (e *engine) round() (more bool) {
 		e.beforeTick()
 	}
 	e.reap()
+	if u := e.unusable.Load(); u != nil {
+		// a sticky device error: no forward can succeed any more
+		for len(e.running) > 0 {
+			e.fail(e.running[0], u)
+		}
+		e.dropRunner()
+	}
 	if len(e.running) > 0 {
 		e.tick()
 	}
@@ -203,6 +213,10 @@ func (e *engine) round() (more bool) {
 // and adds j to the running requests.
 func (e *engine) start(j *job) {
 	e.running = append(e.running, j)
+	if u := e.unusable.Load(); u != nil {
+		e.fail(j, u) // admitted while the request that broke the device ran
+		return
+	}
 	e.guard(j, func() {
 		var ae *apiError
 		if j.cache, j.store, ae = e.newCache(j.policy, j.obs); ae != nil {
@@ -222,6 +236,18 @@ func (e *engine) runner() *model.Runner {
 		e.r = model.NewRunner(e.m, e.chunk)
 	}
 	return e.r
+}
+
+// dropRunner frees the runner's buffers (on a GPU, device memory the collector never
+// returns: tens of MB a fault on an 8B model) and drops it; the next forward makes another.
+func (e *engine) dropRunner() {
+	if e.r == nil {
+		return
+	}
+	if err := e.r.Close(); err != nil {
+		log.Printf("kvfoot server: freeing the batch buffers after a failure: %v", err)
+	}
+	e.r = nil
 }
 
 // guard runs f for j; a panic in f ends j alone with an error that names its policy
@@ -322,8 +348,11 @@ func (e *engine) tick() {
 		// what it was fed, then every step runs alone, so that only the request the
 		// panic comes from fails.
 		for _, j := range slices.Clone(e.batch) {
+			if e.unusable.Load() != nil {
+				break // the next round fails the rest with the device's error
+			}
 			if !e.guard(j, func() { e.replay(j) }) {
-				e.r = nil
+				e.dropRunner()
 				continue
 			}
 			e.alone(j)
@@ -348,7 +377,7 @@ func (e *engine) forwardBatch() (err error, panicked bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			logPanic("a batched forward", r)
-			e.r = nil // its buffers may be half grown
+			e.dropRunner() // its buffers may be half grown
 			panicked = true
 		}
 	}()
@@ -360,7 +389,7 @@ func (e *engine) alone(j *job) {
 	s := e.seqOf(j)
 	var err error
 	if !e.guard(j, func() { s.Logits, err = e.runner().Forward(s.Cache, s.IDs, s.Step, false) }) {
-		e.r = nil
+		e.dropRunner()
 		return
 	}
 	if err != nil {

@@ -17,8 +17,9 @@ import (
 // and max_tokens exceed the context, a kv_policy the spec grammar rejects or that names a
 // masks file the server did not load, a predicted KV peak above the whole budget); 429
 // the queue is full (with Retry-After); 503 the server is draining, or the device ran out
-// of memory for the request's KV cache (with Retry-After); 500 a failure inside the
-// engine or on the device.
+// of memory for the request's KV cache (with Retry-After), or the device is unusable after
+// a fault (until a restart; no Retry-After); 500 a failure inside the engine or on the
+// device.
 type apiError struct {
 	Status     int    `json:"-"`
 	Message    string `json:"message"`

@@ -227,6 +227,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, g *gen, e *apiErr
 		fail(e)
 		return
 	}
+	if u := s.eng.unusable.Load(); u != nil {
+		fail(u)
+		return
+	}
 	j, e := s.newJob(r, g)
 	if e != nil {
 		fail(e)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log"
 	"maps"
 	"net/http"
 	"os"
@@ -159,8 +160,19 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 		s.met.queued.Set(float64(queued))
 	})
 	s.eng = newEngine(m, tok, cfg.Chunk, cfg.MaxConcurrent, s.adm, s.met)
-	s.eng.newCache, s.eng.newMeter, s.eng.failure = s.newCache, s.newMeter, cfg.Device.failure
+	s.eng.newCache, s.eng.newMeter, s.eng.failure = s.newCache, s.newMeter, s.failure
 	return s, nil
+}
+
+// failure is the error of a request the engine failed on with v (a panic value, or an
+// error of the device's storage); after a device fault it asks the device whether it can
+// still run, and if not, marks the server's device unusable for good.
+func (s *Server) failure(policy string, v any) *apiError {
+	e := s.cfg.Device.failure(policy, v)
+	if u := s.cfg.Device.unusable(v); u != nil && s.eng.unusable.CompareAndSwap(nil, u) {
+		log.Printf("kvfoot server: %s", u.Message)
+	}
+	return e
 }
 
 // turnEndToken finds the special token the chat template closes an assistant turn
@@ -253,6 +265,13 @@ func (s *Server) policy(spec string) (*kv.Facts, *apiError) {
 // (on a device, a queued request holds no device memory). store is the device storage
 // the cache holds, which the engine closes when the request ends; nil on the host.
 func (s *Server) newCache(spec string, obs kv.Observer) (c *kv.Cache, store kv.Storage, e *apiError) {
+	// a storage made before kv.New failed or panicked is no request's: free it now
+	defer func() {
+		if c == nil && store != nil {
+			closeStorage(store)
+			store = nil
+		}
+	}()
 	opts := []kv.Option{kv.WithFS(s.masksFS)}
 	if obs != nil {
 		opts = append(opts, kv.WithObserver(obs))
@@ -268,10 +287,10 @@ func (s *Server) newCache(spec string, obs kv.Observer) (c *kv.Cache, store kv.S
 	if err != nil {
 		if d := s.cfg.Device; d != nil && d.Fault != nil {
 			if fault, _ := d.Fault(err); fault {
-				return nil, nil, d.failure(spec, err)
+				return nil, store, s.failure(spec, err)
 			}
 		}
-		return nil, nil, unprocessable("kv_policy", "invalid_kv_policy", "kv_policy: %v", err)
+		return nil, store, unprocessable("kv_policy", "invalid_kv_policy", "kv_policy: %v", err)
 	}
 	return c, store, nil
 }
@@ -393,13 +412,17 @@ func (s *Server) auth(h http.Handler) http.Handler {
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	st := s.Stats()
 	status, code := "ok", http.StatusOK
-	if s.adm.isDraining() {
+	body := map[string]any{"model": s.cfg.ModelName, "running": st.Running, "queued": st.Queued,
+		"kv_bytes_in_use": st.KVBytesInUse, "kv_bytes_reserved": st.KVBytesReserved, "kv_budget_bytes": s.cfg.KVBudget}
+	switch u := s.eng.unusable.Load(); {
+	case u != nil:
+		status, code = "device_unusable", http.StatusServiceUnavailable
+		body["error"] = u.Message
+	case s.adm.isDraining():
 		status, code = "draining", http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{
-		"status": status, "model": s.cfg.ModelName, "running": st.Running, "queued": st.Queued,
-		"kv_bytes_in_use": st.KVBytesInUse, "kv_bytes_reserved": st.KVBytesReserved, "kv_budget_bytes": s.cfg.KVBudget,
-	})
+	body["status"] = status
+	writeJSON(w, code, body)
 }
 
 func (s *Server) modelObject() modelObject {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/kvfoot/kvfoot/eval"
 	"github.com/kvfoot/kvfoot/gpu"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
@@ -112,7 +113,32 @@ func (c *target) serverDevice(budget int64, set bool) (*server.Device, int64, er
 			"leave it out for a third of that, %s, which the caches' pools never outgrow", gibs(budget), c.gpu.Name(), gibs(int64(free)), gibs(gpu.Headroom), gibs(left/3))
 	}
 	g := c.gpu
-	return &server.Device{Name: g.Name(), Storage: g.Storage, Check: g.CheckStorage, Stored: gpu.StoredPrecision, Fault: gpu.Classify}, budget, nil
+	return &server.Device{Name: g.Name(), Storage: g.Storage, Check: g.CheckStorage, Stored: gpu.StoredPrecision, Fault: gpu.Classify,
+		Healthy: c.healthy}, budget, nil
+}
+
+// healthy asks the GPU, after a fault, whether it can still run: a sticky error (an illegal
+// address, a kernel that trapped) is returned by every later call, the wait for the queued
+// work first, while out of memory leaves the context usable.
+func (c *target) healthy() error {
+	d := c.gpu.Device()
+	if err := d.Sync(); err != nil {
+		return err
+	}
+	_, _, err := d.MemInfo()
+	return err
+}
+
+// failSamples makes a study on the GPU record a sample that the device fails on (out of
+// memory for its cache, a kernel fault) as failed and go on, instead of ending; it closes
+// every sample's storage when the sample ends. On the CPU a panic stays a bug.
+func (c *target) failSamples(mb *eval.ModelBackend) {
+	if c.gpu == nil {
+		return
+	}
+	mb.Storage = c.gpu.Storage
+	mb.Fault = func(v any) bool { fault, _ := gpu.Classify(v); return fault }
+	mb.Healthy = c.healthy
 }
 
 // gibs formats bytes in GiB for messages.

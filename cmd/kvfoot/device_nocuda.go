@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/kvfoot/kvfoot/eval"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/server"
@@ -41,6 +42,8 @@ func (*target) describe(*model.Config, func(string, any), string, int, ...kv.Opt
 }
 
 func recoverFault(*error) {}
+
+func (*target) failSamples(*eval.ModelBackend) {}
 
 func (*target) serverDevice(budget int64, _ bool) (*server.Device, int64, error) {
 	return nil, budget, nil

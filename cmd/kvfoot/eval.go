@@ -34,7 +34,7 @@ type evalFlags struct {
 	seed                                        *uint64
 	format, out, corpus, helmet, study, grid    *string
 	threshold, tol                              *float64
-	bos, decodeLast, taskStop, force            *bool
+	bos, decodeLast, taskStop, force, retry     *bool
 	plan, slurm, dryRun                         *bool
 	shard, partition, timeLimit, mem, device    *string
 	cpus, gpus, arrayLimit, shards              *int
@@ -70,6 +70,7 @@ func parseEvalFlags(args []string) (*evalFlags, error) {
 	o.bootstrap = fs.Int("bootstrap", 0, fmt.Sprintf("bootstrap resamples for the intervals, 1 to %d (default: the study's)", eval.MaxBootstrap))
 	o.decodeLast = fs.Bool("decode-last", true, "pre-fill all of a prompt but its last token and decode that one first, as the paper's harness does")
 	o.taskStop = fs.Bool("task-stop", false, "stop at each task's stop string (a newline for most) and score the text before it; HELMET never does (its configs' stop_new_line is not read)")
+	o.retry = fs.Bool("retry-failed", false, "run again the samples the results hold as failed on the device (out of memory, a kernel fault); without it a failed sample counts as done and the report says so per cell (not with --shard or --slurm)")
 	o.plan = fs.Bool("plan", false, "list the study's next stage (method, setting, task, length, samples) and what the stages depend on, from the results in --out if any; run nothing")
 	o.shard = fs.String("shard", "", "run share i/N (0 ≤ i < N) of the study's current stage in --out into a results file of its own (shards/); the first shard of a new stage plans it")
 	o.slurm = fs.Bool("slurm", false, "run the study in --out on Slurm: submit the current stage as a job array (sbatch) and a driver job after it that reruns what did not finish, submits the next stage, and writes the report at the end (docs/CLUSTER.md)")
@@ -121,6 +122,9 @@ func (o *evalFlags) check() error {
 		return fmt.Errorf("--bootstrap %d: want 1 to %d resamples (1000 to 2000 give steady intervals)", *o.bootstrap, eval.MaxBootstrap)
 	case stages > 1:
 		return fmt.Errorf("--plan, --shard and --slurm are one each: give one")
+	case *o.retry && (*o.shard != "" || *o.slurm):
+		// every stage would plan the failed samples again, and a shard would run them again
+		return fmt.Errorf("--retry-failed runs in one process: run kvfoot eval --out DIR --retry-failed without --shard and --slurm, then go on with them")
 	case (*o.shard != "" || *o.slurm) && (*o.out == "" || strings.HasSuffix(*o.out, ".jsonl")):
 		return fmt.Errorf("--shard and --slurm run a study in a folder: give --out DIR")
 	case *o.cpus < 0 || *o.gpus < 0 || *o.arrayLimit < 0 || *o.shards < 0:
@@ -297,7 +301,7 @@ func (o *evalFlags) setup(names []string, lengths []int, data []eval.Dataset, re
 	st.Config = eval.Config{
 		Model: modelDir, Tasks: st.Tasks, Lengths: st.Lengths, Data: data, Samples: st.Samples, Seed: *o.seed,
 		Gen: tasks.Options{Corpus: c, Tokenizer: tok}, Tokenizer: tokHash, BOS: -1, TaskStop: *o.taskStop,
-		Results: results, Progress: os.Stderr,
+		Results: results, Progress: os.Stderr, RetryFailed: *o.retry,
 	}
 	if *o.out != "" && results != "" && !strings.HasSuffix(*o.out, ".jsonl") {
 		st.Also = eval.ResultsFiles(*o.out) // a folder's shards count as run
@@ -332,9 +336,10 @@ func (o *evalFlags) setup(names []string, lengths []int, data []eval.Dataset, re
 	if dev.onGPU() { // bf16 on a GPU is another result than float32 on the CPU
 		settings["device"] = "cuda"
 	}
+	backend := &eval.ModelBackend{M: m, Chunk: *o.chunk, DecodeLast: *o.decodeLast, Dir: modelDir, CacheOptions: cacheOpts}
+	dev.failSamples(backend)
 	return &evalRun{st: st, preset: preset, close: func() error { dev.close(); return m.Close() },
-		backend:  &eval.ModelBackend{M: m, Chunk: *o.chunk, DecodeLast: *o.decodeLast, Dir: modelDir, CacheOptions: cacheOpts},
-		settings: settings}, nil
+		backend: backend, settings: settings}, nil
 }
 
 // override applies the flags that change a preset study's parts.
@@ -460,10 +465,17 @@ func printReport(rep *eval.StudyReport, out *eval.Folder, format string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "method\tsparsity\ttask\tlength\tscore\tKV footprint\tKV peak\tsamples\n")
+	fmt.Fprintf(tw, "method\tsparsity\ttask\tlength\tscore\tKV footprint\tKV peak\tsamples\tfailed\n")
 	for _, mr := range rep.Methods {
 		for _, r := range mr.Results {
-			fmt.Fprintf(tw, "%s\t%.3g\t%s\t%d\t%.1f\t%.3f\t%.3f\t%d\n", mr.Name, r.Sparsity, r.Task, r.Length, r.Score, r.Footprint, r.Peak, r.Samples)
+			failed := ""
+			if r.Failed > 0 {
+				failed = fmt.Sprintf("%d: %s", r.Failed, strings.Join(r.Failures, "; "))
+				if r.LeftOut {
+					failed += " (left out)"
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%.3g\t%s\t%d\t%.1f\t%.3f\t%.3f\t%d\t%s\n", mr.Name, r.Sparsity, r.Task, r.Length, r.Score, r.Footprint, r.Peak, r.Samples, failed)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -303,6 +303,8 @@ func TestEvalStageFlagsBadInput(t *testing.T) {
 		{[]string{"--partition", "cpu"}, "--partition goes with --slurm"},
 		{[]string{"--plan", "--slurm", "--out", "x"}, "give one"},
 		{[]string{"--slurm", "--out", "x", "--shards", "5000"}, "--shards 5000"},
+		{[]string{"--shard", "0/2", "--out", "x", "--retry-failed"}, "--retry-failed runs in one process"},
+		{[]string{"--slurm", "--out", "x", "--retry-failed"}, "--retry-failed runs in one process"},
 	} {
 		if _, err := quiet(t, func() error { return runEval(append(smallStudy, tc.args...)) }); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want an error with %q", tc.args, err, tc.want)
