@@ -201,3 +201,8 @@ func growUint32(s []uint32, n int) []uint32 {
 	}
 	return s[:n]
 }
+
+// IntegerPrefill reports whether products of f's matrices with m rows of activations (a
+// pre-fill's) run on this CPU on 8-bit integer products, with the activations quantized
+// as llama.cpp quantizes them, rather than on widened weights and float activations.
+func (f *BlockFormat) IntegerPrefill(m int) bool { return m > smallM && gemmIntFor(f, m) != nil }

@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -140,6 +141,50 @@ func TestGemmIntVsFloat(t *testing.T) {
 					}
 					if got := float64(dst[i*n+r]); !(math.Abs(got-want) <= err+1e-5*mag) {
 						t.Fatalf("%s m=%d: dst[%d,%d] = %g, want %g within %g", f.Name, m, i, r, got, want, err+1e-5*mag)
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkGemmInt times pre-fill products of the Llama-3.2-1B shape's matrices (n x k:
+// q/o 2048x2048, k/v 512x2048, gate/up 8192x2048, down 2048x8192) for m rows, by the
+// float path (widened panels, float32 GEMM) and the integer one, at 1 and 2 threads.
+func BenchmarkGemmInt(b *testing.B) {
+	defer SetThreads(Threads())
+	rng := rand.New(rand.NewPCG(5, 6))
+	var formats []*BlockFormat
+	for f := range gemmInts {
+		formats = append(formats, f)
+	}
+	for _, f := range formats {
+		g := gemmInts[f]
+		for _, shape := range [][2]int{{2048, 2048}, {512, 2048}, {8192, 2048}, {2048, 8192}} {
+			n, k := shape[0], shape[1]
+			rb := f.RowBytes(k)
+			data := make([]byte, n*rb)
+			for r := range n {
+				f.Quantize(data[r*rb:(r+1)*rb], gaussRow(rng, k, 1))
+			}
+			w, _ := NewBlockMat(n, k, f, data)
+			for _, m := range []int{64, 512} {
+				x, dst := gaussRow(rng, m*k, 1), make([]float32, m*n)
+				for _, th := range []int{1, 2} {
+					for _, path := range []string{"float", "int"} {
+						b.Run(fmt.Sprintf("%s/%s/%dx%d/m%d/t%d", f.Name, path, n, k, m, th), func(b *testing.B) {
+							SetThreads(th)
+							if path == "float" {
+								delete(gemmInts, f)
+								defer func() { gemmInts[f] = g }()
+							} else if gemmIntFor(f, m) == nil {
+								b.Skip("below minRows")
+							}
+							for b.Loop() {
+								MatMulT(dst, x, m, &w)
+							}
+							b.ReportMetric(float64(2*m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+						})
 					}
 				}
 			}
