@@ -24,15 +24,16 @@ const (
 type gemmIntFormat struct {
 	// minRows is the fewest activation rows where it beats the float path.
 	minRows int
-	// group is the values a kernel's scales cover.
-	group int
-	// prepare writes activation row x's codes into qs and, for each group g, its
-	// starting integer sum and scale into start[g·2·gemmIntRows] and
-	// scale[g·2·gemmIntRows] (the metadata of the row's tile, at its place in the tile),
-	// using d (k/32 floats) as scratch.
-	prepare func(qs []int8, start []uint32, x []float32, d []float32)
+	// group is the values a kernel's scales cover; meta the metadata an activation row
+	// has per group (2: its starting integer sum and its scale; 3: and its min term).
+	group, meta int
+	// prepare writes activation row x's codes into qs and its metadata: field f of
+	// group g at meta[(g·meta+f)·gemmIntRows] (meta starts at the row's place in its
+	// tile), using scratch's D (k/32 floats) and Sums (k/16).
+	prepare func(qs []int8, meta []uint32, x []float32, scratch actRow)
 	// repack writes the panel of rows (n ≤ gemmIntPanel rows of rb bytes each; missing
-	// rows repeat the last) as the kernel reads it: codes, and scales per group.
+	// rows repeat the last) as the kernel reads it: codes, and scales per group and
+	// row, then for meta 3 the mins likewise.
 	repack func(codes []byte, scales []float32, rows []byte, rb, n, k int)
 	// kernel computes a tile: dst[c*ldc+r] for c < gemmIntRows, r < gemmIntPanel from
 	// the tile's activation codes a (row c at a[c*lda:]), its metadata and a panel.
@@ -61,8 +62,9 @@ type gemmIntJob struct {
 	tiles int
 	qs    []int8   // [tiles·gemmIntRows][k] activation codes, missing rows 0
 	meta  []uint32 // [tiles][groups][2][gemmIntRows]: starting sums, then scales
-	// per part: the activation scales of a row, a repacked panel and an edge tile
+	// per part: a row's activation scales and sums, a repacked panel and an edge tile
 	d      [][]float32
+	sums   [][]int16
 	codes  [][]byte
 	scales [][]float32
 	edge   [][]float32
@@ -89,7 +91,7 @@ func (j *gemmIntJob) Do(w, ph, u int) {
 }
 
 // metaStride is the metadata of one tile.
-func (j *gemmIntJob) metaStride() int { return j.k / j.g.group * 2 * gemmIntRows }
+func (j *gemmIntJob) metaStride() int { return j.k / j.g.group * j.g.meta * gemmIntRows }
 
 // prepareTile quantizes the activation rows of tile t.
 func (j *gemmIntJob) prepareTile(w, t int) {
@@ -100,12 +102,12 @@ func (j *gemmIntJob) prepareTile(w, t int) {
 		qs := j.qs[i*k : (i+1)*k]
 		if i >= j.m {
 			clear(qs)
-			for g := 0; g < len(meta); g += 2 * gemmIntRows {
-				meta[g+c], meta[g+gemmIntRows+c] = 0, 0
+			for f := c; f < len(meta); f += gemmIntRows {
+				meta[f] = 0
 			}
 			continue
 		}
-		j.g.prepare(qs, meta[c:], j.x[i*k:(i+1)*k], j.d[w])
+		j.g.prepare(qs, meta[c:], j.x[i*k:(i+1)*k], actRow{D: j.d[w], Sums: j.sums[w]})
 	}
 }
 
@@ -181,13 +183,15 @@ func (j *gemmIntJob) set(g *gemmIntFormat, x []float32, m int, w *Mat, dst []flo
 	j.meta = growUint32(j.meta, j.tiles*j.metaStride())
 	for len(j.d) < parts {
 		j.d = append(j.d, nil)
+		j.sums = append(j.sums, nil)
 		j.codes = append(j.codes, nil)
 		j.scales = append(j.scales, nil)
 		j.edge = append(j.edge, make([]float32, gemmIntRows*gemmIntPanel))
 	}
 	for w := range parts {
 		j.d[w] = grow(j.d[w], k/32)
-		j.scales[w] = grow(j.scales[w], gemmIntPanel*k/g.group)
+		j.sums[w] = growInt16(j.sums[w], k/16)
+		j.scales[w] = grow(j.scales[w], (g.meta-1)*gemmIntPanel*k/g.group)
 		if cap(j.codes[w]) < gemmIntPanel*k {
 			j.codes[w] = make([]byte, gemmIntPanel*k)
 		}

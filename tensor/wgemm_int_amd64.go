@@ -2,29 +2,55 @@
 
 package tensor
 
-import "math"
+import (
+	"encoding/binary"
+	"math"
+)
 
 //go:noescape
 func gemmQ8VNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
 
 //go:noescape
+func gemmQ6VNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
+
+//go:noescape
+func gemmQ4KVNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
+
+//go:noescape
 func repackQ8_0VNNI(src *byte, offs *int32, nb int, codes *byte, scales *float32)
+
+//go:noescape
+func repackQ4_KVNNI(src *byte, offs *int32, nb int, codes *byte)
+
+//go:noescape
+func repackQ6_KVNNI(src *byte, offs *int32, nb int, codes *byte)
 
 func init() {
 	if hasInt8VNNI {
 		gemmInts[&BlockQ8_0] = &gemmIntQ8_0
+		gemmInts[&BlockQ4_K] = &gemmIntQ4_K
+		gemmInts[&BlockQ6_K] = &gemmIntQ6_K
 	}
 }
 
-// gemmIntQ8_0 is Q8_0's integer pre-fill: activations as its decode dot's (actQ8_0),
-// weight codes offset by 128 to the unsigned bytes VPDPBUSD wants, which each group's
-// starting sum −128·Σq_a takes back out.
-var gemmIntQ8_0 = gemmIntFormat{minRows: 17, group: 32, prepare: prepareQ8_0, repack: repackQ8_0, kernel: kernelQ8}
+// The formats' integer pre-fills, with the activations of their decode dots: the
+// unsigned codes VPDPBUSD wants are Q8_0's offset by 128, Q4_K's levels (0…15, with
+// the min apart) and Q6_K's (0…63, value level − 32); each group's starting sum
+// −offset·Σq_a takes the offset back out.
+var (
+	gemmIntQ8_0 = gemmIntFormat{minRows: 17, group: 32, meta: 2, prepare: prepareQ8_0, repack: repackQ8_0,
+		kernel: kernelInt(gemmQ8VNNI, 32, 2)}
+	gemmIntQ4_K = gemmIntFormat{minRows: 17, group: 32, meta: 3, prepare: prepareQ4_K, repack: repackQ4_K,
+		kernel: kernelInt(gemmQ4KVNNI, 32, 3)}
+	gemmIntQ6_K = gemmIntFormat{minRows: 17, group: 16, meta: 2, prepare: prepareQ6_K, repack: repackQ6_K,
+		kernel: kernelInt(gemmQ6VNNI, 16, 2)}
+)
 
 // prepareQ8_0 quantizes x as quantizeActQ8_0 does.
-func prepareQ8_0(qs []int8, meta []uint32, x []float32, d []float32) {
+func prepareQ8_0(qs []int8, meta []uint32, x []float32, scratch actRow) {
+	d := scratch.D[:len(x)/32]
 	quantizeActQ8_0(actRow{Qs: qs, D: d}, x)
-	for g, dg := range d[:len(x)/32] {
+	for g, dg := range d {
 		var s int32
 		for _, q := range qs[32*g : 32*g+32] {
 			s += int32(q)
@@ -34,20 +60,89 @@ func prepareQ8_0(qs []int8, meta []uint32, x []float32, d []float32) {
 	}
 }
 
-func repackQ8_0(codes []byte, scales []float32, rows []byte, rb, n, k int) {
-	var offs [gemmIntPanel]int32
+// prepareQ4_K quantizes x as quantizeActQ8_K does; a group's min term is −dₐ·Σq_a.
+func prepareQ4_K(qs []int8, meta []uint32, x []float32, scratch actRow) {
+	a := actRow{Qs: qs, D: scratch.D[:len(x)/kBlock], Sums: scratch.Sums[:len(x)/16]}
+	quantizeActQ8_K(a, x)
+	for g := range len(x) / 32 {
+		da := a.D[g/8]
+		m := meta[g*3*gemmIntRows:]
+		m[0] = 0
+		m[gemmIntRows] = math.Float32bits(da)
+		m[2*gemmIntRows] = math.Float32bits(-da * float32(int32(a.Sums[2*g])+int32(a.Sums[2*g+1])))
+	}
+}
+
+// prepareQ6_K quantizes x as quantizeActQ8_K does.
+func prepareQ6_K(qs []int8, meta []uint32, x []float32, scratch actRow) {
+	a := actRow{Qs: qs, D: scratch.D[:len(x)/kBlock], Sums: scratch.Sums[:len(x)/16]}
+	quantizeActQ8_K(a, x)
+	for g, s := range a.Sums {
+		meta[g*2*gemmIntRows] = uint32(-32 * int32(s))
+		meta[g*2*gemmIntRows+gemmIntRows] = math.Float32bits(a.D[g/16])
+	}
+}
+
+// panelOffsets are the byte offsets of a panel's rows, the missing ones the last's.
+func panelOffsets(rb, n int) (offs [gemmIntPanel]int32) {
 	for r := range offs {
 		offs[r] = int32(min(r, n-1) * rb)
 	}
+	return offs
+}
+
+func repackQ8_0(codes []byte, scales []float32, rows []byte, rb, n, k int) {
+	offs := panelOffsets(rb, n)
 	nb := k / 32
 	_, _, _ = codes[gemmIntPanel*k-1], scales[gemmIntPanel*nb-1], rows[(n-1)*rb+nb*34-1]
 	repackQ8_0VNNI(&rows[0], &offs[0], nb, &codes[0], &scales[0])
 }
 
-// kernelQ8 is the kernel of the formats whose groups are 32 values without a min.
-func kernelQ8(a []int8, lda int, meta []uint32, codes []byte, scales []float32, k int, dst []float32, ldc int) {
-	groups := k / 32
-	_, _, _ = a[(gemmIntRows-1)*lda+k-1], meta[groups*2*gemmIntRows-1], codes[gemmIntPanel*k-1]
-	_, _ = scales[gemmIntPanel*groups-1], dst[(gemmIntRows-1)*ldc+gemmIntPanel-1]
-	gemmQ8VNNI(&a[0], lda, &meta[0], &codes[0], &scales[0], groups, &dst[0], ldc)
+// repackQ4_K's scales are d·sc and its mins dmin·m per sub-block of 32, both exact in
+// float32 (11 bits times 6).
+func repackQ4_K(codes []byte, scales []float32, rows []byte, rb, n, k int) {
+	offs := panelOffsets(rb, n)
+	nb := k / kBlock
+	_, _, _ = codes[gemmIntPanel*k-1], scales[2*gemmIntPanel*nb*8-1], rows[(n-1)*rb+nb*144-1]
+	repackQ4_KVNNI(&rows[0], &offs[0], nb, &codes[0])
+	mins := scales[gemmIntPanel*nb*8:]
+	for r, off := range offs {
+		for b := range nb {
+			blk := rows[int(off)+b*144 : int(off)+b*144+16]
+			d, dmin := f16At(blk), f16At(blk[2:])
+			for j := range 8 {
+				sc, m := scaleMinK4(j, blk[4:16])
+				scales[(b*8+j)*gemmIntPanel+r] = d * float32(sc)
+				mins[(b*8+j)*gemmIntPanel+r] = dmin * float32(m)
+			}
+		}
+	}
+}
+
+// repackQ6_K's scales are d·sc per sub-block of 16, exact in float32 (11 bits times 8).
+func repackQ6_K(codes []byte, scales []float32, rows []byte, rb, n, k int) {
+	offs := panelOffsets(rb, n)
+	nb := k / kBlock
+	_, _, _ = codes[gemmIntPanel*k-1], scales[gemmIntPanel*nb*16-1], rows[(n-1)*rb+nb*210-1]
+	repackQ6_KVNNI(&rows[0], &offs[0], nb, &codes[0])
+	for r, off := range offs {
+		for b := range nb {
+			blk := rows[int(off)+b*210 : int(off)+b*210+210]
+			d := F16ToFloat(binary.LittleEndian.Uint16(blk[208:]))
+			for j := range 16 {
+				scales[(b*16+j)*gemmIntPanel+r] = d * float32(int8(blk[192+j]))
+			}
+		}
+	}
+}
+
+// kernelInt checks a kernel's operands for groups of the given values and metadata
+// (3: the panel's mins follow its scales).
+func kernelInt(kernel func(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int), group, metaN int) func([]int8, int, []uint32, []byte, []float32, int, []float32, int) {
+	return func(a []int8, lda int, meta []uint32, codes []byte, scales []float32, k int, dst []float32, ldc int) {
+		groups := k / group
+		_, _, _ = a[(gemmIntRows-1)*lda+k-1], meta[groups*metaN*gemmIntRows-1], codes[gemmIntPanel*k-1]
+		_, _ = scales[(metaN-1)*gemmIntPanel*groups-1], dst[(gemmIntRows-1)*ldc+gemmIntPanel-1]
+		kernel(&a[0], lda, &meta[0], &codes[0], &scales[0], groups, &dst[0], ldc)
+	}
 }

@@ -6,16 +6,17 @@
 // 32 weight rows (two zmm of 16 rows, one int32 lane a row) by 6 activation rows. Per
 // 4 values of k, VPDPBUSD multiplies the 4 unsigned weight codes of each of 16 rows
 // (the repacked panel) by the 4 signed activation codes of one row, broadcast, and
-// adds them into that row pair's int32 lane, exactly. At the end of each 32-value
-// group the lanes are converted to float32 and added, times the weight row's scale
-// times the activation row's, into the float32 accumulators.
+// adds them into that row pair's int32 lane, exactly. At the end of each group (32
+// values, or Q6_K's 16) the lanes are converted to float32 and added, times the weight
+// row's scale times the activation row's, into the float32 accumulators, and for a
+// format with a min (Q4_K) the weight row's min times the activation row's min term.
 //
 // Registers: Z0…Z5 the int32 sums of weight rows 0…15 against activation rows 0…5,
 // Z6…Z11 of rows 16…31; Z12…Z17 and Z18…Z23 the float32 sums likewise; Z24, Z25 the
-// weight codes; Z26, Z27 the weight scales; Z28, Z29 scratch.
+// weight codes; Z26, Z27 the weight scales; Z28, Z29 scratch; Z30, Z31 the weight mins.
 // SI: activation rows 0…2 (row c at SI + c·BX), DI: rows 3…5; R8: the group's
-// metadata (6 int32 starting sums, then 6 float32 scales); R9: the panel's codes;
-// R10: its scales; CX: groups left.
+// metadata (6 int32 starting sums, 6 float32 scales, for a min 6 float32 min terms);
+// R9: the panel's codes; R10: its scales; R12: its mins; CX: groups left.
 
 // STEP(s): values 4s…4s+3 of the group.
 #define STEP(s) \
@@ -41,46 +42,93 @@
 	VMOVDQA32    lo, hi
 
 // SCALE(c): activation row c's sums of the group into its float32 accumulators.
-#define SCALE(c, ilo, ihi, flo, fhi) \
-	VMULPS.BCST (24+c*4)(R8), Z26, Z28; \
-	VMULPS.BCST (24+c*4)(R8), Z27, Z29; \
+#define SCALE(c, ilo, ihi, flo, fhi, da) \
+	VMULPS.BCST (da+c*4)(R8), Z26, Z28; \
+	VMULPS.BCST (da+c*4)(R8), Z27, Z29; \
 	VCVTDQ2PS   ilo, ilo; \
 	VCVTDQ2PS   ihi, ihi; \
 	VFMADD231PS Z28, ilo, flo; \
 	VFMADD231PS Z29, ihi, fhi
 
-// func gemmQ8VNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
-TEXT ·gemmQ8VNNI(SB), NOSPLIT, $0-64
-	MOVQ a+0(FP), SI
-	MOVQ lda+8(FP), BX
-	MOVQ meta+16(FP), R8
-	MOVQ codes+24(FP), R9
-	MOVQ scales+32(FP), R10
-	MOVQ groups+40(FP), CX
-	LEAQ (SI)(BX*2), DI
-	ADDQ BX, DI
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	VPXORD Z18, Z18, Z18
-	VPXORD Z19, Z19, Z19
-	VPXORD Z20, Z20, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
+// ZEROF clears the float32 sums.
+#define ZEROF \
+	VPXORD Z12, Z12, Z12; \
+	VPXORD Z13, Z13, Z13; \
+	VPXORD Z14, Z14, Z14; \
+	VPXORD Z15, Z15, Z15; \
+	VPXORD Z16, Z16, Z16; \
+	VPXORD Z17, Z17, Z17; \
+	VPXORD Z18, Z18, Z18; \
+	VPXORD Z19, Z19, Z19; \
+	VPXORD Z20, Z20, Z20; \
+	VPXORD Z21, Z21, Z21; \
+	VPXORD Z22, Z22, Z22; \
 	VPXORD Z23, Z23, Z23
-	TESTQ CX, CX
-	JZ    store
 
-group:
-	START(0, Z0, Z6)
-	START(1, Z1, Z7)
-	START(2, Z2, Z8)
-	START(3, Z3, Z9)
-	START(4, Z4, Z10)
+// ARGS loads the kernels' common arguments.
+#define ARGS \
+	MOVQ a+0(FP), SI; \
+	MOVQ lda+8(FP), BX; \
+	MOVQ meta+16(FP), R8; \
+	MOVQ codes+24(FP), R9; \
+	MOVQ scales+32(FP), R10; \
+	MOVQ groups+40(FP), CX; \
+	LEAQ (SI)(BX*2), DI; \
+	ADDQ BX, DI
+
+// STARTS: every activation row's starting sums.
+#define STARTS \
+	START(0, Z0, Z6); \
+	START(1, Z1, Z7); \
+	START(2, Z2, Z8); \
+	START(3, Z3, Z9); \
+	START(4, Z4, Z10); \
 	START(5, Z5, Z11)
+
+// SCALES(da): the group's int32 sums into the float32 sums; the activation scales are
+// at da(R8).
+#define SCALES(da) \
+	VMOVUPS (R10), Z26; \
+	VMOVUPS 64(R10), Z27; \
+	SCALE(0, Z0, Z6, Z12, Z18, da); \
+	SCALE(1, Z1, Z7, Z13, Z19, da); \
+	SCALE(2, Z2, Z8, Z14, Z20, da); \
+	SCALE(3, Z3, Z9, Z15, Z21, da); \
+	SCALE(4, Z4, Z10, Z16, Z22, da); \
+	SCALE(5, Z5, Z11, Z17, Z23, da)
+
+// STORE writes the float32 sums to dst (row c at dst + c·ldc floats).
+#define STORE \
+	MOVQ    dst+48(FP), DX; \
+	MOVQ    ldc+56(FP), R11; \
+	SHLQ    $2, R11; \
+	LEAQ    (DX)(R11*2), AX; \
+	ADDQ    R11, AX; \
+	VMOVUPS Z12, (DX); \
+	VMOVUPS Z18, 64(DX); \
+	VMOVUPS Z13, (DX)(R11*1); \
+	VMOVUPS Z19, 64(DX)(R11*1); \
+	VMOVUPS Z14, (DX)(R11*2); \
+	VMOVUPS Z20, 64(DX)(R11*2); \
+	VMOVUPS Z15, (AX); \
+	VMOVUPS Z21, 64(AX); \
+	VMOVUPS Z16, (AX)(R11*1); \
+	VMOVUPS Z22, 64(AX)(R11*1); \
+	VMOVUPS Z17, (AX)(R11*2); \
+	VMOVUPS Z23, 64(AX)(R11*2); \
+	VZEROUPPER
+
+// func gemmQ8VNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
+//
+// Groups of 32 values; metadata 6 starting sums and 6 scales a group.
+TEXT ·gemmQ8VNNI(SB), NOSPLIT, $0-64
+	ARGS
+	ZEROF
+	TESTQ CX, CX
+	JZ    store8
+
+group8:
+	STARTS
 	STEP(0)
 	STEP(1)
 	STEP(2)
@@ -89,41 +137,96 @@ group:
 	STEP(5)
 	STEP(6)
 	STEP(7)
-	VMOVUPS (R10), Z26
-	VMOVUPS 64(R10), Z27
-	SCALE(0, Z0, Z6, Z12, Z18)
-	SCALE(1, Z1, Z7, Z13, Z19)
-	SCALE(2, Z2, Z8, Z14, Z20)
-	SCALE(3, Z3, Z9, Z15, Z21)
-	SCALE(4, Z4, Z10, Z16, Z22)
-	SCALE(5, Z5, Z11, Z17, Z23)
+	SCALES(24)
 	ADDQ $32, SI
 	ADDQ $32, DI
 	ADDQ $48, R8
 	ADDQ $1024, R9
 	ADDQ $128, R10
 	DECQ CX
-	JNZ  group
+	JNZ  group8
 
-store:
-	MOVQ    dst+48(FP), DX
-	MOVQ    ldc+56(FP), R11
-	SHLQ    $2, R11
-	LEAQ    (DX)(R11*2), AX
-	ADDQ    R11, AX
-	VMOVUPS Z12, (DX)
-	VMOVUPS Z18, 64(DX)
-	VMOVUPS Z13, (DX)(R11*1)
-	VMOVUPS Z19, 64(DX)(R11*1)
-	VMOVUPS Z14, (DX)(R11*2)
-	VMOVUPS Z20, 64(DX)(R11*2)
-	VMOVUPS Z15, (AX)
-	VMOVUPS Z21, 64(AX)
-	VMOVUPS Z16, (AX)(R11*1)
-	VMOVUPS Z22, 64(AX)(R11*1)
-	VMOVUPS Z17, (AX)(R11*2)
-	VMOVUPS Z23, 64(AX)(R11*2)
-	VZEROUPPER
+store8:
+	STORE
+	RET
+
+// func gemmQ6VNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
+//
+// Groups of 16 values; metadata as gemmQ8VNNI's.
+TEXT ·gemmQ6VNNI(SB), NOSPLIT, $0-64
+	ARGS
+	ZEROF
+	TESTQ CX, CX
+	JZ    store6
+
+group6:
+	STARTS
+	STEP(0)
+	STEP(1)
+	STEP(2)
+	STEP(3)
+	SCALES(24)
+	ADDQ $16, SI
+	ADDQ $16, DI
+	ADDQ $48, R8
+	ADDQ $512, R9
+	ADDQ $128, R10
+	DECQ CX
+	JNZ  group6
+
+store6:
+	STORE
+	RET
+
+// MINS(c): activation row c's min term of the group (at 48(R8)) times the weight rows'
+// mins (Z30, Z31) into its float32 sums.
+#define MINS(c, flo, fhi) \
+	VFMADD231PS.BCST (48+c*4)(R8), Z30, flo; \
+	VFMADD231PS.BCST (48+c*4)(R8), Z31, fhi
+
+// func gemmQ4KVNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
+//
+// Groups of 32 values whose weights have a min: metadata 6 starting sums, 6 scales and
+// 6 min terms a group; the panel's mins follow its scales, groups·32 floats on.
+TEXT ·gemmQ4KVNNI(SB), NOSPLIT, $0-64
+	ARGS
+	ZEROF
+	MOVQ  CX, R12
+	SHLQ  $7, R12
+	ADDQ  R10, R12
+	TESTQ CX, CX
+	JZ    store4
+
+group4:
+	STARTS
+	STEP(0)
+	STEP(1)
+	STEP(2)
+	STEP(3)
+	STEP(4)
+	STEP(5)
+	STEP(6)
+	STEP(7)
+	SCALES(24)
+	VMOVUPS (R12), Z30
+	VMOVUPS 64(R12), Z31
+	MINS(0, Z12, Z18)
+	MINS(1, Z13, Z19)
+	MINS(2, Z14, Z20)
+	MINS(3, Z15, Z21)
+	MINS(4, Z16, Z22)
+	MINS(5, Z17, Z23)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	ADDQ $72, R8
+	ADDQ $1024, R9
+	ADDQ $128, R10
+	ADDQ $128, R12
+	DECQ CX
+	JNZ  group4
+
+store4:
+	STORE
 	RET
 
 // Q8_0's panel: per block of 32 values, 8 steps of 32 rows' 4 codes (each a gathered
@@ -182,5 +285,191 @@ rblock:
 	JNZ       rblock
 
 rdone:
+	VZEROUPPER
+	RET
+
+// Q4_K's panel codes: per super-block of 256 values, per 64 (j < 4) and step s < 8 the
+// dword of 4 bytes at 16+32j+4s of each row: its low nibbles are step s of group 2j,
+// its high nibbles of group 2j+1. Z28 holds 0x0f bytes.
+
+// Q4STEP(j, s, idx, half): one half's 16 rows.
+#define Q4STEP(j, s, idx, half) \
+	GATHER(16+32*j+4*s, idx, Z0); \
+	VPANDD    Z28, Z0, Z1; \
+	VPSRLD    $4, Z0, Z0; \
+	VPANDD    Z28, Z0, Z0; \
+	VMOVDQU32 Z1, ((2*j*8+s)*128+half)(DI); \
+	VMOVDQU32 Z0, (((2*j+1)*8+s)*128+half)(DI)
+
+// func repackQ4_KVNNI(src *byte, offs *int32, nb int, codes *byte)
+TEXT ·repackQ4_KVNNI(SB), NOSPLIT, $0-32
+	MOVQ      src+0(FP), SI
+	MOVQ      offs+8(FP), AX
+	MOVQ      nb+16(FP), CX
+	MOVQ      codes+24(FP), DI
+	VMOVDQU32 (AX), Z30
+	VMOVDQU32 64(AX), Z31
+	MOVL      $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z28
+	TESTQ     CX, CX
+	JZ        q4done
+
+q4block:
+	Q4STEP(0, 0, Z30, 0)
+	Q4STEP(0, 0, Z31, 64)
+	Q4STEP(0, 1, Z30, 0)
+	Q4STEP(0, 1, Z31, 64)
+	Q4STEP(0, 2, Z30, 0)
+	Q4STEP(0, 2, Z31, 64)
+	Q4STEP(0, 3, Z30, 0)
+	Q4STEP(0, 3, Z31, 64)
+	Q4STEP(0, 4, Z30, 0)
+	Q4STEP(0, 4, Z31, 64)
+	Q4STEP(0, 5, Z30, 0)
+	Q4STEP(0, 5, Z31, 64)
+	Q4STEP(0, 6, Z30, 0)
+	Q4STEP(0, 6, Z31, 64)
+	Q4STEP(0, 7, Z30, 0)
+	Q4STEP(0, 7, Z31, 64)
+	Q4STEP(1, 0, Z30, 0)
+	Q4STEP(1, 0, Z31, 64)
+	Q4STEP(1, 1, Z30, 0)
+	Q4STEP(1, 1, Z31, 64)
+	Q4STEP(1, 2, Z30, 0)
+	Q4STEP(1, 2, Z31, 64)
+	Q4STEP(1, 3, Z30, 0)
+	Q4STEP(1, 3, Z31, 64)
+	Q4STEP(1, 4, Z30, 0)
+	Q4STEP(1, 4, Z31, 64)
+	Q4STEP(1, 5, Z30, 0)
+	Q4STEP(1, 5, Z31, 64)
+	Q4STEP(1, 6, Z30, 0)
+	Q4STEP(1, 6, Z31, 64)
+	Q4STEP(1, 7, Z30, 0)
+	Q4STEP(1, 7, Z31, 64)
+	Q4STEP(2, 0, Z30, 0)
+	Q4STEP(2, 0, Z31, 64)
+	Q4STEP(2, 1, Z30, 0)
+	Q4STEP(2, 1, Z31, 64)
+	Q4STEP(2, 2, Z30, 0)
+	Q4STEP(2, 2, Z31, 64)
+	Q4STEP(2, 3, Z30, 0)
+	Q4STEP(2, 3, Z31, 64)
+	Q4STEP(2, 4, Z30, 0)
+	Q4STEP(2, 4, Z31, 64)
+	Q4STEP(2, 5, Z30, 0)
+	Q4STEP(2, 5, Z31, 64)
+	Q4STEP(2, 6, Z30, 0)
+	Q4STEP(2, 6, Z31, 64)
+	Q4STEP(2, 7, Z30, 0)
+	Q4STEP(2, 7, Z31, 64)
+	Q4STEP(3, 0, Z30, 0)
+	Q4STEP(3, 0, Z31, 64)
+	Q4STEP(3, 1, Z30, 0)
+	Q4STEP(3, 1, Z31, 64)
+	Q4STEP(3, 2, Z30, 0)
+	Q4STEP(3, 2, Z31, 64)
+	Q4STEP(3, 3, Z30, 0)
+	Q4STEP(3, 3, Z31, 64)
+	Q4STEP(3, 4, Z30, 0)
+	Q4STEP(3, 4, Z31, 64)
+	Q4STEP(3, 5, Z30, 0)
+	Q4STEP(3, 5, Z31, 64)
+	Q4STEP(3, 6, Z30, 0)
+	Q4STEP(3, 6, Z31, 64)
+	Q4STEP(3, 7, Z30, 0)
+	Q4STEP(3, 7, Z31, 64)
+	ADDQ $144, SI
+	ADDQ $8192, DI
+	DECQ CX
+	JNZ  q4block
+
+q4done:
+	VZEROUPPER
+	RET
+
+// Q6_K's panel codes: per super-block of 256 values, per half h < 2 and lq < 8 the
+// dwords A at ql 64h+4lq, B at ql 64h+32+4lq and H at qh 128+32h+4lq of each row give
+// values 128h+32kk+4lq…+3 for kk < 4: the low nibbles of A (kk 0), B (1), the high
+// nibbles of A (2), B (3), each below the bits 2kk, 2kk+1 of H; that is step lq%4 of
+// group 8h+2kk+lq/4 of 16 values. Z28 holds 0x0f bytes, Z29 0x30 bytes.
+
+// Q6LEVELS(lo, hsh, g, s, half): the levels of one kk from the nibbles lo (masked here)
+// and the high bits already shifted to bits 4, 5 in hsh.
+#define Q6LEVELS(lo, hsh, g, s, half) \
+	VPANDD    Z28, lo, Z4; \
+	VPANDD    Z29, hsh, Z5; \
+	VPORD     Z5, Z4, Z4; \
+	VMOVDQU32 Z4, (((g)*4+(s))*128+(half))(DI)
+
+// Q6STEP(h, lq, idx, half): one half's 16 rows.
+#define Q6STEP(h, lq, idx, half) \
+	GATHER(64*h+4*lq, idx, Z0); \
+	GATHER(64*h+32+4*lq, idx, Z1); \
+	GATHER(128+32*h+4*lq, idx, Z2); \
+	VPSLLD $4, Z2, Z3; \
+	Q6LEVELS(Z0, Z3, 8*h+lq/4, lq%4, half); \
+	VPSLLD $2, Z2, Z3; \
+	Q6LEVELS(Z1, Z3, 8*h+2+lq/4, lq%4, half); \
+	VPSRLD $4, Z0, Z0; \
+	Q6LEVELS(Z0, Z2, 8*h+4+lq/4, lq%4, half); \
+	VPSRLD $4, Z1, Z1; \
+	VPSRLD $2, Z2, Z3; \
+	Q6LEVELS(Z1, Z3, 8*h+6+lq/4, lq%4, half)
+
+// func repackQ6_KVNNI(src *byte, offs *int32, nb int, codes *byte)
+TEXT ·repackQ6_KVNNI(SB), NOSPLIT, $0-32
+	MOVQ      src+0(FP), SI
+	MOVQ      offs+8(FP), AX
+	MOVQ      nb+16(FP), CX
+	MOVQ      codes+24(FP), DI
+	VMOVDQU32 (AX), Z30
+	VMOVDQU32 64(AX), Z31
+	MOVL      $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z28
+	MOVL      $0x30303030, AX
+	VPBROADCASTD AX, Z29
+	TESTQ     CX, CX
+	JZ        q6done
+
+q6block:
+	Q6STEP(0, 0, Z30, 0)
+	Q6STEP(0, 0, Z31, 64)
+	Q6STEP(0, 1, Z30, 0)
+	Q6STEP(0, 1, Z31, 64)
+	Q6STEP(0, 2, Z30, 0)
+	Q6STEP(0, 2, Z31, 64)
+	Q6STEP(0, 3, Z30, 0)
+	Q6STEP(0, 3, Z31, 64)
+	Q6STEP(0, 4, Z30, 0)
+	Q6STEP(0, 4, Z31, 64)
+	Q6STEP(0, 5, Z30, 0)
+	Q6STEP(0, 5, Z31, 64)
+	Q6STEP(0, 6, Z30, 0)
+	Q6STEP(0, 6, Z31, 64)
+	Q6STEP(0, 7, Z30, 0)
+	Q6STEP(0, 7, Z31, 64)
+	Q6STEP(1, 0, Z30, 0)
+	Q6STEP(1, 0, Z31, 64)
+	Q6STEP(1, 1, Z30, 0)
+	Q6STEP(1, 1, Z31, 64)
+	Q6STEP(1, 2, Z30, 0)
+	Q6STEP(1, 2, Z31, 64)
+	Q6STEP(1, 3, Z30, 0)
+	Q6STEP(1, 3, Z31, 64)
+	Q6STEP(1, 4, Z30, 0)
+	Q6STEP(1, 4, Z31, 64)
+	Q6STEP(1, 5, Z30, 0)
+	Q6STEP(1, 5, Z31, 64)
+	Q6STEP(1, 6, Z30, 0)
+	Q6STEP(1, 6, Z31, 64)
+	Q6STEP(1, 7, Z30, 0)
+	Q6STEP(1, 7, Z31, 64)
+	ADDQ $210, SI
+	ADDQ $8192, DI
+	DECQ CX
+	JNZ  q6block
+
+q6done:
 	VZEROUPPER
 	RET

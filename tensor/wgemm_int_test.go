@@ -23,6 +23,50 @@ func gemmIntMat(t *testing.T, rng *rand.Rand, f *BlockFormat, n, k int) Mat {
 	return w
 }
 
+// exactValues returns a row's values exactly, in float64 (Dequant rounds Q4_K's
+// d·sc·q − dmin·m and Q6_K's d·sc·(q−32) to float32), and the magnitudes of the terms
+// they sum: |d·sc·q| + |dmin·m| for Q4_K.
+func exactValues(f *BlockFormat, row []byte) (w, mag []float64) {
+	switch f {
+	case &BlockQ4_K:
+		for b := 0; b < len(row); b += 144 {
+			blk := row[b : b+144]
+			d, dmin := float64(f16At(blk)), float64(f16At(blk[2:]))
+			for c := range 4 {
+				for half := range 2 {
+					sc, m := scaleMinK4(2*c+half, blk[4:16])
+					for l := range 32 {
+						q := float64(blk[16+32*c+l] >> (4 * half) & 0xf)
+						v, o := d*float64(sc)*q, dmin*float64(m)
+						w, mag = append(w, v-o), append(mag, math.Abs(v)+math.Abs(o))
+					}
+				}
+			}
+		}
+		return w, mag
+	case &BlockQ6_K:
+		for b := 0; b < len(row); b += 210 {
+			blk := row[b : b+210]
+			d := float64(f16At(blk[208:]))
+			w = append(w, make([]float64, kBlock)...)
+			out := w[len(w)-kBlock:]
+			for h := range 2 {
+				for k := range 4 {
+					for l := range 32 {
+						sc := float64(int8(blk[192+8*h+2*k+l/16]))
+						out[128*h+32*k+l] = d * sc * float64(q6Level(blk, h, k, l))
+					}
+				}
+			}
+		}
+		for _, v := range w {
+			mag = append(mag, math.Abs(v))
+		}
+		return w, mag
+	}
+	return dequant64(f, -1, row)
+}
+
 // checkGemmInt runs g on x (m rows) and w and compares every value with the float64 sum
 // of w's values times x's 8-bit quantization (the format's activation kind, by the
 // portable quantizer), within 1e-5 of the sum of the terms' magnitudes: the integer sums
@@ -45,11 +89,11 @@ func checkGemmInt(t *testing.T, name string, g *gemmIntFormat, x []float32, m in
 	for i := range m {
 		xq := actValues(quantizedRow(w.Block.act, x[i*k:(i+1)*k]))
 		for r := range n {
-			wv, _ := dequant64(w.Block, -1, w.Blocks[r*rb:(r+1)*rb])
+			wv, wm := exactValues(w.Block, w.Blocks[r*rb:(r+1)*rb])
 			var want, mag float64
 			for p, v := range wv {
 				want += v * xq[p]
-				mag += math.Abs(v * xq[p])
+				mag += wm[p] * math.Abs(xq[p])
 			}
 			if got := float64(dst[i*n+r]); !(math.Abs(got-want) <= 1e-5*mag) {
 				t.Fatalf("%s: dst[%d,%d] = %g, want %g (terms' magnitude %g)", name, i, r, got, want, mag)
@@ -132,7 +176,7 @@ func TestGemmIntVsFloat(t *testing.T) {
 				xs := x[i*k : (i+1)*k]
 				bound := actErrBound(f.act, xs)
 				for r := range n {
-					wv, _ := dequant64(f, -1, w.Blocks[r*rb:(r+1)*rb])
+					wv, _ := exactValues(f, w.Blocks[r*rb:(r+1)*rb])
 					var want, err, mag float64
 					for p, v := range wv {
 						want += v * float64(xs[p])
