@@ -17,7 +17,7 @@ func gemmQ6VNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, gr
 func gemmQ4KVNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
 
 //go:noescape
-func repackQ8_0VNNI(src *byte, offs *int32, nb int, codes *byte, scales *float32)
+func repackQ8_0VNNI(src *byte, offs *int32, offs64 *int64, nb int, codes *byte, scales *float32)
 
 //go:noescape
 func repackQ4_KVNNI(src *byte, offs *int32, nb int, codes *byte)
@@ -91,11 +91,20 @@ func panelOffsets(rb, n int) (offs [gemmIntPanel]int32) {
 	return offs
 }
 
+// panelOffsets64 are panelOffsets as int64.
+func panelOffsets64(rb, n int) (offs [gemmIntPanel]int64) {
+	for r := range offs {
+		offs[r] = int64(min(r, n-1) * rb)
+	}
+	return offs
+}
+
 func repackQ8_0(codes []byte, scales []float32, rows []byte, rb, n, k int) {
 	offs := panelOffsets(rb, n)
 	nb := k / 32
 	_, _, _ = codes[gemmIntPanel*k-1], scales[gemmIntPanel*nb-1], rows[(n-1)*rb+nb*34-1]
-	repackQ8_0VNNI(&rows[0], &offs[0], nb, &codes[0], &scales[0])
+	offs64 := panelOffsets64(rb, n)
+	repackQ8_0VNNI(&rows[0], &offs[0], &offs64[0], nb, &codes[0], &scales[0])
 }
 
 // repackQ4_K's scales are d·sc and its mins dmin·m per sub-block of 32, both exact in

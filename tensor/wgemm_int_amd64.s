@@ -229,47 +229,112 @@ store4:
 	STORE
 	RET
 
-// Q8_0's panel: per block of 32 values, 8 steps of 32 rows' 4 codes (each a gathered
-// dword, its bytes offset by 128 to unsigned), then the 32 rows' scales widened from
-// half precision.
+// The panels' repacking: 16 rows' 32 bytes at the same place of each are loaded (row r
+// in the low half of a zmm, row r+8 in the high half) and transposed as dwords, so that
+// output d (Z8, Z10, Z12, Z14, Z9, Z11, Z13, Z15 for d = 0…7) holds dword d of rows 0…15.
+// AX points at the 32 rows' byte offsets from SI (int64); Z26, Z27 hold the VPERMI2Q
+// indices of the last step.
+
+// ROW(r, off, half, z): row r of the half's 16: 32 bytes at off into z's low or high half.
+#define ROWLO(r, off, half, y) \
+	MOVQ    (8*(16*half+r))(AX), R11; \
+	VMOVDQU off(SI)(R11*1), y
+#define ROWHI(r, off, half, z) \
+	MOVQ         (8*(16*half+r+8))(AX), R11; \
+	VINSERTI64X4 $1, off(SI)(R11*1), z, z
+
+// TRANS(off, half): the transposed dwords of the half's rows at off.
+#define TRANS(off, half) \
+	ROWLO(0, off, half, Y0); ROWHI(0, off, half, Z0); \
+	ROWLO(1, off, half, Y1); ROWHI(1, off, half, Z1); \
+	ROWLO(2, off, half, Y2); ROWHI(2, off, half, Z2); \
+	ROWLO(3, off, half, Y3); ROWHI(3, off, half, Z3); \
+	ROWLO(4, off, half, Y4); ROWHI(4, off, half, Z4); \
+	ROWLO(5, off, half, Y5); ROWHI(5, off, half, Z5); \
+	ROWLO(6, off, half, Y6); ROWHI(6, off, half, Z6); \
+	ROWLO(7, off, half, Y7); ROWHI(7, off, half, Z7); \
+	VPUNPCKLDQ  Z1, Z0, Z8; \
+	VPUNPCKHDQ  Z1, Z0, Z9; \
+	VPUNPCKLDQ  Z3, Z2, Z10; \
+	VPUNPCKHDQ  Z3, Z2, Z11; \
+	VPUNPCKLDQ  Z5, Z4, Z12; \
+	VPUNPCKHDQ  Z5, Z4, Z13; \
+	VPUNPCKLDQ  Z7, Z6, Z14; \
+	VPUNPCKHDQ  Z7, Z6, Z15; \
+	VPUNPCKLQDQ Z10, Z8, Z0; \
+	VPUNPCKHQDQ Z10, Z8, Z1; \
+	VPUNPCKLQDQ Z11, Z9, Z2; \
+	VPUNPCKHQDQ Z11, Z9, Z3; \
+	VPUNPCKLQDQ Z14, Z12, Z4; \
+	VPUNPCKHQDQ Z14, Z12, Z5; \
+	VPUNPCKLQDQ Z15, Z13, Z6; \
+	VPUNPCKHQDQ Z15, Z13, Z7; \
+	VMOVDQA64   Z26, Z8; \
+	VPERMI2Q    Z4, Z0, Z8; \
+	VMOVDQA64   Z27, Z9; \
+	VPERMI2Q    Z4, Z0, Z9; \
+	VMOVDQA64   Z26, Z10; \
+	VPERMI2Q    Z5, Z1, Z10; \
+	VMOVDQA64   Z27, Z11; \
+	VPERMI2Q    Z5, Z1, Z11; \
+	VMOVDQA64   Z26, Z12; \
+	VPERMI2Q    Z6, Z2, Z12; \
+	VMOVDQA64   Z27, Z13; \
+	VPERMI2Q    Z6, Z2, Z13; \
+	VMOVDQA64   Z26, Z14; \
+	VPERMI2Q    Z7, Z3, Z14; \
+	VMOVDQA64   Z27, Z15; \
+	VPERMI2Q    Z7, Z3, Z15
+
+// TRANSIDX loads TRANS's indices.
+#define TRANSIDX \
+	VPMOVZXBQ transLo<>(SB), Z26; \
+	VPMOVZXBQ transHi<>(SB), Z27
+
+DATA transLo<>+0(SB)/8, $0x0d0c050409080100
+GLOBL transLo<>(SB), RODATA|NOPTR, $8
+DATA transHi<>+0(SB)/8, $0x0f0e07060b0a0302
+GLOBL transHi<>(SB), RODATA|NOPTR, $8
+
+// Q8_0's panel: per block of 32 values, 8 steps of 32 rows' 4 codes offset by 128 to
+// unsigned, then the 32 rows' scales (gathered) widened from half precision.
 
 // GATHER(off, idx, dst): the dwords at SI+off+idx[r] for the 16 rows r.
 #define GATHER(off, idx, dst) \
 	KXNORW     K1, K1, K1; \
 	VPGATHERDD off(SI)(idx*1), K1, dst
 
-// CODES8(s): step s of the block at SI into the panel at DI.
-#define CODES8(s) \
-	GATHER(2+4*s, Z30, Z0); \
-	GATHER(2+4*s, Z31, Z1); \
-	VPXORD Z29, Z0, Z0; \
-	VPXORD Z29, Z1, Z1; \
-	VMOVDQU32 Z0, (s*128)(DI); \
-	VMOVDQU32 Z1, (s*128+64)(DI)
+// Q8HALF(half): one half's codes of the block at SI into the panel at DI.
+#define Q8HALF(half) \
+	TRANS(2, half); \
+	VPXORD Z29, Z8, Z8; VMOVDQU32 Z8, (0*128+64*half)(DI); \
+	VPXORD Z29, Z10, Z10; VMOVDQU32 Z10, (1*128+64*half)(DI); \
+	VPXORD Z29, Z12, Z12; VMOVDQU32 Z12, (2*128+64*half)(DI); \
+	VPXORD Z29, Z14, Z14; VMOVDQU32 Z14, (3*128+64*half)(DI); \
+	VPXORD Z29, Z9, Z9; VMOVDQU32 Z9, (4*128+64*half)(DI); \
+	VPXORD Z29, Z11, Z11; VMOVDQU32 Z11, (5*128+64*half)(DI); \
+	VPXORD Z29, Z13, Z13; VMOVDQU32 Z13, (6*128+64*half)(DI); \
+	VPXORD Z29, Z15, Z15; VMOVDQU32 Z15, (7*128+64*half)(DI)
 
-// func repackQ8_0VNNI(src *byte, offs *int32, nb int, codes *byte, scales *float32)
-TEXT ·repackQ8_0VNNI(SB), NOSPLIT, $0-40
+// func repackQ8_0VNNI(src *byte, offs *int32, offs64 *int64, nb int, codes *byte, scales *float32)
+TEXT ·repackQ8_0VNNI(SB), NOSPLIT, $0-48
 	MOVQ      src+0(FP), SI
 	MOVQ      offs+8(FP), AX
-	MOVQ      nb+16(FP), CX
-	MOVQ      codes+24(FP), DI
-	MOVQ      scales+32(FP), R10
 	VMOVDQU32 (AX), Z30
 	VMOVDQU32 64(AX), Z31
-	MOVL      $0x80808080, AX
-	VPBROADCASTD AX, Z29
+	MOVQ      offs64+16(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      codes+32(FP), DI
+	MOVQ      scales+40(FP), R10
+	MOVL      $0x80808080, DX
+	VPBROADCASTD DX, Z29
+	TRANSIDX
 	TESTQ     CX, CX
 	JZ        rdone
 
 rblock:
-	CODES8(0)
-	CODES8(1)
-	CODES8(2)
-	CODES8(3)
-	CODES8(4)
-	CODES8(5)
-	CODES8(6)
-	CODES8(7)
+	Q8HALF(0)
+	Q8HALF(1)
 	GATHER(0, Z30, Z0)
 	GATHER(0, Z31, Z1)
 	VPMOVDW   Z0, Y0
