@@ -20,10 +20,10 @@ func gemmQ4KVNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, g
 func repackQ8_0VNNI(src *byte, offs *int32, offs64 *int64, nb int, codes *byte, scales *float32)
 
 //go:noescape
-func repackQ4_KVNNI(src *byte, offs *int32, nb int, codes *byte)
+func repackQ4_KVNNI(src *byte, offs64 *int64, nb int, codes *byte)
 
 //go:noescape
-func repackQ6_KVNNI(src *byte, offs *int32, nb int, codes *byte)
+func repackQ6_KVNNI(src *byte, offs64 *int64, nb int, codes *byte)
 
 func init() {
 	if hasInt8VNNI {
@@ -110,7 +110,7 @@ func repackQ8_0(codes []byte, scales []float32, rows []byte, rb, n, k int) {
 // repackQ4_K's scales are d·sc and its mins dmin·m per sub-block of 32, both exact in
 // float32 (11 bits times 6).
 func repackQ4_K(codes []byte, scales []float32, rows []byte, rb, n, k int) {
-	offs := panelOffsets(rb, n)
+	offs := panelOffsets64(rb, n)
 	nb := k / kBlock
 	_, _, _ = codes[gemmIntPanel*k-1], scales[2*gemmIntPanel*nb*8-1], rows[(n-1)*rb+nb*144-1]
 	repackQ4_KVNNI(&rows[0], &offs[0], nb, &codes[0])
@@ -130,7 +130,7 @@ func repackQ4_K(codes []byte, scales []float32, rows []byte, rb, n, k int) {
 
 // repackQ6_K's scales are d·sc per sub-block of 16, exact in float32 (11 bits times 8).
 func repackQ6_K(codes []byte, scales []float32, rows []byte, rb, n, k int) {
-	offs := panelOffsets(rb, n)
+	offs := panelOffsets64(rb, n)
 	nb := k / kBlock
 	_, _, _ = codes[gemmIntPanel*k-1], scales[gemmIntPanel*nb*16-1], rows[(n-1)*rb+nb*210-1]
 	repackQ6_KVNNI(&rows[0], &offs[0], nb, &codes[0])

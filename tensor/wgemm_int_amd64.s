@@ -353,97 +353,51 @@ rdone:
 	VZEROUPPER
 	RET
 
-// Q4_K's panel codes: per super-block of 256 values, per 64 (j < 4) and step s < 8 the
-// dword of 4 bytes at 16+32j+4s of each row: its low nibbles are step s of group 2j,
-// its high nibbles of group 2j+1. Z28 holds 0x0f bytes.
+// Q4_K's panel codes: per super-block of 256 values, per 64 (j < 4) the transposed
+// dwords of each row's 32 bytes at 16+32j: the low nibbles of dword s are step s of
+// group 2j, the high nibbles of group 2j+1. Z28 holds 0x0f bytes.
 
-// Q4STEP(j, s, idx, half): one half's 16 rows.
-#define Q4STEP(j, s, idx, half) \
-	GATHER(16+32*j+4*s, idx, Z0); \
-	VPANDD    Z28, Z0, Z1; \
-	VPSRLD    $4, Z0, Z0; \
-	VPANDD    Z28, Z0, Z0; \
-	VMOVDQU32 Z1, ((2*j*8+s)*128+half)(DI); \
-	VMOVDQU32 Z0, (((2*j+1)*8+s)*128+half)(DI)
+// Q4OUT(j, s, z, half): one transposed dword's two steps.
+#define Q4OUT(j, s, z, half) \
+	VPANDD    Z28, z, Z0; \
+	VMOVDQU32 Z0, ((2*j*8+s)*128+64*half)(DI); \
+	VPSRLD    $4, z, z; \
+	VPANDD    Z28, z, z; \
+	VMOVDQU32 z, (((2*j+1)*8+s)*128+64*half)(DI)
 
-// func repackQ4_KVNNI(src *byte, offs *int32, nb int, codes *byte)
+// Q4HALF(j, half): one half's rows.
+#define Q4HALF(j, half) \
+	TRANS(16+32*j, half); \
+	Q4OUT(j, 0, Z8, half); \
+	Q4OUT(j, 1, Z10, half); \
+	Q4OUT(j, 2, Z12, half); \
+	Q4OUT(j, 3, Z14, half); \
+	Q4OUT(j, 4, Z9, half); \
+	Q4OUT(j, 5, Z11, half); \
+	Q4OUT(j, 6, Z13, half); \
+	Q4OUT(j, 7, Z15, half)
+
+// func repackQ4_KVNNI(src *byte, offs64 *int64, nb int, codes *byte)
 TEXT ·repackQ4_KVNNI(SB), NOSPLIT, $0-32
 	MOVQ      src+0(FP), SI
-	MOVQ      offs+8(FP), AX
+	MOVQ      offs64+8(FP), AX
 	MOVQ      nb+16(FP), CX
 	MOVQ      codes+24(FP), DI
-	VMOVDQU32 (AX), Z30
-	VMOVDQU32 64(AX), Z31
-	MOVL      $0x0f0f0f0f, AX
-	VPBROADCASTD AX, Z28
+	MOVL      $0x0f0f0f0f, DX
+	VPBROADCASTD DX, Z28
+	TRANSIDX
 	TESTQ     CX, CX
 	JZ        q4done
 
 q4block:
-	Q4STEP(0, 0, Z30, 0)
-	Q4STEP(0, 0, Z31, 64)
-	Q4STEP(0, 1, Z30, 0)
-	Q4STEP(0, 1, Z31, 64)
-	Q4STEP(0, 2, Z30, 0)
-	Q4STEP(0, 2, Z31, 64)
-	Q4STEP(0, 3, Z30, 0)
-	Q4STEP(0, 3, Z31, 64)
-	Q4STEP(0, 4, Z30, 0)
-	Q4STEP(0, 4, Z31, 64)
-	Q4STEP(0, 5, Z30, 0)
-	Q4STEP(0, 5, Z31, 64)
-	Q4STEP(0, 6, Z30, 0)
-	Q4STEP(0, 6, Z31, 64)
-	Q4STEP(0, 7, Z30, 0)
-	Q4STEP(0, 7, Z31, 64)
-	Q4STEP(1, 0, Z30, 0)
-	Q4STEP(1, 0, Z31, 64)
-	Q4STEP(1, 1, Z30, 0)
-	Q4STEP(1, 1, Z31, 64)
-	Q4STEP(1, 2, Z30, 0)
-	Q4STEP(1, 2, Z31, 64)
-	Q4STEP(1, 3, Z30, 0)
-	Q4STEP(1, 3, Z31, 64)
-	Q4STEP(1, 4, Z30, 0)
-	Q4STEP(1, 4, Z31, 64)
-	Q4STEP(1, 5, Z30, 0)
-	Q4STEP(1, 5, Z31, 64)
-	Q4STEP(1, 6, Z30, 0)
-	Q4STEP(1, 6, Z31, 64)
-	Q4STEP(1, 7, Z30, 0)
-	Q4STEP(1, 7, Z31, 64)
-	Q4STEP(2, 0, Z30, 0)
-	Q4STEP(2, 0, Z31, 64)
-	Q4STEP(2, 1, Z30, 0)
-	Q4STEP(2, 1, Z31, 64)
-	Q4STEP(2, 2, Z30, 0)
-	Q4STEP(2, 2, Z31, 64)
-	Q4STEP(2, 3, Z30, 0)
-	Q4STEP(2, 3, Z31, 64)
-	Q4STEP(2, 4, Z30, 0)
-	Q4STEP(2, 4, Z31, 64)
-	Q4STEP(2, 5, Z30, 0)
-	Q4STEP(2, 5, Z31, 64)
-	Q4STEP(2, 6, Z30, 0)
-	Q4STEP(2, 6, Z31, 64)
-	Q4STEP(2, 7, Z30, 0)
-	Q4STEP(2, 7, Z31, 64)
-	Q4STEP(3, 0, Z30, 0)
-	Q4STEP(3, 0, Z31, 64)
-	Q4STEP(3, 1, Z30, 0)
-	Q4STEP(3, 1, Z31, 64)
-	Q4STEP(3, 2, Z30, 0)
-	Q4STEP(3, 2, Z31, 64)
-	Q4STEP(3, 3, Z30, 0)
-	Q4STEP(3, 3, Z31, 64)
-	Q4STEP(3, 4, Z30, 0)
-	Q4STEP(3, 4, Z31, 64)
-	Q4STEP(3, 5, Z30, 0)
-	Q4STEP(3, 5, Z31, 64)
-	Q4STEP(3, 6, Z30, 0)
-	Q4STEP(3, 6, Z31, 64)
-	Q4STEP(3, 7, Z30, 0)
-	Q4STEP(3, 7, Z31, 64)
+	Q4HALF(0, 0)
+	Q4HALF(0, 1)
+	Q4HALF(1, 0)
+	Q4HALF(1, 1)
+	Q4HALF(2, 0)
+	Q4HALF(2, 1)
+	Q4HALF(3, 0)
+	Q4HALF(3, 1)
 	ADDQ $144, SI
 	ADDQ $8192, DI
 	DECQ CX
@@ -453,83 +407,85 @@ q4done:
 	VZEROUPPER
 	RET
 
-// Q6_K's panel codes: per super-block of 256 values, per half h < 2 and lq < 8 the
-// dwords A at ql 64h+4lq, B at ql 64h+32+4lq and H at qh 128+32h+4lq of each row give
-// values 128h+32kk+4lq…+3 for kk < 4: the low nibbles of A (kk 0), B (1), the high
-// nibbles of A (2), B (3), each below the bits 2kk, 2kk+1 of H; that is step lq%4 of
-// group 8h+2kk+lq/4 of 16 values. Z28 holds 0x0f bytes, Z29 0x30 bytes.
+// Q6_K's panel codes: per super-block of 256 values, per half h < 2 the transposed
+// dwords (lq < 8) of each row's 32 bytes A at ql 64h, B at ql 64h+32 and H at qh
+// 128+32h give values 128h+32kk+4lq…+3 for kk < 4: the low nibbles of A (kk 0), B (1),
+// the high nibbles of A (2), B (3), each below the bits 2kk, 2kk+1 of H; that is step
+// lq%4 of group 8h+2kk+lq/4 of 16 values. Z28 holds 0x0f bytes, Z29 0x30 bytes; H's
+// dwords wait in Z16…Z23.
 
 // Q6LEVELS(lo, hsh, g, s, half): the levels of one kk from the nibbles lo (masked here)
-// and the high bits already shifted to bits 4, 5 in hsh.
+// and the high bits shifted to bits 4, 5 in hsh (masked here).
 #define Q6LEVELS(lo, hsh, g, s, half) \
-	VPANDD    Z28, lo, Z4; \
-	VPANDD    Z29, hsh, Z5; \
-	VPORD     Z5, Z4, Z4; \
-	VMOVDQU32 Z4, (((g)*4+(s))*128+(half))(DI)
+	VPANDD    Z28, lo, Z0; \
+	VPANDD    Z29, hsh, Z1; \
+	VPORD     Z1, Z0, Z0; \
+	VMOVDQU32 Z0, (((g)*4+(s))*128+64*(half))(DI)
 
-// Q6STEP(h, lq, idx, half): one half's 16 rows.
-#define Q6STEP(h, lq, idx, half) \
-	GATHER(64*h+4*lq, idx, Z0); \
-	GATHER(64*h+32+4*lq, idx, Z1); \
-	GATHER(128+32*h+4*lq, idx, Z2); \
-	VPSLLD $4, Z2, Z3; \
-	Q6LEVELS(Z0, Z3, 8*h+lq/4, lq%4, half); \
-	VPSLLD $2, Z2, Z3; \
-	Q6LEVELS(Z1, Z3, 8*h+2+lq/4, lq%4, half); \
-	VPSRLD $4, Z0, Z0; \
-	Q6LEVELS(Z0, Z2, 8*h+4+lq/4, lq%4, half); \
-	VPSRLD $4, Z1, Z1; \
-	VPSRLD $2, Z2, Z3; \
-	Q6LEVELS(Z1, Z3, 8*h+6+lq/4, lq%4, half)
+// Q6A(h, lq, a, hb, half): kk 0 and 2 of dword lq from A's a and H's hb.
+#define Q6A(h, lq, a, hb, half) \
+	VPSLLD $4, hb, Z2; \
+	Q6LEVELS(a, Z2, 8*h+lq/4, lq%4, half); \
+	VPSRLD $4, a, a; \
+	Q6LEVELS(a, hb, 8*h+4+lq/4, lq%4, half)
 
-// func repackQ6_KVNNI(src *byte, offs *int32, nb int, codes *byte)
+// Q6B(h, lq, b, hb, half): kk 1 and 3 of dword lq from B's b and H's hb.
+#define Q6B(h, lq, b, hb, half) \
+	VPSLLD $2, hb, Z2; \
+	Q6LEVELS(b, Z2, 8*h+2+lq/4, lq%4, half); \
+	VPSRLD $4, b, b; \
+	VPSRLD $2, hb, Z2; \
+	Q6LEVELS(b, Z2, 8*h+6+lq/4, lq%4, half)
+
+// Q6HALF(h, half): one half's rows.
+#define Q6HALF(h, half) \
+	TRANS(128+32*h, half); \
+	VMOVDQA64 Z8, Z16; \
+	VMOVDQA64 Z10, Z17; \
+	VMOVDQA64 Z12, Z18; \
+	VMOVDQA64 Z14, Z19; \
+	VMOVDQA64 Z9, Z20; \
+	VMOVDQA64 Z11, Z21; \
+	VMOVDQA64 Z13, Z22; \
+	VMOVDQA64 Z15, Z23; \
+	TRANS(64*h, half); \
+	Q6A(h, 0, Z8, Z16, half); \
+	Q6A(h, 1, Z10, Z17, half); \
+	Q6A(h, 2, Z12, Z18, half); \
+	Q6A(h, 3, Z14, Z19, half); \
+	Q6A(h, 4, Z9, Z20, half); \
+	Q6A(h, 5, Z11, Z21, half); \
+	Q6A(h, 6, Z13, Z22, half); \
+	Q6A(h, 7, Z15, Z23, half); \
+	TRANS(64*h+32, half); \
+	Q6B(h, 0, Z8, Z16, half); \
+	Q6B(h, 1, Z10, Z17, half); \
+	Q6B(h, 2, Z12, Z18, half); \
+	Q6B(h, 3, Z14, Z19, half); \
+	Q6B(h, 4, Z9, Z20, half); \
+	Q6B(h, 5, Z11, Z21, half); \
+	Q6B(h, 6, Z13, Z22, half); \
+	Q6B(h, 7, Z15, Z23, half)
+
+// func repackQ6_KVNNI(src *byte, offs64 *int64, nb int, codes *byte)
 TEXT ·repackQ6_KVNNI(SB), NOSPLIT, $0-32
 	MOVQ      src+0(FP), SI
-	MOVQ      offs+8(FP), AX
+	MOVQ      offs64+8(FP), AX
 	MOVQ      nb+16(FP), CX
 	MOVQ      codes+24(FP), DI
-	VMOVDQU32 (AX), Z30
-	VMOVDQU32 64(AX), Z31
-	MOVL      $0x0f0f0f0f, AX
-	VPBROADCASTD AX, Z28
-	MOVL      $0x30303030, AX
-	VPBROADCASTD AX, Z29
+	MOVL      $0x0f0f0f0f, DX
+	VPBROADCASTD DX, Z28
+	MOVL      $0x30303030, DX
+	VPBROADCASTD DX, Z29
+	TRANSIDX
 	TESTQ     CX, CX
 	JZ        q6done
 
 q6block:
-	Q6STEP(0, 0, Z30, 0)
-	Q6STEP(0, 0, Z31, 64)
-	Q6STEP(0, 1, Z30, 0)
-	Q6STEP(0, 1, Z31, 64)
-	Q6STEP(0, 2, Z30, 0)
-	Q6STEP(0, 2, Z31, 64)
-	Q6STEP(0, 3, Z30, 0)
-	Q6STEP(0, 3, Z31, 64)
-	Q6STEP(0, 4, Z30, 0)
-	Q6STEP(0, 4, Z31, 64)
-	Q6STEP(0, 5, Z30, 0)
-	Q6STEP(0, 5, Z31, 64)
-	Q6STEP(0, 6, Z30, 0)
-	Q6STEP(0, 6, Z31, 64)
-	Q6STEP(0, 7, Z30, 0)
-	Q6STEP(0, 7, Z31, 64)
-	Q6STEP(1, 0, Z30, 0)
-	Q6STEP(1, 0, Z31, 64)
-	Q6STEP(1, 1, Z30, 0)
-	Q6STEP(1, 1, Z31, 64)
-	Q6STEP(1, 2, Z30, 0)
-	Q6STEP(1, 2, Z31, 64)
-	Q6STEP(1, 3, Z30, 0)
-	Q6STEP(1, 3, Z31, 64)
-	Q6STEP(1, 4, Z30, 0)
-	Q6STEP(1, 4, Z31, 64)
-	Q6STEP(1, 5, Z30, 0)
-	Q6STEP(1, 5, Z31, 64)
-	Q6STEP(1, 6, Z30, 0)
-	Q6STEP(1, 6, Z31, 64)
-	Q6STEP(1, 7, Z30, 0)
-	Q6STEP(1, 7, Z31, 64)
+	Q6HALF(0, 0)
+	Q6HALF(0, 1)
+	Q6HALF(1, 0)
+	Q6HALF(1, 1)
 	ADDQ $210, SI
 	ADDQ $8192, DI
 	DECQ CX
