@@ -18,22 +18,29 @@
 // metadata (6 int32 starting sums, 6 float32 scales, for a min 6 float32 min terms);
 // R9: the panel's codes; R10: its scales; R12: its mins; CX: groups left.
 
-// STEP(s): values 4s…4s+3 of the group.
+// STEP(s): values 4s…4s+3 of the group; each activation row's 4 codes are broadcast
+// into a register (Z28, Z29) once for both weight halves.
 #define STEP(s) \
-	VMOVDQU32     (s*128)(R9), Z24; \
-	VMOVDQU32     (s*128+64)(R9), Z25; \
-	VPDPBUSD.BCST (s*4)(SI), Z24, Z0; \
-	VPDPBUSD.BCST (s*4)(SI), Z25, Z6; \
-	VPDPBUSD.BCST (s*4)(SI)(BX*1), Z24, Z1; \
-	VPDPBUSD.BCST (s*4)(SI)(BX*1), Z25, Z7; \
-	VPDPBUSD.BCST (s*4)(SI)(BX*2), Z24, Z2; \
-	VPDPBUSD.BCST (s*4)(SI)(BX*2), Z25, Z8; \
-	VPDPBUSD.BCST (s*4)(DI), Z24, Z3; \
-	VPDPBUSD.BCST (s*4)(DI), Z25, Z9; \
-	VPDPBUSD.BCST (s*4)(DI)(BX*1), Z24, Z4; \
-	VPDPBUSD.BCST (s*4)(DI)(BX*1), Z25, Z10; \
-	VPDPBUSD.BCST (s*4)(DI)(BX*2), Z24, Z5; \
-	VPDPBUSD.BCST (s*4)(DI)(BX*2), Z25, Z11
+	VMOVDQU32    (s*128)(R9), Z24; \
+	VMOVDQU32    (s*128+64)(R9), Z25; \
+	VPBROADCASTD (s*4)(SI), Z28; \
+	VPDPBUSD     Z28, Z24, Z0; \
+	VPDPBUSD     Z28, Z25, Z6; \
+	VPBROADCASTD (s*4)(SI)(BX*1), Z29; \
+	VPDPBUSD     Z29, Z24, Z1; \
+	VPDPBUSD     Z29, Z25, Z7; \
+	VPBROADCASTD (s*4)(SI)(BX*2), Z28; \
+	VPDPBUSD     Z28, Z24, Z2; \
+	VPDPBUSD     Z28, Z25, Z8; \
+	VPBROADCASTD (s*4)(DI), Z29; \
+	VPDPBUSD     Z29, Z24, Z3; \
+	VPDPBUSD     Z29, Z25, Z9; \
+	VPBROADCASTD (s*4)(DI)(BX*1), Z28; \
+	VPDPBUSD     Z28, Z24, Z4; \
+	VPDPBUSD     Z28, Z25, Z10; \
+	VPBROADCASTD (s*4)(DI)(BX*2), Z29; \
+	VPDPBUSD     Z29, Z24, Z5; \
+	VPDPBUSD     Z29, Z25, Z11
 
 // START(c): activation row c's starting sum (the codes' offset times its code sum,
 // negated) in both its int32 accumulators.
