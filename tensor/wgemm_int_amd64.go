@@ -17,6 +17,9 @@ func gemmQ6VNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, gr
 func gemmQ4KVNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
 
 //go:noescape
+func startSumsQ8(qs *int8, meta *uint32, nb int)
+
+//go:noescape
 func repackQ8_0VNNI(src *byte, offs *int32, offs64 *int64, nb int, codes *byte, scales *float32)
 
 //go:noescape
@@ -46,16 +49,16 @@ var (
 		kernel: kernelInt(gemmQ6VNNI, 16, 2)}
 )
 
-// prepareQ8_0 quantizes x as quantizeActQ8_0 does.
+// prepareQ8_0 quantizes x as quantizeActQ8_0 does; a group's starting sum is −128·Σq_a.
 func prepareQ8_0(qs []int8, meta []uint32, x []float32, scratch actRow) {
 	d := scratch.D[:len(x)/32]
 	quantizeActQ8_0(actRow{Qs: qs, D: d}, x)
+	if len(d) == 0 {
+		return
+	}
+	_ = meta[(len(d)-1)*2*gemmIntRows+gemmIntRows]
+	startSumsQ8(&qs[0], &meta[0], len(d))
 	for g, dg := range d {
-		var s int32
-		for _, q := range qs[32*g : 32*g+32] {
-			s += int32(q)
-		}
-		meta[g*2*gemmIntRows] = uint32(-128 * s)
 		meta[g*2*gemmIntRows+gemmIntRows] = math.Float32bits(dg)
 	}
 }

@@ -501,3 +501,37 @@ q6block:
 q6done:
 	VZEROUPPER
 	RET
+
+// func startSumsQ8(qs *int8, meta *uint32, nb int)
+//
+// Q8_0's starting sums: for each block of 32 codes, −128·Σq at meta, 12 uint32 apart.
+// Each code plus 128 is a byte VPSADBW adds in eights; the four sums, less 32·128.
+TEXT ·startSumsQ8(SB), NOSPLIT, $0-24
+	MOVQ         qs+0(FP), SI
+	MOVQ         meta+8(FP), DI
+	MOVQ         nb+16(FP), CX
+	MOVL         $0x80808080, AX
+	VPBROADCASTD AX, Y2
+	VPXOR        Y3, Y3, Y3
+	TESTQ        CX, CX
+	JZ           sdone
+
+sblock:
+	VPXOR        (SI), Y2, Y0
+	VPSADBW      Y3, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDQ       X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPADDQ       X1, X0, X0
+	VMOVD        X0, AX
+	SUBL         $4096, AX
+	IMULL        $-128, AX
+	MOVL         AX, (DI)
+	ADDQ         $32, SI
+	ADDQ         $48, DI
+	DECQ         CX
+	JNZ          sblock
+
+sdone:
+	VZEROUPPER
+	RET
