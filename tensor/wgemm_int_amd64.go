@@ -2,10 +2,7 @@
 
 package tensor
 
-import (
-	"encoding/binary"
-	"math"
-)
+import "math"
 
 //go:noescape
 func gemmQ8VNNI(a *int8, lda int, meta *uint32, codes *byte, scales *float32, groups int, dst *float32, ldc int)
@@ -23,10 +20,10 @@ func startSumsQ8(qs *int8, meta *uint32, nb int)
 func repackQ8_0VNNI(src *byte, offs *int32, offs64 *int64, nb int, codes *byte, scales *float32)
 
 //go:noescape
-func repackQ4_KVNNI(src *byte, offs64 *int64, nb int, codes *byte)
+func repackQ4_KVNNI(src *byte, offs *int32, offs64 *int64, nb int, codes *byte, scales, mins *float32)
 
 //go:noescape
-func repackQ6_KVNNI(src *byte, offs64 *int64, nb int, codes *byte)
+func repackQ6_KVNNI(src *byte, offs *int32, offs64 *int64, nb int, codes *byte, scales *float32)
 
 func init() {
 	if hasInt8VNNI {
@@ -113,39 +110,18 @@ func repackQ8_0(codes []byte, scales []float32, rows []byte, rb, n, k int) {
 // repackQ4_K's scales are d·sc and its mins dmin·m per sub-block of 32, both exact in
 // float32 (11 bits times 6).
 func repackQ4_K(codes []byte, scales []float32, rows []byte, rb, n, k int) {
-	offs := panelOffsets64(rb, n)
+	offs, offs64 := panelOffsets(rb, n), panelOffsets64(rb, n)
 	nb := k / kBlock
 	_, _, _ = codes[gemmIntPanel*k-1], scales[2*gemmIntPanel*nb*8-1], rows[(n-1)*rb+nb*144-1]
-	repackQ4_KVNNI(&rows[0], &offs[0], nb, &codes[0])
-	mins := scales[gemmIntPanel*nb*8:]
-	for r, off := range offs {
-		for b := range nb {
-			blk := rows[int(off)+b*144 : int(off)+b*144+16]
-			d, dmin := f16At(blk), f16At(blk[2:])
-			for j := range 8 {
-				sc, m := scaleMinK4(j, blk[4:16])
-				scales[(b*8+j)*gemmIntPanel+r] = d * float32(sc)
-				mins[(b*8+j)*gemmIntPanel+r] = dmin * float32(m)
-			}
-		}
-	}
+	repackQ4_KVNNI(&rows[0], &offs[0], &offs64[0], nb, &codes[0], &scales[0], &scales[gemmIntPanel*nb*8])
 }
 
 // repackQ6_K's scales are d·sc per sub-block of 16, exact in float32 (11 bits times 8).
 func repackQ6_K(codes []byte, scales []float32, rows []byte, rb, n, k int) {
-	offs := panelOffsets64(rb, n)
+	offs, offs64 := panelOffsets(rb, n), panelOffsets64(rb, n)
 	nb := k / kBlock
 	_, _, _ = codes[gemmIntPanel*k-1], scales[gemmIntPanel*nb*16-1], rows[(n-1)*rb+nb*210-1]
-	repackQ6_KVNNI(&rows[0], &offs[0], nb, &codes[0])
-	for r, off := range offs {
-		for b := range nb {
-			blk := rows[int(off)+b*210 : int(off)+b*210+210]
-			d := F16ToFloat(binary.LittleEndian.Uint16(blk[208:]))
-			for j := range 16 {
-				scales[(b*16+j)*gemmIntPanel+r] = d * float32(int8(blk[192+j]))
-			}
-		}
-	}
+	repackQ6_KVNNI(&rows[0], &offs[0], &offs64[0], nb, &codes[0], &scales[0])
 }
 
 // kernelInt checks a kernel's operands for groups of the given values and metadata

@@ -384,14 +384,153 @@ rdone:
 	Q4OUT(j, 6, Z13, half); \
 	Q4OUT(j, 7, Z15, half)
 
-// func repackQ4_KVNNI(src *byte, offs64 *int64, nb int, codes *byte)
-TEXT ·repackQ4_KVNNI(SB), NOSPLIT, $0-32
+// Q4SCALES(idx, half): the half's rows' d·sc and dmin·m of the super-block's 8
+// sub-blocks (wkscales.go's scaleMinK4: sub-blocks 0…3 from the low 6 bits of bytes
+// 4…7 and 8…11; 4…7 from the nibbles of bytes 12…15 below the top 2 bits of bytes 4…7
+// and 8…11), gathered, into the scales at R10 and the mins at R12. Z22, Z23, Z24 hold
+// 63, 15 and 3.
+#define Q4SCALES(idx, half) \
+	GATHER(0, idx, Z16); \
+	GATHER(4, idx, Z17); \
+	GATHER(8, idx, Z18); \
+	GATHER(12, idx, Z19); \
+	VPMOVDW   Z16, Y20; \
+	VCVTPH2PS Y20, Z20; \
+	VPSRLD    $16, Z16, Z21; \
+	VPMOVDW   Z21, Y21; \
+	VCVTPH2PS Y21, Z21; \
+	VPSRLD $(0), Z17, Z0; \
+	VPANDD Z22, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (0*128+64*half)(R10); \
+	VPSRLD $(0), Z18, Z0; \
+	VPANDD Z22, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z21, Z0, Z0; \
+	VMOVUPS Z0, (0*128+64*half)(R12); \
+	VPSRLD $(8), Z17, Z0; \
+	VPANDD Z22, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (1*128+64*half)(R10); \
+	VPSRLD $(8), Z18, Z0; \
+	VPANDD Z22, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z21, Z0, Z0; \
+	VMOVUPS Z0, (1*128+64*half)(R12); \
+	VPSRLD $(16), Z17, Z0; \
+	VPANDD Z22, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (2*128+64*half)(R10); \
+	VPSRLD $(16), Z18, Z0; \
+	VPANDD Z22, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z21, Z0, Z0; \
+	VMOVUPS Z0, (2*128+64*half)(R12); \
+	VPSRLD $(24), Z17, Z0; \
+	VPANDD Z22, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (3*128+64*half)(R10); \
+	VPSRLD $(24), Z18, Z0; \
+	VPANDD Z22, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z21, Z0, Z0; \
+	VMOVUPS Z0, (3*128+64*half)(R12); \
+	VPSRLD $(0), Z19, Z0; \
+	VPANDD Z23, Z0, Z0; \
+	VPSRLD $(6), Z17, Z1; \
+	VPANDD Z24, Z1, Z1; \
+	VPSLLD $4, Z1, Z1; \
+	VPORD Z1, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (4*128+64*half)(R10); \
+	VPSRLD $(4), Z19, Z0; \
+	VPANDD Z23, Z0, Z0; \
+	VPSRLD $(6), Z18, Z1; \
+	VPANDD Z24, Z1, Z1; \
+	VPSLLD $4, Z1, Z1; \
+	VPORD Z1, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z21, Z0, Z0; \
+	VMOVUPS Z0, (4*128+64*half)(R12); \
+	VPSRLD $(8), Z19, Z0; \
+	VPANDD Z23, Z0, Z0; \
+	VPSRLD $(14), Z17, Z1; \
+	VPANDD Z24, Z1, Z1; \
+	VPSLLD $4, Z1, Z1; \
+	VPORD Z1, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (5*128+64*half)(R10); \
+	VPSRLD $(12), Z19, Z0; \
+	VPANDD Z23, Z0, Z0; \
+	VPSRLD $(14), Z18, Z1; \
+	VPANDD Z24, Z1, Z1; \
+	VPSLLD $4, Z1, Z1; \
+	VPORD Z1, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z21, Z0, Z0; \
+	VMOVUPS Z0, (5*128+64*half)(R12); \
+	VPSRLD $(16), Z19, Z0; \
+	VPANDD Z23, Z0, Z0; \
+	VPSRLD $(22), Z17, Z1; \
+	VPANDD Z24, Z1, Z1; \
+	VPSLLD $4, Z1, Z1; \
+	VPORD Z1, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (6*128+64*half)(R10); \
+	VPSRLD $(20), Z19, Z0; \
+	VPANDD Z23, Z0, Z0; \
+	VPSRLD $(22), Z18, Z1; \
+	VPANDD Z24, Z1, Z1; \
+	VPSLLD $4, Z1, Z1; \
+	VPORD Z1, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z21, Z0, Z0; \
+	VMOVUPS Z0, (6*128+64*half)(R12); \
+	VPSRLD $(24), Z19, Z0; \
+	VPANDD Z23, Z0, Z0; \
+	VPSRLD $(30), Z17, Z1; \
+	VPANDD Z24, Z1, Z1; \
+	VPSLLD $4, Z1, Z1; \
+	VPORD Z1, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (7*128+64*half)(R10); \
+	VPSRLD $(28), Z19, Z0; \
+	VPANDD Z23, Z0, Z0; \
+	VPSRLD $(30), Z18, Z1; \
+	VPANDD Z24, Z1, Z1; \
+	VPSLLD $4, Z1, Z1; \
+	VPORD Z1, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z21, Z0, Z0; \
+	VMOVUPS Z0, (7*128+64*half)(R12)
+
+// func repackQ4_KVNNI(src *byte, offs *int32, offs64 *int64, nb int, codes *byte, scales, mins *float32)
+TEXT ·repackQ4_KVNNI(SB), NOSPLIT, $0-56
 	MOVQ      src+0(FP), SI
-	MOVQ      offs64+8(FP), AX
-	MOVQ      nb+16(FP), CX
-	MOVQ      codes+24(FP), DI
+	MOVQ      offs+8(FP), AX
+	VMOVDQU32 (AX), Z30
+	VMOVDQU32 64(AX), Z31
+	MOVQ      offs64+16(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      codes+32(FP), DI
+	MOVQ      scales+40(FP), R10
+	MOVQ      mins+48(FP), R12
 	MOVL      $0x0f0f0f0f, DX
 	VPBROADCASTD DX, Z28
+	MOVL      $63, DX
+	VPBROADCASTD DX, Z22
+	MOVL      $15, DX
+	VPBROADCASTD DX, Z23
+	MOVL      $3, DX
+	VPBROADCASTD DX, Z24
 	TRANSIDX
 	TESTQ     CX, CX
 	JZ        q4done
@@ -405,8 +544,12 @@ q4block:
 	Q4HALF(2, 1)
 	Q4HALF(3, 0)
 	Q4HALF(3, 1)
+	Q4SCALES(Z30, 0)
+	Q4SCALES(Z31, 1)
 	ADDQ $144, SI
 	ADDQ $8192, DI
+	ADDQ $1024, R10
+	ADDQ $1024, R12
 	DECQ CX
 	JNZ  q4block
 
@@ -474,12 +617,109 @@ q4done:
 	Q6B(h, 6, Z13, Z22, half); \
 	Q6B(h, 7, Z15, Z23, half)
 
-// func repackQ6_KVNNI(src *byte, offs64 *int64, nb int, codes *byte)
-TEXT ·repackQ6_KVNNI(SB), NOSPLIT, $0-32
+// Q6SCALES(idx, half): the half's rows' d·sc of the super-block's 16 sub-blocks
+// (int8 scales at 192, d in the high half of the dword at 206), gathered, into the
+// scales at R10.
+#define Q6SCALES(idx, half) \
+	GATHER(192, idx, Z16); \
+	GATHER(196, idx, Z17); \
+	GATHER(200, idx, Z18); \
+	GATHER(204, idx, Z19); \
+	GATHER(206, idx, Z20); \
+	VPSRLD    $16, Z20, Z20; \
+	VPMOVDW   Z20, Y20; \
+	VCVTPH2PS Y20, Z20; \
+	VPSLLD $(24), Z16, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (0*128+64*half)(R10); \
+	VPSLLD $(16), Z16, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (1*128+64*half)(R10); \
+	VPSLLD $(8), Z16, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (2*128+64*half)(R10); \
+	VPSLLD $(0), Z16, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (3*128+64*half)(R10); \
+	VPSLLD $(24), Z17, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (4*128+64*half)(R10); \
+	VPSLLD $(16), Z17, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (5*128+64*half)(R10); \
+	VPSLLD $(8), Z17, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (6*128+64*half)(R10); \
+	VPSLLD $(0), Z17, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (7*128+64*half)(R10); \
+	VPSLLD $(24), Z18, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (8*128+64*half)(R10); \
+	VPSLLD $(16), Z18, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (9*128+64*half)(R10); \
+	VPSLLD $(8), Z18, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (10*128+64*half)(R10); \
+	VPSLLD $(0), Z18, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (11*128+64*half)(R10); \
+	VPSLLD $(24), Z19, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (12*128+64*half)(R10); \
+	VPSLLD $(16), Z19, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (13*128+64*half)(R10); \
+	VPSLLD $(8), Z19, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (14*128+64*half)(R10); \
+	VPSLLD $(0), Z19, Z0; \
+	VPSRAD $24, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z20, Z0, Z0; \
+	VMOVUPS Z0, (15*128+64*half)(R10)
+
+// func repackQ6_KVNNI(src *byte, offs *int32, offs64 *int64, nb int, codes *byte, scales *float32)
+TEXT ·repackQ6_KVNNI(SB), NOSPLIT, $0-48
 	MOVQ      src+0(FP), SI
-	MOVQ      offs64+8(FP), AX
-	MOVQ      nb+16(FP), CX
-	MOVQ      codes+24(FP), DI
+	MOVQ      offs+8(FP), AX
+	VMOVDQU32 (AX), Z30
+	VMOVDQU32 64(AX), Z31
+	MOVQ      offs64+16(FP), AX
+	MOVQ      nb+24(FP), CX
+	MOVQ      codes+32(FP), DI
+	MOVQ      scales+40(FP), R10
 	MOVL      $0x0f0f0f0f, DX
 	VPBROADCASTD DX, Z28
 	MOVL      $0x30303030, DX
@@ -493,8 +733,11 @@ q6block:
 	Q6HALF(0, 1)
 	Q6HALF(1, 0)
 	Q6HALF(1, 1)
+	Q6SCALES(Z30, 0)
+	Q6SCALES(Z31, 1)
 	ADDQ $210, SI
 	ADDQ $8192, DI
+	ADDQ $2048, R10
 	DECQ CX
 	JNZ  q6block
 
