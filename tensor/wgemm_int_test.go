@@ -194,7 +194,8 @@ func TestGemmIntVsFloat(t *testing.T) {
 
 // BenchmarkGemmInt times pre-fill products of the Llama-3.2-1B shape's matrices (n x k:
 // q/o 2048x2048, k/v 512x2048, gate/up 8192x2048, down 2048x8192) for m rows, by the
-// float path (widened panels, float32 GEMM) and the integer one, at 1 and 2 threads.
+// float path (widened panels, float32 GEMM) and the integer one, at 1 and 2 threads;
+// 17 rows is the fewest that take the GEMM (smallM + 1).
 func BenchmarkGemmInt(b *testing.B) {
 	defer SetThreads(Threads())
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -212,7 +213,7 @@ func BenchmarkGemmInt(b *testing.B) {
 				f.Quantize(data[r*rb:(r+1)*rb], gaussRow(rng, k, 1))
 			}
 			w, _ := NewBlockMat(n, k, f, data)
-			for _, m := range []int{64, 512} {
+			for _, m := range []int{17, 64, 512} {
 				x, dst := gaussRow(rng, m*k, 1), make([]float32, m*n)
 				for _, th := range []int{1, 2} {
 					for _, path := range []string{"float", "int"} {
