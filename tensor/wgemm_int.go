@@ -61,7 +61,7 @@ type gemmIntJob struct {
 	dst   []float32
 	tiles int
 	qs    []int8   // [tiles·gemmIntRows][k] activation codes, missing rows 0
-	meta  []uint32 // [tiles][groups][2][gemmIntRows]: starting sums, then scales
+	meta  []uint32 // [tiles][groups][g.meta][gemmIntRows]: starting sums, scales, min terms
 	// per part: a row's activation scales and sums, a repacked panel and an edge tile
 	d      [][]float32
 	sums   [][]int16
