@@ -1,6 +1,9 @@
 package tensor
 
-import "sync"
+import (
+	"math"
+	"sync"
+)
 
 // Pre-fill on 8-bit integer products, as llama.cpp computes its quantized matrix-matrix
 // products: each activation row is quantized once per product to 8 bits in the form the
@@ -139,7 +142,8 @@ func (j *gemmIntJob) panel(w, p int) {
 // them and they pay for m rows, and reports whether it did.
 func matMulBlocksInt(x []float32, m int, p Proj) bool {
 	g := gemmIntFor(p.W.Block, m)
-	if g == nil {
+	// The repacking gathers a panel's rows by int32 offsets.
+	if g == nil || int64(gemmIntPanel)*int64(p.W.Block.RowBytes(p.W.Cols)) > math.MaxInt32 {
 		return false
 	}
 	gemmIntRun(g, x, m, p)
