@@ -639,8 +639,15 @@ func TestGGUFQuantizedLoad(t *testing.T) {
 				t.Fatalf("%s: logit %d is %g from the quantized file widened, %g from its dequantized values", c.typ, i, logits[1][i], logits[0][i])
 			}
 		}
-		if e := relL2(logits[2], logits[0]); !(e <= 1e-5) {
-			t.Errorf("%s: logits on the blocks are %.3g rel L2 from the dequantized values', want ≤ 1e-5", c.typ, e)
+		// Where this CPU runs the format's pre-fill on integer products (tensor's
+		// IntegerPrefill), the GEMM rounds the activations to 8 bits as the
+		// matrix-vector kernels below do, with their bound.
+		gemmBound := 1e-5
+		if c.bf.IntegerPrefill(len(ids)) {
+			gemmBound = 5e-2
+		}
+		if e := relL2(logits[2], logits[0]); !(e <= gemmBound) {
+			t.Errorf("%s: logits on the blocks are %.3g rel L2 from the dequantized values', want ≤ %g", c.typ, e, gemmBound)
 		}
 		// The matrix-vector kernels of the formats with an integer dot round the
 		// activations to 8 bits, as llama.cpp does (tensor's integer dots; they agree

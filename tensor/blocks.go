@@ -37,6 +37,9 @@ var panels sync.Pool
 // than a few rows: panels of weight rows are widened (by all threads) and
 // multiplied by the float32 GEMM, each row widened once per call.
 func matMulBlocks(x []float32, m int, p Proj) {
+	if matMulBlocksInt(x, m, p) {
+		return
+	}
 	w := p.W
 	k, rb := w.Cols, w.Block.RowBytes(w.Cols)
 	rows := max(16, min(blockPanel, blockPanelBytes/(4*max(k, 1)))/16*16)

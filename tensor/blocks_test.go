@@ -91,13 +91,14 @@ func TestBlockMatMul(t *testing.T) {
 					got, gotF := make([]float32, m*rows), make([]float32, m*7)
 					MatMulTs(x, m, Proj{Dst: got, W: &w}, Proj{Dst: gotF, W: &f})
 					wv := make([]float32, k)
-					// The matrix-vector route of a format with an integer dot computes
-					// with x quantized to 8 bits (wint.go): the values that stand for.
+					// The matrix-vector route of a format with an integer dot, and the
+					// integer pre-fill (wgemm_int.go), compute with x quantized to 8 bits
+					// (wint.go): the values that stand for.
 					xw := make([]float64, len(x))
 					for i, v := range x {
 						xw[i] = float64(v)
 					}
-					if format.dotAct != nil && m <= smallM {
+					if format.dotAct != nil && (m <= smallM || gemmIntFor(format, m) != nil) {
 						for i := range m {
 							copy(xw[i*k:(i+1)*k], actValues(quantizedRow(format.act, x[i*k:(i+1)*k])))
 						}
