@@ -243,6 +243,46 @@ func BenchmarkMatVecSmolLM2(b *testing.B) {
 	}
 }
 
+// BenchmarkPrefillSmolLM2 is one 512-token pre-fill chunk's weight products in the
+// SmolLM2-135M shape, one thread: 30 layers of fused Q/K/V, O, fused gate/up and down,
+// the weights held as float32, bf16 or F16 blocks (a GGUF file's F16, widened into
+// 512-row float32 panels per product), read from memory as a pre-fill reads them.
+func BenchmarkPrefillSmolLM2(b *testing.B) {
+	const d, kvd, ff, layers, m = 576, 192, 1536, 30, 512
+	defer SetThreads(Threads())
+	SetThreads(1)
+	r := rand.New(rand.NewPCG(10, 11))
+	x, h := randSlice(r, m*ff), make([]float32, m*3*ff)
+	for _, store := range []string{"f32", "bf16", "f16"} {
+		b.Run(store, func(b *testing.B) {
+			mk := func(rows, cols int) *Mat {
+				w := randMat(r, rows, cols, store == "bf16")
+				if store == "f16" {
+					data := make([]byte, rows*cols*2)
+					QuantizeF16(data, w.F32)
+					w = &Mat{Rows: rows, Cols: cols, Blocks: data, Block: &BlockF16}
+				}
+				return w
+			}
+			type layer struct{ q, k, v, o, gate, up, down *Mat }
+			ls := make([]layer, layers)
+			for i := range ls {
+				ls[i] = layer{mk(d, d), mk(kvd, d), mk(kvd, d), mk(d, d), mk(ff, d), mk(ff, d), mk(d, ff)}
+			}
+			for b.Loop() {
+				for _, l := range ls {
+					MatMulTs(x[:m*d], m, Proj{h[:m*d], l.q}, Proj{h[m*d : m*(d+kvd)], l.k}, Proj{h[m*(d+kvd) : m*(d+2*kvd)], l.v})
+					MatMulT(h[:m*d], x[:m*d], m, l.o)
+					MatMulTs(x[:m*d], m, Proj{h[:m*ff], l.gate}, Proj{h[m*ff : 2*m*ff], l.up})
+					MatMulT(h[:m*d], x[:m*ff], m, l.down)
+				}
+			}
+			flops := 2.0 * m * layers * (2*d*d + 2*kvd*d + 3*ff*d)
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
 // BenchmarkMatMulTRows is MatMulT of a few rows (a server's batch of decode steps, a
 // short pre-fill chunk) through each route: the matrix-vector kernel (route=mv) and
 // the packing GEMM (route=gemm), on 30 layers of the SmolLM2-135M shapes (Q, gate,

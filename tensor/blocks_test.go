@@ -1,11 +1,11 @@
 package tensor
 
 import (
-	"os"
-	"strconv"
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 )

@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -54,47 +55,57 @@ var shapes = []struct{ m, n, k int }{
 }
 
 // TestMatMulT checks both routes (the matrix-vector kernel for few rows, the GEMM) on
-// every shape.
+// every shape and weight storage: float32, bf16, and F16 blocks (widened into panels
+// for the GEMM), the F16 values including subnormals.
 func TestMatMulT(t *testing.T) {
 	defer func(s int) { smallM = s }(smallM)
 	withImpls(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(1, 2))
 		for _, sh := range shapes {
-			for _, route := range []struct {
-				bf    bool
-				small int
-			}{{false, 64}, {true, 64}, {false, 0}, {true, 0}} { // 64: every shape's m ≤ 64 takes the matrix-vector route
-				bf := route.bf
-				smallM = route.small
-				m, n, k := sh.m, sh.n, sh.k
-				x := randSlice(r, m*k)
-				wf := randSlice(r, n*k)
-				w := &Mat{Rows: n, Cols: k}
-				if bf {
-					w.BF16 = make([]uint16, n*k)
-					for i, v := range wf {
-						w.BF16[i] = FloatToBF16(v)
-						wf[i] = BF16ToFloat(w.BF16[i]) // the exact values the kernel sees
-					}
-				} else {
-					w.F32 = wf
-				}
-				dst := make([]float32, m*n+1)
-				dst[m*n] = 42 // sentinel: nothing past the output may be written
-				MatMulT(dst, x, m, w)
-				for i := 0; i < m; i++ {
-					for j := 0; j < n; j++ {
-						var want, abs float64
-						for p := 0; p < k; p++ {
-							v := float64(x[i*k+p]) * float64(wf[j*k+p])
-							want += v
-							abs += math.Abs(v)
+			for _, store := range []string{"f32", "bf16", "f16"} {
+				for _, small := range []int{64, 0} { // 64: every shape's m ≤ 64 takes the matrix-vector route
+					smallM = small
+					m, n, k := sh.m, sh.n, sh.k
+					x := randSlice(r, m*k)
+					wf := randSlice(r, n*k)
+					w := &Mat{Rows: n, Cols: k}
+					switch store {
+					case "f32":
+						w.F32 = wf
+					case "bf16":
+						w.BF16 = make([]uint16, n*k)
+						for i, v := range wf {
+							w.BF16[i] = FloatToBF16(v)
+							wf[i] = BF16ToFloat(w.BF16[i]) // the exact values the kernel sees
 						}
-						checkSum(t, fmt.Sprintf("m%d n%d k%d bf16=%v smallM=%d dst[%d,%d]", m, n, k, bf, smallM, i, j), dst[i*n+j], want, abs, k)
+					case "f16":
+						w.Block, w.Blocks = &BlockF16, make([]byte, 2*n*k)
+						for i, v := range wf {
+							h := FloatToF16(v)
+							if i%7 == 3 {
+								h = uint16(i%0x3ff+1) | uint16(i%2)<<15 // a subnormal, either sign
+							}
+							binary.LittleEndian.PutUint16(w.Blocks[2*i:], h)
+							wf[i] = F16ToFloat(h)
+						}
 					}
-				}
-				if dst[m*n] != 42 {
-					t.Fatalf("m%d n%d k%d: wrote past the output", m, n, k)
+					dst := make([]float32, m*n+1)
+					dst[m*n] = 42 // sentinel: nothing past the output may be written
+					MatMulT(dst, x, m, w)
+					for i := 0; i < m; i++ {
+						for j := 0; j < n; j++ {
+							var want, abs float64
+							for p := 0; p < k; p++ {
+								v := float64(x[i*k+p]) * float64(wf[j*k+p])
+								want += v
+								abs += math.Abs(v)
+							}
+							checkSum(t, fmt.Sprintf("m%d n%d k%d %s smallM=%d dst[%d,%d]", m, n, k, store, smallM, i, j), dst[i*n+j], want, abs, k)
+						}
+					}
+					if dst[m*n] != 42 {
+						t.Fatalf("m%d n%d k%d: wrote past the output", m, n, k)
+					}
 				}
 			}
 		}
