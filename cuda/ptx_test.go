@@ -24,7 +24,7 @@ func TestPTXMatchesSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(images) != len(sources) {
+	if len(images) > len(sources) {
 		t.Errorf("%d PTX modules for %d sources", len(images), len(sources))
 	}
 	for _, src := range sources {
@@ -35,6 +35,10 @@ func TestPTXMatchesSource(t *testing.T) {
 		sum := sha256.Sum256(append(append([]byte{}, common...), cu...))
 		name := strings.TrimSuffix(filepath.Base(src), ".cu")
 		ptx, ok := images[name]
+		if !ok && optionalModules[name] {
+			t.Logf("%s has no embedded PTX yet; its kernels stay off until tools/cuda-ptx.sh makes it", src)
+			continue
+		}
 		if !ok {
 			t.Errorf("%s has no embedded PTX; run tools/cuda-ptx.sh", src)
 			continue
@@ -67,6 +71,13 @@ func TestPTXHasEveryKernel(t *testing.T) {
 		"scores_stats_d64", "scores_probs_d64", "scores_stats_d128", "scores_probs_d128"} {
 		if !have[k] {
 			t.Errorf("kernel %s missing from the PTX", k)
+		}
+	}
+	if _, ok := images["kivi"]; ok {
+		for _, k := range KIVIKernels {
+			if !have[k] {
+				t.Errorf("kernel %s missing from kivi.ptx", k)
+			}
 		}
 	}
 }

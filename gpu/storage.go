@@ -40,12 +40,16 @@ type deviceMem struct {
 	// the attention scores and their softmax statistics, apart from work, which the decode
 	// attention queued after them overwrites before they are downloaded
 	scores cuda.Buffer
+	kivi   cuda.KIVIPool // KIVI storage's quantized rows (kivi.go); its residual is in pool
+	view   cuda.Buffer   // KIVI storage's layer dequantized to bf16 for the attention kernels
 }
 
 func (m *deviceMem) free() {
 	m.d.FreeKVPool(m.pool)
 	m.d.Free(m.work)
 	m.d.Free(m.scores)
+	m.d.FreeKIVIPool(m.kivi)
+	m.d.Free(m.view)
 }
 
 // Close frees the storage's device memory now rather than when the storage is collected: a
@@ -61,13 +65,16 @@ func (s *storage) Close() error {
 
 // Storage makes caches' storage on the GPU (pass it to kv.WithStorage). It stores bf16 entries
 // for the precisions "f32" (the default; kvfoot's CPU path stores float32) and "bf16", and
-// refuses quantized storage, which the GPU does not implement yet. An expanded cache (rep > 1,
+// KIVI's quantized rows with a bf16 residual for "quant" (kivi.go). An expanded cache (rep > 1,
 // SnapKV's gqa=expand) stores each model KV head rep times, one copy per query head, which then
 // attend one to one. The attention probabilities that token-eviction policies ask for are
 // computed on the GPU (scores.go).
 func (g *GPU) Storage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
 	if err := g.CheckStorage(s, rep, p); err != nil {
 		return nil, err
+	}
+	if p.Name == "quant" {
+		return g.kiviStorage(s, rep, p)
 	}
 	heads := s.Layers * s.KVHeads
 	blocks := 2 * heads // grows by doubling
@@ -91,8 +98,15 @@ func (g *GPU) Storage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
 func (g *GPU) CheckStorage(s kv.Shape, rep int, p kv.Precision) error {
 	switch p.Name {
 	case "", "f32", "bf16":
+	case "quant":
+		if !g.d.HasKernels(cuda.KIVIKernels...) {
+			return fmt.Errorf("%s: this build's PTX has no KIVI kernels (cuda/kernels/kivi.cu; run tools/cuda-ptx.sh); %q storage is CPU-only until then", g.Name(), p.Name)
+		}
+		if err := (cuda.KIVILayout{Dim: s.HeadDim, Bits: p.Bits, Group: p.Group}).Check(); err != nil {
+			return fmt.Errorf("%s: %w", g.Name(), err)
+		}
 	default:
-		return fmt.Errorf("%s stores KV entries in bf16; %q storage is CPU-only for now", g.Name(), p.Name)
+		return fmt.Errorf("%s stores KV entries in bf16 or KIVI's quantized rows; %q storage is CPU-only", g.Name(), p.Name)
 	}
 	if rep < 1 || s.KVHeads%rep != 0 {
 		return fmt.Errorf("%s: %d stored heads per layer are not %d copies of the model's KV heads", g.Name(), s.KVHeads, rep)
@@ -107,7 +121,8 @@ func (g *GPU) CheckStorage(s kv.Shape, rep int, p kv.Precision) error {
 }
 
 // StoredPrecision is the precision Storage keeps entries of precision p in: bf16 for "f32"
-// and "bf16". A server predicts a request's KV bytes with it, so that its admission counts
+// and "bf16"; "quant" as it is (kv counts its residual as float32, which bounds the GPU's bf16
+// residual, and its rows' codes and scales as the GPU holds them, kivi.go). A server predicts a request's KV bytes with it, so that its admission counts
 // the bytes the GPU holds (2·2·HeadDim per entry), not the CPU's float32 (2·4·HeadDim).
 func StoredPrecision(p kv.Precision) kv.Precision {
 	switch p.Name {
