@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/kvfoot/kvfoot/cuda"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
+	"github.com/kvfoot/kvfoot/tensor"
 )
 
 // kiviMem is the device memory of a KIVI storage on the host, and kivi.cu's kernels over it in
@@ -427,5 +429,146 @@ func TestKIVIKernelModel(t *testing.T) {
 				t.Logf("%d outputs within %.2g, %d score sets; up to %d quantized rows a head", ms.outputs, ms.worst, ms.scoreSets, ms.quantized)
 			})
 		}
+	}
+}
+
+// KIVI storage on the GPU against the CPU's, fed the same bf16 queries, keys and values, for 8,
+// 4 and 2 bits over full attention, eviction (its Keeps cut quantized groups), the expanded
+// cache, H2O, head masks and headmask+snapkv*+quant: the same Keeps until a near-tie of the
+// scores, the scores within float rounding, the meter's numbers equal, the attention outputs
+// within bf16 rounding (the view rounds the dequantized entries to bf16) and the GPU's bytes
+// at their peak no more than the CPU's (a bf16 residual against
+// float32).
+func TestGPUKIVIMatchesCPU(t *testing.T) {
+	g := openGPU(t)
+	if !g.d.HasKernels(cuda.KIVIKernels...) {
+		t.Skip("this build's PTX has no KIVI kernels: run tools/cuda-ptx.sh (tools/gpu-test.sh with REBUILD=1)")
+	}
+	toDev, fromDev, free := deviceIO(t, g)
+	defer free()
+	toHost := func(x []float32) compute.Buf { return compute.Host(x) }
+	fromHost := func(b compute.Buf) []float32 { return append([]float32{}, compute.HostOf(b)...) }
+	const prompt, chunk, steps = 300, 64, 24
+	for _, tc := range []struct {
+		shape   kv.Shape
+		storage string
+	}{
+		{kv.Shape{Layers: 2, Heads: 8, KVHeads: 2, HeadDim: 64}, "quant:bits=8,group=32,residual=32"},
+		{kv.Shape{Layers: 2, Heads: 8, KVHeads: 2, HeadDim: 64}, "quant:bits=4,group=24,residual=8"},
+		{kv.Shape{Layers: 2, Heads: 16, KVHeads: 2, HeadDim: 128}, "quant:bits=4,group=32,residual=32"},
+		{kv.Shape{Layers: 2, Heads: 16, KVHeads: 2, HeadDim: 128}, "quant:bits=2,group=16,residual=0"},
+	} {
+		for _, spec := range kiviSpecs(t, tc.shape, tc.storage) {
+			name := fmt.Sprintf("d%d/%s", tc.shape.HeadDim, spec)
+			if i := strings.Index(name, "masks="); i >= 0 {
+				name = name[:i] + name[strings.Index(name[i:], ",")+i:]
+			}
+			t.Run(name, func(t *testing.T) {
+				var err error
+				var cpu, gpu evictionRun
+				func() {
+					defer Recover(&err)
+					cpu = runEviction(t, tc.shape, spec, kv.HostStorage, prompt, chunk, steps, toHost, fromHost)
+					gpu = runEviction(t, tc.shape, spec, g.Storage, prompt, chunk, steps, toDev, fromDev)
+				}()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(cpu.events) != len(gpu.events) {
+					t.Fatalf("%d scores and Keeps on the GPU, %d on the CPU", len(gpu.events), len(cpu.events))
+				}
+				diverged := -1
+				for i, ce := range cpu.events {
+					ge := gpu.events[i]
+					if ce.keep != nil {
+						if diverged < 0 && !slices.Equal(ce.keep, ge.keep) {
+							diverged = i
+							t.Logf("event %d (layer %d head %d): a near-tie kept different entries", i, ce.layer, ce.head)
+						}
+						continue
+					}
+					if diverged >= 0 {
+						continue
+					}
+					if len(ce.scores) != len(ge.scores) {
+						t.Fatalf("event %d: %d scores on the GPU, %d on the CPU", i, len(ge.scores), len(ce.scores))
+					}
+					for j, c := range ce.scores {
+						if diff := math.Abs(float64(ge.scores[j] - c)); diff > 1e-5+1e-2*math.Abs(float64(c)) {
+							t.Fatalf("event %d (layer %d head %d) entry %d: GPU score %g, CPU %g", i, ce.layer, ce.head, j, ge.scores[j], c)
+						}
+					}
+				}
+				if cpu.meter.Footprint != gpu.meter.Footprint || cpu.meter.Peak != gpu.meter.Peak {
+					t.Fatalf("meter: GPU footprint %v peak %v, CPU %v %v", gpu.meter.Footprint, gpu.meter.Peak, cpu.meter.Footprint, cpu.meter.Peak)
+				}
+				worst := 0.0
+				for i := range cpu.outs {
+					if diverged >= 0 && cpu.before[i] > diverged {
+						break
+					}
+					rel, _ := relErr(gpu.outs[i], cpu.outs[i])
+					worst = max(worst, rel)
+				}
+				if worst > 0.02 {
+					t.Fatalf("attention outputs: relative error %.3g", worst)
+				}
+				if gb, cb := gpu.meter.PeakBytes, cpu.meter.PeakBytes; diverged < 0 && (gb > cb || gb <= 0) {
+					t.Fatalf("the GPU's peak is %d bytes, the CPU's %d: want no more (a bf16 residual), and some", gb, cb)
+				}
+				t.Logf("outputs within %.2g; footprint %.4f; peak bytes GPU %d CPU %d", worst, cpu.meter.Footprint, gpu.meter.PeakBytes, cpu.meter.PeakBytes)
+			})
+		}
+	}
+}
+
+// deviceIO returns uploads of host values to bf16 device buffers and downloads back, and a
+// function freeing the buffers.
+func deviceIO(t *testing.T, g *GPU) (toDev func([]float32) compute.Buf, fromDev func(compute.Buf) []float32, free func()) {
+	var bufs []uint64
+	toDev = func(x []float32) compute.Buf {
+		b, err := g.d.Alloc(int64(len(x)) * 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bufs = append(bufs, b.Ptr)
+		if err := cuda.Upload(g.d, b, toBF16(x)); err != nil {
+			t.Fatal(err)
+		}
+		return compute.Buf{Dev: b.Ptr, N: len(x), Elem: 2}
+	}
+	fromDev = func(b compute.Buf) []float32 {
+		raw := make([]uint16, b.N)
+		if err := cuda.Download(g.d, raw, dev(b)); err != nil {
+			t.Fatal(err)
+		}
+		x := make([]float32, b.N)
+		for i, h := range raw {
+			x[i] = tensor.BF16ToFloat(h)
+		}
+		return x
+	}
+	free = func() {
+		for _, p := range bufs {
+			g.d.Free(cuda.Buffer{Ptr: p})
+		}
+	}
+	return toDev, fromDev, free
+}
+
+// Heads of 0, 1, 64, 65 and 130 entries take 0, 1, 1, 2 and 3 blocks of the view, one after
+// another; the tables list each head's blocks and pad with 0.
+func TestKIVIViewTables(t *testing.T) {
+	lens := []int{0, 1, 64, 65, 130}
+	first, blocks, maxBlocks := kiviView(lens)
+	if !slices.Equal(first, []int{0, 0, 1, 2, 4}) || blocks != 7 || maxBlocks != 3 {
+		t.Fatalf("first blocks %v, %d blocks, at most %d a head", first, blocks, maxBlocks)
+	}
+	want := []int32{0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 3, 0, 4, 5, 6}
+	if got := viewTable(nil, first, lens, maxBlocks); !slices.Equal(got, want) {
+		t.Fatalf("tables %v, want %v", got, want)
+	}
+	if _, blocks, maxBlocks := kiviView([]int{0, 0}); blocks != 1 || maxBlocks != 1 {
+		t.Fatalf("empty heads: %d blocks, %d a head; the kernels want at least 1", blocks, maxBlocks)
 	}
 }

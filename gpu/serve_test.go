@@ -83,7 +83,7 @@ func TestStoredPrecisionBytes(t *testing.T) {
 		}
 	}
 	if q := (kv.Precision{Name: "quant", Bits: 4, Group: 32, Residual: 32}); StoredPrecision(q) != q {
-		t.Errorf("quant became %+v: the GPU refuses it, so its precision is left as it is", StoredPrecision(q))
+		t.Errorf("quant became %+v: kv's bytes of it bound the GPU's (float32 residual against bf16), so it is left as it is", StoredPrecision(q))
 	}
 }
 
@@ -92,12 +92,16 @@ func TestStoredPrecisionBytes(t *testing.T) {
 func TestGPUStorageCheckClose(t *testing.T) {
 	g := openGPU(t)
 	s := kv.Shape{Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64}
+	quant, why := kv.Precision{Name: "quant", Bits: 4, Group: 32, Residual: 32}, "quant" // without kivi.cu's kernels
+	if g.d.HasKernels(cuda.KIVIKernels...) {
+		quant, why = kv.Precision{Name: "quant", Bits: 2, Group: 6, Residual: 32}, "split bytes"
+	}
 	for _, c := range []struct {
 		rep  int
 		p    kv.Precision
 		want string
 	}{
-		{1, kv.Precision{Name: "quant", Bits: 4, Group: 32, Residual: 32}, "quant"},
+		{1, quant, why},
 		{3, kv.Precision{}, ""}, // 8 stored heads are no number of copies of 3
 	} {
 		err := g.CheckStorage(s, c.rep, c.p)

@@ -49,12 +49,12 @@ extern "C" __global__ void kivi_quantize(unsigned char* rows, float* table, cons
     float* vmin = reinterpret_cast<float*>(row + 2 * codeBytes);
     float* vsc = vmin + vGroups;
     for (int b = 0; b < codeBytes; b++) {
-      unsigned int byte = 0;
+      unsigned int packed = 0;
       for (int j = 0; j < per; j++) {
         int c = b * per + j;
-        byte |= (unsigned int)kivi_code(__bfloat162float(k[c]), kmin[c], ksc[c], levels) << (j * bits);
+        packed |= (unsigned int)kivi_code(__bfloat162float(k[c]), kmin[c], ksc[c], levels) << (j * bits);
       }
-      row[b] = (unsigned char)byte;
+      row[b] = (unsigned char)packed;
     }
     for (int vg = 0; vg < vGroups; vg++) {
       float lo = __bfloat162float(v[vg * G]), hi = lo;
@@ -67,12 +67,12 @@ extern "C" __global__ void kivi_quantize(unsigned char* rows, float* table, cons
       vsc[vg] = __fdiv_rn(__fsub_rn(hi, lo), levels);
     }
     for (int b = 0; b < codeBytes; b++) {  // a value group never splits a byte (KIVILayout.Check)
-      unsigned int byte = 0;
+      unsigned int packed = 0;
       for (int j = 0; j < per; j++) {
         int c = b * per + j, vg = c / G;
-        byte |= (unsigned int)kivi_code(__bfloat162float(v[c]), vmin[vg], vsc[vg], levels) << (j * bits);
+        packed |= (unsigned int)kivi_code(__bfloat162float(v[c]), vmin[vg], vsc[vg], levels) << (j * bits);
       }
-      row[codeBytes + b] = (unsigned char)byte;
+      row[codeBytes + b] = (unsigned char)packed;
     }
     *reinterpret_cast<int*>(row + 2 * codeBytes + 8 * vGroups) = slot;
   }
