@@ -72,7 +72,8 @@ type KIVIPool struct {
 
 // KIVIKernels are the kernels KIVI storage launches; a device whose PTX lacks them (PTX older
 // than kernels/kivi.cu) cannot hold quantized storage.
-var KIVIKernels = []string{"kivi_quantize", "kivi_view", "kivi_gather", "kivi_scatter"}
+var KIVIKernels = []string{"kivi_quantize", "kivi_view", "kivi_gather", "kivi_scatter",
+	"kivi_decode_d64_g4", "kivi_decode_d64_g8", "kivi_decode_d128_g4", "kivi_decode_d128_g8"}
 
 // HasKernels reports whether every named kernel is loaded.
 func (d *Device) HasKernels(names ...string) bool {
@@ -257,3 +258,57 @@ func (d *Device) KIVICopy(p KIVIPool, moves []Move, work Buffer) error {
 // kernels (HasKernels) and refuses what needs them, so a tree whose PTX has not been regenerated
 // since their source was added still builds and runs everything else.
 var optionalModules = map[string]bool{"kivi": true}
+
+// KIVIHeads describes one layer's KIVI heads for KIVIDecode: per KV head the block tables of its
+// quantized rows (in the KIVI pool) and of its residual (in the KV pool), as PagedCache.Tables
+// gives them ([HKV][MaxRowBlocks] and [HKV][MaxResBlocks] int32), and Lens [2][HKV]: each head's
+// rows, then its residual entries.
+type KIVIHeads struct {
+	HQ, HKV                    int
+	RowTables, ResTables, Lens Buffer
+	MaxRowBlocks, MaxResBlocks int
+	Scale                      float32
+}
+
+// KIVIDecode is DecodeAttention over KIVI heads, the quantized rows dequantized in the kernel
+// (float32, not rounded to bf16) and the residual read as bf16: out ([HQ][Dim] bf16) for one
+// token's queries q ([HQ][Dim]). Up to 8 query heads per KV head; work holds
+// DecodeWorkspaceBytes.
+func (d *Device) KIVIDecode(out, q Buffer, p KIVIPool, kvp KVPool, a KIVIHeads, sp DecodeSplit, work Buffer) error {
+	l := p.Layout
+	if kvp.Dim != l.Dim {
+		return fmt.Errorf("cuda: KIVI decode: KV pool of dimension %d, KIVI rows of %d", kvp.Dim, l.Dim)
+	}
+	if a.HQ <= 0 || a.HKV <= 0 || a.HQ%a.HKV != 0 || a.HQ/a.HKV > 8 {
+		return fmt.Errorf("cuda: KIVI decode: %d query heads over %d KV heads: must be positive, divisible, at most 8 a KV head", a.HQ, a.HKV)
+	}
+	if a.MaxRowBlocks <= 0 || a.MaxResBlocks <= 0 || sp.Splits <= 0 || sp.Per <= 0 {
+		return fmt.Errorf("cuda: KIVI decode: %d and %d blocks a head, %d splits of %d", a.MaxRowBlocks, a.MaxResBlocks, sp.Splits, sp.Per)
+	}
+	for _, c := range []struct {
+		what        string
+		b           Buffer
+		elems, size int
+	}{
+		{"row tables", a.RowTables, a.HKV * a.MaxRowBlocks, i32Bytes}, {"residual tables", a.ResTables, a.HKV * a.MaxResBlocks, i32Bytes},
+		{"lengths", a.Lens, 2 * a.HKV, i32Bytes}, {"queries", q, a.HQ * l.Dim, bf16Bytes}, {"output", out, a.HQ * l.Dim, bf16Bytes},
+		{"workspace", work, int(DecodeWorkspaceBytes(a.HQ, l.Dim, sp.Splits)), 1},
+	} {
+		if err := need("KIVI decode "+c.what, c.b, c.elems, c.size); err != nil {
+			return err
+		}
+	}
+	po := Buffer{Ptr: work.Ptr, Bytes: int64(a.HQ*sp.Splits*l.Dim) * f32Bytes}
+	pml := Buffer{Ptr: work.Ptr + uint64(po.Bytes), Bytes: int64(a.HQ*sp.Splits*2) * f32Bytes}
+	maxG := 8
+	if a.HQ/a.HKV <= 4 {
+		maxG = 4
+	}
+	kernel := fmt.Sprintf("kivi_decode_d%d_g%d", l.Dim, maxG)
+	if err := d.launch(kernel, grid2(sp.Splits, a.HKV, 128), po, pml, q, p.Rows, p.Table, kvp.K, kvp.V, a.RowTables, a.ResTables,
+		a.Lens, int32(a.MaxRowBlocks), int32(a.MaxResBlocks), int32(sp.Per), int32(a.HQ), int32(a.HKV), softmaxScaleLog2(a.Scale),
+		int32(l.Bits), int32(l.Group), int32(l.RowBytes())); err != nil {
+		return err
+	}
+	return d.launch("attn_merge", grid1(a.HQ, l.Dim), out, po, pml, int32(sp.Splits), int32(l.Dim))
+}

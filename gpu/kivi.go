@@ -302,12 +302,23 @@ func viewTable(dst []int32, first, lens []int, maxBlocks int) []int32 {
 	return dst
 }
 
-// Attend dequantizes the layer's entries into the view, then runs the bf16 score, pre-fill and
-// decode kernels over it as the bf16 storage runs them over its pool.
+// Attend runs a decode step that asks for no scores on the codes (KIVIDecode). Otherwise it
+// dequantizes the layer's entries into the view and runs the bf16 score, pre-fill and decode
+// kernels over it as the bf16 storage runs them over its pool: the scores are handed out by
+// entry, which the view holds in order.
 func (s *kiviStorage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
 	s.flush()
 	if a.N != s.n {
 		panic(Fault{fmt.Errorf("attention over %d rows after appending %d", a.N, s.n)})
+	}
+	s.req = scoreHeads(s.req, a)
+	asked := cuda.ScoresLen(s.req)
+	if a.N == 1 && asked == 0 {
+		for g := range a.Scores {
+			a.Scores[g] = a.Scores[g][:0]
+		}
+		s.decode(layer, q, out)
+		return
 	}
 	H, d := s.shape.KVHeads, s.shape.HeadDim
 	s.lens = s.lens[:0]
@@ -331,8 +342,6 @@ func (s *kiviStorage) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
 		sp = s.d.DecodeSplits(total, longest)
 		work = s.workspace(cuda.DecodeWorkspaceBytes(s.shape.Heads, d, sp.Splits))
 	}
-	s.req = scoreHeads(s.req, a)
-	asked := cuda.ScoresLen(s.req)
 	var res, scoreWork cuda.Buffer
 	if asked > 0 {
 		outBytes := (int64(asked)*4 + 255) &^ 255
@@ -401,4 +410,30 @@ func (s *kiviStorage) viewHeads(first []int, maxBlocks int, lens func(g int) int
 		Tables: cuda.Buffer{Ptr: staged.Ptr, Bytes: tb},
 		Lens:   cuda.Buffer{Ptr: staged.Ptr + uint64(tb), Bytes: int64(H) * 4},
 	}
+}
+
+// decode is a decode step's attention on the layer's codes and residuals, split-K.
+func (s *kiviStorage) decode(layer int, q, out compute.Buf) {
+	H := s.shape.KVHeads
+	first := s.head(layer, 0)
+	rowTab, rows, maxRow, err := s.book.rows.Tables(first, H)
+	check(err)
+	resTab, res, maxRes, err := s.book.res.Tables(first, H)
+	check(err)
+	longest, total := 0, 0
+	for g := range H {
+		n := int(rows[g] + res[g])
+		longest, total = max(longest, n), total+n
+	}
+	sp := s.d.DecodeSplits(total, longest)
+	work := s.workspace(cuda.DecodeWorkspaceBytes(s.shape.Heads, s.shape.HeadDim, sp.Splits)) // before staging: it may wait
+	s.ints = append(append(append(append(s.ints[:0], rowTab...), resTab...), rows...), res...)
+	staged, err := s.d.StageInts(s.ints)
+	check(err)
+	rb, sb := int64(len(rowTab))*4, int64(len(resTab))*4
+	heads := cuda.KIVIHeads{HQ: s.shape.Heads, HKV: H, MaxRowBlocks: maxRow, MaxResBlocks: maxRes, Scale: s.scale,
+		RowTables: cuda.Buffer{Ptr: staged.Ptr, Bytes: rb},
+		ResTables: cuda.Buffer{Ptr: staged.Ptr + uint64(rb), Bytes: sb},
+		Lens:      cuda.Buffer{Ptr: staged.Ptr + uint64(rb+sb), Bytes: int64(2*H) * 4}}
+	check(s.d.KIVIDecode(dev(out), dev(q), s.mem.kivi, s.mem.pool, heads, sp, work))
 }

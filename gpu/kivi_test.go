@@ -152,6 +152,7 @@ type kiviModel struct {
 	book               *kiviBook
 	mem                *kiviMem
 	outputs, scoreSets int // checked
+	decodes            int // query heads whose decode kivi_decode's model checked
 	quantized          int // the most quantized rows seen at an Attend
 	worst              float64
 }
@@ -271,6 +272,9 @@ func (m *kiviModel) Attend(layer int, qb, ob compute.Buf, a *kv.AttendArgs) {
 			m.outputs++
 		}
 	}
+	if a.N == 1 {
+		m.checkDecode(layer, q, out)
+	}
 	heads := scoreHeads(nil, a)
 	table := viewTable(nil, first, lens, maxBlocks)
 	scores := kernelScores(heads, table, maxBlocks, kview, q, s.Heads, d, float32(scale))
@@ -293,6 +297,86 @@ func (m *kiviModel) Attend(layer int, qb, ob compute.Buf, a *kv.AttendArgs) {
 	}
 	if got, want := m.host.Bytes()-m.book.bytes(), int64(res)*int64(d)*4; got != want {
 		m.t.Fatalf("layer %d: host bytes %d, GPU bytes %d: differ by %d, the residual's %d entries make %d", layer, m.host.Bytes(), m.book.bytes(), got, res, want)
+	}
+}
+
+// checkDecode is kivi_decode in Go: the layer's heads through their row and residual block
+// tables as KIVIDecode is handed them, each lane's 8 channels of codes from the little-endian
+// word of 8·bits bits at byte lane·bits, dequantized with the row's key group and the channels'
+// value groups; the float64 softmax of it must give the host's decode output.
+func (m *kiviModel) checkDecode(layer int, q, out []float32) {
+	s, H, d := m.shape, m.shape.KVHeads, m.shape.HeadDim
+	l := m.mem.l
+	rowTab, rows, maxRow, err := m.book.rows.Tables(layer*H, H)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	resTab, res, maxRes, err := m.book.res.Tables(layer*H, H)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	cb, vg := l.CodeBytes(), l.ValueGroups()
+	mask := uint64(1)<<l.Bits - 1
+	entry := func(kvh, e int) (k, v []float32) {
+		nq := int(rows[kvh])
+		if e >= nq {
+			r := e - nq
+			slot := int(resTab[kvh*maxRes+r/cuda.BlockEntries])*cuda.BlockEntries + r%cuda.BlockEntries
+			return m.mem.kpool[slot*d : (slot+1)*d], m.mem.vpool[slot*d : (slot+1)*d]
+		}
+		slot := int(rowTab[kvh*maxRow+e/cuda.BlockEntries])*cuda.BlockEntries + e%cuda.BlockEntries
+		row := m.mem.rows[slot*l.RowBytes() : (slot+1)*l.RowBytes()]
+		word := func(off int) uint64 {
+			var w uint64
+			for i := range l.Bits {
+				w |= uint64(row[off+i]) << (8 * i)
+			}
+			return w
+		}
+		g := int(binary.LittleEndian.Uint32(row[2*cb+8*vg:]))
+		kmin, ksc := m.mem.table[g*2*d:g*2*d+d], m.mem.table[g*2*d+d:(g+1)*2*d]
+		k, v = make([]float32, d), make([]float32, d)
+		for li := range d / 8 {
+			kb, vb := word(li*l.Bits), word(cb+li*l.Bits)
+			for j := range 8 {
+				c := li*8 + j
+				k[c] = float32(kb>>(j*l.Bits)&mask)*ksc[c] + kmin[c]
+				v[c] = float32(vb>>(j*l.Bits)&mask)*m.mem.f32(row[2*cb+4*vg+4*(c/l.Group):]) + m.mem.f32(row[2*cb+4*(c/l.Group):])
+			}
+		}
+		return k, v
+	}
+	G := s.Heads / H
+	scale := 1 / math.Sqrt(float64(d))
+	for qh := range s.Heads {
+		kvh := qh / G
+		n := int(rows[kvh] + res[kvh])
+		qr := q[qh*d : (qh+1)*d]
+		sc, ks, vs := make([]float64, n), make([][]float32, n), make([][]float32, n)
+		mx := math.Inf(-1)
+		for e := range n {
+			ks[e], vs[e] = entry(kvh, e)
+			for c := range d {
+				sc[e] += float64(qr[c]) * float64(ks[e][c])
+			}
+			sc[e] *= scale
+			mx = max(mx, sc[e])
+		}
+		want, sum := make([]float64, d), 0.0
+		for e := range n {
+			p := math.Exp(sc[e] - mx)
+			sum += p
+			for c := range d {
+				want[c] += p * float64(vs[e][c])
+			}
+		}
+		for c := range d {
+			w := want[c] / sum
+			if diff := math.Abs(float64(out[qh*d+c]) - w); diff > 1e-4+1e-4*math.Abs(w) {
+				m.t.Fatalf("layer %d query head %d channel %d: host %g, kivi_decode's model %g", layer, qh, c, out[qh*d+c], w)
+			}
+		}
+		m.decodes++
 	}
 }
 
@@ -426,7 +510,10 @@ func TestKIVIKernelModel(t *testing.T) {
 				if ms.quantized == 0 {
 					t.Fatal("no entry was quantized")
 				}
-				t.Logf("%d outputs within %.2g, %d score sets; up to %d quantized rows a head", ms.outputs, ms.worst, ms.scoreSets, ms.quantized)
+				if ms.decodes == 0 {
+					t.Fatal("no decode step was checked")
+				}
+				t.Logf("%d outputs within %.2g, %d decodes, %d score sets; up to %d quantized rows a head", ms.outputs, ms.worst, ms.decodes, ms.scoreSets, ms.quantized)
 			})
 		}
 	}
