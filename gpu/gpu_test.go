@@ -414,8 +414,12 @@ func TestGPUGraphsDecode(t *testing.T) {
 	}
 	m.SetBackend(b)
 	defer g.d.SetGraphs(g.d.Graphs()) // as $KVFOOT_GRAPHS set it
-	for _, spec := range []string{"full+bf16", "streaming:sink=4,window=40+bf16",
-		"headmask:masks=" + masks + ",sparsity=0.5,sink=4,window=40+bf16"} {
+	specs := []string{"full+bf16", "streaming:sink=4,window=40+bf16",
+		"headmask:masks=" + masks + ",sparsity=0.5,sink=4,window=40+bf16"}
+	if g.d.HasKernels(cuda.KIVIKernels...) { // KIVI: decode on the codes, a group quantized every 16 steps
+		specs = append(specs, "full+quant:bits=4,group=16,residual=16", "h2o:heavy=40,recent=24+quant:bits=2,group=16,residual=8")
+	}
+	for _, spec := range specs {
 		t.Run(strings.SplitN(spec, ":", 2)[0], func(t *testing.T) {
 			prompt := make([]int, 150)
 			for i := range prompt {
