@@ -290,7 +290,8 @@ func TestGPURefusals(t *testing.T) {
 
 // BenchmarkGPUForward times whole forwards on random bf16 models of Llama-3.2-1B's and
 // Llama-3.1-8B's shapes: a pre-fill in chunks of up to 32K tokens, then decode steps at that
-// depth, with full attention and with a head mask at sparsity 0.7 (sink 128, window 1024).
+// depth, with full attention and with a head mask at sparsity 0.7 (sink 128, window 1024), and
+// KIVI storage at 4 and 2 bits where the PTX has its kernels.
 func BenchmarkGPUForward(b *testing.B) {
 	gpuOnce.Do(func() { gpuDev, gpuErr = Open("cuda") })
 	if gpuErr != nil {
@@ -333,8 +334,15 @@ func BenchmarkGPUForward(b *testing.B) {
 				b.Fatal(err)
 			}
 			for _, n := range c.tokens {
-				for _, spec := range []string{"full", "headmask:masks=" + masks + ",sparsity=0.7,sink=128,window=1024"} {
+				specs := []string{"full", "headmask:masks=" + masks + ",sparsity=0.7,sink=128,window=1024"}
+				if g.d.HasKernels(cuda.KIVIKernels...) {
+					specs = append(specs, "full+quant:bits=4,group=32,residual=32", "full+quant:bits=2,group=32,residual=32")
+				}
+				for _, spec := range specs {
 					name := fmt.Sprintf("%dK/%s", n/1024, strings.SplitN(spec, ":", 2)[0])
+					if strings.Contains(spec, "quant:") {
+						name += strings.SplitN(strings.SplitN(spec, "bits=", 2)[1], ",", 2)[0] // full+quant4
+					}
 					b.Run(name, func(b *testing.B) { benchForward(b, g, m, spec, n) })
 				}
 			}
