@@ -12,9 +12,10 @@ import (
 // quantized rows (cuda.KIVIPool) followed by its residual, bf16 in the KV pool as the bf16
 // storage's entries are: the same codes as kv's CPU storage for the same inputs, quantized by a
 // kernel when Group entries older than the Residual most recent have accumulated, as the CPU
-// does. Attention and scores dequantize the layer's entries into a bf16 view in the workspace
-// and run the bf16 kernels over it, in entry order, so the chunk's own rows that were quantized
-// on Append are seen dequantized, as on the CPU.
+// does. A decode step that asks for no scores attends on the codes (cuda.KIVIDecode); otherwise
+// the layer's entries are dequantized into a bf16 view beside the pool (one layer's worth) and
+// the bf16 score, pre-fill and decode kernels run over it, in entry order, so that the chunk's
+// own rows quantized on Append are seen dequantized, as on the CPU.
 
 // kiviBook is a KIVI storage's host bookkeeping: per head, its quantized rows (rows) and its
 // residual (res), entry i of a head being quantized row i while i < rows.Len(h), else residual
