@@ -25,8 +25,8 @@ func (l KIVILayout) Check() error {
 	if l.Bits != 2 && l.Bits != 4 && l.Bits != 8 {
 		return fmt.Errorf("cuda: KIVI: %d bits; the kernels take 2, 4 or 8", l.Bits)
 	}
-	if l.Group < 1 || l.Group > 1024 {
-		return fmt.Errorf("cuda: KIVI: group of %d; the kernels take 1 to 1024", l.Group)
+	if l.Group < 1 {
+		return fmt.Errorf("cuda: KIVI: group of %d; want at least 1", l.Group)
 	}
 	if per := 8 / l.Bits; l.Group%per != 0 && l.Group < l.Dim {
 		// a value group that splits a byte of codes would need two threads to write one byte

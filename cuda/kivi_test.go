@@ -39,7 +39,6 @@ func TestKIVILayoutRefusals(t *testing.T) {
 		{KIVILayout{Dim: 96, Bits: 4, Group: 32}, "head dimension 96"},
 		{KIVILayout{Dim: 64, Bits: 3, Group: 32}, "3 bits"},
 		{KIVILayout{Dim: 64, Bits: 4, Group: 0}, "group of 0"},
-		{KIVILayout{Dim: 64, Bits: 4, Group: 2048}, "group of 2048"},
 		{KIVILayout{Dim: 64, Bits: 2, Group: 6}, "split bytes"},
 		{KIVILayout{Dim: 64, Bits: 4, Group: 3}, "split bytes"},
 	} {
