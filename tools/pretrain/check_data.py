@@ -34,6 +34,7 @@ PREFIX = {
     "records_tsv": re.compile(r"```tsv\ncode\tname\tqty\n$"),
 }
 STRADDLE = 8  # bytes of the prefix that the first answer token may hold
+CONTEXT = 96  # tokens decoded before an answer: more than any answer prefix takes
 
 
 def byte_decoder():
@@ -65,6 +66,20 @@ class Tokenizer:
         return b"".join(self.pieces[i] for i in ids).decode("utf-8", errors="replace")
 
 
+def out_of_vocab(raw, vocab):
+    """Whether a uint16 little-endian buffer holds an id ≥ vocab, at C speed: the high
+    bytes below vocab's are all fine, its own needs the low byte checked."""
+    hi = raw[1::2]
+    if not hi.translate(None, bytes(range(vocab >> 8))):
+        return False
+    if vocab >= 1 << 16:
+        return False
+    edge = bytes([vocab >> 8])
+    if hi.translate(None, bytes(range(vocab >> 8)) + edge):
+        return True
+    return any(raw[2 * m.start()] >= vocab & 255 for m in re.finditer(re.escape(edge), hi))
+
+
 def read(path, code):
     a = array.array(code)
     with open(path, "rb") as f:
@@ -82,7 +97,11 @@ def check_file(tok, d, row, decode_docs, problems):
         if not os.path.exists(base + ext):
             problems.append(f"{where}{ext}: missing")
             return 0
-    ids, docs = read(base + ".bin", "H"), read(base + ".docs", "q")
+    with open(base + ".bin", "rb") as f:
+        raw = f.read()
+    ids, docs = array.array("H", raw), read(base + ".docs", "q")
+    if sys.byteorder != "little":
+        ids.byteswap()
     with open(base + ".mask", "rb") as f:
         mask = f.read()
     if len(mask) != len(ids):
@@ -95,7 +114,7 @@ def check_file(tok, d, row, decode_docs, problems):
         i = bad[0] if bad else len(docs)
         problems.append(f"{where}: document {i} does not start at {i}x{L} tokens (every document is exactly L={L} tokens; {len(ids)} tokens in all)")
         return 0
-    if len(ids) and max(ids) >= tok.vocab:
+    if out_of_vocab(raw, tok.vocab):
         problems.append(f"{where}: token id {max(ids)} is outside the vocabulary of {tok.vocab}")
     if mask.count(0) + mask.count(1) != len(mask):
         problems.append(f"{where}: .mask holds bytes other than 0 and 1")
@@ -117,7 +136,7 @@ def check_file(tok, d, row, decode_docs, problems):
         doc = s // L
         if doc >= decode_docs:
             break
-        before = tok.decode(ids[doc * L:s])
+        before = tok.decode(ids[max(doc * L, s - CONTEXT):s])
         answer = tok.decode(ids[s:e])
         text = before + answer
         ok = any(PREFIX[task].search(text[:len(before) + k]) for k in range(0, min(STRADDLE, len(answer)) + 1))
