@@ -12,8 +12,8 @@
 # ruler_vt 12, icl_labels 5, records_tsv 9, Go source 8, prose 14. Task haystacks are cut
 # from all of CORPUS_DIR (code and prose by bytes: about 3 to 1). Question counts keep
 # each document's context as dense as an evaluation prompt's of that length (needles
-# L/256, multi-value keys L/1024, variable chains max(1, L/2048), RAG questions
-# max(1, L/1024)); json_kv and icl_labels, whose context does not depend on the questions,
+# L/256, multi-value keys L/1024, variable chains max(1, L/2048), RAG and re-ranking
+# questions max(1, L/1024)); json_kv and icl_labels, whose context does not depend on the questions,
 # ask many. Training seeds are disjoint from evaluation seeds by construction
 # (tasks.InstanceSeed); prose uses seed 2 so that its passages start apart from code's.
 set -euo pipefail
@@ -22,7 +22,7 @@ for d in "$corpus/code" "$corpus/prose"; do
   [ -d "$d" ] || { echo "data.sh: $d is missing (make CORPUS_DIR with tools/pretrain/corpus.sh)" >&2; exit 1; }
 done
 mkdir -p "$out"
-# length  documents per 1% of the tokens  queries: json_kv mk_needle/mk_uuid mv vt rag icl
+# length  documents per 1% of the tokens  queries: json_kv mk_needle/mk_uuid mv vt rag/rerank icl
 plan=(
   "512  290  8  2 1 1 1 24"
   "1024 176 16  4 1 1 1 40"
@@ -37,7 +37,7 @@ mix=(
   "mv ruler_mv 7 3 all"
   "vt ruler_vt 12 4 all"
   "rag rag 12 5 all"
-  "rerank rerank 12 0 all"
+  "rerank rerank 12 5 all"
   "icl icl_labels 5 6 all"
   "records records_tsv 9 0 all"
   "code corpus 8 0 code"
@@ -58,8 +58,8 @@ for row in "${plan[@]}"; do
     [ "$name" = prose ] && seed=2
     "$kvfoot" tasks dump --tokenizer "$tok" --corpus "$c" --format bin --seed "$seed" --force \
       --lengths "$L" --count "$n" --queries "$queries" --tasks "$task" --out "$out/train_${L}_$name.bin"
-    # rerank and records_tsv ask one question whatever --queries says; corpus text none
-    case $task in rerank | records_tsv) ;; corpus) queries=0 ;; esac
+    # corpus text asks no question (records_tsv asks one whatever --queries says)
+    [ "$task" != corpus ] || queries=0
     printf 'train_%s_%s\t%s\t%s\t%s\t%s\n' "$L" "$name" "$L" "$task" "$n" "$queries" >>"$out/plan.tsv.tmp"
   done
 done
