@@ -14,8 +14,9 @@ import (
 // for the document that answers, 2 for the one about another role of the same place,
 // 1 for the one about the same role elsewhere, 0 (unjudged) for the rest. Two
 // demonstrations come first (HELMET's two shots; one below 2048 tokens, none below
-// 1024). A document has one query whatever
-// --queries says; its gold answer ranks the judged documents.
+// 1024). An evaluation prompt has one query; a training document has --queries, each
+// with its own three judged documents among the others, and each gold answer ranks its
+// query's judged documents.
 func init() {
 	register(&task{name: "rerank", category: "rerank", metric: NDCG10, build: buildRerank})
 }
@@ -66,7 +67,7 @@ func ranking(js []judged) string {
 	return strings.Join(ids, " > ")
 }
 
-func buildRerank(g *gen, _ int) (*layout, error) {
+func buildRerank(g *gen, q int) (*layout, error) {
 	p := &passages{rng: g.rng, taken: map[string]bool{}}
 	ids := &rerankIDs{rng: g.rng, seen: map[int]bool{}}
 	var head strings.Builder
@@ -81,18 +82,26 @@ func buildRerank(g *gen, _ int) (*layout, error) {
 		}
 		fmt.Fprintf(&head, "Query: who is the %s of the %s\nRanking: %s\n\n", q.role, q.title, ranking(js))
 	}
-	q, js := rerankQuery(p, ids)
 	lay := &layout{head: head.String(), stop: "\n"}
 	u := &units{close: "\n"}
-	g.rng.Shuffle(len(js), func(i, j int) { js[i], js[j] = js[j], js[i] })
-	var golds []string
-	for _, j := range js {
-		u.special = append(u.special, rerankDoc(j.id, j.text)+"\n\n")
-		golds = append(golds, fmt.Sprintf("%s:%d", j.id, j.label))
+	for range max(q, 1) {
+		qu, js := rerankQuery(p, ids)
+		g.rng.Shuffle(len(js), func(i, j int) { js[i], js[j] = js[j], js[i] })
+		var golds []string
+		for _, j := range js {
+			u.special = append(u.special, rerankDoc(j.id, j.text)+"\n\n")
+			golds = append(golds, fmt.Sprintf("%s:%d", j.id, j.label))
+		}
+		lay.queries = append(lay.queries, g.query(fmt.Sprintf("Query: who is the %s of the %s", qu.role, qu.title),
+			"Ranking:", " "+ranking(js), golds...))
 	}
-	u.depths = g.spread(len(js))
-	qu := g.query(fmt.Sprintf("Query: who is the %s of the %s", q.role, q.title), "Ranking:", " "+ranking(js), golds...)
-	lay.queries = []query{qu}
+	// Several queries' documents are interleaved (one query's draws stay as they were, so
+	// that evaluation prompts do not change).
+	if q > 1 {
+		g.rng.Shuffle(len(u.special), func(i, j int) { u.special[i], u.special[j] = u.special[j], u.special[i] })
+		g.rng.Shuffle(q, func(i, j int) { lay.queries[i], lay.queries[j] = lay.queries[j], lay.queries[i] })
+	}
+	u.depths = g.spread(len(u.special))
 	// Unjudged documents come from their own generators, so that document i is the same
 	// whatever order the fitter asks for them.
 	frng := rand.New(rand.NewPCG(g.seed, 1<<40))

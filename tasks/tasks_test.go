@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -111,7 +112,7 @@ func TestDocumentSpans(t *testing.T) {
 			}
 			want := 8
 			switch name {
-			case "records_tsv", "rerank":
+			case "records_tsv":
 				want = 1
 			case CorpusTask:
 				want = 0
@@ -217,6 +218,47 @@ func TestDepthSpread(t *testing.T) {
 		f := float64(o) / float64(len(in.Prompt))
 		if f < float64(i)/float64(n)-0.03 || f > float64(i+1)/float64(n)+0.05 {
 			t.Errorf("needle %d at depth %.3f, want within [%.3f, %.3f]", i, f, float64(i)/float64(n), float64(i+1)/float64(n))
+		}
+	}
+}
+
+// A re-ranking training document with several queries ranks, for each, the documents
+// that the context says answer it: label 3 states the queried role of the queried place,
+// 2 another role of that place, 1 the queried role of another place.
+func TestRerankTrainingRankings(t *testing.T) {
+	docRE := regexp.MustCompile(`\[ID: (\d+)\] Document: ([^\n]*)`)
+	queryRE := regexp.MustCompile(`Query: who is the (\w+) of the (\w+ \w+)\nRanking: (\d+) > (\d+) > (\d+)\n`)
+	for tn, tok := range tokenizers {
+		d, err := Document("rerank", 4096, 2, 11, Options{Tokenizer: tok, Queries: 4})
+		if err != nil {
+			t.Fatalf("%s: %v", tn, err)
+		}
+		last := strings.LastIndex(d.Text, "[ID: ")
+		start := strings.Index(d.Text[last:], "\nQuery:")
+		if last < 0 || start < 0 {
+			t.Fatalf("%s: no query after the context", tn)
+		}
+		start += last
+		docs := map[string]string{}
+		for _, m := range docRE.FindAllStringSubmatch(d.Text[:start], -1) {
+			docs[m[1]] = m[2] // a demonstration's ids are distinct from the context's
+		}
+		queries := queryRE.FindAllStringSubmatch(d.Text[start:], -1)
+		if len(queries) != 4 || len(d.Spans) != 4 {
+			t.Fatalf("%s: %d queries and %d answer spans, want 4", tn, len(queries), len(d.Spans))
+		}
+		for _, q := range queries {
+			role, place := q[1], q[2]
+			gold, samePlace, sameRole := docs[q[3]], docs[q[4]], docs[q[5]]
+			if !strings.Contains(gold, fmt.Sprintf("The %s of the %s is", role, place)) {
+				t.Errorf("%s: %s of %s: first-ranked document %q does not answer", tn, role, place, gold)
+			}
+			if !strings.Contains(samePlace, " of the "+place+" is") || strings.Contains(samePlace, "The "+role+" ") {
+				t.Errorf("%s: %s of %s: second-ranked document %q is not about another role there", tn, role, place, samePlace)
+			}
+			if !strings.Contains(sameRole, "The "+role+" of the ") || strings.Contains(sameRole, " of the "+place+" is") {
+				t.Errorf("%s: %s of %s: third-ranked document %q is not about the role elsewhere", tn, role, place, sameRole)
+			}
 		}
 	}
 }

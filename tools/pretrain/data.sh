@@ -1,33 +1,67 @@
 #!/usr/bin/env bash
 # Makes the pre-training data of the built-in model with kvfoot itself:
-#   tools/pretrain/data.sh KVFOOT TOKENIZER CORPUS_DIR OUT_DIR
-# For every curriculum length it dumps the recall tasks (twice as many documents), the
-# other tasks and plain corpus text, each document holding as many question/answer pairs
-# as fit comfortably at that length (about 70% of the most that fit with the built-in
-# tokenizer). Training seeds are disjoint from evaluation seeds by construction.
+#   tools/pretrain/data.sh KVFOOT TOKENIZER CORPUS_DIR OUT_DIR [DIVISOR]
+# CORPUS_DIR is what tools/pretrain/corpus.sh makes: code/ (Go sources) and prose/ (the
+# OS's and Go's documents and Go's comments). For every curriculum length it dumps every
+# task generator in training mode (answers masked in .mask), plain Go source and plain
+# prose, as train_L_NAME.{bin,mask,docs}, and writes plan.tsv (what each file should hold,
+# for check_data.py). DIVISOR (default 1) divides every document count: a small run to test.
+#
+# Mix, in tokens (every document is exactly L tokens, so documents count tokens): recall
+# 28% (json_kv, ruler_mk_needle, ruler_mk_uuid, ruler_mv: 7 each), rag 12, rerank 12,
+# ruler_vt 12, icl_labels 5, records_tsv 9, Go source 8, prose 14. Task haystacks are cut
+# from all of CORPUS_DIR (code and prose by bytes: about 3 to 1). Question counts keep
+# each document's context as dense as an evaluation prompt's of that length (needles
+# L/256, multi-value keys L/1024, variable chains max(1, L/2048), RAG and re-ranking
+# questions max(1, L/1024)); json_kv and icl_labels, whose context does not depend on the questions,
+# ask many. Training seeds are disjoint from evaluation seeds by construction
+# (tasks.InstanceSeed); prose uses seed 2 so that its passages start apart from code's.
 set -euo pipefail
-kvfoot=$1 tok=$2 corpus=$3 out=$4
-mkdir -p "$out"
-# length  docs-per-unit  queries: json_kv mk_needle mk_uuid mv vt icl
-plan=(
-  "512  1950  8 4 4 2 3 24"
-  "1024 1300 16 10 8 4 6 40"
-  "2048 1000 32 20 16 8 12 48"
-  "4096 1220 40 40 32 16 24 48"
-)
-dump() { # name length count queries tasks
-  "$kvfoot" tasks dump --tokenizer "$tok" --corpus "$corpus" --format bin --seed 1 \
-    --lengths "$2" --count "$3" --queries "$4" --tasks "$5" --out "$out/train_$2_$1.bin"
-}
-for row in "${plan[@]}"; do
-  read -r L n qj qn qu qm qv qi <<<"$row"
-  dump json_kv "$L" $((2 * n)) "$qj" json_kv
-  dump mk_needle "$L" $((2 * n)) "$qn" ruler_mk_needle
-  dump mk_uuid "$L" $((2 * n)) "$qu" ruler_mk_uuid
-  dump mv "$L" $((2 * n)) "$qm" ruler_mv
-  dump vt "$L" "$n" "$qv" ruler_vt
-  dump icl "$L" "$n" "$qi" icl_labels
-  dump records "$L" "$n" 1 records_tsv
-  dump corpus "$L" "$n" 1 corpus
+kvfoot=${1:?usage: data.sh KVFOOT TOKENIZER CORPUS_DIR OUT_DIR [DIVISOR]} tok=${2:?} corpus=${3:?} out=${4:?} div=${5:-1}
+for d in "$corpus/code" "$corpus/prose"; do
+  [ -d "$d" ] || { echo "data.sh: $d is missing (make CORPUS_DIR with tools/pretrain/corpus.sh)" >&2; exit 1; }
 done
+mkdir -p "$out"
+# length  documents per 1% of the tokens  queries: json_kv mk_needle/mk_uuid mv vt rag/rerank icl
+plan=(
+  "512  290  8  2 1 1 1 24"
+  "1024 176 16  4 1 1 1 40"
+  "2048 132 32  8 2 1 2 48"
+  "4096 220 40 16 4 2 4 48"
+)
+# name  task  share (%)  query column (0: one question)  corpus (all, code or prose)
+mix=(
+  "json_kv json_kv 7 1 all"
+  "mk_needle ruler_mk_needle 7 2 all"
+  "mk_uuid ruler_mk_uuid 7 2 all"
+  "mv ruler_mv 7 3 all"
+  "vt ruler_vt 12 4 all"
+  "rag rag 12 5 all"
+  "rerank rerank 12 5 all"
+  "icl icl_labels 5 6 all"
+  "records records_tsv 9 0 all"
+  "code corpus 8 0 code"
+  "prose corpus 14 0 prose"
+)
+printf 'file\tlength\ttask\tdocuments\tqueries\n' >"$out/plan.tsv.tmp"
+for row in "${plan[@]}"; do
+  read -r L unit qs <<<"$row"
+  read -r -a q <<<"$qs"
+  for m in "${mix[@]}"; do
+    read -r name task share col src <<<"$m"
+    n=$((share * unit / div))
+    ((n >= 1)) || n=1
+    queries=1
+    ((col == 0)) || queries=${q[col - 1]}
+    c=$corpus seed=1
+    [ "$src" = all ] || c=$corpus/$src
+    [ "$name" = prose ] && seed=2
+    "$kvfoot" tasks dump --tokenizer "$tok" --corpus "$c" --format bin --seed "$seed" --force \
+      --lengths "$L" --count "$n" --queries "$queries" --tasks "$task" --out "$out/train_${L}_$name.bin"
+    # corpus text asks no question (records_tsv asks one whatever --queries says)
+    [ "$task" != corpus ] || queries=0
+    printf 'train_%s_%s\t%s\t%s\t%s\t%s\n' "$L" "$name" "$L" "$task" "$n" "$queries" >>"$out/plan.tsv.tmp"
+  done
+done
+mv "$out/plan.tsv.tmp" "$out/plan.tsv"
 ls -la "$out"
