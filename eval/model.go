@@ -124,9 +124,9 @@ func (mb *ModelBackend) guard(f func() error) (err error) {
 
 // sampleCache is one sample's cache with its meter and its storage.
 type sampleCache struct {
-	cache *kv.Cache
-	meter *footprint.Meter
-	store kv.Storage // made by ModelBackend.Storage; nil on the host
+	cache  *kv.Cache
+	meter  *footprint.Meter
+	store  kv.Storage // made by ModelBackend.Storage; nil on the host
 	layers int
 }
 
