@@ -154,6 +154,7 @@ func (mb *ModelBackend) startJob(method string, j *batchJob) (*sampleCache, erro
 		j.pre--
 	}
 	j.patch = min(sc.cache.PatchLen(), j.pre)
+	j.ids = make([]int, 0, min(j.MaxNew, 1<<16)) // as Generate's, so that no budget gives [], not null
 	return sc, nil
 }
 

@@ -294,3 +294,72 @@ func TestStudyBatchedResume(t *testing.T) {
 	sameResults(t, "resumed", one.Results, st.Results)
 	sameReports(t, "resumed", want, got)
 }
+
+// RunBatch gives every job what Run gives it, whatever its budget (none, one token,
+// more), its stop function and the pre-fill's chunking (with and without DecodeLast, a
+// prompt shorter than a chunk, of one token), and refuses a job that Run refuses without
+// failing the others.
+func TestRunBatchSameAsRun(t *testing.T) {
+	m, err := model.Load("../testdata/models/llama-gqa", model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	prompt := func(n, seed int) []int {
+		p := make([]int, n)
+		for i := range p {
+			p[i] = (i*37 + seed*101 + 11) % 500
+		}
+		return p
+	}
+	never := func([]int) bool { return false }
+	jobs := []Job{
+		{Prompt: prompt(70, 1), MaxNew: 6, Stop: never},
+		{Prompt: prompt(40, 2), MaxNew: 0, Stop: never},
+		{Prompt: prompt(1, 3), MaxNew: 3, Stop: never},
+		{Prompt: prompt(33, 4), MaxNew: 1, Stop: never},
+		{Prompt: prompt(50, 5), MaxNew: 9, Stop: func(out []int) bool { return len(out) == 4 }},
+		{Prompt: prompt(10, 6), MaxNew: 2000, Stop: never}, // past the context
+		{Prompt: prompt(17, 7), MaxNew: 5, Stop: never},
+	}
+	for _, decodeLast := range []bool{false, true} {
+		for _, method := range []string{"full", "snapkv:sparsity=0.5,window=8,chunked=true,patch=8"} {
+			one := &ModelBackend{M: m, Chunk: 16, DecodeLast: decodeLast}
+			batched := &ModelBackend{M: m, Chunk: 16, DecodeLast: decodeLast, Batch: 3}
+			got := make([]*Output, len(jobs))
+			errs := make([]error, len(jobs))
+			err := batched.RunBatch(method, jobs, func(i int, out Output, err error) error {
+				if got[i] != nil || errs[i] != nil {
+					t.Errorf("job %d done twice", i)
+				}
+				got[i], errs[i] = &out, err
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, j := range jobs {
+				what := fmt.Sprintf("%s, decode_last %v, job %d", method, decodeLast, i)
+				want, werr := one.Run(method, j.Prompt, j.MaxNew, j.Stop)
+				if (werr == nil) != (errs[i] == nil) || werr != nil && werr.Error() != errs[i].Error() {
+					t.Errorf("%s: error %v, want Run's %v", what, errs[i], werr)
+					continue
+				}
+				if got[i] == nil {
+					t.Errorf("%s: never done", what)
+					continue
+				}
+				g := *got[i]
+				g.Prefill, g.Decode, want.Prefill, want.Decode = 0, 0, 0, 0
+				gj, _ := json.Marshal(g)
+				wj, _ := json.Marshal(want)
+				if string(gj) != string(wj) {
+					t.Errorf("%s:\n got %s\nwant %s", what, gj, wj)
+				}
+			}
+			if errs[5] == nil {
+				t.Errorf("a job past the model's context was not refused")
+			}
+		}
+	}
+}
