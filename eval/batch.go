@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 )
 
@@ -35,6 +36,7 @@ type batchJob struct {
 	index int
 	Job
 	sc       *sampleCache
+	peak     int64 // the cache's predicted peak bytes
 	pre      int // tokens pre-filled; with DecodeLast the prompt's last one is fed as a decode step
 	patch    int
 	ids      []int
@@ -44,7 +46,7 @@ type batchJob struct {
 }
 
 // RunBatch runs the jobs as the server runs requests (continuous batching): up to
-// BatchSize at a time, each with its own cache, each forward taking one decode step of
+// BatchSize at a time (and as many as KVBudget holds), each with its own cache, each forward taking one decode step of
 // every job that decodes and the next pre-fill chunks of those that pre-fill (as many as
 // fit one chunk's rows), all in one model.Runner.ForwardBatch. Every cache sees the
 // steps that Run would feed it, in the same order, and every job gets the same output
@@ -66,7 +68,15 @@ func (mb *ModelBackend) RunBatch(method string, jobs []Job, done func(job int, o
 		}
 	}()
 	next := 0
+	var facts *kv.Facts
+	if mb.KVBudget > 0 {
+		if facts, err = kv.Describe(kv.Shape(mb.M.Shape()), method, mb.CacheOptions...); err != nil {
+			return err
+		}
+	}
+	held := int64(0) // the running jobs' predicted peaks
 	finish := func(j *batchJob, out Output, err error) error {
+		held -= j.peak
 		if j.sc != nil {
 			if cerr := j.sc.close(); cerr != nil && err == nil {
 				err = mb.guard(func() error { return cerr })
@@ -80,6 +90,17 @@ func (mb *ModelBackend) RunBatch(method string, jobs []Job, done func(job int, o
 	for next < len(jobs) || len(running) > 0 {
 		for len(running) < mb.BatchSize() && next < len(jobs) {
 			j := &batchJob{index: next, Job: jobs[next], start: time.Now()}
+			if facts != nil && len(jobs[next].Prompt) > 0 {
+				peak, err := facts.PeakBytes(kv.Workload{Prompt: len(j.Prompt), MaxTokens: max(j.MaxNew, 0), Chunk: mb.Chunk})
+				if err != nil {
+					return err
+				}
+				if len(running) > 0 && held+peak > mb.KVBudget {
+					break // it waits for room
+				}
+				j.peak = peak
+				held += peak
+			}
 			next++
 			running = append(running, j)
 			if err := mb.guard(func() (err error) { j.sc, err = mb.startJob(method, j); return err }); err != nil {

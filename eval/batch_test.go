@@ -363,3 +363,56 @@ func TestRunBatchSameAsRun(t *testing.T) {
 		}
 	}
 }
+
+// With a KV budget, a batch admits a sample only when its cache's predicted peak fits
+// beside the running ones', and one sample whatever its peak.
+func TestRunBatchKVBudget(t *testing.T) {
+	m, err := model.Load("../testdata/models/llama-gqa", model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	const method, n, maxNew = "full", 60, 4
+	jobs := make([]Job, 6)
+	for i := range jobs {
+		p := make([]int, n)
+		for k := range p {
+			p[k] = (k*31 + i*7 + 3) % 500
+		}
+		jobs[i] = Job{Prompt: p, MaxNew: maxNew, Stop: func([]int) bool { return false }}
+	}
+	// full attention in float32: every position up to the last fed of every layer and
+	// KV head, keys and values
+	c := m.Config
+	peak := int64(n+maxNew-1) * int64(c.Layers*c.KVHeads*c.HeadDim) * 2 * 4
+	for _, tc := range []struct {
+		budget int64
+		want   int
+	}{{2*peak + peak/2, 2}, {3 * peak, 3}, {peak / 2, 1}, {0, 5}} {
+		var live, most int
+		b := &ModelBackend{M: m, Chunk: 16, Batch: 5, KVBudget: tc.budget,
+			Storage: func(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
+				st, err := kv.HostStorage(s, rep, p)
+				live++
+				most = max(most, live)
+				return &closing{st, func() { live-- }}, err
+			}}
+		var got []Output
+		err := b.RunBatch(method, jobs, func(i int, out Output, err error) error {
+			if err != nil {
+				return err
+			}
+			if out.PeakBytes != peak {
+				t.Errorf("job %d: peak %d bytes measured, want %d", i, out.PeakBytes, peak)
+			}
+			got = append(got, out)
+			return nil
+		})
+		if err != nil || len(got) != len(jobs) {
+			t.Fatalf("budget %d: %v, %d jobs done", tc.budget, err, len(got))
+		}
+		if most != tc.want {
+			t.Errorf("budget %d (peak %d a job): %d caches at once, want %d", tc.budget, peak, most, tc.want)
+		}
+	}
+}

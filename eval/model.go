@@ -39,6 +39,11 @@ type ModelBackend struct {
 	// Batch is the most samples of one setting run together (RunBatch); ≤ 1 runs them
 	// one by one.
 	Batch int
+	// KVBudget, when positive, bounds the bytes that the caches of a batch may hold
+	// together, each counted at its policy's predicted peak (kv.Facts.PeakBytes): a
+	// sample joins the batch only when its peak fits beside the running ones' (one runs
+	// alone whatever its peak), so that a GPU's memory holds the batch.
+	KVBudget int64
 }
 
 // Context is the model's max_position_embeddings.
