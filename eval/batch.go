@@ -37,7 +37,7 @@ type batchJob struct {
 	Job
 	sc       *sampleCache
 	peak     int64 // the cache's predicted peak bytes
-	pre      int // tokens pre-filled; with DecodeLast the prompt's last one is fed as a decode step
+	pre      int   // tokens pre-filled; with DecodeLast the prompt's last one is fed as a decode step
 	patch    int
 	ids      []int
 	start    time.Time
@@ -46,9 +46,10 @@ type batchJob struct {
 }
 
 // RunBatch runs the jobs as the server runs requests (continuous batching): up to
-// BatchSize at a time (and as many as KVBudget holds), each with its own cache, each forward taking one decode step of
-// every job that decodes and the next pre-fill chunks of those that pre-fill (as many as
-// fit one chunk's rows), all in one model.Runner.ForwardBatch. Every cache sees the
+// BatchSize at a time (and as many as KVBudget holds), each with its own cache, each
+// forward taking one decode step of every job that decodes and the next pre-fill chunks
+// of those that pre-fill (as many as fit one chunk's rows), all in one
+// model.Runner.ForwardBatch. Every cache sees the
 // steps that Run would feed it, in the same order, and every job gets the same output
 // when the forward's arithmetic per row is independent of the other rows (it is on the
 // CPU with float weights). When a batched forward fails (an error, or a device fault),
@@ -128,10 +129,8 @@ func (mb *ModelBackend) RunBatch(method string, jobs []Job, done func(job int, o
 			runner = model.NewRunner(mb.M, rows+len(batch))
 		}
 		if err := mb.guard(func() error { return runner.ForwardBatch(seqs) }); err != nil {
-			if runner != nil {
-				runner.Close() // its buffers may be half grown
-				runner = nil
-			}
+			runner.Close() // its buffers may be half grown
+			runner = nil
 			for _, j := range slices.Clone(batch) {
 				j.sc.close()
 				j.sc = nil
