@@ -330,27 +330,36 @@ func Run(cfg Config, b Backend) (*Report, error) {
 			res := Result{Task: c.task, Category: c.category, Length: c.length}
 			sum := 0.0
 			var fp, peak meanOf
-			for i := range c.samples {
+			reqs := make([]sampleReq, c.samples)
+			for i := range reqs {
+				reqs[i] = sampleReq{c: c, i: i}
+			}
+			got := make([]*Sample, c.samples)
+			err := r.samplesOf(method, reqs, nil, func(q sampleReq, s *Sample, ran bool) error {
 				done++
-				s, ran, err := r.sample(method, c, i, nil)
-				if err != nil {
-					return nil, err
+				got[q.i] = s
+				switch {
+				case !ran || cfg.Progress == nil:
+				case s.Failed != "":
+					fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: failed: %s\n", done, total, method, c.task, c.length, q.i, s.Failed)
+				default:
+					fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: score %.0f, %d+%d tokens, KV footprint %.3f, prefill %.1fs, decode %.1fs\n",
+						done, total, method, c.task, c.length, q.i, s.Score, s.InputLen, s.OutputLen, s.Footprint, s.Prefill, s.Decode)
 				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			for _, s := range got {
 				if s.Failed != "" {
 					res.Failed++
-					if ran && cfg.Progress != nil {
-						fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: failed: %s\n", done, total, method, c.task, c.length, i, s.Failed)
-					}
 					continue
 				}
 				sum += s.Score
 				res.Samples++
 				fp.add(s.Footprint)
 				peak.add(s.Peak)
-				if ran && cfg.Progress != nil {
-					fmt.Fprintf(cfg.Progress, "eval %d/%d: %s %s %d #%d: score %.0f, %d+%d tokens, KV footprint %.3f, prefill %.1fs, decode %.1fs\n",
-						done, total, method, c.task, c.length, i, s.Score, s.InputLen, s.OutputLen, s.Footprint, s.Prefill, s.Decode)
-				}
 			}
 			if res.Samples > 0 {
 				res.Score = sum / float64(res.Samples)
@@ -466,62 +475,159 @@ func (r *runner) prepare(c *cell, i int) (*prepared, error) {
 // result before it is stored. A sample the device failed on is stored as failed (its
 // Failed says why) and returned without an error, unless the device is unusable after it.
 func (r *runner) sample(method string, c *cell, i int, tag func(*Sample)) (s *Sample, ran bool, err error) {
-	p, err := r.prepare(c, i)
+	t, err := r.begin(method, sampleReq{c, i, tag})
 	if err != nil {
 		return nil, false, err
+	}
+	if t.old != nil {
+		return t.old, false, nil
+	}
+	out, err := r.b.Run(method, t.p.prompt, t.p.in.MaxNew, t.stop)
+	s, err = r.finish(t, out, err)
+	return s, err == nil || s != nil, err
+}
+
+// sampleReq asks for sample i of c, with the study's fields (tag).
+type sampleReq struct {
+	c   *cell
+	i   int
+	tag func(*Sample)
+}
+
+// pendingSample is a sample to run, or the stored result (old) that stands for it.
+type pendingSample struct {
+	sampleReq
+	p    *prepared
+	s    *Sample // the result to fill in
+	old  *Sample
+	stop func([]int) bool
+}
+
+// begin prepares a sample and looks it up in the results.
+func (r *runner) begin(method string, q sampleReq) (*pendingSample, error) {
+	p, err := r.prepare(q.c, q.i)
+	if err != nil {
+		return nil, err
 	}
 	in := p.in
-	s = &Sample{Model: r.cfg.Model, Method: method, Task: c.task, Category: in.Category,
-		Length: c.length, Index: i, Seed: in.Seed, MaxNew: in.MaxNew, Prompt: p.hash,
-		Settings: c.settings, Metric: in.Metric}
+	s := &Sample{Model: r.cfg.Model, Method: method, Task: q.c.task, Category: in.Category,
+		Length: q.c.length, Index: q.i, Seed: in.Seed, MaxNew: in.MaxNew, Prompt: p.hash,
+		Settings: q.c.settings, Metric: in.Metric}
 	old, err := r.store.lookup(s)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	if old != nil {
-		return old, false, nil
-	}
-	stop := func([]int) bool { return false }
+	t := &pendingSample{sampleReq: q, p: p, s: s, old: old, stop: func([]int) bool { return false }}
 	if r.cfg.TaskStop {
-		stop = func(out []int) bool { return containsStop(r.decode(out), in.Stop) }
+		t.stop = func(out []int) bool { return containsStop(r.decode(out), in.Stop) }
 	}
-	out, err := r.b.Run(method, p.prompt, in.MaxNew, stop)
+	return t, nil
+}
+
+// finish scores what the backend returned for t and stores it. A sample the device
+// failed on is stored as failed; it is returned with an error when the device is
+// unusable after it.
+func (r *runner) finish(t *pendingSample, out Output, err error) (*Sample, error) {
+	s, in, c, i := t.s, t.p.in, t.c, t.i
+	method := s.Method
 	var fault *DeviceFault
 	if errors.As(err, &fault) {
-		s.Failed, s.InputLen, s.Answers = fault.Error(), len(p.prompt), in.Answers
-		if tag != nil {
-			tag(s)
+		s.Failed, s.InputLen, s.Answers = fault.Error(), len(t.p.prompt), in.Answers
+		if t.tag != nil {
+			t.tag(s)
 		}
 		if err := r.store.add(s); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		if fault.Unusable != nil {
-			return s, true, fmt.Errorf("%s, %s, length %d, sample %d: %v; the device is unusable after it (%v): the sample is recorded as failed, and the run stops here; run the same command again once the device is back to go on (--retry-failed runs the failed samples again)",
+			return s, fmt.Errorf("%s, %s, length %d, sample %d: %v; the device is unusable after it (%v): the sample is recorded as failed, and the run stops here; run the same command again once the device is back to go on (--retry-failed runs the failed samples again)",
 				method, c.task, c.length, i, fault, fault.Unusable)
 		}
-		return s, true, nil
+		return s, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%s, %s, length %d, sample %d: %w", method, c.task, c.length, i, err)
+		return nil, fmt.Errorf("%s, %s, length %d, sample %d: %w", method, c.task, c.length, i, err)
 	}
 	text := r.decode(out.IDs)
 	if r.cfg.TaskStop {
 		text = cutStop(text, in.Stop)
 	}
 	s.Score = 100 * in.Score(text)
-	s.InputLen, s.OutputLen, s.Output, s.Answers = len(p.prompt), len(out.IDs), text, in.Answers
+	s.InputLen, s.OutputLen, s.Output, s.Answers = len(t.p.prompt), len(out.IDs), text, in.Answers
 	s.Prefill, s.Decode = out.Prefill.Seconds(), out.Decode.Seconds()
 	s.Footprint, s.Peak, s.PeakBytes = out.Footprint, out.Peak, out.PeakBytes
 	if i == 0 {
 		s.Timeline = out.Timeline
 	}
-	if tag != nil {
-		tag(s)
+	if t.tag != nil {
+		t.tag(s)
 	}
 	if err := r.store.add(s); err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	return s, true, nil
+	return s, nil
+}
+
+// samplesOf returns the results of method on every sample of reqs, calling each with
+// every one as it comes: the stored ones first, then those run now (ran), together
+// when the backend batches (a BatchBackend with a BatchSize above 1), in the order
+// they finish. stop, when set, is asked after each sample; its error ends the run.
+func (r *runner) samplesOf(method string, reqs []sampleReq, stop func() error, each func(q sampleReq, s *Sample, ran bool) error) error {
+	bb, ok := r.b.(BatchBackend)
+	if !ok || bb.BatchSize() <= 1 {
+		for _, q := range reqs {
+			if stop != nil {
+				if err := stop(); err != nil {
+					return err
+				}
+			}
+			s, ran, err := r.sample(method, q.c, q.i, q.tag)
+			if err != nil {
+				return err
+			}
+			if err := each(q, s, ran); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var todo []*pendingSample
+	var jobs []Job
+	for _, q := range reqs {
+		t, err := r.begin(method, q)
+		if err != nil {
+			return err
+		}
+		if t.old != nil {
+			if err := each(q, t.old, false); err != nil {
+				return err
+			}
+			continue
+		}
+		todo = append(todo, t)
+		jobs = append(jobs, Job{Prompt: t.p.prompt, MaxNew: t.p.in.MaxNew, Stop: t.stop})
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	if stop != nil {
+		if err := stop(); err != nil {
+			return err
+		}
+	}
+	return bb.RunBatch(method, jobs, func(k int, out Output, err error) error {
+		t := todo[k]
+		s, err := r.finish(t, out, err)
+		if s != nil {
+			if eerr := each(t.sampleReq, s, true); eerr != nil && err == nil {
+				err = eerr
+			}
+		}
+		if err == nil && stop != nil {
+			err = stop()
+		}
+		return err
+	})
 }
 
 // meanOf averages the positive values it is given (zero marks "not measured").

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/kvfoot/kvfoot/footprint"
 	"github.com/kvfoot/kvfoot/internal/modeldir"
@@ -35,6 +36,14 @@ type ModelBackend struct {
 	// Healthy, when set, is asked after a device failure whether the device can still run
 	// (DeviceFault.Unusable).
 	Healthy func() error
+	// Batch is the most samples of one setting run together (RunBatch); ≤ 1 runs them
+	// one by one.
+	Batch int
+	// KVBudget, when positive, bounds the bytes that the caches of a batch may hold
+	// together, each counted at its policy's predicted peak (kv.Facts.PeakBytes): a
+	// sample joins the batch only when its peak fits beside the running ones' (one runs
+	// alone whatever its peak), so that a GPU's memory holds the batch.
+	KVBudget int64
 }
 
 // Context is the model's max_position_embeddings.
@@ -61,7 +70,43 @@ func (mb *ModelBackend) Settings() (map[string]string, error) {
 
 // Run pre-fills the prompt and decodes greedily until maxNew tokens, an EOS id of
 // the config, or stop.
-func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (_ Output, err error) {
+func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (out Output, err error) {
+	err = mb.guard(func() (err error) {
+		sc, err := mb.newCache(method)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := sc.close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}()
+		var ids []int
+		res, err := model.Generate(mb.M, sc.cache, prompt, model.GenerateOptions{
+			MaxTokens:  maxNew,
+			Chunk:      mb.Chunk,
+			DecodeLast: mb.DecodeLast,
+			Stop:       mb.M.Config.EOS,
+			OnToken: func(id int) bool {
+				ids = append(ids, id)
+				return !stop(ids)
+			},
+		})
+		if err != nil {
+			return err
+		}
+		out = sc.output(res.IDs, res.Prefill, res.Decode)
+		return nil
+	})
+	if err != nil {
+		return Output{}, err
+	}
+	return out, nil
+}
+
+// guard runs f, turning what the device failed on (a panic or an error that Fault
+// recognizes) into a *DeviceFault; any other panic is passed on.
+func (mb *ModelBackend) guard(f func() error) (err error) {
 	defer func() {
 		if mb.Fault == nil {
 			return
@@ -79,52 +124,65 @@ func (mb *ModelBackend) Run(method string, prompt []int, maxNew int, stop func([
 			err = mb.deviceFault(err)
 		}
 	}()
+	return f()
+}
+
+// sampleCache is one sample's cache with its meter and its storage.
+type sampleCache struct {
+	cache  *kv.Cache
+	meter  *footprint.Meter
+	store  kv.Storage // made by ModelBackend.Storage; nil on the host
+	layers int
+}
+
+// newCache builds a cache of the method's policy with a meter, on the device's storage
+// when there is one.
+func (mb *ModelBackend) newCache(method string) (*sampleCache, error) {
 	c := mb.M.Config
-	meter := footprint.NewMeter(c.Layers, c.KVHeads)
-	opts := append(slices.Clip(mb.CacheOptions), kv.WithObserver(meter))
+	sc := &sampleCache{meter: footprint.NewMeter(c.Layers, c.KVHeads), layers: c.Layers}
+	opts := append(slices.Clip(mb.CacheOptions), kv.WithObserver(sc.meter))
 	if mb.Storage != nil {
-		var store kv.Storage
-		defer func() {
-			// a kernel's fault can surface only in the wait for the queue before the free
-			if cl, ok := store.(interface{ Close() error }); ok {
-				if cerr := cl.Close(); cerr != nil && err == nil {
-					err = fmt.Errorf("freeing the KV cache: %w", cerr)
-				}
-			}
-		}()
 		opts = append(opts, kv.WithStorage(func(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
 			st, err := mb.Storage(s, rep, p)
-			store = st
+			sc.store = st
 			return st, err
 		}))
 	}
 	cache, err := kv.New(kv.Shape(mb.M.Shape()), method, opts...)
 	if err != nil {
-		return Output{}, err
+		sc.close()
+		return nil, err
 	}
-	var out []int
-	res, err := model.Generate(mb.M, cache, prompt, model.GenerateOptions{
-		MaxTokens:  maxNew,
-		Chunk:      mb.Chunk,
-		DecodeLast: mb.DecodeLast,
-		Stop:       mb.M.Config.EOS,
-		OnToken: func(id int) bool {
-			out = append(out, id)
-			return !stop(out)
-		},
-	})
-	if err != nil {
-		return Output{}, err
+	sc.cache = cache
+	return sc, nil
+}
+
+// close frees a device storage (one with a Close method), so that the next sample finds
+// its memory free; a kernel's fault can surface only in the wait for the queue before
+// the free.
+func (sc *sampleCache) close() error {
+	cl, ok := sc.store.(interface{ Close() error })
+	sc.store = nil
+	if !ok {
+		return nil
 	}
-	fr := meter.Report(true)
-	heads := float64(c.Layers * fr.Heads)
+	if err := cl.Close(); err != nil {
+		return fmt.Errorf("freeing the KV cache: %w", err)
+	}
+	return nil
+}
+
+// output is the run's result with what the cache's meter measured.
+func (sc *sampleCache) output(ids []int, prefill, decode time.Duration) Output {
+	fr := sc.meter.Report(true)
+	heads := float64(sc.layers * fr.Heads)
 	tl := make([]TimelineStep, len(fr.Timeline))
 	for i, st := range fr.Timeline {
 		tl[i] = TimelineStep{Pos: st.Pos, N: st.N, Prefill: st.Prefill, Visible: float64(st.Visible) / heads,
 			Held: float64(st.Entries) / heads, Bytes: st.Bytes}
 	}
-	return Output{IDs: res.IDs, Prefill: res.Prefill, Decode: res.Decode,
-		Footprint: fr.Footprint, Peak: fr.Peak, PeakBytes: fr.PeakBytes, Timeline: tl}, nil
+	return Output{IDs: ids, Prefill: prefill, Decode: decode,
+		Footprint: fr.Footprint, Peak: fr.Peak, PeakBytes: fr.PeakBytes, Timeline: tl}
 }
 
 // deviceFault is err as a failed sample, saying whether the device is still usable.

@@ -140,24 +140,38 @@ func RunUnits(st Study, b Backend, units []Unit) error {
 	defer s.r.close()
 	s.progress = newProgress(st.Progress, len(units))
 	defer s.progress.finish()
-	for _, u := range units {
-		if st.Ctx != nil && st.Ctx.Err() != nil {
-			return ErrInterrupted
+	// consecutive samples of one setting run together
+	for len(units) > 0 {
+		n := 1
+		for n < len(units) && units[n].id().method == units[0].id().method && units[n].Length == units[0].Length &&
+			units[n].Name == units[0].Name && units[n].Knob == units[0].Knob {
+			n++
 		}
+		if err := s.runUnits(units[:n]); err != nil {
+			return err
+		}
+		units = units[n:]
+	}
+	return nil
+}
+
+// runUnits runs samples of one setting.
+func (s *studyRun) runUnits(units []Unit) error {
+	u0 := units[0]
+	m := Method{Name: u0.Name, Spec: u0.Template}
+	tag := func(smp *Sample) { smp.Name, smp.Template, smp.Knob = u0.Name, u0.Template, u0.Knob }
+	var reqs []sampleReq
+	for _, u := range units {
 		c := s.r.cell(u.Task, u.Length)
 		if c == nil || u.Index >= c.samples {
 			return fmt.Errorf("stage: %s, sample %d of %s at length %d is not part of this study: the stage was planned with other settings", u.Name, u.Index, u.Task, u.Length)
 		}
-		m := Method{Name: u.Name, Spec: u.Template}
-		smp, ran, err := s.r.sample(u.id().method, c, u.Index, func(smp *Sample) {
-			smp.Name, smp.Template, smp.Knob = u.Name, u.Template, u.Knob
-		})
-		if err != nil {
-			return err
-		}
-		s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %s", u.Name, knobLabel(m, u.Knob), u.Task, u.Index, outcome(smp)))
+		reqs = append(reqs, sampleReq{c, u.Index, tag})
 	}
-	return nil
+	return s.r.samplesOf(u0.id().method, reqs, s.interrupted, func(q sampleReq, smp *Sample, ran bool) error {
+		s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %s", u0.Name, knobLabel(m, u0.Knob), q.c.task, q.i, outcome(smp)))
+		return nil
+	})
 }
 
 const (

@@ -337,29 +337,20 @@ func (s *studyRun) failsAll(m Method, length int, x float64) bool {
 func (s *studyRun) setting(m Method, x float64, length int, tasks []string, step string) error {
 	spec := m.At(x, length)
 	pending := false
+	var reqs []sampleReq
+	tag := func(smp *Sample) { smp.Name, smp.Template, smp.Knob = m.Name, m.Spec, x }
 	for _, task := range tasks {
 		c := s.r.cell(task, length)
 		if c == nil {
 			return fmt.Errorf("study: no task %s at length %d", task, length)
 		}
 		for i := range c.samples {
-			if s.Ctx != nil && s.Ctx.Err() != nil {
-				return ErrInterrupted
+			if s.plan == nil {
+				reqs = append(reqs, sampleReq{c, i, tag})
+			} else if !s.r.store.has(sampleID{spec, task, length, i}) {
+				s.plan.add(Unit{Name: m.Name, Template: m.Spec, Knob: x, Task: task, Length: length, Index: i}, step)
+				pending = true
 			}
-			if s.plan != nil {
-				if !s.r.store.has(sampleID{spec, task, length, i}) {
-					s.plan.add(Unit{Name: m.Name, Template: m.Spec, Knob: x, Task: task, Length: length, Index: i}, step)
-					pending = true
-				}
-				continue
-			}
-			smp, ran, err := s.r.sample(spec, c, i, func(smp *Sample) {
-				smp.Name, smp.Template, smp.Knob = m.Name, m.Spec, x
-			})
-			if err != nil {
-				return err
-			}
-			s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %s", m.Name, knobLabel(m, x), task, i, outcome(smp)))
 		}
 	}
 	if pending {
@@ -367,6 +358,17 @@ func (s *studyRun) setting(m Method, x float64, length int, tasks []string, step
 			s.plan.refPending[length] = true
 		}
 		return errPending
+	}
+	return s.r.samplesOf(spec, reqs, s.interrupted, func(q sampleReq, smp *Sample, ran bool) error {
+		s.progress.add(ran, fmt.Sprintf("%s %s %s #%d: %s", m.Name, knobLabel(m, x), q.c.task, q.i, outcome(smp)))
+		return nil
+	})
+}
+
+// interrupted is ErrInterrupted once the study's context is done.
+func (s *Study) interrupted() error {
+	if s.Ctx != nil && s.Ctx.Err() != nil {
+		return ErrInterrupted
 	}
 	return nil
 }

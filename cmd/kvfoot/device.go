@@ -141,6 +141,21 @@ func (c *target) failSamples(mb *eval.ModelBackend) {
 	mb.Healthy = c.healthy
 }
 
+// kvBudget is what the caches of a study's batch may hold on the device: a third of the
+// memory free after the weights, less gpu.Headroom, as kvfoot serve's default budget (a
+// cache's pool may double, the old and the new held together while it grows); 0 (no bound)
+// on the CPU.
+func (c *target) kvBudget() (int64, error) {
+	if c.gpu == nil {
+		return 0, nil
+	}
+	free, _, err := c.gpu.MemInfo()
+	if err != nil {
+		return 0, fmt.Errorf("--device: %w", err)
+	}
+	return max(int64(free)-gpu.Headroom, 0) / 3, nil
+}
+
 // gibs formats bytes in GiB for messages.
 func gibs(b int64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }
 

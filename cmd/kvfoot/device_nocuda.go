@@ -45,6 +45,8 @@ func recoverFault(*error) {}
 
 func (*target) failSamples(*eval.ModelBackend) {}
 
+func (*target) kvBudget() (int64, error) { return 0, nil }
+
 func (*target) serverDevice(budget int64, _ bool) (*server.Device, int64, error) {
 	return nil, budget, nil
 }

@@ -31,6 +31,7 @@ type evalFlags struct {
 	set                                         map[string]bool
 	dir, tokPath, methods, taskList, lengthList *string
 	samples, chunk, threads, probes, bootstrap  *int
+	batch                                       *int
 	seed                                        *uint64
 	format, out, corpus, helmet, study, grid    *string
 	threshold, tol                              *float64
@@ -39,6 +40,14 @@ type evalFlags struct {
 	shard, partition, timeLimit, mem, device    *string
 	cpus, gpus, arrayLimit, shards              *int
 }
+
+// gpuBatch is --batch's default on a GPU. A forward of one row (a decode step) leaves a
+// GPU idle: the built-in model's takes about as long for 16 rows as for one, so 16
+// samples decode at once for the cost of one; 16 holds a whole setting of the default
+// study (4 tasks × 3 samples), and a bigger model's batch is held to the memory anyway
+// (ModelBackend.KVBudget). On the CPU a forward of one sequence keeps the cores busy
+// already, and batching gains only the weights' reads of the decode steps.
+const gpuBatch = 16
 
 // slurmFlags are the flags of --slurm that its tasks do not take.
 var slurmFlags = []string{"slurm", "dry-run", "partition", "time", "cpus-per-task", "gpus-per-task", "mem", "array-limit", "shards"}
@@ -54,6 +63,7 @@ func parseEvalFlags(args []string) (*evalFlags, error) {
 	o.samples = fs.Int("samples", 10, "samples per task and length (default with --study: the study's)")
 	o.seed = fs.Uint64("seed", 0, "seed (evaluation instances never coincide with kvfoot tasks dump documents)")
 	o.chunk = fs.Int("chunk", -1, "pre-fill chunk size in tokens (0: the whole prompt at once; default: 1/8 of the model's context in a study, else 0)")
+	o.batch = fs.Int("batch", 0, fmt.Sprintf("samples of one setting run together, their forwards batched, as many as fit a third of the GPU's free memory (0: 1 on the CPU, %d on a GPU); the results are the same", gpuBatch))
 	o.format = fs.String("format", "text", "text (tables) or json (the report as the last line of standard output)")
 	o.out = fs.String("out", "", "folder for the results (results.jsonl, one line per sample: an interrupted run resumes from it) and the report (as kvfoot report writes it); a path ending in .jsonl is a results file alone. One command at a time holds a folder; files in it that kvfoot did not write are never replaced without --force")
 	o.force = fs.Bool("force", false, "replace files in --out that kvfoot did not write (or that were changed since)")
@@ -112,6 +122,8 @@ func (o *evalFlags) check() error {
 		return fmt.Errorf("--samples %d: want at least 1", *o.samples)
 	case *o.chunk < -1:
 		return fmt.Errorf("--chunk %d: want ≥ 0", *o.chunk)
+	case *o.batch < 0:
+		return fmt.Errorf("--batch %d: want ≥ 1 (0: the device's default)", *o.batch)
 	case *o.format != "text" && *o.format != "json":
 		return fmt.Errorf("--format %q: want text or json", *o.format)
 	case !(*o.threshold > 0 && *o.threshold <= 1):
@@ -336,8 +348,19 @@ func (o *evalFlags) setup(names []string, lengths []int, data []eval.Dataset, re
 	if dev.onGPU() { // bf16 on a GPU is another result than float32 on the CPU
 		settings["device"] = "cuda"
 	}
-	backend := &eval.ModelBackend{M: m, Chunk: *o.chunk, DecodeLast: *o.decodeLast, Dir: modelDir, CacheOptions: cacheOpts}
+	backend := &eval.ModelBackend{M: m, Chunk: *o.chunk, DecodeLast: *o.decodeLast, Dir: modelDir, CacheOptions: cacheOpts, Batch: *o.batch}
 	dev.failSamples(backend)
+	if backend.Batch == 0 {
+		backend.Batch = 1
+		if dev.onGPU() {
+			backend.Batch = gpuBatch
+		}
+	}
+	if backend.KVBudget, err = dev.kvBudget(); err != nil {
+		dev.close()
+		m.Close()
+		return nil, err
+	}
 	return &evalRun{st: st, preset: preset, close: func() error { dev.close(); return m.Close() },
 		backend: backend, settings: settings}, nil
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -78,6 +80,7 @@ func TestEvalBadInput(t *testing.T) {
 		{[]string{"--tasks", "json_kv", "--lengths", "900", "--methods", "full,streaming:sink=4,window=-1"}, `"streaming:sink=4,window=-1"`},
 		{[]string{"--tasks", "json_kv", "--lengths", "1000"}, "context of 1024 tokens"},
 		{[]string{"--tasks", "json_kv", "--lengths", "900", "--out", "../../README.md"}, "--out ../../README.md is a file: give a folder"},
+		{[]string{"--tasks", "json_kv", "--lengths", "900", "--batch", "-1"}, "--batch -1: want ≥ 1"},
 	} {
 		args := append([]string{"--model", "../../testdata/models/llama-gqa", "--tokenizer", "../../eval/testdata/bytes_tokenizer.json"}, tc.args...)
 		if err := runEval(args); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -337,5 +340,40 @@ func TestEvalSlurmDryRun(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the dry run left the folder: %v", err)
+	}
+}
+
+// kvfoot eval --batch N gives an evaluation's results (and a study's, with its report)
+// as --batch 1 does, but for the timings.
+func TestEvalBatch(t *testing.T) {
+	dir := t.TempDir()
+	eval1 := []string{"--model", "../../testdata/models/llama-gqa", "--tokenizer", "../../eval/testdata/bytes_tokenizer.json",
+		"--samples", "3", "--methods", "full;snapkv:sparsity=0.5,window=8,chunked=true,patch=8", "--tasks", "json_kv,ruler_mv", "--lengths", "600", "--chunk", "128"}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{{"eval", eval1}, {"study", smallStudy}} {
+		lines := map[string][]string{}
+		for _, batch := range []string{"1", "4"} {
+			out := filepath.Join(dir, tc.name+batch)
+			if _, err := quiet(t, func() error { return runEval(append(tc.args, "--batch", batch, "--out", out)) }); err != nil {
+				t.Fatalf("%s --batch %s: %v", tc.name, batch, err)
+			}
+			b, err := os.ReadFile(filepath.Join(out, "results.jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			timings := regexp.MustCompile(`"(prefill|decode)_seconds":[0-9.e+-]+`)
+			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				lines[batch] = append(lines[batch], timings.ReplaceAllString(l, ""))
+			}
+			slices.Sort(lines[batch])
+			if rep, err := os.ReadFile(filepath.Join(out, "report.md")); err == nil {
+				lines[batch] = append(lines[batch], string(rep))
+			}
+		}
+		if len(lines["1"]) < 12 || !slices.Equal(lines["1"], lines["4"]) {
+			t.Errorf("%s: --batch 4 gives other results than --batch 1:\n%s\n\nwant\n%s", tc.name, strings.Join(lines["4"], "\n"), strings.Join(lines["1"], "\n"))
+		}
 	}
 }
