@@ -280,8 +280,8 @@ func logPanic(where string, r any) {
 
 // fail ends j with e's error.
 func (e *engine) fail(j *job, err *apiError) {
+	e.release(j) // before the client can see its end, so that the stats it reads then are settled
 	j.out.push(event{err: err})
-	e.release(j)
 }
 
 // reap drops the requests whose client went away: their caches are freed now.
@@ -614,8 +614,8 @@ func (e *engine) finish(j *job, reason string, ev event) {
 			PeakBytes: rep.PeakBytes, EvictedEntries: j.evicted, ReservedBytes: j.reserve, PrefillChunk: e.chunk,
 		},
 	}
+	e.release(j) // before the client can see its end, so that the stats it reads then are settled
 	j.out.push(ev)
-	e.release(j)
 }
 
 // release removes j from the running set, drops its cache and returns its
