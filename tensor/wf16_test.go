@@ -215,6 +215,49 @@ func TestDotF16Rows(t *testing.T) {
 	}
 }
 
+// TestMatMulTF16Rows: MatMulT of an F16 matrix with rows long enough for the
+// several-row route (2048 values), 70 rows (two 32-row units and a short one) and 1 to
+// 3 rows of x, on 1 and 2 threads, gives every element the bits BlockF16.Dot gives
+// its row alone, and the float64 sum within TestDotF16's bound.
+func TestMatMulTF16Rows(t *testing.T) {
+	defer SetThreads(Threads())
+	const rows, k = 70, 2048
+	r := rand.New(rand.NewPCG(17, 18))
+	data := make([]byte, 0, rows*2*k)
+	for range rows {
+		data = append(data, randomF16Row(r, k)...)
+	}
+	w := &Mat{Rows: rows, Cols: k, Blocks: data, Block: &BlockF16}
+	u := math.Pow(2, -24)
+	for _, threads := range []int{1, 2} {
+		SetThreads(threads)
+		for m := 1; m <= 3; m++ {
+			x := gaussRow(r, m*k, 1)
+			dst := make([]float32, m*rows)
+			MatMulT(dst, x, m, w)
+			for i := range m {
+				xi := x[i*k : (i+1)*k]
+				for o := range rows {
+					row := data[o*2*k : (o+1)*2*k]
+					var want, mag float64
+					for c := range k {
+						p := float64(F16ToFloat(binary.LittleEndian.Uint16(row[2*c:]))) * float64(xi[c])
+						want += p
+						mag += math.Abs(p)
+					}
+					got := dst[i*rows+o]
+					if bound := float64(k) * u / (1 - float64(k)*u) * mag; !(math.Abs(float64(got)-want) <= bound) {
+						t.Fatalf("threads %d, m %d: [%d, %d] = %g, float64 sum %g (bound %g)", threads, m, i, o, got, want, bound)
+					}
+					if alone := BlockF16.Dot(row, xi); math.Float32bits(got) != math.Float32bits(alone) {
+						t.Fatalf("threads %d, m %d: [%d, %d] = %g, the row alone %g", threads, m, i, o, got, alone)
+					}
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkBlockMatVecF16: one decode row against a 2048x2048 F16 matrix, one
 // thread, with the portable dot and with the one init installed: GB/s of weights read
 // (BenchmarkBlockMatVec's other storages for scale).
