@@ -21,6 +21,9 @@ type BlockFormat struct {
 	dotAct func(row []byte, a actRow) float32
 	// dotActRows, where set, is dotAct over len(dst) rows of rb bytes each.
 	dotActRows func(dst []float32, rows []byte, rb int, a actRow)
+	// dotRows, where set, is Dot over len(dst) rows of rb bytes each, with the bits
+	// Dot gives each row.
+	dotRows func(dst []float32, rows []byte, rb int, x []float32)
 }
 
 // RowBytes is the size of a row of n values; n must be a multiple of f.Values.

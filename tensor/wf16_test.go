@@ -164,6 +164,100 @@ func TestDotF16Exact(t *testing.T) {
 	}
 }
 
+// TestDotF16Rows: the several-row dot the matrix-vector route takes (where the CPU
+// has one) gives each of 0 to 35 rows (the four streams of quarters and the rows left over), packed or with a gap between rows, the bits
+// BlockF16.Dot gives the row alone, within the float64 sum's bound as TestDotF16 sets
+// it, and writes nothing past dst.
+func TestDotF16Rows(t *testing.T) {
+	dots := BlockF16.dotRows
+	if dots == nil {
+		t.Skip("no several-row F16 dot on this CPU")
+	}
+	r := rand.New(rand.NewPCG(15, 16))
+	u := math.Pow(2, -24)
+	for _, n := range []int{0, 1, 15, 16, 17, 63, 64, 80, 100, 2048, 2061} {
+		for _, gap := range []int{0, 64} {
+			for _, nrows := range []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 13, 32, 35} {
+				rb := 2*n + gap
+				rows := make([]byte, nrows*rb)
+				for i := range nrows {
+					copy(rows[i*rb:], randomF16Row(r, n))
+				}
+				x := nanTail(gaussRow(r, n, 1))
+				dst := make([]float32, nrows+4)
+				for i := range dst {
+					dst[i] = -7
+				}
+				dots(dst[:nrows], rows, rb, x)
+				for i := range nrows {
+					row := rows[i*rb : i*rb+2*n]
+					var want, mag float64
+					for c := range n {
+						p := float64(F16ToFloat(binary.LittleEndian.Uint16(row[2*c:]))) * float64(x[c])
+						want += p
+						mag += math.Abs(p)
+					}
+					bound := float64(n) * u / (1 - float64(n)*u) * mag
+					if got := dst[i]; !(math.Abs(float64(got)-want) <= bound) {
+						t.Fatalf("n %d, gap %d, %d rows: row %d: %g, float64 sum %g (bound %g)", n, gap, nrows, i, got, want, bound)
+					}
+					if alone := BlockF16.Dot(row, x); math.Float32bits(dst[i]) != math.Float32bits(alone) {
+						t.Fatalf("n %d, gap %d, %d rows: row %d: %g, alone %g", n, gap, nrows, i, dst[i], alone)
+					}
+				}
+				for i := nrows; i < len(dst); i++ {
+					if dst[i] != -7 {
+						t.Fatalf("n %d, gap %d, %d rows: wrote past dst at %d", n, gap, nrows, i)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulTF16Rows: MatMulT of an F16 matrix with rows long enough for the
+// several-row route (2048 values), 70 rows (two 32-row units and a short one) and 1 to
+// 3 rows of x, on 1 and 2 threads, gives every element the bits BlockF16.Dot gives
+// its row alone, and the float64 sum within TestDotF16's bound.
+func TestMatMulTF16Rows(t *testing.T) {
+	defer SetThreads(Threads())
+	const rows, k = 70, 2048
+	r := rand.New(rand.NewPCG(17, 18))
+	data := make([]byte, 0, rows*2*k)
+	for range rows {
+		data = append(data, randomF16Row(r, k)...)
+	}
+	w := &Mat{Rows: rows, Cols: k, Blocks: data, Block: &BlockF16}
+	u := math.Pow(2, -24)
+	for _, threads := range []int{1, 2} {
+		SetThreads(threads)
+		for m := 1; m <= 3; m++ {
+			x := gaussRow(r, m*k, 1)
+			dst := make([]float32, m*rows)
+			MatMulT(dst, x, m, w)
+			for i := range m {
+				xi := x[i*k : (i+1)*k]
+				for o := range rows {
+					row := data[o*2*k : (o+1)*2*k]
+					var want, mag float64
+					for c := range k {
+						p := float64(F16ToFloat(binary.LittleEndian.Uint16(row[2*c:]))) * float64(xi[c])
+						want += p
+						mag += math.Abs(p)
+					}
+					got := dst[i*rows+o]
+					if bound := float64(k) * u / (1 - float64(k)*u) * mag; !(math.Abs(float64(got)-want) <= bound) {
+						t.Fatalf("threads %d, m %d: [%d, %d] = %g, float64 sum %g (bound %g)", threads, m, i, o, got, want, bound)
+					}
+					if alone := BlockF16.Dot(row, xi); math.Float32bits(got) != math.Float32bits(alone) {
+						t.Fatalf("threads %d, m %d: [%d, %d] = %g, the row alone %g", threads, m, i, o, got, alone)
+					}
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkBlockMatVecF16: one decode row against a 2048x2048 F16 matrix, one
 // thread, with the portable dot and with the one init installed: GB/s of weights read
 // (BenchmarkBlockMatVec's other storages for scale).
@@ -176,7 +270,7 @@ func BenchmarkBlockMatVecF16(b *testing.B) {
 	data := make([]byte, n*BlockF16.RowBytes(n))
 	QuantizeF16(data, gaussRow(rng, n*n, 1))
 	portable := BlockF16
-	portable.Dot = DotF16
+	portable.Dot, portable.dotRows = DotF16, nil
 	dst := make([]float32, n)
 	for _, c := range []struct {
 		name string
@@ -188,6 +282,57 @@ func BenchmarkBlockMatVecF16(b *testing.B) {
 			for b.Loop() {
 				MatMulT(dst, x, 1, &w)
 			}
+		})
+	}
+}
+
+// BenchmarkMatVecLlama1BF16 is a decode step's weight reads in the Llama-3.2-1B shape
+// with F16 weights, as a GGUF file holds them: layers of fused Q/K/V, O, fused
+// gate/up and down products (the LM head left out), read in the model's order. Four
+// layers (486 MB) are more than the L3 holds, so they come from memory as a decode
+// step's do; $KVFOOT_BENCH_N sets the layer count.
+func BenchmarkMatVecLlama1BF16(b *testing.B) {
+	const d, kvd, ff = 2048, 512, 8192
+	layers := 4
+	if n := benchN(); n != 2048 {
+		layers = n
+	}
+	r := rand.New(rand.NewPCG(12, 13))
+	mk := func(rows, cols int) *Mat {
+		data := make([]byte, rows*cols*2)
+		for i := 0; i < len(data); i += 2 {
+			binary.LittleEndian.PutUint16(data[i:], FloatToF16(float32(r.NormFloat64())))
+		}
+		return &Mat{Rows: rows, Cols: cols, Blocks: data, Block: &BlockF16}
+	}
+	type layer struct{ q, k, v, o, gate, up, down *Mat }
+	ls := make([]layer, layers)
+	for i := range ls {
+		ls[i] = layer{mk(d, d), mk(kvd, d), mk(kvd, d), mk(d, d), mk(ff, d), mk(ff, d), mk(d, ff)}
+	}
+	weights := layers * (2*d*d + 2*kvd*d + 3*ff*d)
+	x, h := randSlice(r, ff), make([]float32, 2*ff+2*kvd)
+	// "single" is the single-row dot for every row, "rows" the several-row dot
+	// where this CPU has one.
+	rowsDot := BlockF16.dotRows
+	defer func() { BlockF16.dotRows = rowsDot }()
+	for _, route := range []string{"single", "rows"} {
+		if route == "rows" && rowsDot == nil {
+			continue
+		}
+		b.Run(route, func(b *testing.B) {
+			BlockF16.dotRows = map[string]func([]float32, []byte, int, []float32){"rows": rowsDot}[route]
+			benchThreads(b, func(b *testing.B) {
+				for b.Loop() {
+					for _, l := range ls {
+						MatMulTs(x[:d], 1, Proj{h[:d], l.q}, Proj{h[d : d+kvd], l.k}, Proj{h[d+kvd : d+2*kvd], l.v})
+						MatMulT(h[:d], x[:d], 1, l.o)
+						MatMulTs(x[:d], 1, Proj{h[:ff], l.gate}, Proj{h[ff : 2*ff], l.up})
+						MatMulT(h[:d], x, 1, l.down)
+					}
+				}
+				b.ReportMetric(2*float64(weights)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
 		})
 	}
 }
