@@ -23,20 +23,23 @@ func gemmIntMat(t *testing.T, rng *rand.Rand, f *BlockFormat, n, k int) Mat {
 	return w
 }
 
-// exactValues returns a row's values exactly, in float64 (Dequant rounds Q4_K's
-// d·sc·q − dmin·m and Q6_K's d·sc·(q−32) to float32), and the magnitudes of the terms
-// they sum: |d·sc·q| + |dmin·m| for Q4_K.
+// exactValues returns a row's values exactly, in float64 (Dequant rounds Q4_K's and
+// Q5_K's d·sc·q − dmin·m, Q6_K's d·sc·(q−32) and Q4_1's and Q5_1's d·q + m to float32),
+// and the magnitudes of the terms they sum: |d·sc·q| + |dmin·m| for Q4_K.
 func exactValues(f *BlockFormat, row []byte) (w, mag []float64) {
 	switch f {
-	case &BlockQ4_K:
-		for b := 0; b < len(row); b += 144 {
-			blk := row[b : b+144]
+	case &BlockQ4_K, &BlockQ5_K:
+		for b := 0; b < len(row); b += f.Bytes {
+			blk := row[b : b+f.Bytes]
 			d, dmin := float64(f16At(blk)), float64(f16At(blk[2:]))
 			for c := range 4 {
 				for half := range 2 {
 					sc, m := scaleMinK4(2*c+half, blk[4:16])
 					for l := range 32 {
 						q := float64(blk[16+32*c+l] >> (4 * half) & 0xf)
+						if f == &BlockQ5_K {
+							q = float64(blk[48+32*c+l]>>(4*half)&0xf | (blk[16+l]>>(2*c+half)&1)<<4)
+						}
 						v, o := d*float64(sc)*q, dmin*float64(m)
 						w, mag = append(w, v-o), append(mag, math.Abs(v)+math.Abs(o))
 					}
@@ -63,6 +66,8 @@ func exactValues(f *BlockFormat, row []byte) (w, mag []float64) {
 			mag = append(mag, math.Abs(v))
 		}
 		return w, mag
+	case &BlockQ4_1, &BlockQ5_1:
+		return dequant64(f, 2, row)
 	}
 	return dequant64(f, -1, row)
 }
