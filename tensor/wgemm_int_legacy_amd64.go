@@ -157,16 +157,18 @@ func repackQ5_K(codes []byte, scales []float32, rows []byte, rb, n, k int) {
 }
 
 // prepareOffset32 quantizes x as quantizeActQ8_0 does; a group's starting sum is
-// −offset·Σq_a, the weights' level offset (Q4_0 8, Q5_0 16) taken out.
+// −offset·Σq_a, the weights' level offset (Q4_0 8, Q5_0 16) taken out: startSumsQ8's
+// −128·Σq_a divided exactly by 128/offset.
 func prepareOffset32(qs []int8, meta []uint32, x []float32, scratch actRow, offset int32) {
 	d := scratch.D[:len(x)/32]
 	quantizeActQ8_0(actRow{Qs: qs, D: d}, x)
+	if len(d) == 0 {
+		return
+	}
+	_ = meta[(len(d)-1)*2*gemmIntRows+gemmIntRows]
+	startSumsQ8(&qs[0], &meta[0], len(d))
 	for g, dg := range d {
-		var s int32
-		for _, q := range qs[32*g : 32*g+32] {
-			s += int32(q)
-		}
-		meta[g*2*gemmIntRows] = uint32(-offset * s)
+		meta[g*2*gemmIntRows] = uint32(int32(meta[g*2*gemmIntRows]) / (128 / offset))
 		meta[g*2*gemmIntRows+gemmIntRows] = math.Float32bits(dg)
 	}
 }
