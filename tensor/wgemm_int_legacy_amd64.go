@@ -45,11 +45,15 @@ var (
 // into the panel's group at codes (the layout of wgemm_int_amd64.s: step s of row r
 // at 128s + 4r).
 func repackLevels32(codes []byte, r int, lv *[4]uint64) {
-	_ = codes[7*128+4*r+3]
-	for j, v := range lv {
-		binary.LittleEndian.PutUint32(codes[256*j+4*r:], uint32(v))
-		binary.LittleEndian.PutUint32(codes[256*j+128+4*r:], uint32(v>>32))
-	}
+	c := codes[4*r : 4*r+7*128+4]
+	binary.LittleEndian.PutUint32(c[0*128:], uint32(lv[0]))
+	binary.LittleEndian.PutUint32(c[1*128:], uint32(lv[0]>>32))
+	binary.LittleEndian.PutUint32(c[2*128:], uint32(lv[1]))
+	binary.LittleEndian.PutUint32(c[3*128:], uint32(lv[1]>>32))
+	binary.LittleEndian.PutUint32(c[4*128:], uint32(lv[2]))
+	binary.LittleEndian.PutUint32(c[5*128:], uint32(lv[2]>>32))
+	binary.LittleEndian.PutUint32(c[6*128:], uint32(lv[3]))
+	binary.LittleEndian.PutUint32(c[7*128:], uint32(lv[3]>>32))
 }
 
 const lowNibbles = 0x0f0f0f0f0f0f0f0f
