@@ -26,7 +26,7 @@ func init() {
 }
 
 // minRows 17 (every product the GEMM gets): the integer path beat the float one at 17,
-// 64 and 512 rows, one thread, 1.8-5x, on SmolLM2-135M's matrices and the 2048x2048 one
+// 64 and 512 rows, one thread, 1.3-12x (medians of 3), on SmolLM2-135M's matrices and the 2048x2048 one
 // (BenchmarkGemmInt, 2-vCPU Zen 5).
 var (
 	gemmIntQ4_0 = gemmIntFormat{minRows: 17, group: 32, meta: 2, prepare: prepareQ4_0, repack: repackQ4_0,
