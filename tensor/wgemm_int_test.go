@@ -23,20 +23,23 @@ func gemmIntMat(t *testing.T, rng *rand.Rand, f *BlockFormat, n, k int) Mat {
 	return w
 }
 
-// exactValues returns a row's values exactly, in float64 (Dequant rounds Q4_K's
-// d·sc·q − dmin·m and Q6_K's d·sc·(q−32) to float32), and the magnitudes of the terms
-// they sum: |d·sc·q| + |dmin·m| for Q4_K.
+// exactValues returns a row's values exactly, in float64 (Dequant rounds Q4_K's and
+// Q5_K's d·sc·q − dmin·m, Q6_K's d·sc·(q−32) and Q4_1's and Q5_1's d·q + m to float32),
+// and the magnitudes of the terms they sum: |d·sc·q| + |dmin·m| for Q4_K.
 func exactValues(f *BlockFormat, row []byte) (w, mag []float64) {
 	switch f {
-	case &BlockQ4_K:
-		for b := 0; b < len(row); b += 144 {
-			blk := row[b : b+144]
+	case &BlockQ4_K, &BlockQ5_K:
+		for b := 0; b < len(row); b += f.Bytes {
+			blk := row[b : b+f.Bytes]
 			d, dmin := float64(f16At(blk)), float64(f16At(blk[2:]))
 			for c := range 4 {
 				for half := range 2 {
 					sc, m := scaleMinK4(2*c+half, blk[4:16])
 					for l := range 32 {
 						q := float64(blk[16+32*c+l] >> (4 * half) & 0xf)
+						if f == &BlockQ5_K {
+							q = float64(blk[48+32*c+l]>>(4*half)&0xf | (blk[16+l]>>(2*c+half)&1)<<4)
+						}
 						v, o := d*float64(sc)*q, dmin*float64(m)
 						w, mag = append(w, v-o), append(mag, math.Abs(v)+math.Abs(o))
 					}
@@ -63,6 +66,8 @@ func exactValues(f *BlockFormat, row []byte) (w, mag []float64) {
 			mag = append(mag, math.Abs(v))
 		}
 		return w, mag
+	case &BlockQ4_1, &BlockQ5_1:
+		return dequant64(f, 2, row)
 	}
 	return dequant64(f, -1, row)
 }
@@ -193,9 +198,10 @@ func TestGemmIntVsFloat(t *testing.T) {
 }
 
 // BenchmarkGemmInt times pre-fill products of the Llama-3.2-1B shape's matrices (n x k:
-// q/o 2048x2048, k/v 512x2048, gate/up 8192x2048, down 2048x8192) for m rows, by the
-// float path (widened panels, float32 GEMM) and the integer one, at 1 and 2 threads;
-// 17 rows is the fewest that take the GEMM (smallM + 1).
+// q/o 2048x2048, k/v 512x2048, gate/up 8192x2048, down 2048x8192) and SmolLM2-135M's
+// (576x576, 192x576, 1536x576, 576x1536) for m rows, by the float path (widened panels,
+// float32 GEMM) and the integer one, at 1 and 2 threads; 17 rows is the fewest that take
+// the GEMM (smallM + 1). A matrix is quantized when a benchmark first needs it.
 func BenchmarkGemmInt(b *testing.B) {
 	defer SetThreads(Threads())
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -203,18 +209,28 @@ func BenchmarkGemmInt(b *testing.B) {
 	for f := range gemmInts {
 		formats = append(formats, f)
 	}
+	shapes := [][2]int{{2048, 2048}, {512, 2048}, {8192, 2048}, {2048, 8192}, {576, 576}, {192, 576}, {1536, 576}, {576, 1536}}
 	for _, f := range formats {
 		g := gemmInts[f]
-		for _, shape := range [][2]int{{2048, 2048}, {512, 2048}, {8192, 2048}, {2048, 8192}} {
+		for _, shape := range shapes {
 			n, k := shape[0], shape[1]
-			rb := f.RowBytes(k)
-			data := make([]byte, n*rb)
-			for r := range n {
-				f.Quantize(data[r*rb:(r+1)*rb], gaussRow(rng, k, 1))
+			if k%f.Values != 0 { // SmolLM2's 576-value rows have no K-quant
+				continue
 			}
-			w, _ := NewBlockMat(n, k, f, data)
+			var w *Mat
+			matrix := func() *Mat {
+				if w == nil {
+					rb := f.RowBytes(k)
+					data := make([]byte, n*rb)
+					for r := range n {
+						f.Quantize(data[r*rb:(r+1)*rb], gaussRow(rng, k, 1))
+					}
+					m, _ := NewBlockMat(n, k, f, data)
+					w = &m
+				}
+				return w
+			}
 			for _, m := range []int{17, 64, 512} {
-				x, dst := gaussRow(rng, m*k, 1), make([]float32, m*n)
 				for _, th := range []int{1, 2} {
 					for _, path := range []string{"float", "int"} {
 						b.Run(fmt.Sprintf("%s/%s/%dx%d/m%d/t%d", f.Name, path, n, k, m, th), func(b *testing.B) {
@@ -225,8 +241,10 @@ func BenchmarkGemmInt(b *testing.B) {
 							} else if gemmIntFor(f, m) == nil {
 								b.Skip("below minRows")
 							}
+							w := matrix()
+							x, dst := gaussRow(rng, m*k, 1), make([]float32, m*n)
 							for b.Loop() {
-								MatMulT(dst, x, m, &w)
+								MatMulT(dst, x, m, w)
 							}
 							b.ReportMetric(float64(2*m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 						})
