@@ -21,6 +21,10 @@ type BlockFormat struct {
 	dotAct func(row []byte, a actRow) float32
 	// dotActRows, where set, is dotAct over len(dst) rows of rb bytes each.
 	dotActRows func(dst []float32, rows []byte, rb int, a actRow)
+	// dotActQuarters, where set, is dotAct on rows i, q+i, 2q+i and 3q+i of rows (rb
+	// bytes each) for i < n, into the same places of dst: four streams at once, one
+	// through each quarter of a matrix.
+	dotActQuarters func(dst []float32, rows []byte, rb, q, n int, a actRow)
 	// dotRows, where set, is Dot over len(dst) rows of rb bytes each, with the bits
 	// Dot gives each row.
 	dotRows func(dst []float32, rows []byte, rb int, x []float32)

@@ -56,6 +56,9 @@ func dotQ5_KQ8VNNI(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
 func dotQ8_0Q8VNNI(row *byte, qs *int8, d *float32, nb int) float32
 
 //go:noescape
+func dotQ8_0Q8Rows4VNNI(dst *float32, rows *byte, stride int, qs *int8, d *float32, nb int)
+
+//go:noescape
 func dotQ4_0Q8VNNI(row *byte, qs *int8, d *float32, nb int) float32
 
 // hasInt8AVX2: the integer kernels need AVX2 and F16C (the weights' half-precision
@@ -69,37 +72,44 @@ var hasInt8VNNI = hasInt8AVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cp
 // intKernel is one assembly integer dot of a format's blocks against its activation row:
 // the portable dot's name (for checkBlocks' panics), the values and bytes of a block, the
 // activation code sums the kernel reads a block (16: Q8_K's sums of 16 codes; 1: a 32-value
-// block's; 0: none) and the kernel, with (k5) or without (k4) the sums.
+// block's; 0: none) and the kernel, with (k5) or without (k4) the sums; rows4, where set,
+// is k4 over the four rows at row+j·stride at once, with k4's bits for each.
 type intKernel struct {
 	name      string
 	per, size int
 	sums      int
 	k4        func(row *byte, qs *int8, d *float32, nb int) float32
 	k5        func(row *byte, qs *int8, d *float32, sums *int16, nb int) float32
+	rows4     func(dst *float32, row *byte, stride int, qs *int8, d *float32, nb int)
 }
 
 var (
-	q4KAVX2  = &intKernel{"dotQ4_KQ8", kBlock, 144, 16, nil, dotQ4_KQ8AVX2}
-	q5KAVX2  = &intKernel{"dotQ5_KQ8", kBlock, 176, 16, nil, dotQ5_KQ8AVX2}
-	q6KAVX2  = &intKernel{"dotQ6_KQ8", kBlock, 210, 16, nil, dotQ6_KQ8AVX2}
-	q8_0AVX2 = &intKernel{"dotQ8_0Q8", 32, 34, 0, dotQ8_0Q8AVX2, nil}
-	q4_0AVX2 = &intKernel{"dotQ4_0Q8", 32, 18, 0, dotQ4_0Q8AVX2, nil}
-	q5_0AVX2 = &intKernel{"dotQ5_0Q8", 32, 22, 0, dotQ5_0Q8AVX2, nil}
-	q4_1AVX2 = &intKernel{"dotQ4_1Q8", 32, 20, 1, nil, dotQ4_1Q8AVX2}
-	q5_1AVX2 = &intKernel{"dotQ5_1Q8", 32, 24, 1, nil, dotQ5_1Q8AVX2}
+	q4KAVX2  = &intKernel{"dotQ4_KQ8", kBlock, 144, 16, nil, dotQ4_KQ8AVX2, nil}
+	q5KAVX2  = &intKernel{"dotQ5_KQ8", kBlock, 176, 16, nil, dotQ5_KQ8AVX2, nil}
+	q6KAVX2  = &intKernel{"dotQ6_KQ8", kBlock, 210, 16, nil, dotQ6_KQ8AVX2, nil}
+	q8_0AVX2 = &intKernel{"dotQ8_0Q8", 32, 34, 0, dotQ8_0Q8AVX2, nil, nil}
+	q4_0AVX2 = &intKernel{"dotQ4_0Q8", 32, 18, 0, dotQ4_0Q8AVX2, nil, nil}
+	q5_0AVX2 = &intKernel{"dotQ5_0Q8", 32, 22, 0, dotQ5_0Q8AVX2, nil, nil}
+	q4_1AVX2 = &intKernel{"dotQ4_1Q8", 32, 20, 1, nil, dotQ4_1Q8AVX2, nil}
+	q5_1AVX2 = &intKernel{"dotQ5_1Q8", 32, 24, 1, nil, dotQ5_1Q8AVX2, nil}
 
-	q4KVNNI  = &intKernel{"dotQ4_KQ8", kBlock, 144, 16, nil, dotQ4_KQ8VNNI}
-	q5KVNNI  = &intKernel{"dotQ5_KQ8", kBlock, 176, 16, nil, dotQ5_KQ8VNNI}
-	q6KVNNI  = &intKernel{"dotQ6_KQ8", kBlock, 210, 16, nil, dotQ6_KQ8VNNI}
-	q8_0VNNI = &intKernel{"dotQ8_0Q8", 32, 34, 0, dotQ8_0Q8VNNI, nil}
-	q4_0VNNI = &intKernel{"dotQ4_0Q8", 32, 18, 0, dotQ4_0Q8VNNI, nil}
-	q5_0VNNI = &intKernel{"dotQ5_0Q8", 32, 22, 0, dotQ5_0Q8VNNI, nil}
-	q4_1VNNI = &intKernel{"dotQ4_1Q8", 32, 20, 1, nil, dotQ4_1Q8VNNI}
-	q5_1VNNI = &intKernel{"dotQ5_1Q8", 32, 24, 1, nil, dotQ5_1Q8VNNI}
+	q4KVNNI  = &intKernel{"dotQ4_KQ8", kBlock, 144, 16, nil, dotQ4_KQ8VNNI, nil}
+	q5KVNNI  = &intKernel{"dotQ5_KQ8", kBlock, 176, 16, nil, dotQ5_KQ8VNNI, nil}
+	q6KVNNI  = &intKernel{"dotQ6_KQ8", kBlock, 210, 16, nil, dotQ6_KQ8VNNI, nil}
+	q8_0VNNI = &intKernel{"dotQ8_0Q8", 32, 34, 0, dotQ8_0Q8VNNI, nil, dotQ8_0Q8Rows4VNNI}
+	q4_0VNNI = &intKernel{"dotQ4_0Q8", 32, 18, 0, dotQ4_0Q8VNNI, nil, nil}
+	q5_0VNNI = &intKernel{"dotQ5_0Q8", 32, 22, 0, dotQ5_0Q8VNNI, nil, nil}
+	q4_1VNNI = &intKernel{"dotQ4_1Q8", 32, 20, 1, nil, dotQ4_1Q8VNNI, nil}
+	q5_1VNNI = &intKernel{"dotQ5_1Q8", 32, 24, 1, nil, dotQ5_1Q8VNNI, nil}
 )
 
 func init() {
-	install := func(f *BlockFormat, k *intKernel) { f.dotAct, f.dotActRows = k.dot, k.dotRows }
+	install := func(f *BlockFormat, k *intKernel) {
+		f.dotAct, f.dotActRows, f.dotActQuarters = k.dot, k.dotRows, nil
+		if k.rows4 != nil {
+			f.dotActQuarters = k.quarters
+		}
+	}
 	if hasInt8AVX2 {
 		install(&BlockQ4_K, q4KAVX2)
 		install(&BlockQ5_K, q5KAVX2)
@@ -172,6 +182,29 @@ func (k *intKernel) dotRows(dst []float32, rows []byte, rb int, a actRow) {
 	}
 	for r := range dst {
 		dst[r] = k.k4(&rows[r*rb], qs, d, nb)
+	}
+}
+
+// quarters is the kernel as a BlockFormat's dotActQuarters: rows i, q+i, 2q+i and
+// 3q+i of rows (rb bytes each) for i < n, into the same places of dst, each row's
+// bits k4's. Each call takes the next n rows of four streams, one through each quarter
+// of a matrix, with each activation vector loaded once for the four.
+func (k *intKernel) quarters(dst []float32, rows []byte, rb, q, n int, a actRow) {
+	if n <= 0 {
+		return
+	}
+	nb := k.blocks(rb, a)
+	_, _ = dst[3*q+n-1], rows[(3*q+n)*rb-1]
+	if nb == 0 {
+		for i := range n {
+			dst[i], dst[q+i], dst[2*q+i], dst[3*q+i] = 0, 0, 0, 0
+		}
+		return
+	}
+	var four [4]float32
+	for i := range n {
+		k.rows4(&four[0], &rows[i*rb], q*rb, &a.Qs[0], &a.D[0], nb)
+		dst[i], dst[q+i], dst[2*q+i], dst[3*q+i] = four[0], four[1], four[2], four[3]
 	}
 }
 
