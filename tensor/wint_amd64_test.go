@@ -121,16 +121,16 @@ func TestIntDotQuarters(t *testing.T) {
 }
 
 // TestMatMulTQ8_0Quarters: MatMulT of Q8_0 matrices with rows long enough for the
-// four-stream route (8192 values, mvQuarterCols) and 104 rows (quarters of 26: three whole units and
-// a short one) or 70 (not quartered), 1 to 3 rows of x, on 1 and 2 threads, gives
-// every element the bits the installed dotAct gives its row alone against x's row
-// quantized by the portable quantizer.
+// four-stream route (2048 values, mvQuarterCols) and 104 rows (quarters of 26: three
+// whole units and a short one) or 70 (not quartered), 1 to 3 rows of x, on 1 and 2
+// threads, gives every element the bits the installed dotAct gives its row alone
+// against x's row quantized by the portable quantizer.
 func TestMatMulTQ8_0Quarters(t *testing.T) {
 	if BlockQ8_0.dotActQuarters == nil {
 		t.Skip("no four-stream Q8_0 dot on this CPU")
 	}
 	defer SetThreads(Threads())
-	const k = 8192
+	const k = 2048
 	r := rand.New(rand.NewPCG(25, 26))
 	rb := BlockQ8_0.RowBytes(k)
 	for _, rows := range []int{104, 70} {

@@ -144,7 +144,7 @@ GLOBL pairIdx<>(SB), RODATA|NOPTR, $16
 // The VNNI dot of four rows at once, each rows+j·stride: each activation vector and
 // pair of scales is loaded once for the four, and each row's sum takes
 // dotQ8_0Q8VNNI's steps in its order (Z0, Z16, Z17, Z18), so its bits are that
-// kernel's. The rows are four streams through memory at once.
+// kernel's. The rows are four streams through memory at once, each prefetched.
 
 // One row's pair of blocks at off(SI)(idx*1) into acc; Z2 the activations, X5 their
 // two scales.
@@ -211,6 +211,12 @@ TEXT ·dotQ8_0Q8Rows4VNNI(SB), NOSPLIT, $0-48
 	JLT       tail4
 
 pair4:
+	// Each stream 2 KB ahead: without it, rows of 2048 values read 0.76-0.95x one
+	// row after another; with it 1.14x.
+	PREFETCHT0 2048(SI)
+	PREFETCHT0 2048(SI)(BX*1)
+	PREFETCHT0 2048(SI)(R9*1)
+	PREFETCHT0 2048(SI)(R10*1)
 	VMOVDQU64 (DI), Z2
 	VMOVQ     (R11), X5
 	Q80R4PAIR(R12, Z0)
