@@ -129,25 +129,26 @@ func (c *PagedCache) Keep(h int, keep []int) (moves []Move, err error) {
 	}
 	c.taken = c.taken[:m]
 	clear(c.taken)
-	for _, k := range keep {
-		if p := c.place(h, k); p < m {
+	c.next = c.next[:0]
+	for _, k := range keep { // each kept entry's place, looked up once
+		p := c.place(h, k)
+		if p < m {
 			c.taken[p] = true
 		}
+		c.next = append(c.next, int32(p))
 	}
-	c.next = c.next[:0]
 	ordered, hole := true, 0
-	for i, k := range keep {
-		p := c.place(h, k)
-		if p >= m {
+	for i, p := range c.next {
+		if int(p) >= m {
 			for c.taken[hole] {
 				hole++
 			}
 			c.taken[hole] = true
-			moves = append(moves, Move{Src: c.slot(h, p), Dst: c.slot(h, hole)})
-			p = hole
+			moves = append(moves, Move{Src: c.slot(h, int(p)), Dst: c.slot(h, hole)})
+			p = int32(hole)
+			c.next[i] = p
 		}
-		ordered = ordered && p == i
-		c.next = append(c.next, int32(p))
+		ordered = ordered && int(p) == i
 	}
 	if ordered {
 		c.places[h] = nil
