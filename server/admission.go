@@ -90,6 +90,19 @@ func (a *admission) acquire(ctx context.Context, bytes int64) *apiError {
 	return newError(499, "", "cancelled", "the client went away while the request was queued")
 }
 
+// turnAway fails every queued request with err (the device hangs: nothing running will
+// release its reservation).
+func (a *admission) turnAway(err *apiError) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, t := range a.queue {
+		t.err = err
+		close(t.ready)
+	}
+	a.queue = nil
+	a.changed()
+}
+
 func (a *admission) fits(bytes int64) bool {
 	return a.running < a.maxRunning && a.reserved+bytes <= a.budget
 }

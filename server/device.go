@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"time"
 
 	"github.com/kvfoot/kvfoot/kv"
 )
@@ -34,6 +35,28 @@ type Device struct {
 	// fails) makes the server refuse every request and /healthz answer 503, naming it, until
 	// it is restarted. It is called on the engine's goroutine only. Nil: always healthy.
 	Healthy func() error
+	// StepTimeout is how long one engine step (a batch's forward, or a request's cache being
+	// made) may run on the device before the server takes the device for hung (a kernel that
+	// never ends blocks its caller for good): every request then fails with 503
+	// device_unusable, and /healthz says so, until the server is restarted. 0: 5 minutes;
+	// negative: never.
+	StepTimeout time.Duration
+}
+
+// stepTimeout is d's StepTimeout with its default, or 0 for none.
+func (d *Device) stepTimeout() time.Duration {
+	switch {
+	case d == nil || d.StepTimeout < 0:
+		return 0
+	case d.StepTimeout == 0:
+		return 5 * time.Minute
+	}
+	return d.StepTimeout
+}
+
+func (d *Device) hungError(since time.Duration) *apiError {
+	return newError(http.StatusServiceUnavailable, "", "device_unusable",
+		"the device %s has run one step for %v without finishing: it hangs; this server cannot run requests until it is restarted", d.Name, since.Round(time.Millisecond))
 }
 
 // storedFacts are f with the precision the device stores, for the admission's prediction.

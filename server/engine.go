@@ -136,6 +136,10 @@ type engine struct {
 	// unusable is set, for good, once the device is found broken after a fault (a sticky
 	// CUDA error): every request then fails with it, and /healthz answers 503.
 	unusable atomic.Pointer[apiError]
+	// busySince is when the step now running began (unix nanoseconds), 0 between steps;
+	// hung is closed once the watchdog found a step hanging (Server.watch).
+	busySince atomic.Int64
+	hung      chan struct{}
 	// beforeTick, when set (by tests, before the first request), runs before each tick.
 	beforeTick func()
 
@@ -146,6 +150,7 @@ func newEngine(m *model.Model, tok *tokenizer.Tokenizer, chunk, maxRunning int, 
 	e := &engine{
 		m: m, tok: tok, chunk: chunk, adm: adm, met: met, failure: panicError,
 		in: make(chan *job, maxRunning), quit: make(chan struct{}), done: make(chan struct{}),
+		hung: make(chan struct{}),
 	}
 	go e.loop()
 	return e
@@ -181,6 +186,8 @@ func (e *engine) round() (more bool) {
 			return false
 		}
 	}
+	e.busySince.Store(time.Now().UnixNano())
+	defer e.busySince.Store(0)
 	for more := true; more; {
 		select {
 		case j := <-e.in:

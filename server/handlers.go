@@ -243,6 +243,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, g *gen, e *apiErr
 	count(s.met.promptTokens, int64(len(j.prompt)))
 	select {
 	case s.eng.in <- j:
+	case <-s.eng.hung:
+		fail(s.eng.unusable.Load())
+		return
 	case <-s.eng.done:
 		s.adm.release(j.reserve)
 		fail(newError(http.StatusServiceUnavailable, "", "server_shutdown", "the server is shutting down"))
@@ -339,14 +342,17 @@ func (s *Server) newJob(r *http.Request, g *gen) (_ *job, e *apiError) {
 	return j, nil
 }
 
-// wait returns the next events of j, or nil when the client went away.
-func wait(r *http.Request, j *job, buf []event) []event {
+// wait returns the next events of j, or nil when the client went away; once the device
+// hangs, j's last event is the device's error.
+func (s *Server) wait(r *http.Request, j *job, buf []event) []event {
 	for {
 		if evs := j.out.take(buf[:0]); len(evs) > 0 {
 			return evs
 		}
 		select {
 		case <-j.out.notify:
+		case <-s.eng.hung:
+			return append(buf[:0], event{err: s.eng.unusable.Load()})
 		case <-r.Context().Done():
 			return nil
 		}
@@ -358,7 +364,7 @@ func (s *Server) wholeResponse(w http.ResponseWriter, r *http.Request, j *job, g
 	var lps []tokenLogprob
 	var buf []event
 	for {
-		evs := wait(r, j, buf)
+		evs := s.wait(r, j, buf)
 		if evs == nil {
 			return 499
 		}
@@ -420,7 +426,7 @@ func legacyLogprobs(lps []tokenLogprob, offset int) *completionLogprobs {
 // memory for its pre-fill, a policy the device turns down when it first runs) is answered
 // with its status rather than a 200 and an error event.
 func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, g *gen) int {
-	evs := wait(r, j, nil)
+	evs := s.wait(r, j, nil)
 	if evs == nil {
 		return 499
 	}
@@ -511,7 +517,7 @@ func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, j *job, 
 			rc.Flush()
 			return http.StatusOK
 		}
-		if evs = wait(r, j, evs); evs == nil {
+		if evs = s.wait(r, j, evs); evs == nil {
 			return 499
 		}
 	}

@@ -161,7 +161,39 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Server, error) 
 	})
 	s.eng = newEngine(m, tok, cfg.Chunk, cfg.MaxConcurrent, s.adm, s.met)
 	s.eng.newCache, s.eng.newMeter, s.eng.failure = s.newCache, s.newMeter, s.failure
+	if t := cfg.Device.stepTimeout(); t > 0 {
+		go s.watch(t)
+	}
 	return s, nil
+}
+
+// watch takes the device for hung once a step has run longer than timeout: the engine's
+// goroutine is then blocked in a call that may never return, so the requests it holds, the
+// ones queued for admission and every later one fail here instead (503 device_unusable), and
+// /healthz answers 503, so that whoever runs the server restarts it.
+func (s *Server) watch(timeout time.Duration) {
+	tick := time.NewTicker(min(timeout/8, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.eng.quit:
+			return
+		case <-tick.C:
+		}
+		since := s.eng.busySince.Load()
+		if since == 0 {
+			continue
+		}
+		if d := time.Since(time.Unix(0, since)); d > timeout {
+			u := s.cfg.Device.hungError(d)
+			if s.eng.unusable.CompareAndSwap(nil, u) {
+				log.Printf("kvfoot server: %s", u.Message)
+				close(s.eng.hung)
+				s.adm.turnAway(u)
+			}
+			return
+		}
+	}
 }
 
 // failure is the error of a request the engine failed on with v (a panic value, or an

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/cuda"
@@ -156,5 +157,44 @@ func TestDeviceUnusable(t *testing.T) {
 	}
 	if st := h.s.Stats(); st.Running != 0 || st.KVBytesReserved != 0 || st.KVBytesInUse != 0 {
 		t.Errorf("on an unusable device: %+v, want nothing running, reserved or held", st)
+	}
+}
+
+// A step that never ends (a hung GPU kernel blocks the engine's goroutine for good; here the
+// engine is held before its tick) makes the watchdog fail the running request, the queued
+// one and every later one with 503 device_unusable, and /healthz answer 503, naming the hang.
+func TestDeviceHangFailsRequests(t *testing.T) {
+	_, tok := fixture(t)
+	prompt := tok.EncodeWithSpecial(prose)
+	dev := (&fakeDevice{}).device()
+	dev.StepTimeout = 2 * time.Second
+	h := startModel(t, model.NewRandom(tinyConfig, 7), Config{Device: dev, MaxConcurrent: 1})
+	if status, body, _ := h.postIDs(prompt, "full", 2); status != 200 {
+		t.Fatalf("before the hang: status %d: %s", status, body)
+	}
+	resume := h.pause()
+	var wg sync.WaitGroup
+	var status [2]int
+	var body [2]string
+	wg.Go(func() { status[0], body[0], _ = h.postIDs(prompt, "full", 4) })
+	waitFor(t, func() bool { return h.s.Stats().Running == 1 })
+	wg.Go(func() { status[1], body[1], _ = h.postIDs(prompt, "full", 4) })
+	waitFor(t, func() bool { return h.s.Stats().Queued == 1 || h.s.eng.unusable.Load() != nil })
+	wg.Wait()
+	for i, what := range []string{"the running request", "the queued request"} {
+		if status[i] != 503 || !strings.Contains(body[i], "device_unusable") || !strings.Contains(body[i], "hangs") {
+			t.Errorf("%s: status %d, want 503 device_unusable naming the hang: %s", what, status[i], body[i])
+		}
+	}
+	if st, b := get(t, h, "/healthz"); st != 503 || !strings.Contains(b, "hangs") {
+		t.Errorf("/healthz: %d %s, want 503 naming the hang", st, b)
+	}
+	if st, b, _ := h.postIDs(prompt, "full", 2); st != 503 || !strings.Contains(b, "device_unusable") {
+		t.Errorf("a later request: %d %s, want 503 device_unusable", st, b)
+	}
+	resume() // the step returns after all: the engine fails what it held, and stays refused
+	waitFor(t, func() bool { return h.s.Stats().Running == 0 })
+	if st, _ := get(t, h, "/healthz"); st != 503 {
+		t.Errorf("/healthz after the step returned: %d, want 503 (the device is not trusted again)", st)
 	}
 }

@@ -64,6 +64,7 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	writeTimeout := fs.Duration("write-timeout", 30*time.Second, "most time for each write of a response (every chunk of a stream gets its own)")
 	idleTimeout := fs.Duration("idle-timeout", 2*time.Minute, "a keep-alive connection idle this long is closed")
 	maxConns := fs.Int("max-conns", 1024, "open connections at most; more wait to be accepted")
+	stepTimeout := fs.Duration("step-timeout", 5*time.Minute, "with --device cuda: a forward step running longer means the GPU hangs; every request then gets 503 and /healthz says so, until a restart")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,7 +74,7 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"--drain-timeout", *drain}, {"--read-timeout", *readTimeout}, {"--write-timeout", *writeTimeout}, {"--idle-timeout", *idleTimeout}} {
+	}{{"--drain-timeout", *drain}, {"--read-timeout", *readTimeout}, {"--write-timeout", *writeTimeout}, {"--idle-timeout", *idleTimeout}, {"--step-timeout", *stepTimeout}} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s %v: want a positive duration", d.name, d.v)
 		}
@@ -139,6 +140,9 @@ func serve(ctx context.Context, args []string, ready func(addr string)) error {
 	sd, kvBudget, err := dev.serverDevice(kvBudget, *budget != "")
 	if err != nil {
 		return err
+	}
+	if sd != nil {
+		sd.StepTimeout = *stepTimeout
 	}
 	srv, err := server.New(m, tok, server.Config{
 		ModelName: *name, Policy: *policy, KVBudget: kvBudget, APIKey: *apiKey, Device: sd,
