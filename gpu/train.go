@@ -21,8 +21,8 @@ import (
 //
 // Methods return errors; a Net whose device failed keeps returning the first failure.
 type Net struct {
-	g           *GPU
-	d           *cuda.Device
+	name        string // the device's, for messages
+	d           trainKernels
 	cfg         model.Config
 	opts        train.Options
 	fingerprint string
@@ -58,6 +58,56 @@ type Net struct {
 	hostHidden, lossHost, dzHost []float32
 	raw                          []uint16
 	ints                         []int32
+}
+
+// trainKernels are the device's operations a Net uses: *cuda.Device's (cudaKernels). They
+// are an interface so that the Net's own part (shapes, transposes, the order of the ops) is
+// tested without a GPU, against train.Net, on an emulation of the kernels
+// (train_emu_test.go).
+type trainKernels interface {
+	MemInfo() (free, total uint64, err error)
+	Alloc(bytes int64) (cuda.Buffer, error)
+	Free(b cuda.Buffer) error
+	Memset(b cuda.Buffer, v byte) error
+	Sync() error
+	UploadInts(dst cuda.Buffer, v []int32) error
+	uploadBF16(dst cuda.Buffer, v []uint16) error
+	uploadF32(dst cuda.Buffer, v []float32) error
+	downloadBF16(dst []uint16, src cuda.Buffer) error
+	downloadF32(dst []float32, src cuda.Buffer) error
+
+	Embedding(out, table cuda.Buffer, vocab, dim int, ids []int32) error
+	RMSNorm(out, x, weight cuda.Buffer, rows, dim int, eps float32) error
+	Linear(out, x, w, bias cuda.Buffer, m, n, k int) error
+	Linears(x cuda.Buffer, m, k int, outs ...cuda.LinearOut) error
+	RoPE(x, positions cuda.Buffer, posStride int, invFreq cuda.Buffer, tokens, heads, dim int, scale float32) error
+	SwiGLU(out, gate, up cuda.Buffer, count int) error
+	Add(out, a, b cuda.Buffer, count int) error
+	AttentionBand(out, lse, q, k, v cuda.Buffer, s cuda.BandShape) error
+	AttentionBandBackward(dq, dk, dv, dout, out, lse, q, k, v cuda.Buffer, s cuda.BandShape, work cuda.Buffer) error
+	MixHeads(att, full, stream, z cuda.Buffer, n, qHeads, kvHeads, dim int) error
+	MixHeadsBackward(dfull, dstream, dz, datt, full, stream, z cuda.Buffer, n, qHeads, kvHeads, dim int) error
+	RMSNormBackward(dres, x, weight, dy cuda.Buffer, rows, dim int, eps float32) error
+	SwiGLUBackward(dgate, dup, dact, gate, up cuda.Buffer, count int) error
+	CrossEntropy(dlogits, loss, logits, targets cuda.Buffer, rows, vocab int, scale float32) error
+	SquaredError(dh, loss, h, t, rows cuda.Buffer, count, dim int, g float32) error
+	ToBF16(dst, src cuda.Buffer, count int) error
+}
+
+// cudaKernels are a GPU's trainKernels.
+type cudaKernels struct{ *cuda.Device }
+
+func (d cudaKernels) uploadBF16(dst cuda.Buffer, v []uint16) error {
+	return cuda.Upload(d.Device, dst, v)
+}
+func (d cudaKernels) uploadF32(dst cuda.Buffer, v []float32) error {
+	return cuda.Upload(d.Device, dst, v)
+}
+func (d cudaKernels) downloadBF16(dst []uint16, src cuda.Buffer) error {
+	return cuda.Download(d.Device, dst, src)
+}
+func (d cudaKernels) downloadF32(dst []float32, src cuda.Buffer) error {
+	return cuda.Download(d.Device, dst, src)
 }
 
 // trainLayer is one block's weights on the device.
@@ -138,26 +188,30 @@ func bandShape(c *model.Config, n, sink, window int) cuda.BandShape {
 // with streaming heads of opts.Sink and opts.Window, after checking that the model is
 // supported (TrainSupports) and that weights and activations fit in the free memory.
 // Close frees it; the GPU stays open.
-func (g *GPU) NewNet(m *model.Model, opts train.Options) (n *Net, err error) {
+func (g *GPU) NewNet(m *model.Model, opts train.Options) (*Net, error) {
+	return newNet(g.Name(), cudaKernels{g.d}, m, opts)
+}
+
+func newNet(name string, d trainKernels, m *model.Model, opts train.Options) (n *Net, err error) {
 	c := &m.Config
 	if err := TrainSupports(c, opts); err != nil {
 		return nil, err
 	}
 	weights, acts := TrainBytes(c, opts.MaxLen)
-	free, total, err := g.d.MemInfo()
+	free, total, err := d.MemInfo()
 	if err != nil {
 		return nil, err
 	}
 	if uint64(weights+acts)+Headroom > free {
 		return nil, fmt.Errorf("%s: mask training of %d-token sequences needs %s: the weights as stored and transposed in bf16 %s, activations %s (plus %s of working memory); the GPU has %s free of %s; lower --seq-len",
-			g.Name(), opts.MaxLen, gib(uint64(weights+acts)), gib(uint64(weights)), gib(uint64(acts)), gib(Headroom), gib(free), gib(total))
+			name, opts.MaxLen, gib(uint64(weights+acts)), gib(uint64(weights)), gib(uint64(acts)), gib(Headroom), gib(free), gib(total))
 	}
-	n = &Net{g: g, d: g.d, cfg: *c, opts: opts, fingerprint: train.ModelFingerprint(m), ceRows: ceRowsFor(c.Vocab, opts.MaxLen),
+	n = &Net{name: name, d: d, cfg: *c, opts: opts, fingerprint: train.ModelFingerprint(m), ceRows: ceRowsFor(c.Vocab, opts.MaxLen),
 		gateGrad: make([]float64, c.Layers*c.KVHeads)}
 	defer func() {
 		if err != nil {
 			n.Close()
-			n, err = nil, fmt.Errorf("%s: setting up mask training: %w", g.Name(), err)
+			n, err = nil, fmt.Errorf("%s: setting up mask training: %w", name, err)
 		}
 	}()
 	defer Recover(&err)
@@ -174,30 +228,36 @@ func (n *Net) alloc(bytes int64) cuda.Buffer {
 	return b
 }
 
-// upload copies v to new device memory.
-func upload[T any](n *Net, v []T, size int64) cuda.Buffer {
+// uploadBF16 and uploadF32 copy v to new device memory (none for no values).
+func (n *Net) uploadBF16(v []uint16) cuda.Buffer {
 	if len(v) == 0 {
 		return cuda.Buffer{}
 	}
-	b := n.alloc(int64(len(v)) * size)
-	check(cuda.Upload(n.d, b, v))
+	b := n.alloc(int64(len(v)) * 2)
+	check(n.d.uploadBF16(b, v))
+	return b
+}
+
+func (n *Net) uploadF32(v []float32) cuda.Buffer {
+	b := n.alloc(int64(len(v)) * 4)
+	check(n.d.uploadF32(b, v))
 	return b
 }
 
 func (n *Net) uploadWeights(m *model.Model) {
 	c := &n.cfg
-	vec := func(v []float32) cuda.Buffer { return upload(n, toBF16(v), 2) }
+	vec := func(v []float32) cuda.Buffer { return n.uploadBF16(toBF16(v)) }
 	lin := func(l *model.Linear) trainLinear {
-		return trainLinear{w: upload(n, matBF16(&l.W), 2), wT: upload(n, transposedBF16(&l.W), 2), bias: vec(l.Bias)}
+		return trainLinear{w: n.uploadBF16(matBF16(&l.W)), wT: n.uploadBF16(transposedBF16(&l.W)), bias: vec(l.Bias)}
 	}
-	n.embed = upload(n, matBF16(&m.Embed), 2)
+	n.embed = n.uploadBF16(matBF16(&m.Embed))
 	head := &m.Embed
 	n.head = n.embed
 	if !c.TieEmbeddings {
 		head = &m.Head
-		n.head = upload(n, matBF16(head), 2)
+		n.head = n.uploadBF16(matBF16(head))
 	}
-	n.headT = upload(n, transposedBF16(head), 2)
+	n.headT = n.uploadBF16(transposedBF16(head))
 	n.norm = vec(m.Norm)
 	n.layers = make([]trainLayer, c.Layers)
 	for i := range m.Layers {
@@ -210,12 +270,13 @@ func (n *Net) uploadWeights(m *model.Model) {
 	for i, f := range inv {
 		neg[i] = -f
 	}
-	n.invFreq, n.negInvFreq = upload(n, inv, 4), upload(n, neg, 4)
+	n.invFreq, n.negInvFreq = n.uploadF32(inv), n.uploadF32(neg)
 	pos := make([]int32, n.opts.MaxLen)
 	for i := range pos {
 		pos[i] = int32(i)
 	}
-	n.positions = upload(n, pos, 4)
+	n.positions = n.alloc(4 * int64(len(pos)))
+	check(n.d.UploadInts(n.positions, pos))
 }
 
 func (n *Net) allocActivations() {
@@ -345,7 +406,7 @@ func (n *Net) Forward(ids []int, gates []float32) (err error) {
 	defer n.fail(&err)
 	n.n, n.gated, n.hasLoss, n.hostHid = len(ids), gates != nil, false, false
 	if n.gated {
-		check(cuda.Upload(n.d, n.z, gates))
+		check(n.d.uploadF32(n.z, gates))
 	}
 	check(n.d.Embedding(n.xs[0], n.embed, c.Vocab, c.Hidden, n.ints))
 	for l := range c.Layers {
@@ -453,7 +514,7 @@ func (n *Net) CrossEntropy(targets []int, scale float32) (loss float64, count in
 		check(d.Linear(rowsOf(n.dhid, b0, m, 2*H), n.logits, n.headT, cuda.Buffer{}, m, H, V))
 	}
 	n.lossHost = grow(n.lossHost, T)
-	check(cuda.Download(d, n.lossHost, n.rowLoss))
+	check(d.downloadF32(n.lossHost, n.rowLoss))
 	var total float64
 	for _, l := range n.lossHost {
 		total += float64(l)
@@ -491,12 +552,12 @@ func (n *Net) HiddenMSE(target []float32, rows []int, scale float32) (loss float
 	defer n.fail(&err)
 	d := n.d
 	check(d.Memset(n.dhid, 0)) // the rows not listed have no gradient
-	check(cuda.Upload(d, n.tgt, target[:T*H]))
+	check(d.uploadF32(n.tgt, target[:T*H]))
 	check(d.UploadInts(n.rows, n.ints))
 	g := 2 * scale / float32(H*len(rows))
 	check(d.SquaredError(n.dhid, n.rowLoss, n.hidden, n.tgt, n.rows, len(rows), H, g))
 	n.lossHost = grow(n.lossHost, len(rows))
-	check(cuda.Download(d, n.lossHost, n.rowLoss))
+	check(d.downloadF32(n.lossHost, n.rowLoss))
 	var total float64
 	for _, l := range n.lossHost {
 		total += float64(l) / float64(H)
@@ -515,7 +576,7 @@ func (n *Net) Hidden() []float32 {
 	if !n.hostHid {
 		count := n.n * n.cfg.Hidden
 		n.raw = growU16(n.raw, count)
-		if err := cuda.Download(n.d, n.raw, n.hidden); err != nil {
+		if err := n.d.downloadBF16(n.raw, n.hidden); err != nil {
 			n.failed = fmt.Errorf("gpu: downloading the hidden states: %w", err)
 			return nil
 		}
@@ -588,7 +649,7 @@ func (n *Net) Backward() (err error) {
 		return nil
 	}
 	n.dzHost = grow(n.dzHost, len(n.gateGrad))
-	check(cuda.Download(d, n.dzHost, n.dz))
+	check(d.downloadF32(n.dzHost, n.dz))
 	for i, g := range n.dzHost {
 		n.gateGrad[i] += float64(g)
 	}

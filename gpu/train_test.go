@@ -66,6 +66,38 @@ func TestTrainBytes(t *testing.T) {
 	}
 }
 
+// A Net that does not fit is refused up front, saying what it needs and what is free;
+// Close frees every allocation.
+func TestNetMemory(t *testing.T) {
+	m := trainTestModel()
+	opts := train.Options{MaxLen: 64, Sink: 4, Window: 32}
+	w, a := TrainBytes(&m.Config, opts.MaxLen)
+	e := newEmu()
+	e.free = uint64(w+a) + Headroom - 1
+	if _, err := newNet("emulated", e, m, opts); err == nil || !strings.Contains(err.Error(), "needs") || !strings.Contains(err.Error(), "free of") {
+		t.Errorf("a Net larger than the free memory: %v", err)
+	}
+	e.free++
+	n, err := newNet("emulated", e, m, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held int64
+	for _, b := range e.mem {
+		held += int64(len(b))
+	}
+	// what TrainBytes counts is what is allocated (the work buffer at least 8 bytes)
+	if want := w + a + max(0, 8-cuda.AttentionBandWorkBytes(bandShape(&m.Config, opts.MaxLen, 0, 0))); held != want {
+		t.Errorf("the Net holds %d bytes, TrainBytes says %d", held, want)
+	}
+	if err := n.Close(); err != nil || len(e.mem) != 0 {
+		t.Errorf("Close: %v, %d allocations left", err, len(e.mem))
+	}
+	if err := n.Forward([]int{1, 2}, nil); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("Forward after Close: %v", err)
+	}
+}
+
 func TestTransposedBF16(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	R, C := 70, 5 // more rows than a tile
@@ -124,11 +156,19 @@ func relL2[T float32 | float64](got, want []T) float64 {
 
 // The GPU network's losses, last hidden states and gate gradients agree with the CPU's
 // train.Net (which agrees with autograd) on the same model, ids, gates and targets, to
-// bf16 tolerance: the cross-entropy within 1% and its gate gradients within 3% (relative
-// L2 over all gates); the distillation loss within 3% and its gate gradients within 5%
-// (it is the difference of two forward passes, each rounded to bf16).
-func TestGPUNetMatchesCPU(t *testing.T) {
-	g := openGPU(t)
+// bf16 tolerance: both losses within 1%, the hidden states within 2% and the gate
+// gradients, relative L2 over all gates, within 3% for the distillation loss and 6% for
+// the cross-entropy, whose gate gradients on a random model are sums of terms that
+// mostly cancel, through logits rounded to bf16 (the emulated kernels, at the GPU's
+// precision, give 3.4% on this model and 2-3% on most others; 0.03% for the distillation).
+func TestGPUNetMatchesCPU(t *testing.T) { checkAgainstCPU(t, openGPU(t).NewNet) }
+
+// The same on the emulated kernels (train_emu_test.go): the Net's own part, without a GPU.
+func TestEmuNetMatchesCPU(t *testing.T) {
+	checkAgainstCPU(t, func(m *model.Model, o train.Options) (*Net, error) { return newNet("emulated", newEmu(), m, o) })
+}
+
+func checkAgainstCPU(t *testing.T, newNet func(*model.Model, train.Options) (*Net, error)) {
 	m := trainTestModel()
 	const T = 300
 	opts := train.Options{MaxLen: T, Sink: 4, Window: 32}
@@ -136,7 +176,7 @@ func TestGPUNetMatchesCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gn, err := g.NewNet(m, opts)
+	gn, err := newNet(m, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +239,7 @@ func TestGPUNetMatchesCPU(t *testing.T) {
 		name           string
 		mse            bool
 		lossTol, grads float64
-	}{{"cross-entropy", false, 1e-2, 3e-2}, {"hidden MSE", true, 3e-2, 5e-2}} {
+	}{{"cross-entropy", false, 1e-2, 6e-2}, {"hidden MSE", true, 1e-2, 3e-2}} {
 		want, got := step(cpu, c.mse), step(gn, c.mse)
 		t.Logf("%s: loss GPU %.6g CPU %.6g; gate gradients GPU %.4g CPU %.4g", c.name, got.loss, want.loss, got.grads, want.grads)
 		if e := math.Abs(got.loss-want.loss) / math.Abs(want.loss); !(e <= c.lossTol) {
@@ -270,10 +310,15 @@ func logLines(t *testing.T, dir string) []map[string]float64 {
 // fresh network, as a second command would) log the same steps as a run never stopped,
 // to 1e-3 (the kernels may sum in another order from run to run); PruLong's first step,
 // whose masks come from the initial log α alone, has the CPU trainer's loss within 1%.
-func TestGPUTrainResume(t *testing.T) {
-	g := openGPU(t)
+func TestGPUTrainResume(t *testing.T) { checkResume(t, openGPU(t).NewNet, 256) }
+
+// The same on the emulated kernels, on shorter sequences (the emulation is slow).
+func TestEmuTrainResume(t *testing.T) {
+	checkResume(t, func(m *model.Model, o train.Options) (*Net, error) { return newNet("emulated", newEmu(), m, o) }, 80)
+}
+
+func checkResume(t *testing.T, newNet func(*model.Model, train.Options) (*Net, error), seqLen int) {
 	m := trainTestModel()
-	const seqLen = 256
 	docs := trainDocs(m.Config.Vocab, seqLen+20)
 	opts := train.Options{MaxLen: seqLen, Sink: 4, Window: 32}
 	for _, method := range []string{"prulong", "duo"} {
@@ -295,7 +340,7 @@ func TestGPUTrainResume(t *testing.T) {
 				return res
 			}
 			onGPU := func(out string, stopAt int) train.Result {
-				n, err := g.NewNet(m, opts)
+				n, err := newNet(m, opts)
 				if err != nil {
 					t.Fatal(err)
 				}
