@@ -32,16 +32,16 @@ func (e *emuKernels) at(b cuda.Buffer) ([]byte, error) {
 	return nil, fmt.Errorf("emu: buffer %#x (%d bytes) is not allocated", b.Ptr, b.Bytes)
 }
 
-// bf and f32 view device memory as bf16 and f32 values, read and written as floats.
-type bf []byte
-type f32 []byte
+// emuBF16 and emuF32 view device memory as bf16 and f32 values, read and written as floats.
+type emuBF16 []byte
+type emuF32 []byte
 
-func (v bf) get(i int) float32 {
+func (v emuBF16) get(i int) float32 {
 	return math.Float32frombits(uint32(binary.LittleEndian.Uint16(v[2*i:])) << 16)
 }
-func (v bf) set(i int, x float32) { binary.LittleEndian.PutUint16(v[2*i:], tensor.FloatToBF16(x)) }
-func (v f32) get(i int) float32   { return math.Float32frombits(binary.LittleEndian.Uint32(v[4*i:])) }
-func (v f32) set(i int, x float32) {
+func (v emuBF16) set(i int, x float32) { binary.LittleEndian.PutUint16(v[2*i:], tensor.FloatToBF16(x)) }
+func (v emuF32) get(i int) float32     { return math.Float32frombits(binary.LittleEndian.Uint32(v[4*i:])) }
+func (v emuF32) set(i int, x float32) {
 	binary.LittleEndian.PutUint32(v[4*i:], math.Float32bits(x))
 }
 
@@ -128,7 +128,7 @@ func (e *emuKernels) uploadF32(dst cuda.Buffer, v []float32) error {
 		return err
 	}
 	for i, x := range v {
-		f32(m[0]).set(i, x)
+		emuF32(m[0]).set(i, x)
 	}
 	return nil
 }
@@ -150,13 +150,13 @@ func (e *emuKernels) downloadF32(dst []float32, src cuda.Buffer) error {
 		return err
 	}
 	for i := range dst {
-		dst[i] = f32(m[0]).get(i)
+		dst[i] = emuF32(m[0]).get(i)
 	}
 	return nil
 }
 
-// floats reads count bf16 values.
-func floats(v bf, count int) []float32 {
+// emuFloats reads count bf16 values.
+func emuFloats(v emuBF16, count int) []float32 {
 	out := make([]float32, count)
 	for i := range out {
 		out[i] = v.get(i)
@@ -180,7 +180,7 @@ func (e *emuKernels) RMSNorm(out, x, weight cuda.Buffer, rows, dim int, eps floa
 	if err != nil {
 		return err
 	}
-	xs, w := floats(m[1], rows*dim), floats(m[2], dim)
+	xs, w := emuFloats(m[1], rows*dim), emuFloats(m[2], dim)
 	for r := range rows {
 		row := xs[r*dim : (r+1)*dim]
 		var ss float64
@@ -189,7 +189,7 @@ func (e *emuKernels) RMSNorm(out, x, weight cuda.Buffer, rows, dim int, eps floa
 		}
 		s := float32(1 / math.Sqrt(ss/float64(dim)+float64(eps)))
 		for j, v := range row {
-			bf(m[0]).set(r*dim+j, v*s*w[j])
+			emuBF16(m[0]).set(r*dim+j, v*s*w[j])
 		}
 	}
 	return nil
@@ -200,14 +200,14 @@ func (e *emuKernels) Linear(out, x, w, bias cuda.Buffer, rows, n, k int) error {
 	if err != nil {
 		return err
 	}
-	xs, ws := floats(m[1], rows*k), floats(m[2], n*k)
+	xs, ws := emuFloats(m[1], rows*k), emuFloats(m[2], n*k)
 	var b []float32
 	if bias.Ptr != 0 {
 		mb, err := e.views([]cuda.Buffer{bias}, []int{2 * n})
 		if err != nil {
 			return err
 		}
-		b = floats(mb[0], n)
+		b = emuFloats(mb[0], n)
 	}
 	for i := range rows {
 		for j := range n {
@@ -218,7 +218,7 @@ func (e *emuKernels) Linear(out, x, w, bias cuda.Buffer, rows, n, k int) error {
 			if b != nil {
 				s += b[j]
 			}
-			bf(m[0]).set(i*n+j, s)
+			emuBF16(m[0]).set(i*n+j, s)
 		}
 	}
 	return nil
@@ -247,11 +247,11 @@ func (e *emuKernels) RoPE(x, positions cuda.Buffer, posStride int, invFreq cuda.
 		for h := range heads {
 			o := (t*heads + h) * dim
 			for j := range half {
-				a := float64(float32(pos[t*posStride]) * f32(m[1]).get(j))
+				a := float64(float32(pos[t*posStride]) * emuF32(m[1]).get(j))
 				c, s := float32(math.Cos(a))*scale, float32(math.Sin(a))*scale
-				x1, x2 := bf(m[0]).get(o+j), bf(m[0]).get(o+j+half)
-				bf(m[0]).set(o+j, x1*c-x2*s)
-				bf(m[0]).set(o+j+half, x2*c+x1*s)
+				x1, x2 := emuBF16(m[0]).get(o+j), emuBF16(m[0]).get(o+j+half)
+				emuBF16(m[0]).set(o+j, x1*c-x2*s)
+				emuBF16(m[0]).set(o+j+half, x2*c+x1*s)
 			}
 		}
 	}
@@ -264,23 +264,23 @@ func (e *emuKernels) elementwise(out, a, b cuda.Buffer, count int, f func(x, y f
 		return err
 	}
 	for i := range count {
-		bf(m[0]).set(i, f(bf(m[1]).get(i), bf(m[2]).get(i)))
+		emuBF16(m[0]).set(i, f(emuBF16(m[1]).get(i), emuBF16(m[2]).get(i)))
 	}
 	return nil
 }
 
-func silu(g float32) float32 { return g / (1 + float32(math.Exp(float64(-g)))) }
+func emuSilu(g float32) float32 { return g / (1 + float32(math.Exp(float64(-g)))) }
 
 func (e *emuKernels) SwiGLU(out, gate, up cuda.Buffer, count int) error {
-	return e.elementwise(out, gate, up, count, func(g, u float32) float32 { return silu(g) * u })
+	return e.elementwise(out, gate, up, count, func(g, u float32) float32 { return emuSilu(g) * u })
 }
 
 func (e *emuKernels) Add(out, a, b cuda.Buffer, count int) error {
 	return e.elementwise(out, a, b, count, func(x, y float32) float32 { return x + y })
 }
 
-// visible says whether query i sees key j in band s.
-func visible(s cuda.BandShape, i, j int) bool {
+// emuVisible says whether query i sees key j in band s.
+func emuVisible(s cuda.BandShape, i, j int) bool {
 	return j <= i && (s.Window == 0 || j < s.Sink || j > i-s.Window)
 }
 
@@ -291,11 +291,11 @@ func (e *emuKernels) attnViews(q, k, v cuda.Buffer, s cuda.BandShape) (qs, ks, v
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return floats(m[0], qn), floats(m[1], kvn), floats(m[2], kvn), nil
+	return emuFloats(m[0], qn), emuFloats(m[1], kvn), emuFloats(m[2], kvn), nil
 }
 
-// score is scale·q_i·k_j of query head h.
-func score(s cuda.BandShape, qs, ks []float32, i, j, h int) float64 {
+// emuScore is scale·q_i·k_j of query head h.
+func emuScore(s cuda.BandShape, qs, ks []float32, i, j, h int) float64 {
 	g := h / (s.QHeads / s.KVHeads)
 	qo, ko := (i*s.QHeads+h)*s.Dim, (j*s.KVHeads+g)*s.Dim
 	var d float32
@@ -320,26 +320,26 @@ func (e *emuKernels) AttentionBand(out, lse, q, k, v cuda.Buffer, s cuda.BandSha
 			g := h / (s.QHeads / s.KVHeads)
 			mx := math.Inf(-1)
 			for j := 0; j <= i; j++ {
-				if visible(s, i, j) {
-					mx = max(mx, score(s, qs, ks, i, j, h))
+				if emuVisible(s, i, j) {
+					mx = max(mx, emuScore(s, qs, ks, i, j, h))
 				}
 			}
 			var sum float64
 			clear(acc)
 			for j := 0; j <= i; j++ {
-				if !visible(s, i, j) {
+				if !emuVisible(s, i, j) {
 					continue
 				}
-				p := math.Exp(score(s, qs, ks, i, j, h) - mx)
+				p := math.Exp(emuScore(s, qs, ks, i, j, h) - mx)
 				sum += p
 				for x := range s.Dim {
 					acc[x] += p * float64(vs[(j*s.KVHeads+g)*s.Dim+x])
 				}
 			}
 			for x := range s.Dim {
-				bf(m[0]).set((i*s.QHeads+h)*s.Dim+x, float32(acc[x]/sum))
+				emuBF16(m[0]).set((i*s.QHeads+h)*s.Dim+x, float32(acc[x]/sum))
 			}
-			f32(m[1]).set(h*s.N+i, float32(mx+math.Log(sum)))
+			emuF32(m[1]).set(h*s.N+i, float32(mx+math.Log(sum)))
 		}
 	}
 	return nil
@@ -356,7 +356,7 @@ func (e *emuKernels) AttentionBandBackward(dq, dk, dv, dout, out, lse, q, k, v c
 	if err != nil {
 		return err
 	}
-	do, o := floats(m[3], qn), floats(m[4], qn)
+	do, o := emuFloats(m[3], qn), emuFloats(m[4], qn)
 	gq, gk, gv := make([]float64, qn), make([]float64, kvn), make([]float64, kvn)
 	for i := range s.N {
 		for h := range s.QHeads {
@@ -366,13 +366,13 @@ func (e *emuKernels) AttentionBandBackward(dq, dk, dv, dout, out, lse, q, k, v c
 			for x := range s.Dim {
 				delta += float64(do[qo+x]) * float64(o[qo+x])
 			}
-			l := float64(f32(m[5]).get(h*s.N + i))
+			l := float64(emuF32(m[5]).get(h*s.N + i))
 			for j := 0; j <= i; j++ {
-				if !visible(s, i, j) {
+				if !emuVisible(s, i, j) {
 					continue
 				}
 				ko := (j*s.KVHeads + g) * s.Dim
-				p := math.Exp(score(s, qs, ks, i, j, h) - l)
+				p := math.Exp(emuScore(s, qs, ks, i, j, h) - l)
 				var dp float64
 				for x := range s.Dim {
 					dp += float64(do[qo+x]) * float64(vs[ko+x])
@@ -387,11 +387,11 @@ func (e *emuKernels) AttentionBandBackward(dq, dk, dv, dout, out, lse, q, k, v c
 		}
 	}
 	for i, x := range gq {
-		bf(m[0]).set(i, float32(x))
+		emuBF16(m[0]).set(i, float32(x))
 	}
 	for i := range gk {
-		bf(m[1]).set(i, float32(gk[i]))
-		bf(m[2]).set(i, float32(gv[i]))
+		emuBF16(m[1]).set(i, float32(gk[i]))
+		emuBF16(m[2]).set(i, float32(gv[i]))
 	}
 	return nil
 }
@@ -403,8 +403,8 @@ func (e *emuKernels) MixHeads(att, full, stream, z cuda.Buffer, n, qHeads, kvHea
 		return err
 	}
 	for i := range c {
-		zg := f32(m[3]).get(i / dim % qHeads / (qHeads / kvHeads))
-		bf(m[0]).set(i, zg*bf(m[1]).get(i)+(1-zg)*bf(m[2]).get(i))
+		zg := emuF32(m[3]).get(i / dim % qHeads / (qHeads / kvHeads))
+		emuBF16(m[0]).set(i, zg*emuBF16(m[1]).get(i)+(1-zg)*emuBF16(m[2]).get(i))
 	}
 	return nil
 }
@@ -418,13 +418,13 @@ func (e *emuKernels) MixHeadsBackward(dfull, dstream, dz, datt, full, stream, z 
 	sums := make([]float64, kvHeads)
 	for i := range c {
 		g := i / dim % qHeads / (qHeads / kvHeads)
-		zg, d := f32(m[6]).get(g), bf(m[3]).get(i)
-		bf(m[0]).set(i, zg*d)
-		bf(m[1]).set(i, (1-zg)*d)
-		sums[g] += float64(d) * float64(bf(m[4]).get(i)-bf(m[5]).get(i))
+		zg, d := emuF32(m[6]).get(g), emuBF16(m[3]).get(i)
+		emuBF16(m[0]).set(i, zg*d)
+		emuBF16(m[1]).set(i, (1-zg)*d)
+		sums[g] += float64(d) * float64(emuBF16(m[4]).get(i)-emuBF16(m[5]).get(i))
 	}
 	for g, s := range sums {
-		f32(m[2]).set(g, f32(m[2]).get(g)+float32(s))
+		emuF32(m[2]).set(g, emuF32(m[2]).get(g)+float32(s))
 	}
 	return nil
 }
@@ -434,7 +434,7 @@ func (e *emuKernels) RMSNormBackward(dres, x, weight, dy cuda.Buffer, rows, dim 
 	if err != nil {
 		return err
 	}
-	xs, w, g := floats(m[1], rows*dim), floats(m[2], dim), floats(m[3], rows*dim)
+	xs, w, g := emuFloats(m[1], rows*dim), emuFloats(m[2], dim), emuFloats(m[3], rows*dim)
 	for r := range rows {
 		xr, gr := xs[r*dim:(r+1)*dim], g[r*dim:(r+1)*dim]
 		var ss, s float64
@@ -446,7 +446,7 @@ func (e *emuKernels) RMSNormBackward(dres, x, weight, dy cuda.Buffer, rows, dim 
 		c := s * rs * rs * rs / float64(dim)
 		for j, v := range xr {
 			i := r*dim + j
-			f32(m[0]).set(i, f32(m[0]).get(i)+float32(rs*float64(w[j])*float64(gr[j])-c*float64(v)))
+			emuF32(m[0]).set(i, emuF32(m[0]).get(i)+float32(rs*float64(w[j])*float64(gr[j])-c*float64(v)))
 		}
 	}
 	return nil
@@ -458,10 +458,10 @@ func (e *emuKernels) SwiGLUBackward(dgate, dup, dact, gate, up cuda.Buffer, coun
 		return err
 	}
 	for i := range count {
-		d, g, u := bf(m[2]).get(i), bf(m[3]).get(i), bf(m[4]).get(i)
+		d, g, u := emuBF16(m[2]).get(i), emuBF16(m[3]).get(i), emuBF16(m[4]).get(i)
 		sg := 1 / (1 + float32(math.Exp(float64(-g))))
-		bf(m[0]).set(i, d*u*sg*(1+g*(1-sg)))
-		bf(m[1]).set(i, d*g*sg)
+		emuBF16(m[0]).set(i, d*u*sg*(1+g*(1-sg)))
+		emuBF16(m[1]).set(i, d*g*sg)
 	}
 	return nil
 }
@@ -476,11 +476,11 @@ func (e *emuKernels) CrossEntropy(dlogits, loss, logits, targets cuda.Buffer, ro
 		return err
 	}
 	for r := range rows {
-		row := floats(m[2][2*r*vocab:], vocab)
+		row := emuFloats(m[2][2*r*vocab:], vocab)
 		if tg[r] < 0 {
-			f32(m[1]).set(r, 0)
+			emuF32(m[1]).set(r, 0)
 			for j := range vocab {
-				bf(m[0]).set(r*vocab+j, 0)
+				emuBF16(m[0]).set(r*vocab+j, 0)
 			}
 			continue
 		}
@@ -492,13 +492,13 @@ func (e *emuKernels) CrossEntropy(dlogits, loss, logits, targets cuda.Buffer, ro
 		for _, v := range row {
 			sum += math.Exp(float64(v) - mx)
 		}
-		f32(m[1]).set(r, float32(mx+math.Log(sum)-float64(row[tg[r]])))
+		emuF32(m[1]).set(r, float32(mx+math.Log(sum)-float64(row[tg[r]])))
 		for j, v := range row {
 			p := math.Exp(float64(v)-mx) / sum
 			if j == tg[r] {
 				p--
 			}
-			bf(m[0]).set(r*vocab+j, scale*float32(p))
+			emuBF16(m[0]).set(r*vocab+j, scale*float32(p))
 		}
 	}
 	return nil
@@ -520,11 +520,11 @@ func (e *emuKernels) SquaredError(dh, loss, h, t, rows cuda.Buffer, count, dim i
 	for i, r := range rs {
 		var s float64
 		for j := range dim {
-			d := bf(m[2]).get(r*dim+j) - f32(m[3]).get(r*dim+j)
+			d := emuBF16(m[2]).get(r*dim+j) - emuF32(m[3]).get(r*dim+j)
 			s += float64(d) * float64(d)
-			bf(m[0]).set(r*dim+j, g*d)
+			emuBF16(m[0]).set(r*dim+j, g*d)
 		}
-		f32(m[1]).set(i, float32(s))
+		emuF32(m[1]).set(i, float32(s))
 	}
 	return nil
 }
@@ -535,7 +535,7 @@ func (e *emuKernels) ToBF16(dst, src cuda.Buffer, count int) error {
 		return err
 	}
 	for i := range count {
-		bf(m[0]).set(i, f32(m[1]).get(i))
+		emuBF16(m[0]).set(i, emuF32(m[1]).get(i))
 	}
 	return nil
 }
