@@ -21,7 +21,6 @@ import (
 //
 // Methods return errors; a Net whose device failed keeps returning the first failure.
 type Net struct {
-	name        string // the device's, for messages
 	d           trainKernels
 	cfg         model.Config
 	opts        train.Options
@@ -206,7 +205,7 @@ func newNet(name string, d trainKernels, m *model.Model, opts train.Options) (n 
 		return nil, fmt.Errorf("%s: mask training of %d-token sequences needs %s: the weights as stored and transposed in bf16 %s, activations %s (plus %s of working memory); the GPU has %s free of %s; lower --seq-len",
 			name, opts.MaxLen, gib(uint64(weights+acts)), gib(uint64(weights)), gib(uint64(acts)), gib(Headroom), gib(free), gib(total))
 	}
-	n = &Net{name: name, d: d, cfg: *c, opts: opts, fingerprint: train.ModelFingerprint(m), ceRows: ceRowsFor(c.Vocab, opts.MaxLen),
+	n = &Net{d: d, cfg: *c, opts: opts, fingerprint: train.ModelFingerprint(m), ceRows: ceRowsFor(c.Vocab, opts.MaxLen),
 		gateGrad: make([]float64, c.Layers*c.KVHeads)}
 	defer func() {
 		if err != nil {
