@@ -25,7 +25,7 @@ const duoBeta1, duoBeta2 = 0.9, 0.999
 
 type duo struct {
 	cfg     *DuoConfig
-	net     *Net
+	net     Network
 	alpha   []float64
 	m, v, g []float64
 	as      []float32
@@ -37,20 +37,21 @@ type duo struct {
 // answer tokens inside are used) and writes into c.Out DuoAttention's own
 // full_attention_heads.tsv and config.json, and the masks rounded at 0.1 … 0.9
 // (masks_sp<x>.tsv). A checkpoint in c.Out is resumed.
-func Duo(n *Net, c *DuoConfig, docs []Doc) (Result, error) {
+func Duo(n Network, c *DuoConfig, docs []Doc) (Result, error) {
 	if !(c.LR > 0) || !(c.Reg >= 0) {
 		return Result{}, fmt.Errorf("learning rate %v and L1 weight %v: need lr > 0, reg ≥ 0", c.LR, c.Reg)
 	}
-	if err := c.check(&n.Config); err != nil {
+	cfg := n.ModelConfig()
+	if err := c.check(cfg); err != nil {
 		return Result{}, err
 	}
 	seqs, err := sequences(docs, c.SeqLen, c.Seed, true)
 	if err != nil {
 		return Result{}, err
 	}
-	N := n.Config.Layers * n.Config.KVHeads
+	N := cfg.Layers * cfg.KVHeads
 	d := &duo{cfg: c, net: n, alpha: make([]float64, N), m: make([]float64, N), v: make([]float64, N),
-		g: make([]float64, N), as: make([]float32, N), teacher: make([]float32, c.SeqLen*n.Config.Hidden)}
+		g: make([]float64, N), as: make([]float32, N), teacher: make([]float32, c.SeqLen*cfg.Hidden)}
 	for i := range d.alpha {
 		d.alpha[i] = 1
 	}
@@ -83,7 +84,8 @@ func (d *duo) step(step int, batch []Doc) (Status, error) {
 	}
 	clear(d.g)
 	var st Status
-	H := n.Config.Hidden
+	cfg := n.ModelConfig()
+	H := cfg.Hidden
 	for _, doc := range batch {
 		// the rows whose hidden states predict the answer tokens
 		d.rows = d.rows[:0]
@@ -103,10 +105,13 @@ func (d *duo) step(step int, batch []Doc) (Status, error) {
 		if err != nil {
 			return st, err
 		}
-		clear(n.GateGrad)
-		n.Backward()
+		gg := n.GateGrads()
+		clear(gg)
+		if err := n.Backward(); err != nil {
+			return st, err
+		}
 		for i := range d.g {
-			d.g[i] += n.GateGrad[i]
+			d.g[i] += gg[i]
 		}
 		st.Loss += mse / B
 	}
@@ -115,12 +120,12 @@ func (d *duo) step(step int, batch []Doc) (Status, error) {
 	var mean float64
 	global := 0
 	for i := range d.alpha {
-		if n.local(i/n.Config.KVHeads) == 0 {
+		if !n.Local(i / cfg.KVHeads) {
 			global++
 		}
 	}
 	for i, a := range d.alpha {
-		if n.local(i/n.Config.KVHeads) > 0 {
+		if n.Local(i / cfg.KVHeads) {
 			d.g[i], d.alpha[i] = 0, 1
 			continue
 		}
@@ -139,15 +144,16 @@ func (d *duo) step(step int, batch []Doc) (Status, error) {
 }
 
 func (d *duo) finish(dir string, st Status) error {
-	kv := d.net.Config.KVHeads
-	vals := make([][]float64, d.net.Config.Layers)
+	c := d.net.ModelConfig()
+	kv := c.KVHeads
+	vals := make([][]float64, c.Layers)
 	for l := range vals {
 		vals[l] = make([]float64, kv)
 		for g := range vals[l] {
 			vals[l][g] = min(max(d.alpha[l*kv+g], 0), 1)
 		}
 	}
-	if err := WriteMaskFiles(dir, "full_attention_heads.tsv", vals, localLayers(&d.net.Config)); err != nil {
+	if err := WriteMaskFiles(dir, "full_attention_heads.tsv", vals, localLayers(c)); err != nil {
 		return err
 	}
 	cfg, _ := json.MarshalIndent(map[string]int{"sink_size": d.cfg.Sink, "recent_size": d.cfg.Window}, "", "  ")

@@ -332,8 +332,9 @@ func (n *Net) ZeroGrad() {
 }
 
 // Backward adds the gradients of the last loss into GateGrad (when Forward had gates)
-// and Grad (when weight gradients are on), and sets InputGrad.
-func (n *Net) Backward() {
+// and Grad (when weight gradients are on), and sets InputGrad. It never fails on the CPU
+// (the error is Network's).
+func (n *Net) Backward() error {
 	c := &n.Config
 	T, H, F := n.n, c.Hidden, c.Intermediate
 	qd, kvd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
@@ -430,6 +431,7 @@ func (n *Net) Backward() {
 		}
 		embedBackward(g.Embed, dres, n.ids, H)
 	}
+	return nil
 }
 
 // mixBackward splits datt into the gradients of the full and the streaming attention

@@ -34,7 +34,8 @@ const (
 
 type pruLong struct {
 	cfg      *PruLongConfig
-	net      *Net
+	net      Network
+	cpu      *Net      // the Net whose weights are trained (TrainWeights only)
 	logAlpha []float64 // [layers·KV heads], layer-major
 	lambda   []float64 // λ1, λ2
 	// AdamW moments
@@ -56,28 +57,34 @@ type pruLong struct {
 // deterministic masks (masks_soft.tsv), the masks rounded at 0.1 … 0.9
 // (masks_sp<x>.tsv), log α (log_alpha.tsv) and, with TrainWeights, the weights
 // (model.safetensors, float32, Hugging Face names). A checkpoint in c.Out is resumed.
-func PruLong(n *Net, c *PruLongConfig, docs []Doc) (Result, error) {
+// Weight training needs n to be a *Net (the CPU's) made with WeightGrads.
+func PruLong(n Network, c *PruLongConfig, docs []Doc) (Result, error) {
 	if !(c.TargetSparsity >= 0 && c.TargetSparsity < 1) {
 		return Result{}, fmt.Errorf("target sparsity %v is outside [0, 1)", c.TargetSparsity)
 	}
-	if c.TrainWeights && n.Grad == nil {
+	cpu, _ := n.(*Net)
+	if c.TrainWeights && cpu == nil {
+		return Result{}, fmt.Errorf("--train-weights: weight training runs on the CPU only (--device cpu); the GPU trains masks only")
+	}
+	if c.TrainWeights && cpu.Grad == nil {
 		return Result{}, fmt.Errorf("--train-weights needs a Net made with WeightGrads")
 	}
-	if err := c.check(&n.Config); err != nil {
+	cfg := n.ModelConfig()
+	if err := c.check(cfg); err != nil {
 		return Result{}, err
 	}
 	seqs, err := sequences(docs, c.SeqLen, c.Seed, false)
 	if err != nil {
 		return Result{}, err
 	}
-	N := n.Config.Layers * n.Config.KVHeads
+	N := cfg.Layers * cfg.KVHeads
 	p := &pruLong{cfg: c, net: n, logAlpha: make([]float64, N), lambda: make([]float64, 2),
 		mA: make([]float64, N), vA: make([]float64, N), mL: make([]float64, 2), vL: make([]float64, 2),
 		z: make([]float64, N), dz: make([]float64, N), gA: make([]float64, N), zs: make([]float32, N),
 		targets: make([]int, c.SeqLen)}
 	p.global = make([]bool, N)
 	for i := range p.global {
-		p.global[i] = n.local(i/n.Config.KVHeads) == 0
+		p.global[i] = !n.Local(i / cfg.KVHeads)
 		if p.global[i] {
 			p.nGlobal++
 		}
@@ -87,7 +94,8 @@ func PruLong(n *Net, c *PruLongConfig, docs []Doc) (Result, error) {
 		p.logAlpha[i] = pruLongInitMean + pruLongInitStd*r.NormFloat64()
 	}
 	if c.TrainWeights {
-		n.Params.Each(func(name string, v []float32) {
+		p.cpu = cpu
+		cpu.Params.Each(func(name string, v []float32) {
 			p.weights = append(p.weights, vec{name: name, f32: v})
 			p.mW = append(p.mW, make([]float32, len(v)))
 			p.vW = append(p.vW, make([]float32, len(v)))
@@ -131,8 +139,8 @@ func (p *pruLong) step(step int, batch []Doc) (Status, error) {
 	l1, l2 := p.lambda[0], p.lambda[1]
 	clear(p.gA)
 	var gl1, gl2 float64
-	if n.Grad != nil {
-		n.Grad.Zero()
+	if p.cpu != nil {
+		p.cpu.Grad.Zero()
 	}
 	var st Status
 	for b, d := range batch {
@@ -162,13 +170,16 @@ func (p *pruLong) step(step int, batch []Doc) (Status, error) {
 		if err != nil {
 			return st, err
 		}
-		clear(n.GateGrad)
-		n.Backward()
+		gg := n.GateGrads()
+		clear(gg)
+		if err := n.Backward(); err != nil {
+			return st, err
+		}
 		s := 1 - sum/float64(N)
 		diff := s - t
 		dReg := (l1 + 2*l2*diff) * (-1 / float64(N)) / B
 		for i := range p.gA {
-			p.gA[i] += (n.GateGrad[i] + dReg) * p.dz[i]
+			p.gA[i] += (gg[i] + dReg) * p.dz[i]
 		}
 		gl1 += diff / B
 		gl2 += diff * diff / B
@@ -178,7 +189,7 @@ func (p *pruLong) step(step int, batch []Doc) (Status, error) {
 	// clip the global norm of every trainable gradient
 	norm := sumSq(p.gA) + gl1*gl1 + gl2*gl2
 	for _, w := range p.weights {
-		norm += sumSq32(gradOf(n, w.name))
+		norm += sumSq32(gradOf(p.cpu, w.name))
 	}
 	norm = math.Sqrt(norm)
 	if coef := pruLongClip / (norm + 1e-6); coef < 1 {
@@ -187,7 +198,7 @@ func (p *pruLong) step(step int, batch []Doc) (Status, error) {
 		}
 		gl1, gl2 = gl1*coef, gl2*coef
 		for _, w := range p.weights {
-			g := gradOf(n, w.name)
+			g := gradOf(p.cpu, w.name)
 			for i := range g {
 				g[i] *= float32(coef)
 			}
@@ -202,7 +213,7 @@ func (p *pruLong) step(step int, batch []Doc) (Status, error) {
 		if p.decay[i] {
 			wd = pruLongWeightDecay
 		}
-		adamW(w.f32, gradOf(n, w.name), p.mW[i], p.vW[i], k, pruLongWeightLR*lrf, wd, pruLongBeta1, pruLongBeta2, false)
+		adamW(w.f32, gradOf(p.cpu, w.name), p.mW[i], p.vW[i], k, pruLongWeightLR*lrf, wd, pruLongBeta1, pruLongBeta2, false)
 	}
 	st.Target, st.Lambda1, st.Lambda2, st.LR = t, l1, l2, lrf
 	return st, nil
@@ -237,20 +248,21 @@ func sumSq32(v []float32) float64 {
 
 // Masks returns the deterministic masks of log α [layers][KV heads].
 func (p *pruLong) masks() [][]float64 {
-	kv := p.net.Config.KVHeads
-	la := make([][]float64, p.net.Config.Layers)
+	c := p.net.ModelConfig()
+	la := make([][]float64, c.Layers)
 	for l := range la {
-		la[l] = p.logAlpha[l*kv : (l+1)*kv]
+		la[l] = p.logAlpha[l*c.KVHeads : (l+1)*c.KVHeads]
 	}
 	return DeterministicMasks(la)
 }
 
 func (p *pruLong) finish(dir string, st Status) error {
-	if err := WriteMaskFiles(dir, "masks_soft.tsv", p.masks(), localLayers(&p.net.Config)); err != nil {
+	c := p.net.ModelConfig()
+	if err := WriteMaskFiles(dir, "masks_soft.tsv", p.masks(), localLayers(c)); err != nil {
 		return err
 	}
-	kv := p.net.Config.KVHeads
-	la := make([][]float64, p.net.Config.Layers)
+	kv := c.KVHeads
+	la := make([][]float64, c.Layers)
 	for l := range la {
 		la[l] = p.logAlpha[l*kv : (l+1)*kv]
 	}
@@ -260,5 +272,5 @@ func (p *pruLong) finish(dir string, st Status) error {
 	if !p.cfg.TrainWeights {
 		return nil
 	}
-	return p.net.Params.Save(filepath.Join(dir, "model.safetensors"))
+	return p.cpu.Params.Save(filepath.Join(dir, "model.safetensors"))
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"os"
 	"path/filepath"
@@ -98,23 +97,9 @@ type method interface {
 	finish(dir string, st Status) error         // the output files
 }
 
-// fingerprint identifies a model: its shape and a hash of some of its weights.
-func fingerprint(n *Net) string {
-	c := &n.Config
-	h := fnv.New64a()
-	for _, v := range [][]float32{n.Params.Embed[:min(4096, len(n.Params.Embed))], n.Params.Norm, n.Params.Layers[0].Q.W[:min(4096, len(n.Params.Layers[0].Q.W))]} {
-		for _, x := range v {
-			b := math.Float32bits(x)
-			h.Write([]byte{byte(b), byte(b >> 8), byte(b >> 16), byte(b >> 24)})
-		}
-	}
-	return fmt.Sprintf("%s layers=%d hidden=%d heads=%d kv_heads=%d head_dim=%d vocab=%d weights=%016x",
-		c.Arch, c.Layers, c.Hidden, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, h.Sum64())
-}
-
-func (c *RunConfig) hyper(n *Net, m method) map[string]string {
+func (c *RunConfig) hyper(n Network, m method) map[string]string {
 	h := map[string]string{
-		"kvfoot": m.kind() + "-1", "model": fingerprint(n),
+		"kvfoot": m.kind() + "-1", "model": n.Fingerprint(),
 		"steps": strconv.Itoa(c.Steps), "seq_len": strconv.Itoa(c.SeqLen), "batch": strconv.Itoa(c.Batch),
 		"seed": strconv.FormatUint(c.Seed, 10), "sink": strconv.Itoa(c.Sink), "window": strconv.Itoa(c.Window),
 	}
@@ -195,7 +180,7 @@ func loadCheckpoint(path string, meta map[string]string, vs []vec) (int, int64, 
 // steps until c.Steps (or a stopping point), and writes the checkpoint and the
 // outputs (which so always show the newest checkpoint) every CheckpointEvery steps,
 // at the end and when stopping.
-func run(c *RunConfig, n *Net, m method, seqs []Doc) (Result, error) {
+func run(c *RunConfig, n Network, m method, seqs []Doc) (Result, error) {
 	meta := c.hyper(n, m)
 	own, err := claimOut(c, m)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/server"
+	"github.com/kvfoot/kvfoot/train"
 )
 
 // deviceFlag adds --device to a command. The NVIDIA driver is loaded only for cuda and auto,
@@ -60,6 +61,20 @@ func (c *target) load(m *model.Model) ([]kv.Option, error) {
 	}
 	m.SetBackend(b)
 	return []kv.Option{kv.WithStorage(c.gpu.Storage)}, nil
+}
+
+// trainNet makes the network kvfoot prulong and duo train masks with on the device, and
+// what frees it.
+func (c *target) trainNet(m *model.Model, opts train.Options) (train.Network, func(), error) {
+	if c.gpu == nil {
+		n, err := train.New(m, opts)
+		return n, func() {}, err
+	}
+	n, err := c.gpu.NewNet(m, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--device: %w", err)
+	}
+	return n, func() { n.Close() }, nil
 }
 
 // onGPU says whether the command runs on a GPU.

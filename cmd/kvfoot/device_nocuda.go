@@ -11,6 +11,7 @@ import (
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/server"
+	"github.com/kvfoot/kvfoot/train"
 )
 
 // The CPU-only build (-tags nocuda): --device takes cpu and auto (which is the CPU), and no
@@ -34,9 +35,14 @@ func openDevice(name string) (*target, error) {
 }
 
 func (*target) load(*model.Model) ([]kv.Option, error) { return nil, nil }
-func (*target) close()                                 {}
-func (*target) onGPU() bool                            { return false }
-func (*target) name() string                           { return "cpu" }
+
+func (*target) trainNet(m *model.Model, opts train.Options) (train.Network, func(), error) {
+	n, err := train.New(m, opts)
+	return n, func() {}, err
+}
+func (*target) close()       {}
+func (*target) onGPU() bool  { return false }
+func (*target) name() string { return "cpu" }
 func (*target) describe(*model.Config, func(string, any), string, int, ...kv.Option) error {
 	return nil
 }

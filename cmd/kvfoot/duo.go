@@ -16,14 +16,14 @@ func runDuo(args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	m, n, docs, err := rf.setup("duo", train.RecallTasks, false)
+	s, err := rf.setup("duo", train.RecallTasks, false)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer s.close()
 	if *rf.bench {
-		return rf.runBench(m, true)
+		return rf.runBench(s.m, true)
 	}
-	res, err := train.Duo(n, &train.DuoConfig{RunConfig: rf.config(), LR: *lr, Reg: *reg}, docs)
+	res, err := train.Duo(s.net, &train.DuoConfig{RunConfig: rf.config(), LR: *lr, Reg: *reg}, s.docs)
 	return report(res, err, *rf.out, "full_attention_heads.tsv")
 }

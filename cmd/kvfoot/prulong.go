@@ -21,6 +21,7 @@ func init() {
 // runFlags are the flags kvfoot prulong and kvfoot duo share.
 type runFlags struct {
 	model, out, data, corpus     *string
+	device                       *string
 	steps, seqLen, batch, sink   *int
 	window, every, docs, threads *int
 	seed                         *uint64
@@ -33,6 +34,7 @@ type runFlags struct {
 func addRunFlags(fs *flag.FlagSet, steps, seqLen int) runFlags {
 	return runFlags{
 		model:        fs.String("model", "", "model folder (default: the built-in model)"),
+		device:       fs.String("device", "cpu", "where the masks train: cpu, cuda or cuda:N (the GPU computes in bf16 with f32 sums; weight training, --train-weights, and --bench are CPU-only)"),
 		out:          fs.String("out", "", "output folder: checkpoint, log.jsonl, masks (a checkpoint an earlier run of the command left there is resumed)"),
 		force:        fs.Bool("force", false, "replace files in --out that an earlier run of this command did not write there"),
 		data:         fs.String("data", "", "training documents: a `kvfoot tasks dump` JSONL file (default: generated, training split)"),
@@ -59,28 +61,52 @@ func (f runFlags) config() train.RunConfig {
 		MaxDuration: time.Duration(*f.maxMinutes * float64(time.Minute)), Progress: newProgress(os.Stderr)}
 }
 
-// setup checks the flags, loads the model and the documents and makes the Net.
-func (f runFlags) setup(method string, tasksMix []string, weightGrads bool) (*model.Model, *train.Net, []train.Doc, error) {
+// trainSetup is what setup made: the model, the network on the chosen device, the
+// documents, and what close releases.
+type trainSetup struct {
+	m       *model.Model
+	net     train.Network
+	docs    []train.Doc
+	closers []func()
+}
+
+func (s *trainSetup) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// setup checks the flags, opens the device, loads the model and the documents and makes
+// the network; on an error it has released what it made.
+func (f runFlags) setup(method string, tasksMix []string, weightGrads bool) (_ *trainSetup, err error) {
 	if err := setThreads(*f.threads); err != nil {
-		return nil, nil, nil, err
+		return nil, err
+	}
+	if *f.device != "cpu" {
+		if weightGrads {
+			return nil, fmt.Errorf("--train-weights: weight training runs on the CPU only; leave out --device %s (the GPU trains masks only)", *f.device)
+		}
+		if *f.bench {
+			return nil, fmt.Errorf("--bench times the CPU trainer over thread counts; leave out --device %s (on the GPU a run's progress lines report tokens/s)", *f.device)
+		}
 	}
 	if *f.bench {
 		if _, err := parseThreadList("--bench-threads", *f.benchThreads); err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		if *f.benchReps < 1 {
-			return nil, nil, nil, fmt.Errorf("--bench-reps %d: want at least 1", *f.benchReps)
+			return nil, fmt.Errorf("--bench-reps %d: want at least 1", *f.benchReps)
 		}
 	} else {
 		if *f.out == "" {
-			return nil, nil, nil, fmt.Errorf("--out is required")
+			return nil, fmt.Errorf("--out is required")
 		}
 		// Refuse a folder of someone else's files before the model and data load.
 		if st, err := os.Stat(*f.out); err == nil && !st.IsDir() {
-			return nil, nil, nil, fmt.Errorf("--out %s is a file; want a folder", *f.out)
+			return nil, fmt.Errorf("--out %s is a file; want a folder", *f.out)
 		} else if err == nil {
 			if _, err := train.CheckOut(*f.out, method, weightGrads, *f.force); err != nil {
-				return nil, nil, nil, fmt.Errorf("--out: %w", err)
+				return nil, fmt.Errorf("--out: %w", err)
 			}
 		}
 	}
@@ -90,45 +116,56 @@ func (f runFlags) setup(method string, tasksMix []string, weightGrads bool) (*mo
 	}{{"--steps", *f.steps, 1}, {"--batch", *f.batch, 1}, {"--seq-len", *f.seqLen, 2}, {"--sink", *f.sink, 0},
 		{"--window", *f.window, 1}, {"--checkpoint-every", *f.every, 0}, {"--docs", *f.docs, 0}} {
 		if c.v < c.min {
-			return nil, nil, nil, fmt.Errorf("%s %d: want at least %d", c.flag, c.v, c.min)
+			return nil, fmt.Errorf("%s %d: want at least %d", c.flag, c.v, c.min)
 		}
 	}
 	// generated documents take seeds 1000 + --seed: past this they would wrap around
 	// onto other seeds
 	if *f.data == "" && *f.seed > math.MaxUint64-1000 {
-		return nil, nil, nil, fmt.Errorf("--seed %d: want at most %d with generated documents (they use seeds 1000 + --seed)", *f.seed, uint64(math.MaxUint64-1000))
+		return nil, fmt.Errorf("--seed %d: want at most %d with generated documents (they use seeds 1000 + --seed)", *f.seed, uint64(math.MaxUint64-1000))
 	}
 	// time.Duration holds about 153 million minutes; NaN would mean no limit at all
 	if !(*f.maxMinutes >= 0 && *f.maxMinutes <= 1e8) {
-		return nil, nil, nil, fmt.Errorf("--max-minutes %v: want 0 (no limit) to 1e8", *f.maxMinutes)
+		return nil, fmt.Errorf("--max-minutes %v: want 0 (no limit) to 1e8", *f.maxMinutes)
 	}
+	s := &trainSetup{}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	dev, err := openDevice(*f.device)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, dev.close)
 	m, _, dir, err := loadModelWith(*f.model, false)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
+	s.m = m
+	s.closers = append(s.closers, func() { m.Close() })
 	if *f.seqLen > m.Config.MaxPositions && m.Config.MaxPositions > 0 {
-		m.Close()
-		return nil, nil, nil, fmt.Errorf("--seq-len %d is longer than the model's context (%d tokens)", *f.seqLen, m.Config.MaxPositions)
+		return nil, fmt.Errorf("--seq-len %d is longer than the model's context (%d tokens)", *f.seqLen, m.Config.MaxPositions)
 	}
-	n, err := train.New(m, train.Options{MaxLen: *f.seqLen, Sink: *f.sink, Window: *f.window, WeightGrads: weightGrads})
+	net, closeNet, err := dev.trainNet(m, train.Options{MaxLen: *f.seqLen, Sink: *f.sink, Window: *f.window, WeightGrads: weightGrads})
 	if err != nil {
-		m.Close()
-		return nil, nil, nil, err
+		return nil, err
 	}
+	s.net = net
+	s.closers = append(s.closers, closeNet)
 	if *f.bench {
-		return m, n, nil, nil
+		return s, nil
 	}
-	var docs []train.Doc
 	if *f.data != "" {
-		docs, err = train.LoadDocs(*f.data)
+		s.docs, err = train.LoadDocs(*f.data)
 	} else {
-		docs, err = f.generate(dir, tasksMix)
+		s.docs, err = f.generate(dir, tasksMix)
 	}
 	if err != nil {
-		m.Close()
-		return nil, nil, nil, err
+		return nil, err
 	}
-	return m, n, docs, nil
+	return s, nil
 }
 
 // generate makes training documents of --seq-len tokens, as `kvfoot tasks dump`
@@ -202,22 +239,22 @@ func runPruLong(args []string) error {
 	fs := newFlags("prulong")
 	rf := addRunFlags(fs, 200, 4096)
 	target := fs.Float64("target-sparsity", 0.7, "head sparsity to reach (fraction of streaming KV heads), in [0, 1)")
-	weights := fs.Bool("train-weights", false, "also train the weights (lr 1e-5; written as OUT/model.safetensors)")
+	weights := fs.Bool("train-weights", false, "also train the weights (lr 1e-5; written as OUT/model.safetensors; CPU only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if !(*target >= 0 && *target < 1) {
 		return fmt.Errorf("--target-sparsity %v is outside [0, 1)", *target)
 	}
-	m, n, docs, err := rf.setup("prulong", train.MixTasks, *weights)
+	s, err := rf.setup("prulong", train.MixTasks, *weights)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer s.close()
 	if *rf.bench {
-		return rf.runBench(m, true)
+		return rf.runBench(s.m, true)
 	}
-	res, err := train.PruLong(n, &train.PruLongConfig{RunConfig: rf.config(), TargetSparsity: *target, TrainWeights: *weights}, docs)
+	res, err := train.PruLong(s.net, &train.PruLongConfig{RunConfig: rf.config(), TargetSparsity: *target, TrainWeights: *weights}, s.docs)
 	return report(res, err, *rf.out, "masks_soft.tsv")
 }
 
