@@ -345,7 +345,7 @@ func TestGPUTrainAttention(t *testing.T) {
 		{N: 97, QHeads: 4, KVHeads: 1, Dim: 64, Sink: 40, Window: 20},     // sink longer than the window
 		{N: 64, QHeads: 4, KVHeads: 2, Dim: 128, Sink: 7},                 // full band ignores the sink
 		{N: 77, QHeads: 2, KVHeads: 2, Dim: 64, Sink: 1, Window: 1},       // a query sees the sink and itself
-		{N: 1, QHeads: 2, KVHeads: 1, Dim: 128, Sink: 0, Window: 16},      // one token
+		{N: 3, QHeads: 2, KVHeads: 1, Dim: 128, Sink: 0, Window: 2},       // a few tokens (one alone has dq = dk = 0)
 		{N: 300, QHeads: 4, KVHeads: 2, Dim: 64, Sink: 64, Window: 128},   // several skipped tiles per CTA
 		{N: 160, QHeads: 8, KVHeads: 4, Dim: 128, Sink: 33, Window: 33},   // tile-straddling sink and window
 		{N: 129, QHeads: 2, KVHeads: 2, Dim: 64, Scale: 1, Window: 0},     // peaked softmax (scale 1)
