@@ -332,9 +332,10 @@ func checkAbs(t testing.TB, what string, got, want []float64, tol float64) {
 	}
 }
 
-// Tolerances: outputs are bf16 (relative rounding up to 2⁻⁹ ≈ 0.002 an element, about 0.001 in
-// the L2 norm); the backward also reads the forward's bf16-rounded out for delta = rowsum(dout·out),
-// which moves dS by about 0.002·|delta|, so the gradients get 1%; lse is f32 throughout.
+// Tolerances: outputs are bf16 (relative rounding up to 2⁻⁹ ≈ 0.002 an element, about 0.0016 in
+// the L2 norm, as out and dv show); dq and dk also carry delta = rowsum(dout·out) from the
+// forward's bf16-rounded out, off by about 2⁻⁹·|delta|, which in short or peaked rows is of the
+// size of dP − delta itself: 2% (a host emulation of these kernels saw up to 0.8%); lse is f32.
 func TestGPUTrainAttention(t *testing.T) {
 	d := gpu(t)
 	for _, c := range []BandShape{
@@ -373,8 +374,8 @@ func TestGPUTrainAttention(t *testing.T) {
 			wOut, wLse, wdq, wdk, wdv := refBandAttention(c, qf, kf, vf, dof)
 			checkClose(t, "out", downloadBF16(t, d, out, len(wOut)), wOut, 5e-3)
 			checkAbs(t, "lse", downloadF32(t, d, lse, len(wLse)), wLse, 1e-4)
-			checkClose(t, "dq", downloadBF16(t, d, dq, len(wdq)), wdq, 1e-2)
-			checkClose(t, "dk", downloadBF16(t, d, dk, len(wdk)), wdk, 1e-2)
+			checkClose(t, "dq", downloadBF16(t, d, dq, len(wdq)), wdq, 2e-2)
+			checkClose(t, "dk", downloadBF16(t, d, dk, len(wdk)), wdk, 2e-2)
 			checkClose(t, "dv", downloadBF16(t, d, dv, len(wdv)), wdv, 1e-2)
 		})
 	}
