@@ -14,7 +14,7 @@ const (
 	trainFwdRows  = 64
 	trainBwdTile  = 32
 	trainThreads  = 256
-	trainRowBlock = 1024 // threads of the one-CTA-a-row (or a head) reductions
+	trainRowBlock = 1024 // threads of a cross-entropy row and of a KV head's dz sum
 )
 
 // BandShape describes attention over one sequence for training: queries [N][QHeads][Dim],

@@ -332,9 +332,10 @@ func checkAbs(t testing.TB, what string, got, want []float64, tol float64) {
 	}
 }
 
-// Tolerances: outputs are bf16 (relative rounding up to 2⁻⁹ ≈ 0.002 an element, about 0.001 in
-// the L2 norm); the backward also reads the forward's bf16-rounded out for delta = rowsum(dout·out),
-// which moves dS by about 0.002·|delta|, so the gradients get 1%; lse is f32 throughout.
+// Tolerances: outputs are bf16 (relative rounding up to 2⁻⁹ ≈ 0.002 an element, about 0.0016 in
+// the L2 norm, as out and dv show); dq and dk also carry delta = rowsum(dout·out) from the
+// forward's bf16-rounded out, off by about 2⁻⁹·|delta|, which in short or peaked rows is of the
+// size of dP − delta itself: 2% (a host emulation of these kernels saw up to 0.8%); lse is f32.
 func TestGPUTrainAttention(t *testing.T) {
 	d := gpu(t)
 	for _, c := range []BandShape{
@@ -345,7 +346,7 @@ func TestGPUTrainAttention(t *testing.T) {
 		{N: 97, QHeads: 4, KVHeads: 1, Dim: 64, Sink: 40, Window: 20},     // sink longer than the window
 		{N: 64, QHeads: 4, KVHeads: 2, Dim: 128, Sink: 7},                 // full band ignores the sink
 		{N: 77, QHeads: 2, KVHeads: 2, Dim: 64, Sink: 1, Window: 1},       // a query sees the sink and itself
-		{N: 1, QHeads: 2, KVHeads: 1, Dim: 128, Sink: 0, Window: 16},      // one token
+		{N: 3, QHeads: 2, KVHeads: 1, Dim: 128, Sink: 0, Window: 2},       // a few tokens (one alone has dq = dk = 0)
 		{N: 300, QHeads: 4, KVHeads: 2, Dim: 64, Sink: 64, Window: 128},   // several skipped tiles per CTA
 		{N: 160, QHeads: 8, KVHeads: 4, Dim: 128, Sink: 33, Window: 33},   // tile-straddling sink and window
 		{N: 129, QHeads: 2, KVHeads: 2, Dim: 64, Scale: 1, Window: 0},     // peaked softmax (scale 1)
@@ -373,8 +374,8 @@ func TestGPUTrainAttention(t *testing.T) {
 			wOut, wLse, wdq, wdk, wdv := refBandAttention(c, qf, kf, vf, dof)
 			checkClose(t, "out", downloadBF16(t, d, out, len(wOut)), wOut, 5e-3)
 			checkAbs(t, "lse", downloadF32(t, d, lse, len(wLse)), wLse, 1e-4)
-			checkClose(t, "dq", downloadBF16(t, d, dq, len(wdq)), wdq, 1e-2)
-			checkClose(t, "dk", downloadBF16(t, d, dk, len(wdk)), wdk, 1e-2)
+			checkClose(t, "dq", downloadBF16(t, d, dq, len(wdq)), wdq, 2e-2)
+			checkClose(t, "dk", downloadBF16(t, d, dk, len(wdk)), wdk, 2e-2)
 			checkClose(t, "dv", downloadBF16(t, d, dv, len(wdv)), wdv, 1e-2)
 		})
 	}
