@@ -226,3 +226,50 @@ func (c *PagedCache) Tables(first, count int) (table []int32, lens []int32, maxB
 	}
 	return table, lens, maxBlocks, nil
 }
+
+// MoveQueue gathers the moves of successive Keeps and Truncates until they run as one KVCopy
+// (or KIVICopy), which reads every source before it writes any destination. Run that way, a
+// move of a later list whose source an earlier list wrote would read the entry the earlier move
+// replaced, so Add reads such a source where the earlier move did, and drops an earlier move
+// whose destination a later one writes: the one copy leaves what the lists, run one after the
+// other, would.
+type MoveQueue struct {
+	moves []Move
+	at    map[int32]int // destination slot → its move's index in moves
+	srcs  []int32
+}
+
+// Add queues next, a list of moves whose sources and destinations are disjoint (one Keep's).
+func (q *MoveQueue) Add(next []Move) {
+	if len(next) == 0 {
+		return
+	}
+	if q.at == nil {
+		q.at = map[int32]int{}
+	}
+	q.srcs = q.srcs[:0]
+	for _, m := range next { // every source as the queue leaves it, before next writes
+		src := m.Src
+		if i, ok := q.at[src]; ok {
+			src = q.moves[i].Src
+		}
+		q.srcs = append(q.srcs, src)
+	}
+	for j, m := range next {
+		if i, ok := q.at[m.Dst]; ok {
+			q.moves[i].Src = q.srcs[j]
+			continue
+		}
+		q.at[m.Dst] = len(q.moves)
+		q.moves = append(q.moves, Move{Src: q.srcs[j], Dst: m.Dst})
+	}
+}
+
+// Moves are the queued moves, to run at once.
+func (q *MoveQueue) Moves() []Move { return q.moves }
+
+// Reset empties the queue (after its moves ran).
+func (q *MoveQueue) Reset() {
+	q.moves = q.moves[:0]
+	clear(q.at)
+}

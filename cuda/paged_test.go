@@ -191,17 +191,41 @@ func TestPagedStreamingHeadIsARing(t *testing.T) {
 
 // Random appends, keeps and truncates on three heads sharing a pool: after every operation each
 // head's entries are where the bookkeeping says, within the places the kernels read.
+// Random appends, keeps and truncates over three heads: every kept entry stays where the
+// tables say, whether each op's moves run at once or, as the GPU storage runs them, queued
+// (MoveQueue) until the next append or a random point, all in one gather-then-scatter copy.
 func TestPagedRandomKeepsAndTruncates(t *testing.T) {
+	for _, queued := range []bool{false, true} {
+		t.Run(map[bool]string{false: "each op's moves at once", true: "queued moves in one copy"}[queued], func(t *testing.T) {
+			randomKeepsAndTruncates(t, queued)
+		})
+	}
+}
+
+func randomKeepsAndTruncates(t *testing.T, queued bool) {
 	r := rand.New(rand.NewPCG(7, 8))
 	const heads = 3
 	c, _ := NewPagedCache(40, heads)
 	pool := simPool{}
 	held := make([][]int, heads)
 	next := 0
+	var q MoveQueue
+	run := func(moves []Move) {
+		if queued {
+			q.Add(moves)
+		} else {
+			pool.apply(moves)
+		}
+	}
+	flush := func() {
+		pool.apply(q.Moves())
+		q.Reset()
+	}
 	for op := range 2000 {
 		h := r.IntN(heads)
 		switch r.IntN(3) {
 		case 0:
+			flush() // the storage runs its queued copies before it appends
 			n := r.IntN(70)
 			if (c.Len(h)+n+BlockEntries-1)/BlockEntries-c.HeldBlocks(h) > c.FreeBlocks() {
 				continue
@@ -226,7 +250,7 @@ func TestPagedRandomKeepsAndTruncates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pool.apply(moves)
+			run(moves)
 			held[h] = kept
 		case 2:
 			n := r.IntN(len(held[h]) + 1)
@@ -234,9 +258,13 @@ func TestPagedRandomKeepsAndTruncates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pool.apply(moves)
+			run(moves)
 			held[h] = held[h][:n]
 		}
+		if queued && r.IntN(3) != 0 {
+			continue // the pool is checked only where its copies ran
+		}
+		flush()
 		for g := range heads {
 			pool.check(t, c, g, held[g])
 		}

@@ -174,7 +174,7 @@ type kiviStorage struct {
 	*storage
 	book       *kiviBook
 	jobs       []cuda.KIVIJob
-	rowPending []cuda.Move // Keep's row copies not yet run (flush)
+	rowPending cuda.MoveQueue // Keep's row copies not yet run (flush)
 	src        []int32     // the view's sources
 	lens       []int       // per stored head of the layer: its entries
 }
@@ -243,26 +243,27 @@ func (s *kiviStorage) Append(layer int, k, v compute.Buf, n int) {
 		var err error
 		s.jobs, moves, err = s.book.quantize(s.head(layer, g), s.jobs)
 		check(err)
-		s.pending = append(s.pending, moves...) // after the jobs, which read their sources
+		s.pending.Add(moves) // after the jobs, which read their sources
 	}
 	check(s.d.KIVIQuantize(s.mem.kivi, s.mem.pool, s.jobs))
 }
 
 func (s *kiviStorage) flush() {
 	s.storage.flush()
-	if len(s.rowPending) == 0 {
+	moves := s.rowPending.Moves()
+	if len(moves) == 0 {
 		return
 	}
-	work := s.workspace(cuda.KIVICopyWorkBytes(s.book.layout, len(s.rowPending)))
-	check(s.d.KIVICopy(s.mem.kivi, s.rowPending, work))
-	s.rowPending = s.rowPending[:0]
+	work := s.workspace(cuda.KIVICopyWorkBytes(s.book.layout, len(moves)))
+	check(s.d.KIVICopy(s.mem.kivi, moves, work))
+	s.rowPending.Reset()
 }
 
 func (s *kiviStorage) Keep(layer, head int, idx []int) {
 	rowMoves, resMoves, err := s.book.keep(s.head(layer, head), idx)
 	check(err)
-	s.rowPending = append(s.rowPending, rowMoves...)
-	s.pending = append(s.pending, resMoves...)
+	s.rowPending.Add(rowMoves)
+	s.pending.Add(resMoves)
 }
 
 func (s *kiviStorage) Truncate(layer, head, n int) {

@@ -24,7 +24,7 @@ type storage struct {
 	n       int         // their rows
 	ints    []int32     // block tables and lengths staged for upload
 	slots   []int32
-	pending []cuda.Move // Keep's copies not yet run (flush)
+	pending cuda.MoveQueue // Keep's copies not yet run (flush)
 	entries int64
 	req     []cuda.ScoreHead // the layer in progress's score requests (scores.go)
 	scores  []float32        // their results, downloaded
@@ -312,18 +312,19 @@ func (s *storage) Keep(layer, head int, idx []int) {
 	before := s.pages.Len(h)
 	moves, err := s.pages.Keep(h, idx)
 	check(err)
-	s.pending = append(s.pending, moves...)
+	s.pending.Add(moves)
 	s.entries -= int64(before - len(idx))
 }
 
 // flush runs the pending compactions. It must come before anything that reads the pool or
 // hands out blocks: a move's source may sit in a block its head has just given back.
 func (s *storage) flush() {
-	if len(s.pending) == 0 {
+	moves := s.pending.Moves()
+	if len(moves) == 0 {
 		return
 	}
-	check(s.d.KVCopy(s.mem.pool, s.pending, s.workspace(cuda.KVCopyWorkBytes(len(s.pending), s.shape.HeadDim))))
-	s.pending = s.pending[:0]
+	check(s.d.KVCopy(s.mem.pool, moves, s.workspace(cuda.KVCopyWorkBytes(len(moves), s.shape.HeadDim))))
+	s.pending.Reset()
 }
 
 func (s *storage) Truncate(layer, head, n int) {
@@ -331,6 +332,6 @@ func (s *storage) Truncate(layer, head, n int) {
 	before := s.pages.Len(h)
 	moves, err := s.pages.Truncate(h, n)
 	check(err)
-	s.pending = append(s.pending, moves...)
+	s.pending.Add(moves)
 	s.entries -= int64(before - n)
 }
