@@ -193,14 +193,10 @@ func (d *Device) PrefillAttention(out, q, kc, vc Buffer, p KVPool, a AttentionHe
 	if n <= 0 {
 		return fmt.Errorf("cuda: prefill attention: chunk of %d queries", n)
 	}
-	for _, c := range []struct {
-		what  string
-		b     Buffer
-		heads int
-	}{{"queries", q, a.HQ}, {"output", out, a.HQ}, {"chunk keys", kc, a.HKV}, {"chunk values", vc, a.HKV}} {
-		if err := need("prefill attention "+c.what, c.b, n*c.heads*p.Dim, bf16Bytes); err != nil {
-			return err
-		}
+	qs, ks := n*a.HQ*p.Dim, n*a.HKV*p.Dim
+	if err := needAll("prefill attention", use{"queries", q, qs, bf16Bytes}, use{"output", out, qs, bf16Bytes},
+		use{"chunk keys", kc, ks, bf16Bytes}, use{"chunk values", vc, ks, bf16Bytes}); err != nil {
+		return err
 	}
 	// A block takes 128 (position, query head) rows of one KV head's G query heads.
 	rows := n * (a.HQ / a.HKV)

@@ -32,6 +32,24 @@ func need(what string, b Buffer, elems, size int) error {
 	return nil
 }
 
+// use is a buffer a kernel reads or writes, named for messages, and the elements of size
+// bytes it must hold.
+type use struct {
+	what        string
+	b           Buffer
+	elems, size int
+}
+
+// needAll checks every buffer of uses (need), their names prefixed by op.
+func needAll(op string, uses ...use) error {
+	for _, u := range uses {
+		if err := need(op+" "+u.what, u.b, u.elems, u.size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // positive checks that each named size is > 0 and, where mult > 1, divisible by mult.
 func positive(op string, mult int, sizes ...any) error {
 	for i := 0; i+1 < len(sizes); i += 2 {
@@ -84,14 +102,9 @@ func (d *Device) RMSNorm(out, x, weight Buffer, rows, dim int, eps float32) erro
 	if err := positive("rmsnorm", 1, "rows", rows); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what string
-		b    Buffer
-		n    int
-	}{{"rmsnorm input", x, rows * dim}, {"rmsnorm output", out, rows * dim}, {"rmsnorm weight", weight, dim}} {
-		if err := need(c.what, c.b, c.n, bf16Bytes); err != nil {
-			return err
-		}
+	if err := needAll("rmsnorm", use{"input", x, rows * dim, bf16Bytes}, use{"output", out, rows * dim, bf16Bytes},
+		use{"weight", weight, dim, bf16Bytes}); err != nil {
+		return err
 	}
 	return d.launch("rmsnorm", grid1(rows, 256), out, x, weight, int32(dim), eps)
 }
@@ -136,13 +149,9 @@ func (d *Device) elementwise(kernel string, out, a, b Buffer, count int) error {
 	if err := positive(kernel, 8, "count", count); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what string
-		b    Buffer
-	}{{"output", out}, {"first input", a}, {"second input", b}} {
-		if err := need(kernel+" "+c.what, c.b, count, bf16Bytes); err != nil {
-			return err
-		}
+	if err := needAll(kernel, use{"output", out, count, bf16Bytes}, use{"first input", a, count, bf16Bytes},
+		use{"second input", b, count, bf16Bytes}); err != nil {
+		return err
 	}
 	return d.launch(kernel, grid1(blocksFor(count), 256), out, a, b, int64(count))
 }
@@ -256,14 +265,9 @@ func checkLinear(out, x, w, bias Buffer, m, n, k int) error {
 	if err := positive("linear", 1, "m", m); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what string
-		b    Buffer
-		n    int
-	}{{"linear input", x, m * k}, {"linear weight", w, n * k}, {"linear output", out, m * n}} {
-		if err := need(c.what, c.b, c.n, bf16Bytes); err != nil {
-			return err
-		}
+	if err := needAll("linear", use{"input", x, m * k, bf16Bytes}, use{"weight", w, n * k, bf16Bytes},
+		use{"output", out, m * n, bf16Bytes}); err != nil {
+		return err
 	}
 	if bias.Ptr != 0 {
 		if err := need("linear bias", bias, n, bf16Bytes); err != nil {

@@ -285,18 +285,11 @@ func (d *Device) KIVIDecode(out, q Buffer, p KIVIPool, kvp KVPool, a KIVIHeads, 
 	if a.MaxRowBlocks <= 0 || a.MaxResBlocks <= 0 || sp.Splits <= 0 || sp.Per <= 0 {
 		return fmt.Errorf("cuda: KIVI decode: %d and %d blocks a head, %d splits of %d", a.MaxRowBlocks, a.MaxResBlocks, sp.Splits, sp.Per)
 	}
-	for _, c := range []struct {
-		what        string
-		b           Buffer
-		elems, size int
-	}{
-		{"row tables", a.RowTables, a.HKV * a.MaxRowBlocks, i32Bytes}, {"residual tables", a.ResTables, a.HKV * a.MaxResBlocks, i32Bytes},
-		{"lengths", a.Lens, 2 * a.HKV, i32Bytes}, {"queries", q, a.HQ * l.Dim, bf16Bytes}, {"output", out, a.HQ * l.Dim, bf16Bytes},
-		{"workspace", work, int(DecodeWorkspaceBytes(a.HQ, l.Dim, sp.Splits)), 1},
-	} {
-		if err := need("KIVI decode "+c.what, c.b, c.elems, c.size); err != nil {
-			return err
-		}
+	if err := needAll("KIVI decode",
+		use{"row tables", a.RowTables, a.HKV * a.MaxRowBlocks, i32Bytes}, use{"residual tables", a.ResTables, a.HKV * a.MaxResBlocks, i32Bytes},
+		use{"lengths", a.Lens, 2 * a.HKV, i32Bytes}, use{"queries", q, a.HQ * l.Dim, bf16Bytes}, use{"output", out, a.HQ * l.Dim, bf16Bytes},
+		use{"workspace", work, int(DecodeWorkspaceBytes(a.HQ, l.Dim, sp.Splits)), 1}); err != nil {
+		return err
 	}
 	po := Buffer{Ptr: work.Ptr, Bytes: int64(a.HQ*sp.Splits*l.Dim) * f32Bytes}
 	pml := Buffer{Ptr: work.Ptr + uint64(po.Bytes), Bytes: int64(a.HQ*sp.Splits*2) * f32Bytes}

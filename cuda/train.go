@@ -54,17 +54,8 @@ func (s BandShape) check(op string) error {
 
 // bandBuffers checks the buffers every attention call reads: q, k, v and lse.
 func (s BandShape) bandBuffers(op string, q, k, v, lse Buffer) error {
-	for _, c := range []struct {
-		what        string
-		b           Buffer
-		elems, size int
-	}{{"queries", q, s.N * s.QHeads * s.Dim, bf16Bytes}, {"keys", k, s.N * s.KVHeads * s.Dim, bf16Bytes},
-		{"values", v, s.N * s.KVHeads * s.Dim, bf16Bytes}, {"lse", lse, s.QHeads * s.N, f32Bytes}} {
-		if err := need(op+" "+c.what, c.b, c.elems, c.size); err != nil {
-			return err
-		}
-	}
-	return nil
+	return needAll(op, use{"queries", q, s.N * s.QHeads * s.Dim, bf16Bytes}, use{"keys", k, s.N * s.KVHeads * s.Dim, bf16Bytes},
+		use{"values", v, s.N * s.KVHeads * s.Dim, bf16Bytes}, use{"lse", lse, s.QHeads * s.N, f32Bytes})
 }
 
 // sinkWindow is the kernels' sink and window: 0 and 0 for a full band.
@@ -108,17 +99,10 @@ func (d *Device) AttentionBandBackward(dq, dk, dv, dout, out, lse, q, k, v Buffe
 	if err := s.bandBuffers(op, q, k, v, lse); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what  string
-		b     Buffer
-		heads int
-	}{{"output gradient", dout, s.QHeads}, {"forward output", out, s.QHeads}, {"query gradient", dq, s.QHeads},
-		{"key gradient", dk, s.KVHeads}, {"value gradient", dv, s.KVHeads}} {
-		if err := need(op+" "+c.what, c.b, s.N*c.heads*s.Dim, bf16Bytes); err != nil {
-			return err
-		}
-	}
-	if err := need(op+" workspace", work, int(AttentionBandWorkBytes(s)), 1); err != nil {
+	qs, ks := s.N*s.QHeads*s.Dim, s.N*s.KVHeads*s.Dim
+	if err := needAll(op, use{"output gradient", dout, qs, bf16Bytes}, use{"forward output", out, qs, bf16Bytes},
+		use{"query gradient", dq, qs, bf16Bytes}, use{"key gradient", dk, ks, bf16Bytes}, use{"value gradient", dv, ks, bf16Bytes},
+		use{"workspace", work, int(AttentionBandWorkBytes(s)), 1}); err != nil {
 		return err
 	}
 	delta := Buffer{Ptr: work.Ptr, Bytes: AttentionBandWorkBytes(s)}
@@ -159,15 +143,8 @@ func (d *Device) MixHeads(att, full, stream, z Buffer, n, qHeads, kvHeads, dim i
 	if err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what string
-		b    Buffer
-	}{{"output", att}, {"full attention", full}, {"streaming attention", stream}} {
-		if err := need(op+" "+c.what, c.b, count, bf16Bytes); err != nil {
-			return err
-		}
-	}
-	if err := need(op+" gates", z, kvHeads, f32Bytes); err != nil {
+	if err := needAll(op, use{"output", att, count, bf16Bytes}, use{"full attention", full, count, bf16Bytes},
+		use{"streaming attention", stream, count, bf16Bytes}, use{"gates", z, kvHeads, f32Bytes}); err != nil {
 		return err
 	}
 	return d.launch("train_mix_heads", grid1(blocksFor(count), trainThreads), att, full, stream, z,
@@ -183,22 +160,11 @@ func (d *Device) MixHeadsBackward(dfull, dstream, dz, datt, full, stream, z Buff
 	if err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what string
-		b    Buffer
-	}{{"full gradient", dfull}, {"streaming gradient", dstream}, {"output gradient", datt},
-		{"full attention", full}, {"streaming attention", stream}} {
-		if err := need(op+" "+c.what, c.b, count, bf16Bytes); err != nil {
-			return err
-		}
-	}
-	for _, c := range []struct {
-		what string
-		b    Buffer
-	}{{"gates", z}, {"gate gradient", dz}} {
-		if err := need(op+" "+c.what, c.b, kvHeads, f32Bytes); err != nil {
-			return err
-		}
+	if err := needAll(op, use{"full gradient", dfull, count, bf16Bytes}, use{"streaming gradient", dstream, count, bf16Bytes},
+		use{"output gradient", datt, count, bf16Bytes}, use{"full attention", full, count, bf16Bytes},
+		use{"streaming attention", stream, count, bf16Bytes}, use{"gates", z, kvHeads, f32Bytes},
+		use{"gate gradient", dz, kvHeads, f32Bytes}); err != nil {
+		return err
 	}
 	return d.launch("train_mix_heads_backward", grid1(kvHeads, trainRowBlock), dfull, dstream, dz, datt, full, stream, z,
 		int32(n), int32(dim), int32(qHeads), int32(qHeads/kvHeads))
@@ -211,15 +177,9 @@ func (d *Device) RMSNormBackward(dres, x, weight, dy Buffer, rows, dim int, eps 
 	if err := positive(op, 1, "rows", rows, "dim", dim); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what        string
-		b           Buffer
-		elems, size int
-	}{{"input", x, rows * dim, bf16Bytes}, {"output gradient", dy, rows * dim, bf16Bytes},
-		{"weight", weight, dim, bf16Bytes}, {"residual gradient", dres, rows * dim, f32Bytes}} {
-		if err := need(op+" "+c.what, c.b, c.elems, c.size); err != nil {
-			return err
-		}
+	if err := needAll(op, use{"input", x, rows * dim, bf16Bytes}, use{"output gradient", dy, rows * dim, bf16Bytes},
+		use{"weight", weight, dim, bf16Bytes}, use{"residual gradient", dres, rows * dim, f32Bytes}); err != nil {
+		return err
 	}
 	return d.launch("train_rmsnorm_backward", grid1(rows, trainThreads), dres, x, weight, dy, int32(dim), eps)
 }
@@ -232,13 +192,9 @@ func (d *Device) SwiGLUBackward(dgate, dup, dact, gate, up Buffer, count int) er
 	if err := positive(op, 8, "count", count); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what string
-		b    Buffer
-	}{{"gate gradient", dgate}, {"up gradient", dup}, {"output gradient", dact}, {"gate", gate}, {"up", up}} {
-		if err := need(op+" "+c.what, c.b, count, bf16Bytes); err != nil {
-			return err
-		}
+	if err := needAll(op, use{"gate gradient", dgate, count, bf16Bytes}, use{"up gradient", dup, count, bf16Bytes},
+		use{"output gradient", dact, count, bf16Bytes}, use{"gate", gate, count, bf16Bytes}, use{"up", up, count, bf16Bytes}); err != nil {
+		return err
 	}
 	return d.launch("train_swiglu_backward", grid1(blocksFor(count), trainThreads), dgate, dup, dact, gate, up, int64(count))
 }
@@ -253,15 +209,9 @@ func (d *Device) CrossEntropy(dlogits, loss, logits, targets Buffer, rows, vocab
 	if err := positive(op, 1, "rows", rows, "vocab", vocab); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what        string
-		b           Buffer
-		elems, size int
-	}{{"logits", logits, rows * vocab, bf16Bytes}, {"logit gradient", dlogits, rows * vocab, bf16Bytes},
-		{"targets", targets, rows, i32Bytes}, {"loss", loss, rows, f32Bytes}} {
-		if err := need(op+" "+c.what, c.b, c.elems, c.size); err != nil {
-			return err
-		}
+	if err := needAll(op, use{"logits", logits, rows * vocab, bf16Bytes}, use{"logit gradient", dlogits, rows * vocab, bf16Bytes},
+		use{"targets", targets, rows, i32Bytes}, use{"loss", loss, rows, f32Bytes}); err != nil {
+		return err
 	}
 	return d.launch("train_cross_entropy", grid1(rows, trainRowBlock), dlogits, loss, logits, targets, int32(vocab), scale)
 }
@@ -280,14 +230,9 @@ func (d *Device) SquaredError(dh, loss, h, t, rows Buffer, count, dim int, g flo
 	if n == 0 {
 		return fmt.Errorf("cuda: %s: hidden states (%d bytes), targets (%d) and gradient (%d) do not all hold a row of %d values", op, h.Bytes, t.Bytes, dh.Bytes, dim)
 	}
-	for _, c := range []struct {
-		what        string
-		b           Buffer
-		elems, size int
-	}{{"hidden states", h, n * dim, bf16Bytes}, {"gradient", dh, n * dim, bf16Bytes}, {"targets", t, n * dim, f32Bytes}, {"row list", rows, count, i32Bytes}, {"loss", loss, count, f32Bytes}} {
-		if err := need(op+" "+c.what, c.b, c.elems, c.size); err != nil {
-			return err
-		}
+	if err := needAll(op, use{"hidden states", h, n * dim, bf16Bytes}, use{"gradient", dh, n * dim, bf16Bytes},
+		use{"targets", t, n * dim, f32Bytes}, use{"row list", rows, count, i32Bytes}, use{"loss", loss, count, f32Bytes}); err != nil {
+		return err
 	}
 	return d.launch("train_squared_error", grid1(count, trainThreads), dh, loss, h, t, rows, int32(n), int32(dim), g)
 }
