@@ -16,6 +16,10 @@
 #   serve     kvfoot serve --device cuda's GPU tests (DIR/kvfoot.test, cmd/kvfoot's) and, with
 #             LOAD=1, tools/serve-load.sh on the built-in model
 #   sanitize  the GPU tests under compute-sanitizer's memcheck
+#   train     mask training on the GPU against the CPU (issue 23): two PruLong steps of two
+#             4096-token sequences on each, from the same seed (their log.jsonl lines: the losses
+#             should agree within a percent or two), the GPU's tokens/s, and the training
+#             kernels' attention benchmark
 #   variant   a kernel variant under trial: DIR/variant/kernels/*.cu (with common.cuh) compiled
 #             to PTX and DIR/variant/cuda.test's attention tests and benchmarks run on it
 #             (appended to $OUT/bench.txt)
@@ -69,6 +73,18 @@ for step in ${STEPS:-tests agree eval speed sanitize}; do
 			(cd cmd/kvfoot && "../../$dir/kvfoot.test" -test.run 'TestServeGPU|TestServeDevice' -test.v -test.count 1)
 			[ "${LOAD:-0}" = 1 ] && sh tools/serve-load.sh "$dir/kvfoot" cuda
 		} >"$out/serve.txt" 2>&1 ;;
+	train)
+		{
+			for dev in cuda cpu; do
+				rm -rf "/tmp/gpu-compare/prulong-$dev"
+				t0=$(date +%s)
+				"$dir/kvfoot" prulong --device $dev --steps 2 --batch 2 --seq-len 4096 --checkpoint-every 1 \
+					--out "/tmp/gpu-compare/prulong-$dev" --corpus "${CORPUS:-$(python3 -c 'import os; print(os.path.dirname(os.__file__))')}" 2>&1 | tail -3
+				echo "prulong --device $dev: $(($(date +%s) - t0)) s"
+				cat "/tmp/gpu-compare/prulong-$dev/log.jsonl"
+			done
+			"$dir/cuda.test" -test.run '^$' -test.bench GPUTrainAttention -test.benchtime 20x
+		} >"$out/train.txt" 2>&1 ;;
 	sanitize) BENCH=0 SANITIZE=1 sh tools/gpu-test.sh "$dir" 2>&1 | grep -v -e '^=== RUN' -e '^    --- PASS' >"$out/sanitize.txt" ;;
 	*) echo "all.sh: unknown step $step" >&2 ;;
 	esac
