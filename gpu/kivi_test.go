@@ -155,6 +155,16 @@ type kiviModel struct {
 	decodes            int // query heads whose decode kivi_decode's model checked
 	quantized          int // the most quantized rows seen at an Attend
 	worst              float64
+	// the moves not yet run, queued and run at once as kiviStorage queues and flushes them
+	rowMoves, resMoves cuda.MoveQueue
+}
+
+// flush runs the queued moves, each queue as one gather-then-scatter copy (kiviStorage.flush).
+func (m *kiviModel) flush() {
+	m.mem.copyRes(m.resMoves.Moves())
+	m.resMoves.Reset()
+	m.mem.copyRows(m.rowMoves.Moves())
+	m.rowMoves.Reset()
 }
 
 func newKIVIModel(t *testing.T, s kv.Shape, rep int, p kv.Precision, entries int) (*kiviModel, error) {
@@ -182,6 +192,7 @@ func newKIVIModel(t *testing.T, s kv.Shape, rep int, p kv.Precision, entries int
 }
 
 func (m *kiviModel) Append(layer int, kb, vb compute.Buf, n int) {
+	m.flush()
 	m.host.Append(layer, kb, vb, n)
 	d, H := m.shape.HeadDim, m.shape.KVHeads
 	k, v := compute.HostOf(kb), compute.HostOf(vb)
@@ -196,7 +207,6 @@ func (m *kiviModel) Append(layer int, kb, vb compute.Buf, n int) {
 		}
 	}
 	var jobs []cuda.KIVIJob
-	var moves []cuda.Move
 	for g := range H {
 		var mv []cuda.Move
 		var err error
@@ -204,15 +214,15 @@ func (m *kiviModel) Append(layer int, kb, vb compute.Buf, n int) {
 		if err != nil {
 			m.t.Fatal(err)
 		}
-		moves = append(moves, mv...)
+		m.resMoves.Add(mv) // run after the jobs, at the next flush
 	}
 	for _, j := range jobs {
 		m.mem.quantize(j)
 	}
-	m.mem.copyRes(moves)
 }
 
 func (m *kiviModel) Attend(layer int, qb, ob compute.Buf, a *kv.AttendArgs) {
+	m.flush()
 	m.host.Attend(layer, qb, ob, a)
 	s, H, d := m.shape, m.shape.KVHeads, m.shape.HeadDim
 	q, out := compute.HostOf(qb), compute.HostOf(ob)
@@ -386,8 +396,8 @@ func (m *kiviModel) Keep(layer, head int, idx []int) {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	m.mem.copyRows(rowMoves)
-	m.mem.copyRes(resMoves)
+	m.rowMoves.Add(rowMoves)
+	m.resMoves.Add(resMoves)
 }
 
 func (m *kiviModel) Truncate(layer, head, n int) {
@@ -400,8 +410,8 @@ func (m *kiviModel) Truncate(layer, head, n int) {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	m.mem.copyRows(rowMoves)
-	m.mem.copyRes(resMoves)
+	m.rowMoves.Add(rowMoves)
+	m.resMoves.Add(resMoves)
 }
 
 func (m *kiviModel) Bytes() int64 { return m.host.Bytes() }
