@@ -230,7 +230,8 @@ __device__ __forceinline__ void scores_mma_stats(float* stats, const bf16* q, co
   const int* table = tables + (size_t)g * maxBlocks;
   int pFirst = sh.from + v0 / G, pLast = sh.from + (min(rows, v0 + 128) - 1) / G;
   int end = sh.past + pLast + 1;  // the block's rows see entries [first, end)
-  int t0 = max(sh.first / 64, blockIdx.z * per), t1 = min((end + 63) / 64, (blockIdx.z + 1) * per);
+  int split = blockIdx.z;
+  int t0 = max(sh.first / 64, split * per), t1 = min((end + 63) / 64, (split + 1) * per);
   int lr = tid / CH, lc = (tid % CH) * 8;
 
   if (t0 < t1) load_query_rows<D, 128>(Qs, q, v0, rows, sh.from, g, G, Hq);
@@ -332,7 +333,7 @@ __device__ __forceinline__ void scores_mma_stats(float* stats, const bf16* q, co
     l += __shfl_xor_sync(0xffffffff, l, 2);
     int v = rowOf(i);
     if (t4 == 0 && v < rows) {
-      float* dst = stats + (((size_t)blockIdx.z * Hkv + g) * maxRows * G + v) * 2;
+      float* dst = stats + (((size_t)split * Hkv + g) * maxRows * G + v) * 2;
       dst[0] = mrow[i];
       dst[1] = l;
     }
