@@ -477,3 +477,46 @@ func TestScoresMMATiles(t *testing.T) {
 		t.Fatalf("only %d of the cases split the keys", splitCases)
 	}
 }
+
+// $KVFOOT_SCORES=mma on a GPU: the device opens with the tensor-core kernels, and
+// AttentionScores runs them (its scores equal attentionScores's "mma" ones bit for bit).
+func TestGPUOpenScoresChoice(t *testing.T) {
+	gpu(t)
+	t.Setenv(scoresEnv, "mma")
+	d, err := Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() }) // after the fixture's cleanups, which free on d
+	if d.scores != "mma" {
+		t.Fatalf("$%s=mma: the device uses the %s kernels", scoresEnv, d.scores)
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	const dim, hq, n = 64, 8, 20
+	heads := []ScoreHead{{From: 0, To: n, Past: 90, Count: 90 + n}, {From: 10, To: n, Past: 30, First: 30, Count: 30 + n}}
+	f := newCacheFixture(t, d, r, dim, hq, []int{90 + n, 30 + n})
+	q, _ := randBF16(r, n*hq*dim, 2)
+	qDev := upload(t, d, q, 2)
+	work, err := d.Alloc(ScoresWorkBytes(hq, heads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(work)
+	var got [2][]float32
+	for i, run := range []func(out Buffer) error{
+		func(out Buffer) error { return d.AttentionScores(out, qDev, f.pool, f.heads, n, heads, work) },
+		func(out Buffer) error { return d.attentionScores("mma", out, qDev, f.pool, f.heads, n, heads, work) },
+	} {
+		out := poisonedF32(t, d, ScoresLen(heads))
+		if err := run(out); err != nil {
+			t.Fatal(err)
+		}
+		got[i] = make([]float32, ScoresLen(heads))
+		if err := Download(d, got[i], out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(got[0], got[1]) {
+		t.Fatal("AttentionScores under $KVFOOT_SCORES=mma differs from the mma kernels")
+	}
+}
