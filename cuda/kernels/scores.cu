@@ -2,11 +2,12 @@
 // of a forward of n queries q[n][Hq][D], whose rows are already in the paged pool (appended
 // before), the rows [from, to) each see the head's entries [first, past+i+1): their softmax per
 // query head of the group (G = Hq/Hkv), summed over the rows and averaged over the G heads, is
-// written to out[off + j] for the head's first count entries. Two kernels: scores_stats takes one
-// row of one KV head per block and writes each query head's softmax max and sum; scores_probs
-// gives each thread one entry, kept in registers, and walks the rows in order, so the sums need
-// no atomics and come out the same on every run. Per KV head hp[g*6 ...] = from, to, past, first,
-// count, off (to <= from: not asked). Scores are in log2 units (scaleLog2 = scale·log2 e, exp2).
+// written to out[off + j] for the head's first count entries. Two float32 kernels (a tensor-core
+// variant follows them): scores_stats takes one row of one KV head per block and writes each
+// query head's softmax max and sum; scores_probs gives each thread one entry, kept in registers,
+// and walks the rows in order, so the sums need no atomics and come out the same on every run.
+// Per KV head hp[g*6 ...] = from, to, past, first, count, off (to <= from: not asked). Scores
+// are in log2 units (scaleLog2 = scale·log2 e, exp2).
 #include "common.cuh"
 
 #define SCORES_MAXG 8  // query heads per KV head, as the decode kernel
@@ -235,9 +236,13 @@ __device__ __forceinline__ void scores_mma_stats(float* stats, const bf16* q, co
   int lr = tid / CH, lc = (tid % CH) * 8;
 
   if (t0 < t1) load_query_rows<D, 128>(Qs, q, v0, rows, sh.from, g, G, Hq);
+  // The pool block of the next tile, read a tile ahead (as attn_prefill's) so that its latency
+  // hides behind a tile's compute instead of holding up the tile's loads.
+  int nextBlock = t0 < t1 ? table[t0] : 0;
   auto load = [&](int t, int st) {
     bf16* ks = Ks + st * 64 * P;
-    const bf16* kb = kpool + (size_t)table[t] * KV_BLOCK * D;
+    const bf16* kb = kpool + (size_t)nextBlock * KV_BLOCK * D;
+    nextBlock = t + 1 < t1 ? table[t + 1] : 0;
     int valid = end - t * 64;  // entries past the last row's own are never seen: zeros
 #pragma unroll
     for (int i = 0; i < 64 / RSTEP; i++) {
