@@ -34,6 +34,8 @@ type Device struct {
 	lt       *ltGEMM // cuBLASLt, when it loaded (cublaslt.go)
 	gemmNote string  // why it did not, when lt is nil
 
+	scores string // the AttentionScores kernels, f32 or mma ($KVFOOT_SCORES)
+
 	graphs graphState // graph mode (graph.go)
 }
 
@@ -41,7 +43,8 @@ var errClosed = errors.New("cuda: device is closed")
 
 // Open loads the driver, retains GPU ordinal's primary context, creates the stream, loads
 // the kernels and, when the machine has it, cuBLASLt for the GEMMs (see GEMMName).
-// $KVFOOT_GRAPHS=1 turns graph mode on (SetGraphs). Without libcuda.so.1 it fails with
+// $KVFOOT_GRAPHS=1 turns graph mode on (SetGraphs); $KVFOOT_SCORES picks the attention-score
+// kernels (AttentionScores). Without libcuda.so.1 it fails with
 // "no NVIDIA driver".
 func Open(ordinal int) (*Device, error) {
 	gemm, err := gemmChoice(os.Getenv(gemmEnv))
@@ -52,11 +55,15 @@ func Open(ordinal int) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	scores, err := scoresChoice(os.Getenv(scoresEnv))
+	if err != nil {
+		return nil, err
+	}
 	api, err := loadedDriver()
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{api: api, ordinal: ordinal, funcs: map[string]uintptr{}}
+	d := &Device{api: api, ordinal: ordinal, funcs: map[string]uintptr{}, scores: scores}
 	runtime.LockOSThread() // setup makes the context current on this thread
 	defer runtime.UnlockOSThread()
 	if err := d.setup(gemm); err != nil {

@@ -27,6 +27,11 @@ var dynamicShared = map[string]int{
 	"gemm_bf16":         gemmSharedBytes,
 	"attn_prefill_d64":  prefillSharedBytes(64),
 	"attn_prefill_d128": prefillSharedBytes(128),
+
+	"scores_mma_stats_d64":  scoresMMASharedBytes(64),
+	"scores_mma_probs_d64":  scoresMMASharedBytes(64),
+	"scores_mma_stats_d128": scoresMMASharedBytes(128),
+	"scores_mma_probs_d128": scoresMMASharedBytes(128),
 }
 
 // modulePTX returns the PTX images by module name, embedded or from $KVFOOT_CUDA_PTX_DIR.

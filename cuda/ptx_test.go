@@ -68,7 +68,8 @@ func TestPTXHasEveryKernel(t *testing.T) {
 	for _, k := range []string{"embed_rows", "rmsnorm", "rope", "swiglu", "add", "bias_add", "gemm_bf16", "gemv_bf16",
 		"kv_write", "kv_read", "attn_prefill_d64", "attn_prefill_d128", "attn_decode_d64_g4", "attn_decode_d64_g8",
 		"attn_decode_d128_g4", "attn_decode_d128_g8", "attn_merge",
-		"scores_stats_d64", "scores_probs_d64", "scores_stats_d128", "scores_probs_d128"} {
+		"scores_stats_d64", "scores_probs_d64", "scores_stats_d128", "scores_probs_d128",
+		"scores_mma_stats_d64", "scores_mma_lse", "scores_mma_probs_d64", "scores_mma_stats_d128", "scores_mma_probs_d128"} {
 		if !have[k] {
 			t.Errorf("kernel %s missing from the PTX", k)
 		}

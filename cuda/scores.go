@@ -2,6 +2,21 @@ package cuda
 
 import "fmt"
 
+// $KVFOOT_SCORES picks the kernels of AttentionScores when a device opens: f32 (the default),
+// the float32 FMA kernels, or mma, the tensor-core ones (scores.cu has both).
+const scoresEnv = "KVFOOT_SCORES"
+
+// scoresChoice reads $KVFOOT_SCORES.
+func scoresChoice(v string) (string, error) {
+	switch v {
+	case "", "f32":
+		return "f32", nil
+	case "mma":
+		return v, nil
+	}
+	return "", fmt.Errorf("cuda: $%s=%q: want f32 (float32 score kernels) or mma (tensor-core score kernels)", scoresEnv, v)
+}
+
 // ScoreHead is what one KV head asks of AttentionScores (a kv.ScoreRequest placed on the pool):
 // the softmax probabilities of the forward's rows [From, To), row i over the head's entries
 // [First, Past+i+1), summed over the rows and averaged over the head's query heads, for its
@@ -31,12 +46,48 @@ func ScoresLen(heads []ScoreHead) int {
 	return n
 }
 
-// ScoresWorkBytes is the workspace AttentionScores needs: each asked row's softmax max and sum
-// per query head.
+// ScoresWorkBytes is the workspace AttentionScores needs, with either kernels: each asked row's
+// softmax max and sum per query head, per split of the keys (scoreSplits), then the tensor-core
+// kernels' log-sum-exp per row and query head.
 func ScoresWorkBytes(hq int, heads []ScoreHead) int64 {
-	rows := maxRows(heads)
-	return int64(hq) * int64(rows) * 2 * f32Bytes
+	splits, _ := scoreSplits(hq, heads)
+	return scoresStatsBytes(hq, heads, splits) + int64(hq)*int64(maxRows(heads))*f32Bytes
 }
+
+func scoresStatsBytes(hq int, heads []ScoreHead, splits int) int64 {
+	return int64(hq) * int64(maxRows(heads)) * 2 * f32Bytes * int64(splits)
+}
+
+const (
+	scoresMMARows = 128 // rows a scores_mma_stats block takes, and entries a scores_mma_probs block
+	scoresMMATile = 64  // entries a key tile of scores_mma_stats holds: one pool block
+	// scores_mma_stats splits the keys until it has about this many blocks (a few waves of an
+	// H100's 132 SMs): SnapKV's 64-row window is 2 blocks a KV head, each walking every key.
+	scoresSplitBlocks = 512
+	scoresSplitTiles  = 8 // key tiles a split takes at least, so that its Q load and merge pay off
+)
+
+// scoreSplits is how scores_mma_stats splits the key tiles the asked rows see: splits parts of
+// per tiles each, tile t in part t/per. Fewer rows than fill the GPU get more splits.
+func scoreSplits(hq int, heads []ScoreHead) (splits, per int) {
+	rows, tiles := 0, 0
+	for _, h := range heads {
+		if h.asked() {
+			rows = max(rows, h.To-h.From)
+			tiles = max(tiles, (h.Past+h.To+scoresMMATile-1)/scoresMMATile) // row To−1 sees up to Past+To−1
+		}
+	}
+	if rows == 0 {
+		return 1, 0
+	}
+	blocks := (rows*(hq/len(heads)) + scoresMMARows - 1) / scoresMMARows * len(heads)
+	splits = min((scoresSplitBlocks+blocks-1)/blocks, max(1, tiles/scoresSplitTiles))
+	per = (tiles + splits - 1) / splits
+	return (tiles + per - 1) / per, per // no empty last split
+}
+
+// scoresMMASharedBytes holds 128 rows of one operand and two stages of 64 rows of the other, padded.
+func scoresMMASharedBytes(dim int) int { return (scoresMMARows + 2*64) * (dim + 8) * bf16Bytes }
 
 func maxRows(heads []ScoreHead) int {
 	rows := 0
@@ -78,8 +129,13 @@ func scoreTable(heads []ScoreHead, n, maxBlocks int) ([]int32, error) {
 // head after head, of a forward of n queries q ([n][HQ][Dim] bf16) whose keys the pool already
 // holds after each head's Past entries (Append before, and score before the attention: its
 // output may overwrite q). a's lengths are not read. work holds ScoresWorkBytes. Heads asking
-// nothing launch nothing.
+// nothing launch nothing. $KVFOOT_SCORES, read at Open, picks the kernels.
 func (d *Device) AttentionScores(out, q Buffer, p KVPool, a AttentionHeads, n int, heads []ScoreHead, work Buffer) error {
+	return d.attentionScores(d.scores, out, q, p, a, n, heads, work)
+}
+
+// attentionScores is AttentionScores on the kernels kernels (scoresChoice) asks for.
+func (d *Device) attentionScores(kernels string, out, q Buffer, p KVPool, a AttentionHeads, n int, heads []ScoreHead, work Buffer) error {
 	if err := a.check("attention scores", p); err != nil {
 		return err
 	}
@@ -120,6 +176,29 @@ func (d *Device) AttentionScores(out, q Buffer, p KVPool, a AttentionHeads, n in
 		return err
 	}
 	scale := softmaxScaleLog2(a.Scale)
+	if kernels == "mma" {
+		splits, per := scoreSplits(a.HQ, heads)
+		rowBlocks := (rows*(a.HQ/a.HKV) + scoresMMARows - 1) / scoresMMARows
+		stats := grid2(rowBlocks, a.HKV, scoresThreads)
+		stats.grid[2] = uint32(splits)
+		stats.shared = uint32(scoresMMASharedBytes(p.Dim))
+		lse, err := work.Slice(scoresStatsBytes(a.HQ, heads, splits), int64(a.HQ)*int64(rows)*f32Bytes)
+		if err != nil {
+			return err
+		}
+		if err := d.launch(fmt.Sprintf("scores_mma_stats_d%d", p.Dim), stats, work, q, p.K, a.Tables, staged,
+			int32(a.MaxBlocks), int32(rows), int32(a.HQ), int32(a.HKV), int32(per), scale); err != nil {
+			return err
+		}
+		if err := d.launch("scores_mma_lse", grid2(rowBlocks, a.HKV, scoresThreads), lse, work, staged,
+			int32(rows), int32(a.HQ), int32(a.HKV), int32(splits)); err != nil {
+			return err
+		}
+		probs := grid2((most+scoresMMARows-1)/scoresMMARows, a.HKV, scoresThreads)
+		probs.shared = stats.shared
+		return d.launch(fmt.Sprintf("scores_mma_probs_d%d", p.Dim), probs, out, lse, q, p.K, a.Tables, staged,
+			int32(a.MaxBlocks), int32(rows), int32(a.HQ), int32(a.HKV), scale)
+	}
 	if err := d.launch(fmt.Sprintf("scores_stats_d%d", p.Dim), grid2(rows, a.HKV, scoresThreads), work, q, p.K, a.Tables,
 		staged, int32(a.MaxBlocks), int32(rows), int32(a.HQ), int32(a.HKV), scale); err != nil {
 		return err
