@@ -175,8 +175,8 @@ type kiviStorage struct {
 	book       *kiviBook
 	jobs       []cuda.KIVIJob
 	rowPending cuda.MoveQueue // Keep's row copies not yet run (flush)
-	src        []int32     // the view's sources
-	lens       []int       // per stored head of the layer: its entries
+	src        []int32        // the view's sources
+	lens       []int          // per stored head of the layer: its entries
 }
 
 func (g *GPU) kiviStorage(s kv.Shape, rep int, p kv.Precision) (kv.Storage, error) {
