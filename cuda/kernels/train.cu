@@ -74,6 +74,35 @@ __device__ __forceinline__ void load8(float f[8], const bf16* p) {
   unpack8(*reinterpret_cast<const uint4*>(p), f);
 }
 
+// pair_products sets s[r][c] = a[ty + 16r]·b[tx + 16c] and dp[r][c] = e[ty + 16r]·f[tx + 16c]
+// over D values of rows of [rows][P] bf16 tiles: a thread's 2×2 of the backward's scores and of
+// dout·vᵀ. The dK/dV kernel passes keys against queries, the dQ kernel queries against keys.
+template <int D, int P>
+__device__ __forceinline__ void pair_products(float s[2][2], float dp[2][2], const bf16* a, const bf16* b,
+                                              const bf16* e, const bf16* f, int ty, int tx) {
+#pragma unroll
+  for (int r = 0; r < 2; r++)
+#pragma unroll
+    for (int c = 0; c < 2; c++) s[r][c] = dp[r][c] = 0.f;
+  for (int c = 0; c < D / 8; c++) {
+    float af[2][8], bf[2][8], ef[2][8], ff[2][8];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      load8(af[r], a + (ty + 16 * r) * P + c * 8);
+      load8(ef[r], e + (ty + 16 * r) * P + c * 8);
+      load8(bf[r], b + (tx + 16 * r) * P + c * 8);
+      load8(ff[r], f + (tx + 16 * r) * P + c * 8);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+      for (int cc = 0; cc < 2; cc++) {
+        s[r][cc] += dot8(af[r], bf[cc]);
+        dp[r][cc] += dot8(ef[r], ff[cc]);
+      }
+  }
+}
+
 // Forward: out = softmax(scale·q·kᵀ over the band)·v and lse (natural log) for FWD_Q query rows
 // of one query head. grid = (ceil(n / FWD_Q), hq), 256 threads. Scores live in the base-2
 // domain (scaleLog2 = scale·log2 e).
@@ -231,24 +260,8 @@ __device__ __forceinline__ void attn_band_dkdv(bf16* dk, bf16* dv, const bf16* d
         deltas[t] = in ? delta[(size_t)h * n + i0 + t] : 0.f;
       }
       __syncthreads();
-      float s[2][2] = {}, dp[2][2] = {};
-      for (int c = 0; c < D / 8; c++) {
-        float kf[2][8], vf[2][8], qf[2][8], of[2][8];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-          load8(kf[r], ks + (ty + 16 * r) * P + c * 8);
-          load8(vf[r], vs + (ty + 16 * r) * P + c * 8);
-          load8(qf[r], qs + (tx + 16 * r) * P + c * 8);
-          load8(of[r], dos + (tx + 16 * r) * P + c * 8);
-        }
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-          for (int cc = 0; cc < 2; cc++) {
-            s[r][cc] += dot8(kf[r], qf[cc]);
-            dp[r][cc] += dot8(vf[r], of[cc]);
-          }
-      }
+      float s[2][2], dp[2][2];
+      pair_products<D, P>(s, dp, ks, qs, vs, dos, ty, tx);
 #pragma unroll
       for (int r = 0; r < 2; r++)
 #pragma unroll
@@ -326,24 +339,8 @@ __device__ __forceinline__ void attn_band_dq(bf16* dq, const bf16* dout, const f
     load_tile<D>(ks, k, j0, BWD_T, n, hkv, g);
     load_tile<D>(vs, v, j0, BWD_T, n, hkv, g);
     __syncthreads();
-    float s[2][2] = {}, dp[2][2] = {};
-    for (int c = 0; c < D / 8; c++) {
-      float qf[2][8], of[2][8], kf[2][8], vf[2][8];
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-        load8(qf[r], qs + (ty + 16 * r) * P + c * 8);
-        load8(of[r], dos + (ty + 16 * r) * P + c * 8);
-        load8(kf[r], ks + (tx + 16 * r) * P + c * 8);
-        load8(vf[r], vs + (tx + 16 * r) * P + c * 8);
-      }
-#pragma unroll
-      for (int r = 0; r < 2; r++)
-#pragma unroll
-        for (int cc = 0; cc < 2; cc++) {
-          s[r][cc] += dot8(qf[r], kf[cc]);
-          dp[r][cc] += dot8(of[r], vf[cc]);
-        }
-    }
+    float s[2][2], dp[2][2];
+    pair_products<D, P>(s, dp, qs, ks, dos, vs, ty, tx);
 #pragma unroll
     for (int r = 0; r < 2; r++)
 #pragma unroll
