@@ -505,18 +505,7 @@ func TestKIVIKernelModel(t *testing.T) {
 					}
 					c.Commit()
 				}
-				plan := model.PlanChunks(prompt, chunk, c.LocalChunk())
-				for lo := 0; lo < prompt; lo = plan.End(lo) {
-					n, final := plan.End(lo)-lo, plan.End(lo) == prompt
-					p := 0
-					if !final {
-						p = c.PatchLen()
-					}
-					feed(model.Step{Pos: c.Pos(), Rows: n + p, Patch: p, Prefill: true, Final: final})
-				}
-				for range steps {
-					feed(model.Step{Pos: c.Pos(), Rows: 1})
-				}
+				feedSteps(c, prompt, chunk, steps, feed)
 				if ms.quantized == 0 {
 					t.Fatal("no entry was quantized")
 				}

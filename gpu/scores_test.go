@@ -298,18 +298,7 @@ func TestScoresKernelModel(t *testing.T) {
 				}
 				c.Commit()
 			}
-			plan := model.PlanChunks(prompt, chunk, c.LocalChunk())
-			for lo := 0; lo < prompt; lo = plan.End(lo) {
-				n, final := plan.End(lo)-lo, plan.End(lo) == prompt
-				p := 0
-				if !final {
-					p = c.PatchLen()
-				}
-				feed(model.Step{Pos: c.Pos(), Rows: n + p, Patch: p, Prefill: true, Final: final})
-			}
-			for range steps {
-				feed(model.Step{Pos: c.Pos(), Rows: 1})
-			}
+			feedSteps(c, prompt, chunk, steps, feed)
 			if ms.checked == 0 {
 				t.Fatal("no head asked for scores")
 			}
@@ -329,6 +318,23 @@ func TestScoreHeads(t *testing.T) {
 	a.Past[2] = 4
 	if got := scoreHeads(got, a)[2]; got.First != 4 || got.Count != 11 {
 		t.Fatalf("a local request over a head with 4 entries before: %+v", got)
+	}
+}
+
+// feedSteps hands feed the steps of a generation through c: the prompt in the chunks
+// model.PlanChunks makes (each but the last with c's patch rows), then steps decode steps.
+func feedSteps(c *kv.Cache, prompt, chunk, steps int, feed func(model.Step)) {
+	plan := model.PlanChunks(prompt, chunk, c.LocalChunk())
+	for lo := 0; lo < prompt; lo = plan.End(lo) {
+		n, final := plan.End(lo)-lo, plan.End(lo) == prompt
+		p := 0
+		if !final {
+			p = c.PatchLen()
+		}
+		feed(model.Step{Pos: c.Pos(), Rows: n + p, Patch: p, Prefill: true, Final: final})
+	}
+	for range steps {
+		feed(model.Step{Pos: c.Pos(), Rows: 1})
 	}
 }
 
@@ -405,18 +411,7 @@ func runEviction(t *testing.T, shape kv.Shape, spec string, mk kv.StorageMaker, 
 		}
 		c.Commit()
 	}
-	plan := model.PlanChunks(prompt, chunk, c.LocalChunk())
-	for lo := 0; lo < prompt; lo = plan.End(lo) {
-		n, final := plan.End(lo)-lo, plan.End(lo) == prompt
-		p := 0
-		if !final {
-			p = c.PatchLen()
-		}
-		feed(model.Step{Pos: c.Pos(), Rows: n + p, Patch: p, Prefill: true, Final: final})
-	}
-	for range steps {
-		feed(model.Step{Pos: c.Pos(), Rows: 1})
-	}
+	feedSteps(c, prompt, chunk, steps, feed)
 	run.events, run.meter = rec.events, meter.Report(false)
 	for l := range shape.Layers {
 		var heads [][]int32
