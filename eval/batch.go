@@ -48,7 +48,7 @@ type batchJob struct {
 // RunBatch runs the jobs as the server runs requests (continuous batching): up to
 // BatchSize at a time (and as many as KVBudget holds), each with its own cache, each
 // forward taking one decode step of every job that decodes and the next pre-fill chunks
-// of those that pre-fill (as many as fit one chunk's rows), all in one
+// of those that pre-fill (as many as fit StepRows), all in one
 // model.Runner.ForwardBatch. Every cache sees the
 // steps that Run would feed it, in the same order, and every job gets the same output
 // when the forward's arithmetic per row is independent of the other rows (it is on the
@@ -114,11 +114,11 @@ func (mb *ModelBackend) RunBatch(method string, jobs []Job, done func(job int, o
 			break
 		}
 		seqs, batch = seqs[:0], batch[:0]
-		rows := 0
+		rows, most := 0, max(mb.StepRows, mb.Chunk, 1)
 		for _, j := range running {
 			s, prefill := mb.stepOf(j)
 			if prefill {
-				if rows > 0 && rows+s.Step.Rows > max(mb.Chunk, 1) {
+				if rows > 0 && rows+s.Step.Rows > most {
 					continue
 				}
 				rows += s.Step.Rows

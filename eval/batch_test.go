@@ -322,10 +322,14 @@ func TestRunBatchSameAsRun(t *testing.T) {
 		{Prompt: prompt(10, 6), MaxNew: 2000, Stop: never}, // past the context
 		{Prompt: prompt(17, 7), MaxNew: 5, Stop: never},
 	}
-	for _, decodeLast := range []bool{false, true} {
+	for _, c := range []struct {
+		decodeLast bool
+		stepRows   int // 48: three jobs' chunks in one forward
+	}{{false, 0}, {true, 0}, {false, 48}, {true, 48}} {
+		decodeLast := c.decodeLast
 		for _, method := range []string{"full", "snapkv:sparsity=0.5,window=8,chunked=true,patch=8"} {
 			one := &ModelBackend{M: m, Chunk: 16, DecodeLast: decodeLast}
-			batched := &ModelBackend{M: m, Chunk: 16, DecodeLast: decodeLast, Batch: 3}
+			batched := &ModelBackend{M: m, Chunk: 16, DecodeLast: decodeLast, Batch: 3, StepRows: c.stepRows}
 			got := make([]*Output, len(jobs))
 			errs := make([]error, len(jobs))
 			err := batched.RunBatch(method, jobs, func(i int, out Output, err error) error {
@@ -339,7 +343,7 @@ func TestRunBatchSameAsRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, j := range jobs {
-				what := fmt.Sprintf("%s, decode_last %v, job %d", method, decodeLast, i)
+				what := fmt.Sprintf("%s, decode_last %v, step rows %d, job %d", method, decodeLast, c.stepRows, i)
 				want, werr := one.Run(method, j.Prompt, j.MaxNew, j.Stop)
 				if (werr == nil) != (errs[i] == nil) || werr != nil && werr.Error() != errs[i].Error() {
 					t.Errorf("%s: error %v, want Run's %v", what, errs[i], werr)

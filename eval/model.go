@@ -39,6 +39,11 @@ type ModelBackend struct {
 	// Batch is the most samples of one setting run together (RunBatch); ≤ 1 runs them
 	// one by one.
 	Batch int
+	// StepRows is the most pre-fill rows one batched forward takes (several samples'
+	// chunks together; a chunk bigger than it still runs, alone); 0 means one chunk. A
+	// GPU wants thousands of rows a forward: the built-in model's 512-row chunk leaves it
+	// waiting on kernel launches.
+	StepRows int
 	// KVBudget, when positive, bounds the bytes that the caches of a batch may hold
 	// together, each counted at its policy's predicted peak (kv.Facts.PeakBytes): a
 	// sample joins the batch only when its peak fits beside the running ones' (one runs

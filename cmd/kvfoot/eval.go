@@ -31,7 +31,7 @@ type evalFlags struct {
 	set                                         map[string]bool
 	dir, tokPath, methods, taskList, lengthList *string
 	samples, chunk, threads, probes, bootstrap  *int
-	batch                                       *int
+	batch, stepRows                             *int
 	seed                                        *uint64
 	format, out, corpus, helmet, study, grid    *string
 	threshold, tol                              *float64
@@ -49,6 +49,12 @@ type evalFlags struct {
 // already, and batching gains only the weights' reads of the decode steps.
 const gpuBatch = 16
 
+// gpuStepRows is --step-rows' default on a GPU: a batch's pre-fill chunks share forwards
+// up to this many rows. One 512-row chunk of the built-in model is a few microseconds of
+// arithmetic behind a forward's hundreds of launches; 8192 rows (16 such chunks) fill the
+// GEMMs, and a 32K chunk of an 8B model still runs alone.
+const gpuStepRows = 8192
+
 // slurmFlags are the flags of --slurm that its tasks do not take.
 var slurmFlags = []string{"slurm", "dry-run", "partition", "time", "cpus-per-task", "gpus-per-task", "mem", "array-limit", "shards"}
 
@@ -64,6 +70,7 @@ func parseEvalFlags(args []string) (*evalFlags, error) {
 	o.seed = fs.Uint64("seed", 0, "seed (evaluation instances never coincide with kvfoot tasks dump documents)")
 	o.chunk = fs.Int("chunk", -1, "pre-fill chunk size in tokens (0: the whole prompt at once; default: 1/8 of the model's context in a study, else 0)")
 	o.batch = fs.Int("batch", 0, fmt.Sprintf("samples of one setting run together, their forwards batched, as many as fit a third of the GPU's free memory (0: 1 on the CPU, %d on a GPU); the results are the same", gpuBatch))
+	o.stepRows = fs.Int("step-rows", 0, fmt.Sprintf("the most pre-fill rows one batched forward takes, several samples' chunks together (0: one chunk on the CPU, %d on a GPU); the results are the same", gpuStepRows))
 	o.format = fs.String("format", "text", "text (tables) or json (the report as the last line of standard output)")
 	o.out = fs.String("out", "", "folder for the results (results.jsonl, one line per sample: an interrupted run resumes from it) and the report (as kvfoot report writes it); a path ending in .jsonl is a results file alone. One command at a time holds a folder; files in it that kvfoot did not write are never replaced without --force")
 	o.force = fs.Bool("force", false, "replace files in --out that kvfoot did not write (or that were changed since)")
@@ -124,6 +131,8 @@ func (o *evalFlags) check() error {
 		return fmt.Errorf("--chunk %d: want ≥ 0", *o.chunk)
 	case *o.batch < 0:
 		return fmt.Errorf("--batch %d: want ≥ 1 (0: the device's default)", *o.batch)
+	case *o.stepRows < 0:
+		return fmt.Errorf("--step-rows %d: want ≥ 1 (0: the device's default)", *o.stepRows)
 	case *o.format != "text" && *o.format != "json":
 		return fmt.Errorf("--format %q: want text or json", *o.format)
 	case !(*o.threshold > 0 && *o.threshold <= 1):
@@ -348,13 +357,16 @@ func (o *evalFlags) setup(names []string, lengths []int, data []eval.Dataset, re
 	if dev.onGPU() { // bf16 on a GPU is another result than float32 on the CPU
 		settings["device"] = "cuda"
 	}
-	backend := &eval.ModelBackend{M: m, Chunk: *o.chunk, DecodeLast: *o.decodeLast, Dir: modelDir, CacheOptions: cacheOpts, Batch: *o.batch}
+	backend := &eval.ModelBackend{M: m, Chunk: *o.chunk, DecodeLast: *o.decodeLast, Dir: modelDir, CacheOptions: cacheOpts, Batch: *o.batch, StepRows: *o.stepRows}
 	dev.failSamples(backend)
 	if backend.Batch == 0 {
 		backend.Batch = 1
 		if dev.onGPU() {
 			backend.Batch = gpuBatch
 		}
+	}
+	if backend.StepRows == 0 && dev.onGPU() {
+		backend.StepRows = gpuStepRows
 	}
 	if backend.KVBudget, err = dev.kvBudget(); err != nil {
 		dev.close()

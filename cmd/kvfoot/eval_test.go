@@ -343,8 +343,9 @@ func TestEvalSlurmDryRun(t *testing.T) {
 	}
 }
 
-// kvfoot eval --batch N gives an evaluation's results (and a study's, with its report)
-// as --batch 1 does, but for the timings.
+// kvfoot eval --batch N (and --step-rows, several samples' chunks in one forward) gives
+// an evaluation's results (and a study's, with its report) as --batch 1 does, but for
+// the timings.
 func TestEvalBatch(t *testing.T) {
 	dir := t.TempDir()
 	eval1 := []string{"--model", "../../testdata/models/llama-gqa", "--tokenizer", "../../eval/testdata/bytes_tokenizer.json",
@@ -354,9 +355,9 @@ func TestEvalBatch(t *testing.T) {
 		args []string
 	}{{"eval", eval1}, {"study", smallStudy}} {
 		lines := map[string][]string{}
-		for _, batch := range []string{"1", "4"} {
+		for batch, flags := range map[string][]string{"1": {"--batch", "1"}, "4": {"--batch", "4"}, "4x": {"--batch", "4", "--step-rows", "512"}} {
 			out := filepath.Join(dir, tc.name+batch)
-			if _, err := quiet(t, func() error { return runEval(append(tc.args, "--batch", batch, "--out", out)) }); err != nil {
+			if _, err := quiet(t, func() error { return runEval(append(append(tc.args, flags...), "--out", out)) }); err != nil {
 				t.Fatalf("%s --batch %s: %v", tc.name, batch, err)
 			}
 			b, err := os.ReadFile(filepath.Join(out, "results.jsonl"))
@@ -372,8 +373,10 @@ func TestEvalBatch(t *testing.T) {
 				lines[batch] = append(lines[batch], string(rep))
 			}
 		}
-		if len(lines["1"]) < 12 || !slices.Equal(lines["1"], lines["4"]) {
-			t.Errorf("%s: --batch 4 gives other results than --batch 1:\n%s\n\nwant\n%s", tc.name, strings.Join(lines["4"], "\n"), strings.Join(lines["1"], "\n"))
+		for _, batch := range []string{"4", "4x"} {
+			if len(lines["1"]) < 12 || !slices.Equal(lines["1"], lines[batch]) {
+				t.Errorf("%s: %s gives other results than --batch 1:\n%s\n\nwant\n%s", tc.name, batch, strings.Join(lines[batch], "\n"), strings.Join(lines["1"], "\n"))
+			}
 		}
 	}
 }
