@@ -927,147 +927,71 @@ func filterMap(args []Value, kwargs map[string]Value) (Value, error) {
 }
 
 func filterSelect(args []Value, kwargs map[string]Value) (Value, error) {
-	if len(args) == 0 || !args[0].IsList() {
-		return NewList(nil), nil
-	}
-
-	list := args[0].AsList()
-	testName := ""
-	if len(args) > 1 && args[1].IsString() {
-		testName = args[1].AsString()
-	}
-
-	testArgs := args[2:]
-
-	var items []Value
-	for _, item := range list.Items {
-		if testName == "" {
-			if item.IsTruthy() {
-				items = append(items, item)
-			}
-		} else {
-			result, err := evalTest(testName, item, testArgs)
-			if err != nil {
-				return Undefined(), err
-			}
-			if result {
-				items = append(items, item)
-			}
-		}
-	}
-
-	return NewList(items), nil
+	return selectItems(args, false, true)
 }
 
 func filterReject(args []Value, kwargs map[string]Value) (Value, error) {
-	if len(args) == 0 || !args[0].IsList() {
-		return NewList(nil), nil
-	}
-
-	list := args[0].AsList()
-	testName := ""
-	if len(args) > 1 && args[1].IsString() {
-		testName = args[1].AsString()
-	}
-
-	testArgs := args[2:]
-
-	var items []Value
-	for _, item := range list.Items {
-		if testName == "" {
-			if !item.IsTruthy() {
-				items = append(items, item)
-			}
-		} else {
-			result, err := evalTest(testName, item, testArgs)
-			if err != nil {
-				return Undefined(), err
-			}
-			if !result {
-				items = append(items, item)
-			}
-		}
-	}
-
-	return NewList(items), nil
+	return selectItems(args, false, false)
 }
 
 func filterSelectattr(args []Value, kwargs map[string]Value) (Value, error) {
-	if len(args) < 2 || !args[0].IsList() {
-		return NewList(nil), nil
-	}
-
-	list := args[0].AsList()
-	attrName := printValue(args[1])
-	testName := "truthy"
-	if len(args) > 2 {
-		testName = printValue(args[2])
-	}
-
-	testArgs := args[3:]
-
-	var items []Value
-	for _, item := range list.Items {
-		attrVal := Undefined()
-		if item.IsDict() {
-			if v, ok := item.AsDict().Get(attrName); ok {
-				attrVal = v
-			}
-		}
-
-		if testName == "truthy" {
-			if attrVal.IsTruthy() {
-				items = append(items, item)
-			}
-		} else {
-			result, err := evalTest(testName, attrVal, testArgs)
-			if err != nil {
-				return Undefined(), err
-			}
-			if result {
-				items = append(items, item)
-			}
-		}
-	}
-
-	return NewList(items), nil
+	return selectItems(args, true, true)
 }
 
 func filterRejectattr(args []Value, kwargs map[string]Value) (Value, error) {
-	if len(args) < 2 || !args[0].IsList() {
+	return selectItems(args, true, false)
+}
+
+// selectItems is select and reject (byAttr false: the test applies to each item) and
+// selectattr and rejectattr (byAttr true: to the item's attribute named by the first
+// argument): the items that pass the test (keep) or fail it. With no test, a value
+// passes when it is truthy.
+//
+// kvfoot: one function for the four filters of v1.8.0, which sliced their test
+// arguments past the end when no test was named (`items|select`,
+// `tools|selectattr('x')`), failing the render where Jinja keeps the truthy values.
+func selectItems(args []Value, byAttr, keep bool) (Value, error) {
+	at := 1 // where the test's name is
+	if byAttr {
+		at = 2
+	}
+	if len(args) < at || !args[0].IsList() {
 		return NewList(nil), nil
 	}
-
-	list := args[0].AsList()
-	attrName := printValue(args[1])
-	testName := "truthy"
-	if len(args) > 2 {
-		testName = printValue(args[2])
+	attrName, testName := "", ""
+	if byAttr {
+		attrName = printValue(args[1])
+		if len(args) > at && printValue(args[at]) != "truthy" {
+			testName = printValue(args[at])
+		}
+	} else if len(args) > at && args[at].IsString() {
+		testName = args[at].AsString()
+	}
+	var testArgs []Value
+	if len(args) > at+1 {
+		testArgs = args[at+1:]
 	}
 
-	testArgs := args[3:]
-
 	var items []Value
-	for _, item := range list.Items {
-		attrVal := Undefined()
-		if item.IsDict() {
-			if v, ok := item.AsDict().Get(attrName); ok {
-				attrVal = v
+	for _, item := range args[0].AsList().Items {
+		v := item
+		if byAttr {
+			v = Undefined()
+			if item.IsDict() {
+				if a, ok := item.AsDict().Get(attrName); ok {
+					v = a
+				}
 			}
 		}
-
-		if testName == "truthy" {
-			if !attrVal.IsTruthy() {
-				items = append(items, item)
-			}
-		} else {
-			result, err := evalTest(testName, attrVal, testArgs)
-			if err != nil {
+		pass := v.IsTruthy()
+		if testName != "" {
+			var err error
+			if pass, err = evalTest(testName, v, testArgs); err != nil {
 				return Undefined(), err
 			}
-			if !result {
-				items = append(items, item)
-			}
+		}
+		if pass == keep {
+			items = append(items, item)
 		}
 	}
 
