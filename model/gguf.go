@@ -439,20 +439,6 @@ func (l ggufLoader) mat(name string, rows, cols int) (tensor.Mat, error) {
 	return m, err
 }
 
-func (l ggufLoader) linear(prefix string, out, in int, bias bool) (Linear, error) {
-	w, err := l.mat(prefix+".weight", out, in)
-	if err != nil {
-		return Linear{}, err
-	}
-	lin := Linear{W: w}
-	if bias {
-		if lin.Bias, err = l.vec(prefix+".bias", out); err != nil {
-			return Linear{}, err
-		}
-	}
-	return lin, nil
-}
-
 func (l ggufLoader) weights(m *Model, permuted bool) error {
 	c := &m.Config
 	var err error
@@ -473,7 +459,7 @@ func (l ggufLoader) weights(m *Model, permuted bool) error {
 		p := fmt.Sprintf("blk.%d.", i)
 		L := &m.Layers[i]
 		for i, s := range c.linears(L) {
-			if *s.dst, err = l.linear(p+ggufLinearNames[i], s.out, s.in, s.bias); err != nil {
+			if *s.dst, err = loadLinear(l, p+ggufLinearNames[i], s.out, s.in, s.bias); err != nil {
 				return err
 			}
 		}

@@ -202,7 +202,14 @@ func (l loader) mat(name string, rows, cols int) (tensor.Mat, error) {
 	return m, err
 }
 
-func (l loader) linear(prefix string, out, in int, bias bool) (Linear, error) {
+// weightSource is what a loader of one file format gives loadLinear.
+type weightSource interface {
+	mat(name string, rows, cols int) (tensor.Mat, error)
+	vec(name string, n int) ([]float32, error)
+}
+
+// loadLinear reads prefix.weight, out×in, and prefix.bias when the layer has one.
+func loadLinear(l weightSource, prefix string, out, in int, bias bool) (Linear, error) {
 	w, err := l.mat(prefix+".weight", out, in)
 	if err != nil {
 		return Linear{}, err
@@ -249,7 +256,7 @@ func (m *Model) loadWeights(opts LoadOptions) error {
 		p := mname(fmt.Sprintf("layers.%d.", i))
 		L := &m.Layers[i]
 		for i, s := range c.linears(L) {
-			if *s.dst, err = l.linear(p+hfLinearNames[i], s.out, s.in, s.bias); err != nil {
+			if *s.dst, err = loadLinear(l, p+hfLinearNames[i], s.out, s.in, s.bias); err != nil {
 				return err
 			}
 		}
