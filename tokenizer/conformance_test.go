@@ -81,25 +81,42 @@ func TestConformance(t *testing.T) {
 			if extra := filepath.Join(testdataT, fam, "extra.jsonl"); fileExists(extra) {
 				refs = append(refs, readReferences(t, extra)...)
 			}
-			bad := 0
-			for i, r := range refs {
-				if got := tok.Encode(r.Text); !slices.Equal(got, r.IDs) {
-					bad++
-					t.Errorf("#%d Encode(%q)\n got %v\nwant %v", i, r.Text, got, r.IDs)
-				}
-				if got := tok.EncodeWithSpecial(r.Text); !slices.Equal(got, r.IDsWithSpecial) {
-					bad++
-					t.Errorf("#%d EncodeWithSpecial(%q)\n got %v\nwant %v", i, r.Text, got, r.IDsWithSpecial)
-				}
-				if got := tok.Decode(r.IDs); got != r.Decoded {
-					bad++
-					t.Errorf("#%d Decode(%v)\n got %q\nwant %q", i, r.IDs, got, r.Decoded)
-				}
-				if bad > 10 {
-					t.Fatal("too many mismatches")
-				}
-			}
+			checkReferences(t, tok, refs)
 		})
+	}
+}
+
+// checkReferences compares tok's Encode, EncodeWithSpecial and Decode with the
+// reference encodings (the tokenizers library's), stopping after ten mismatches.
+func checkReferences(t *testing.T, tok *Tokenizer, refs []reference) {
+	t.Helper()
+	bad := 0
+	for i, r := range refs {
+		if got := tok.Encode(r.Text); !slices.Equal(got, r.IDs) {
+			bad++
+			t.Errorf("#%d Encode(%q)\n got %v\nwant %v", i, r.Text, got, r.IDs)
+		}
+		if got := tok.EncodeWithSpecial(r.Text); !slices.Equal(got, r.IDsWithSpecial) {
+			bad++
+			t.Errorf("#%d EncodeWithSpecial(%q)\n got %v\nwant %v", i, r.Text, got, r.IDsWithSpecial)
+		}
+		if got := tok.Decode(r.IDs); got != r.Decoded {
+			bad++
+			t.Errorf("#%d Decode(%v)\n got %q\nwant %q", i, r.IDs, got, r.Decoded)
+		}
+		if bad > 10 {
+			t.Fatal("too many mismatches")
+		}
+	}
+}
+
+// checkSpecials compares a GGUF tokenizer's BOS, EOS and chat template with
+// tokenizer.json's.
+func checkSpecials(t *testing.T, tok, hf *Tokenizer) {
+	t.Helper()
+	if tok.BOS() != hf.BOS() || tok.EOS() != hf.EOS() || tok.ChatTemplate() != hf.ChatTemplate() {
+		t.Errorf("BOS %d EOS %d, tokenizer.json's %d %d (chat templates equal: %v)", tok.BOS(), tok.EOS(), hf.BOS(), hf.EOS(),
+			tok.ChatTemplate() == hf.ChatTemplate())
 	}
 }
 
