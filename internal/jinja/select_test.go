@@ -5,7 +5,7 @@ import "testing"
 // select, reject, selectattr and rejectattr as Jinja2 gives them, with a test named
 // and without one (the value's truthiness).
 func TestSelectFilters(t *testing.T) {
-	for src, want := range map[string]string{
+	renderEach(t, map[string]string{
 		`{{ [0, 1, 2, '', 'x'] | select | list }}`:                                           "[1, 2, 'x']",
 		`{{ [0, 1, 2, '', 'x'] | reject | list }}`:                                           "[0, '']",
 		`{{ [1, 2, 3] | select('odd') | list }}`:                                             "[1, 3]",
@@ -16,14 +16,5 @@ func TestSelectFilters(t *testing.T) {
 		`{{ [{'r': 'system'}, {'r': 'user'}] | selectattr('r', 'equalto', 'user') | list }}`: "[{'r': 'user'}]",
 		`{{ [{'r': 'system'}, {'r': 'user'}] | rejectattr('r', 'equalto', 'user') | list }}`: "[{'r': 'system'}]",
 		`{{ [{'a': 1}, {}] | selectattr('a', 'defined') | list | length }}`:                  "1",
-	} {
-		tm, err := Compile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := tm.Render(nil)
-		if err != nil || got != want {
-			t.Errorf("%s = %q, %v; want %q", src, got, err, want)
-		}
-	}
+	})
 }
