@@ -20,6 +20,10 @@
 #             4096-token sequences on each, from the same seed (their log.jsonl lines: the losses
 #             should agree within a percent or two), the GPU's tokens/s, and the training
 #             kernels' attention benchmark
+#   mma       the tensor-core attention-score kernels ($KVFOOT_SCORES=mma): the score tests, the
+#             eviction and KIVI tests on them, and the score benchmark under f32 and mma
+#   rows      the default study at --step-rows 512 (one chunk a forward) and at the GPU's default:
+#             the time of each and whether results.csv is the same
 #   variant   a kernel variant under trial: DIR/variant/kernels/*.cu (with common.cuh) compiled
 #             to PTX and DIR/variant/cuda.test's attention tests and benchmarks run on it
 #             (appended to $OUT/bench.txt)
@@ -67,6 +71,25 @@ for step in ${STEPS:-tests agree eval speed sanitize}; do
 			KVFOOT_CUDA_PTX_DIR=$(cd "$v/ptx" && pwd) "$v/cuda.test" -test.run 'GPU.*Attention' -test.v -test.count 1 | grep -v -e '^=== RUN' -e '^    --- PASS'
 			KVFOOT_CUDA_PTX_DIR=$(cd "$v/ptx" && pwd) "$v/cuda.test" -test.run '^$' -test.bench 'Attention' -test.benchtime 5x
 		} >>"$out/bench.txt" 2>&1 ;;
+	mma)
+		{
+			KVFOOT_SCORES=mma "$dir/cuda.test" -test.run 'GPU.*Score' -test.v -test.count 1
+			[ -f "$dir/gpu.test" ] && KVFOOT_SCORES=mma "$dir/gpu.test" -test.run 'TestGPUEvictionMatchesCPU|TestGPUKIVIMatchesCPU' -test.v -test.count 1
+			for s in f32 mma; do
+				echo "## KVFOOT_SCORES=$s"
+				KVFOOT_SCORES=$s "$dir/cuda.test" -test.run '^$' -test.bench AttentionScores -test.benchtime 5x
+			done
+		} >"$out/mma.txt" 2>&1 ;;
+	rows)
+		mkdir -p /tmp/gpu-compare
+		for r in 512 0; do
+			rm -rf "/tmp/gpu-compare/rows-$r"
+			t0=$(date +%s)
+			"$dir/kvfoot" eval --device cuda --step-rows $r --out "/tmp/gpu-compare/rows-$r" \
+				--corpus "${CORPUS:-$(python3 -c 'import os; print(os.path.dirname(os.__file__))')}" >/dev/null 2>&1
+			echo "eval --device cuda --step-rows $r: rc $? in $(($(date +%s) - t0)) s" >>"$out/rows.txt"
+		done
+		diff /tmp/gpu-compare/rows-512/results.csv /tmp/gpu-compare/rows-0/results.csv >>"$out/rows.txt" && echo "results.csv the same" >>"$out/rows.txt" ;;
 	serve)
 		{
 			mkdir -p cmd/kvfoot
