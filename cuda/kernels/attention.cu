@@ -156,29 +156,7 @@ __device__ __forceinline__ void attn_prefill(bf16* out, const bf16* q, const bf1
     const bf16* vs = Vs + (t & 1) * 64 * P;
 
     float s[2][8][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-      for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) s[mt][j][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-      uint32_t a[2][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; mt++)
-        ldmatrix_x4(a[mt], Qs + (warp * 32 + mt * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8);
-#pragma unroll
-      for (int np = 0; np < 4; np++) {
-        uint32_t r[4];
-        ldmatrix_x4(r, ks + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * P + kk * 16 + ((lane >> 3) & 1) * 8);
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-          mma16816(s[mt][2 * np], a[mt], r[0], r[1]);
-          mma16816(s[mt][2 * np + 1], a[mt], r[2], r[3]);
-        }
-      }
-    }
+    warp_products<D, P>(s, Qs, ks, warp, lane);
 
     // Columns past the cache's end, or past the row's own position on the diagonal, weigh 0.
     bool isCache = t < cacheTiles;

@@ -207,37 +207,6 @@ __device__ __forceinline__ void load_query_rows(bf16* dst, const bf16* q, int v0
   }
 }
 
-// warp_products sets s to this warp's 32×64 tile of A·Bᵀ: A's rows warp·32 … +32 against B's
-// 64 rows (both [rows][P] bf16 in shared memory, D columns), as m16n8k16 fragments: s[mt][j]
-// holds rows mt·16 … and columns j·8 … The stats kernel passes queries and keys, the probs
-// kernel keys and queries.
-template <int D, int P>
-__device__ __forceinline__ void warp_products(float s[2][8][4], const bf16* A, const bf16* B, int warp, int lane) {
-#pragma unroll
-  for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) s[mt][j][e] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) {
-    uint32_t a[2][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++)
-      ldmatrix_x4(a[mt], A + (warp * 32 + mt * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8);
-#pragma unroll
-    for (int np = 0; np < 4; np++) {
-      uint32_t r[4];
-      ldmatrix_x4(r, B + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * P + kk * 16 + ((lane >> 3) & 1) * 8);
-#pragma unroll
-      for (int mt = 0; mt < 2; mt++) {
-        mma16816(s[mt][2 * np], a[mt], r[0], r[1]);
-        mma16816(s[mt][2 * np + 1], a[mt], r[2], r[3]);
-      }
-    }
-  }
-}
-
 // scores_mma_stats: block (b, g, s) takes 128 rows of KV head g (the last rows first: they see
 // the most keys) and the 64-entry key tiles [s·per, (s+1)·per) of those the rows see, tile t
 // being pool block table[t]. stats[((s·Hkv + g)·maxRows·G + v)·2] gets row v's max score (log2

@@ -23,13 +23,15 @@ for what in ${*:-train scores}; do
 		./emu && ./rest ;;
 	scores)
 		mkdir -p "$tmp/scores" && cd "$tmp/scores"
+		# common.cuh's tensor-core tile product, on emu.h's ldmatrix and mma
+		awk '/^\/\/ warp_products /{on=1} on{print} on&&/^}$/{exit}' "$k/common.cuh" >warp_products.h
 		for f in scores attention; do
-			sed -e 's|#include "common.cuh"|#include "emu.h"|' \
+			sed -e 's|#include "common.cuh"|#include "emu.h"\n#include "warp_products.h"|' \
 				-e 's|extern __shared__ __align__(16) unsigned char smem\[\];|unsigned char* smem = emu_smem;|' \
 				-e 's|__shared__|static|g' \
 				-e 's|asm("ex2.approx.ftz.f32 %0, %1;\\n" : "=f"(y) : "f"(x));|y = exp2f(x);|' \
 				"$k/$f.cu" >${f}_emu.cc
-			g++ -std=c++17 -O2 -fno-strict-aliasing -w -I"$here/scores" -c ${f}_emu.cc -o ${f}_emu.o
+			g++ -std=c++17 -O2 -fno-strict-aliasing -w -I"$here/scores" -I. -c ${f}_emu.cc -o ${f}_emu.o
 		done
 		g++ -std=c++17 -O2 -fno-strict-aliasing -c "$here/scores/emu.cc" -o emu.o
 		g++ -std=c++17 -O2 -fno-strict-aliasing -c "$here/scores/main.cc" -o main.o
