@@ -1,6 +1,10 @@
 package cuda
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/kvfoot/kvfoot/internal/rows"
+)
 
 // BlockEntries is the number of KV entries per block of the paged pool (KV_BLOCK in the kernels).
 const BlockEntries = 64
@@ -155,6 +159,56 @@ func (c *PagedCache) Keep(h int, keep []int) (moves []Move, err error) {
 	} else {
 		c.places[h] = append(c.places[h][:0], c.next...)
 	}
+	c.truncate(h, m)
+	return moves, nil
+}
+
+// Drop drops head h's entries lo..hi-1 and keeps the others in order: Keep with every other
+// index, in time of the dropped run and the moves rather than of the head's length, so that a
+// streaming head's window (a sink, then the most recent entries) costs O(1) host work a step.
+func (c *PagedCache) Drop(h, lo, hi int) (moves []Move, err error) {
+	if err := c.checkHead("drop", h); err != nil {
+		return nil, err
+	}
+	n := c.lens[h]
+	if lo < 0 || lo > hi || hi > n {
+		return nil, fmt.Errorf("cuda: paged cache drop: entries %d..%d of head %d, which holds %d", lo, hi-1, h, n)
+	}
+	if lo == hi {
+		return nil, nil
+	}
+	if hi == n {
+		return c.Truncate(h, lo)
+	}
+	p := c.places[h]
+	if p == nil { // entries at their own index: name the places from now on
+		p = make([]int32, n, n+BlockEntries)
+		for i := range p {
+			p[i] = int32(i)
+		}
+	}
+	m := n - (hi - lo)
+	holes := c.next[:0]
+	for _, q := range p[lo:hi] {
+		if int(q) < m {
+			holes = append(holes, q)
+		}
+	}
+	// As many kept entries sit at places m and past as there are holes; the newest entries
+	// hold the highest places in a ring, so look from the end.
+	for i := n - 1; len(holes) > 0; i-- {
+		if i == hi-1 {
+			i = lo - 1
+		}
+		if int(p[i]) >= m {
+			dst := holes[len(holes)-1]
+			holes = holes[:len(holes)-1]
+			moves = append(moves, Move{Src: c.slot(h, int(p[i])), Dst: c.slot(h, int(dst))})
+			p[i] = dst
+		}
+	}
+	c.next = holes
+	c.places[h] = rows.Drop(p, lo, hi, 1)
 	c.truncate(h, m)
 	return moves, nil
 }

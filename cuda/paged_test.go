@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -152,7 +153,15 @@ func TestPagedKeepFillsHolesAndFreesBlocks(t *testing.T) {
 
 // A streaming head (sink 4, window 70) appends one entry a step and drops its window's oldest:
 // one move a step, whatever the window, and the head always holds the sink and the last 70.
+// A streaming head (sink 4, window 70) drops its window's oldest entry a step, by Keep or by
+// Drop: one move a step, within the blocks sink+window needs.
 func TestPagedStreamingHeadIsARing(t *testing.T) {
+	for _, drop := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Keep", true: "Drop"}[drop], func(t *testing.T) { streamingRing(t, drop) })
+	}
+}
+
+func streamingRing(t *testing.T, drop bool) {
 	const sink, window = 4, 70
 	c, _ := NewPagedCache(4, 1)
 	pool := simPool{}
@@ -173,7 +182,12 @@ func TestPagedStreamingHeadIsARing(t *testing.T) {
 				keep = append(keep, i)
 			}
 		}
-		moves, err := c.Keep(0, keep)
+		var moves []Move
+		if drop {
+			moves, err = c.Drop(0, sink, sink+1)
+		} else {
+			moves, err = c.Keep(0, keep)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +237,7 @@ func randomKeepsAndTruncates(t *testing.T, queued bool) {
 	}
 	for op := range 2000 {
 		h := r.IntN(heads)
-		switch r.IntN(3) {
+		switch r.IntN(4) {
 		case 0:
 			flush() // the storage runs its queued copies before it appends
 			n := r.IntN(70)
@@ -252,6 +266,15 @@ func randomKeepsAndTruncates(t *testing.T, queued bool) {
 			}
 			run(moves)
 			held[h] = kept
+		case 3:
+			lo := r.IntN(len(held[h]) + 1)
+			hi := lo + r.IntN(len(held[h])-lo+1)
+			moves, err := c.Drop(h, lo, hi)
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(moves)
+			held[h] = append(held[h][:lo], held[h][hi:]...)
 		case 2:
 			n := r.IntN(len(held[h]) + 1)
 			moves, err := c.Truncate(h, n)
@@ -318,6 +341,14 @@ func TestPagedKeepRejectsBadIndices(t *testing.T) {
 	if c.Len(0) != 10 {
 		t.Fatalf("len %d after rejected keeps", c.Len(0))
 	}
+	for _, r := range [][2]int{{-1, 2}, {3, 2}, {5, 11}} {
+		if _, err := c.Drop(0, r[0], r[1]); err == nil {
+			t.Errorf("drop %d..%d of 10 accepted", r[0], r[1]-1)
+		}
+	}
+	if c.Len(0) != 10 {
+		t.Fatalf("len %d after rejected drops", c.Len(0))
+	}
 }
 
 func TestPagedTablesPadToLongestHead(t *testing.T) {
@@ -347,8 +378,21 @@ func TestPagedTablesPadToLongestHead(t *testing.T) {
 // streaming head appends the step's entry and drops its window's oldest, one move a head (the
 // window is a ring; it was the whole window, 184,320 moves a step, when Keep compacted in
 // order). Reports the entry moves a step; ns/op is the host time building them.
+// BenchmarkStreamingKeep is a decode step's bookkeeping of streaming heads: each appends an
+// entry and drops its window's oldest, by Keep (every kept index listed) or Drop (the run).
+// 180 heads of window 1024 are the 8B shape's at head sparsity 0.7; 256 of 16384, streaming
+// over all its heads at a 32K context.
 func BenchmarkStreamingKeep(b *testing.B) {
-	const heads, sink, window = 180, 128, 1024
+	for _, c := range []struct{ heads, window int }{{180, 1024}, {256, 16384}} {
+		for _, drop := range []bool{false, true} {
+			name := fmt.Sprintf("heads=%d/window=%d/%s", c.heads, c.window, map[bool]string{false: "keep", true: "drop"}[drop])
+			b.Run(name, func(b *testing.B) { streamingKeep(b, c.heads, c.window, drop) })
+		}
+	}
+}
+
+func streamingKeep(b *testing.B, heads, window int, drop bool) {
+	const sink = 128
 	c, err := NewPagedCache(heads*((sink+window)/BlockEntries+2), heads)
 	if err != nil {
 		b.Fatal(err)
@@ -371,7 +415,12 @@ func BenchmarkStreamingKeep(b *testing.B) {
 			if _, err := c.Append(h, 1); err != nil {
 				b.Fatal(err)
 			}
-			m, err := c.Keep(h, keep)
+			var m []Move
+			if drop {
+				m, err = c.Drop(h, sink, sink+1)
+			} else {
+				m, err = c.Keep(h, keep)
+			}
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -266,6 +266,11 @@ func (s *kiviStorage) Keep(layer, head int, idx []int) {
 	s.pending.Add(resMoves)
 }
 
+// Drop keeps the rest by Keep: a quantized run's rows share their groups' scales.
+func (s *kiviStorage) Drop(layer, head, lo, hi int) {
+	s.Keep(layer, head, kv.AppendKept(nil, s.book.len(s.head(layer, head)), lo, hi))
+}
+
 func (s *kiviStorage) Truncate(layer, head, n int) {
 	idx := make([]int, n)
 	for i := range idx {

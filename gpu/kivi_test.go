@@ -400,6 +400,10 @@ func (m *kiviModel) Keep(layer, head int, idx []int) {
 	m.resMoves.Add(resMoves)
 }
 
+func (m *kiviModel) Drop(layer, head, lo, hi int) {
+	m.Keep(layer, head, kv.AppendKept(nil, m.book.len(layer*m.shape.KVHeads+head), lo, hi))
+}
+
 func (m *kiviModel) Truncate(layer, head, n int) {
 	m.host.Truncate(layer, head, n)
 	idx := make([]int, n)

@@ -212,6 +212,15 @@ func (m *modelStorage) Keep(layer, head int, idx []int) {
 	m.move(moves)
 }
 
+func (m *modelStorage) Drop(layer, head, lo, hi int) {
+	m.host.Drop(layer, head, lo, hi)
+	moves, err := m.pages.Drop(layer*m.shape.KVHeads+head, lo, hi)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.move(moves)
+}
+
 func (m *modelStorage) move(moves []cuda.Move) {
 	d := m.shape.HeadDim
 	gathered := make([][]float32, len(moves)) // KVCopy reads every source before it writes
@@ -349,7 +358,7 @@ type recorder struct {
 type event struct {
 	layer, head int
 	scores      []float32 // an Attend's scores for the head, or nil
-	keep        []int     // a Keep's entries, or nil
+	keep        []int     // a Keep's entries, a Drop's run {lo, hi}, or nil
 }
 
 func (r *recorder) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
@@ -364,6 +373,11 @@ func (r *recorder) Attend(layer int, q, out compute.Buf, a *kv.AttendArgs) {
 func (r *recorder) Keep(layer, head int, idx []int) {
 	r.events = append(r.events, event{layer: layer, head: head, keep: append([]int{}, idx...)})
 	r.Storage.Keep(layer, head, idx)
+}
+
+func (r *recorder) Drop(layer, head, lo, hi int) {
+	r.events = append(r.events, event{layer: layer, head: head, keep: []int{lo, hi}})
+	r.Storage.Drop(layer, head, lo, hi)
 }
 
 // evictionRun is one run of a cache through the same forwards: the recorded scores and Keeps,

@@ -316,6 +316,15 @@ func (s *storage) Keep(layer, head int, idx []int) {
 	s.entries -= int64(before - len(idx))
 }
 
+// Drop records the head's moves as Keep does: a streaming head's window is a ring, one
+// move a step (cuda.PagedCache.Drop).
+func (s *storage) Drop(layer, head, lo, hi int) {
+	moves, err := s.pages.Drop(s.head(layer, head), lo, hi)
+	check(err)
+	s.pending.Add(moves)
+	s.entries -= int64(hi - lo)
+}
+
 // flush runs the pending compactions. It must come before anything that reads the pool or
 // hands out blocks: a move's source may sit in a block its head has just given back.
 func (s *storage) flush() {

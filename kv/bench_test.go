@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tensor"
 )
@@ -140,5 +141,49 @@ func BenchmarkDecodeAttention(b *testing.B) {
 				}
 			}
 		}
+	}
+}
+
+// nullStorage holds and attends to nothing: what is left of a step is the cache's and the
+// policy's host work, which on a GPU runs beside (or, when larger, ahead of) its kernels.
+type nullStorage struct{}
+
+func (nullStorage) Append(int, compute.Buf, compute.Buf, int)        {}
+func (nullStorage) Attend(int, compute.Buf, compute.Buf, *AttendArgs) {}
+func (nullStorage) Keep(int, int, []int)                              {}
+func (nullStorage) Drop(int, int, int, int)                           {}
+func (nullStorage) Truncate(int, int, int)                            {}
+func (nullStorage) Bytes() int64                                      { return 0 }
+
+// BenchmarkEvictionHost: the host work of a decode step whose 256 KV heads (the
+// Llama-3.1-8B shape) are streaming with a window of 16K (the study's streaming at KV
+// sparsity 0.5 of a 32K context), the policy naming the run it drops (drop) or listing
+// every kept entry (keep).
+//
+//	go test ./kv -run '^$' -bench EvictionHost -benchtime 50x
+func BenchmarkEvictionHost(b *testing.B) {
+	s := Shape{Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128}
+	null := func(Shape, int, Precision) (Storage, error) { return nullStorage{}, nil }
+	for _, drop := range []bool{false, true} {
+		b.Run(map[bool]string{false: "keep", true: "drop"}[drop], func(b *testing.B) {
+			c, err := New(s, "streaming:sink=128,window=16384", WithStorage(null))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !drop {
+				c.pol = keepOnly{c.pol}
+			}
+			step := func(st model.Step) {
+				mustBegin(c, st)
+				for l := range s.Layers {
+					c.Attend(l, compute.Host(nil), compute.Host(nil), compute.Host(nil), compute.Host(nil))
+				}
+				c.Commit()
+			}
+			step(prefillStep(c, 32768, true))
+			for b.Loop() {
+				step(decodeStep(c))
+			}
+		})
 	}
 }

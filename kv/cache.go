@@ -13,6 +13,7 @@ import (
 	"math"
 
 	"github.com/kvfoot/kvfoot/compute"
+	"github.com/kvfoot/kvfoot/internal/rows"
 	"github.com/kvfoot/kvfoot/model"
 )
 
@@ -93,7 +94,6 @@ type Cache struct {
 	fwd  []Forward
 	args AttendArgs
 	lo   [][]int // a local layer's AttendArgs.Lo
-	drop []int   // the entries a window keeps
 }
 
 // frontDropper is implemented by policies that hold state per entry: a local layer's
@@ -253,7 +253,12 @@ func (c *Cache) Attend(layer int, q, k, v, out compute.Buf) {
 		if c.obs != nil {
 			c.obs.Attended(layer, g, c.attended(g, f, win), f.Past+f.N-a.lo(g, max(f.N-1, 0)))
 		}
-		if keep := c.pol.Keep(f); keep != nil {
+		if lo, hi, ok := c.dropRun(f); ok {
+			if hi > lo {
+				c.st.Drop(layer, g, lo, hi)
+				c.heads[layer][g] = rows.Drop(pos, lo, hi, 1)
+			}
+		} else if keep := c.pol.Keep(f); keep != nil {
 			c.st.Keep(layer, g, keep)
 			for i, j := range keep {
 				pos[i] = pos[j]
@@ -264,6 +269,14 @@ func (c *Cache) Attend(layer int, q, k, v, out compute.Buf) {
 			c.dropOutOfWindow(layer, g, c.pos+a.Tokens-win)
 		}
 	}
+}
+
+// dropRun is the policy's run to drop from head f, if it names one (runDropper).
+func (c *Cache) dropRun(f *Forward) (lo, hi int, ok bool) {
+	if r, is := c.pol.(runDropper); is {
+		return r.dropRun(f)
+	}
+	return 0, 0, false
 }
 
 // attended is the entries the forward's queries of stored head g saw in all.
@@ -289,14 +302,8 @@ func (c *Cache) dropOutOfWindow(layer, g, last int) {
 	if d == 0 {
 		return
 	}
-	keep := c.drop[:0]
-	for j := d; j < len(pos); j++ {
-		keep = append(keep, j)
-	}
-	c.drop = keep
-	c.st.Keep(layer, g, keep)
-	copy(pos, pos[d:])
-	c.heads[layer][g] = pos[:len(pos)-d]
+	c.st.Drop(layer, g, 0, d)
+	c.heads[layer][g] = pos[d:]
 	if fd, ok := c.pol.(frontDropper); ok {
 		fd.dropFront(layer, g, d)
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -611,5 +612,62 @@ func TestExpandedCacheAttendsLikeFull(t *testing.T) {
 	}
 	if exp.Bytes() != 2*plain.Bytes() || exp.Len(0, 3) != plain.Len(0, 1) {
 		t.Errorf("expanded cache holds %d bytes, %d entries per head; plain %d and %d", exp.Bytes(), exp.Len(0, 3), plain.Bytes(), plain.Len(0, 1))
+	}
+}
+
+// keepOnly hides a policy's dropRun, so the cache asks Keep for every head.
+type keepOnly struct{ Policy }
+
+// Streaming heads evict by a run (dropRun, Storage.Drop) instead of a list of kept
+// entries: the same attention outputs bit for bit, positions, bytes and meter as through
+// Keep, on every host storage, with a zero sink, and on headmask's streaming heads.
+func TestDropRunEqualsKeep(t *testing.T) {
+	masks := writeMasks(t, [][]float64{{1, 0}, {0, 0}, {0, 1}})
+	for _, spec := range []string{
+		"streaming:sink=4,window=16", "streaming:sink=0,window=9", "streaming:sink=3,window=0",
+		"streaming:sink=4,window=16+bf16", "streaming:sink=4,window=16+quant:bits=4,group=8,residual=8",
+		"headmask:masks=" + masks + ",sink=2,window=8",
+		"headmask:masks=" + masks + ",sink=2,window=8+snapkv:sparsity=0.5,window=4",
+	} {
+		var outs [2][][]float32
+		var reps [2]footprint.Report
+		var caches [2]*Cache
+		for i := range 2 {
+			m := footprint.NewMeter(small.Layers, small.KVHeads)
+			c, err := New(small, spec, WithObserver(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 1 {
+				c.pol = keepOnly{c.pol}
+			}
+			rng := rand.New(rand.NewPCG(3, 4))
+			step := forwardFn(c, small, rng)
+			for a := 0; a < 70; a += 24 {
+				outs[i] = append(outs[i], step(prefillStep(c, min(24, 70-a), a+24 >= 70)))
+			}
+			for range 30 {
+				outs[i] = append(outs[i], step(decodeStep(c)))
+			}
+			caches[i], reps[i] = c, m.Report(false)
+		}
+		if _, ok := caches[0].pol.(runDropper); !ok {
+			t.Fatalf("%s: the policy names no run", spec)
+		}
+		for j := range outs[0] {
+			if !slices.Equal(outs[0][j], outs[1][j]) {
+				t.Fatalf("%s: step %d: outputs differ between Drop and Keep", spec, j)
+			}
+		}
+		for l := range small.Layers {
+			for g := range small.KVHeads {
+				if a, b := caches[0].Positions(l, g), caches[1].Positions(l, g); !slices.Equal(a, b) {
+					t.Fatalf("%s: head (%d,%d): positions %v by Drop, %v by Keep", spec, l, g, a, b)
+				}
+			}
+		}
+		if caches[0].Bytes() != caches[1].Bytes() || !reflect.DeepEqual(reps[0], reps[1]) {
+			t.Fatalf("%s: bytes %d vs %d, meter %+v vs %+v", spec, caches[0].Bytes(), caches[1].Bytes(), reps[0], reps[1])
+		}
 	}
 }

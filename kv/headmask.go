@@ -192,6 +192,13 @@ func (h *headmask) Keep(f *Forward) []int {
 	return h.inner.Keep(f)
 }
 
+func (h *headmask) dropRun(f *Forward) (lo, hi int, ok bool) {
+	if h.stream[f.Layer][f.KVHead] {
+		return h.streaming.dropRun(f)
+	}
+	return 0, 0, false
+}
+
 func (h *headmask) expand() bool {
 	e, ok := h.inner.(expander)
 	return ok && e.expand()

@@ -49,6 +49,7 @@ type quantStore struct {
 	vmin, vsc []float32 // per quantized row: vGroups minima and scales
 	rk, rv    []float32 // residual rows in float32
 	codes     []float32 // scratch
+	idx       []int     // drop's scratch
 }
 
 var _ rowStore = (*quantStore)(nil)
@@ -293,6 +294,12 @@ func (s *quantStore) compactGroups() {
 		s.kg[t] = next - 1
 	}
 	s.kmin, s.ksc = s.kmin[:int(next)*d], s.ksc[:int(next)*d]
+}
+
+// drop keeps the rest by keep: a quantized run's rows share their groups' scales.
+func (s *quantStore) drop(lo, hi int) {
+	s.idx = AppendKept(s.idx[:0], s.nq()+s.nr(), lo, hi)
+	s.keep(s.idx)
 }
 
 func (s *quantStore) truncate(n int) {

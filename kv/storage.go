@@ -25,6 +25,9 @@ type Storage interface {
 	Attend(layer int, q, out compute.Buf, a *AttendArgs)
 	// Keep keeps the entries idx (ascending, unique) of a head, in that order.
 	Keep(layer, head int, idx []int)
+	// Drop drops the entries lo..hi-1 of a head and keeps the others in order: Keep
+	// with AppendKept's indices, in time of the run rather than of the head's length.
+	Drop(layer, head, lo, hi int)
 	// Truncate keeps the first n entries of a head.
 	Truncate(layer, head, n int)
 	// Bytes is the storage held now: keys, values and quantization scales.
@@ -168,6 +171,24 @@ func (c *hostStorage) Keep(layer, head int, idx []int) {
 	b0 := st.bytes()
 	st.keep(idx)
 	c.bytes += st.bytes() - b0
+}
+
+func (c *hostStorage) Drop(layer, head, lo, hi int) {
+	st := c.stores[layer][head]
+	b0 := st.bytes()
+	st.drop(lo, hi)
+	c.bytes += st.bytes() - b0
+}
+
+// AppendKept appends to dst the indices of n entries but lo..hi-1: what Keep is given
+// to do what Drop(lo, hi) does, for storage that has no quicker way.
+func AppendKept(dst []int, n, lo, hi int) []int {
+	for i := range n {
+		if i < lo || i >= hi {
+			dst = append(dst, i)
+		}
+	}
+	return dst
 }
 
 func (c *hostStorage) Truncate(layer, head, n int) {

@@ -3,6 +3,7 @@ package kv
 import (
 	"slices"
 
+	"github.com/kvfoot/kvfoot/internal/rows"
 	"github.com/kvfoot/kvfoot/tensor"
 )
 
@@ -16,6 +17,8 @@ type store interface {
 	view(kbuf, vbuf *[]float32) (k, v []float32)
 	// keep keeps the rows idx (ascending, unique) in that order.
 	keep(idx []int)
+	// drop drops rows lo..hi-1 and keeps the others in order.
+	drop(lo, hi int)
 	// truncate keeps the first n rows.
 	truncate(n int)
 	// bytes is the real storage of the rows: keys, values and quantization scales.
@@ -58,6 +61,10 @@ func (s *f32Store) keep(idx []int) {
 	s.v = keepRows(s.v, idx, s.d)
 }
 
+func (s *f32Store) drop(lo, hi int) {
+	s.k, s.v = rows.Drop(s.k, lo, hi, s.d), rows.Drop(s.v, lo, hi, s.d)
+}
+
 func (s *f32Store) truncate(n int) { s.k, s.v = s.k[:n*s.d], s.v[:n*s.d] }
 
 func (s *f32Store) bytes() int64 { return int64(len(s.k)+len(s.v)) * 4 }
@@ -95,6 +102,10 @@ func (s *bf16Store) valueRows(dst []float32, j0, j1 int) {
 func (s *bf16Store) keep(idx []int) {
 	s.k = keepRows(s.k, idx, s.d)
 	s.v = keepRows(s.v, idx, s.d)
+}
+
+func (s *bf16Store) drop(lo, hi int) {
+	s.k, s.v = rows.Drop(s.k, lo, hi, s.d), rows.Drop(s.v, lo, hi, s.d)
 }
 
 func (s *bf16Store) truncate(n int) { s.k, s.v = s.k[:n*s.d], s.v[:n*s.d] }

@@ -26,3 +26,8 @@ func newStreaming(a Args) streaming {
 func (streaming) Scores(*Forward) ScoreRequest { return ScoreRequest{} }
 
 func (p streaming) Keep(f *Forward) []int { return f.keepSinkWindow(p.sink, p.window) }
+
+func (p streaming) dropRun(f *Forward) (lo, hi int, ok bool) {
+	lo, hi = f.sinkWindowRun(p.sink, p.window)
+	return lo, hi, true
+}
