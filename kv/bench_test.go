@@ -148,7 +148,7 @@ func BenchmarkDecodeAttention(b *testing.B) {
 // policy's host work, which on a GPU runs beside (or, when larger, ahead of) its kernels.
 type nullStorage struct{}
 
-func (nullStorage) Append(int, compute.Buf, compute.Buf, int)        {}
+func (nullStorage) Append(int, compute.Buf, compute.Buf, int)         {}
 func (nullStorage) Attend(int, compute.Buf, compute.Buf, *AttendArgs) {}
 func (nullStorage) Keep(int, int, []int)                              {}
 func (nullStorage) Drop(int, int, int, int)                           {}
