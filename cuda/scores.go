@@ -2,16 +2,18 @@ package cuda
 
 import "fmt"
 
-// $KVFOOT_SCORES picks the kernels of AttentionScores when a device opens: f32 (the default),
-// the float32 FMA kernels, or mma, the tensor-core ones (scores.cu has both).
+// $KVFOOT_SCORES picks the kernels of AttentionScores when a device opens: mma (the default),
+// the tensor-core ones, or f32, the float32 FMA kernels (scores.cu has both). On the H100 the
+// tensor-core kernels score SnapKV's 64-row window over 32K entries in 0.157 ms against 17.3
+// (110x; 218 against 2 TFLOP/s), and the eviction tests keep the CPU's sets with either.
 const scoresEnv = "KVFOOT_SCORES"
 
 // scoresChoice reads $KVFOOT_SCORES.
 func scoresChoice(v string) (string, error) {
 	switch v {
-	case "", "f32":
-		return "f32", nil
-	case "mma":
+	case "", "mma":
+		return "mma", nil
+	case "f32":
 		return v, nil
 	}
 	return "", fmt.Errorf("cuda: $%s=%q: want f32 (float32 score kernels) or mma (tensor-core score kernels)", scoresEnv, v)

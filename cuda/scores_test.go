@@ -205,7 +205,7 @@ func BenchmarkAttentionScores(b *testing.B) {
 }
 
 func TestScoresChoice(t *testing.T) {
-	for v, want := range map[string]string{"": "f32", "f32": "f32", "mma": "mma"} {
+	for v, want := range map[string]string{"": "mma", "f32": "f32", "mma": "mma"} {
 		if got, err := scoresChoice(v); err != nil || got != want {
 			t.Errorf("scoresChoice(%q) = %q, %v; want %q", v, got, err, want)
 		}
@@ -478,18 +478,18 @@ func TestScoresMMATiles(t *testing.T) {
 	}
 }
 
-// $KVFOOT_SCORES=mma on a GPU: the device opens with the tensor-core kernels, and
-// AttentionScores runs them (its scores equal attentionScores's "mma" ones bit for bit).
+// $KVFOOT_SCORES=f32 on a GPU: the device opens with the float32 kernels, and
+// AttentionScores runs them (its scores equal attentionScores's "f32" ones bit for bit).
 func TestGPUOpenScoresChoice(t *testing.T) {
 	gpu(t)
-	t.Setenv(scoresEnv, "mma")
+	t.Setenv(scoresEnv, "f32")
 	d, err := Open(0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() }) // after the fixture's cleanups, which free on d
-	if d.scores != "mma" {
-		t.Fatalf("$%s=mma: the device uses the %s kernels", scoresEnv, d.scores)
+	if d.scores != "f32" {
+		t.Fatalf("$%s=f32: the device uses the %s kernels", scoresEnv, d.scores)
 	}
 	r := rand.New(rand.NewPCG(13, 14))
 	const dim, hq, n = 64, 8, 20
@@ -505,7 +505,7 @@ func TestGPUOpenScoresChoice(t *testing.T) {
 	var got [2][]float32
 	for i, run := range []func(out Buffer) error{
 		func(out Buffer) error { return d.AttentionScores(out, qDev, f.pool, f.heads, n, heads, work) },
-		func(out Buffer) error { return d.attentionScores("mma", out, qDev, f.pool, f.heads, n, heads, work) },
+		func(out Buffer) error { return d.attentionScores("f32", out, qDev, f.pool, f.heads, n, heads, work) },
 	} {
 		out := poisonedF32(t, d, ScoresLen(heads))
 		if err := run(out); err != nil {
@@ -517,6 +517,6 @@ func TestGPUOpenScoresChoice(t *testing.T) {
 		}
 	}
 	if !slices.Equal(got[0], got[1]) {
-		t.Fatal("AttentionScores under $KVFOOT_SCORES=mma differs from the mma kernels")
+		t.Fatal("AttentionScores under $KVFOOT_SCORES=f32 differs from the f32 kernels")
 	}
 }

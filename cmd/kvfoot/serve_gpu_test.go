@@ -125,7 +125,7 @@ func TestServeGPU(t *testing.T) {
 			for i, prompt := range prompts {
 				wg.Go(func() {
 					b, _ := json.Marshal(map[string]any{"model": "kvfoot-small", "prompt": prompt, "max_tokens": 24, "temperature": 0,
-						"ignore_eos": true, "logprobs": 3, "kv_policy": policy})
+						"ignore_eos": true, "logprobs": 5, "kv_policy": policy})
 					status, body := completion(t, base, string(b))
 					var r struct {
 						Choices []struct {
@@ -164,7 +164,10 @@ func TestServeGPU(t *testing.T) {
 				t.Errorf("%s, prompt %d: %d tokens on the CPU, %d on the GPU", policy, i, len(w.tokens), len(g.tokens))
 				continue
 			}
-			// where they part, the GPU's choice is one of the CPU's best within a small margin
+			// where they part, the GPU's choice is one of the CPU's best within a small margin.
+			// Five candidates (the API's most): at a flat step the GPU's pick can be the
+			// CPU's fourth (H100, 2026-12-07: "1" 0.191 nats behind "39", with "87" and
+			// "2" between), which three would have called infinitely far.
 			gap := math.Inf(1)
 			if lp, ok := w.top[k][g.tokens[k]]; ok {
 				gap = w.top[k][w.tokens[k]] - lp
