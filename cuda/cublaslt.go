@@ -270,6 +270,7 @@ func (d *Device) startCublasLt(lib uintptr, path string) (*ltGEMM, error) {
 		}
 		purego.RegisterFunc(s.fn, sym)
 	}
+	api.bindDirect(symbolOf(lib))
 	lt := &ltGEMM{api: api, path: path, version: api.getVersion(), plans: map[gemmKey]*gemmPlan{}}
 	if err := api.check("cublasLtCreate", api.create(&lt.handle)); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -151,7 +151,19 @@ func loadDriver(path string) (*driver, error) {
 		purego.RegisterFunc(b.fn, sym)
 	}
 	bindGraphAPI(lib, &d.graphAPI)
+	d.bindDirect(symbolOf(lib))
 	return d, nil
+}
+
+// symbolOf looks names up in lib: 0 for one it lacks.
+func symbolOf(lib uintptr) func(name string) uintptr {
+	return func(name string) uintptr {
+		sym, err := purego.Dlsym(lib, name)
+		if err != nil {
+			return 0
+		}
+		return sym
+	}
 }
 
 // bindGraphAPI binds the graph entry points; a driver without one of them still runs, with
