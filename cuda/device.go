@@ -29,7 +29,8 @@ type Device struct {
 
 	mu     sync.Mutex // serialises do and Close
 	closed bool
-	stg    staging // host int32 lists (ids, slots, block tables) on their way to kernels
+	args   kernelArgs // the launch in progress's parameters (launch, under mu)
+	stg    staging    // host int32 lists (ids, slots, block tables) on their way to kernels
 
 	lt       *ltGEMM // cuBLASLt, when it loaded (cublaslt.go)
 	gemmNote string  // why it did not, when lt is nil

@@ -8,15 +8,28 @@ import (
 
 // kernelArgs is a kernel's parameter list packed as the C ABI lays out a struct of the same
 // fields: each value at the next offset aligned to its size. offsets[i] is where argument i
-// starts; the driver gets one pointer per argument into buf.
+// starts; the driver gets one pointer per argument into buf. A device keeps one and packs
+// every launch into it under its lock (the driver copies the values during the launch
+// call), so that a launch allocates nothing: packing into fresh slices cost 0.43 µs and 10
+// allocations a launch of 10 arguments (development machine), a decode step hundreds.
 type kernelArgs struct {
-	buf     []byte
-	offsets []int
+	buf     [maxArgBytes]byte
+	n       int // bytes of buf in use
+	count   int // arguments
+	offsets [maxArgs]int
+	ptrs    [maxArgs]unsafe.Pointer
 }
 
-// packArgs packs device buffers (as 8-byte pointers), int32, int64 and float32 values.
-func packArgs(vals ...any) (kernelArgs, error) {
-	var a kernelArgs
+// The most arguments and packed bytes a kernel takes; kvfoot's take at most about 20.
+const maxArgs, maxArgBytes = 32, 256
+
+// pack packs device buffers (as 8-byte pointers), int32, int64 and float32 values, in place
+// of what a held.
+func (a *kernelArgs) pack(vals ...any) error {
+	a.n, a.count = 0, 0
+	if len(vals) > maxArgs {
+		return fmt.Errorf("cuda: %d kernel arguments, more than %d", len(vals), maxArgs)
+	}
 	for i, v := range vals {
 		var size int
 		var bits uint64
@@ -30,28 +43,31 @@ func packArgs(vals ...any) (kernelArgs, error) {
 		case float32:
 			size, bits = 4, uint64(math.Float32bits(x))
 		default:
-			return kernelArgs{}, fmt.Errorf("cuda: kernel argument %d: unsupported type %T", i, v)
+			return fmt.Errorf("cuda: kernel argument %d: unsupported type %T", i, v)
 		}
-		off := (len(a.buf) + size - 1) / size * size
-		for len(a.buf) < off+size {
-			a.buf = append(a.buf, 0)
+		off := (a.n + size - 1) / size * size
+		if off+size > maxArgBytes {
+			return fmt.Errorf("cuda: kernel arguments of more than %d bytes", maxArgBytes)
 		}
+		clear(a.buf[a.n:off])       // padding, as a C struct's
 		for b := 0; b < size; b++ { // little-endian, as on every CUDA host
 			a.buf[off+b] = byte(bits >> (8 * b))
 		}
-		a.offsets = append(a.offsets, off)
+		a.offsets[i] = off
+		a.n, a.count = off+size, i+1
 	}
-	return a, nil
+	return nil
 }
 
+// packed is the bytes packed.
+func (a *kernelArgs) packed() []byte { return a.buf[:a.n] }
+
 // pointers returns the driver's kernelParams array: one pointer per argument into buf.
-// The caller keeps a alive until the launch call returns (the driver copies the values).
 func (a *kernelArgs) pointers() []unsafe.Pointer {
-	p := make([]unsafe.Pointer, len(a.offsets))
-	for i, off := range a.offsets {
-		p[i] = unsafe.Pointer(&a.buf[off])
+	for i := range a.count {
+		a.ptrs[i] = unsafe.Pointer(&a.buf[a.offsets[i]])
 	}
-	return p
+	return a.ptrs[:a.count]
 }
 
 // launchDims is a grid, a block and the dynamic shared memory of one launch.
@@ -75,15 +91,14 @@ func (d *Device) launch(name string, dims launchDims, vals ...any) error {
 	if !ok {
 		return fmt.Errorf("cuda: no kernel %q in the loaded modules", name)
 	}
-	args, err := packArgs(vals...)
-	if err != nil {
-		return err
-	}
 	return d.do(func() error {
+		if err := d.args.pack(vals...); err != nil {
+			return err
+		}
 		if err := d.capture(nodeKernel, uint64(fn)); err != nil {
 			return err
 		}
-		p := args.pointers()
+		p := d.args.pointers()
 		r := d.api.cuLaunchKernel(fn, dims.grid[0], dims.grid[1], dims.grid[2],
 			dims.block[0], dims.block[1], dims.block[2], dims.shared, d.stream, &p[0], nil)
 		if r == 0 { // the op's name is built only for an error: hundreds of launches a token

@@ -8,6 +8,12 @@ import (
 	"unsafe"
 )
 
+// packArgs packs vals into a fresh kernelArgs.
+func packArgs(vals ...any) (*kernelArgs, error) {
+	a := &kernelArgs{}
+	return a, a.pack(vals...)
+}
+
 // The packed layout must be what nvcc gives a kernel with these parameters: each at the next
 // offset aligned to its size, little-endian.
 func TestPackArgsLayout(t *testing.T) {
@@ -21,8 +27,8 @@ func TestPackArgsLayout(t *testing.T) {
 			t.Fatalf("argument %d at offset %d, want %d", i, a.offsets[i], o)
 		}
 	}
-	if len(a.buf) != 40 {
-		t.Fatalf("packed %d bytes, want 40", len(a.buf))
+	if len(a.packed()) != 40 || a.count != 6 {
+		t.Fatalf("packed %d bytes, %d arguments; want 40, 6", len(a.packed()), a.count)
 	}
 	le := binary.LittleEndian
 	if got := le.Uint64(a.buf[0:]); got != 0x1122334455667788 {
@@ -56,8 +62,30 @@ func TestPackArgsPadding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.offsets[1] != 8 || len(a.buf) != 16 {
-		t.Fatalf("offsets %v, %d bytes; want pointer at 8 of 16", a.offsets, len(a.buf))
+	if a.offsets[1] != 8 || len(a.packed()) != 16 || a.buf[4]|a.buf[5]|a.buf[6]|a.buf[7] != 0 {
+		t.Fatalf("offsets %v, %d bytes %v; want pointer at 8 of 16, a zero hole", a.offsets[:2], len(a.packed()), a.packed())
+	}
+}
+
+// A device's kernelArgs is packed again for every launch: nothing of the last one's is left.
+func TestPackArgsReused(t *testing.T) {
+	var a kernelArgs
+	if err := a.pack(int64(-1), int64(-1), int64(-1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.pack(int32(5), Buffer{Ptr: 9}); err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{5, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0}
+	if a.count != 2 || len(a.pointers()) != 2 || string(a.packed()) != string(want) {
+		t.Fatalf("%d arguments, packed %v; want 2, %v", a.count, a.packed(), want)
+	}
+	vals := make([]any, maxArgs+1)
+	for i := range vals {
+		vals[i] = int32(i)
+	}
+	if err := a.pack(vals...); err == nil {
+		t.Fatalf("%d arguments packed", len(vals))
 	}
 }
 
