@@ -48,6 +48,9 @@ func LoadGGUF(path string, opts LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkGGUFMemory(f, opts); err != nil {
+		return nil, err
+	}
 	m := &Model{Config: cfg}
 	m.setInvFreq()
 	arch, _ := f.String("general.architecture")

@@ -330,19 +330,30 @@ def make_files(cfg, d, shape, types, clock):
         start = time.time()
         if typ == "f16":
             # gguf-tiny-llama holds every weight as float32 before it writes; Go's heap
-            # peaked at 1.5 times that for the 1B shape
-            need_mem = total * 4 * 1.6
-            avail = mem_available()
-            if avail and avail < need_mem:
-                die("gguf-tiny-llama needs about %.1f GB of memory for %s, MemAvailable is %.1f GB"
-                    % (need_mem / 1e9, shape, avail / 1e9))
+            # peaked at 1.5 times that for the 1B shape. When that is more than the machine
+            # has, it writes block 0 alone and `repeat` makes every block a copy of it: an
+            # engine reads the same bytes, and these weights are random either way.
             c = SHAPES[shape]
-            args = [os.path.join(d, "gguf-tiny-llama"), "-o", tmp, "-wtype", "f16",
-                    "-vocab", str(c["vocab"]), "-dim", str(c["dim"]), "-layers", str(c["layers"]),
+            hd = c["dim"] // c["heads"]
+            block = c["dim"] * (2 * c["heads"] * hd + 2 * c["kv_heads"] * hd) + 3 * c["dim"] * c["ffn"]
+            avail = mem_available()
+            layers = c["layers"]
+            if avail and avail < total * 4 * 1.6:
+                layers = 1
+                need_mem = (total - (c["layers"] - 1) * block) * 4 * 1.6
+                if avail < need_mem:
+                    die("gguf-tiny-llama needs about %.1f GB of memory for one block of %s, MemAvailable is %.1f GB"
+                        % (need_mem / 1e9, shape, avail / 1e9))
+            one = tmp + ".block0" if layers == 1 else tmp
+            args = [os.path.join(d, "gguf-tiny-llama"), "-o", one, "-wtype", "f16",
+                    "-vocab", str(c["vocab"]), "-dim", str(c["dim"]), "-layers", str(layers),
                     "-heads", str(c["heads"]), "-kv-heads", str(c["kv_heads"]), "-ffn", str(c["ffn"]),
                     "-rope-base", str(c["rope_base"]), "-ctx", str(c["ctx"]), "-name", "random-" + shape]
             if c["tied"]:
                 args.append("-tied")
+            if layers == 1:
+                args = ["sh", "-c", '"$@" && "%s" -in "%s" -blocks %d -out "%s" && rm "%s"'
+                        % (os.path.join(d, "repeat"), one, c["layers"], tmp, one), "sh"] + args
         else:
             args = [os.path.join(d, "quantize"), f16, tmp, typ, str(cfg.qthreads)]
         logf = os.path.join(cfg.work, "files.log")
@@ -614,6 +625,7 @@ def cmd_bundle(d):
                           cwd=os.path.join(peer, "gguf-tiny-llama"), env=env)
     subprocess.check_call(["go", "build", "-tags", "nocuda", "-o", os.path.join(d, "kvfoot"), "./cmd/kvfoot"],
                           cwd=ROOT, env=env)
+    subprocess.check_call(["go", "build", "-o", os.path.join(d, "repeat"), "./tools/gguf-peer/repeat"], cwd=ROOT, env=env)
     # A first llamacpp-peer run fetches llama.cpp's prebuilt libraries and headers (npm pack).
     home = os.path.join(os.environ.get("LLAMAPEER_HOME", os.path.expanduser("~/.cache/llamacpp-peer")),
                         "nlc-" + os.environ.get("NLC_VERSION", "3.21.1"))
