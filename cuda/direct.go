@@ -8,13 +8,12 @@ import (
 
 // The entry points a forward calls hundreds of times (a launch, the context before it, a
 // staged copy, a GEMM) go straight through purego.SyscallN instead of RegisterFunc's
-// bindings, which call through reflection and cost more than the driver's own work: 2.3 µs
-// a call of an empty C function with cuLaunchKernel's 11 arguments against 0.42 µs direct,
-// 0.74 against 0.19 with one argument (development machine, 2026-12-07, a gcc-built
-// library; BenchmarkBindings, against purego callbacks, whose own cost of about 0.6 µs is in
-// both: 1.80 against 1.06 µs, 0.61 against 0.39). A decode step of the 8B shape launches
-// about 400 kernels, each after a cuCtxSetCurrent; a study's batched step of the built-in
-// model several per sample and layer.
+// bindings, which call through reflection: BenchmarkBindings, a call to a C function (a
+// purego callback, whose own cost is in both figures) of cuLaunchKernel's 11 arguments
+// 1.80 µs reflected against 1.06 direct, of cuCtxSetCurrent's one 0.61 against 0.39
+// (development machine, 2026-12-07). A decode step of the 8B shape launches about 400
+// kernels, each after a cuCtxSetCurrent; a study's batched step of the built-in model
+// several per sample and layer.
 
 // call calls the C function at sym and returns its int result (the low 32 bits of the
 // result register; the rest is not defined by the C ABI). uintptrescapes keeps what a

@@ -10,8 +10,9 @@ import (
 // fields: each value at the next offset aligned to its size. offsets[i] is where argument i
 // starts; the driver gets one pointer per argument into buf. A device keeps one and packs
 // every launch into it under its lock (the driver copies the values during the launch
-// call), so that a launch allocates nothing: packing into fresh slices cost 0.43 µs and 10
-// allocations a launch of 10 arguments (development machine), a decode step hundreds.
+// call), so that a launch allocates nothing: BenchmarkPackArgs, 10 arguments, 70 ns and no
+// allocation; into fresh slices (before dd7a6d8) 0.43 µs and 10 allocations (development
+// machine), with hundreds of launches a decode step.
 type kernelArgs struct {
 	buf     [maxArgBytes]byte
 	n       int // bytes of buf in use

@@ -110,3 +110,18 @@ func containsAll(s string, parts ...string) bool {
 	}
 	return true
 }
+
+// BenchmarkPackArgs: packing a launch of 10 arguments (4 buffers, 5 int32, a float32), as
+// the attention kernels take, into a device's kernelArgs.
+//
+//	go test ./cuda -run '^$' -bench PackArgs -benchmem
+func BenchmarkPackArgs(b *testing.B) {
+	x := Buffer{Ptr: 1 << 30}
+	var a kernelArgs
+	for b.Loop() {
+		if err := a.pack(x, x, x, x, int32(1), int32(2), int32(3), float32(0.5), int32(4), int32(5)); err != nil {
+			b.Fatal(err)
+		}
+		_ = a.pointers()
+	}
+}

@@ -272,11 +272,7 @@ func (s *kiviStorage) Drop(layer, head, lo, hi int) {
 }
 
 func (s *kiviStorage) Truncate(layer, head, n int) {
-	idx := make([]int, n)
-	for i := range idx {
-		idx[i] = i
-	}
-	s.Keep(layer, head, idx)
+	s.Drop(layer, head, n, s.book.len(s.head(layer, head)))
 }
 
 // kiviView places heads of lens entries in a view of blocks of 64 rows, each head's entries in

@@ -302,13 +302,7 @@ func (s *quantStore) drop(lo, hi int) {
 	s.keep(s.idx)
 }
 
-func (s *quantStore) truncate(n int) {
-	idx := make([]int, n)
-	for i := range idx {
-		idx[i] = i
-	}
-	s.keep(idx)
-}
+func (s *quantStore) truncate(n int) { s.drop(n, s.nq()+s.nr()) }
 
 func (s *quantStore) bytes() int64 {
 	return int64(len(s.kc)+len(s.vc)) + 4*int64(len(s.kmin)+len(s.ksc)+len(s.vmin)+len(s.vsc)+len(s.rk)+len(s.rv))
