@@ -281,9 +281,15 @@ func (d *Device) Free(b Buffer) error {
 	return d.eager(func() error { return d.api.check("cuMemFree", d.api.cuMemFree(b.Ptr)) })
 }
 
-// Memset sets every byte of b to v.
+// Memset sets every byte of b to v, after the queued work.
+//
+// This and the copies below are queued on the device's own stream, not run on the legacy
+// default stream, which would wait for the work of every other Device on the GPU (each
+// study worker has its own, all in the one primary context).
 func (d *Device) Memset(b Buffer, v byte) error {
-	return d.eager(func() error { return d.api.check("cuMemsetD8", d.api.cuMemsetD8(b.Ptr, v, uint64(b.Bytes))) })
+	return d.eager(func() error {
+		return d.api.check("cuMemsetD8Async", d.api.cuMemsetD8Async(b.Ptr, v, uint64(b.Bytes), d.stream))
+	})
 }
 
 // Copy copies src's bytes to the start of dst after the queued work.
@@ -292,11 +298,13 @@ func (d *Device) Copy(dst, src Buffer) error {
 		return fmt.Errorf("cuda: copy %d bytes into a %d-byte buffer", src.Bytes, dst.Bytes)
 	}
 	return d.eager(func() error {
-		return d.api.check("cuMemcpyDtoD", d.api.cuMemcpyDtoD(dst.Ptr, src.Ptr, uint64(src.Bytes)))
+		return d.api.check("cuMemcpyDtoDAsync", d.api.cuMemcpyDtoDAsync(dst.Ptr, src.Ptr, uint64(src.Bytes), d.stream))
 	})
 }
 
 // Upload copies src (a slice of plain numbers) to the start of dst, after the queued work.
+// It returns once src may be reused (the driver stages pageable memory); work queued on
+// another Device that reads dst must wait for this one (Sync) first.
 func Upload[T any](d *Device, dst Buffer, src []T) error {
 	n := int64(len(src)) * int64(unsafe.Sizeof(*new(T)))
 	if n > dst.Bytes {
@@ -306,13 +314,14 @@ func Upload[T any](d *Device, dst Buffer, src []T) error {
 		return nil
 	}
 	return d.eager(func() error {
-		r := d.api.cuMemcpyHtoD(dst.Ptr, unsafe.Pointer(&src[0]), uint64(n))
+		r := d.api.cuMemcpyHtoDAsync(dst.Ptr, unsafe.Pointer(&src[0]), uint64(n), d.stream)
 		runtime.KeepAlive(src)
-		return d.api.check("cuMemcpyHtoD", r)
+		return d.api.check("cuMemcpyHtoDAsync", r)
 	})
 }
 
-// Download waits for the queued work and copies the start of src into dst.
+// Download waits for the queued work and copies the start of src into dst. A copy to
+// pageable memory returns once it is complete, and it is queued after the stream's work.
 func Download[T any](d *Device, dst []T, src Buffer) error {
 	n := int64(len(dst)) * int64(unsafe.Sizeof(*new(T)))
 	if n > src.Bytes {
@@ -322,9 +331,9 @@ func Download[T any](d *Device, dst []T, src Buffer) error {
 		return nil
 	}
 	err := d.eager(func() error {
-		r := d.api.cuMemcpyDtoH(unsafe.Pointer(&dst[0]), src.Ptr, uint64(n))
+		r := d.api.cuMemcpyDtoHAsync(unsafe.Pointer(&dst[0]), src.Ptr, uint64(n), d.stream)
 		runtime.KeepAlive(dst)
-		return d.api.check("cuMemcpyDtoH", r)
+		return d.api.check("cuMemcpyDtoHAsync", r)
 	})
 	if err == nil {
 		d.stg.used = 0 // the copy waited for the stream: every staged copy has landed

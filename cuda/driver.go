@@ -41,13 +41,12 @@ type driver struct {
 	cuMemGetInfo              func(free, total *uint64) cuResult
 	cuMemAlloc                func(ptr *uint64, bytes uint64) cuResult
 	cuMemFree                 func(ptr uint64) cuResult
-	cuMemcpyHtoD              func(dst uint64, src unsafe.Pointer, bytes uint64) cuResult
 	cuMemcpyHtoDAsync         func(dst uint64, src unsafe.Pointer, bytes uint64, stream uintptr) cuResult
 	cuMemAllocHost            func(p *unsafe.Pointer, bytes uint64) cuResult
 	cuMemFreeHost             func(p unsafe.Pointer) cuResult
-	cuMemcpyDtoH              func(dst unsafe.Pointer, src uint64, bytes uint64) cuResult
-	cuMemcpyDtoD              func(dst, src uint64, bytes uint64) cuResult
-	cuMemsetD8                func(dst uint64, v uint8, bytes uint64) cuResult
+	cuMemcpyDtoHAsync         func(dst unsafe.Pointer, src uint64, bytes uint64, stream uintptr) cuResult
+	cuMemcpyDtoDAsync         func(dst, src uint64, bytes uint64, stream uintptr) cuResult
+	cuMemsetD8Async           func(dst uint64, v uint8, bytes uint64, stream uintptr) cuResult
 	cuModuleLoadDataEx        func(mod *uintptr, image unsafe.Pointer, n uint32, opts *int32, vals *uintptr) cuResult
 	cuModuleUnload            func(mod uintptr) cuResult
 	cuModuleGetFunction       func(fn *uintptr, mod uintptr, name string) cuResult
@@ -117,13 +116,12 @@ func loadDriver(path string) (*driver, error) {
 		{&d.cuMemGetInfo, []string{"cuMemGetInfo_v2"}},
 		{&d.cuMemAlloc, []string{"cuMemAlloc_v2"}},
 		{&d.cuMemFree, []string{"cuMemFree_v2"}},
-		{&d.cuMemcpyHtoD, []string{"cuMemcpyHtoD_v2"}},
 		{&d.cuMemcpyHtoDAsync, []string{"cuMemcpyHtoDAsync_v2"}},
 		{&d.cuMemAllocHost, []string{"cuMemAllocHost_v2"}},
 		{&d.cuMemFreeHost, []string{"cuMemFreeHost"}},
-		{&d.cuMemcpyDtoH, []string{"cuMemcpyDtoH_v2"}},
-		{&d.cuMemcpyDtoD, []string{"cuMemcpyDtoD_v2"}},
-		{&d.cuMemsetD8, []string{"cuMemsetD8_v2"}},
+		{&d.cuMemcpyDtoHAsync, []string{"cuMemcpyDtoHAsync_v2"}},
+		{&d.cuMemcpyDtoDAsync, []string{"cuMemcpyDtoDAsync_v2"}},
+		{&d.cuMemsetD8Async, []string{"cuMemsetD8Async"}},
 		{&d.cuModuleLoadDataEx, []string{"cuModuleLoadDataEx"}},
 		{&d.cuModuleUnload, []string{"cuModuleUnload"}},
 		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}},

@@ -250,11 +250,16 @@ func newFakeDevice(t *testing.T, graphs bool) (*Device, *fakeGPU) {
 		}
 		return f.queued(fmt.Sprintf("launch %#x", fn))
 	}
-	a.cuMemcpyHtoDAsync = func(uint64, unsafe.Pointer, uint64, uintptr) cuResult { return f.queued("copy async") }
-	a.cuMemcpyHtoD = func(uint64, unsafe.Pointer, uint64) cuResult { return f.eager("upload") }
-	a.cuMemcpyDtoH = func(unsafe.Pointer, uint64, uint64) cuResult { return f.eager("download") }
-	a.cuMemcpyDtoD = func(uint64, uint64, uint64) cuResult { return f.eager("copy") }
-	a.cuMemsetD8 = func(uint64, uint8, uint64) cuResult { return f.eager("memset") }
+	var host []byte // the staging arena: copies from it are captured, Upload's are eager
+	a.cuMemcpyHtoDAsync = func(_ uint64, src unsafe.Pointer, _ uint64, _ uintptr) cuResult {
+		if p := uintptr(src); p >= uintptr(unsafe.Pointer(&host[0])) && p < uintptr(unsafe.Pointer(&host[0]))+uintptr(len(host)) {
+			return f.queued("copy async")
+		}
+		return f.eager("upload")
+	}
+	a.cuMemcpyDtoHAsync = func(unsafe.Pointer, uint64, uint64, uintptr) cuResult { return f.eager("download") }
+	a.cuMemcpyDtoDAsync = func(uint64, uint64, uint64, uintptr) cuResult { return f.eager("copy") }
+	a.cuMemsetD8Async = func(uint64, uint8, uint64, uintptr) cuResult { return f.eager("memset") }
 	a.cuMemAlloc = func(p *uint64, _ uint64) cuResult { *p = 0x900000; return f.eager("alloc") }
 	a.cuMemFree = func(uint64) cuResult { return f.eager("free") }
 	a.cuMemFreeHost = func(unsafe.Pointer) cuResult { return 0 }
@@ -317,7 +322,7 @@ func newFakeDevice(t *testing.T, graphs bool) (*Device, *fakeGPU) {
 		return 0
 	}
 	d := &Device{api: a, stream: 7, funcs: map[string]uintptr{"k1": 0x1000, "k2": 0x2000}}
-	host := make([]byte, 1<<16)
+	host = make([]byte, 1<<16)
 	d.stg = staging{host: unsafe.Pointer(&host[0]), dev: Buffer{Ptr: 0x100000, Bytes: int64(len(host))}}
 	d.initGraphs(graphs)
 	return d, f

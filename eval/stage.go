@@ -2,6 +2,8 @@ package eval
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/kvfoot/kvfoot/internal/outfile"
@@ -133,13 +136,70 @@ func PlanNext(st Study, b Backend) ([]Cell, error) {
 // RunUnits runs the given samples of a study that are not in its results files yet,
 // appending them to Results.
 func RunUnits(st Study, b Backend, units []Unit) error {
+	p := newProgress(st.Progress, len(units))
+	defer p.finish()
+	return runShare(st, b, units, p)
+}
+
+// RunStage runs the folder's stage on len(workers) backends at once, worker i its share
+// i/n (Share) into the shard file ShardPath(dir, stage, i, n), as n shard processes would,
+// with one progress line for all. Backends that each have their own GPU stream overlap
+// their kernel launches, which bound a small model's forward. The first error (or st.Ctx
+// ending) stops the other workers between samples; what finished stays in the shard
+// files, and a later run resumes from them.
+func RunStage(st Study, dir string, stage *Stage, workers []Backend) error {
+	n := len(workers)
+	if n == 0 {
+		return errors.New("stage: no workers")
+	}
+	var unlocks []func()
+	defer func() {
+		for _, u := range unlocks {
+			u()
+		}
+	}()
+	for i := range n {
+		unlock, err := LockShard(dir, stage.Number, i, n)
+		if err != nil {
+			return err
+		}
+		unlocks = append(unlocks, unlock)
+	}
+	ctx, cancel := context.WithCancel(cmp.Or(st.Ctx, context.Background()))
+	defer cancel()
+	p := newProgress(st.Progress, stage.Samples())
+	defer p.finish()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, b := range workers {
+		sh := st
+		sh.Ctx, sh.Results, sh.Also = ctx, ShardPath(dir, stage.Number, i, n), ResultsFiles(dir)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = runShare(sh, b, stage.Share(i, n), p); errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	// the error that stopped the others, not their ErrInterrupted
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, ErrInterrupted) {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// runShare runs units into st.Results on b, counting them on p.
+func runShare(st Study, b Backend, units []Unit, p *progress) error {
 	s, err := startStudy(&st, b)
 	if err != nil {
 		return err
 	}
 	defer s.r.close()
-	s.progress = newProgress(st.Progress, len(units))
-	defer s.progress.finish()
+	s.progress = p
 	// consecutive samples of one setting run together
 	for len(units) > 0 {
 		n := 1

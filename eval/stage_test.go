@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvfoot/kvfoot/tasks"
 )
 
 // runStages runs a study as the Slurm driver does, stage after stage, each split among
@@ -224,4 +226,94 @@ func TestStageRefusesAnotherStudy(t *testing.T) {
 	if stage, err := CurrentStage(out, st, f, st.File(nil), true); err != nil || stage != nil {
 		t.Errorf("the same study, complete: %v, %v", stage, err)
 	}
+}
+
+// failFake fails its first run with err, after which it is a knobFake.
+type failFake struct {
+	*knobFake
+	err error
+}
+
+func (f *failFake) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (Output, error) {
+	if f.err != nil {
+		err := f.err
+		f.err = nil
+		return Output{}, err
+	}
+	return f.knobFake.Run(method, prompt, maxNew, stop)
+}
+
+// RunStage's workers, each on its own backend at once, run every sample of each stage
+// once between them, and the report is the one-process report byte for byte. A worker's
+// error stops the stage and is what RunStage returns (not the others' interruption); the
+// stage run again finishes what was left, each sample still once.
+func TestRunStageWorkers(t *testing.T) {
+	st, f := knobStudy(t)
+	st.Samples = 6
+	for i := 2; i < 6; i++ {
+		in, err := tasks.Generate("ruler_mv", 1024, i, 3, st.Gen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.answers[in.Prompt] = " " + strings.Join(in.Answers, ", ")
+	}
+	one := t.TempDir()
+	st.Results = ResultsPath(one)
+	rep, err := RunStudy(st, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeStudy(t, one, st.File(nil), rep); err != nil {
+		t.Fatal(err)
+	}
+	st.Results = ""
+	many := t.TempDir()
+	out, err := OpenFolder(many, Exclusive, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakes := make([]*knobFake, 3)
+	workers := make([]Backend, 3)
+	for i := range fakes {
+		fakes[i] = &knobFake{answers: f.answers}
+		workers[i] = fakes[i]
+	}
+	broken := errors.New("the device is on fire")
+	workers[1] = &failFake{fakes[1], broken}
+	stages, failed := 0, false
+	for {
+		stage, err := CurrentStage(out, st, f, st.File(nil), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stage == nil {
+			break
+		}
+		if stages++; stages > 20 {
+			t.Fatal("more than 20 stages: the study does not advance")
+		}
+		err = RunStage(st, many, stage, workers)
+		if !failed {
+			failed = true
+			if !errors.Is(err, broken) {
+				t.Fatalf("a worker failed with %q; RunStage returned %v", broken, err)
+			}
+			continue // the same stage again, resumed
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	out.Close(false)
+	runs := 0
+	for _, k := range fakes {
+		if k.runs == 0 {
+			t.Error("a worker ran nothing")
+		}
+		runs += k.runs
+	}
+	if runs != f.runs {
+		t.Errorf("%d samples run by the workers, %d in one process", runs, f.runs)
+	}
+	compareReports(t, st, one, many)
 }

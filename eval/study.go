@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kvfoot/kvfoot/tasks"
@@ -467,6 +468,7 @@ func collect(samples []*Sample, n int) map[pointKey]*sweep {
 // progress draws a bar with an ETA on a terminal, and a line every ten seconds
 // otherwise.
 type progress struct {
+	mu         sync.Mutex // a stage's workers share one
 	w          io.Writer
 	tty        bool
 	total      int
@@ -491,6 +493,8 @@ func (p *progress) add(ran bool, what string) {
 	if p.w == nil {
 		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	now := time.Now()
 	p.done++
 	if ran {
@@ -522,6 +526,8 @@ func (p *progress) add(ran bool, what string) {
 }
 
 func (p *progress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.w != nil && p.tty {
 		fmt.Fprintln(p.w)
 	}

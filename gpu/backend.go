@@ -283,3 +283,26 @@ func (b *backend) Host(x compute.Buf, dst []float32) []float32 {
 	}
 	return dst
 }
+
+// Share returns a backend that runs, on g's stream, the model whose weights b holds: b is a
+// backend another handle (Open) on the same GPU uploaded, and every handle of a GPU shares
+// its primary context, so the weights are not copied. A study's workers each have a handle,
+// so each has its own stream and launch lock and their kernels run at once. b's handle must
+// stay open while the new backend is in use.
+func (g *GPU) Share(b compute.Backend) (compute.Backend, error) {
+	o, ok := b.(*backend)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%s: the backend to share is not a GPU's", g.Name())
+	case o.g.ordinal != g.ordinal:
+		return nil, fmt.Errorf("%s: the weights to share are on %s", g.Name(), o.g.Name())
+	}
+	if err := o.d.Sync(); err != nil { // its uploads have landed before g's stream reads them
+		return nil, err
+	}
+	inv, err := g.d.Alloc(int64(o.half) * 4)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", g.Name(), err)
+	}
+	return &backend{g: g, d: g.d, weights: o.weights, invFreq: inv, half: o.half}, nil
+}

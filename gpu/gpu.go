@@ -57,6 +57,10 @@ func Open(device string) (*GPU, error) {
 	return &GPU{d: d, ordinal: n}, nil
 }
 
+// Reopen opens another handle on the same GPU: its own stream and launch lock in the same
+// context, so that memory (the weights, Share) is valid on both and their kernels overlap.
+func (g *GPU) Reopen() (*GPU, error) { return Open(fmt.Sprintf("cuda:%d", g.ordinal)) }
+
 // Close releases the device. Backends and storages made from it must not be used afterwards.
 func (g *GPU) Close() error { return g.d.Close() }
 

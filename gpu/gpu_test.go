@@ -8,10 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/cuda"
 	"github.com/kvfoot/kvfoot/kv"
 	"github.com/kvfoot/kvfoot/model"
@@ -538,5 +540,103 @@ func BenchmarkDecodeGraphs(b *testing.B) {
 			})
 		}
 		be.(*backend).free() // the next model's weights replace this one's
+	}
+}
+
+// Handles that share one upload (Reopen, Share) run their forwards at once, each on its
+// own stream, with the logits of one handle alone bit for bit: the eviction, the pool's
+// compaction and the score kernels of each stay on its stream, and the shared weights are
+// only read. A backend of the CPU or of no upload is refused.
+func TestGPUShareRunsAtOnce(t *testing.T) {
+	g := openGPU(t)
+	cfg := testConfig()
+	dev := model.NewRandom(cfg, 11)
+	dev.ToBF16()
+	b, err := g.Upload(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.SetBackend(b)
+	if _, err := g.Share(compute.CPU); err == nil || !strings.Contains(err.Error(), "not a GPU's") {
+		t.Errorf("sharing the CPU backend: %v", err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	prompt := make([]int, 300)
+	for i := range prompt {
+		prompt[i] = r.IntN(cfg.Vocab)
+	}
+	const spec = "snapkv:sparsity=0.5,window=16,chunked=true+bf16"
+	shape := kv.Shape(dev.Shape())
+	// forward runs the prompt in chunks of 64 and 16 greedy steps on m with storage from h.
+	forward := func(m *model.Model, h *GPU) (logits []float32, err error) {
+		defer Recover(&err)
+		c, err := kv.New(shape, spec, kv.WithStorage(h.Storage))
+		if err != nil {
+			return nil, err
+		}
+		run := model.NewRunner(m, 64)
+		defer run.Close()
+		var last []float32
+		for pos := 0; pos < len(prompt); pos += 64 {
+			ids := prompt[pos:min(pos+64, len(prompt))]
+			l, err := run.Forward(c, ids, model.Step{Pos: pos, Rows: len(ids), Prefill: true, Final: pos+64 >= len(prompt)}, false)
+			if err != nil {
+				return nil, err
+			}
+			last = l
+		}
+		logits = append(logits, last...)
+		for range 16 {
+			l, err := run.Forward(c, []int{argmax(last)}, model.Step{Pos: c.Pos(), Rows: 1}, false)
+			if err != nil {
+				return nil, err
+			}
+			last = l
+			logits = append(logits, last...)
+		}
+		return logits, nil
+	}
+	want, err := forward(dev, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	models, handles := []*model.Model{dev}, []*GPU{g}
+	for range 3 {
+		h, err := g.Reopen()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		hb, err := h.Share(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := *dev
+		m.SetBackend(hb)
+		models, handles = append(models, &m), append(handles, h)
+	}
+	errs := make([]error, len(models))
+	var wg sync.WaitGroup
+	for i := range models {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for rep := range 3 {
+				got, err := forward(models[i], handles[i])
+				if err == nil && !slices.Equal(got, want) {
+					err = fmt.Errorf("repetition %d: the logits differ from one handle's alone", rep)
+				}
+				if err != nil {
+					errs[i] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("handle %d: %v", i, err)
+		}
 	}
 }

@@ -156,6 +156,49 @@ func (c *target) failSamples(mb *eval.ModelBackend) {
 	mb.Healthy = c.healthy
 }
 
+// workers returns a study's n stage workers: mb itself and n-1 copies of it, each copy on a
+// handle of its own on the GPU (its own stream, so the workers' launches overlap) with mb's
+// weights shared, and the KV budget split between them; on the CPU, copies that share the
+// model and the cores. close frees the extra handles.
+func (c *target) workers(mb *eval.ModelBackend, n int) (_ []eval.Backend, close func(), err error) {
+	out := []eval.Backend{mb}
+	mb.KVBudget /= int64(n)
+	if c.gpu == nil {
+		for range n - 1 {
+			w := *mb
+			out = append(out, &w)
+		}
+		return out, func() {}, nil
+	}
+	var handles []*target
+	close = func() {
+		for _, h := range handles {
+			h.close()
+		}
+	}
+	for range n - 1 {
+		g, err := c.gpu.Reopen()
+		if err != nil {
+			close()
+			return nil, nil, fmt.Errorf("--workers: %w", err)
+		}
+		h := &target{gpu: g}
+		handles = append(handles, h)
+		b, err := g.Share(mb.M.Backend())
+		if err != nil {
+			close()
+			return nil, nil, fmt.Errorf("--workers: %w", err)
+		}
+		m := *mb.M
+		m.SetBackend(b)
+		w := *mb
+		w.M, w.CacheOptions = &m, []kv.Option{kv.WithStorage(g.Storage)}
+		h.failSamples(&w)
+		out = append(out, &w)
+	}
+	return out, close, nil
+}
+
 // kvBudget is what the caches of a study's batch may hold on the device: a third of the
 // memory free after the weights, less gpu.Headroom, as kvfoot serve's default budget (a
 // cache's pool may double, the old and the new held together while it grows); 0 (no bound)

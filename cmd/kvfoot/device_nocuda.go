@@ -53,6 +53,15 @@ func (*target) failSamples(*eval.ModelBackend) {}
 
 func (*target) kvBudget() (int64, error) { return 0, nil }
 
+func (*target) workers(mb *eval.ModelBackend, n int) ([]eval.Backend, func(), error) {
+	out := []eval.Backend{mb}
+	for range n - 1 {
+		w := *mb
+		out = append(out, &w)
+	}
+	return out, func() {}, nil
+}
+
 func (*target) serverDevice(budget int64, _ bool) (*server.Device, int64, error) {
 	return nil, budget, nil
 }

@@ -31,7 +31,7 @@ type evalFlags struct {
 	set                                         map[string]bool
 	dir, tokPath, methods, taskList, lengthList *string
 	samples, chunk, threads, probes, bootstrap  *int
-	batch, stepRows                             *int
+	batch, stepRows, workers                    *int
 	seed                                        *uint64
 	format, out, corpus, helmet, study, grid    *string
 	threshold, tol                              *float64
@@ -55,6 +55,11 @@ const gpuBatch = 16
 // GEMMs, and a 32K chunk of an 8B model still runs alone.
 const gpuStepRows = 8192
 
+// gpuWorkers is --workers' default on a GPU, with --out DIR: a forward of the built-in
+// model is bound by the host's kernel launches, and workers on their own streams launch at
+// once (docs/PERFORMANCE.md, "The full study on the GPU").
+const gpuWorkers = 4
+
 // slurmFlags are the flags of --slurm that its tasks do not take.
 var slurmFlags = []string{"slurm", "dry-run", "partition", "time", "cpus-per-task", "gpus-per-task", "mem", "array-limit", "shards"}
 
@@ -71,6 +76,7 @@ func parseEvalFlags(args []string) (*evalFlags, error) {
 	o.chunk = fs.Int("chunk", -1, "pre-fill chunk size in tokens (0: the whole prompt at once; default: 1/8 of the model's context in a study, else 0)")
 	o.batch = fs.Int("batch", 0, fmt.Sprintf("samples of one setting run together, their forwards batched, as many as fit a third of the GPU's free memory (0: 1 on the CPU, %d on a GPU); the results are the same", gpuBatch))
 	o.stepRows = fs.Int("step-rows", 0, fmt.Sprintf("the most pre-fill rows one batched forward takes, several samples' chunks together (0: one chunk on the CPU, %d on a GPU); the results are the same", gpuStepRows))
+	o.workers = fs.Int("workers", 0, fmt.Sprintf("with --out DIR: run each stage of the study as N shards at once in this process, each with its own forward (on a GPU its own stream, the weights shared), and its results in shards/ (0: 1 on the CPU, %d on a GPU)", gpuWorkers))
 	o.format = fs.String("format", "text", "text (tables) or json (the report as the last line of standard output)")
 	o.out = fs.String("out", "", "folder for the results (results.jsonl, one line per sample: an interrupted run resumes from it) and the report (as kvfoot report writes it); a path ending in .jsonl is a results file alone. One command at a time holds a folder; files in it that kvfoot did not write are never replaced without --force")
 	o.force = fs.Bool("force", false, "replace files in --out that kvfoot did not write (or that were changed since)")
@@ -148,6 +154,12 @@ func (o *evalFlags) check() error {
 		return fmt.Errorf("--retry-failed runs in one process: run kvfoot eval --out DIR --retry-failed without --shard and --slurm, then go on with them")
 	case (*o.shard != "" || *o.slurm) && (*o.out == "" || strings.HasSuffix(*o.out, ".jsonl")):
 		return fmt.Errorf("--shard and --slurm run a study in a folder: give --out DIR")
+	case *o.workers < 0:
+		return fmt.Errorf("--workers %d: want ≥ 0", *o.workers)
+	case *o.workers > 1 && (*o.out == "" || strings.HasSuffix(*o.out, ".jsonl")):
+		return fmt.Errorf("--workers runs a study's stages in a folder: give --out DIR")
+	case *o.workers > 1 && (*o.shard != "" || *o.slurm || *o.retry):
+		return fmt.Errorf("--workers runs the whole study in this process: not with --shard, --slurm or --retry-failed")
 	case *o.cpus < 0 || *o.gpus < 0 || *o.arrayLimit < 0 || *o.shards < 0:
 		return fmt.Errorf("--cpus-per-task, --gpus-per-task, --array-limit and --shards: want ≥ 0")
 	case *o.shards > slurm.MaxShards:
@@ -248,6 +260,7 @@ func (o *evalFlags) openOut() (out *eval.Folder, results string, err error) {
 type evalRun struct {
 	st       eval.Study
 	backend  *eval.ModelBackend
+	workers  []eval.Backend // the stage workers (--workers): backend and its copies
 	settings map[string]string
 	preset   string
 	close    func() error
@@ -373,8 +386,26 @@ func (o *evalFlags) setup(names []string, lengths []int, data []eval.Dataset, re
 		m.Close()
 		return nil, err
 	}
-	return &evalRun{st: st, preset: preset, close: func() error { dev.close(); return m.Close() },
-		backend: backend, settings: settings}, nil
+	workers, closeWorkers, err := dev.workers(backend, o.workerCount(dev.onGPU()))
+	if err != nil {
+		dev.close()
+		m.Close()
+		return nil, err
+	}
+	return &evalRun{st: st, preset: preset, close: func() error { closeWorkers(); dev.close(); return m.Close() },
+		backend: backend, workers: workers, settings: settings}, nil
+}
+
+// workerCount is --workers, or its default: gpuWorkers for a study on a GPU run whole in
+// this process into a folder, else 1.
+func (o *evalFlags) workerCount(onGPU bool) int {
+	switch {
+	case *o.workers > 0:
+		return *o.workers
+	case onGPU && *o.out != "" && !strings.HasSuffix(*o.out, ".jsonl") && *o.shard == "" && !*o.slurm && !*o.plan && !*o.retry:
+		return gpuWorkers
+	}
+	return 1
 }
 
 // override applies the flags that change a preset study's parts.
@@ -465,7 +496,29 @@ func runEval(args []string) (err error) {
 	case *o.slurm:
 		return run.driveSlurm(out, o)
 	}
+	if len(run.workers) > 1 {
+		if err := run.runStages(out); err != nil {
+			return err
+		}
+		run.st.Also = eval.ResultsFiles(out.Dir) // the shard files the stages wrote
+	}
 	return run.runOne(out, results, *o.format)
+}
+
+// runStages runs the study stage by stage on the workers, each stage's samples shared
+// between them (eval.RunStage), until no stage is left; runOne then finds every sample
+// in the folder and reports.
+func (r *evalRun) runStages(out *eval.Folder) error {
+	for {
+		stage, err := eval.CurrentStage(out, r.st, r.backend, r.st.File(r.settings), true)
+		if err != nil || stage == nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "stage %d: %d samples on %d workers\n", stage.Number, stage.Samples(), len(r.workers))
+		if err := eval.RunStage(r.st, out.Dir, stage, r.workers); err != nil {
+			return err
+		}
+	}
 }
 
 // runOne runs the whole study in this process and prints its report.

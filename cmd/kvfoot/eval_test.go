@@ -186,6 +186,23 @@ func quiet(t *testing.T, fn func() error) (string, error) {
 	return capture(t, fn)
 }
 
+// stderrOf runs fn and returns what it wrote on standard error (standard output is
+// captured and dropped).
+func stderrOf(t *testing.T, fn func() error) (string, error) {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	stderr := os.Stderr
+	os.Stderr = f
+	_, err = capture(t, fn)
+	os.Stderr = stderr
+	b, _ := os.ReadFile(f.Name())
+	return string(b), err
+}
+
 var smallStudy = []string{"--model", "../../testdata/models/llama-gqa", "--tokenizer", "../../eval/testdata/bytes_tokenizer.json",
 	"--samples", "2", "--grid", "0.2,0.5", "--probes", "1", "--bootstrap", "20", "--methods", "full;streaming;snapkv*", "--tasks", "json_kv,ruler_mv", "--study", "default"}
 
@@ -249,6 +266,25 @@ func TestEvalPlanShardReport(t *testing.T) {
 	if !strings.Contains(strings.Join(strings.Fields(status), " "), "1 6 6 0 0 0 12/12") {
 		t.Errorf("status after the study:\n%s", status)
 	}
+	// --workers: the same stages, three shards at once in one process, and its report
+	workers := filepath.Join(t.TempDir(), "workers")
+	errOut, err := stderrOf(t, func() error { return runEval(append(smallStudy, "--out", workers, "--workers", "3")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut, "stage 1: 12 samples on 3 workers") {
+		t.Errorf("--workers 3 said:\n%s", errOut)
+	}
+	for _, name := range []string{"report.md", "report.json", "results.csv", "critical.csv", "study.json"} {
+		a, _ := os.ReadFile(filepath.Join(one, name))
+		b, err := os.ReadFile(filepath.Join(workers, name))
+		if err != nil || string(a) != string(b) {
+			t.Errorf("%s: --workers 3's report differs from one process's (%v)", name, err)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(workers, "results.jsonl")); len(b) != 0 {
+		t.Errorf("--workers left %d bytes in results.jsonl: every sample belongs in the shard files", len(b))
+	}
 }
 
 // --out never replaces a file kvfoot did not write without --force; two commands on
@@ -308,6 +344,10 @@ func TestEvalStageFlagsBadInput(t *testing.T) {
 		{[]string{"--slurm", "--out", "x", "--shards", "5000"}, "--shards 5000"},
 		{[]string{"--shard", "0/2", "--out", "x", "--retry-failed"}, "--retry-failed runs in one process"},
 		{[]string{"--slurm", "--out", "x", "--retry-failed"}, "--retry-failed runs in one process"},
+		{[]string{"--workers", "2"}, "--workers runs a study's stages in a folder: give --out DIR"},
+		{[]string{"--workers", "2", "--out", "r.jsonl"}, "give --out DIR"},
+		{[]string{"--workers", "-1", "--out", "x"}, "--workers -1: want ≥ 0"},
+		{[]string{"--workers", "2", "--out", "x", "--shard", "0/2"}, "not with --shard, --slurm or --retry-failed"},
 	} {
 		if _, err := quiet(t, func() error { return runEval(append(smallStudy, tc.args...)) }); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want an error with %q", tc.args, err, tc.want)
