@@ -136,17 +136,49 @@ func PlanNext(st Study, b Backend) ([]Cell, error) {
 // RunUnits runs the given samples of a study that are not in its results files yet,
 // appending them to Results.
 func RunUnits(st Study, b Backend, units []Unit) error {
-	p := newProgress(st.Progress, len(units))
-	defer p.finish()
-	return runShare(st, b, units, p)
+	s, err := startStudy(&st, b)
+	if err != nil {
+		return err
+	}
+	defer s.r.close()
+	s.progress = newProgress(st.Progress, len(units))
+	defer s.progress.finish()
+	for _, run := range settingRuns(units, len(units)) {
+		if err := s.runUnits(run); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// RunStage runs the folder's stage on len(workers) backends at once, worker i its share
-// i/n (Share) into the shard file ShardPath(dir, stage, i, n), as n shard processes would,
-// with one progress line for all. Backends that each have their own GPU stream overlap
-// their kernel launches, which bound a small model's forward. The first error (or st.Ctx
-// ending) stops the other workers between samples; what finished stays in the shard
-// files, and a later run resumes from them.
+// settingRuns splits units into runs of consecutive samples of one setting (which run
+// together, batched), none longer than most.
+func settingRuns(units []Unit, most int) [][]Unit {
+	var out [][]Unit
+	for len(units) > 0 {
+		n := 1
+		for n < len(units) && n < most && units[n].id().method == units[0].id().method && units[n].Length == units[0].Length &&
+			units[n].Name == units[0].Name && units[n].Knob == units[0].Knob {
+			n++
+		}
+		out = append(out, units[:n])
+		units = units[n:]
+	}
+	return out
+}
+
+// stageChunkBatches is how many of a worker's batches one piece of a stage holds: pieces
+// big enough that a batch stays full most of the time (it drains only at a piece's end),
+// small enough that the workers finish a stage together.
+const stageChunkBatches = 4
+
+// RunStage runs the folder's stage on len(workers) backends at once, worker i into the
+// shard file ShardPath(dir, stage, i, n), with one progress line for all. The samples not
+// in yet are cut into pieces of one setting (a few batches each) that the workers take in
+// turn as they finish the last, so that each runs full batches and none waits on another.
+// Backends that each have their own GPU stream overlap their kernel launches, which bound
+// a small model's forward. The first error (or st.Ctx ending) stops the other workers
+// between samples; what finished stays in the shard files, and a later run resumes.
 func RunStage(st Study, dir string, stage *Stage, workers []Backend) error {
 	n := len(workers)
 	if n == 0 {
@@ -165,9 +197,30 @@ func RunStage(st Study, dir string, stage *Stage, workers []Backend) error {
 		}
 		unlocks = append(unlocks, unlock)
 	}
+	fin, err := ReadFinished(dir)
+	if err != nil {
+		return err
+	}
+	todo := fin.Missing(stage.Units())
+	size := 1
+	if bb, ok := workers[0].(BatchBackend); ok {
+		size = max(bb.BatchSize(), 1)
+	}
 	ctx, cancel := context.WithCancel(cmp.Or(st.Ctx, context.Background()))
 	defer cancel()
+	pieces := make(chan []Unit)
+	go func() {
+		defer close(pieces)
+		for _, piece := range settingRuns(todo, stageChunkBatches*size) {
+			select {
+			case pieces <- piece:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	p := newProgress(st.Progress, stage.Samples())
+	p.done = stage.Samples() - len(todo)
 	defer p.finish()
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -177,7 +230,7 @@ func RunStage(st Study, dir string, stage *Stage, workers []Backend) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = runShare(sh, b, stage.Share(i, n), p); errs[i] != nil {
+			if errs[i] = work(sh, b, pieces, p); errs[i] != nil {
 				cancel()
 			}
 		}()
@@ -189,30 +242,28 @@ func RunStage(st Study, dir string, stage *Stage, workers []Backend) error {
 			return err
 		}
 	}
-	return errors.Join(errs...)
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// runShare runs units into st.Results on b, counting them on p.
-func runShare(st Study, b Backend, units []Unit, p *progress) error {
+// work runs the pieces it takes into st.Results on b, counting them on p.
+func work(st Study, b Backend, pieces <-chan []Unit, p *progress) error {
 	s, err := startStudy(&st, b)
 	if err != nil {
 		return err
 	}
 	defer s.r.close()
 	s.progress = p
-	// consecutive samples of one setting run together
-	for len(units) > 0 {
-		n := 1
-		for n < len(units) && units[n].id().method == units[0].id().method && units[n].Length == units[0].Length &&
-			units[n].Name == units[0].Name && units[n].Knob == units[0].Knob {
-			n++
-		}
-		if err := s.runUnits(units[:n]); err != nil {
+	for piece := range pieces {
+		if err := s.runUnits(piece); err != nil {
 			return err
 		}
-		units = units[n:]
 	}
-	return nil
+	return s.interrupted() // the pieces stopped coming because the stage was stopped
 }
 
 // runUnits runs samples of one setting.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvfoot/kvfoot/tasks"
 )
@@ -243,8 +244,8 @@ func (f *failFake) Run(method string, prompt []int, maxNew int, stop func([]int)
 	return f.knobFake.Run(method, prompt, maxNew, stop)
 }
 
-// RunStage's workers, each on its own backend at once, run every sample of each stage
-// once between them, and the report is the one-process report byte for byte. A worker's
+// RunStage's workers, each on its own backend at once, share every sample of each stage
+// (each runs some, none runs one twice), and the report is the one-process report byte for byte. A worker's
 // error stops the stage and is what RunStage returns (not the others' interruption); the
 // stage run again finishes what was left, each sample still once.
 func TestRunStageWorkers(t *testing.T) {
@@ -275,7 +276,7 @@ func TestRunStageWorkers(t *testing.T) {
 	fakes := make([]*knobFake, 3)
 	workers := make([]Backend, 3)
 	for i := range fakes {
-		fakes[i] = &knobFake{answers: f.answers}
+		fakes[i] = &knobFake{answers: f.answers, delay: 2 * time.Millisecond}
 		workers[i] = fakes[i]
 	}
 	broken := errors.New("the device is on fire")

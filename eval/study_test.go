@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvfoot/kvfoot/tasks"
 )
@@ -21,6 +22,7 @@ type knobFake struct {
 	runs     int
 	cancelAt int
 	cancel   func()
+	delay    time.Duration // each run takes this long (concurrent workers take turns)
 }
 
 var sparsityKey = regexp.MustCompile(`sparsity=([0-9.e-]+)`)
@@ -31,6 +33,7 @@ func (f *knobFake) Settings() (map[string]string, error) { return map[string]str
 
 func (f *knobFake) Run(method string, prompt []int, maxNew int, stop func([]int) bool) (Output, error) {
 	f.runs++
+	time.Sleep(f.delay)
 	if f.runs == f.cancelAt && f.cancel != nil {
 		f.cancel()
 	}
