@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/kvfoot/kvfoot/tasks"
 )
 
 // runStages runs a study as the Slurm driver does, stage after stage, each split among
@@ -64,15 +62,7 @@ func TestStudyShardsMatchOneProcess(t *testing.T) {
 	} {
 		st, f := knobStudy(t)
 		st.StopAtFail = tc.stopAtFail
-		one := t.TempDir()
-		st.Results = ResultsPath(one)
-		rep, err := RunStudy(st, f, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := writeStudy(t, one, st.File(nil), rep); err != nil {
-			t.Fatal(err)
-		}
+		one := oneProcess(t, st, f)
 		single := f.runs
 		f.runs = 0
 		many := t.TempDir()
@@ -85,6 +75,22 @@ func TestStudyShardsMatchOneProcess(t *testing.T) {
 		}
 		compareReports(t, st, one, many)
 	}
+}
+
+// oneProcess runs the study in one process into a new folder, writes its report there and
+// returns the folder.
+func oneProcess(t *testing.T, st Study, f Backend) string {
+	t.Helper()
+	one := t.TempDir()
+	st.Results = ResultsPath(one)
+	rep, err := RunStudy(st, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeStudy(t, one, st.File(nil), rep); err != nil {
+		t.Fatal(err)
+	}
+	return one
 }
 
 // compareReports writes the report of folder many from its shard files as kvfoot
@@ -125,15 +131,7 @@ func compareReports(t *testing.T, st Study, one, many string) {
 // every sample is in exactly one line of one file, and the report is the same.
 func TestStudyShardRerun(t *testing.T) {
 	st, f := knobStudy(t)
-	one := t.TempDir()
-	st.Results = ResultsPath(one)
-	rep, err := RunStudy(st, f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := writeStudy(t, one, st.File(nil), rep); err != nil {
-		t.Fatal(err)
-	}
+	one := oneProcess(t, st, f)
 	single := f.runs
 	f.runs = 0
 	many := t.TempDir()
@@ -249,24 +247,8 @@ func (f *failFake) Run(method string, prompt []int, maxNew int, stop func([]int)
 // error stops the stage and is what RunStage returns (not the others' interruption); the
 // stage run again finishes what was left, each sample still once.
 func TestRunStageWorkers(t *testing.T) {
-	st, f := knobStudy(t)
-	st.Samples = 6
-	for i := 2; i < 6; i++ {
-		in, err := tasks.Generate("ruler_mv", 1024, i, 3, st.Gen)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.answers[in.Prompt] = " " + strings.Join(in.Answers, ", ")
-	}
-	one := t.TempDir()
-	st.Results = ResultsPath(one)
-	rep, err := RunStudy(st, f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := writeStudy(t, one, st.File(nil), rep); err != nil {
-		t.Fatal(err)
-	}
+	st, f := knobStudySamples(t, 6)
+	one := oneProcess(t, st, f)
 	st.Results = ""
 	many := t.TempDir()
 	out, err := OpenFolder(many, Exclusive, false)

@@ -50,18 +50,24 @@ func (f *knobFake) Run(method string, prompt []int, maxNew int, stop func([]int)
 
 func knobStudy(t *testing.T) (Study, *knobFake) {
 	t.Helper()
+	return knobStudySamples(t, 2)
+}
+
+// knobStudySamples is knobStudy with n samples of the task.
+func knobStudySamples(t *testing.T, n int) (Study, *knobFake) {
+	t.Helper()
 	c, err := tasks.DefaultCorpus()
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := Study{
-		Config: Config{Model: "fake", Tasks: []string{"ruler_mv"}, Lengths: []int{1024}, Samples: 2, Seed: 3, BOS: -1,
+		Config: Config{Model: "fake", Tasks: []string{"ruler_mv"}, Lengths: []int{1024}, Samples: n, Seed: 3, BOS: -1,
 			Gen: tasks.Options{Corpus: c, Tokenizer: byteTok{}}, Results: filepath.Join(t.TempDir(), "results.jsonl")},
 		Methods:   []Method{{Name: "full", Spec: "full"}, {Name: "snap", Spec: "snapkv:sparsity={s}"}, {Name: "gone", Spec: "x", Missing: "no masks"}},
 		Threshold: 0.9, Grid: []float64{0.25, 0.5, 0.75}, Tol: 0.05, Step: 1.0 / 64, Probes: 2, Bootstrap: 200,
 	}
 	f := &knobFake{answers: map[string]string{}}
-	for i := range 2 {
+	for i := range n {
 		in, err := tasks.Generate("ruler_mv", 1024, i, 3, st.Gen)
 		if err != nil {
 			t.Fatal(err)
