@@ -61,6 +61,9 @@ const gpuStepRows = 8192
 // as one (docs/PERFORMANCE.md, "The full study on the GPU").
 const gpuWorkers = 8
 
+// maxWorkers bounds --workers: past the host's cores more workers only queue.
+const maxWorkers = 256
+
 // slurmFlags are the flags of --slurm that its tasks do not take.
 var slurmFlags = []string{"slurm", "dry-run", "partition", "time", "cpus-per-task", "gpus-per-task", "mem", "array-limit", "shards"}
 
@@ -155,12 +158,12 @@ func (o *evalFlags) check() error {
 		return fmt.Errorf("--retry-failed runs in one process: run kvfoot eval --out DIR --retry-failed without --shard and --slurm, then go on with them")
 	case (*o.shard != "" || *o.slurm) && (*o.out == "" || strings.HasSuffix(*o.out, ".jsonl")):
 		return fmt.Errorf("--shard and --slurm run a study in a folder: give --out DIR")
-	case *o.workers < 0:
-		return fmt.Errorf("--workers %d: want ≥ 0", *o.workers)
+	case *o.workers < 0 || *o.workers > maxWorkers:
+		return fmt.Errorf("--workers %d: want 0 to %d (each worker holds a forward's buffers and, on a GPU, a stream of its own)", *o.workers, maxWorkers)
 	case *o.workers > 1 && (*o.out == "" || strings.HasSuffix(*o.out, ".jsonl")):
 		return fmt.Errorf("--workers runs a study's stages in a folder: give --out DIR")
-	case *o.workers > 1 && (*o.shard != "" || *o.slurm || *o.retry):
-		return fmt.Errorf("--workers runs the whole study in this process: not with --shard, --slurm or --retry-failed")
+	case *o.workers > 1 && (*o.shard != "" || *o.slurm || *o.retry || *o.plan):
+		return fmt.Errorf("--workers runs the whole study in this process: not with --shard, --slurm, --retry-failed or --plan")
 	case *o.cpus < 0 || *o.gpus < 0 || *o.arrayLimit < 0 || *o.shards < 0:
 		return fmt.Errorf("--cpus-per-task, --gpus-per-task, --array-limit and --shards: want ≥ 0")
 	case *o.shards > slurm.MaxShards:

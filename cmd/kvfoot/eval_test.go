@@ -346,8 +346,10 @@ func TestEvalStageFlagsBadInput(t *testing.T) {
 		{[]string{"--slurm", "--out", "x", "--retry-failed"}, "--retry-failed runs in one process"},
 		{[]string{"--workers", "2"}, "--workers runs a study's stages in a folder: give --out DIR"},
 		{[]string{"--workers", "2", "--out", "r.jsonl"}, "give --out DIR"},
-		{[]string{"--workers", "-1", "--out", "x"}, "--workers -1: want ≥ 0"},
-		{[]string{"--workers", "2", "--out", "x", "--shard", "0/2"}, "not with --shard, --slurm or --retry-failed"},
+		{[]string{"--workers", "-1", "--out", "x"}, "--workers -1: want 0 to 256"},
+		{[]string{"--workers", "100000", "--out", "x"}, "--workers 100000: want 0 to 256"},
+		{[]string{"--workers", "2", "--out", "x", "--shard", "0/2"}, "not with --shard, --slurm, --retry-failed or --plan"},
+		{[]string{"--workers", "2", "--out", "x", "--plan"}, "not with --shard, --slurm, --retry-failed or --plan"},
 	} {
 		if _, err := quiet(t, func() error { return runEval(append(smallStudy, tc.args...)) }); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want an error with %q", tc.args, err, tc.want)
