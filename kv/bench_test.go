@@ -187,3 +187,48 @@ func BenchmarkEvictionHost(b *testing.B) {
 		})
 	}
 }
+
+// scoreStorage is nullStorage that hands every asked head fixed pseudo-random scores.
+type scoreStorage struct {
+	nullStorage
+	score []float32
+}
+
+func (s scoreStorage) Attend(_ int, _, _ compute.Buf, a *AttendArgs) {
+	for g, r := range a.Req {
+		if !r.none() {
+			a.Scores[g] = append(a.Scores[g][:0], s.score[:a.Past[g]+a.Tokens]...)
+		}
+	}
+}
+
+// BenchmarkSnapKVHost: the host work of SnapKV's eviction on the Llama-3.1-8B shape at 32K
+// (sparsity 0.5; gqa=expand: 1024 stored heads): one pre-fill of 32K, post-fill (one
+// eviction at its end) and chunked (SnapKV*, a chunk of 32K with the patch).
+//
+//	go test ./kv -run '^$' -bench SnapKVHost -benchtime 3x
+func BenchmarkSnapKVHost(b *testing.B) {
+	s := Shape{Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128}
+	const n = 32768
+	r := rand.New(rand.NewPCG(5, 6))
+	st := scoreStorage{score: make([]float32, n+64)}
+	for i := range st.score {
+		st.score[i] = r.Float32() * r.Float32()
+	}
+	maker := func(Shape, int, Precision) (Storage, error) { return st, nil }
+	for _, spec := range []string{"snapkv:sparsity=0.5,window=64", "snapkv:sparsity=0.5,window=64,chunked=true"} {
+		b.Run(spec, func(b *testing.B) {
+			for b.Loop() {
+				c, err := New(s, spec, WithStorage(maker))
+				if err != nil {
+					b.Fatal(err)
+				}
+				mustBegin(c, prefillStep(c, n, true))
+				for l := range s.Layers {
+					c.Attend(l, compute.Host(nil), compute.Host(nil), compute.Host(nil), compute.Host(nil))
+				}
+				c.Commit()
+			}
+		})
+	}
+}

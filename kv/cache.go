@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"slices"
 
 	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/internal/rows"
@@ -219,6 +220,7 @@ func (c *Cache) Attend(layer int, q, k, v, out compute.Buf) {
 	for g := range c.heads[layer] {
 		pos := c.heads[layer][g]
 		past := len(pos)
+		pos = slices.Grow(pos, n) // one allocation for a 32K chunk, not a doubling's copies
 		for i := 0; i < n; i++ {
 			pos = append(pos, int32(c.pos+i))
 		}
@@ -235,7 +237,7 @@ func (c *Cache) Attend(layer int, q, k, v, out compute.Buf) {
 		}
 		f := &c.fwd[g]
 		*f = Forward{Layer: layer, Head: g, KVHead: g / c.rep, Layers: s.Layers, Past: past, N: a.Tokens, Patch: c.step.Patch,
-			Prefill: c.step.Prefill, Final: c.step.Final, buf: f.buf, order: f.order, pool: f.pool}
+			Prefill: c.step.Prefill, Final: c.step.Final, buf: f.buf, keys: f.keys, cand: f.cand, pool: f.pool}
 		r := c.pol.Scores(f)
 		r.From, r.To = max(r.From, 0), min(r.To, n)
 		a.Past[g], a.Req[g] = past, r
