@@ -224,9 +224,9 @@ func randomKeepsAndTruncates(t *testing.T, queued bool) {
 	held := make([][]int, heads)
 	next := 0
 	var q MoveQueue
-	run := func(moves []Move) {
+	run := func(h int, moves []Move) {
 		if queued {
-			q.Add(moves)
+			q.Add(h, moves)
 		} else {
 			pool.apply(moves)
 		}
@@ -264,7 +264,7 @@ func randomKeepsAndTruncates(t *testing.T, queued bool) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			run(moves)
+			run(h, moves)
 			held[h] = kept
 		case 3:
 			lo := r.IntN(len(held[h]) + 1)
@@ -273,7 +273,7 @@ func randomKeepsAndTruncates(t *testing.T, queued bool) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			run(moves)
+			run(h, moves)
 			held[h] = append(held[h][:lo], held[h][hi:]...)
 		case 2:
 			n := r.IntN(len(held[h]) + 1)
@@ -281,7 +281,7 @@ func randomKeepsAndTruncates(t *testing.T, queued bool) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			run(moves)
+			run(h, moves)
 			held[h] = held[h][:n]
 		}
 		if queued && r.IntN(3) != 0 {
@@ -428,4 +428,43 @@ func streamingKeep(b *testing.B, heads, window int, drop bool) {
 		}
 	}
 	b.ReportMetric(float64(moves), "moves/step")
+}
+
+// BenchmarkEvictKeep is SnapKV's post-fill eviction of the Llama-3.1-8B shape at 32K with
+// gqa=expand, as the pool's bookkeeping sees it: 1024 heads of 32K entries each keep a random
+// half, and their moves are queued for one copy. ns/op is one layer's 32 heads.
+func BenchmarkEvictKeep(b *testing.B) {
+	const heads, n = 32, 32768
+	r := rand.New(rand.NewPCG(7, 8))
+	keeps := make([][]int, heads)
+	for h := range keeps {
+		for i := range n {
+			if r.IntN(2) == 0 || i >= n-64 {
+				keeps[h] = append(keeps[h], i)
+			}
+		}
+	}
+	var q MoveQueue
+	for b.Loop() {
+		b.StopTimer()
+		c, err := NewPagedCache(heads*n/BlockEntries, heads)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for h := range heads {
+			if _, err := c.Append(h, n); err != nil {
+				b.Fatal(err)
+			}
+		}
+		q.Reset()
+		b.StartTimer()
+		for h := range heads {
+			m, err := c.Keep(h, keeps[h])
+			if err != nil {
+				b.Fatal(err)
+			}
+			q.Add(h, m)
+		}
+	}
+	b.ReportMetric(float64(len(q.Moves())), "moves/op")
 }

@@ -243,7 +243,7 @@ func (s *kiviStorage) Append(layer int, k, v compute.Buf, n int) {
 		var err error
 		s.jobs, moves, err = s.book.quantize(s.head(layer, g), s.jobs)
 		check(err)
-		s.pending.Add(moves) // after the jobs, which read their sources
+		s.pending.Add(s.head(layer, g), moves) // after the jobs, which read their sources
 	}
 	check(s.d.KIVIQuantize(s.mem.kivi, s.mem.pool, s.jobs))
 }
@@ -262,8 +262,8 @@ func (s *kiviStorage) flush() {
 func (s *kiviStorage) Keep(layer, head int, idx []int) {
 	rowMoves, resMoves, err := s.book.keep(s.head(layer, head), idx)
 	check(err)
-	s.rowPending.Add(rowMoves)
-	s.pending.Add(resMoves)
+	s.rowPending.Add(s.head(layer, head), rowMoves)
+	s.pending.Add(s.head(layer, head), resMoves)
 }
 
 // Drop keeps the rest by Keep: a quantized run's rows share their groups' scales.

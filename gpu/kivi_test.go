@@ -214,7 +214,7 @@ func (m *kiviModel) Append(layer int, kb, vb compute.Buf, n int) {
 		if err != nil {
 			m.t.Fatal(err)
 		}
-		m.resMoves.Add(mv) // run after the jobs, at the next flush
+		m.resMoves.Add(layer*H+g, mv) // run after the jobs, at the next flush
 	}
 	for _, j := range jobs {
 		m.mem.quantize(j)
@@ -396,8 +396,8 @@ func (m *kiviModel) Keep(layer, head int, idx []int) {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	m.rowMoves.Add(rowMoves)
-	m.resMoves.Add(resMoves)
+	m.rowMoves.Add(layer*m.shape.KVHeads+head, rowMoves)
+	m.resMoves.Add(layer*m.shape.KVHeads+head, resMoves)
 }
 
 func (m *kiviModel) Drop(layer, head, lo, hi int) {
@@ -414,8 +414,8 @@ func (m *kiviModel) Truncate(layer, head, n int) {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	m.rowMoves.Add(rowMoves)
-	m.resMoves.Add(resMoves)
+	m.rowMoves.Add(layer*m.shape.KVHeads+head, rowMoves)
+	m.resMoves.Add(layer*m.shape.KVHeads+head, resMoves)
 }
 
 func (m *kiviModel) Bytes() int64 { return m.host.Bytes() }

@@ -312,16 +312,17 @@ func (s *storage) Keep(layer, head int, idx []int) {
 	before := s.pages.Len(h)
 	moves, err := s.pages.Keep(h, idx)
 	check(err)
-	s.pending.Add(moves)
+	s.pending.Add(h, moves)
 	s.entries -= int64(before - len(idx))
 }
 
 // Drop records the head's moves as Keep does: a streaming head's window is a ring, one
 // move a step (cuda.PagedCache.Drop).
 func (s *storage) Drop(layer, head, lo, hi int) {
-	moves, err := s.pages.Drop(s.head(layer, head), lo, hi)
+	h := s.head(layer, head)
+	moves, err := s.pages.Drop(h, lo, hi)
 	check(err)
-	s.pending.Add(moves)
+	s.pending.Add(h, moves)
 	s.entries -= int64(hi - lo)
 }
 
@@ -341,6 +342,6 @@ func (s *storage) Truncate(layer, head, n int) {
 	before := s.pages.Len(h)
 	moves, err := s.pages.Truncate(h, n)
 	check(err)
-	s.pending.Add(moves)
+	s.pending.Add(h, moves)
 	s.entries -= int64(before - n)
 }
