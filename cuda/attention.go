@@ -6,11 +6,13 @@ import (
 )
 
 // KVPool is the device memory of a paged KV cache: K and V as [Blocks·64][Dim] bf16 each.
-// A PagedCache says which slots belong to which head.
+// A PagedCache says which slots belong to which head. Where the device can (vmm.go), K and V
+// are growable regions of one reserved range and GrowKVPool maps more memory onto them in place.
 type KVPool struct {
-	K, V   Buffer
-	Blocks int
-	Dim    int
+	K, V    Buffer
+	Blocks  int
+	Dim     int
+	regions []*region // K's and V's, when they grow in place
 }
 
 // NewKVPool allocates a pool of blocks blocks of 64 entries of head dimension dim (64 or 128).
@@ -22,6 +24,23 @@ func (d *Device) NewKVPool(blocks, dim int) (KVPool, error) {
 		return KVPool{}, fmt.Errorf("cuda: KV pool: %d blocks", blocks)
 	}
 	bytes := int64(blocks) * BlockEntries * int64(dim) * bf16Bytes
+	if d.gran > 0 {
+		// K and V each can grow to half of what is free (more takes a copy: GrowKVPool)
+		free, _, err := d.MemInfo()
+		if err != nil {
+			free = d.totalBytes
+		}
+		regions, err := d.reserveRegions(2, max(free/2, uint64(bytes)), uint64(bytes))
+		if err == nil {
+			return KVPool{K: Buffer{Ptr: regions[0].base, Bytes: bytes}, V: Buffer{Ptr: regions[1].base, Bytes: bytes},
+				Blocks: blocks, Dim: dim, regions: regions}, nil
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Op != "cuMemAddressReserve" {
+			return KVPool{}, fmt.Errorf("KV pool: %w", err)
+		}
+		// no address range to be had: a pool that grows by copying
+	}
 	k, err := d.Alloc(bytes)
 	if err != nil {
 		return KVPool{}, fmt.Errorf("KV pool keys: %w", err)
@@ -35,11 +54,17 @@ func (d *Device) NewKVPool(blocks, dim int) (KVPool, error) {
 
 // FreeKVPool releases a pool's memory.
 func (d *Device) FreeKVPool(p KVPool) error {
+	if p.regions != nil {
+		return d.freeRegions(p.regions)
+	}
 	if err := d.Free(p.K); err != nil {
 		return err
 	}
 	return d.Free(p.V)
 }
+
+// GrowsInPlace says whether the pool grows without a copy.
+func (p KVPool) GrowsInPlace() bool { return p.regions != nil }
 
 func (p KVPool) checkSlots(op string, slots []int32) error {
 	for i, s := range slots {
@@ -135,11 +160,22 @@ func (d *Device) KVCopy(p KVPool, moves []Move, work Buffer) error {
 	return d.launch("kv_write", grid1(len(moves), p.Dim/8), p.K, p.V, k, v, dst, int32(p.Dim))
 }
 
-// GrowKVPool returns a pool of blocks more blocks holding p's entries at the same slots, and
-// frees p; on failure p is unchanged. PagedCache.Grow records the new blocks.
+// GrowKVPool returns a pool of blocks more blocks holding p's entries at the same slots: p
+// itself with more memory mapped when it grows in place within its reserved range, else a
+// copy, p freed. On failure p is unchanged. PagedCache.Grow records the new blocks.
 func (d *Device) GrowKVPool(p KVPool, blocks int) (KVPool, error) {
 	if blocks <= 0 {
 		return KVPool{}, fmt.Errorf("cuda: grow KV pool by %d blocks", blocks)
+	}
+	bytes := int64(p.Blocks+blocks) * BlockEntries * int64(p.Dim) * bf16Bytes
+	if p.regions != nil && uint64(bytes) <= p.regions[0].reserved {
+		for i, what := range []string{"keys", "values"} {
+			if err := d.growRegion(p.regions[i], uint64(bytes)); err != nil {
+				return KVPool{}, fmt.Errorf("KV pool %s: %w", what, err) // p stays usable as it was
+			}
+		}
+		p.K.Bytes, p.V.Bytes, p.Blocks = bytes, bytes, p.Blocks+blocks
+		return p, nil
 	}
 	q, err := d.NewKVPool(p.Blocks+blocks, p.Dim)
 	if err != nil {

@@ -38,6 +38,9 @@ type Device struct {
 	scores string // the AttentionScores kernels, f32 or mma ($KVFOOT_SCORES)
 
 	graphs graphState // graph mode (graph.go)
+
+	gran    uint64 // granularity of growable memory; 0: pools grow by copying (vmm.go)
+	vmmNote string // why they do
 }
 
 var errClosed = errors.New("cuda: device is closed")
@@ -45,7 +48,8 @@ var errClosed = errors.New("cuda: device is closed")
 // Open loads the driver, retains GPU ordinal's primary context, creates the stream, loads
 // the kernels and, when the machine has it, cuBLASLt for the GEMMs (see GEMMName).
 // $KVFOOT_GRAPHS=1 turns graph mode on (SetGraphs); $KVFOOT_SCORES picks the attention-score
-// kernels (AttentionScores). Without libcuda.so.1 it fails with
+// kernels (AttentionScores); $KVFOOT_VMM=1 lets KV pools grow in place (vmm.go). Without
+// libcuda.so.1 it fails with
 // "no NVIDIA driver".
 func Open(ordinal int) (*Device, error) {
 	gemm, err := gemmChoice(os.Getenv(gemmEnv))
@@ -125,6 +129,9 @@ func (d *Device) setup(gemm string) error {
 		return err
 	}
 	if err := a.check("cuStreamCreate", a.cuStreamCreate(&d.stream, 0)); err != nil {
+		return err
+	}
+	if err := d.setupVMM(); err != nil {
 		return err
 	}
 	if err := d.loadModules(); err != nil {

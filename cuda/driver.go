@@ -62,6 +62,7 @@ type driver struct {
 	cuEventDestroy            func(e uintptr) cuResult
 
 	graphAPI // optional: nil functions and graphMissing set when the driver lacks them
+	vmmAPI   // optional, as graphAPI (vmm.go)
 }
 
 // graphAPI is the stream-capture and graph entry points graph mode uses (graph.go).
@@ -149,6 +150,7 @@ func loadDriver(path string) (*driver, error) {
 		purego.RegisterFunc(b.fn, sym)
 	}
 	bindGraphAPI(lib, &d.graphAPI)
+	bindVMMAPI(lib, &d.vmmAPI)
 	d.bindDirect(symbolOf(lib))
 	return d, nil
 }

@@ -9,10 +9,10 @@ import (
 
 // LongestContextFor is the longest prompt a cache of policy f, its entries held as the GPU
 // holds them (StoredPrecision), pre-fills in chunks of chunk tokens within free bytes of device memory, at most
-// limit: the policy's peak bytes plus every stored head's partly filled last block, twice over,
-// because the pool's last growth holds the old and the new pool at once. 0 when not even one
-// token fits.
-func LongestContextFor(s kv.Shape, f *kv.Facts, free int64, chunk, limit int) (int, error) {
+// limit: the policy's peak bytes plus every stored head's partly filled last block, twice over
+// when the pool grows by copying (inPlace false: its last growth holds the old and the new pool
+// at once), else once and growthSlack. 0 when not even one token fits.
+func LongestContextFor(s kv.Shape, f *kv.Facts, free int64, chunk, limit int, inPlace bool) (int, error) {
 	g := *f
 	g.Precision = StoredPrecision(f.Precision)
 	f = &g
@@ -27,6 +27,9 @@ func LongestContextFor(s kv.Shape, f *kv.Facts, free int64, chunk, limit int) (i
 		if e != nil {
 			err = e
 			return false
+		}
+		if inPlace {
+			return b+slack+growthSlack <= free
 		}
 		return 2*(b+slack) <= free
 	}

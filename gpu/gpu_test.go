@@ -392,14 +392,20 @@ func benchForward(b *testing.B, g *GPU, m *model.Model, spec string, n int) {
 
 func TestLongestContext(t *testing.T) {
 	// Llama-3.2-1B: 16 layers × 8 KV heads, head dim 64: a block of every head holds
-	// 128 heads × 64 entries × 64 dims × 2 bytes × (K, V) = 2 MiB; 10 GiB free gives half of it,
-	// 2560 blocks, less one for the rounding of the last.
+	// 128 heads × 64 entries × 64 dims × 2 bytes × (K, V) = 2 MiB; 10 GiB free gives half of it
+	// to a pool that grows by copying, 2560 blocks, less one for the rounding of the last; all
+	// of it less two 2 MiB granules to one that grows in place, 5118 blocks less one.
 	s := kv.Shape{Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64}
-	if got := LongestContext(s, 10<<30); got != 2559*64 {
-		t.Fatalf("got %d, want %d", got, 2559*64)
+	if got := LongestContext(s, 10<<30, false); got != 2559*64 {
+		t.Fatalf("by copying: got %d, want %d", got, 2559*64)
 	}
-	if got := LongestContext(s, 1<<20); got != 0 {
-		t.Fatalf("1 MiB free: got %d, want 0", got)
+	if got := LongestContext(s, 10<<30, true); got != 5117*64 {
+		t.Fatalf("in place: got %d, want %d", got, 5117*64)
+	}
+	for _, inPlace := range []bool{false, true} {
+		if got := LongestContext(s, 1<<20, inPlace); got != 0 {
+			t.Fatalf("1 MiB free, in place %v: got %d, want 0", inPlace, got)
+		}
 	}
 }
 

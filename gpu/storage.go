@@ -137,15 +137,19 @@ func (s *storage) entryBytes() int64 { return int64(s.shape.HeadDim) * 2 * 2 }
 
 func (s *storage) Bytes() int64 { return s.entries * s.entryBytes() }
 
-// reserve makes the pool hold at least blocks more blocks than it has free. It doubles the pool
-// (keeping the copies few) or, when that does not fit, grows it by what is missing; growing
-// copies the pool, so the old and the new one are held together for a moment.
+// reserve makes the pool hold at least blocks more blocks than it has free. A pool that grows
+// in place (cuda.KVPool.GrowsInPlace) grows by a quarter, one that copies doubles (keeping the
+// copies few, the old and the new pool held together for a moment); when that does not fit,
+// either grows by what is missing.
 func (s *storage) reserve(blocks int) {
 	short := blocks - s.pages.FreeBlocks()
 	if short <= 0 {
 		return
 	}
 	add := max(short, s.pages.Blocks())
+	if s.mem.pool.GrowsInPlace() {
+		add = max(short, s.pages.Blocks()/4)
+	}
 	pool, err := s.d.GrowKVPool(s.mem.pool, add)
 	if err != nil && add > short {
 		add = short
@@ -164,13 +168,21 @@ func (s *storage) blockBytes() int64 { return cuda.BlockEntries * s.entryBytes()
 
 // LongestContext is the longest sequence whose full-attention cache fits in free bytes of
 // device memory with a model of shape s: every (layer, KV head) holds every token, rounded up
-// to whole blocks, and the pool's last growth holds the old and the new pool at once, so the
-// cache can use about half of the memory.
-func LongestContext(s kv.Shape, free int64) int {
+// to whole blocks. A pool that grows by copying (inPlace false) holds the old and the new pool
+// at once in its last growth, so the cache can use about half of the memory; one that grows in
+// place all of it but the granules its last mapping rounds up to.
+func LongestContext(s kv.Shape, free int64, inPlace bool) int {
 	perBlock := int64(s.Layers*s.KVHeads) * cuda.BlockEntries * int64(s.HeadDim) * 2 * 2 // every head's block
-	blocks := free / 2 / perBlock
+	blocks := (free - growthSlack) / perBlock
+	if !inPlace {
+		blocks = free / 2 / perBlock
+	}
 	return int(max(blocks-1, 0) * cuda.BlockEntries)
 }
+
+// growthSlack is what a pool growing in place may map past its need: a 2 MiB granule for K
+// and one for V.
+const growthSlack = 2 * 2 << 20
 
 // workspace returns the workspace, grown to at least bytes as needed. Growing waits for the
 // GPU, after which staged lists are reused: grow before staging what the next launch reads.

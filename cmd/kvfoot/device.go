@@ -231,6 +231,8 @@ func (c *target) describe(cfg *model.Config, row func(string, any), spec string,
 	row("device", c.gpu.Name())
 	row("matrix products (GEMM)", c.gpu.Device().GEMMName())
 	row("CUDA graphs", c.gpu.Device().GraphsName())
+	inPlace, growth := c.gpu.Device().GrowsInPlace()
+	row("KV pool growth", growth)
 	row("device memory", fmt.Sprintf("%.2f GiB free of %.2f GiB", float64(free)/(1<<30), float64(total)/(1<<30)))
 	if err := gpu.Supports(cfg); err != nil {
 		row("longest context on the device", err.Error())
@@ -240,7 +242,7 @@ func (c *target) describe(cfg *model.Config, row func(string, any), spec string,
 	left := int64(free) - weights - gpu.Headroom
 	row("weights on the device (bf16)", fmt.Sprintf("%.2f GiB", float64(weights)/(1<<30)))
 	shape := kv.Shape(cfg.Shape())
-	row("longest context on the device", fmt.Sprintf("%d tokens (full attention, bf16 KV cache)", gpu.LongestContext(shape, left)))
+	row("longest context on the device", fmt.Sprintf("%d tokens (full attention, bf16 KV cache)", gpu.LongestContext(shape, left, inPlace)))
 	if spec == "" {
 		return nil
 	}
@@ -254,7 +256,7 @@ func (c *target) describe(cfg *model.Config, row func(string, any), spec string,
 		row("longest context on the device, "+spec, err.Error())
 		return nil
 	}
-	n, err := gpu.LongestContextFor(shape, f, left, chunk, 1<<30)
+	n, err := gpu.LongestContextFor(shape, f, left, chunk, 1<<30, inPlace)
 	if err != nil {
 		return fmt.Errorf("--kv: %w", err)
 	}
