@@ -49,8 +49,7 @@ var errClosed = errors.New("cuda: device is closed")
 // the kernels and, when the machine has it, cuBLASLt for the GEMMs (see GEMMName).
 // $KVFOOT_GRAPHS=1 turns graph mode on (SetGraphs); $KVFOOT_SCORES picks the attention-score
 // kernels (AttentionScores); $KVFOOT_VMM=1 lets KV pools grow in place (vmm.go). Without
-// libcuda.so.1 it fails with
-// "no NVIDIA driver".
+// libcuda.so.1 it fails with "no NVIDIA driver".
 func Open(ordinal int) (*Device, error) {
 	gemm, err := gemmChoice(os.Getenv(gemmEnv))
 	if err != nil {
