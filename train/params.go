@@ -154,6 +154,11 @@ func (p *Params) EachShaped(fn func(name string, shape []int, v []float32)) {
 // Zero sets every value of p to 0.
 func (p *Params) Zero() { p.Each(func(_ string, v []float32) { clear(v) }) }
 
+// SaveWeights writes m's weights as a float32 safetensors file with Hugging Face's tensor
+// names and layout (a GGUF model's dequantized, its Q and K rows in Hugging Face's order), so
+// that PyTorch can go on training them (tools/pretrain/pretrain.py --init).
+func SaveWeights(m *model.Model, path string) error { return paramsOf(m).Save(path) }
+
 // Save writes p as a float32 safetensors file with Hugging Face's tensor names.
 func (p *Params) Save(path string) error {
 	var ts []safetensors.Tensor

@@ -13,17 +13,18 @@ import (
 	"github.com/kvfoot/kvfoot/model"
 	"github.com/kvfoot/kvfoot/tensor"
 	"github.com/kvfoot/kvfoot/tokenizer"
+	"github.com/kvfoot/kvfoot/train"
 )
 
 func init() {
-	register("export", "write a model folder as a GGUF file that llama.cpp loads (f32, f16 or q8_0 weights)", runExport)
+	register("export", "write a model as a GGUF file that llama.cpp loads (f32, f16 or q8_0 weights), or its weights as float32 safetensors", runExport)
 }
 
 func runExport(args []string) error {
 	fs := newFlags("export")
-	dir := fs.String("model", "", "model folder (config.json, safetensors weights, tokenizer.json)")
-	out := fs.String("out", "", "output .gguf file")
-	typ := fs.String("type", "f16", "weight matrix type: f32, f16 or q8_0 (norms and biases stay f32)")
+	dir := fs.String("model", "", "model: a folder (config.json, safetensors weights, tokenizer.json); for a .safetensors --out also a .gguf file")
+	out := fs.String("out", "", "output: a .gguf file, or a .safetensors file of the weights alone in float32 with Hugging Face's names and layout (a GGUF model's dequantized), to go on training them elsewhere")
+	typ := fs.String("type", "f16", "weight matrix type of a .gguf: f32, f16 or q8_0 (norms and biases stay f32)")
 	force := fs.Bool("force", false, "replace --out if it exists")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -34,15 +35,18 @@ func runExport(args []string) error {
 	case *out == "":
 		return errors.New("--out is required")
 	}
+	if err := outfile.Check(*out, *force); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	if strings.HasSuffix(*out, ".safetensors") {
+		return exportWeights(*dir, *out)
+	}
 	wt, ok := exportTypes[*typ]
 	if !ok {
 		return fmt.Errorf("--type %q: want f32, f16 or q8_0", *typ)
 	}
-	if err := outfile.Check(*out, *force); err != nil {
-		return fmt.Errorf("--out: %w", err)
-	}
 	if st, err := os.Stat(*dir); err != nil || !st.IsDir() {
-		return fmt.Errorf("--model %s: not a model folder", *dir)
+		return fmt.Errorf("--model %s: not a model folder (a .gguf exports to .safetensors only)", *dir)
 	}
 	m, err := model.Load(*dir, model.LoadOptions{})
 	if err != nil {
@@ -73,6 +77,21 @@ func runExport(args []string) error {
 		bytes += uint64(len(t.Data))
 	}
 	fmt.Fprintf(os.Stderr, "kvfoot export: wrote %s: %s, %d tensors, %.1f MiB of weights\n", *out, *typ, len(ts), float64(bytes)/(1<<20))
+	return nil
+}
+
+// exportWeights writes the weights of the model at path (a folder or a .gguf) to out as
+// float32 safetensors.
+func exportWeights(path, out string) error {
+	m, err := model.Open(path, model.LoadOptions{})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := train.SaveWeights(m, out); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "kvfoot export: wrote %s: the float32 weights of %s (%.1fM parameters)\n", out, path, float64(m.Config.Params())/1e6)
 	return nil
 }
 

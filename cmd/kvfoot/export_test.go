@@ -411,3 +411,71 @@ func TestExportGemma(t *testing.T) {
 		t.Errorf("Gemma 2 without a logit cap: %v, want a refusal", err)
 	}
 }
+
+// TestExportWeights: a folder's and its GGUF files' weights written as float32 safetensors
+// carry Hugging Face's names and layout: from the folder and from an f32 GGUF exactly the
+// folder's weights (the GGUF's Q and K rows unpermuted), from a q8_0 GGUF within its rounding;
+// a .gguf is refused as the model of a .gguf export.
+func TestExportWeights(t *testing.T) {
+	dir := t.TempDir()
+	writeRandomLlama(t, dir, "llama2", 32008)
+	ref, err := safetensors.Open(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	read := func(path string) map[string][]float32 {
+		f, err := safetensors.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		got := map[string][]float32{}
+		for _, name := range f.Names() {
+			ts, _ := f.Tensor(name)
+			if ts.Dtype != safetensors.F32 {
+				t.Fatalf("%s: %s is %s, want F32", path, name, ts.Dtype)
+			}
+			v := make([]float32, ts.Len())
+			for i := range v {
+				v[i] = math.Float32frombits(binary.LittleEndian.Uint32(ts.Data[4*i:]))
+			}
+			got[name] = v
+		}
+		return got
+	}
+	want := map[string][]float32{}
+	for _, name := range ref.Names() {
+		ts, _ := ref.Tensor(name)
+		v := make([]float32, ts.Len())
+		for i := range v {
+			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(ts.Data[4*i:]))
+		}
+		want[name] = v
+	}
+	for _, typ := range []string{"f32", "q8_0"} {
+		g := filepath.Join(dir, typ+".gguf")
+		if err := runExport([]string{"--model", dir, "--out", g, "--type", typ}); err != nil {
+			t.Fatal(err)
+		}
+		err := runExport([]string{"--model", g, "--out", filepath.Join(dir, "again.gguf")})
+		if err == nil || !strings.Contains(err.Error(), "not a model folder") {
+			t.Errorf("a .gguf exported to .gguf: %v", err)
+		}
+	}
+	for src, bound := range map[string]float64{dir: 0, filepath.Join(dir, "f32.gguf"): 0, filepath.Join(dir, "q8_0.gguf"): 1e-2} {
+		out := filepath.Join(t.TempDir(), "w.safetensors")
+		if _, err := quiet(t, func() error { return runExport([]string{"--model", src, "--out", out}) }); err != nil {
+			t.Fatal(err)
+		}
+		got := read(out)
+		if len(got) != len(want) {
+			t.Errorf("%s: %d tensors, want %d", src, len(got), len(want))
+		}
+		for name, w := range want {
+			if e := relL2(got[name], w); len(got[name]) != len(w) || !(e <= bound) {
+				t.Errorf("%s: %s: %d values, rel L2 %.3g from the folder's; want %d within %g", src, name, len(got[name]), e, len(w), bound)
+			}
+		}
+	}
+}

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Makes the pre-training data of the built-in model with kvfoot itself:
-#   tools/pretrain/data.sh KVFOOT TOKENIZER CORPUS_DIR OUT_DIR [DIVISOR]
+#   tools/pretrain/data.sh KVFOOT TOKENIZER CORPUS_DIR OUT_DIR [DIVISOR] [MIX]
 # CORPUS_DIR is what tools/pretrain/corpus.sh makes: code/ (Go sources) and prose/ (the
 # OS's and Go's documents and Go's comments). For every curriculum length it dumps every
 # task generator in training mode (answers masked in .mask), plain Go source and plain
 # prose, as train_L_NAME.{bin,mask,docs}, and writes plan.tsv (what each file should hold,
 # for check_data.py). DIVISOR (default 1) divides every document count: a small run to test.
+# MIX is base (default: the mix below, every curriculum length) or rerank (continued
+# training at 4096 only, pretrain.py --init --curriculum 4096:1: re-ranking 30% with 8
+# questions a document, records_tsv 10%, the rest scaled down; README.md says why).
 #
 # Mix, in tokens (every document is exactly L tokens, so documents count tokens): recall
 # 28% (json_kv, ruler_mk_needle, ruler_mk_uuid, ruler_mv: 7 each), rag 12, rerank 12,
@@ -17,32 +20,51 @@
 # ask many. Training seeds are disjoint from evaluation seeds by construction
 # (tasks.InstanceSeed); prose uses seed 2 so that its passages start apart from code's.
 set -euo pipefail
-kvfoot=${1:?usage: data.sh KVFOOT TOKENIZER CORPUS_DIR OUT_DIR [DIVISOR]} tok=${2:?} corpus=${3:?} out=${4:?} div=${5:-1}
+kvfoot=${1:?usage: data.sh KVFOOT TOKENIZER CORPUS_DIR OUT_DIR [DIVISOR] [MIX]} tok=${2:?} corpus=${3:?} out=${4:?} div=${5:-1} mixname=${6:-base}
 for d in "$corpus/code" "$corpus/prose"; do
   [ -d "$d" ] || { echo "data.sh: $d is missing (make CORPUS_DIR with tools/pretrain/corpus.sh)" >&2; exit 1; }
 done
 mkdir -p "$out"
-# length  documents per 1% of the tokens  queries: json_kv mk_needle/mk_uuid mv vt rag/rerank icl
-plan=(
-  "512  290  8  2 1 1 1 24"
-  "1024 176 16  4 1 1 1 40"
-  "2048 132 32  8 2 1 2 48"
-  "4096 220 40 16 4 2 4 48"
-)
-# name  task  share (%)  query column (0: one question)  corpus (all, code or prose)
-mix=(
-  "json_kv json_kv 7 1 all"
-  "mk_needle ruler_mk_needle 7 2 all"
-  "mk_uuid ruler_mk_uuid 7 2 all"
-  "mv ruler_mv 7 3 all"
-  "vt ruler_vt 12 4 all"
-  "rag rag 12 5 all"
-  "rerank rerank 12 5 all"
-  "icl icl_labels 5 6 all"
-  "records records_tsv 9 0 all"
-  "code corpus 8 0 code"
-  "prose corpus 14 0 prose"
-)
+case $mixname in
+base)
+  # length  documents per 1% of the tokens  queries: json_kv mk_needle/mk_uuid mv vt rag rerank icl
+  plan=(
+    "512  290  8  2 1 1 1 1 24"
+    "1024 176 16  4 1 1 1 1 40"
+    "2048 132 32  8 2 1 2 2 48"
+    "4096 220 40 16 4 2 4 4 48"
+  )
+  # name  task  share (%)  query column (0: one question)  corpus (all, code or prose)
+  mix=(
+    "json_kv json_kv 7 1 all"
+    "mk_needle ruler_mk_needle 7 2 all"
+    "mk_uuid ruler_mk_uuid 7 2 all"
+    "mv ruler_mv 7 3 all"
+    "vt ruler_vt 12 4 all"
+    "rag rag 12 5 all"
+    "rerank rerank 12 6 all"
+    "icl icl_labels 5 7 all"
+    "records records_tsv 9 0 all"
+    "code corpus 8 0 code"
+    "prose corpus 14 0 prose"
+  ) ;;
+rerank)
+  plan=("4096 220 40 16 4 2 4 8 48")
+  mix=(
+    "json_kv json_kv 5 1 all"
+    "mk_needle ruler_mk_needle 5 2 all"
+    "mk_uuid ruler_mk_uuid 5 2 all"
+    "mv ruler_mv 5 3 all"
+    "vt ruler_vt 10 4 all"
+    "rag rag 8 5 all"
+    "rerank rerank 30 6 all"
+    "icl icl_labels 4 7 all"
+    "records records_tsv 10 0 all"
+    "code corpus 6 0 code"
+    "prose corpus 12 0 prose"
+  ) ;;
+*) echo "data.sh: MIX $mixname: want base or rerank" >&2; exit 2 ;;
+esac
 printf 'file\tlength\ttask\tdocuments\tqueries\n' >"$out/plan.tsv.tmp"
 for row in "${plan[@]}"; do
   read -r L unit qs <<<"$row"
@@ -56,6 +78,7 @@ for row in "${plan[@]}"; do
     c=$corpus seed=1
     [ "$src" = all ] || c=$corpus/$src
     [ "$name" = prose ] && seed=2
+    [ "$mixname" = base ] || seed=$((seed + 2)) # documents the base run did not see
     "$kvfoot" tasks dump --tokenizer "$tok" --corpus "$c" --format bin --seed "$seed" --force \
       --lengths "$L" --count "$n" --queries "$queries" --tasks "$task" --out "$out/train_${L}_$name.bin"
     # corpus text asks no question (records_tsv asks one whatever --queries says)

@@ -62,7 +62,40 @@ def parse():
     p.add_argument("--compile", action="store_true")
     p.add_argument("--bos", action=argparse.BooleanOptionalAction, default=True,
                    help="begin every row with the BOS token, as kvfoot eval's prompts begin")
-    return p.parse_args()
+    p.add_argument("--init", default="",
+                   help="start from these weights instead of random ones: a float32 safetensors file with Hugging "
+                        "Face's names (kvfoot export --model M --out W.safetensors); the optimiser starts afresh")
+    p.add_argument("--curriculum", default="",
+                   help="length:end pairs, each length trained until that fraction of the run, e.g. 4096:1 "
+                        "(default: 512:0.10,1024:0.22,2048:0.40,4096:1)")
+    a = p.parse_args()
+    if a.curriculum:
+        global CURRICULUM
+        try:
+            CURRICULUM = [(float(e), int(L)) for L, e in (x.split(":") for x in a.curriculum.split(","))]
+        except ValueError:
+            sys.exit(f"--curriculum {a.curriculum!r}: want length:end pairs such as 2048:0.5,4096:1")
+        ends = [e for e, _ in CURRICULUM]
+        if ends != sorted(ends) or ends[-1] != 1.0 or ends[0] <= 0:
+            sys.exit(f"--curriculum {a.curriculum!r}: the ends must rise to 1")
+    return a
+
+
+def load_weights(path):
+    """The tensors of a float32 safetensors file, by name."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        if e["dtype"] != "F32":
+            sys.exit(f"{path}: {name} is {e['dtype']}; --init takes float32 weights (kvfoot export writes them)")
+        lo, hi = e["data_offsets"]
+        out[name] = torch.from_numpy(np.frombuffer(data, dtype="<f4", count=(hi - lo) // 4, offset=lo).reshape(e["shape"]).copy())
+    return out
 
 
 class Stream:
@@ -157,6 +190,19 @@ def main():
     ck = os.path.join(a.ckpt, "state.pt")
     step, log, trained = 0, [], 0.0
     rng = np.random.default_rng(a.seed)
+    if a.init and not os.path.exists(ck):
+        sd = load_weights(a.init)
+        params = dict(model.named_parameters())
+        missing = sorted(set(params) - set(sd))
+        unknown = sorted(set(sd) - set(params))
+        wrong = [k for k in sd if k in params and tuple(sd[k].shape) != tuple(params[k].shape)]
+        if missing or unknown or wrong:
+            sys.exit(f"--init {a.init}: missing {missing[:4]}, unknown {unknown[:4]}, other shapes {wrong[:4]} "
+                     f"(the model's flags must match the weights': --layers, --hidden, ...)")
+        with torch.no_grad():
+            for k, v in sd.items():
+                params[k].copy_(v)
+        print(f"initialised from {a.init}", flush=True)
     if os.path.exists(ck):
         st = torch.load(ck, map_location=dev, weights_only=False)
         model.load_state_dict(st["model"])
