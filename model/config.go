@@ -154,6 +154,9 @@ type hfConfig struct {
 
 // LoadConfig reads dir/config.json.
 func LoadConfig(dir string) (Config, error) {
+	if g := FolderGGUF(dir); g != "" {
+		return OpenConfig(g)
+	}
 	path := filepath.Join(dir, "config.json")
 	raw, err := os.ReadFile(path)
 	if err != nil {

@@ -106,6 +106,9 @@ type LoadOptions struct {
 
 // Load reads config.json and the safetensors weights of a Hugging Face model folder.
 func Load(dir string, opts LoadOptions) (*Model, error) {
+	if g := FolderGGUF(dir); g != "" {
+		return LoadGGUF(g, opts)
+	}
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err

@@ -2,9 +2,11 @@ package model
 
 import (
 	"fmt"
-	"github.com/kvfoot/kvfoot/format/gguf"
 	"io"
 	"os"
+	"path/filepath"
+
+	"github.com/kvfoot/kvfoot/format/gguf"
 )
 
 // Open loads a model from path: a Hugging Face folder (config.json and safetensors,
@@ -26,6 +28,21 @@ func Open(path string, opts LoadOptions) (*Model, error) {
 		return nil, fmt.Errorf("model: %s is neither a model folder nor a GGUF file (it does not start with \"GGUF\")", path)
 	}
 	return LoadGGUF(path, opts)
+}
+
+// FolderGGUF is the GGUF file that holds the model of folder dir, or "": a folder may hold
+// its weights, hyper-parameters and tokenizer as model.gguf instead of config.json and
+// safetensors (the built-in model, as a Q8_0 file), beside what else a folder holds (its
+// tokenizer.json, masks/).
+func FolderGGUF(dir string) string {
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
+		return ""
+	}
+	g := filepath.Join(dir, "model.gguf")
+	if st, err := os.Stat(g); err == nil && st.Mode().IsRegular() {
+		return g
+	}
+	return ""
 }
 
 // isGGUF says whether the file at path starts with the GGUF magic.

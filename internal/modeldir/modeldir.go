@@ -17,6 +17,7 @@ import (
 
 	"github.com/kvfoot/kvfoot/format/safetensors"
 	"github.com/kvfoot/kvfoot/internal/filehash"
+	"github.com/kvfoot/kvfoot/model"
 )
 
 // Builtin is the built-in model's folder, relative to a kvfoot checkout or install.
@@ -26,7 +27,7 @@ const Builtin = "models/kvfoot-small"
 func Find(explicit string) (string, error) {
 	if explicit != "" {
 		if !isModel(explicit) {
-			return "", fmt.Errorf("model folder %s: no config.json", explicit)
+			return "", fmt.Errorf("model folder %s: no config.json (or model.gguf)", explicit)
 		}
 		return explicit, nil
 	}
@@ -44,7 +45,7 @@ func Find(explicit string) (string, error) {
 		if try(env) {
 			return env, nil
 		}
-		return "", fmt.Errorf("$KVFOOT_MODEL=%s: no config.json there", env)
+		return "", fmt.Errorf("$KVFOOT_MODEL=%s: no config.json (or model.gguf) there", env)
 	}
 	if wd, err := os.Getwd(); err == nil {
 		for d := wd; ; d = filepath.Dir(d) {
@@ -72,8 +73,12 @@ func Find(explicit string) (string, error) {
 }
 
 func isModel(dir string) bool {
-	st, err := os.Stat(filepath.Join(dir, "config.json"))
-	return err == nil && st.Mode().IsRegular()
+	for _, f := range []string{"config.json", "model.gguf"} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err == nil && st.Mode().IsRegular() {
+			return true
+		}
+	}
+	return false
 }
 
 // Hash is the SHA-256 that identifies the model in dir: config.json and every
@@ -81,6 +86,9 @@ func isModel(dir string) bool {
 func Hash(dir string) (string, error) {
 	if st, err := os.Stat(dir); err == nil && !st.IsDir() { // a GGUF file is the model
 		return filehash.File(dir)
+	}
+	if g := model.FolderGGUF(dir); g != "" { // and so is a folder's model.gguf
+		return filehash.File(g)
 	}
 	ckpt, err := safetensors.OpenCheckpoint(dir)
 	if err != nil {

@@ -48,4 +48,17 @@ func TestFind(t *testing.T) {
 	if _, err := Find(root); err == nil || !strings.Contains(err.Error(), "config.json") {
 		t.Errorf("explicit folder without config.json: %v", err)
 	}
+	// a folder whose model is model.gguf: found, and hashed as that file
+	gg := filepath.Join(root, "gguf")
+	os.MkdirAll(gg, 0o755)
+	if err := os.WriteFile(filepath.Join(gg, "model.gguf"), []byte("GGUF weights"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Find(gg); err != nil || got != gg {
+		t.Errorf("a folder with model.gguf: got %q, %v", got, err)
+	}
+	h, err := Hash(gg)
+	if want, _ := Hash(filepath.Join(gg, "model.gguf")); err != nil || h != want || h == "" {
+		t.Errorf("Hash of a folder with model.gguf: %q, %v; the file's %q", h, err, want)
+	}
 }

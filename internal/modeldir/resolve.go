@@ -76,7 +76,7 @@ func Resolve(arg string) (Source, error) {
 		case st.IsDir() && isModel(arg):
 			return Source{Name: arg, Store: "path", Path: arg, Kind: Folder}, nil
 		case st.IsDir():
-			return Source{}, fmt.Errorf("--model %s: a folder without config.json", arg)
+			return Source{}, fmt.Errorf("--model %s: a folder without config.json (or model.gguf)", arg)
 		case isGGUF(arg):
 			return Source{Name: arg, Store: "path", Path: arg, Kind: GGUF}, nil
 		}
