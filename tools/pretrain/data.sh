@@ -7,8 +7,9 @@
 # prose, as train_L_NAME.{bin,mask,docs}, and writes plan.tsv (what each file should hold,
 # for check_data.py). DIVISOR (default 1) divides every document count: a small run to test.
 # MIX is base (default: the mix below, every curriculum length) or rerank (continued
-# training at 4096 only, pretrain.py --init --curriculum 4096:1: re-ranking 30% with 8
-# questions a document, records_tsv 10%, the rest scaled down; README.md says why).
+# training at 1024 and 4096, pretrain.py --init --curriculum 1024:0.25,4096:1: re-ranking
+# 30% with L/256 questions a document at 1024 and L/512 at 4096, records_tsv 10%, the rest
+# scaled down; README.md says why).
 #
 # Mix, in tokens (every document is exactly L tokens, so documents count tokens): recall
 # 28% (json_kv, ruler_mk_needle, ruler_mk_uuid, ruler_mv: 7 each), rag 12, rerank 12,
@@ -49,7 +50,10 @@ base)
     "prose corpus 14 0 prose"
   ) ;;
 rerank)
-  plan=("4096 220 40 16 4 2 4 8 48")
+  plan=(
+    "1024 176 16  4 1 1 1 4 40"
+    "4096 220 40 16 4 2 4 8 48"
+  )
   mix=(
     "json_kv json_kv 5 1 all"
     "mk_needle ruler_mk_needle 5 2 all"
