@@ -9,13 +9,44 @@ import (
 // backward, and the backward passes of the row and element ops, for gpu's twin of train.Net.
 // Activations are bf16; lse, delta, gate values, dz, losses and the residual gradient are f32.
 
-// Tile sizes of kernels/train.cu's attention (FWD_Q, BWD_T).
+// The geometry of kernels/train.cu's attention: tiles of trainTile queries and keys (TILE);
+// forward and dQ CTAs of 4 warps (16 query rows each), dK/dV CTAs of two halves of 4 warps (16
+// keys each) walking query tiles of trainDKDVRows(dim) rows (QT).
 const (
-	trainFwdRows  = 64
-	trainBwdTile  = 32
-	trainThreads  = 256
-	trainRowBlock = 1024 // threads of a cross-entropy row and of a KV head's dz sum
+	trainTile        = 64
+	trainAttnThreads = 128
+	trainDKDVThreads = 256
+	trainThreads     = 256
+	trainRowBlock    = 1024 // threads of a cross-entropy row and of a KV head's dz sum
 )
+
+func trainDKDVRows(dim int) int {
+	if dim == 64 {
+		return 64
+	}
+	return 32
+}
+
+// The attention kernels' dynamic shared memory: bf16 tiles of dim + 8 values a row (the forward:
+// Q and two stages of K and V; dQ adds dout; dK/dV: K, V and two stages of each half's Q and
+// dout tiles, with their rows' lse and delta in f32). The largest, dQ's and dK/dV's of 128,
+// take 102 and 103 KiB: within the A100's 163 KiB a CTA.
+func trainFwdSharedBytes(dim int) int { return 5 * trainTile * (dim + 8) * bf16Bytes }
+func trainDQSharedBytes(dim int) int  { return 6 * trainTile * (dim + 8) * bf16Bytes }
+func trainDKDVSharedBytes(dim int) int {
+	qt := trainDKDVRows(dim)
+	return (2*trainTile+8*qt)*(dim+8)*bf16Bytes + 8*qt*f32Bytes
+}
+
+// The attention kernels' shared memory is raised at load (all but the forward of 64 take more
+// than the default 48 KiB).
+func init() {
+	for _, dim := range []int{64, 128} {
+		dynamicShared[fmt.Sprintf("train_attn_fwd_d%d", dim)] = trainFwdSharedBytes(dim)
+		dynamicShared[fmt.Sprintf("train_attn_dq_d%d", dim)] = trainDQSharedBytes(dim)
+		dynamicShared[fmt.Sprintf("train_attn_dkdv_d%d", dim)] = trainDKDVSharedBytes(dim)
+	}
+}
 
 // BandShape describes attention over one sequence for training: queries [N][QHeads][Dim],
 // keys and values [N][KVHeads][Dim] (bf16, RoPE already applied), query head h reading KV
@@ -80,7 +111,9 @@ func (d *Device) AttentionBand(out, lse, q, k, v Buffer, s BandShape) error {
 		return err
 	}
 	sink, window := s.sinkWindow()
-	return d.launch(fmt.Sprintf("train_attn_fwd_d%d", s.Dim), grid2((s.N+trainFwdRows-1)/trainFwdRows, s.QHeads, trainThreads),
+	dims := grid2((s.N+trainTile-1)/trainTile, s.QHeads, trainAttnThreads)
+	dims.shared = uint32(trainFwdSharedBytes(s.Dim))
+	return d.launch(fmt.Sprintf("train_attn_fwd_d%d", s.Dim), dims,
 		out, lse, q, k, v, int32(s.N), int32(s.QHeads), int32(s.KVHeads), sink, window, softmaxScaleLog2(s.Scale))
 }
 
@@ -111,13 +144,17 @@ func (d *Device) AttentionBandBackward(dq, dk, dv, dout, out, lse, q, k, v Buffe
 		return err
 	}
 	sink, window := s.sinkWindow()
-	tiles := (s.N + trainBwdTile - 1) / trainBwdTile
+	tiles := (s.N + trainTile - 1) / trainTile
 	scale, scaleLog2 := s.Scale, softmaxScaleLog2(s.Scale)
-	if err := d.launch(fmt.Sprintf("train_attn_dkdv_d%d", s.Dim), grid2(tiles, s.KVHeads, trainThreads), dk, dv, dout, lse, delta, q, k, v,
+	dkdv := grid2(tiles, s.KVHeads, trainDKDVThreads)
+	dkdv.shared = uint32(trainDKDVSharedBytes(s.Dim))
+	if err := d.launch(fmt.Sprintf("train_attn_dkdv_d%d", s.Dim), dkdv, dk, dv, dout, lse, delta, q, k, v,
 		int32(s.N), int32(s.QHeads), int32(s.KVHeads), sink, window, scale, scaleLog2); err != nil {
 		return err
 	}
-	return d.launch(fmt.Sprintf("train_attn_dq_d%d", s.Dim), grid2(tiles, s.QHeads, trainThreads), dq, dout, lse, delta, q, k, v,
+	dqd := grid2(tiles, s.QHeads, trainAttnThreads)
+	dqd.shared = uint32(trainDQSharedBytes(s.Dim))
+	return d.launch(fmt.Sprintf("train_attn_dq_d%d", s.Dim), dqd, dq, dout, lse, delta, q, k, v,
 		int32(s.N), int32(s.QHeads), int32(s.KVHeads), sink, window, scale, scaleLog2)
 }
 

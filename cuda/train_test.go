@@ -66,7 +66,7 @@ func keyTiles(i0, i1, sink, window, tk int) []int {
 }
 
 // queryTiles models the dkdv kernel's loop (query_end): the query tiles of tq rows that the
-// CTA of keys [j0, j1) visits.
+// CTA of keys [j0, j1) visits (each query head's, in turn).
 func queryTiles(j0, j1, n, sink, window, tq int) []int {
 	end := n
 	if window != 0 && j0 >= sink {
@@ -85,7 +85,7 @@ func kernelVisible(i, j, sink, window int) bool {
 }
 
 // tileBands are full bands and streaming ones whose sink and window fall on, just before and
-// just after tile edges (of 32 and 64).
+// just after tile edges (of 32 and 64: the kernels' tiles).
 func tileBands() []struct{ sink, window int } {
 	var bands []struct{ sink, window int }
 	for _, sink := range []int{0, 1, 5, 31, 32, 33, 64, 65, 100} {
@@ -108,7 +108,8 @@ func TestTrainTileLoopsMatchBand(t *testing.T) {
 					}
 				}
 			}
-			for _, tile := range []struct{ tq, tk int }{{trainFwdRows, 32}, {trainBwdTile, trainBwdTile}} {
+			// the forward's and dQ's CTAs: query tiles over key tiles
+			for _, tile := range []struct{ tq, tk int }{{trainTile, trainTile}} {
 				for i0 := 0; i0 < n; i0 += tile.tq {
 					i1 := min(i0+tile.tq, n)
 					want := map[int]bool{}
@@ -123,18 +124,21 @@ func TestTrainTileLoopsMatchBand(t *testing.T) {
 						keyTiles(i0, i1, b.sink, b.window, tile.tk), want)
 				}
 			}
-			for j0 := 0; j0 < n; j0 += trainBwdTile {
-				j1 := min(j0+trainBwdTile, n)
-				want := map[int]bool{}
-				for j := j0; j < j1; j++ {
-					for i := 0; i < n; i++ {
-						if bandVisible(i, j, b.sink, b.window) {
-							want[i/trainBwdTile] = true
+			// the dK/dV CTAs: key tiles over query tiles (of 64 rows for a head dimension of 64, 32 for 128)
+			for _, tq := range []int{trainDKDVRows(64), trainDKDVRows(128)} {
+				for j0 := 0; j0 < n; j0 += trainTile {
+					j1 := min(j0+trainTile, n)
+					want := map[int]bool{}
+					for j := j0; j < j1; j++ {
+						for i := 0; i < n; i++ {
+							if bandVisible(i, j, b.sink, b.window) {
+								want[i/tq] = true
+							}
 						}
 					}
+					checkTiles(t, fmt.Sprintf("n %d sink %d window %d: keys [%d,%d) over query tiles of %d", n, b.sink, b.window, j0, j1, tq),
+						queryTiles(j0, j1, n, b.sink, b.window, tq), want)
 				}
-				checkTiles(t, fmt.Sprintf("n %d sink %d window %d: keys [%d,%d) over query tiles", n, b.sink, b.window, j0, j1),
-					queryTiles(j0, j1, n, b.sink, b.window, trainBwdTile), want)
 			}
 		}
 	}
@@ -156,16 +160,20 @@ func checkTiles(t *testing.T, what string, got []int, want map[int]bool) {
 }
 
 // A streaming head of sink 64 and window 256 over 4096 tokens: the last forward CTA (queries
-// 4032..4095) visits the 2 sink tiles of 32 keys and the 10 tiles of keys 3776..4095, not 128.
+// 4032..4095) visits the sink tile of 64 keys and the 5 tiles of keys 3776..4095, not 64.
 func TestTrainStreamingSkipsHiddenTiles(t *testing.T) {
-	got := keyTiles(4032, 4096, 64, 256, 32)
-	want := []int{0, 1, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127}
+	got := keyTiles(4032, 4096, 64, 256, trainTile)
+	want := []int{0, 59, 60, 61, 62, 63}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("key tiles %v, want %v", got, want)
 	}
-	// key tile 2 (keys 64..95) is seen by queries up to 95+255 = 350: query tiles 2..10
-	if got := queryTiles(64, 96, 4096, 64, 256, 32); fmt.Sprint(got) != fmt.Sprint([]int{2, 3, 4, 5, 6, 7, 8, 9, 10}) {
-		t.Fatalf("query tiles of keys 64..95: %v", got)
+	// key tile 1 (keys 64..127) is seen by queries up to 127+255 = 382: query tiles 1..5 of 64
+	// rows, 2..11 of 32
+	if got := queryTiles(64, 128, 4096, 64, 256, trainDKDVRows(64)); fmt.Sprint(got) != fmt.Sprint([]int{1, 2, 3, 4, 5}) {
+		t.Fatalf("query tiles of 64 rows of keys 64..127: %v", got)
+	}
+	if got := queryTiles(64, 128, 4096, 64, 256, trainDKDVRows(128)); fmt.Sprint(got) != fmt.Sprint([]int{2, 3, 4, 5, 6, 7, 8, 9, 10, 11}) {
+		t.Fatalf("query tiles of 32 rows of keys 64..127: %v", got)
 	}
 }
 
@@ -632,7 +640,8 @@ func TestGPUTrainConversions(t *testing.T) {
 // BenchmarkGPUTrainAttention times the band attention at n = 4096, 8 query and 4 KV heads of 64,
 // full and streaming (sink 64, window 256), forward and backward. TFLOP/s counts the visible
 // (query, key) pairs only: 4·Dim flops each forward (q·k and p·v), 10·Dim backward (q·k again,
-// dout·v, and dq, dk, dv), against the H100's 67 TFLOP/s of f32 FMA (SIMT, not tensor cores).
+// dout·v, and dq, dk, dv; the kernels run 14·Dim, the dQ kernel recomputing q·k and dout·v),
+// against the H100's 990 TFLOP/s of dense bf16 tensor-core math (mma.sync reaches perhaps 2/3).
 func BenchmarkGPUTrainAttention(b *testing.B) {
 	d := gpu(b)
 	for _, band := range []struct {

@@ -88,6 +88,7 @@ static void trampoline() {
   if (live > 0 && barrierArrived == live) releaseBarrier();
   swapcontext(&emu_cur->ctx, &emu_sched);
 }
+static const size_t stackBytes = 1 << 18;
 void emu_launch(dim3e grid, int threads, size_t smem, const std::function<void()>& body) {
   gridDim = grid;
   blockDim = dim3e{(unsigned)threads, 1, 1};
@@ -103,6 +104,10 @@ void emu_launch(dim3e grid, int threads, size_t smem, const std::function<void()
         shadow.assign(smem / 16 + 1, Shadow());
         epoch = 0;
         std::vector<Fiber> fibers(threads);
+        // the fibers' stacks, kept from block to block (allocating them per block cost more
+        // than the blocks' work)
+        static std::vector<char> stacks;
+        if (stacks.size() < (size_t)threads * stackBytes) stacks.resize((size_t)threads * stackBytes);
         emu_fibers = &fibers;
         live = threads;
         barrierArrived = 0;
@@ -110,10 +115,9 @@ void emu_launch(dim3e grid, int threads, size_t smem, const std::function<void()
         for (int t = 0; t < threads; t++) {
           Fiber& f = fibers[t];
           f.tid = dim3e{(unsigned)t, 0, 0};
-          f.stack.resize(1 << 18);
           getcontext(&f.ctx);
-          f.ctx.uc_stack.ss_sp = f.stack.data();
-          f.ctx.uc_stack.ss_size = f.stack.size();
+          f.ctx.uc_stack.ss_sp = stacks.data() + (size_t)t * stackBytes;
+          f.ctx.uc_stack.ss_size = stackBytes;
           f.ctx.uc_link = nullptr;
           makecontext(&f.ctx, trampoline, 0);
         }

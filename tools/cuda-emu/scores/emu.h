@@ -17,12 +17,15 @@ using std::min;
 #define __device__
 #define __global__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define KV_BLOCK 64
 
 struct dim3e { unsigned x, y, z; };
 struct uint4 { uint32_t x, y, z, w; };
 inline uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return uint4{a, b, c, d}; }
+struct float2 { float x, y; };
+struct float4 { float x, y, z, w; };
+inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
 struct bf16 { uint16_t x; };
 struct __nv_bfloat162 { bf16 x, y; };
 typedef bf16 __nv_bfloat16;
@@ -36,12 +39,14 @@ inline bf16 f2bf(float f) {
 }
 inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return __nv_bfloat162{f2bf(a), f2bf(b)}; }
 inline bf16 __float2bfloat16(float a) { return f2bf(a); }
+inline float __bfloat162float(bf16 h) { return bf2f(h); }
+inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
+inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 
 // ---- fibers
 struct Pending { void* dst; const void* src; bool pred; };
 struct Fiber {
   ucontext_t ctx;
-  std::vector<char> stack;
   dim3e tid;
   bool done = false, blocked = false;
   int waitKind = 0;  // 1: barrier, 2: warp collective
@@ -90,6 +95,12 @@ inline void __syncthreads() { emu_barrier(); }
 inline void unpack8(uint4 u, float f[8]) {
   const bf16* h = reinterpret_cast<const bf16*>(&u);
   for (int i = 0; i < 8; i++) f[i] = bf2f(h[i]);
+}
+inline uint4 pack8(const float f[8]) {
+  uint4 u;
+  bf16* h = reinterpret_cast<bf16*>(&u);
+  for (int i = 0; i < 8; i++) h[i] = f2bf(f[i]);
+  return u;
 }
 inline uint32_t pack2(float lo, float hi) { return (uint32_t)f2bf(lo).x | ((uint32_t)f2bf(hi).x << 16); }
 inline void cp_async16(void* dst, const void* src, bool pred) {

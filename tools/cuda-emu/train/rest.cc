@@ -1,6 +1,17 @@
-#define main main_unused
-#include "main.cc"
-#undef main
+// train.cu's kernels other than the attention on ../scores/emu.h's fibers, against float64.
+#include "emu.h"
+#include <random>
+extern "C" {
+void train_mix_heads(bf16*, const bf16*, const bf16*, const float*, long long, int, int, int);
+void train_mix_heads_backward(bf16*, bf16*, float*, const bf16*, const bf16*, const bf16*, const float*, int, int, int, int);
+void train_rmsnorm_backward(float*, const bf16*, const bf16*, const bf16*, int, float);
+void train_swiglu_backward(bf16*, bf16*, const bf16*, const bf16*, const bf16*, long long);
+void train_cross_entropy(bf16*, float*, const bf16*, const int*, int, float);
+void train_squared_error(bf16*, float*, const bf16*, const float*, const int*, int, int, float);
+void train_to_bf16(bf16*, const float*, long long);
+void train_add_bf16(float*, const bf16*, long long);
+}
+static void launch(unsigned gx, unsigned gy, unsigned threads, const std::function<void()>& f) { emu_launch({gx, gy, 1}, threads, 0, f); }
 static std::mt19937 rng(7);
 static float U(float s) { return std::uniform_real_distribution<float>(-s, s)(rng); }
 static std::vector<bf16> B(size_t n, float s) { std::vector<bf16> v(n); for (auto& x : v) x = __float2bfloat16(U(s)); return v; }
