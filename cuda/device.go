@@ -41,6 +41,8 @@ type Device struct {
 
 	gran    uint64 // granularity of growable memory; 0: pools grow by copying (vmm.go)
 	vmmNote string // why they do
+
+	cache bufCache // freed buffers kept for reuse (bufcache.go)
 }
 
 var errClosed = errors.New("cuda: device is closed")
@@ -133,6 +135,7 @@ func (d *Device) setup(gemm string) error {
 	if err := d.setupVMM(); err != nil {
 		return err
 	}
+	d.cache.limit = int64(d.totalBytes / 64) // 1.2 GiB of an H100: a study worker's batch of the built-in model's caches
 	if err := d.loadModules(); err != nil {
 		return err
 	}
@@ -164,7 +167,7 @@ func (d *Device) Close() error {
 		a := d.api
 		// endSegment leaves the stream not capturing even when it fails, so the rest runs
 		errs := []error{d.endSegment(), a.check("cuStreamSynchronize", a.cuStreamSynchronize(d.stream))}
-		errs = append(errs, d.closeGraphs(), d.stg.free(a))
+		errs = append(errs, d.closeGraphs(), d.stg.free(a), d.cache.release(a))
 		if d.lt != nil {
 			errs = append(errs, d.lt.close(a))
 		}
@@ -193,10 +196,11 @@ func (d *Device) Multiprocessors() int { return d.sms }
 // DriverVersion is the CUDA version the driver supports, e.g. (13, 0).
 func (d *Device) DriverVersion() (int, int) { return d.driverMajor, d.driverMinor }
 
-// MemInfo returns the free and total device memory in bytes.
+// MemInfo returns the free and total device memory in bytes; free counts the buffers this
+// handle keeps for reuse, which an allocation that needs them gets back.
 func (d *Device) MemInfo() (free, total uint64, err error) {
 	err = d.do(func() error { return d.api.check("cuMemGetInfo", d.api.cuMemGetInfo(&free, &total)) })
-	return free, total, err
+	return free + uint64(d.cache.bytes), total, err
 }
 
 // Sync waits until every queued kernel has finished; a kernel's fault surfaces here.
@@ -267,7 +271,18 @@ func (d *Device) Alloc(bytes int64) (Buffer, error) {
 	}
 	b := Buffer{Bytes: bytes}
 	err := d.eager(func() error {
-		if err := d.api.check("cuMemAlloc", d.api.cuMemAlloc(&b.Ptr, uint64(bytes))); err != nil {
+		if p, ok := d.cache.take(bytes); ok {
+			b.Ptr = p
+			return nil
+		}
+		r := d.api.cuMemAlloc(&b.Ptr, uint64(bytes))
+		if outOfMemory(r) && d.cache.bytes > 0 { // what the cache holds may be what is missing
+			if err := d.cache.release(d.api); err != nil {
+				return err
+			}
+			r = d.api.cuMemAlloc(&b.Ptr, uint64(bytes))
+		}
+		if err := d.api.check("cuMemAlloc", r); err != nil {
 			var free, total uint64
 			if d.api.cuMemGetInfo(&free, &total) == 0 {
 				return fmt.Errorf("allocate %d MiB on %s (%d MiB free of %d MiB): %w", bytes>>20, d.name, free>>20, total>>20, err)
@@ -279,12 +294,18 @@ func (d *Device) Alloc(bytes int64) (Buffer, error) {
 	return b, err
 }
 
-// Free releases a buffer from Alloc.
+// Free releases a buffer from Alloc: into the handle's cache for the next Alloc of its size
+// while the cache has room (bufcache.go), else to the driver.
 func (d *Device) Free(b Buffer) error {
 	if b.Ptr == 0 {
 		return nil
 	}
-	return d.eager(func() error { return d.api.check("cuMemFree", d.api.cuMemFree(b.Ptr)) })
+	return d.eager(func() error {
+		if d.cache.put(b) {
+			return nil
+		}
+		return d.api.check("cuMemFree", d.api.cuMemFree(b.Ptr))
+	})
 }
 
 // Memset sets every byte of b to v, after the queued work.

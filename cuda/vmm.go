@@ -171,7 +171,14 @@ func (d *Device) growRegion(s *region, bytes uint64) error {
 		a := d.api
 		prop := d.allocProp()
 		var h uint64
-		if err := a.check("cuMemCreate", a.cuMemCreate(&h, size, &prop, 0)); err != nil {
+		r := a.cuMemCreate(&h, size, &prop, 0)
+		if outOfMemory(r) && d.cache.bytes > 0 { // the buffers kept for reuse may be what is missing
+			if err := d.cache.release(a); err != nil {
+				return err
+			}
+			r = a.cuMemCreate(&h, size, &prop, 0)
+		}
+		if err := a.check("cuMemCreate", r); err != nil {
 			var free, total uint64
 			if a.cuMemGetInfo(&free, &total) == 0 {
 				return fmt.Errorf("allocate %d MiB on %s (%d MiB free of %d MiB): %w", size>>20, d.name, free>>20, total>>20, err)
@@ -199,7 +206,9 @@ func (d *Device) freeRegions(regions []*region) error {
 	}
 	return d.eager(func() error {
 		a := d.api
-		var errs []error
+		// unlike cuMemFree, unmapping does not wait for the queued work that may still read
+		// the memory (a copy out of a pool that outgrew its range, GrowKVPool)
+		errs := []error{a.check("cuStreamSynchronize", a.cuStreamSynchronize(d.stream))}
 		for _, s := range regions {
 			for _, m := range s.maps {
 				errs = append(errs, a.check("cuMemUnmap", a.cuMemUnmap(s.base+m.off, m.size)),

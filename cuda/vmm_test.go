@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -18,9 +19,14 @@ type fakeVMM struct {
 	access   map[uint64]uint64 // address → size given read-write access
 	failCall string            // this entry point's failAt-th call from now fails with out of memory (2)
 	failAt   int
-	noVA     bool // reservations fail
-	copies   int  // device-to-device copies
-	allocs   int  // cuMemAlloc calls
+	noVA     bool   // reservations fail
+	copies   int    // device-to-device copies
+	allocs   int    // cuMemAlloc calls
+	frees    int    // cuMemFree calls
+	syncs    int    // stream synchronisations
+	unmapped []int  // syncs seen by each unmap
+	next0    uint64 // cuMemAlloc's last pointer
+	memFree  uint64 // the largest allocation cuMemAlloc makes; 0: any
 }
 
 func (f *fakeVMM) fail(name string) bool {
@@ -119,6 +125,7 @@ func newVMMDevice(t *testing.T) (*Device, *fakeVMM) {
 		return 0
 	}
 	a.cuMemUnmap = func(p, size uint64) cuResult {
+		f.unmapped = append(f.unmapped, f.syncs)
 		if f.mapped[p] != size {
 			t.Errorf("unmap [%#x, +%d): not a mapping", p, size)
 			return 1
@@ -134,8 +141,17 @@ func newVMMDevice(t *testing.T) (*Device, *fakeVMM) {
 		f.access[p] = size
 		return 0
 	}
-	a.cuMemAlloc = func(p *uint64, _ uint64) cuResult { f.allocs++; *p = 0x900000; return 0 }
-	a.cuMemFree = func(uint64) cuResult { return 0 }
+	a.cuMemAlloc = func(p *uint64, size uint64) cuResult {
+		if f.memFree > 0 && size > f.memFree {
+			return 2
+		}
+		f.allocs++
+		f.next0 += 0x100000
+		*p = f.next0
+		return 0
+	}
+	a.cuMemFree = func(uint64) cuResult { f.frees++; return 0 }
+	a.cuStreamSynchronize = func(uintptr) cuResult { f.syncs++; return 0 }
 	a.cuMemcpyDtoDAsync = func(uint64, uint64, uint64, uintptr) cuResult { f.copies++; return 0 }
 	d := &Device{api: a, name: "fake GPU", totalBytes: 1 << 30}
 	d.initGraphs(false)
@@ -196,13 +212,25 @@ func TestKVPoolGrowsInPlace(t *testing.T) {
 	if _, err := d.GrowKVPool(r, 1); err != nil || r.K.Ptr != k {
 		t.Fatalf("the pool after a failed growth: %v", err)
 	}
+	f.unmapped = nil
+	syncs := f.syncs
 	big, err := d.GrowKVPool(r, 40000) // 631 MiB: past the half GiB each reserved, so a copy
 	if err != nil || f.copies != 2 || big.K.Ptr == k || !big.GrowsInPlace() || len(f.reserved) != 1 {
 		t.Fatalf("growth past the reserved range: %v, %d copies, %d ranges", err, f.copies, len(f.reserved))
 	}
+	if len(f.unmapped) == 0 || f.unmapped[0] == syncs {
+		t.Fatalf("the old pool's regions unmapped after %v syncs, %d before the copy: want a sync between", f.unmapped, syncs)
+	}
 	r = big
+	f.unmapped = nil
+	syncs = f.syncs
 	if err := d.FreeKVPool(r); err != nil {
 		t.Fatal(err)
+	}
+	for _, s := range f.unmapped {
+		if s == syncs {
+			t.Fatal("a region was unmapped before the stream was synchronised")
+		}
 	}
 	if len(f.reserved)+len(f.handles)+len(f.mapped)+len(f.access) != 0 {
 		t.Fatalf("after free: ranges %v, handles %v, mappings %v", f.reserved, f.handles, f.mapped)
@@ -238,5 +266,44 @@ func TestVMMChoice(t *testing.T) {
 	}
 	if _, how := d.GrowsInPlace(); !strings.Contains(how, "cuMemMap") {
 		t.Fatalf("GrowsInPlace says %q", how)
+	}
+}
+
+// Freed buffers wait in the handle's cache for an allocation of their size, without a driver
+// call (cuMemFree would wait for every worker's stream); past the cache's limit they go back
+// to the driver; an allocation that fails for memory gets the cache's buffers freed and is
+// tried again; MemInfo counts what the cache holds; Close frees it.
+func TestBufferCache(t *testing.T) {
+	d, f := newVMMDevice(t)
+	d.cache.limit = 1 << 20
+	a, err := d.Alloc(512 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := d.Alloc(256 << 10)
+	if err := errors.Join(d.Free(a), d.Free(b)); err != nil || f.frees != 0 || d.cache.bytes != 768<<10 {
+		t.Fatalf("free into the cache: %v, %d driver frees, %d bytes cached", err, f.frees, d.cache.bytes)
+	}
+	if free, _, _ := d.MemInfo(); free != 1<<30+768<<10 {
+		t.Errorf("MemInfo's free %d: want the driver's 1 GiB and the cache's 768 KiB", free)
+	}
+	c, _ := d.Alloc(256 << 10)
+	if c.Ptr != b.Ptr || f.allocs != 2 {
+		t.Fatalf("an allocation of a cached size: %#x after %d driver allocations, want %#x after 2", c.Ptr, f.allocs, b.Ptr)
+	}
+	big, _ := d.Alloc(600 << 10)
+	if err := d.Free(big); err != nil || f.frees != 1 {
+		t.Fatalf("a buffer past the cache's limit: %v, %d driver frees, want 1", err, f.frees)
+	}
+	f.memFree = 1 << 20 // a 2 MiB allocation fails until the cache's 512 KiB are given back... and fails still
+	if _, err := d.Alloc(2 << 20); err == nil || d.cache.bytes != 0 || f.frees != 2 {
+		t.Fatalf("out of memory: %v, %d bytes still cached, %d driver frees", err, d.cache.bytes, f.frees)
+	}
+	f.memFree = 0
+	if err := d.Free(c); err != nil || d.cache.bytes != 256<<10 {
+		t.Fatal(err)
+	}
+	if err := d.cache.release(d.api); err != nil || f.frees != 3 || d.cache.bytes != 0 {
+		t.Fatalf("release: %v, %d driver frees", err, f.frees)
 	}
 }
