@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/kvfoot/kvfoot/compute"
 	"github.com/kvfoot/kvfoot/internal/rows"
@@ -93,6 +96,7 @@ type Cache struct {
 
 	// per stored head, reused across calls
 	fwd  []Forward
+	kept [][]int // Keep's lists when the heads' Keeps ran at once (keeps)
 	args AttendArgs
 	lo   [][]int // a local layer's AttendArgs.Lo
 }
@@ -244,23 +248,29 @@ func (c *Cache) Attend(layer int, q, k, v, out compute.Buf) {
 	}
 	c.peak = max(c.peak, c.st.Bytes())
 	c.st.Attend(layer, q, out, a)
+	entries := 0
 	for g := range c.heads[layer] {
 		f := &c.fwd[g]
 		if f.Patch > 0 {
 			c.st.Truncate(layer, g, f.Len())
 			c.heads[layer][g] = c.heads[layer][g][:f.Len()]
 		}
-		pos := c.heads[layer][g]
-		f.Pos, f.Scores = pos, a.Scores[g]
+		f.Pos, f.Scores = c.heads[layer][g], a.Scores[g]
 		if c.obs != nil {
 			c.obs.Attended(layer, g, c.attended(g, f, win), f.Past+f.N-a.lo(g, max(f.N-1, 0)))
 		}
+		entries += f.Len()
+	}
+	concurrent := c.keepAtOnce(entries)
+	for g := range c.heads[layer] {
+		f := &c.fwd[g]
+		pos := f.Pos
 		if lo, hi, ok := c.dropRun(f); ok {
 			if hi > lo {
 				c.st.Drop(layer, g, lo, hi)
 				c.heads[layer][g] = rows.Drop(pos, lo, hi, 1)
 			}
-		} else if keep := c.pol.Keep(f); keep != nil {
+		} else if keep := c.keepOf(g, concurrent); keep != nil {
 			c.st.Keep(layer, g, keep)
 			for i, j := range keep {
 				pos[i] = pos[j]
@@ -271,6 +281,47 @@ func (c *Cache) Attend(layer int, q, k, v, out compute.Buf) {
 			c.dropOutOfWindow(layer, g, c.pos+a.Tokens-win)
 		}
 	}
+}
+
+// concurrentKeeper is implemented by policies whose Keep may run for several heads at once:
+// it reads only its Forward and the policy's settings, and writes only the Forward's buffers.
+type concurrentKeeper interface{ keepsConcurrently() bool }
+
+// keepAtOnce runs the policy's Keep of every stored head of the layer in c.fwd on every core,
+// into c.kept, where the policy allows and a pre-fill's layer holds entries enough (a 32K
+// eviction: 1024 heads of the 8B shape with gqa=expand, half a millisecond each); it says
+// whether it did. Decode steps never do: their Keeps are cheap.
+func (c *Cache) keepAtOnce(entries int) bool {
+	ck, ok := c.pol.(concurrentKeeper)
+	workers := min(runtime.GOMAXPROCS(0), len(c.fwd))
+	if !ok || !ck.keepsConcurrently() || !c.step.Prefill || entries < 1<<16 || workers < 2 {
+		return false
+	}
+	c.kept = growN(&c.kept, len(c.fwd))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for g := int(next.Add(1) - 1); g < len(c.fwd); g = int(next.Add(1) - 1) {
+				c.kept[g] = nil
+				if _, _, drop := c.dropRun(&c.fwd[g]); !drop {
+					c.kept[g] = c.pol.Keep(&c.fwd[g])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return true
+}
+
+// keepOf is the policy's Keep of stored head g: run by keepAtOnce, or now.
+func (c *Cache) keepOf(g int, atOnce bool) []int {
+	if atOnce {
+		return c.kept[g]
+	}
+	return c.pol.Keep(&c.fwd[g])
 }
 
 // dropRun is the policy's run to drop from head f, if it names one (runDropper).

@@ -199,6 +199,11 @@ func (h *headmask) dropRun(f *Forward) (lo, hi int, ok bool) {
 	return 0, 0, false
 }
 
+func (h *headmask) keepsConcurrently() bool {
+	c, ok := h.inner.(concurrentKeeper)
+	return ok && c.keepsConcurrently()
+}
+
 func (h *headmask) expand() bool {
 	e, ok := h.inner.(expander)
 	return ok && e.expand()

@@ -2,10 +2,14 @@ package kv
 
 import (
 	"cmp"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
+
+	"github.com/kvfoot/kvfoot/compute"
 )
 
 // sortedTop is keepTop's definition: sort [lo, hi) by score descending (cmp.Compare's order,
@@ -79,5 +83,66 @@ func BenchmarkKeepTop(b *testing.B) {
 	f := &Forward{N: n}
 	for b.Loop() {
 		f.keepTop(score, 0, n-64, n/2-64)
+	}
+}
+
+// headScores is a null storage that gives each asked head its own pseudo-random scores and
+// records the Keeps in order.
+type headScores struct {
+	nullStorage
+	seed  uint64
+	kept  *[]string
+	layer *int
+}
+
+func (s headScores) Attend(layer int, _, _ compute.Buf, a *AttendArgs) {
+	for g, r := range a.Req {
+		if r.none() {
+			continue
+		}
+		rng := rand.New(rand.NewPCG(s.seed, uint64(layer*1000+g)))
+		sc := a.Scores[g][:0]
+		for range a.Past[g] + a.Tokens {
+			sc = append(sc, rng.Float32())
+		}
+		a.Scores[g] = sc
+	}
+}
+
+func (s headScores) Keep(layer, head int, idx []int) {
+	*s.kept = append(*s.kept, fmt.Sprint(layer, head, len(idx), idx[len(idx)/2]))
+}
+
+// The heads' Keeps of a large pre-fill run at once on every core (keepAtOnce) and leave what
+// they leave run one after the other: the same lists to the storage, in the same order, and
+// the same positions.
+func TestKeepAtOnceMatchesInOrder(t *testing.T) {
+	s := Shape{Layers: 2, Heads: 8, KVHeads: 4, HeadDim: 8}
+	run := func(procs int) ([]string, [][][]int32) {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		var kept []string
+		st := headScores{seed: 3, kept: &kept}
+		c, err := New(s, "snapkv:sparsity=0.6,window=64", WithStorage(func(Shape, int, Precision) (Storage, error) { return st, nil }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustBegin(c, prefillStep(c, 16384, true)) // 8 stored heads x 16K entries: keepAtOnce's size
+		for l := range s.Layers {
+			c.Attend(l, compute.Host(nil), compute.Host(nil), compute.Host(nil), compute.Host(nil))
+		}
+		c.Commit()
+		return kept, c.heads
+	}
+	seqKept, seqPos := run(1)
+	parKept, parPos := run(4)
+	if len(seqKept) != s.Layers*s.Heads || !slices.Equal(seqKept, parKept) {
+		t.Fatalf("Keeps in order %v, at once %v", seqKept, parKept)
+	}
+	for l := range seqPos {
+		for g := range seqPos[l] {
+			if !slices.Equal(seqPos[l][g], parPos[l][g]) {
+				t.Fatalf("layer %d head %d: positions differ", l, g)
+			}
+		}
 	}
 }

@@ -114,6 +114,9 @@ func (p *snapkv) Scores(f *Forward) ScoreRequest {
 	return ScoreRequest{From: f.N - p.window, To: f.N, Local: p.chunked}
 }
 
+// keepsConcurrently: Keep reads only f and the settings.
+func (p *snapkv) keepsConcurrently() bool { return true }
+
 func (p *snapkv) Keep(f *Forward) []int {
 	e, ok := p.plan(f)
 	if !ok {
