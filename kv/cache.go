@@ -96,7 +96,7 @@ type Cache struct {
 
 	// per stored head, reused across calls
 	fwd  []Forward
-	kept [][]int // Keep's lists when the heads' Keeps ran at once (keeps)
+	kept [][]int // Keep's lists when the heads' Keeps ran at once (keepAtOnce)
 	args AttendArgs
 	lo   [][]int // a local layer's AttendArgs.Lo
 }
