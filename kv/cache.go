@@ -300,10 +300,17 @@ func (c *Cache) keepAtOnce(entries int) bool {
 	c.kept = growN(&c.kept, len(c.fwd))
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	var first sync.Once
+	var failure any // a Keep's panic, raised again here: a server recovers a request's panics on its own goroutine only
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					first.Do(func() { failure = r })
+				}
+			}()
 			for g := int(next.Add(1) - 1); g < len(c.fwd); g = int(next.Add(1) - 1) {
 				c.kept[g] = nil
 				if _, _, drop := c.dropRun(&c.fwd[g]); !drop {
@@ -313,6 +320,9 @@ func (c *Cache) keepAtOnce(entries int) bool {
 		}()
 	}
 	wg.Wait()
+	if failure != nil {
+		panic(failure)
+	}
 	return true
 }
 

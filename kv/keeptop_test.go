@@ -146,3 +146,37 @@ func TestKeepAtOnceMatchesInOrder(t *testing.T) {
 		}
 	}
 }
+
+// panicKeeper is SnapKV whose Keep of one head panics, as a policy fed a storage's bad
+// scores might.
+type panicKeeper struct{ *snapkv }
+
+func (p panicKeeper) Keep(f *Forward) []int {
+	if f.Layer == 1 && f.Head == 5 {
+		panic("bad scores")
+	}
+	return p.snapkv.Keep(f)
+}
+
+// A Keep that panics on one of keepAtOnce's goroutines panics in Attend's caller, where a
+// server's request recovers it, instead of stopping the process.
+func TestKeepAtOnceRaisesPanicsInCaller(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	s := Shape{Layers: 2, Heads: 8, KVHeads: 4, HeadDim: 8}
+	var kept []string
+	st := headScores{seed: 3, kept: &kept}
+	c, err := New(s, "snapkv:sparsity=0.6,window=64", WithStorage(func(Shape, int, Precision) (Storage, error) { return st, nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.pol = panicKeeper{c.pol.(*snapkv)}
+	mustBegin(c, prefillStep(c, 16384, true))
+	c.Attend(0, compute.Host(nil), compute.Host(nil), compute.Host(nil), compute.Host(nil))
+	defer func() {
+		if r := recover(); r != "bad scores" {
+			t.Fatalf("recovered %v, want the Keep's panic", r)
+		}
+	}()
+	c.Attend(1, compute.Host(nil), compute.Host(nil), compute.Host(nil), compute.Host(nil))
+	t.Fatal("Attend returned")
+}
