@@ -169,10 +169,7 @@ func symbolOf(lib uintptr) func(name string) uintptr {
 // bindGraphAPI binds the graph entry points; a driver without one of them still runs, with
 // graph mode off (graphMissing names what it lacks).
 func bindGraphAPI(lib uintptr, g *graphAPI) {
-	binds := []struct {
-		fn   any
-		name string
-	}{
+	if missing := bindOptional(lib, []optionalBind{
 		{&g.cuStreamBeginCapture, "cuStreamBeginCapture_v2"},
 		{&g.cuStreamEndCapture, "cuStreamEndCapture"},
 		{&g.cuStreamIsCapturing, "cuStreamIsCapturing"},
@@ -182,15 +179,27 @@ func bindGraphAPI(lib uintptr, g *graphAPI) {
 		{&g.cuGraphLaunch, "cuGraphLaunch"},
 		{&g.cuGraphDestroy, "cuGraphDestroy"},
 		{&g.cuGraphExecDestroy, "cuGraphExecDestroy"},
+	}); missing != "" {
+		*g = graphAPI{graphMissing: missing}
 	}
+}
+
+// optionalBind is an entry point a feature needs: the function variable and its symbol.
+type optionalBind struct {
+	fn   any
+	name string
+}
+
+// bindOptional binds every entry point of binds, or returns the first that lib lacks.
+func bindOptional(lib uintptr, binds []optionalBind) (missing string) {
 	for _, b := range binds {
 		sym, err := purego.Dlsym(lib, b.name)
 		if err != nil || sym == 0 {
-			*g = graphAPI{graphMissing: b.name}
-			return
+			return b.name
 		}
 		purego.RegisterFunc(b.fn, sym)
 	}
+	return ""
 }
 
 // Error is a failed driver call: the operation and the CUresult with its name.

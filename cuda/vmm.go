@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-
-	"github.com/ebitengine/purego"
 )
 
 // Memory that grows in place (the driver's virtual memory management): a KV pool reserves an
@@ -53,10 +51,7 @@ type memAllocProp struct {
 type memAccessDesc struct{ locType, locID, flags int32 }
 
 func bindVMMAPI(lib uintptr, v *vmmAPI) {
-	binds := []struct {
-		fn   any
-		name string
-	}{
+	if missing := bindOptional(lib, []optionalBind{
 		{&v.cuMemAddressReserve, "cuMemAddressReserve"},
 		{&v.cuMemAddressFree, "cuMemAddressFree"},
 		{&v.cuMemCreate, "cuMemCreate"},
@@ -65,14 +60,8 @@ func bindVMMAPI(lib uintptr, v *vmmAPI) {
 		{&v.cuMemUnmap, "cuMemUnmap"},
 		{&v.cuMemSetAccess, "cuMemSetAccess"},
 		{&v.cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity"},
-	}
-	for _, b := range binds {
-		sym, err := purego.Dlsym(lib, b.name)
-		if err != nil || sym == 0 {
-			*v = vmmAPI{vmmMissing: b.name}
-			return
-		}
-		purego.RegisterFunc(b.fn, sym)
+	}); missing != "" {
+		*v = vmmAPI{vmmMissing: missing}
 	}
 }
 
