@@ -8,20 +8,23 @@ import (
 	"testing"
 )
 
-// TestGGUFModelEverywhere: the built-in model exported to a GGUF file runs through
-// --model like its folder: generate gives the same greedy ids (f32 holds the bf16
-// weights exactly), and eval studies it, its tokenizer read from the file's metadata; PruLong
-// trains masks on a Q8_0 export (its weights dequantized, frozen).
+// TestGGUFModelEverywhere: the built-in model (a folder holding a Q8_0 GGUF and its
+// tokenizer) exported to a lone GGUF file runs through --model like its folder: generate
+// gives the same greedy ids from a Q8_0 export (the blocks come back as they were), eval
+// studies an f32 export, its tokenizer read from the file's metadata, and PruLong trains
+// masks on the Q8_0 export (its weights dequantized, frozen).
 func TestGGUFModelEverywhere(t *testing.T) {
 	if testing.Short() {
 		t.Skip("exports the 28M-parameter built-in model")
 	}
 	dir := t.TempDir()
-	file := filepath.Join(dir, "builtin.gguf")
-	if _, err := quiet(t, func() error {
-		return runExport([]string{"--model", "../../models/kvfoot-small", "--out", file, "--type", "f32"})
-	}); err != nil {
-		t.Fatal(err)
+	file, q8 := filepath.Join(dir, "builtin.gguf"), filepath.Join(dir, "builtin-q8_0.gguf")
+	for f, typ := range map[string]string{file: "f32", q8: "q8_0"} {
+		if _, err := quiet(t, func() error {
+			return runExport([]string{"--model", "../../models/kvfoot-small", "--out", f, "--type", typ})
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ids := func(m string) []int {
 		out, err := quiet(t, func() error {
@@ -36,7 +39,7 @@ func TestGGUFModelEverywhere(t *testing.T) {
 		}
 		return r.IDs
 	}
-	if a, b := ids("../../models/kvfoot-small"), ids(file); !slices.Equal(a, b) {
+	if a, b := ids("../../models/kvfoot-small"), ids(q8); !slices.Equal(a, b) {
 		t.Errorf("greedy ids: folder %v, GGUF %v", a, b)
 	}
 	if _, err := quiet(t, func() error {
@@ -44,12 +47,6 @@ func TestGGUFModelEverywhere(t *testing.T) {
 			"--methods", "full;streaming:sink=16,window=64", "--chunk", "128", "--out", filepath.Join(dir, "study")})
 	}); err != nil {
 		t.Fatalf("eval --model %s: %v", file, err)
-	}
-	q8 := filepath.Join(dir, "builtin-q8_0.gguf")
-	if _, err := quiet(t, func() error {
-		return runExport([]string{"--model", "../../models/kvfoot-small", "--out", q8, "--type", "q8_0"})
-	}); err != nil {
-		t.Fatal(err)
 	}
 	masks := filepath.Join(dir, "masks")
 	if _, err := quiet(t, func() error {

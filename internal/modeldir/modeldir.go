@@ -1,5 +1,5 @@
-// Package modeldir finds the built-in model, models/kvfoot-small (config.json,
-// model.safetensors, tokenizer.json), when a command is given no --model.
+// Package modeldir finds the built-in model, models/kvfoot-small (model.gguf and
+// tokenizer.json), when a command is given no --model.
 //
 // The search order is: $KVFOOT_MODEL (a folder; an explicit setting wins), then
 // models/kvfoot-small under the working directory and each of its parents (so that
