@@ -84,6 +84,11 @@ type Critical struct {
 	ReferenceLeftOut bool `json:"reference_left_out,omitempty"`
 }
 
+// MinReferenceScore is the least score (of 100) full attention needs on a target for a
+// critical footprint to mean anything: below it, 90% of the reference is within a sample
+// or two of chance, and every method "keeps" it.
+const MinReferenceScore = 10.0
+
 // failures reports whether samples that failed on the device shaped c.
 func (c Critical) failures() bool { return c.Failed > 0 || c.LeftOut > 0 || c.ReferenceLeftOut }
 
@@ -201,8 +206,8 @@ func criticalFor(all []*point, ref *point, t target, f StudyFile, seed uint64, f
 		return c
 	}
 	c.Full, _, _ = ref.aggregate(t, nil)
-	if c.Full == 0 {
-		c.Note = "full attention scores 0: no threshold to keep"
+	if c.Full < MinReferenceScore {
+		c.Note = fmt.Sprintf("full attention scores %.1f, below %g: a model that cannot do the task has no score to keep", c.Full, MinReferenceScore)
 		return c
 	}
 	x := critical(pts, ref, t, f.Threshold, nil)
@@ -337,8 +342,8 @@ func fmtCritical(c Critical, peak bool) string {
 		return "left out (failed)" + mark
 	case c.Settings == 0:
 		return "not run"
-	case c.Full == 0:
-		return "n/a (full scores 0)" + mark
+	case c.Full < MinReferenceScore:
+		return fmt.Sprintf("n/a (full scores %.1f)", c.Full) + mark
 	}
 	if v == nil {
 		if c.Densest != nil && !peak {

@@ -301,3 +301,30 @@ func writeStudy(t *testing.T, dir string, f StudyFile, rep *StudyReport) error {
 	defer out.Close(false)
 	return WriteStudy(out, f, rep)
 }
+
+// A model that cannot do a task has no score to keep: with full attention right on 1 of
+// 20 samples (5 of 100, below MinReferenceScore) the category has no critical footprint
+// and says why; right on 2 of 20 (10) it has one.
+func TestStudyReferenceBelowFloor(t *testing.T) {
+	for _, right := range []int{1, 2} {
+		st, f := knobStudySamples(t, 20)
+		n := 0
+		for p := range f.answers {
+			if n++; n > right {
+				f.answers[p] = " wrong"
+			}
+		}
+		rep, err := RunStudy(st, f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := rep.Methods[1].Categories["recall"]
+		got := fmtCritical(c, false)
+		if right == 1 && (c.Footprint != nil || c.Full != 5 || got != "n/a (full scores 5.0)" || c.Note == "") {
+			t.Errorf("full attention at 5: %+v (%q), want n/a with a note", c, got)
+		}
+		if right == 2 && (c.Footprint == nil || c.Full != 10) {
+			t.Errorf("full attention at 10: %+v (%q), want a critical footprint", c, got)
+		}
+	}
+}
