@@ -564,7 +564,8 @@ func ResultsPath(dir string) string { return filepath.Join(dir, "results.jsonl")
 
 // Preset returns a named study for a model with the given context, without its
 // methods and data: "default" fits ten minutes on a 2-core machine (one task of every
-// category the built-in model can do, at the model's length less 512, 2 samples per task,
+// category the built-in model can do, at the model's length less 512 (less an eighth of
+// a context under 4096), 2 samples per task,
 // a grid of four from 20% to 95% that stops at the first setting failing every category,
 // one bisection step per category); "full" is the whole study for a bigger machine (every
 // task at 2K and at the model's length less 512, 20 samples, a grid of seven, four
@@ -576,7 +577,7 @@ func Preset(name string, context int) (Study, error) {
 	switch name {
 	case "default":
 		st.Tasks = []string{"json_kv", "rag", "icl_labels", "ruler_vt", "records_tsv"}
-		st.Lengths = []int{context - 512}
+		st.Lengths = []int{context - min(512, context/8)}
 		st.Samples = 2
 		st.Grid, st.Tol, st.Step, st.Probes, st.StopAtFail = []float64{0.2, 0.5, 0.8, 0.95}, 0.05, 1.0/64, 1, true
 	case "full":
