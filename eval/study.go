@@ -563,15 +563,14 @@ func (st *Study) File(settings map[string]string) StudyFile {
 func ResultsPath(dir string) string { return filepath.Join(dir, "results.jsonl") }
 
 // Preset returns a named study for a model with the given context, without its
-// methods and data: "default" fits ten minutes on a 2-core machine (one task of every
+// methods and data. "default" fits ten minutes on a 2-core machine: one task of every
 // category the built-in model can do, at the model's length less 512 (less an eighth of
-// a context under 4096), 2 samples per task,
-// a grid of four from 20% to 95% that stops at the first setting failing every category,
-// one bisection step per category); "full" is the whole study for a bigger machine (every
-// task at 2K and at the model's length less 512, 20 samples, a grid of seven, four
-// bisection steps to 0.02). Re-ranking is left out of "default": the built-in model
-// scores below MinReferenceScore on it with full attention (models/README.md), so its
-// column could only say n/a.
+// a shorter context), 2 samples per task, a grid of four from 20% to 95% that stops at
+// the first setting failing every category, one bisection step per category. It leaves
+// re-ranking out: the built-in model scores below MinReferenceScore on it with full
+// attention (models/README.md), so its column could only say n/a. "full" is the whole
+// study for a bigger machine: every task at 2K and at the model's length less 512, 20
+// samples, a grid of seven, four bisection steps to 0.02.
 func Preset(name string, context int) (Study, error) {
 	st := Study{Threshold: 0.9, Bootstrap: 1000}
 	switch name {
