@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -16,7 +17,7 @@ import (
 )
 
 func init() {
-	register("models", "list the models in the local Ollama store and Hugging Face cache", runModels)
+	register("models", "list the built-in model and the models in the local Ollama store and Hugging Face cache", runModels)
 }
 
 type modelEntry struct {
@@ -44,7 +45,16 @@ func runModels(args []string) error {
 
 func listModels(out io.Writer, format string) error {
 	var entries []modelEntry
-	for _, s := range modeldir.List() {
+	sources := modeldir.List()
+	// The built-in model (where a command without --model finds it) comes first.
+	if dir, err := modeldir.Find(""); err == nil {
+		s := modeldir.Source{Name: filepath.Base(dir), Store: "built-in", Path: dir, Kind: modeldir.Folder}
+		if g := model.FolderGGUF(dir); g != "" {
+			s.Path, s.Kind = g, modeldir.GGUF
+		}
+		sources = append([]modeldir.Source{s}, sources...)
+	}
+	for _, s := range sources {
 		e := modelEntry{Name: s.Name, Store: s.Store, Kind: s.Kind.String(), Path: s.Path}
 		if err := describeModel(&e, s); err != nil {
 			e.Error = err.Error()

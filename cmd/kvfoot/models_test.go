@@ -11,8 +11,9 @@ import (
 	"github.com/kvfoot/kvfoot/format/gguf"
 )
 
-// TestModelsList lists a fake Ollama store holding a GGUF blob and a Hugging Face
-// cache holding a test checkpoint, and reads their headers.
+// TestModelsList lists the built-in model (found from the working directory, as a
+// command without --model finds it), a fake Ollama store holding a GGUF blob and a
+// Hugging Face cache holding a test checkpoint, and reads their headers.
 func TestModelsList(t *testing.T) {
 	root := t.TempDir()
 	ollama, hf := filepath.Join(root, "ollama"), filepath.Join(root, "hf")
@@ -55,10 +56,13 @@ func TestModelsList(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 {
-		t.Fatalf("%d entries, want 2: %s", len(got), out.String())
+	if len(got) != 3 {
+		t.Fatalf("%d entries, want 3: %s", len(got), out.String())
 	}
-	o, h := got[0], got[1]
+	b, o, h := got[0], got[1], got[2]
+	if b.Name != "kvfoot-small" || b.Store != "built-in" || b.Architecture != "llama" || strings.Join(b.WeightTypes, ",") != "Q8_0,F32" || b.Error != "" {
+		t.Errorf("built-in entry %+v", b)
+	}
 	if o.Name != "tiny:q8" || o.Store != "ollama" || o.Architecture != "qwen2" || strings.Join(o.WeightTypes, ",") != "Q8_0,F32" || o.Error != "" {
 		t.Errorf("ollama entry %+v", o)
 	}
