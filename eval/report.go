@@ -127,9 +127,15 @@ func Analyze(f StudyFile, samples []*Sample) *StudyReport {
 			sw := sweeps[pointKey{m.Name, l}]
 			ref := sweeps[pointKey{reference, l}]
 			lc := LengthCritical{Length: l, Categories: map[string]Critical{}, Tasks: map[string]Critical{}}
-			if sw != nil && ref != nil && len(ref.settings) > 0 {
-				rp := ref.settings[0]
+			var rp *point // full attention's
+			if ref != nil && len(ref.settings) > 0 {
+				rp = ref.settings[0]
+			}
+			if sw != nil && rp != nil {
 				for i, t := range targets {
+					if o := t.within(rp, f.Samples); t.name == overallName && len(o.cats) > 0 {
+						t = o // the categories full attention can do
+					}
 					lc.Categories[t.name] = criticalFor(sw.settings, rp, t, f, uint64(i), !m.Knob())
 				}
 				for i, task := range f.Tasks {
@@ -164,8 +170,13 @@ func Analyze(f StudyFile, samples []*Sample) *StudyReport {
 				ms.timeline = timelineOf(samples, m.Name, l, lc.Categories[overall], f.Tasks)
 				ms.curves, ms.full = map[string][][2]float64{}, map[string]float64{}
 				for _, t := range targets {
-					if ref != nil && len(ref.settings) > 0 && ref.settings[0].covers(t, f.Samples) {
-						ms.full[t.name], _, _ = ref.settings[0].aggregate(t, nil)
+					if rp != nil {
+						if o := t.within(rp, f.Samples); t.name == overallName && len(o.cats) > 0 {
+							t = o
+						}
+						if rp.covers(t, f.Samples) {
+							ms.full[t.name], _, _ = rp.aggregate(t, nil)
+						}
 					}
 					for _, p := range sweepSettings(sw) {
 						if p.covers(t, f.Samples) {

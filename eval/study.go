@@ -205,9 +205,49 @@ func targetsOf(taskList []string, cats map[string]string) []target {
 		ts = append(ts, target{name: c, cats: map[string][]string{c: byCat[c]}})
 	}
 	if len(order) > 1 {
-		ts = append(ts, target{name: "overall", cats: byCat})
+		ts = append(ts, target{name: overallName, cats: byCat})
 	}
 	return ts
+}
+
+// overallName is the target of all the study's categories.
+const overallName = "overall"
+
+// canDo reports whether full attention (ref) reaches MinReferenceScore on t, or has
+// not all of t's n samples in yet.
+func canDo(t target, ref *point, n int) bool {
+	if !ref.covers(t, n) {
+		return true
+	}
+	sc, _, _ := ref.aggregate(t, nil)
+	return sc >= MinReferenceScore
+}
+
+// within is t less the categories full attention cannot do (canDo).
+func (t target) within(ref *point, n int) target {
+	cats := map[string][]string{}
+	for c, ts := range t.cats {
+		if canDo(target{name: c, cats: map[string][]string{c: ts}}, ref, n) {
+			cats[c] = ts
+		}
+	}
+	return target{name: t.name, cats: cats}
+}
+
+// studied is targets less what full attention cannot do, overall within the rest: a
+// category at chance has no critical footprint (MinReferenceScore), so it gets no
+// bisection, holds no grid open and would only add noise to overall.
+func studied(targets []target, ref *point, n int) []target {
+	var out []target
+	for _, t := range targets {
+		if t.name == overallName {
+			t = t.within(ref, n)
+		}
+		if len(t.cats) > 0 && (t.name == overallName || canDo(t, ref, n)) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // categories maps every task of the study to its category.
@@ -286,7 +326,8 @@ func (s *studyRun) method(m Method, length int) error {
 	}
 	// Each target bisects over the grid and its own probes only, so that a resumed study
 	// (whose results file may hold other targets' probes) asks for the same settings.
-	for _, t := range s.targets {
+	_, ref := s.points(m, length, target{}, nil)
+	for _, t := range studied(s.targets, ref, s.Samples) {
 		knobs := slices.Clone(grid)
 		for i := range s.Probes {
 			pts, ref := s.points(m, length, t, knobs)
@@ -321,9 +362,10 @@ func (s *studyRun) pendingOK(err error) error {
 	return err
 }
 
-// failsAll reports whether m at knob x misses the threshold on every target.
+// failsAll reports whether m at knob x misses the threshold on every target studied.
 func (s *studyRun) failsAll(m Method, length int, x float64) bool {
-	for _, t := range s.targets {
+	_, ref := s.points(m, length, target{}, nil)
+	for _, t := range studied(s.targets, ref, s.Samples) {
 		pts, ref := s.points(m, length, t, []float64{x})
 		if len(pts) == 0 || critical(pts, ref, t, s.Threshold, nil).found {
 			return false
@@ -564,18 +606,17 @@ func ResultsPath(dir string) string { return filepath.Join(dir, "results.jsonl")
 
 // Preset returns a named study for a model with the given context, without its
 // methods and data. "default" fits ten minutes on a 2-core machine: one task of every
-// category the built-in model can do, at the model's length less 512 (less an eighth of
-// a shorter context), 2 samples per task, a grid of four from 20% to 95% that stops at
-// the first setting failing every category, one bisection step per category. It leaves
-// re-ranking out: the built-in model scores below MinReferenceScore on it with full
-// attention (models/README.md), so its column could only say n/a. "full" is the whole
-// study for a bigger machine: every task at 2K and at the model's length less 512, 20
-// samples, a grid of seven, four bisection steps to 0.02.
+// category, at the model's length less 512 (less an eighth of a shorter context), 2
+// samples per task, a grid of four from 20% to 95% that stops at the first setting
+// failing every category, one bisection step per category; a category the model cannot
+// do reports n/a (MinReferenceScore). "full" is the whole study for a bigger machine:
+// every task at 2K and at the model's length less 512, 20 samples, a grid of seven, four
+// bisection steps to 0.02.
 func Preset(name string, context int) (Study, error) {
 	st := Study{Threshold: 0.9, Bootstrap: 1000}
 	switch name {
 	case "default":
-		st.Tasks = []string{"json_kv", "rag", "icl_labels", "ruler_vt", "records_tsv"}
+		st.Tasks = []string{"json_kv", "rag", "rerank", "icl_labels", "ruler_vt", "records_tsv"}
 		st.Lengths = []int{context - min(512, context/8)}
 		st.Samples = 2
 		st.Grid, st.Tol, st.Step, st.Probes, st.StopAtFail = []float64{0.2, 0.5, 0.8, 0.95}, 0.05, 1.0/64, 1, true

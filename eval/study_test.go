@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -326,5 +328,26 @@ func TestStudyReferenceBelowFloor(t *testing.T) {
 		if right == 2 && (c.Footprint == nil || c.Full != 10) {
 			t.Errorf("full attention at 10: %+v (%q), want a critical footprint", c, got)
 		}
+	}
+}
+
+// A category full attention cannot do is not studied: no bisection, no vote on where the
+// grid stops, and not part of overall; one whose reference is not all in yet still is.
+func TestStudiedLeavesOutWhatFullCannotDo(t *testing.T) {
+	targets := targetsOf([]string{"json_kv", "rerank", "ruler_vt"}, map[string]string{"json_kv": "recall", "rerank": "rerank", "ruler_vt": "vt"})
+	ref := &point{tasks: map[string][]sampleStat{"json_kv": {{score: 100}, {score: 100}}, "rerank": {{score: 5}, {score: 5}}, "ruler_vt": {{score: 90}, {score: 80}}}}
+	names := func(ts []target) (out []string) {
+		for _, t := range ts {
+			cats := slices.Sorted(maps.Keys(t.cats))
+			out = append(out, t.name+"="+strings.Join(cats, "+"))
+		}
+		return out
+	}
+	if got, want := names(studied(targets, ref, 2)), []string{"recall=recall", "vt=vt", "overall=recall+vt"}; !slices.Equal(got, want) {
+		t.Errorf("studied: %v, want %v", got, want)
+	}
+	ref.tasks["rerank"] = ref.tasks["rerank"][:1] // one of its two samples in: not decided
+	if got, want := names(studied(targets, ref, 2)), []string{"recall=recall", "rerank=rerank", "vt=vt", "overall=recall+rerank+vt"}; !slices.Equal(got, want) {
+		t.Errorf("studied with rerank's reference incomplete: %v, want %v", got, want)
 	}
 }

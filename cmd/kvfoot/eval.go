@@ -111,7 +111,7 @@ func parseEvalFlags(args []string) (*evalFlags, error) {
 	o.shards = fs.Int("shards", 0, fmt.Sprintf("with --slurm: tasks per stage (0: one per sample, at most %d)", slurm.MaxShards))
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: kvfoot eval [--model DIR] [--study default|full] [--tasks T1,T2 --lengths L1,L2] [--samples N] [--methods 'M1;M2'] [--format json] [--out DIR] [--plan | --shard i/N | --slurm ...]")
-		fmt.Fprintln(fs.Output(), "\nWithout --tasks, --lengths or --helmet, kvfoot eval runs the default study: full, streaming, duo, prulong,\nsnapkv, snapkv*, pyramidkv*, int4 and prulong+snapkv*+int4 on a task of each category (recall, RAG,\nICL, variable tracking, records to TSV) at the model's context less 512, and prints every\nmethod's critical KV footprint (the smallest footprint keeping 90% of full attention's score).\nWithout --model, the built-in model is "+modeldir.Builtin+" found via $KVFOOT_MODEL,\nthen under the working directory or its parents, then next to the executable.\n\nFlags:")
+		fmt.Fprintln(fs.Output(), "\nWithout --tasks, --lengths or --helmet, kvfoot eval runs the default study: full, streaming, duo, prulong,\nsnapkv, snapkv*, pyramidkv*, int4 and prulong+snapkv*+int4 on a task of each category (recall, RAG,\nre-ranking, ICL, variable tracking, records to TSV) at the model's context less 512, and prints every\nmethod's critical KV footprint (the smallest footprint keeping 90% of full attention's score).\nWithout --model, the built-in model is "+modeldir.Builtin+" found via $KVFOOT_MODEL,\nthen under the working directory or its parents, then next to the executable.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {

@@ -141,8 +141,8 @@ func TestEvalDefaultStudy(t *testing.T) {
 	var names []string
 	for _, m := range rep.Methods {
 		names = append(names, m.Name)
-		if m.Missing == "" && len(m.Results) != 5 {
-			t.Errorf("%s: %d results, want the 5 tasks of the default study", m.Name, len(m.Results))
+		if m.Missing == "" && len(m.Results) != 6 {
+			t.Errorf("%s: %d results, want the 6 tasks of the default study", m.Name, len(m.Results))
 		}
 		cats := map[string]bool{}
 		for _, r := range m.Results {
@@ -151,8 +151,8 @@ func TestEvalDefaultStudy(t *testing.T) {
 				t.Errorf("%s: result %+v", m.Name, r)
 			}
 		}
-		if m.Missing == "" && len(cats) != 5 {
-			t.Errorf("%s: categories %v, want recall, rag, icl, vt and html_to_tsv", m.Name, cats)
+		if m.Missing == "" && len(cats) != 6 {
+			t.Errorf("%s: categories %v, want recall, rag, rerank, icl, vt and html_to_tsv", m.Name, cats)
 		}
 	}
 	if want := "full streaming duo prulong snapkv snapkv* pyramidkv* int4 prulong+snapkv*+int4"; strings.Join(names, " ") != want || rep.Threshold != 0.9 {
