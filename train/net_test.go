@@ -254,7 +254,7 @@ func TestBuiltinAgainstAutograd(t *testing.T) {
 	if _, err := os.Stat(ref); err != nil {
 		// The built-in model is a Q8_0 GGUF: the oracle reads its float32 export
 		// (kvfoot export --model models/kvfoot-small --out D/model.safetensors, with a config.json).
-		t.Skipf("%s not made yet for this built-in model: run tools/oracle/grad_reference.py D %s 512 16 64 on the reference machine", ref, ref)
+		t.Skipf("%s not made yet for this built-in model: run tools/oracle/grad_reference.py D %s 512 16 64 --no-logits on the reference machine", ref, ref)
 	}
 	checkAgainstAutograd(t, filepath.Join("..", "models", "kvfoot-small"), ref)
 }

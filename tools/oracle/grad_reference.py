@@ -2,7 +2,7 @@
 
 Run where torch and transformers are installed:
 
-    python3 grad_reference.py MODEL_DIR OUT.safetensors SEQ_LEN SINK WINDOW [--weights]
+    python3 grad_reference.py MODEL_DIR OUT.safetensors SEQ_LEN SINK WINDOW [--weights] [--no-logits]
 
 The model runs in float64 through transformers' own Llama/Qwen2/Mistral/Qwen3/Gemma 3
 modules, with the eager attention function replaced by PruLong's gated attention: per KV
@@ -26,7 +26,8 @@ before the mask, as its eager attention does. OUT holds:
   mse_gates, mse_inputs  its gradients,
   full_logits [T, vocab] logits with full attention through the gated function
                    (the stock model's to 1e-4, asserted here: its
-                   eager softmax runs in float32).
+                   eager softmax runs in float32); left out with --no-logits (the
+                   built-in model's: 8 MB, and its logits have a test of their own).
 """
 import sys
 import torch
@@ -114,7 +115,8 @@ def main():
         # scaled), Gemma 2 in the model's forward (they are not): the test needs to know
         inputs_scaled = not torch.equal(emb0[0], model.get_input_embeddings().weight[ids[0]])
         teacher = model.model(inputs_embeds=emb0).last_hidden_state[0]
-    res["full_logits"] = full_logits.float().contiguous()
+    if "--no-logits" not in sys.argv:
+        res["full_logits"] = full_logits.float().contiguous()
 
     # cross-entropy with gates
     z = gates.clone().requires_grad_()
