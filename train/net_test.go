@@ -253,7 +253,7 @@ func TestBuiltinAgainstAutograd(t *testing.T) {
 	ref := filepath.Join("..", "testdata", "builtin", "grad_reference.safetensors")
 	if _, err := os.Stat(ref); err != nil {
 		// The built-in model is a Q8_0 GGUF: the oracle reads its float32 export
-		// (kvfoot export --model models/kvfoot-small --out D/model.safetensors, with a config.json).
+		// (kvfoot export --model models/kvfoot-small/model.gguf --out D/model.safetensors, D/config.json from tools/oracle/builtin_config.json).
 		t.Skipf("%s not made yet for this built-in model: run tools/oracle/grad_reference.py D %s 512 16 64 --no-logits on the reference machine", ref, ref)
 	}
 	checkAgainstAutograd(t, filepath.Join("..", "models", "kvfoot-small"), ref)
