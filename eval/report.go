@@ -133,9 +133,7 @@ func Analyze(f StudyFile, samples []*Sample) *StudyReport {
 			}
 			if sw != nil && rp != nil {
 				for i, t := range targets {
-					if o := t.within(rp, f.Samples); t.name == overallName && len(o.cats) > 0 {
-						t = o // the categories full attention can do
-					}
+					t = t.scored(rp, f.Samples)
 					lc.Categories[t.name] = criticalFor(sw.settings, rp, t, f, uint64(i), !m.Knob())
 				}
 				for i, task := range f.Tasks {
@@ -171,10 +169,7 @@ func Analyze(f StudyFile, samples []*Sample) *StudyReport {
 				ms.curves, ms.full = map[string][][2]float64{}, map[string]float64{}
 				for _, t := range targets {
 					if rp != nil {
-						if o := t.within(rp, f.Samples); t.name == overallName && len(o.cats) > 0 {
-							t = o
-						}
-						if rp.covers(t, f.Samples) {
+						if t = t.scored(rp, f.Samples); rp.covers(t, f.Samples) {
 							ms.full[t.name], _, _ = rp.aggregate(t, nil)
 						}
 					}

@@ -234,16 +234,25 @@ func (t target) within(ref *point, n int) target {
 	return target{name: t.name, cats: cats}
 }
 
+// scored is t as scored against full attention (ref): overall counts only the categories
+// full attention can do (all of them if it can do none, so that the report still says why).
+func (t target) scored(ref *point, n int) target {
+	if t.name != overallName {
+		return t
+	}
+	if o := t.within(ref, n); len(o.cats) > 0 {
+		return o
+	}
+	return t
+}
+
 // studied is targets less what full attention cannot do, overall within the rest: a
 // category at chance has no critical footprint (MinReferenceScore), so it gets no
 // bisection, holds no grid open and would only add noise to overall.
 func studied(targets []target, ref *point, n int) []target {
 	var out []target
 	for _, t := range targets {
-		if t.name == overallName {
-			t = t.within(ref, n)
-		}
-		if len(t.cats) > 0 && (t.name == overallName || canDo(t, ref, n)) {
+		if t = t.scored(ref, n); canDo(t, ref, n) {
 			out = append(out, t)
 		}
 	}
@@ -326,8 +335,7 @@ func (s *studyRun) method(m Method, length int) error {
 	}
 	// Each target bisects over the grid and its own probes only, so that a resumed study
 	// (whose results file may hold other targets' probes) asks for the same settings.
-	_, ref := s.points(m, length, target{}, nil)
-	for _, t := range studied(s.targets, ref, s.Samples) {
+	for _, t := range studied(s.targets, s.reference(length), s.Samples) {
 		knobs := slices.Clone(grid)
 		for i := range s.Probes {
 			pts, ref := s.points(m, length, t, knobs)
@@ -364,8 +372,7 @@ func (s *studyRun) pendingOK(err error) error {
 
 // failsAll reports whether m at knob x misses the threshold on every target studied.
 func (s *studyRun) failsAll(m Method, length int, x float64) bool {
-	_, ref := s.points(m, length, target{}, nil)
-	for _, t := range studied(s.targets, ref, s.Samples) {
+	for _, t := range studied(s.targets, s.reference(length), s.Samples) {
 		pts, ref := s.points(m, length, t, []float64{x})
 		if len(pts) == 0 || critical(pts, ref, t, s.Threshold, nil).found {
 			return false
@@ -435,17 +442,26 @@ func knobLabel(m Method, x float64) string {
 // the full attention reference, from the samples run so far.
 func (s *studyRun) points(m Method, length int, t target, knobs []float64) ([]*point, *point) {
 	byMethod := collect(s.r.samples(), s.Samples)
-	ref := byMethod[pointKey{reference, length}]
 	var pts []*point
 	for _, p := range sweepSettings(byMethod[pointKey{m.Name, length}]) {
 		if p.covers(t, s.Samples) && slices.Contains(knobs, p.knob) {
 			pts = append(pts, p)
 		}
 	}
+	return pts, referenceOf(byMethod, length)
+}
+
+// reference is full attention's setting at length (empty before it has run).
+func (s *studyRun) reference(length int) *point {
+	return referenceOf(collect(s.r.samples(), s.Samples), length)
+}
+
+func referenceOf(byMethod map[pointKey]*sweep, length int) *point {
+	ref := byMethod[pointKey{reference, length}]
 	if ref == nil || len(ref.settings) == 0 {
-		return pts, &point{tasks: map[string][]sampleStat{}}
+		return &point{tasks: map[string][]sampleStat{}}
 	}
-	return pts, ref.settings[0]
+	return ref.settings[0]
 }
 
 // samples are every result the runner holds (read from the files or run now).
