@@ -9,7 +9,8 @@
 # MIX is base (default: the mix below, every curriculum length) or rerank (continued
 # training at 1024 and 4096, pretrain.py --init --curriculum 1024:0.25,4096:1: re-ranking
 # 30% with L/256 questions a document at 1024 and L/512 at 4096, records_tsv 10%, the rest
-# scaled down; README.md says why).
+# scaled down; README.md says why) or rerank1k (re-ranking 66% at 1024 alone, after the
+# rerank continuation failed: does the lookup move at all at one short length?).
 #
 # Mix, in tokens (every document is exactly L tokens, so documents count tokens): recall
 # 28% (json_kv, ruler_mk_needle, ruler_mk_uuid, ruler_mv: 7 each), rag 12, rerank 12,
@@ -67,7 +68,25 @@ rerank)
     "code corpus 6 0 code"
     "prose corpus 12 0 prose"
   ) ;;
-*) echo "data.sh: MIX $mixname: want base or rerank" >&2; exit 2 ;;
+rerank1k)
+  # re-ranking alone at 1024 (pretrain.py --curriculum 1024:1; 45M tokens at DIVISOR 2, read
+  # about 2.7 times in 280 s), with RAG (the same document layout) and a little of the rest
+  # so that it is not forgotten
+  plan=(
+    "1024 880 16  4 1 1 1 4 40"
+  )
+  mix=(
+    "json_kv json_kv 4 1 all"
+    "mk_needle ruler_mk_needle 3 2 all"
+    "mv ruler_mv 3 3 all"
+    "vt ruler_vt 4 4 all"
+    "rag rag 8 5 all"
+    "rerank rerank 66 6 all"
+    "icl icl_labels 2 7 all"
+    "records records_tsv 4 0 all"
+    "prose corpus 6 0 prose"
+  ) ;;
+*) echo "data.sh: MIX $mixname: want base, rerank or rerank1k" >&2; exit 2 ;;
 esac
 printf 'file\tlength\ttask\tdocuments\tqueries\n' >"$out/plan.tsv.tmp"
 for row in "${plan[@]}"; do
