@@ -70,7 +70,7 @@ rerank)
   ) ;;
 rerank1k)
   # re-ranking alone at 1024 (pretrain.py --curriculum 1024:1; 45M tokens at DIVISOR 2, read
-  # about 2.7 times in 280 s), with RAG (the same document layout) and a little of the rest
+  # about 2.8 times in 280 s at 450K tokens/s), with RAG (the same document layout) and a little of the rest
   # so that it is not forgotten
   plan=(
     "1024 880 16  4 1 1 1 4 40"
