@@ -38,7 +38,7 @@ func runGenerate(args []string) (err error) {
 	promptIDs := fs.String("prompt-ids", "", "prompt as comma-separated token ids")
 	promptText := fs.String("prompt", "", "prompt text, encoded with the model folder's tokenizer.json (output is then text)")
 	chat := fs.Bool("chat", false, "with --prompt: wrap it as a user turn in the folder's chat template")
-	addSpecial := fs.Bool("add-special", true, "with --prompt: add the tokenizer's special tokens (BOS), as its post-processor says; the built-in model was trained without BOS, so --add-special=false suits it")
+	addSpecial := fs.Bool("add-special", true, "with --prompt: add the tokenizer's special tokens (BOS), as its post-processor says (the built-in model was trained with BOS first, as kvfoot eval prompts it)")
 	maxTokens := fs.Int("max-tokens", 64, "tokens to generate at most")
 	chunk := fs.Int("chunk", 0, "pre-fill chunk size in tokens (0: the whole prompt at once)")
 	policy := fs.String("policy", "full", "KV cache policy spec, e.g. full or streaming:sink=4,window=64")

@@ -10,7 +10,13 @@
 # training at 1024 and 4096, pretrain.py --init --curriculum 1024:0.25,4096:1: re-ranking
 # 30% with L/256 questions a document at 1024 and L/512 at 4096, records_tsv 10%, the rest
 # scaled down; README.md says why) or rerank1k (re-ranking 66% at 1024 alone, after the
-# rerank continuation failed: does the lookup move at all at one short length?).
+# rerank continuation failed: does the lookup move at all at one short length?) or lengths
+# (the base mix in documents of 2048, 2560, 3072, 3584 and 4096 tokens, all read as rows of
+# the 4096 phase, --curriculum 4096:1: a model trained only at 512/1024/2048/4096 ties what
+# it counts, such as records_tsv's L/256 records, to those lengths; README.md).
+#
+# A plan row's first field is a length L, or PHASE:L for documents of L tokens that the
+# curriculum's PHASE rows read (file train_PHASE_NAME-L; rows run on into the next document).
 #
 # Mix, in tokens (every document is exactly L tokens, so documents count tokens): recall
 # 28% (json_kv, ruler_mk_needle, ruler_mk_uuid, ruler_mv: 7 each), rag 12, rerank 12,
@@ -86,12 +92,37 @@ rerank1k)
     "records records_tsv 4 0 all"
     "prose corpus 6 0 prose"
   ) ;;
-*) echo "data.sh: MIX $mixname: want base, rerank or rerank1k" >&2; exit 2 ;;
+lengths)
+  # every task at five lengths in the 4096 phase, an equal share of the tokens each (units:
+  # 4096's 220 x 4096/L / 5), question counts as dense as an evaluation prompt of L's
+  plan=(
+    "4096:2048 88 32  8 2 1 2 2 48"
+    "4096:2560 70 36 10 2 1 2 2 48"
+    "4096:3072 59 36 12 3 1 3 3 48"
+    "4096:3584 50 40 14 3 1 3 3 48"
+    "4096:4096 44 40 16 4 2 4 4 48"
+  )
+  mix=(
+    "json_kv json_kv 7 1 all"
+    "mk_needle ruler_mk_needle 7 2 all"
+    "mk_uuid ruler_mk_uuid 7 2 all"
+    "mv ruler_mv 7 3 all"
+    "vt ruler_vt 12 4 all"
+    "rag rag 12 5 all"
+    "rerank rerank 12 6 all"
+    "icl icl_labels 5 7 all"
+    "records records_tsv 9 0 all"
+    "code corpus 8 0 code"
+    "prose corpus 14 0 prose"
+  ) ;;
+*) echo "data.sh: MIX $mixname: want base, rerank, rerank1k or lengths" >&2; exit 2 ;;
 esac
 printf 'file\tlength\ttask\tdocuments\tqueries\n' >"$out/plan.tsv.tmp"
 for row in "${plan[@]}"; do
   read -r L unit qs <<<"$row"
   read -r -a q <<<"$qs"
+  phase=${L%%:*} L=${L##*:} suffix=
+  [ "$phase" = "$L" ] || suffix=-$L
   for m in "${mix[@]}"; do
     read -r name task share col src <<<"$m"
     n=$((share * unit / div))
@@ -101,12 +132,15 @@ for row in "${plan[@]}"; do
     c=$corpus seed=1
     [ "$src" = all ] || c=$corpus/$src
     [ "$name" = prose ] && seed=2
-    [ "$mixname" = base ] || seed=$((seed + 2)) # documents the base run did not see
+    case $mixname in # documents the earlier runs did not see
+    rerank | rerank1k) seed=$((seed + 2)) ;;
+    lengths) seed=$((seed + 4)) ;;
+    esac
     "$kvfoot" tasks dump --tokenizer "$tok" --corpus "$c" --format bin --seed "$seed" --force \
-      --lengths "$L" --count "$n" --queries "$queries" --tasks "$task" --out "$out/train_${L}_$name.bin"
+      --lengths "$L" --count "$n" --queries "$queries" --tasks "$task" --out "$out/train_${phase}_$name$suffix.bin"
     # corpus text asks no question (records_tsv asks one whatever --queries says)
     [ "$task" != corpus ] || queries=0
-    printf 'train_%s_%s\t%s\t%s\t%s\t%s\n' "$L" "$name" "$L" "$task" "$n" "$queries" >>"$out/plan.tsv.tmp"
+    printf 'train_%s_%s\t%s\t%s\t%s\t%s\n' "$phase" "$name$suffix" "$L" "$task" "$n" "$queries" >>"$out/plan.tsv.tmp"
   done
 done
 mv "$out/plan.tsv.tmp" "$out/plan.tsv"
