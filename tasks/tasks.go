@@ -157,6 +157,7 @@ type gen struct {
 	seed   uint64
 	length int
 	opts   *Options
+	train  bool // a training document (Document), not an evaluation prompt
 	// streams caches the corpus tokens of each filler variant.
 	streams map[int]*stream
 }
@@ -249,6 +250,7 @@ func Document(name string, length, index int, seed uint64, opts Options) (*Doc, 
 
 func document(name string, length int, s uint64, opts Options) (*Doc, error) {
 	g := newGen(s, length, &opts)
+	g.train = true
 	if name == CorpusTask {
 		text, ids, err := g.corpusChunk()
 		if err != nil {
