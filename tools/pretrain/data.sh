@@ -33,6 +33,20 @@ for d in "$corpus/code" "$corpus/prose"; do
   [ -d "$d" ] || { echo "data.sh: $d is missing (make CORPUS_DIR with tools/pretrain/corpus.sh)" >&2; exit 1; }
 done
 mkdir -p "$out"
+# name  task  share (%)  query column (0: one question)  corpus (all, code or prose)
+base_mix=(
+  "json_kv json_kv 7 1 all"
+  "mk_needle ruler_mk_needle 7 2 all"
+  "mk_uuid ruler_mk_uuid 7 2 all"
+  "mv ruler_mv 7 3 all"
+  "vt ruler_vt 12 4 all"
+  "rag rag 12 5 all"
+  "rerank rerank 12 6 all"
+  "icl icl_labels 5 7 all"
+  "records records_tsv 9 0 all"
+  "code corpus 8 0 code"
+  "prose corpus 14 0 prose"
+)
 case $mixname in
 base)
   # length  documents per 1% of the tokens  queries: json_kv mk_needle/mk_uuid mv vt rag rerank icl
@@ -42,20 +56,7 @@ base)
     "2048 132 32  8 2 1 2 2 48"
     "4096 220 40 16 4 2 4 4 48"
   )
-  # name  task  share (%)  query column (0: one question)  corpus (all, code or prose)
-  mix=(
-    "json_kv json_kv 7 1 all"
-    "mk_needle ruler_mk_needle 7 2 all"
-    "mk_uuid ruler_mk_uuid 7 2 all"
-    "mv ruler_mv 7 3 all"
-    "vt ruler_vt 12 4 all"
-    "rag rag 12 5 all"
-    "rerank rerank 12 6 all"
-    "icl icl_labels 5 7 all"
-    "records records_tsv 9 0 all"
-    "code corpus 8 0 code"
-    "prose corpus 14 0 prose"
-  ) ;;
+  mix=("${base_mix[@]}") ;;
 rerank)
   plan=(
     "1024 176 16  4 1 1 1 4 40"
@@ -102,19 +103,7 @@ lengths)
     "4096:3584 50 40 14 3 1 3 3 48"
     "4096:4096 44 40 16 4 2 4 4 48"
   )
-  mix=(
-    "json_kv json_kv 7 1 all"
-    "mk_needle ruler_mk_needle 7 2 all"
-    "mk_uuid ruler_mk_uuid 7 2 all"
-    "mv ruler_mv 7 3 all"
-    "vt ruler_vt 12 4 all"
-    "rag rag 12 5 all"
-    "rerank rerank 12 6 all"
-    "icl icl_labels 5 7 all"
-    "records records_tsv 9 0 all"
-    "code corpus 8 0 code"
-    "prose corpus 14 0 prose"
-  ) ;;
+  mix=("${base_mix[@]}") ;;
 *) echo "data.sh: MIX $mixname: want base, rerank, rerank1k or lengths" >&2; exit 2 ;;
 esac
 printf 'file\tlength\ttask\tdocuments\tqueries\n' >"$out/plan.tsv.tmp"
