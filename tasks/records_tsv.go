@@ -12,9 +12,9 @@ import (
 // row-level F1. A document has one question whatever --queries says.
 //
 // A training document draws its record count from 2 to L/128 instead (L/256 on average):
-// with the count fixed by the length, the built-in model learned to find the i-th record
-// by its distance from the start rather than by its markup, and missed a third of the rows
-// of evaluation prompts, whose context is an answer's length longer than a training
+// with the count fixed by the length, a model trained on them found the i-th record by
+// its distance from the start rather than by its markup, and missed a third of the rows of
+// evaluation prompts, whose context is an answer's length longer than a training
 // document's of the same L (tools/pretrain/README.md).
 func init() {
 	register(&task{name: "records_tsv", category: "html_to_tsv", metric: RowF1, build: buildRecords})

@@ -16,7 +16,7 @@ T=models/kvfoot-small/tokenizer.json
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u
 mkdir -p .run && xz -dc .data/kvfoot.xz >.run/kvfoot && chmod +x .run/kvfoot
 bash tools/pretrain/corpus.sh .data .run/corpus
-MIX=${MIX:-rerank} D=.run/cdata-${MIX:-rerank}
+MIX=${MIX:-rerank} D=.run/cdata-$MIX
 ( time bash tools/pretrain/data.sh .run/kvfoot $T .run/corpus $D 2 $MIX 2>&1 | grep -v '^dump:' | tail -2 ) 2>&1
 python3 tools/pretrain/check_data.py $T $D | tail -7
 .run/kvfoot export --model ${INIT:-models/kvfoot-small/model.gguf} --out .run/base.safetensors --force

@@ -12,8 +12,8 @@
 # scaled down; README.md says why) or rerank1k (re-ranking 66% at 1024 alone, after the
 # rerank continuation failed: does the lookup move at all at one short length?) or lengths
 # (the base mix in documents of 2048, 2560, 3072, 3584 and 4096 tokens, all read as rows of
-# the 4096 phase, --curriculum 4096:1: a model trained only at 512/1024/2048/4096 ties what
-# it counts, such as records_tsv's L/256 records, to those lengths; README.md).
+# the 4096 phase, --curriculum 4096:1: every length the study uses; with records_tsv's
+# training counts now drawn (tasks/records_tsv.go), the next try at its rows; README.md).
 #
 # A plan row's first field is a length L, or PHASE:L for documents of L tokens that the
 # curriculum's PHASE rows read (file train_PHASE_NAME-L; rows run on into the next document).
