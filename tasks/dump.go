@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -19,12 +20,43 @@ import (
 // every (task, length), in the order length, index, task (so that a length curriculum
 // reads one length after the other, with the tasks interleaved).
 type DumpOptions struct {
-	Tasks    []string
-	Lengths  []int
-	Count    int
-	Seed     uint64
+	Tasks   []string
+	Lengths []int
+	Count   int
+	Seed    uint64
+	// Jitter, in [0, 1), shortens each document to a length drawn from L·(1−Jitter) to L
+	// (JitteredLength). Documents of exactly L tokens that all end with their answer teach a
+	// model where a document ends: one trained on them stopped answering at those positions,
+	// and an evaluation prompt of L tokens starts its answer exactly there.
+	Jitter   float64
 	Workers  int       // 0: GOMAXPROCS
 	Progress io.Writer // progress lines; nil for none
+}
+
+// JitteredLength is the length of training document index of (task, length, seed) under
+// DumpOptions.Jitter: drawn uniformly from ⌈length·(1−jitter)⌉ to length by the instance's
+// own seed, so that it does not depend on the order of generation; length when jitter is 0.
+func JitteredLength(task string, length, index int, seed uint64, jitter float64) int {
+	if jitter <= 0 {
+		return length
+	}
+	lo := ShortestJittered(length, jitter)
+	return lo + int(mix64(InstanceSeed(Train, task, length, index, seed))%uint64(length-lo+1))
+}
+
+// ShortestJittered is the shortest length JitteredLength can return.
+func ShortestJittered(length int, jitter float64) int {
+	return int(math.Ceil(float64(length) * (1 - jitter)))
+}
+
+// mix64 is splitmix64's finaliser: the low bits of an FNV hash are not uniform enough
+// to take a remainder of.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // DocWriter receives documents in order. Close completes the output; Abort, after a
@@ -81,7 +113,7 @@ func Dump(o DumpOptions, gen Options, w DocWriter) (err error) {
 				}
 				nt, nl := len(o.Tasks), len(o.Lengths)
 				task, index, length := o.Tasks[j%nt], (j/nt)%o.Count, o.Lengths[j/(nt*o.Count)%nl]
-				d, err := Document(task, length, index, o.Seed, gen)
+				d, err := Document(task, JitteredLength(task, length, index, o.Seed, o.Jitter), index, o.Seed, gen)
 				select {
 				case results <- result{j, d, err}:
 				case <-done:

@@ -128,3 +128,51 @@ func TestDumpErrors(t *testing.T) {
 		t.Errorf("y.mask became %q", got)
 	}
 }
+
+// collect keeps the documents Dump writes.
+type collect struct{ docs []*Doc }
+
+func (c *collect) Write(d *Doc) error { c.docs = append(c.docs, d); return nil }
+func (c *collect) Close() error       { return nil }
+func (c *collect) Abort()             {}
+
+// With Jitter, every document is as long as its drawn length, the lengths spread
+// uniformly over [⌈L·(1−jitter)⌉, L] (mean and both ends checked by hand), and the
+// draw is independent of the number of workers; with no jitter every document is L.
+func TestDumpJitter(t *testing.T) {
+	c := testCorpus(t)
+	gen := Options{Corpus: c, Tokenizer: pairTok{}, Queries: 2}
+	run := func(workers int, jitter float64) []*Doc {
+		w := &collect{}
+		o := DumpOptions{Tasks: []string{"json_kv", CorpusTask}, Lengths: []int{1024}, Count: 60, Seed: 5, Jitter: jitter, Workers: workers}
+		if err := Dump(o, gen, w); err != nil {
+			t.Fatal(err)
+		}
+		return w.docs
+	}
+	if lo := ShortestJittered(1024, 0.25); lo != 768 {
+		t.Fatalf("shortest of 1024 at jitter 0.25: %d, want 768", lo)
+	}
+	docs, again := run(1, 0.25), run(3, 0.25)
+	sum, lo, hi := 0, 1024, 0
+	for i, d := range docs {
+		if len(d.IDs) != d.Length || d.Length < 768 || d.Length > 1024 {
+			t.Fatalf("document %d: %d tokens, length %d; want equal, in [768, 1024]", i, len(d.IDs), d.Length)
+		}
+		if a := again[i]; a.Length != d.Length || a.Text != d.Text {
+			t.Fatalf("document %d differs between 1 and 3 workers", i)
+		}
+		sum += d.Length
+		lo, hi = min(lo, d.Length), max(hi, d.Length)
+	}
+	// 120 draws from 257 values: the mean is 896 ± 7 (one standard error), and each
+	// end's outer 32 values are missed with probability (225/257)^120 < 1e-6.
+	if mean := float64(sum) / float64(len(docs)); mean < 868 || mean > 924 || lo >= 800 || hi <= 992 {
+		t.Fatalf("lengths: mean %.1f, range [%d, %d]; want mean 896 ± 28 and the range past [800, 992]", mean, lo, hi)
+	}
+	for i, d := range run(2, 0) {
+		if d.Length != 1024 || len(d.IDs) != 1024 {
+			t.Fatalf("no jitter: document %d has %d tokens, length %d", i, len(d.IDs), d.Length)
+		}
+	}
+}

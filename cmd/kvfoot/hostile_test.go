@@ -58,6 +58,7 @@ func TestRefusals(t *testing.T) {
 		{"tasks show huge", runTasks, []string{"show", "--tokenizer", tok, "--task", "json_kv", "--length", "999999999999"}, "longer than 1048576 tokens"},
 		{"tasks show queries", runTasks, []string{"show", "--tokenizer", tok, "--task", "json_kv", "--length", "900", "--queries", "3"}, "--queries applies to --train"},
 		{"tasks show queries negative", runTasks, []string{"show", "--tokenizer", tok, "--task", "json_kv", "--length", "900", "--train", "--queries", "-3"}, "--queries -3"},
+		{"tasks dump jitter", runTasks, []string{"dump", "--tokenizer", tok, "--tasks", "json_kv", "--lengths", "900", "--count", "1", "--out", filepath.Join(dir, "d.jsonl"), "--jitter", "1"}, "--jitter 1"},
 		{"tasks dump workers", runTasks, []string{"dump", "--tokenizer", tok, "--tasks", "json_kv", "--lengths", "900", "--count", "1", "--out", filepath.Join(dir, "d.jsonl"), "--workers", "-1"}, "--workers -1"},
 		{"prulong threads", runPruLong, []string{"--model", gqa, "--threads", "-1", "--out", filepath.Join(dir, "p"), "--data", filepath.Join(dir, "none.jsonl")}, "--threads -1"},
 		{"duo threads", runDuo, []string{"--model", gqa, "--threads", "99999", "--out", filepath.Join(dir, "p"), "--data", filepath.Join(dir, "none.jsonl")}, "--threads 99999"},

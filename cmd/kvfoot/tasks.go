@@ -174,6 +174,7 @@ func runTasksDump(args []string) error {
 	count := fs.Int("count", 0, "documents per task and length")
 	seed := fs.Uint64("seed", 0, "seed")
 	queries := fs.Int("queries", 1, "question/answer pairs per document")
+	jitter := fs.Float64("jitter", 0, "shorten each document to a length drawn from L·(1−jitter) to L, so that no fixed position marks a document's end (0 ≤ jitter < 1)")
 	out := fs.String("out", "", "output file")
 	format := fs.String("format", "jsonl", "jsonl or bin")
 	workers := fs.Int("workers", 0, "parallel generators (0: GOMAXPROCS)")
@@ -194,6 +195,8 @@ func runTasksDump(args []string) error {
 		return fmt.Errorf("--count %d: want at least 1 document per task and length", *count)
 	case *queries < 1:
 		return fmt.Errorf("--queries %d: want at least 1", *queries)
+	case !(*jitter >= 0 && *jitter < 1):
+		return fmt.Errorf("--jitter %v: want 0 ≤ jitter < 1", *jitter)
 	case *out == "":
 		return errors.New("--out is required")
 	case *format != "jsonl" && *format != "bin":
@@ -222,8 +225,10 @@ func runTasksDump(args []string) error {
 	// Fail on a bad task/length pair before any output file is created.
 	for _, l := range lengths {
 		for _, n := range names {
-			if _, err := tasks.Document(n, l, 0, *seed, gen); err != nil {
-				return err
+			for _, ll := range []int{l, tasks.ShortestJittered(l, *jitter)} {
+				if _, err := tasks.Document(n, ll, 0, *seed, gen); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -236,6 +241,6 @@ func runTasksDump(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
-	o := tasks.DumpOptions{Tasks: names, Lengths: lengths, Count: *count, Seed: *seed, Workers: *workers, Progress: os.Stderr}
+	o := tasks.DumpOptions{Tasks: names, Lengths: lengths, Count: *count, Seed: *seed, Jitter: *jitter, Workers: *workers, Progress: os.Stderr}
 	return tasks.Dump(o, gen, w)
 }

@@ -4,7 +4,8 @@
 
 For every file of DATA_DIR/plan.tsv (train_L_NAME.{bin,mask,docs}):
 - the three files agree (one mask byte per token, document offsets from 0, ascending),
-  and the file holds the planned number of documents, each exactly L tokens;
+  and the file holds the planned number of documents, each exactly L tokens (from
+  ceil(L*(1-jitter)) to L with plan.tsv's jitter, as kvfoot tasks dump --jitter draws them);
 - every token id is below the tokenizer's vocabulary size; every mask byte is 0 or 1;
 - plain text (corpus) has no mask; a task document has exactly one masked run per
   question (the planned query count);
@@ -16,7 +17,9 @@ Exits 1 with one line per problem found, 0 with a summary otherwise.
 """
 import argparse
 import array
+import bisect
 import json
+import math
 import os
 import re
 import sys
@@ -109,10 +112,13 @@ def check_file(tok, d, row, decode_docs, problems):
         return 0
     if len(docs) != ndocs:
         problems.append(f"{where}: {len(docs)} documents, plan.tsv says {ndocs}")
-    bad = [i for i in range(len(docs)) if docs[i] != i * L]
-    if bad or len(ids) != len(docs) * L:
-        i = bad[0] if bad else len(docs)
-        problems.append(f"{where}: document {i} does not start at {i}x{L} tokens (every document is exactly L={L} tokens; {len(ids)} tokens in all)")
+    shortest = math.ceil(L * (1 - float(row.get("jitter") or 0)))
+    ends = list(docs[1:]) + [len(ids)]
+    bad = [i for i in range(len(docs)) if not shortest <= ends[i] - docs[i] <= L] if docs and docs[0] == 0 else [0]
+    if bad:
+        i = bad[0]
+        problems.append(f"{where}: document {i} runs from token {docs[i] if docs else 0} to {ends[i] if docs else len(ids)}; "
+                        f"every document is {shortest} to {L} tokens, from token 0 on")
         return 0
     if out_of_vocab(raw, tok.vocab):
         problems.append(f"{where}: token id {max(ids)} is outside the vocabulary of {tok.vocab}")
@@ -120,12 +126,13 @@ def check_file(tok, d, row, decode_docs, problems):
         problems.append(f"{where}: .mask holds bytes other than 0 and 1")
         return 0
     runs = [m.span() for m in re.finditer(b"\x01+", mask)]
+    doc_of = lambda t: bisect.bisect_right(docs, t) - 1
     per_doc = [0] * len(docs)
     for s, e in runs:
-        if s // L != (e - 1) // L:
-            problems.append(f"{where}: a masked run crosses from document {s // L} into {(e - 1) // L}")
+        if doc_of(s) != doc_of(e - 1):
+            problems.append(f"{where}: a masked run crosses from document {doc_of(s)} into {doc_of(e - 1)}")
             return 0
-        per_doc[s // L] += 1
+        per_doc[doc_of(s)] += 1
     wrong = [i for i, c in enumerate(per_doc) if c != queries]
     if wrong:
         i = wrong[0]
@@ -133,10 +140,10 @@ def check_file(tok, d, row, decode_docs, problems):
     if task not in PREFIX:
         return len(ids)
     for s, e in runs:
-        doc = s // L
+        doc = doc_of(s)
         if doc >= decode_docs:
             break
-        before = tok.decode(ids[max(doc * L, s - CONTEXT):s])
+        before = tok.decode(ids[max(docs[doc], s - CONTEXT):s])
         answer = tok.decode(ids[s:e])
         text = before + answer
         ok = any(PREFIX[task].search(text[:len(before) + k]) for k in range(0, min(STRADDLE, len(answer)) + 1))

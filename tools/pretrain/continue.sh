@@ -4,10 +4,11 @@
 # (returned as $OUT/gguf.NN pieces; cat them), its log, and full attention on every task.
 # TS/MS: training and wall seconds (280/300); MIX and CURR: data.sh's mix and pretrain.py's
 # curriculum (rerank, 1024:0.25,4096:1), EVLEN the lengths full attention is scored at (3584);
-# re-ranking alone: MIX=rerank1k CURR=1024:1 EVLEN=1024,3584; documents of every length from
+# re-ranking mostly: MIX=rerank1k CURR=512:0.3,1024:1 EVLEN=1024,3584; documents of every length from
 # 2048 to 4096: MIX=lengths CURR=4096:1 EVLEN=2048,3584. INIT: the weights to start from
 # (models/kvfoot-small/model.gguf; .run/model is the last call's result on a warm machine).
 # Each MIX has its own data and checkpoint folders, so calls with different mixes chain.
+# JITTER (default 0.25) shortens the documents (data.sh); the runs of 2026-12-07 had none.
 # The tracked tree is 82 MB: keep testdata/,
 # model/testdata/, docs/ and cuda/kernels/*.ptx out of the call's copy (untrack them for it)
 # so that the tree, model.gguf included, and .data fit the 64 MiB a call carries.
@@ -17,6 +18,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u
 mkdir -p .run && xz -dc .data/kvfoot.xz >.run/kvfoot && chmod +x .run/kvfoot
 bash tools/pretrain/corpus.sh .data .run/corpus
 MIX=${MIX:-rerank} D=.run/cdata-$MIX
+export JITTER=${JITTER:-0.25}
 ( time bash tools/pretrain/data.sh .run/kvfoot $T .run/corpus $D 2 $MIX 2>&1 | grep -v '^dump:' | tail -2 ) 2>&1
 python3 tools/pretrain/check_data.py $T $D | tail -7
 .run/kvfoot export --model ${INIT:-models/kvfoot-small/model.gguf} --out .run/base.safetensors --force

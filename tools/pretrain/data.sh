@@ -9,16 +9,23 @@
 # MIX is base (default: the mix below, every curriculum length) or rerank (continued
 # training at 1024 and 4096, pretrain.py --init --curriculum 1024:0.25,4096:1: re-ranking
 # 30% with L/256 questions a document at 1024 and L/512 at 4096, records_tsv 10%, the rest
-# scaled down; README.md says why) or rerank1k (re-ranking 66% at 1024 alone, after the
-# rerank continuation failed: does the lookup move at all at one short length?) or lengths
+# scaled down; README.md says why) or rerank1k (re-ranking 66% at 512 and 1024 alone, after the
+# rerank continuation failed: does the lookup move at all at short lengths?) or lengths
 # (the base mix in documents of 2048, 2560, 3072, 3584 and 4096 tokens, all read as rows of
 # the 4096 phase, --curriculum 4096:1: every length the study uses; with records_tsv's
 # training counts now drawn (tasks/records_tsv.go), the next try at its rows; README.md).
 #
+# JITTER (environment, default 0: every document exactly L tokens) shortens each document to
+# a length drawn from L·(1−JITTER) to L (kvfoot tasks dump --jitter): with every document
+# ending at L, the lengths continuation learned where documents end and stopped writing
+# records at those positions, where an evaluation prompt of L tokens starts its answer
+# (README.md, "Where documents end").
+#
 # A plan row's first field is a length L, or PHASE:L for documents of L tokens that the
 # curriculum's PHASE rows read (file train_PHASE_NAME-L; rows run on into the next document).
 #
-# Mix, in tokens (every document is exactly L tokens, so documents count tokens): recall
+# Mix, in tokens (every document is L tokens, or L·(1−JITTER/2) on average, so documents
+# count tokens): recall
 # 28% (json_kv, ruler_mk_needle, ruler_mk_uuid, ruler_mv: 7 each), rag 12, rerank 12,
 # ruler_vt 12, icl_labels 5, records_tsv 9, Go source 8, prose 14. Task haystacks are cut
 # from all of CORPUS_DIR (code and prose by bytes: about 3 to 1). Question counts keep
@@ -29,6 +36,7 @@
 # (tasks.InstanceSeed); prose uses seed 2 so that its passages start apart from code's.
 set -euo pipefail
 kvfoot=${1:?usage: data.sh KVFOOT TOKENIZER CORPUS_DIR OUT_DIR [DIVISOR] [MIX]} tok=${2:?} corpus=${3:?} out=${4:?} div=${5:-1} mixname=${6:-base}
+jitter=${JITTER:-0}
 for d in "$corpus/code" "$corpus/prose"; do
   [ -d "$d" ] || { echo "data.sh: $d is missing (make CORPUS_DIR with tools/pretrain/corpus.sh)" >&2; exit 1; }
 done
@@ -76,10 +84,11 @@ rerank)
     "prose corpus 12 0 prose"
   ) ;;
 rerank1k)
-  # re-ranking alone at 1024 (pretrain.py --curriculum 1024:1; 45M tokens at DIVISOR 2, read
-  # about 2.8 times in 280 s at 450K tokens/s), with RAG (the same document layout) and a little of the rest
-  # so that it is not forgotten
+  # re-ranking mostly, at 512 then 1024 tokens (pretrain.py --curriculum 512:0.3,1024:1; 26M
+  # and 45M tokens at DIVISOR 2): a handful of documents a prompt before a few dozen, with RAG
+  # (the same document layout) and a little of the rest so that it is not forgotten
   plan=(
+    "512 1000  8  2 1 1 1 2 24"
     "1024 880 16  4 1 1 1 4 40"
   )
   mix=(
@@ -106,7 +115,7 @@ lengths)
   mix=("${base_mix[@]}") ;;
 *) echo "data.sh: MIX $mixname: want base, rerank, rerank1k or lengths" >&2; exit 2 ;;
 esac
-printf 'file\tlength\ttask\tdocuments\tqueries\n' >"$out/plan.tsv.tmp"
+printf 'file\tlength\ttask\tdocuments\tqueries\tjitter\n' >"$out/plan.tsv.tmp"
 for row in "${plan[@]}"; do
   read -r L unit qs <<<"$row"
   read -r -a q <<<"$qs"
@@ -126,10 +135,10 @@ for row in "${plan[@]}"; do
     lengths) seed=$((seed + 4)) ;;
     esac
     "$kvfoot" tasks dump --tokenizer "$tok" --corpus "$c" --format bin --seed "$seed" --force \
-      --lengths "$L" --count "$n" --queries "$queries" --tasks "$task" --out "$out/train_${phase}_$name$suffix.bin"
+      --lengths "$L" --count "$n" --queries "$queries" --tasks "$task" --jitter "$jitter" --out "$out/train_${phase}_$name$suffix.bin"
     # corpus text asks no question (records_tsv asks one whatever --queries says)
     [ "$task" != corpus ] || queries=0
-    printf 'train_%s_%s\t%s\t%s\t%s\t%s\n' "$phase" "$name$suffix" "$L" "$task" "$n" "$queries" >>"$out/plan.tsv.tmp"
+    printf 'train_%s_%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$name$suffix" "$L" "$task" "$n" "$queries" "$jitter" >>"$out/plan.tsv.tmp"
   done
 done
 mv "$out/plan.tsv.tmp" "$out/plan.tsv"
