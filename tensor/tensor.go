@@ -135,11 +135,11 @@ func quartered(w *Mat) bool {
 }
 
 // mvQuarterCols is the fewest values a row must have for dotActQuarters to pay. Q8_0
-// from memory, one thread, paired medians on a 2-core AMD EPYC VM
-// (BenchmarkMatVecQ8_0Quarters's shapes): rows of 2048 values 1.14x, 4096 1.20x, 8192
-// 1.28x, 14336 1.6-2.1x; shorter rows were not measured. A variable so that the
-// benchmark can take the route at any length.
-var mvQuarterCols = 2048
+// from memory, one thread (BenchmarkMatVecQ8_0Quarters): on a 2-core AMD EPYC VM, rows of
+// 2048 values 1.14x, 4096 1.20x, 8192 1.28x, 14336 1.6-2.1x; on a Sapphire Rapids Xeon,
+// whose one stream a core reads 6.6-8.8 GB/s, SmolLM2's rows of 576 values 1.9-2.0x and
+// 2048 1.6x. A variable so that the benchmark can take the route at any length.
+var mvQuarterCols = 512
 
 // unitRows is the rows of w in a unit of matvecJob.
 func unitRows(w *Mat) int {

@@ -229,7 +229,7 @@ func BenchmarkMatVecQ8_0Quarters(b *testing.B) {
 	saved := BlockQ8_0
 	defer func() { BlockQ8_0 = saved }()
 	scale := FloatToF16(0.01)
-	for _, sh := range [][2]int{{2048, 2048}, {1024, 4096}, {4096, 4096}, {2048, 8192}, {4096, 14336}} {
+	for _, sh := range [][2]int{{576, 576}, {1536, 576}, {576, 1536}, {1024, 1024}, {2048, 2048}, {1024, 4096}, {4096, 4096}, {2048, 8192}, {4096, 14336}} {
 		rows, cols := sh[0], sh[1]
 		rb := BlockQ8_0.RowBytes(cols)
 		ms := make([]*Mat, (256<<20)/(rows*rb))
