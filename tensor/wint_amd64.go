@@ -105,10 +105,7 @@ var (
 
 func init() {
 	install := func(f *BlockFormat, k *intKernel) {
-		f.dotAct, f.dotActRows, f.dotActQuarters = k.dot, k.dotRows, nil
-		if k.rows4 != nil {
-			f.dotActQuarters = k.quarters
-		}
+		f.dotAct, f.dotActRows, f.dotActQuarters = k.dot, k.dotRows, k.quarters
 	}
 	if hasInt8AVX2 {
 		install(&BlockQ4_K, q4KAVX2)
@@ -198,6 +195,24 @@ func (k *intKernel) quarters(dst []float32, rows []byte, rb, q, n int, a actRow)
 	if nb == 0 {
 		for i := range n {
 			dst[i], dst[q+i], dst[2*q+i], dst[3*q+i] = 0, 0, 0, 0
+		}
+		return
+	}
+	if k.rows4 == nil {
+		qs, d := &a.Qs[0], &a.D[0]
+		if k.k5 != nil {
+			sums := &a.Sums[0]
+			for i := range n {
+				for j := range 4 {
+					dst[j*q+i] = k.k5(&rows[(j*q+i)*rb], qs, d, sums, nb)
+				}
+			}
+			return
+		}
+		for i := range n {
+			for j := range 4 {
+				dst[j*q+i] = k.k4(&rows[(j*q+i)*rb], qs, d, nb)
+			}
 		}
 		return
 	}

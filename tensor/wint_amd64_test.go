@@ -39,21 +39,33 @@ func init() {
 	}
 }
 
+// runnableKernels is every integer kernel this CPU runs, with its block format.
+func runnableKernels() map[*intKernel]*BlockFormat {
+	ks := map[*intKernel]*BlockFormat{}
+	if hasInt8AVX2 {
+		for k, f := range map[*intKernel]*BlockFormat{
+			q4KAVX2: &BlockQ4_K, q5KAVX2: &BlockQ5_K, q6KAVX2: &BlockQ6_K, q8_0AVX2: &BlockQ8_0,
+			q4_0AVX2: &BlockQ4_0, q5_0AVX2: &BlockQ5_0, q4_1AVX2: &BlockQ4_1, q5_1AVX2: &BlockQ5_1,
+		} {
+			ks[k] = f
+		}
+	}
+	if hasInt8VNNI {
+		for k, f := range map[*intKernel]*BlockFormat{
+			q4KVNNI: &BlockQ4_K, q5KVNNI: &BlockQ5_K, q6KVNNI: &BlockQ6_K, q8_0VNNI: &BlockQ8_0,
+			q4_0VNNI: &BlockQ4_0, q5_0VNNI: &BlockQ5_0, q4_1VNNI: &BlockQ4_1, q5_1VNNI: &BlockQ5_1,
+		} {
+			ks[k] = f
+		}
+	}
+	return ks
+}
+
 // A kernel's dotRows over many rows gives each row's dot bit for bit, and writes exactly
 // the rows asked for.
 func TestIntDotRows(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
-	formats := map[*intKernel]*BlockFormat{
-		q4KAVX2: &BlockQ4_K, q5KAVX2: &BlockQ5_K, q6KAVX2: &BlockQ6_K, q8_0AVX2: &BlockQ8_0,
-		q4_0AVX2: &BlockQ4_0, q5_0AVX2: &BlockQ5_0, q4_1AVX2: &BlockQ4_1, q5_1AVX2: &BlockQ5_1,
-		q4KVNNI: &BlockQ4_K, q5KVNNI: &BlockQ5_K, q6KVNNI: &BlockQ6_K, q8_0VNNI: &BlockQ8_0,
-		q4_0VNNI: &BlockQ4_0, q5_0VNNI: &BlockQ5_0, q4_1VNNI: &BlockQ4_1, q5_1VNNI: &BlockQ5_1,
-	}
-	for k, f := range formats {
-		if !hasInt8AVX2 || (k == q4KVNNI || k == q5KVNNI || k == q6KVNNI || k == q8_0VNNI || k == q4_0VNNI ||
-			k == q5_0VNNI || k == q4_1VNNI || k == q5_1VNNI) && !hasInt8VNNI {
-			continue
-		}
+	for k, f := range runnableKernels() {
 		for _, nb := range []int{1, 3} {
 			n, rb := nb*f.Values, nb*f.Bytes
 			a := quantizedRow(f.act, gaussRow(r, n, 1))
@@ -78,17 +90,19 @@ func TestIntDotRows(t *testing.T) {
 	}
 }
 
-// TestIntDotQuarters: a kernel's quarters (where it has rows4) gives rows i, q+i, 2q+i
-// and 3q+i for i < n, packed or with a gap between rows, with an odd block count (the
-// one-block tail) or even, the bits its dot gives the row alone, and writes nothing
-// else of dst.
+// TestIntDotQuarters: every kernel's quarters (its rows4 where it has one, else its dot on
+// the four rows in turn) gives rows i, q+i, 2q+i and 3q+i for i < n, packed or with a gap
+// between rows, with an odd block count (the one-block tail) or even, the bits its dot
+// gives the row alone, and writes nothing else of dst.
 func TestIntDotQuarters(t *testing.T) {
-	if !hasInt8VNNI {
-		t.Skip("no VNNI on this CPU")
-	}
 	r := rand.New(rand.NewPCG(23, 24))
-	k, f := q8_0VNNI, &BlockQ8_0
-	for _, nb := range []int{1, 2, 64, 65} {
+	for k, f := range runnableKernels() {
+		quartersAgree(t, r, k, f)
+	}
+}
+
+func quartersAgree(t *testing.T, r *rand.Rand, k *intKernel, f *BlockFormat) {
+	for _, nb := range []int{1, 2, 5, 64, 65} {
 		n := nb * f.Values
 		a := quantizedRow(f.act, gaussRow(r, n, 1))
 		for _, gap := range []int{0, 64} {
@@ -107,12 +121,12 @@ func TestIntDotQuarters(t *testing.T) {
 				for i := range dst {
 					if i >= 4*q || i%q >= count {
 						if dst[i] != -7 {
-							t.Fatalf("%d blocks, gap %d, q %d, n %d: wrote dst[%d]", nb, gap, q, count, i)
+							t.Fatalf("%s: %d blocks, gap %d, q %d, n %d: wrote dst[%d]", f.Name, nb, gap, q, count, i)
 						}
 						continue
 					}
 					if want := k.dot(rows[i*rb:i*rb+nb*f.Bytes], a); math.Float32bits(dst[i]) != math.Float32bits(want) {
-						t.Fatalf("%d blocks, gap %d, q %d, n %d: row %d: quarters %g, alone %g", nb, gap, q, count, i, dst[i], want)
+						t.Fatalf("%s: %d blocks, gap %d, q %d, n %d: row %d: quarters %g, alone %g", f.Name, nb, gap, q, count, i, dst[i], want)
 					}
 				}
 			}

@@ -164,17 +164,6 @@ func runBench(args []string) (err error) {
 		wbytes = 2 * weightElements(m)
 	}
 	defer recoverFault(&err)
-	if *bandwidth {
-		out.ReadBW = map[string]float64{}
-		for _, t := range threads {
-			tensor.SetThreads(t)
-			bw, err := readBandwidth()
-			if err != nil {
-				return err
-			}
-			out.ReadBW[strconv.Itoa(t)] = bw
-		}
-	}
 	if *cpuprofile != "" {
 		f, err := createOutput("--cpuprofile", *cpuprofile, *force)
 		if err != nil {
@@ -218,6 +207,19 @@ func runBench(args []string) (err error) {
 				fmt.Fprintf(os.Stderr, "threads %d  %-12s %8.1f ± %.1f tokens/s\n", row.Threads, row.Test, row.Mean, row.SD)
 			}
 			out.Rows = append(out.Rows, rows...)
+		}
+	}
+	// After the timings: the gigabyte it reads, once garbage, slowed the pre-fills and
+	// decodes that followed it by up to 30% on a 2-core VM.
+	if *bandwidth {
+		out.ReadBW = map[string]float64{}
+		for _, t := range threads {
+			tensor.SetThreads(t)
+			bw, err := readBandwidth()
+			if err != nil {
+				return err
+			}
+			out.ReadBW[strconv.Itoa(t)] = bw
 		}
 	}
 	one := map[string]float64{}
