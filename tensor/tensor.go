@@ -112,9 +112,12 @@ const (
 	// a stream runs on through several pages (BenchmarkMatVecLlama1BF16).
 	mvRowsUnit = 32
 	// mvMinStream is the fewest bytes a stream of such a unit must run through for
-	// the several-row dot to pay: with F16 rows of 576 values (9 KB streams) it read
-	// 30% slower than one row after another, with 2048 (32 KB) 15% faster.
-	mvMinStream = 32 << 10
+	// the several-row dot to pay. On a 2-core AMD EPYC VM, with an earlier F16 kernel,
+	// F16 rows of 576 values (9 KB streams) read 30% slower than one row after another
+	// and 2048 (32 KB) 15% faster; on a Sapphire Rapids Xeon, like the reference
+	// machine, SmolLM2's F16 decode is 18-21% faster with its 9 KB streams (one and two
+	// threads, docs/PERFORMANCE.md).
+	mvMinStream = 8 << 10
 )
 
 // rowsDot is w's several-row dot where the matrix-vector route takes it, else nil.
