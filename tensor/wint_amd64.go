@@ -185,7 +185,8 @@ func (k *intKernel) dotRows(dst []float32, rows []byte, rb int, a actRow) {
 // quarters is the kernel as a BlockFormat's dotActQuarters: rows i, q+i, 2q+i and
 // 3q+i of rows (rb bytes each) for i < n, into the same places of dst, each row's
 // bits k4's. Each call takes the next n rows of four streams, one through each quarter
-// of a matrix, with each activation vector loaded once for the four.
+// of a matrix: with rows4, the four rows in one loop that loads each activation vector
+// once for them; without, the one-row kernel on each in turn, still four streams a core.
 func (k *intKernel) quarters(dst []float32, rows []byte, rb, q, n int, a actRow) {
 	if n <= 0 {
 		return
