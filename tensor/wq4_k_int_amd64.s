@@ -135,6 +135,11 @@ TEXT ·dotQ4_KQ8VNNI(SB), NOSPLIT, $0-44
 	JZ           done512
 
 loop512:
+	// The row a few blocks on, into L1: one core's few streams alone left this dot
+	// waiting on memory at half the bandwidth (docs/PERFORMANCE.md).
+	PREFETCHT0 1024(SI)
+	PREFETCHT0 1088(SI)
+	PREFETCHT0 1152(SI)
 	KSCALES // the 8 scales in R8, the 8 mins in R9, a byte each
 	VMOVQ     R8, X4
 	VPMOVZXBW X4, X4 // the 8 scales as int16; Z4's upper lanes clear

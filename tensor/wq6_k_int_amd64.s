@@ -149,6 +149,11 @@ TEXT ·dotQ6_KQ8VNNI(SB), NOSPLIT, $0-44
 	JZ           done512
 
 loop512:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0 1024(SI)
+	PREFETCHT0 1088(SI)
+	PREFETCHT0 1152(SI)
+	PREFETCHT0 1216(SI)
 	// the 16 scales as int16 (Z2's upper lanes clear), and 32·Σ scale·sum in Y5
 	VPMOVSXBW 192(SI), Y2
 	VPMADDWD  (R12), Y2, Y5
