@@ -102,6 +102,8 @@ TEXT ·dotQ5_0Q8VNNI(SB), NOSPLIT, $0-36
 	JLT          tail512
 
 pair512:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0   1024(SI)
 	VMOVDQU      6(SI), X1
 	VINSERTI128  $1, 28(SI), Y1, Y1
 	VPSRLW       $4, Y1, Y2
