@@ -39,24 +39,27 @@ func init() {
 	}
 }
 
-// runnableKernels is every integer kernel this CPU runs, with its block format.
-func runnableKernels() map[*intKernel]*BlockFormat {
-	ks := map[*intKernel]*BlockFormat{}
+// runKernel is an integer kernel this CPU runs, with its block format and instruction set.
+type runKernel struct {
+	isa string
+	k   *intKernel
+	f   *BlockFormat
+}
+
+// runnableKernels is every integer kernel this CPU runs.
+func runnableKernels() []runKernel {
+	var ks []runKernel
 	if hasInt8AVX2 {
-		for k, f := range map[*intKernel]*BlockFormat{
-			q4KAVX2: &BlockQ4_K, q5KAVX2: &BlockQ5_K, q6KAVX2: &BlockQ6_K, q8_0AVX2: &BlockQ8_0,
-			q4_0AVX2: &BlockQ4_0, q5_0AVX2: &BlockQ5_0, q4_1AVX2: &BlockQ4_1, q5_1AVX2: &BlockQ5_1,
-		} {
-			ks[k] = f
-		}
+		ks = append(ks, runKernel{"AVX2", q4KAVX2, &BlockQ4_K}, runKernel{"AVX2", q5KAVX2, &BlockQ5_K},
+			runKernel{"AVX2", q6KAVX2, &BlockQ6_K}, runKernel{"AVX2", q8_0AVX2, &BlockQ8_0},
+			runKernel{"AVX2", q4_0AVX2, &BlockQ4_0}, runKernel{"AVX2", q5_0AVX2, &BlockQ5_0},
+			runKernel{"AVX2", q4_1AVX2, &BlockQ4_1}, runKernel{"AVX2", q5_1AVX2, &BlockQ5_1})
 	}
 	if hasInt8VNNI {
-		for k, f := range map[*intKernel]*BlockFormat{
-			q4KVNNI: &BlockQ4_K, q5KVNNI: &BlockQ5_K, q6KVNNI: &BlockQ6_K, q8_0VNNI: &BlockQ8_0,
-			q4_0VNNI: &BlockQ4_0, q5_0VNNI: &BlockQ5_0, q4_1VNNI: &BlockQ4_1, q5_1VNNI: &BlockQ5_1,
-		} {
-			ks[k] = f
-		}
+		ks = append(ks, runKernel{"VNNI", q4KVNNI, &BlockQ4_K}, runKernel{"VNNI", q5KVNNI, &BlockQ5_K},
+			runKernel{"VNNI", q6KVNNI, &BlockQ6_K}, runKernel{"VNNI", q8_0VNNI, &BlockQ8_0},
+			runKernel{"VNNI", q4_0VNNI, &BlockQ4_0}, runKernel{"VNNI", q5_0VNNI, &BlockQ5_0},
+			runKernel{"VNNI", q4_1VNNI, &BlockQ4_1}, runKernel{"VNNI", q5_1VNNI, &BlockQ5_1})
 	}
 	return ks
 }
@@ -65,7 +68,8 @@ func runnableKernels() map[*intKernel]*BlockFormat {
 // the rows asked for.
 func TestIntDotRows(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
-	for k, f := range runnableKernels() {
+	for _, rk := range runnableKernels() {
+		k, f := rk.k, rk.f
 		for _, nb := range []int{1, 3} {
 			n, rb := nb*f.Values, nb*f.Bytes
 			a := quantizedRow(f.act, gaussRow(r, n, 1))
@@ -96,8 +100,8 @@ func TestIntDotRows(t *testing.T) {
 // gives the row alone, and writes nothing else of dst.
 func TestIntDotQuarters(t *testing.T) {
 	r := rand.New(rand.NewPCG(23, 24))
-	for k, f := range runnableKernels() {
-		quartersAgree(t, r, k, f)
+	for _, rk := range runnableKernels() {
+		quartersAgree(t, r, rk.k, rk.f)
 	}
 }
 
@@ -273,5 +277,25 @@ func BenchmarkMatVecQ8_0Quarters(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkIntDotHot: each integer kernel this CPU runs on one row of 4096 values held in
+// L1, dotted again and again: the kernel's own speed, with no wait on memory (bytes/s
+// counts the row's bytes), beside what a decode step reads from memory.
+func BenchmarkIntDotHot(b *testing.B) {
+	r := rand.New(rand.NewPCG(31, 32))
+	const n = 4096
+	for _, rk := range runnableKernels() {
+		k, f := rk.k, rk.f
+		row := make([]byte, f.RowBytes(n))
+		f.Quantize(row, gaussRow(r, n, 1))
+		a := quantizedRow(f.act, gaussRow(r, n, 1))
+		b.Run(f.Name+"/"+rk.isa, func(b *testing.B) {
+			b.SetBytes(int64(len(row)))
+			for b.Loop() {
+				k.dot(row, a)
+			}
+		})
 	}
 }

@@ -225,8 +225,11 @@ func runTasksDump(args []string) error {
 	// Fail on a bad task/length pair before any output file is created.
 	for _, l := range lengths {
 		for _, n := range names {
-			for _, ll := range []int{l, tasks.ShortestJittered(l, *jitter)} {
-				if _, err := tasks.Document(n, ll, 0, *seed, gen); err != nil {
+			if _, err := tasks.Document(n, l, 0, *seed, gen); err != nil {
+				return err
+			}
+			if short := tasks.ShortestJittered(l, *jitter); short != l {
+				if _, err := tasks.Document(n, short, 0, *seed, gen); err != nil {
 					return err
 				}
 			}
