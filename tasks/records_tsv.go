@@ -11,11 +11,10 @@ import (
 // to extract all of them, in document order, as TSV. The score is LongProc's
 // row-level F1. A document has one question whatever --queries says.
 //
-// A training document draws its record count from 2 to L/128 instead (L/256 on average):
-// with the count fixed by the length, a model trained on them found the i-th record by
-// its distance from the start rather than by its markup, and missed a third of the rows of
-// evaluation prompts, whose context is an answer's length longer than a training
-// document's of the same L (tools/pretrain/README.md).
+// A training document draws its record count from 2 to L/128 instead (L/256 on average),
+// so that neither the count nor the records' places follow from the length. What the
+// models trained here actually learned from fixed lengths was where a document ends, which
+// DumpOptions.Jitter removes (tools/pretrain/README.md, "Where documents end").
 func init() {
 	register(&task{name: "records_tsv", category: "html_to_tsv", metric: RowF1, build: buildRecords})
 }
