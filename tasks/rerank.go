@@ -16,7 +16,7 @@ import (
 // demonstrations come first (HELMET's two shots; one below 2048 tokens, none below
 // 1024). An evaluation prompt has one query; a training document has --queries, each
 // with its own three judged documents among the others, and each gold answer ranks its
-// query's judged documents.
+// query's judged documents (Options.IDEcho adds a training-only echo of unjudged ids).
 func init() {
 	register(&task{name: "rerank", category: "rerank", metric: NDCG10, build: buildRerank})
 }
@@ -110,6 +110,12 @@ func buildRerank(g *gen, q int) (*layout, error) {
 	var docs []string
 	u.unit = func(i int) string {
 		for len(docs) <= i {
+			if g.train && g.opts.IDEcho && frng.IntN(2) == 0 {
+				id, t := fids.next(), fp.title()
+				f := fact(fp.role(), t, fp.person())
+				docs = append(docs, rerankDoc(id, fp.doc(strings.TrimSuffix(f, ".")+" (ID: "+id+")."))+"\n\n")
+				continue
+			}
 			_, text := fp.random()
 			docs = append(docs, rerankDoc(fids.next(), text)+"\n\n")
 		}

@@ -100,6 +100,13 @@ type Options struct {
 	// Queries is the number of question/answer pairs of a training document (at least
 	// 1); evaluation instances always have one question.
 	Queries int
+	// IDEcho makes re-ranking training documents write, in about half of the documents no
+	// question asks about, the document's id again after its fact: "… is Zoe Rock (ID:
+	// 68443)." Predicting it needs the lookup re-ranking is scored on (which id precedes
+	// this fact), with a target at every such document instead of one per question; the
+	// documents a question ranks never echo, so the answers cannot copy an echo.
+	// Evaluation prompts ignore it.
+	IDEcho bool
 }
 
 // task is one generator. build lays out an instance for q queries; the framework in

@@ -262,3 +262,69 @@ func TestRerankTrainingRankings(t *testing.T) {
 		}
 	}
 }
+
+// With IDEcho, a re-ranking training document repeats the id of about half the documents
+// no question asks about, inside that same document and after its fact; a ranked document
+// never echoes, documents without the option never do, and evaluation prompts are the same
+// with it as without.
+func TestRerankIDEcho(t *testing.T) {
+	docRE := regexp.MustCompile(`\[ID: (\d+)\] Document: ([^\n]*)`)
+	echoRE := regexp.MustCompile(`^(The \w+ of the \w+ \w+ is \w+ \w+) \(ID: (\d+)\)\.`)
+	rankRE := regexp.MustCompile(`Ranking: (\d+) > (\d+) > (\d+)\n`)
+	for tn, tok := range tokenizers {
+		opts := Options{Tokenizer: tok, Queries: 4, IDEcho: true}
+		d, err := Document("rerank", 4096, 3, 11, opts)
+		if err != nil {
+			t.Fatalf("%s: %v", tn, err)
+		}
+		ranked := map[string]bool{}
+		for _, m := range rankRE.FindAllStringSubmatch(d.Text, -1) {
+			ranked[m[1]], ranked[m[2]], ranked[m[3]] = true, true, true
+		}
+		unranked, echoes := 0, 0
+		for _, m := range docRE.FindAllStringSubmatch(d.Text, -1) {
+			id, text := m[1], m[2]
+			n := strings.Count(text, "(ID: ")
+			if ranked[id] {
+				if n != 0 {
+					t.Errorf("%s: ranked document %s echoes an id: %q", tn, id, text)
+				}
+				continue
+			}
+			unranked++
+			if n == 0 {
+				continue
+			}
+			echoes++
+			fact := text
+			if i := strings.Index(text, ". The "); i >= 0 && !strings.HasPrefix(text, "The ") {
+				fact = text[i+2:] // the sentence of colour came first
+			}
+			e := echoRE.FindStringSubmatch(fact)
+			if n != 1 || e == nil || e[2] != id {
+				t.Errorf("%s: document %s: echo not its own id after its fact: %q", tn, id, text)
+			}
+		}
+		if len(ranked) < 12 || unranked < 15 || echoes < unranked/5 || echoes > unranked*4/5 {
+			t.Errorf("%s: %d ranked ids, %d echoes among %d unranked documents: want 12+ ranked, 15+ unranked and about half echoing", tn, len(ranked), echoes, unranked)
+		}
+		plain, err := Document("rerank", 4096, 3, 11, Options{Tokenizer: tok, Queries: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(plain.Text, "(ID: ") {
+			t.Errorf("%s: a document without IDEcho echoes", tn)
+		}
+		a, err := Generate("rerank", 2048, 0, 5, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Generate("rerank", 2048, 0, 5, Options{Tokenizer: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Prompt != b.Prompt || strings.Contains(a.Prompt, "(ID: ") {
+			t.Errorf("%s: IDEcho changed an evaluation prompt", tn)
+		}
+	}
+}

@@ -174,6 +174,7 @@ func runTasksDump(args []string) error {
 	count := fs.Int("count", 0, "documents per task and length")
 	seed := fs.Uint64("seed", 0, "seed")
 	queries := fs.Int("queries", 1, "question/answer pairs per document")
+	echo := fs.Bool("echo", false, "re-ranking documents no question asks about repeat their id after their fact, about half of them (training only; tasks.Options.IDEcho)")
 	jitter := fs.Float64("jitter", 0, "shorten each document to a length drawn from L·(1−jitter) to L, so that no fixed position marks a document's end (0 ≤ jitter < 1)")
 	out := fs.String("out", "", "output file")
 	format := fs.String("format", "jsonl", "jsonl or bin")
@@ -221,7 +222,7 @@ func runTasksDump(args []string) error {
 	if *format == "bin" && tok.VocabSize() > 1<<16 {
 		return fmt.Errorf("--format bin stores token ids as uint16; the tokenizer has %d tokens: use --format jsonl", tok.VocabSize())
 	}
-	gen := tasks.Options{Corpus: c, Tokenizer: tok, Queries: *queries}
+	gen := tasks.Options{Corpus: c, Tokenizer: tok, Queries: *queries, IDEcho: *echo}
 	// Fail on a bad task/length pair before any output file is created.
 	for _, l := range lengths {
 		for _, n := range names {

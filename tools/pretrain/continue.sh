@@ -5,7 +5,8 @@
 # TS/MS: training and wall seconds (280/300); MIX and CURR: data.sh's mix and pretrain.py's
 # curriculum (rerank, 1024:0.25,4096:1), EVLEN the lengths full attention is scored at (3584);
 # re-ranking mostly: MIX=rerank1k CURR=512:0.3,1024:1 EVLEN=1024,3584; documents of every length from
-# 2048 to 4096: MIX=lengths CURR=4096:1 EVLEN=2048,3584. INIT: the weights to start from
+# 2048 to 4096: MIX=lengths CURR=4096:1 EVLEN=2048,3584; those with re-ranking's ids echoed:
+# MIX=echo CURR=4096:1 EVLEN=3584. INIT: the weights to start from
 # (models/kvfoot-small/model.gguf; .run/model is the last call's result on a warm machine).
 # Each MIX has its own data and checkpoint folders, so calls with different mixes chain.
 # JITTER (default 0.25) shortens the documents (data.sh); the runs of 2026-12-07 had none.

@@ -13,7 +13,8 @@
 # rerank continuation failed: does the lookup move at all at short lengths?) or lengths
 # (the base mix in documents of 2048, 2560, 3072, 3584 and 4096 tokens, all read as rows of
 # the 4096 phase, --curriculum 4096:1: every length the study uses; with records_tsv's
-# training counts now drawn (tasks/records_tsv.go), the next try at its rows; README.md).
+# training counts now drawn (tasks/records_tsv.go), the next try at its rows; README.md) or
+# echo (lengths' plan, re-ranking 24% with ids echoed in its training documents; README.md).
 #
 # JITTER (environment, default 0: every document exactly L tokens) shortens each document to
 # a length drawn from L·(1−JITTER) to L (kvfoot tasks dump --jitter): with every document
@@ -113,7 +114,31 @@ lengths)
     "4096:4096 44 40 16 4 2 4 4 48"
   )
   mix=("${base_mix[@]}") ;;
-*) echo "data.sh: MIX $mixname: want base, rerank, rerank1k or lengths" >&2; exit 2 ;;
+echo)
+  # the lengths plan on documents it has not seen, re-ranking 24% with half its unranked
+  # documents echoing their id after their fact (tasks dump --echo): a target for the
+  # lookup at every such document, where the answers give one per question
+  plan=(
+    "4096:2048 88 32  8 2 1 2 2 48"
+    "4096:2560 70 36 10 2 1 2 2 48"
+    "4096:3072 59 36 12 3 1 3 3 48"
+    "4096:3584 50 40 14 3 1 3 3 48"
+    "4096:4096 44 40 16 4 2 4 4 48"
+  )
+  mix=(
+    "json_kv json_kv 6 1 all"
+    "mk_needle ruler_mk_needle 6 2 all"
+    "mk_uuid ruler_mk_uuid 6 2 all"
+    "mv ruler_mv 6 3 all"
+    "vt ruler_vt 10 4 all"
+    "rag rag 10 5 all"
+    "rerank rerank 24 6 all"
+    "icl icl_labels 5 7 all"
+    "records records_tsv 9 0 all"
+    "code corpus 6 0 code"
+    "prose corpus 12 0 prose"
+  ) ;;
+*) echo "data.sh: MIX $mixname: want base, rerank, rerank1k, lengths or echo" >&2; exit 2 ;;
 esac
 printf 'file\tlength\ttask\tdocuments\tqueries\tjitter\n' >"$out/plan.tsv.tmp"
 for row in "${plan[@]}"; do
@@ -133,9 +158,12 @@ for row in "${plan[@]}"; do
     case $mixname in # documents the earlier runs did not see
     rerank | rerank1k) seed=$((seed + 2)) ;;
     lengths) seed=$((seed + 4)) ;;
+    echo) seed=$((seed + 6)) ;;
     esac
+    echoflag=
+    [ "$mixname$task" != echorerank ] || echoflag=--echo
     "$kvfoot" tasks dump --tokenizer "$tok" --corpus "$c" --format bin --seed "$seed" --force \
-      --lengths "$L" --count "$n" --queries "$queries" --tasks "$task" --jitter "$jitter" --out "$out/train_${phase}_$name$suffix.bin"
+      --lengths "$L" --count "$n" --queries "$queries" --tasks "$task" --jitter "$jitter" $echoflag --out "$out/train_${phase}_$name$suffix.bin"
     # corpus text asks no question (records_tsv asks one whatever --queries says)
     [ "$task" != corpus ] || queries=0
     printf 'train_%s_%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$name$suffix" "$L" "$task" "$n" "$queries" "$jitter" >>"$out/plan.tsv.tmp"
