@@ -299,3 +299,41 @@ func BenchmarkIntDotHot(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkIntDotStream: each integer kernel this CPU runs, installed in its format for the
+// run, in a one-thread decode product with a 256 MiB matrix of 4096-value rows (64 rows
+// quantized once and repeated): the kernel as a decode step sees it, reading from memory,
+// AVX2 kernels included on a CPU that prefers VNNI ones (bytes/s counts the weights).
+func BenchmarkIntDotStream(b *testing.B) {
+	defer SetThreads(Threads())
+	SetThreads(1)
+	r := rand.New(rand.NewPCG(33, 34))
+	const n, distinct = 4096, 64
+	x := gaussRow(r, n, 1)
+	for _, rk := range runnableKernels() {
+		k, f := rk.k, rk.f
+		rb := f.RowBytes(n)
+		rows := (256 << 20) / rb
+		data := make([]byte, rows*rb)
+		for i := range distinct {
+			f.Quantize(data[i*rb:(i+1)*rb], gaussRow(r, n, 1))
+		}
+		for i := distinct; i < rows; i++ {
+			copy(data[i*rb:(i+1)*rb], data[(i%distinct)*rb:])
+		}
+		w, err := NewBlockMat(rows, n, f, data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dst := make([]float32, rows)
+		dot, rowsFn, quarters := f.dotAct, f.dotActRows, f.dotActQuarters
+		f.dotAct, f.dotActRows, f.dotActQuarters = k.dot, k.dotRows, k.quarters
+		b.Run(f.Name+"/"+rk.isa, func(b *testing.B) {
+			b.SetBytes(w.Bytes())
+			for b.Loop() {
+				MatMulT(dst, x, 1, &w)
+			}
+		})
+		f.dotAct, f.dotActRows, f.dotActQuarters = dot, rowsFn, quarters
+	}
+}

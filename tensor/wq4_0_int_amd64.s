@@ -49,6 +49,8 @@ TEXT ·dotQ4_0Q8AVX2(SB), NOSPLIT, $0-36
 	JLT          tail
 
 pair:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0 1024(SI)
 	Q40IBLOCK(0, Y0)
 	Q40IBLOCK(18, Y4)
 	ADDQ $36, SI
@@ -94,6 +96,8 @@ TEXT ·dotQ4_0Q8VNNI(SB), NOSPLIT, $0-36
 	JLT          tail512
 
 pair512:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0   1024(SI)
 	VMOVDQU      2(SI), X1
 	VINSERTI128  $1, 20(SI), Y1, Y1
 	VPSRLW       $4, Y1, Y2

@@ -46,6 +46,8 @@ TEXT ·dotQ4_1Q8AVX2(SB), NOSPLIT, $0-44
 	JLT          tail
 
 pair:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0 1024(SI)
 	Q41IBLOCK(0, Y0)
 	Q41IBLOCK(20, Y4)
 	MINS2(20)
@@ -90,6 +92,8 @@ TEXT ·dotQ4_1Q8VNNI(SB), NOSPLIT, $0-44
 	JLT          tail512
 
 pair512:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0   1024(SI)
 	VMOVDQU      4(SI), X1
 	VINSERTI128  $1, 24(SI), Y1, Y1
 	VPSRLW       $4, Y1, Y2

@@ -43,6 +43,8 @@ TEXT ·dotQ4_KQ8AVX2(SB), NOSPLIT, $16-44
 	JZ           done
 
 loop:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0 1024(SI)
 	KSCALES // the 8 scales in R8, the 8 mins in R9, a byte each
 	VMOVQ R8, X4
 	VPMOVZXBW X4, X4

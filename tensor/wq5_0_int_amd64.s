@@ -59,6 +59,8 @@ TEXT ·dotQ5_0Q8AVX2(SB), NOSPLIT, $0-36
 	JLT          tail
 
 pair:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0 1024(SI)
 	Q50IBLOCK(0, Y0)
 	Q50IBLOCK(22, Y4)
 	ADDQ $44, SI

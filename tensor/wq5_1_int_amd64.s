@@ -58,6 +58,8 @@ TEXT ·dotQ5_1Q8AVX2(SB), NOSPLIT, $0-44
 	JLT          tail
 
 pair:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0 1024(SI)
 	Q51IBLOCK(0, Y0)
 	Q51IBLOCK(24, Y4)
 	MINS2(24)
@@ -106,6 +108,8 @@ TEXT ·dotQ5_1Q8VNNI(SB), NOSPLIT, $0-44
 	JLT          tail512
 
 pair512:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0   1024(SI)
 	VMOVDQU      8(SI), X1
 	VINSERTI128  $1, 32(SI), Y1, Y1
 	VPSRLW       $4, Y1, Y2

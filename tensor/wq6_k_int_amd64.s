@@ -65,6 +65,8 @@ TEXT ·dotQ6_KQ8AVX2(SB), NOSPLIT, $32-44
 	JZ           done
 
 loop:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0 1024(SI)
 	// the 16 scales as int16, and 32·Σ scale·sum into Y0 (negated)
 	VPMOVSXBW 192(SI), Y2
 	VMOVDQU   Y2, 0(SP)

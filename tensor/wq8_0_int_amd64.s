@@ -43,6 +43,8 @@ TEXT ·dotQ8_0Q8AVX2(SB), NOSPLIT, $0-36
 	JLT          tail
 
 pair:
+	// The row a few blocks on, into L1, as dotQ4_KQ8VNNI does.
+	PREFETCHT0 1024(SI)
 	Q80IBLOCK(0, Y0)
 	Q80IBLOCK(34, Y4)
 	ADDQ $68, SI
