@@ -56,6 +56,15 @@ base_mix=(
   "code corpus 8 0 code"
   "prose corpus 14 0 prose"
 )
+# every task at five lengths in the 4096 phase, an equal share of the tokens each (units:
+# 4096's 220 x 4096/L / 5), question counts as dense as an evaluation prompt of L's
+lengths_plan=(
+  "4096:2048 88 32  8 2 1 2 2 48"
+  "4096:2560 70 36 10 2 1 2 2 48"
+  "4096:3072 59 36 12 3 1 3 3 48"
+  "4096:3584 50 40 14 3 1 3 3 48"
+  "4096:4096 44 40 16 4 2 4 4 48"
+)
 case $mixname in
 base)
   # length  documents per 1% of the tokens  queries: json_kv mk_needle/mk_uuid mv vt rag rerank icl
@@ -104,27 +113,13 @@ rerank1k)
     "prose corpus 6 0 prose"
   ) ;;
 lengths)
-  # every task at five lengths in the 4096 phase, an equal share of the tokens each (units:
-  # 4096's 220 x 4096/L / 5), question counts as dense as an evaluation prompt of L's
-  plan=(
-    "4096:2048 88 32  8 2 1 2 2 48"
-    "4096:2560 70 36 10 2 1 2 2 48"
-    "4096:3072 59 36 12 3 1 3 3 48"
-    "4096:3584 50 40 14 3 1 3 3 48"
-    "4096:4096 44 40 16 4 2 4 4 48"
-  )
+  plan=("${lengths_plan[@]}")
   mix=("${base_mix[@]}") ;;
 echo)
   # the lengths plan on documents it has not seen, re-ranking 24% with half its unranked
   # documents echoing their id after their fact (tasks dump --echo): a target for the
   # lookup at every such document, where the answers give one per question
-  plan=(
-    "4096:2048 88 32  8 2 1 2 2 48"
-    "4096:2560 70 36 10 2 1 2 2 48"
-    "4096:3072 59 36 12 3 1 3 3 48"
-    "4096:3584 50 40 14 3 1 3 3 48"
-    "4096:4096 44 40 16 4 2 4 4 48"
-  )
+  plan=("${lengths_plan[@]}")
   mix=(
     "json_kv json_kv 6 1 all"
     "mk_needle ruler_mk_needle 6 2 all"
