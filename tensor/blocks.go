@@ -3,6 +3,7 @@ package tensor
 import (
 	"fmt"
 	"sync"
+	"unsafe"
 )
 
 // NewBlockMat is a rows x cols matrix of type t over data, checked: cols a multiple
@@ -33,6 +34,11 @@ const (
 // zeroing and page faults in every pre-fill's matrix product.
 var panels sync.Pool
 
+// f16PanelRows is the weight rows of one GEMM call on F16 weights: Llama-3.2-1B's
+// pre-fill on two threads of a Sapphire Rapids VM ran 109-111 tokens/s at 1024, 101-104
+// at 512 (docs/PERFORMANCE.md).
+const f16PanelRows = 1024
+
 // matMulBlocks computes dst[m, w.Rows] = x[m, w.Cols] · wᵀ for a block matrix and more
 // than a few rows: panels of weight rows are widened (by all threads) and
 // multiplied by the float32 GEMM, each row widened once per call.
@@ -43,6 +49,19 @@ func matMulBlocks(x []float32, m int, p Proj) {
 	w := p.W
 	k, rb := w.Cols, w.Block.RowBytes(w.Cols)
 	rows := max(16, min(blockPanel, blockPanelBytes/(4*max(k, 1)))/16*16)
+	if w.Block == &BlockF16 && active.packT != nil {
+		// The GEMM's pack widens F16 as it transposes: no float32 copy to widen into and
+		// pack again (20% of an F16 pre-fill). A call per f16PanelRows rows keeps a
+		// block's packed weights in L2; one call for all rows (4096-column blocks) made
+		// the GEMM's kernel 13% slower.
+		f16 := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(w.Blocks))), w.Rows*k)
+		for r0 := 0; r0 < w.Rows; r0 += f16PanelRows {
+			n := min(f16PanelRows, w.Rows-r0)
+			gemm(active, threads, m, k, operand{f32: x, rs: k, cs: 1},
+				gemmOut{b: operand{f16: f16[r0*k : (r0+n)*k], rs: k, cs: 1}, n: n, dst: p.Dst[r0:], ldc: w.Rows})
+		}
+		return
+	}
 	need := min(rows, w.Rows) * k
 	pp, _ := panels.Get().(*[]float32)
 	if pp == nil || cap(*pp) < need {

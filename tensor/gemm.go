@@ -3,11 +3,24 @@ package tensor
 import "sync"
 
 // operand is a read-only matrix view whose element (i, p) is at index i*rs + p*cs
-// of f32 or, when f32 is nil, of bf16. The three products differ only in these strides.
+// of f32, f16 (IEEE half, an F16 weight matrix's blocks) or bf16, whichever is set.
+// The three products differ only in these strides.
 type operand struct {
 	f32    []float32
+	f16    []uint16
 	bf16   []uint16
 	rs, cs int
+}
+
+// at is element index i of o, widened.
+func (o operand) at(i int) float32 {
+	switch {
+	case o.f32 != nil:
+		return o.f32[i]
+	case o.f16 != nil:
+		return F16ToFloat(o.f16[i])
+	}
+	return BF16ToFloat(o.bf16[i])
 }
 
 // gemmOut is one product of a GEMM job: n columns from the rows of b, written to
@@ -266,25 +279,18 @@ func pack(im *impl, buf []float32, o operand, r0, rn, p0, kc, blk int) {
 		}
 		for i := 0; i < n; i++ {
 			base := (r0+r+i)*o.rs + p0*o.cs
-			if o.f32 != nil {
-				if o.cs == 1 {
-					for p, v := range o.f32[base+p1 : base+kc] {
-						panel[(p1+p)*blk+i] = v
-					}
-				} else {
-					for p := p1; p < kc; p++ {
-						panel[p*blk+i] = o.f32[base+p*o.cs]
-					}
+			switch {
+			case o.f32 != nil && o.cs == 1:
+				for p, v := range o.f32[base+p1 : base+kc] {
+					panel[(p1+p)*blk+i] = v
 				}
-			} else {
-				if o.cs == 1 {
-					for p, v := range o.bf16[base+p1 : base+kc] {
-						panel[(p1+p)*blk+i] = BF16ToFloat(v)
-					}
-				} else {
-					for p := p1; p < kc; p++ {
-						panel[p*blk+i] = BF16ToFloat(o.bf16[base+p*o.cs])
-					}
+			case o.bf16 != nil && o.cs == 1:
+				for p, v := range o.bf16[base+p1 : base+kc] {
+					panel[(p1+p)*blk+i] = BF16ToFloat(v)
+				}
+			default:
+				for p := p1; p < kc; p++ {
+					panel[p*blk+i] = o.at(base + p*o.cs)
 				}
 			}
 		}

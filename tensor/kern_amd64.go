@@ -75,6 +75,9 @@ func packT16F32AVX512(dst, src *float32, ld, kc int)
 func packT16BF16AVX512(dst *float32, src *uint16, ld, kc int)
 
 //go:noescape
+func packT16F16AVX512(dst *float32, src *uint16, ld, kc int)
+
+//go:noescape
 func packT12F32AVX512(dst, src *float32, ld, kc int)
 
 //go:noescape
@@ -346,6 +349,9 @@ func packTSlices(dst []float32, o operand, base, kc, rows int) {
 	case rows == 16 && o.f32 != nil:
 		_ = o.f32[last]
 		packT16F32AVX512(&dst[0], &o.f32[base], o.rs, kc)
+	case rows == 16 && o.f16 != nil:
+		_ = o.f16[last]
+		packT16F16AVX512(&dst[0], &o.f16[base], o.rs, kc)
 	case rows == 16:
 		_ = o.bf16[last]
 		packT16BF16AVX512(&dst[0], &o.bf16[base], o.rs, kc)

@@ -69,6 +69,9 @@
 // BF16ROW loads 16 bf16 values and widens them to float32 (the high halves).
 #define BF16ROW(src, z) VPMOVZXWD src, z; VPSLLD $16, z, z
 
+// F16ROW loads 16 IEEE half values and widens them to float32.
+#define F16ROW(src, z) VCVTPH2PS src, z
+
 // 16 rows of a 32-row weight panel (the other 16 are a second call at dst+16).
 // func packT16F32AVX512(dst *float32, src *float32, ld, kc int)
 TEXT ·packT16F32AVX512(SB), NOSPLIT, $0-32
@@ -146,6 +149,46 @@ packT16BF16AVX512loop:
 	ADDQ $2048, DI
 	SUBQ $16, CX
 	JNZ packT16BF16AVX512loop
+	VZEROUPPER
+	RET
+
+// The same from F16 (IEEE half) weights, widened exactly by VCVTPH2PS.
+// func packT16F16AVX512(dst *float32, src *uint16, ld, kc int)
+TEXT ·packT16F16AVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ld+16(FP), R8
+	MOVQ kc+24(FP), CX
+	SHLQ $1, R8
+	LEAQ (R8)(R8*2), R9
+	LEAQ (SI)(R8*4), R10
+	LEAQ (R10)(R8*4), R11
+	LEAQ (R11)(R8*4), R12
+packT16F16AVX512loop:
+	F16ROW((SI), Z0)
+	F16ROW((SI)(R8*1), Z1)
+	F16ROW((SI)(R8*2), Z2)
+	F16ROW((SI)(R9*1), Z3)
+	F16ROW((R10), Z4)
+	F16ROW((R10)(R8*1), Z5)
+	F16ROW((R10)(R8*2), Z6)
+	F16ROW((R10)(R9*1), Z7)
+	F16ROW((R11), Z8)
+	F16ROW((R11)(R8*1), Z9)
+	F16ROW((R11)(R8*2), Z10)
+	F16ROW((R11)(R9*1), Z11)
+	F16ROW((R12), Z12)
+	F16ROW((R12)(R8*1), Z13)
+	F16ROW((R12)(R8*2), Z14)
+	F16ROW((R12)(R9*1), Z15)
+	PANEL16
+	ADDQ $32, SI
+	ADDQ $32, R10
+	ADDQ $32, R11
+	ADDQ $32, R12
+	ADDQ $2048, DI
+	SUBQ $16, CX
+	JNZ packT16F16AVX512loop
 	VZEROUPPER
 	RET
 

@@ -258,6 +258,51 @@ func TestMatMulTF16Rows(t *testing.T) {
 	}
 }
 
+// A pre-fill's product with an F16 matrix (more than smallM rows of x) gives the same
+// bits as with the float32 matrix of its widened values, on every kernel set: the GEMM
+// packs F16 weights itself where it can (packT16F16AVX512 for whole 16x16 tiles, the
+// scalar pack for the rest: rows past a multiple of 32, columns past one of 16; more
+// rows than one call takes), and the widening is exact. Each element is also held to its float64 sum.
+func TestMatMulTF16GEMM(t *testing.T) {
+	defer SetThreads(Threads())
+	defer func(im *impl) { active = im }(active)
+	r := rand.New(rand.NewPCG(19, 20))
+	u := math.Pow(2, -24)
+	for _, shape := range [][3]int{{45, 70, 20}, {300, 576, 33}, {64, 1024, 17}, {1100, 48, 17}} {
+		rows, k, m := shape[0], shape[1], shape[2]
+		data := make([]byte, 0, rows*2*k)
+		for range rows {
+			data = append(data, randomF16Row(r, k)...)
+		}
+		f16 := &Mat{Rows: rows, Cols: k, Blocks: data, Block: &BlockF16}
+		f32 := &Mat{Rows: rows, Cols: k, F32: make([]float32, rows*k)}
+		DequantF16(f32.F32, data)
+		x := gaussRow(r, m*k, 1)
+		for _, im := range impls {
+			active = im
+			for _, threads := range []int{1, 2} {
+				SetThreads(threads)
+				got, want := make([]float32, m*rows), make([]float32, m*rows)
+				MatMulT(got, x, m, f16)
+				MatMulT(want, x, m, f32)
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%s, %dx%d, m %d, threads %d: [%d] = %g, float32 matrix %g", im.name, rows, k, m, threads, i, got[i], want[i])
+					}
+					var sum, mag float64
+					for c := range k {
+						p := float64(f32.F32[(i%rows)*k+c]) * float64(x[(i/rows)*k+c])
+						sum, mag = sum+p, mag+math.Abs(p)
+					}
+					if bound := float64(k) * u / (1 - float64(k)*u) * mag; !(math.Abs(float64(got[i])-sum) <= bound) {
+						t.Fatalf("%s, %dx%d: [%d] = %g, float64 sum %g (bound %g)", im.name, rows, k, i, got[i], sum, bound)
+					}
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkBlockMatVecF16: one decode row against a 2048x2048 F16 matrix, one
 // thread, with the portable dot and with the one init installed: GB/s of weights read
 // (BenchmarkBlockMatVec's other storages for scale).
