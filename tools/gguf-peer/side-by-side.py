@@ -18,8 +18,8 @@ A cell is SHAPE/TYPE/THREADS/CTX: pre-fill of CTX tokens (ppCTX) and NGEN decode
 after CTX of context (tgNGEN@dCTX). A shape's cells of one type and thread count run as
 one llamapeer-bench, then one kvfoot bench, on the same file (each loads the model once).
 llama.cpp runs with its defaults (f16 KV cache, flash attention auto, llama-bench's
-warm-up), kvfoot with its own (kvfoot bench --model FILE: full KV cache, F16 matrices
-widened to float32), plus a warm-up: one more repetition, left out of its figures (its
+warm-up), kvfoot with its own (kvfoot bench --model FILE: full KV cache, F16 weights
+widened to float32 where pre-fill's GEMM packs them), plus a warm-up: one more repetition, left out of its figures (its
 first run of each size allocates what later ones reuse). Decode rows also give each
 engine's read GB/s (its weights as it holds them, and its KV cache) as a fraction of the
 read bandwidth that kvfoot bench --bandwidth measures at that thread count. Rows are
