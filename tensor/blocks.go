@@ -48,7 +48,6 @@ func matMulBlocks(x []float32, m int, p Proj) {
 	}
 	w := p.W
 	k, rb := w.Cols, w.Block.RowBytes(w.Cols)
-	rows := max(16, min(blockPanel, blockPanelBytes/(4*max(k, 1)))/16*16)
 	if w.Block == &BlockF16 && active.packT != nil {
 		// The GEMM's pack widens F16 as it transposes: no float32 copy to widen into and
 		// pack again (20% of an F16 pre-fill). A call per f16PanelRows rows keeps a
@@ -62,6 +61,7 @@ func matMulBlocks(x []float32, m int, p Proj) {
 		}
 		return
 	}
+	rows := max(16, min(blockPanel, blockPanelBytes/(4*max(k, 1)))/16*16)
 	need := min(rows, w.Rows) * k
 	pp, _ := panels.Get().(*[]float32)
 	if pp == nil || cap(*pp) < need {

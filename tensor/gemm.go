@@ -288,7 +288,11 @@ func pack(im *impl, buf []float32, o operand, r0, rn, p0, kc, blk int) {
 				for p, v := range o.bf16[base+p1 : base+kc] {
 					panel[(p1+p)*blk+i] = BF16ToFloat(v)
 				}
-			default:
+			case o.f32 != nil:
+				for p := p1; p < kc; p++ {
+					panel[p*blk+i] = o.f32[base+p*o.cs]
+				}
+			default: // the half-precision operands, F16 strided or not
 				for p := p1; p < kc; p++ {
 					panel[p*blk+i] = o.at(base + p*o.cs)
 				}

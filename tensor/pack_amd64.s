@@ -72,6 +72,14 @@
 // F16ROW loads 16 IEEE half values and widens them to float32.
 #define F16ROW(src, z) VCVTPH2PS src, z
 
+// HALVES16 widens 16 values from each of the 16 rows at SI, SI+R8, …, R12+R9 (R8 the
+// row stride in bytes, R9 = 3·R8, R10-R12 four rows on each) into Z0-Z15 with ROW.
+#define HALVES16(ROW) \
+	ROW((SI), Z0); ROW((SI)(R8*1), Z1); ROW((SI)(R8*2), Z2); ROW((SI)(R9*1), Z3); \
+	ROW((R10), Z4); ROW((R10)(R8*1), Z5); ROW((R10)(R8*2), Z6); ROW((R10)(R9*1), Z7); \
+	ROW((R11), Z8); ROW((R11)(R8*1), Z9); ROW((R11)(R8*2), Z10); ROW((R11)(R9*1), Z11); \
+	ROW((R12), Z12); ROW((R12)(R8*1), Z13); ROW((R12)(R8*2), Z14); ROW((R12)(R9*1), Z15)
+
 // 16 rows of a 32-row weight panel (the other 16 are a second call at dst+16).
 // func packT16F32AVX512(dst *float32, src *float32, ld, kc int)
 TEXT ·packT16F32AVX512(SB), NOSPLIT, $0-32
@@ -125,22 +133,7 @@ TEXT ·packT16BF16AVX512(SB), NOSPLIT, $0-32
 	LEAQ (R10)(R8*4), R11
 	LEAQ (R11)(R8*4), R12
 packT16BF16AVX512loop:
-	BF16ROW((SI), Z0)
-	BF16ROW((SI)(R8*1), Z1)
-	BF16ROW((SI)(R8*2), Z2)
-	BF16ROW((SI)(R9*1), Z3)
-	BF16ROW((R10), Z4)
-	BF16ROW((R10)(R8*1), Z5)
-	BF16ROW((R10)(R8*2), Z6)
-	BF16ROW((R10)(R9*1), Z7)
-	BF16ROW((R11), Z8)
-	BF16ROW((R11)(R8*1), Z9)
-	BF16ROW((R11)(R8*2), Z10)
-	BF16ROW((R11)(R9*1), Z11)
-	BF16ROW((R12), Z12)
-	BF16ROW((R12)(R8*1), Z13)
-	BF16ROW((R12)(R8*2), Z14)
-	BF16ROW((R12)(R9*1), Z15)
+	HALVES16(BF16ROW)
 	PANEL16
 	ADDQ $32, SI
 	ADDQ $32, R10
@@ -165,22 +158,7 @@ TEXT ·packT16F16AVX512(SB), NOSPLIT, $0-32
 	LEAQ (R10)(R8*4), R11
 	LEAQ (R11)(R8*4), R12
 packT16F16AVX512loop:
-	F16ROW((SI), Z0)
-	F16ROW((SI)(R8*1), Z1)
-	F16ROW((SI)(R8*2), Z2)
-	F16ROW((SI)(R9*1), Z3)
-	F16ROW((R10), Z4)
-	F16ROW((R10)(R8*1), Z5)
-	F16ROW((R10)(R8*2), Z6)
-	F16ROW((R10)(R9*1), Z7)
-	F16ROW((R11), Z8)
-	F16ROW((R11)(R8*1), Z9)
-	F16ROW((R11)(R8*2), Z10)
-	F16ROW((R11)(R9*1), Z11)
-	F16ROW((R12), Z12)
-	F16ROW((R12)(R8*1), Z13)
-	F16ROW((R12)(R8*2), Z14)
-	F16ROW((R12)(R9*1), Z15)
+	HALVES16(F16ROW)
 	PANEL16
 	ADDQ $32, SI
 	ADDQ $32, R10
